@@ -1,0 +1,659 @@
+//! Postern's configuration: one TOML file, every key with a default, unknown keys rejected
+//! with the line they are on.
+
+mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+pub use units::{ByteSize, Seconds};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} line {line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Our name in banners, HELO and Received headers.
+    pub hostname: String,
+    /// Everything we store lives here.
+    pub data_dir: PathBuf,
+    pub listen: Listen,
+    pub tls: Tls,
+    pub storage: Storage,
+    pub dns: Dns,
+    pub auth: Auth,
+    pub smtp: Smtp,
+    pub pop3: Pop3,
+    pub imap: Imap,
+    pub log: Log,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: "localhost".into(),
+            data_dir: PathBuf::from("/var/lib/postern"),
+            listen: Listen::default(),
+            tls: Tls::default(),
+            storage: Storage::default(),
+            dns: Dns::default(),
+            auth: Auth::default(),
+            smtp: Smtp::default(),
+            pop3: Pop3::default(),
+            imap: Imap::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+/// Each listener is a list of `ip:port`; an empty or missing list turns it off.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    pub smtp: Vec<String>,
+    pub submission: Vec<String>,
+    pub submissions: Vec<String>,
+    pub pop3: Vec<String>,
+    pub pop3s: Vec<String>,
+    pub imap: Vec<String>,
+    pub imaps: Vec<String>,
+    pub http: Vec<String>,
+    pub https: Vec<String>,
+}
+
+/// The protocols a listener can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    Smtp,
+    Submission,
+    Submissions,
+    Pop3,
+    Pop3s,
+    Imap,
+    Imaps,
+    Http,
+    Https,
+}
+
+impl ListenerKind {
+    pub const ALL: [ListenerKind; 9] = [
+        ListenerKind::Smtp,
+        ListenerKind::Submission,
+        ListenerKind::Submissions,
+        ListenerKind::Pop3,
+        ListenerKind::Pop3s,
+        ListenerKind::Imap,
+        ListenerKind::Imaps,
+        ListenerKind::Http,
+        ListenerKind::Https,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Smtp => "smtp",
+            ListenerKind::Submission => "submission",
+            ListenerKind::Submissions => "submissions",
+            ListenerKind::Pop3 => "pop3",
+            ListenerKind::Pop3s => "pop3s",
+            ListenerKind::Imap => "imap",
+            ListenerKind::Imaps => "imaps",
+            ListenerKind::Http => "http",
+            ListenerKind::Https => "https",
+        }
+    }
+
+    /// True when TLS starts with the connection (no STARTTLS step).
+    pub fn implicit_tls(self) -> bool {
+        matches!(
+            self,
+            ListenerKind::Submissions
+                | ListenerKind::Pop3s
+                | ListenerKind::Imaps
+                | ListenerKind::Https
+        )
+    }
+
+    pub fn standard_port(self) -> u16 {
+        match self {
+            ListenerKind::Smtp => 25,
+            ListenerKind::Submission => 587,
+            ListenerKind::Submissions => 465,
+            ListenerKind::Pop3 => 110,
+            ListenerKind::Pop3s => 995,
+            ListenerKind::Imap => 143,
+            ListenerKind::Imaps => 993,
+            ListenerKind::Http => 80,
+            ListenerKind::Https => 443,
+        }
+    }
+}
+
+impl Listen {
+    pub fn addresses(&self, kind: ListenerKind) -> &[String] {
+        match kind {
+            ListenerKind::Smtp => &self.smtp,
+            ListenerKind::Submission => &self.submission,
+            ListenerKind::Submissions => &self.submissions,
+            ListenerKind::Pop3 => &self.pop3,
+            ListenerKind::Pop3s => &self.pop3s,
+            ListenerKind::Imap => &self.imap,
+            ListenerKind::Imaps => &self.imaps,
+            ListenerKind::Http => &self.http,
+            ListenerKind::Https => &self.https,
+        }
+    }
+
+    /// Every configured (kind, address) pair, parsed.
+    pub fn sockets(&self) -> Vec<(ListenerKind, SocketAddr)> {
+        let mut out = Vec::new();
+        for kind in ListenerKind::ALL {
+            for a in self.addresses(kind) {
+                if let Ok(addr) = a.parse() {
+                    out.push((kind, addr));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain; relative paths are relative to the config file.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// "embedded" (default, no other process) or "postgres".
+    pub backend: String,
+    /// postgres://... for the postgres backend.
+    pub url: String,
+    /// Most writes one commit may carry (group commit).
+    pub max_batch: usize,
+    /// Messages larger than this are spooled to a file while they arrive instead of kept in memory.
+    pub spool_threshold: ByteSize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            backend: "embedded".into(),
+            url: String::new(),
+            max_batch: 512,
+            spool_threshold: ByteSize(1 << 20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// "ip:port" list; empty means the system resolver.
+    pub nameservers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Accept passwords over connections without TLS. Off: a password never crosses the
+    /// network in the clear.
+    pub allow_plaintext: bool,
+    /// Shortest password `user add` and `user passwd` accept.
+    pub min_password_length: usize,
+    /// Failed logins from one IP (or for one account) within `failure_window` before a lockout.
+    pub max_failures: u32,
+    pub failure_window: Seconds,
+    /// How long a lockout lasts.
+    pub lockout: Seconds,
+    /// Pause before answering a failed login.
+    pub failure_delay_ms: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            allow_plaintext: false,
+            min_password_length: 8,
+            max_failures: 10,
+            failure_window: Seconds(900),
+            lockout: Seconds(900),
+            failure_delay_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtp {
+    /// Largest message accepted (advertised in SIZE).
+    pub max_message_size: ByteSize,
+    pub max_recipients: usize,
+    /// Command line length limit (RFC 5321 4.5.3.1.4: at least 512).
+    pub max_command_line: usize,
+    /// Text line length limit in message content (RFC 5321 4.5.3.1.6: 1000 with CRLF).
+    pub max_text_line: usize,
+    /// More Received headers than this is a mail loop (554 5.4.6).
+    pub max_received_headers: usize,
+    /// Bad commands before the connection is closed.
+    pub max_errors: u32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// RFC 5321 4.5.3.2 timeouts.
+    pub timeout_command: Seconds,
+    pub timeout_data: Seconds,
+    /// Refuse mail whose DATA contains a bare CR or LF (SMTP smuggling defence).
+    pub reject_bare_lf: bool,
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Smtp {
+            max_message_size: ByteSize(50 << 20),
+            max_recipients: 1000,
+            max_command_line: 512,
+            max_text_line: 1000,
+            max_received_headers: 100,
+            max_errors: 20,
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            timeout_command: Seconds(300),
+            timeout_data: Seconds(600),
+            reject_bare_lf: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3 {
+    pub idle_timeout: Seconds,
+    pub max_line: usize,
+    pub max_errors: u32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Pop3 {
+    fn default() -> Self {
+        Pop3 {
+            idle_timeout: Seconds(600),
+            max_line: 512,
+            max_errors: 10,
+            max_connections: 2000,
+            max_connections_per_ip: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Imap {
+    pub idle_timeout: Seconds,
+    /// Longest command line outside literals.
+    pub max_line: usize,
+    /// Largest literal (APPEND message) once logged in.
+    pub max_literal: ByteSize,
+    /// Largest literal before login.
+    pub max_literal_unauth: ByteSize,
+    pub max_errors: u32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Imap {
+    fn default() -> Self {
+        Imap {
+            idle_timeout: Seconds(1800),
+            max_line: 65536,
+            max_literal: ByteSize(64 << 20),
+            max_literal_unauth: ByteSize(8192),
+            max_errors: 20,
+            max_connections: 20000,
+            max_connections_per_ip: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// error, warn, info, debug or trace; RUST_LOG overrides it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths inside it are made
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, path, &base)
+    }
+
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(0);
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        cfg.resolve_paths(base);
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        self.data_dir = abs(&self.data_dir);
+        for s in [&mut self.tls.cert, &mut self.tls.key] {
+            if !s.is_empty() {
+                *s = abs(Path::new(s)).to_string_lossy().into_owned();
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !is_hostname(&self.hostname) {
+            return Err(format!(
+                "hostname {:?} is not a valid host name (letters, digits, '-' and '.')",
+                self.hostname
+            ));
+        }
+        for kind in ListenerKind::ALL {
+            for a in self.listen.addresses(kind) {
+                if a.parse::<SocketAddr>().is_err() {
+                    return Err(format!(
+                        "listen.{}: {a:?} is not an ip:port address (e.g. \"0.0.0.0:{}\" or \"[::]:{}\")",
+                        kind.name(),
+                        kind.standard_port(),
+                        kind.standard_port()
+                    ));
+                }
+            }
+        }
+        match self.storage.backend.as_str() {
+            "embedded" => {}
+            "postgres" => {
+                if self.storage.url.is_empty() {
+                    return Err(
+                        "storage.backend is \"postgres\" but storage.url is empty (postgres://user@host/db)"
+                            .into(),
+                    );
+                }
+            }
+            other => {
+                return Err(format!(
+                    "storage.backend {other:?} is unknown; use \"embedded\" or \"postgres\""
+                ));
+            }
+        }
+        for ns in &self.dns.nameservers {
+            if ns.parse::<SocketAddr>().is_err() && ns.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!("dns.nameservers: {ns:?} is not an ip or ip:port"));
+            }
+        }
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return Err("tls.cert and tls.key must be given together".into());
+        }
+        if self.smtp.max_command_line < 512 {
+            return Err("smtp.max_command_line must be at least 512 (RFC 5321 4.5.3.1.4)".into());
+        }
+        if self.smtp.max_text_line < 1000 {
+            return Err("smtp.max_text_line must be at least 1000 (RFC 5321 4.5.3.1.6)".into());
+        }
+        if self.storage.max_batch == 0 {
+            return Err("storage.max_batch must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// True when a listener of this kind needs a certificate.
+    pub fn needs_tls(&self) -> bool {
+        ListenerKind::ALL
+            .iter()
+            .any(|k| !self.listen.addresses(*k).is_empty() && *k != ListenerKind::Http)
+    }
+}
+
+pub fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Values `init` writes into a new config.
+pub struct InitValues<'a> {
+    pub hostname: &'a str,
+    pub data_dir: &'a Path,
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub listen_ip: &'a str,
+    /// Added to every standard port (0 for the standard ports themselves).
+    pub port_offset: u16,
+}
+
+/// The commented config file `postern init` writes.
+pub fn render_init(v: &InitValues) -> String {
+    let ip = if v.listen_ip.contains(':') {
+        format!("[{}]", v.listen_ip)
+    } else {
+        v.listen_ip.to_string()
+    };
+    let l = |k: ListenerKind| format!("[\"{ip}:{}\"]", k.standard_port() + v.port_offset);
+    format!(
+        r#"# Postern configuration. Every key has a default; delete a key to get it back.
+# Relative paths are relative to this file. Sizes take K/M/G suffixes, times s/m/h/d.
+
+# Our name in SMTP banners, HELO/EHLO and Received headers; mail programs connect to it.
+hostname = "{hostname}"
+# Everything Postern stores: accounts, mailboxes, the outbound queue.
+data_dir = "{data_dir}"
+
+[listen]
+# Each is a list of "ip:port"; an empty list turns the listener off.
+smtp = {smtp}            # MX: mail from other servers
+submission = {submission}      # users sending mail, STARTTLS
+submissions = {submissions}     # users sending mail, implicit TLS
+pop3 = {pop3}            # STLS
+pop3s = {pop3s}
+imap = {imap}            # STARTTLS
+imaps = {imaps}
+http = []                # autoconfig, admin, metrics
+https = []
+
+[tls]
+# PEM files; reloaded on SIGHUP.
+cert = "{cert}"
+key = "{key}"
+
+[storage]
+backend = "embedded"     # or "postgres"
+url = ""                 # postgres://user@host/db for the postgres backend
+max_batch = 512          # most writes that share one commit (group commit)
+spool_threshold = "1M"   # larger incoming messages go to a file while they arrive
+
+[dns]
+nameservers = []         # "ip:port"; empty = the system resolver
+
+[auth]
+allow_plaintext = false  # passwords only over TLS
+min_password_length = 8
+max_failures = 10        # failed logins per IP or account within failure_window ...
+failure_window = "15m"
+lockout = "15m"          # ... lock it out this long
+failure_delay_ms = 1000  # pause before a failed-login reply
+
+[smtp]
+max_message_size = "50M"
+max_recipients = 1000
+max_command_line = 512
+max_text_line = 1000
+max_received_headers = 100
+max_errors = 20
+max_connections = 1000
+max_connections_per_ip = 50
+timeout_command = "5m"
+timeout_data = "10m"
+reject_bare_lf = true    # refuse bare CR/LF in message data (SMTP smuggling defence)
+
+[pop3]
+idle_timeout = "10m"
+max_line = 512
+max_errors = 10
+max_connections = 2000
+max_connections_per_ip = 50
+
+[imap]
+idle_timeout = "30m"
+max_line = 65536
+max_literal = "64M"
+max_literal_unauth = "8K"
+max_errors = 20
+max_connections = 20000
+max_connections_per_ip = 100
+
+[log]
+level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)
+"#,
+        hostname = v.hostname,
+        data_dir = toml_escape(&v.data_dir.to_string_lossy()),
+        cert = toml_escape(&v.cert.to_string_lossy()),
+        key = toml_escape(&v.key.to_string_lossy()),
+        smtp = l(ListenerKind::Smtp),
+        submission = l(ListenerKind::Submission),
+        submissions = l(ListenerKind::Submissions),
+        pop3 = l(ListenerKind::Pop3),
+        pop3s = l(ListenerKind::Pop3s),
+        imap = l(ListenerKind::Imap),
+        imaps = l(ListenerKind::Imaps),
+    )
+}
+
+fn toml_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("t.toml"), Path::new("/base"))
+    }
+
+    #[test]
+    fn empty_is_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.smtp.max_message_size.0, 50 << 20);
+        assert_eq!(c.storage.backend, "embedded");
+        assert!(c.listen.smtp.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = parse("hostname = \"a.test\"\n\n[smtp]\nmax_recipient = 3\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("line 4"), "{s}");
+        assert!(s.contains("max_recipient"), "{s}");
+    }
+
+    #[test]
+    fn bad_listen_address() {
+        let e = parse("[listen]\nsmtp = [\"localhost:25\"]\n").unwrap_err();
+        assert!(e.to_string().contains("listen.smtp"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_config_dir() {
+        let c = parse("data_dir = \"data\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/base/data"));
+        assert_eq!(c.tls.cert, "/base/c.pem");
+    }
+
+    #[test]
+    fn init_template_parses_to_defaults() {
+        let t = render_init(&InitValues {
+            hostname: "mail.example.test",
+            data_dir: Path::new("/srv/p"),
+            cert: Path::new("/srv/p/tls/cert.pem"),
+            key: Path::new("/srv/p/tls/key.pem"),
+            listen_ip: "127.0.0.1",
+            port_offset: 10000,
+        });
+        let c = parse(&t).unwrap();
+        let d = Config::default();
+        assert_eq!(c.smtp, d.smtp);
+        assert_eq!(c.pop3, d.pop3);
+        assert_eq!(c.imap, d.imap);
+        assert_eq!(c.auth, d.auth);
+        assert_eq!(c.storage, d.storage);
+        assert_eq!(c.listen.smtp, vec!["127.0.0.1:10025".to_string()]);
+        assert_eq!(c.hostname, "mail.example.test");
+    }
+
+    #[test]
+    fn units() {
+        let c = parse("[smtp]\nmax_message_size = \"10M\"\ntimeout_command = \"2m\"\n").unwrap();
+        assert_eq!(c.smtp.max_message_size.0, 10 << 20);
+        assert_eq!(c.smtp.timeout_command.0, 120);
+        let c = parse("[smtp]\nmax_message_size = 1234\ntimeout_command = 7\n").unwrap();
+        assert_eq!(c.smtp.max_message_size.0, 1234);
+        assert_eq!(c.smtp.timeout_command.0, 7);
+        assert!(parse("[smtp]\nmax_message_size = \"ten\"\n").is_err());
+    }
+}

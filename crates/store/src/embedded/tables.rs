@@ -1,0 +1,185 @@
+//! redb tables of the embedded backend and the encodings of their values.
+//!
+//! Rarely read records (domains, accounts, aliases, mailboxes, queue entries) are JSON so they
+//! can grow fields; per-message records are a fixed binary layout because IMAP reads
+//! them by the thousand.
+
+use redb::TableDefinition;
+
+use crate::{BlobId, Flags, MessageEntry, StoreError, Uid};
+
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
+pub const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
+pub const ACCOUNT_BY_ADDRESS: TableDefinition<&str, u64> =
+    TableDefinition::new("account_by_address");
+pub const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+pub const MAILBOXES: TableDefinition<u64, &[u8]> = TableDefinition::new("mailboxes");
+/// (account, name) → mailbox id.
+pub const MAILBOX_BY_NAME: TableDefinition<(u64, &str), u64> =
+    TableDefinition::new("mailbox_by_name");
+/// (mailbox, uid) → message record.
+pub const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
+/// (mailbox, modseq, uid): which messages changed when (CONDSTORE/QRESYNC).
+pub const MODSEQ: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("modseq");
+/// (mailbox, modseq, uid) of expunged messages (QRESYNC VANISHED).
+pub const EXPUNGED: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("expunged");
+pub const BLOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("blobs");
+/// segment id → (end offset, live bytes).
+pub const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("segments");
+pub const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+
+pub const NEXT_ACCOUNT: &str = "next_account";
+pub const NEXT_MAILBOX: &str = "next_mailbox";
+pub const NEXT_BLOB: &str = "next_blob";
+pub const NEXT_QUEUE: &str = "next_queue";
+pub const LAST_UIDVALIDITY: &str = "last_uidvalidity";
+pub const SCHEMA_VERSION: &str = "schema_version";
+pub const SCHEMA: u64 = 1;
+
+pub fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+pub fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Backend(format!("corrupt record: {e}")))
+}
+
+/// blob u64 | size u64 | internal date i64 | modseq u64 | flag bits u8 | (len u8, keyword)*
+pub fn encode_message(m: &MessageEntry) -> Vec<u8> {
+    let mut v =
+        Vec::with_capacity(33 + m.flags.keywords.iter().map(|k| k.len() + 1).sum::<usize>());
+    v.extend_from_slice(&m.blob.to_le_bytes());
+    v.extend_from_slice(&m.size.to_le_bytes());
+    v.extend_from_slice(&m.internal_date.to_le_bytes());
+    v.extend_from_slice(&m.modseq.to_le_bytes());
+    v.push(m.flags.bits);
+    for k in &m.flags.keywords {
+        let k = &k.as_bytes()[..k.len().min(255)];
+        v.push(k.len() as u8);
+        v.extend_from_slice(k);
+    }
+    v
+}
+
+pub fn decode_message(uid: Uid, b: &[u8]) -> Result<MessageEntry, StoreError> {
+    if b.len() < 33 {
+        return Err(StoreError::Backend("corrupt message record".into()));
+    }
+    let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let mut keywords = Vec::new();
+    let mut i = 33;
+    while i < b.len() {
+        let n = b[i] as usize;
+        let end = (i + 1 + n).min(b.len());
+        keywords.push(String::from_utf8_lossy(&b[i + 1..end]).into_owned());
+        i = end;
+    }
+    Ok(MessageEntry {
+        uid,
+        blob: u(0),
+        size: u(8),
+        internal_date: u(16) as i64,
+        modseq: u(24),
+        flags: Flags {
+            bits: b[32],
+            keywords,
+        },
+    })
+}
+
+/// Where a blob's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobLoc {
+    /// Inside an append-only segment file.
+    Segment { seg: u64, offset: u64 },
+    /// A file of its own (large messages).
+    File,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlobRecord {
+    pub refs: u32,
+    pub size: u64,
+    pub loc: BlobLoc,
+    pub meta: Vec<u8>,
+}
+
+/// refs u32 | size u64 | kind u8 | seg u64 | offset u64 | meta
+pub fn encode_blob(r: &BlobRecord) -> Vec<u8> {
+    let mut v = Vec::with_capacity(29 + r.meta.len());
+    v.extend_from_slice(&r.refs.to_le_bytes());
+    v.extend_from_slice(&r.size.to_le_bytes());
+    let (kind, seg, off) = match r.loc {
+        BlobLoc::Segment { seg, offset } => (0u8, seg, offset),
+        BlobLoc::File => (1u8, 0, 0),
+    };
+    v.push(kind);
+    v.extend_from_slice(&seg.to_le_bytes());
+    v.extend_from_slice(&off.to_le_bytes());
+    v.extend_from_slice(&r.meta);
+    v
+}
+
+pub fn decode_blob(b: &[u8]) -> Result<BlobRecord, StoreError> {
+    if b.len() < 29 {
+        return Err(StoreError::Backend("corrupt blob record".into()));
+    }
+    let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let loc = match b[12] {
+        0 => BlobLoc::Segment {
+            seg: u(13),
+            offset: u(21),
+        },
+        _ => BlobLoc::File,
+    };
+    Ok(BlobRecord {
+        refs: u32::from_le_bytes(b[0..4].try_into().unwrap()),
+        size: u(4),
+        loc,
+        meta: b[29..].to_vec(),
+    })
+}
+
+pub fn blob_id_from_file_name(name: &str) -> Option<BlobId> {
+    u64::from_str_radix(name, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_round_trip() {
+        let m = MessageEntry {
+            uid: 7,
+            blob: 99,
+            size: 12345,
+            internal_date: 1_700_000_000,
+            flags: Flags {
+                bits: Flags::SEEN | Flags::FLAGGED,
+                keywords: vec!["$Junk".into(), "work".into()],
+            },
+            modseq: 42,
+        };
+        assert_eq!(decode_message(7, &encode_message(&m)).unwrap(), m);
+    }
+
+    #[test]
+    fn blob_round_trip() {
+        let r = BlobRecord {
+            refs: 3,
+            size: 77,
+            loc: BlobLoc::Segment {
+                seg: 2,
+                offset: 4096,
+            },
+            meta: vec![1, 2, 3],
+        };
+        let d = decode_blob(&encode_blob(&r)).unwrap();
+        assert_eq!(
+            (d.refs, d.size, d.loc, d.meta),
+            (3, 77, r.loc, vec![1, 2, 3])
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! The storage interface every part of Postern uses, and its embedded backend.
+//!
+//! Protocol code sees only [`Store`]: accounts, domains, aliases, mailboxes, messages
+//! (immutable blobs shared by every mailbox holding them, plus per-mailbox metadata) and the
+//! outbound queue. A write is durable when its future resolves; concurrent writes share
+//! commits (group commit).
+
+pub mod embedded;
+mod types;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub use types::*;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    #[error("storage is full")]
+    DiskFull,
+    #[error("data directory {dir} is in use by another postern process{pid}")]
+    Locked { dir: String, pid: String },
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage error: {0}")]
+    Backend(String),
+    #[error("storage is shutting down")]
+    Closed,
+}
+
+impl StoreError {
+    /// A temporary condition: the same request may succeed later.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DiskFull
+                | StoreError::Io(_)
+                | StoreError::Backend(_)
+                | StoreError::Closed
+                | StoreError::QuotaExceeded
+        )
+    }
+}
+
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122)) // ENOSPC, EDQUOT
+        || e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
+impl StoreError {
+    pub(crate) fn from_io(e: std::io::Error) -> StoreError {
+        if is_disk_full(&e) {
+            StoreError::DiskFull
+        } else {
+            StoreError::Io(e)
+        }
+    }
+}
+
+/// Everything Postern keeps. Implemented by the embedded backend (and, later, PostgreSQL).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Domains.
+    async fn domain_add(&self, name: &str) -> Result<Domain>;
+    /// Fails while accounts or aliases of the domain exist.
+    async fn domain_delete(&self, name: &str) -> Result<()>;
+    async fn domain_get(&self, name: &str) -> Result<Option<Domain>>;
+    async fn domain_list(&self) -> Result<Vec<Domain>>;
+
+    // Accounts. Creating one also creates its standard mailboxes.
+    async fn account_create(&self, new: NewAccount) -> Result<Account>;
+    async fn account_get(&self, id: AccountId) -> Result<Option<Account>>;
+    async fn account_by_address(&self, address: &str) -> Result<Option<Account>>;
+    async fn account_list(&self) -> Result<Vec<Account>>;
+    async fn account_update(&self, id: AccountId, update: AccountUpdate) -> Result<Account>;
+    /// Deletes the account with all its mailboxes and messages.
+    async fn account_delete(&self, id: AccountId) -> Result<()>;
+    async fn account_usage(&self, id: AccountId) -> Result<Usage>;
+
+    // Aliases: one address, many targets.
+    async fn alias_set(&self, address: &str, targets: Vec<String>) -> Result<Alias>;
+    async fn alias_get(&self, address: &str) -> Result<Option<Alias>>;
+    async fn alias_list(&self) -> Result<Vec<Alias>>;
+    async fn alias_delete(&self, address: &str) -> Result<()>;
+
+    // Mailboxes (folders).
+    async fn mailbox_list(&self, account: AccountId) -> Result<Vec<Mailbox>>;
+    async fn mailbox_get(&self, id: MailboxId) -> Result<Option<Mailbox>>;
+    async fn mailbox_by_name(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>>;
+    async fn mailbox_create(
+        &self,
+        account: AccountId,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<Mailbox>;
+    async fn mailbox_delete(&self, id: MailboxId) -> Result<()>;
+    /// Renames the mailbox and every mailbox below it (`old/child` → `new/child`).
+    async fn mailbox_rename(&self, id: MailboxId, new_name: &str) -> Result<()>;
+    async fn mailbox_subscribe(&self, id: MailboxId, subscribed: bool) -> Result<()>;
+
+    // Messages.
+    /// Stores one message once, for every target mailbox and/or the outbound queue, atomically.
+    async fn deliver(&self, delivery: Delivery) -> Result<DeliveryReport>;
+    /// Every message of a mailbox in UID order.
+    async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageEntry>>;
+    async fn message_get(&self, mailbox: MailboxId, uid: Uid) -> Result<Option<MessageEntry>>;
+    /// Messages whose modseq is above `since`, and UIDs expunged after it.
+    async fn message_changes(&self, mailbox: MailboxId, since: ModSeq) -> Result<Changes>;
+    async fn flags_update(&self, update: FlagsUpdate) -> Result<FlagsResult>;
+    /// Removes messages; returns the UIDs that were there.
+    async fn expunge(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<Uid>>;
+    /// Copies (or moves) messages; returns (source uid, new uid) pairs.
+    async fn copy(
+        &self,
+        from: MailboxId,
+        uids: Vec<Uid>,
+        to: MailboxId,
+        remove_source: bool,
+    ) -> Result<Vec<(Uid, Uid)>>;
+
+    // Blobs: the immutable message bytes.
+    async fn blob_info(&self, id: BlobId) -> Result<BlobInfo>;
+    async fn blob_read(&self, id: BlobId, offset: u64, len: u64) -> Result<Vec<u8>>;
+
+    // The outbound queue.
+    async fn queue_list(&self) -> Result<Vec<QueueEntry>>;
+    async fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>>;
+    async fn queue_update(&self, entry: QueueEntry) -> Result<()>;
+    /// Removes the entry and releases its blob.
+    async fn queue_delete(&self, id: QueueId) -> Result<()>;
+
+    /// One POP3 session per maildrop: `None` while another holds it.
+    fn lock_maildrop(&self, account: AccountId) -> Option<MaildropLock>;
+    /// Changes committed from now on, from any session.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+    fn stats(&self) -> StoreStats;
+    /// Finishes pending writes and stops accepting new ones.
+    async fn close(&self) -> Result<()>;
+}
+
+pub type SharedStore = Arc<dyn Store>;

@@ -1,0 +1,401 @@
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub type AccountId = u64;
+pub type MailboxId = u64;
+pub type BlobId = u64;
+pub type QueueId = u64;
+pub type Uid = u32;
+pub type ModSeq = u64;
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Domain {
+    pub name: String,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Account {
+    pub id: AccountId,
+    /// Lower-case `local@domain`.
+    pub address: String,
+    /// PHC string (argon2id).
+    pub password_hash: String,
+    /// 0 = unlimited.
+    pub quota_bytes: u64,
+    /// 0 = unlimited.
+    #[serde(default)]
+    pub quota_messages: u64,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub address: String,
+    pub password_hash: String,
+    pub quota_bytes: u64,
+    pub quota_messages: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccountUpdate {
+    pub password_hash: Option<String>,
+    pub quota_bytes: Option<u64>,
+    pub quota_messages: Option<u64>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub bytes: u64,
+    pub messages: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alias {
+    /// Lower-case `local@domain`.
+    pub address: String,
+    pub targets: Vec<String>,
+    pub created: i64,
+}
+
+/// RFC 6154 roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpecialUse {
+    Drafts,
+    Sent,
+    Trash,
+    Junk,
+    Archive,
+}
+
+impl SpecialUse {
+    pub fn attribute(self) -> &'static str {
+        match self {
+            SpecialUse::Drafts => "\\Drafts",
+            SpecialUse::Sent => "\\Sent",
+            SpecialUse::Trash => "\\Trash",
+            SpecialUse::Junk => "\\Junk",
+            SpecialUse::Archive => "\\Archive",
+        }
+    }
+
+    /// The mailboxes every new account gets.
+    pub const DEFAULTS: [(&'static str, SpecialUse); 5] = [
+        ("Drafts", SpecialUse::Drafts),
+        ("Sent", SpecialUse::Sent),
+        ("Trash", SpecialUse::Trash),
+        ("Junk", SpecialUse::Junk),
+        ("Archive", SpecialUse::Archive),
+    ];
+}
+
+pub const INBOX: &str = "INBOX";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Mailbox {
+    pub id: MailboxId,
+    pub account: AccountId,
+    /// Hierarchy separator is '/'; "INBOX" is always spelled so.
+    pub name: String,
+    pub uidvalidity: u32,
+    pub uidnext: Uid,
+    pub highest_modseq: ModSeq,
+    pub special_use: Option<SpecialUse>,
+    pub subscribed: bool,
+    pub messages: u32,
+    pub unseen: u32,
+    pub size: u64,
+}
+
+/// IMAP system flags as bits, plus keywords.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    pub bits: u8,
+    pub keywords: Vec<String>,
+}
+
+impl Flags {
+    pub const SEEN: u8 = 1;
+    pub const ANSWERED: u8 = 2;
+    pub const FLAGGED: u8 = 4;
+    pub const DELETED: u8 = 8;
+    pub const DRAFT: u8 = 16;
+
+    pub const SYSTEM: [(u8, &'static str); 5] = [
+        (Flags::SEEN, "\\Seen"),
+        (Flags::ANSWERED, "\\Answered"),
+        (Flags::FLAGGED, "\\Flagged"),
+        (Flags::DELETED, "\\Deleted"),
+        (Flags::DRAFT, "\\Draft"),
+    ];
+
+    pub fn seen(&self) -> bool {
+        self.bits & Flags::SEEN != 0
+    }
+
+    pub fn deleted(&self) -> bool {
+        self.bits & Flags::DELETED != 0
+    }
+
+    pub fn has(&self, bit: u8) -> bool {
+        self.bits & bit != 0
+    }
+
+    pub fn has_keyword(&self, k: &str) -> bool {
+        self.keywords.iter().any(|x| x.eq_ignore_ascii_case(k))
+    }
+
+    pub fn apply(&self, op: FlagOp, other: &Flags) -> Flags {
+        match op {
+            FlagOp::Replace => other.clone(),
+            FlagOp::Add => {
+                let mut f = self.clone();
+                f.bits |= other.bits;
+                for k in &other.keywords {
+                    if !f.has_keyword(k) {
+                        f.keywords.push(k.clone());
+                    }
+                }
+                f
+            }
+            FlagOp::Remove => {
+                let mut f = self.clone();
+                f.bits &= !other.bits;
+                f.keywords.retain(|k| !other.has_keyword(k));
+                f
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Replace,
+    Add,
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageEntry {
+    pub uid: Uid,
+    pub blob: BlobId,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub internal_date: i64,
+    pub flags: Flags,
+    pub modseq: ModSeq,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub changed: Vec<MessageEntry>,
+    pub expunged: Vec<Uid>,
+    pub highest_modseq: ModSeq,
+}
+
+#[derive(Debug, Clone)]
+pub struct FlagsUpdate {
+    pub mailbox: MailboxId,
+    pub uids: Vec<Uid>,
+    pub op: FlagOp,
+    pub flags: Flags,
+    /// CONDSTORE UNCHANGEDSINCE: messages modified after this are left alone.
+    pub unchanged_since: Option<ModSeq>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FlagsResult {
+    /// (uid, new flags, new modseq) of every message whose flags changed.
+    pub updated: Vec<(Uid, Flags, ModSeq)>,
+    /// UIDs refused because of UNCHANGEDSINCE.
+    pub modified: Vec<Uid>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub id: BlobId,
+    pub size: u64,
+    /// Parsed structure cached at ingest (owned by the message crate).
+    pub meta: Arc<Vec<u8>>,
+}
+
+/// Message bytes for a new blob.
+#[derive(Debug)]
+pub enum BlobData {
+    Memory(Vec<u8>),
+    /// A spool file the caller wrote and fsynced; the store takes it over (renames it).
+    /// It must be on the same file system as the data directory.
+    File(PathBuf),
+}
+
+#[derive(Debug)]
+pub struct NewBlob {
+    pub data: BlobData,
+    pub size: u64,
+    pub meta: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub enum MailboxTarget {
+    Id(MailboxId),
+    /// By name; INBOX when it does not exist (unless `create`).
+    Name {
+        name: String,
+        create: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryTarget {
+    pub account: AccountId,
+    pub mailbox: MailboxTarget,
+    pub flags: Flags,
+    /// Refuse (per target) when the account is over quota.
+    pub enforce_quota: bool,
+}
+
+#[derive(Debug)]
+pub struct Delivery {
+    pub blob: NewBlob,
+    pub internal_date: i64,
+    pub targets: Vec<DeliveryTarget>,
+    /// Remote recipients: queued with the same blob.
+    pub queue: Option<NewQueueEntry>,
+}
+
+#[derive(Debug)]
+pub struct DeliveryReport {
+    pub blob: BlobId,
+    /// One per target, in order: where it went, or why not.
+    pub targets: Vec<Result<(MailboxId, Uid), crate::StoreError>>,
+    pub queue_id: Option<QueueId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DsnRet {
+    Full,
+    Headers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecipientState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueRecipient {
+    pub address: String,
+    /// RFC 3461 ORCPT, as given.
+    #[serde(default)]
+    pub orcpt: Option<String>,
+    /// RFC 3461 NOTIFY, as given (e.g. "FAILURE,DELAY"); None = default.
+    #[serde(default)]
+    pub notify: Option<String>,
+    pub state: RecipientState,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewQueueEntry {
+    pub sender: String,
+    pub recipients: Vec<QueueRecipient>,
+    pub envid: Option<String>,
+    pub ret: Option<DsnRet>,
+    pub trace_id: String,
+    /// Sent by an authenticated user (submission) rather than received as MX.
+    pub authenticated: Option<String>,
+    pub requiretls: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueEntry {
+    pub id: QueueId,
+    pub blob: BlobId,
+    pub size: u64,
+    pub sender: String,
+    pub recipients: Vec<QueueRecipient>,
+    #[serde(default)]
+    pub envid: Option<String>,
+    #[serde(default)]
+    pub ret: Option<DsnRet>,
+    pub trace_id: String,
+    #[serde(default)]
+    pub authenticated: Option<String>,
+    #[serde(default)]
+    pub requiretls: bool,
+    pub created: i64,
+    pub next_attempt: i64,
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// A delay warning was sent already.
+    #[serde(default)]
+    pub warned: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEvent {
+    /// Messages were added, changed or removed in a mailbox.
+    Mailbox {
+        account: AccountId,
+        mailbox: MailboxId,
+        highest_modseq: ModSeq,
+    },
+    /// Mailboxes of an account were created, renamed or deleted.
+    MailboxList { account: AccountId },
+    /// Accounts, domains or aliases changed.
+    Directory,
+    /// The outbound queue got new work.
+    Queue,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreStats {
+    /// Write transactions committed.
+    pub commits: u64,
+    /// Write requests carried by those commits.
+    pub writes: u64,
+    /// fsync/fdatasync calls issued.
+    pub fsyncs: u64,
+}
+
+/// Held while a POP3 session owns a maildrop; dropping it releases the maildrop.
+pub struct MaildropLock {
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl MaildropLock {
+    pub fn new(release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        MaildropLock {
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for MaildropLock {
+    fn drop(&mut self) {
+        if let Some(f) = self.release.take() {
+            f()
+        }
+    }
+}
+
+impl std::fmt::Debug for MaildropLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MaildropLock")
+    }
+}

@@ -1,0 +1,213 @@
+//! The storage conformance suite, run against the embedded backend.
+
+mod suite;
+
+use std::sync::Arc;
+
+use postern_store::embedded::{EmbeddedStore, Options};
+use postern_store::*;
+
+fn open(dir: &std::path::Path) -> Arc<EmbeddedStore> {
+    EmbeddedStore::open(dir, Options::default()).unwrap()
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path());
+            suite::$name(store.clone()).await;
+            store.close().await.unwrap();
+        }
+    )*};
+}
+
+conformance!(
+    domains,
+    accounts,
+    aliases,
+    mailboxes,
+    shared_blob_delivery,
+    flags_and_changes,
+    copy_and_move,
+    quota,
+    queue,
+    concurrent_writers,
+    events,
+    disabled_and_passwords,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_file_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, _) = suite::setup_account(store.clone(), "big@example.test").await;
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let spool = store.spool_dir().join("incoming-1");
+    std::fs::write(&spool, &body).unwrap();
+    let rep = store
+        .deliver(suite::delivery_file(&spool, body.len() as u64, &[a.id]))
+        .await
+        .unwrap();
+    assert!(!spool.exists(), "the spool file was moved into the store");
+    let (mb, uid) = rep.targets[0].as_ref().map(|x| *x).unwrap();
+    let e = store.message_get(mb, uid).await.unwrap().unwrap();
+    let back = store.blob_read(e.blob, 0, e.size).await.unwrap();
+    assert_eq!(back, body);
+    let part = store.blob_read(e.blob, 1_000_000, 10).await.unwrap();
+    assert_eq!(part, &body[1_000_000..1_000_010]);
+    store.expunge(mb, vec![uid]).await.unwrap();
+    assert_eq!(store.blob_count().unwrap(), 0);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_open_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    match EmbeddedStore::open(dir.path(), Options::default()) {
+        Err(StoreError::Locked { pid, .. }) => {
+            assert!(pid.contains(&std::process::id().to_string()), "{pid}")
+        }
+        other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+    }
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_keeps_everything_and_drops_uncommitted_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mb, uid, blob_len) = {
+        let store = open(dir.path());
+        let (a, _) = suite::setup_account(store.clone(), "keep@example.test").await;
+        let rep = store
+            .deliver(suite::delivery(b"Subject: keep\r\n\r\nme\r\n", &[a.id]))
+            .await
+            .unwrap();
+        let (mb, uid) = rep.targets[0].as_ref().map(|x| *x).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        (mb, uid, 21u64)
+    };
+    // Bytes of a batch that never committed, left at the end of the segment.
+    let seg = std::fs::read_dir(dir.path().join("blobs"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(b"garbage of a torn batch");
+    std::fs::write(&seg, &bytes).unwrap();
+    let store = open(dir.path());
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), blob_len);
+    let e = store.message_get(mb, uid).await.unwrap().unwrap();
+    assert_eq!(
+        store.blob_read(e.blob, 0, e.size).await.unwrap(),
+        b"Subject: keep\r\n\r\nme\r\n"
+    );
+    store.close().await.unwrap();
+}
+
+/// A child process writes, reports what was acknowledged, and is killed with SIGKILL while it
+/// keeps writing; everything acknowledged must be there after reopening.
+#[test]
+fn durable_across_kill_9() {
+    if let Ok(dir) = std::env::var("POSTERN_STORE_CHILD") {
+        child_writer(std::path::Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "durable_across_kill_9",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("POSTERN_STORE_CHILD", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut acked = Vec::new();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(l)) = lines.next() {
+        if let Some(n) = l.strip_prefix("ACK ") {
+            acked.push(n.parse::<u32>().unwrap());
+            if acked.len() == 300 {
+                break;
+            }
+        }
+    }
+    // SIGKILL: no destructor, no flush.
+    unsafe_kill(child.id());
+    let _ = child.wait();
+    assert_eq!(acked.len(), 300, "child acknowledged writes");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = open(dir.path());
+        let a = store
+            .account_by_address("crash@example.test")
+            .await
+            .unwrap()
+            .expect("account survived");
+        let inbox = store.mailbox_by_name(a.id, "INBOX").await.unwrap().unwrap();
+        let list = store.message_list(inbox.id).await.unwrap();
+        let mut found = std::collections::HashSet::new();
+        for e in &list {
+            let b = store.blob_read(e.blob, 0, e.size).await.unwrap();
+            let s = String::from_utf8(b).unwrap();
+            let n: u32 = s
+                .strip_prefix("Subject: n")
+                .and_then(|r| r.split("\r\n").next())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(found.insert(n), "message {n} stored twice");
+        }
+        for n in &acked {
+            assert!(found.contains(n), "acknowledged message {n} lost");
+        }
+        assert_eq!(inbox.messages as usize, list.len());
+        // The store keeps working after the crash.
+        store
+            .deliver(suite::delivery(b"Subject: after\r\n\r\nx\r\n", &[a.id]))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    });
+}
+
+fn unsafe_kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn child_writer(dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = open(dir);
+        let (a, _) = suite::setup_account(store.clone(), "crash@example.test").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..8u32 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                for i in 0.. {
+                    let n = w * 1_000_000 + i;
+                    let msg = format!("Subject: n{n}\r\n\r\nbody {n}\r\n");
+                    store
+                        .deliver(suite::delivery(msg.as_bytes(), &[a.id]))
+                        .await
+                        .unwrap();
+                    println!("ACK {n}");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+}

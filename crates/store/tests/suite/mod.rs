@@ -1,0 +1,612 @@
+//! Behaviour every storage backend must have. Each function takes a fresh, empty store.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use postern_store::*;
+
+pub fn delivery(bytes: &[u8], accounts: &[AccountId]) -> Delivery {
+    Delivery {
+        blob: NewBlob {
+            data: BlobData::Memory(bytes.to_vec()),
+            size: bytes.len() as u64,
+            meta: b"meta".to_vec(),
+        },
+        internal_date: 1_700_000_000,
+        targets: accounts
+            .iter()
+            .map(|&account| DeliveryTarget {
+                account,
+                mailbox: MailboxTarget::Name {
+                    name: "INBOX".into(),
+                    create: false,
+                },
+                flags: Flags::default(),
+                enforce_quota: true,
+            })
+            .collect(),
+        queue: None,
+    }
+}
+
+pub fn delivery_file(path: &std::path::Path, size: u64, accounts: &[AccountId]) -> Delivery {
+    let mut d = delivery(b"", accounts);
+    d.blob = NewBlob {
+        data: BlobData::File(path.to_path_buf()),
+        size,
+        meta: Vec::new(),
+    };
+    d
+}
+
+pub async fn setup_account<S: Store + ?Sized>(store: Arc<S>, address: &str) -> (Account, Mailbox) {
+    let domain = address.rsplit_once('@').unwrap().1;
+    match store.domain_add(domain).await {
+        Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+        Err(e) => panic!("{e}"),
+    }
+    let a = store
+        .account_create(NewAccount {
+            address: address.into(),
+            password_hash: "$argon2id$fake".into(),
+            quota_bytes: 0,
+            quota_messages: 0,
+        })
+        .await
+        .unwrap();
+    let inbox = store.mailbox_by_name(a.id, "INBOX").await.unwrap().unwrap();
+    (a, inbox)
+}
+
+pub async fn domains(store: Arc<dyn Store>) {
+    store.domain_add("example.test").await.unwrap();
+    assert!(matches!(
+        store.domain_add("example.test").await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    store.domain_add("other.test").await.unwrap();
+    let names: Vec<String> = store
+        .domain_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["example.test", "other.test"]);
+    assert!(store.domain_get("example.test").await.unwrap().is_some());
+    setup_account(store.clone(), "a@example.test").await;
+    assert!(matches!(
+        store.domain_delete("example.test").await,
+        Err(StoreError::Invalid(_))
+    ));
+    store.domain_delete("other.test").await.unwrap();
+    assert!(store.domain_get("other.test").await.unwrap().is_none());
+    assert!(matches!(
+        store.domain_delete("other.test").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn accounts(store: Arc<dyn Store>) {
+    let new = |a: &str| NewAccount {
+        address: a.into(),
+        password_hash: "h".into(),
+        quota_bytes: 0,
+        quota_messages: 0,
+    };
+    assert!(matches!(
+        store.account_create(new("x@nowhere.test")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.domain_add("example.test").await.unwrap();
+    let a = store
+        .account_create(new("alice@example.test"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.account_create(new("alice@example.test")).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    let b = store.account_create(new("bob@example.test")).await.unwrap();
+    assert_ne!(a.id, b.id);
+    let got = store
+        .account_by_address("alice@example.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, a);
+    assert_eq!(
+        store.account_get(b.id).await.unwrap().unwrap().address,
+        "bob@example.test"
+    );
+    let boxes = store.mailbox_list(a.id).await.unwrap();
+    let mut names: Vec<(String, Option<SpecialUse>)> = boxes
+        .iter()
+        .map(|m| (m.name.clone(), m.special_use))
+        .collect();
+    names.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        names,
+        [
+            ("Archive".to_string(), Some(SpecialUse::Archive)),
+            ("Drafts".to_string(), Some(SpecialUse::Drafts)),
+            ("INBOX".to_string(), None),
+            ("Junk".to_string(), Some(SpecialUse::Junk)),
+            ("Sent".to_string(), Some(SpecialUse::Sent)),
+            ("Trash".to_string(), Some(SpecialUse::Trash)),
+        ]
+    );
+    let up = store
+        .account_update(
+            a.id,
+            AccountUpdate {
+                password_hash: Some("h2".into()),
+                quota_bytes: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((up.password_hash.as_str(), up.quota_bytes), ("h2", 1000));
+    assert_eq!(store.account_list().await.unwrap().len(), 2);
+    store.deliver(delivery(b"x\r\n", &[a.id])).await.unwrap();
+    store.account_delete(a.id).await.unwrap();
+    assert!(store.account_get(a.id).await.unwrap().is_none());
+    assert!(
+        store
+            .account_by_address("alice@example.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.mailbox_list(a.id).await.unwrap().is_empty());
+    assert_eq!(store.account_list().await.unwrap().len(), 1);
+    assert!(matches!(
+        store.account_delete(a.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn disabled_and_passwords(store: Arc<dyn Store>) {
+    let (a, _) = setup_account(store.clone(), "d@example.test").await;
+    let up = store
+        .account_update(
+            a.id,
+            AccountUpdate {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(up.disabled);
+    assert!(store.account_get(a.id).await.unwrap().unwrap().disabled);
+}
+
+pub async fn aliases(store: Arc<dyn Store>) {
+    assert!(matches!(
+        store.alias_set("x@nowhere.test", vec!["a@b".into()]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    setup_account(store.clone(), "alice@example.test").await;
+    assert!(matches!(
+        store
+            .alias_set("alice@example.test", vec!["bob@example.test".into()])
+            .await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    let al = store
+        .alias_set(
+            "team@example.test",
+            vec!["alice@example.test".into(), "carol@far.test".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(al.targets.len(), 2);
+    let al2 = store
+        .alias_set("team@example.test", vec!["alice@example.test".into()])
+        .await
+        .unwrap();
+    assert_eq!(al2.created, al.created);
+    assert_eq!(
+        store
+            .alias_get("team@example.test")
+            .await
+            .unwrap()
+            .unwrap()
+            .targets,
+        ["alice@example.test"]
+    );
+    assert_eq!(store.alias_list().await.unwrap().len(), 1);
+    assert!(matches!(
+        store
+            .account_create(NewAccount {
+                address: "team@example.test".into(),
+                password_hash: "h".into(),
+                quota_bytes: 0,
+                quota_messages: 0
+            })
+            .await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    store.alias_delete("team@example.test").await.unwrap();
+    assert!(
+        store
+            .alias_get("team@example.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        store.alias_delete("team@example.test").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn mailboxes(store: Arc<dyn Store>) {
+    let (a, inbox) = setup_account(store.clone(), "m@example.test").await;
+    assert_eq!(
+        store
+            .mailbox_by_name(a.id, "inbox")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        inbox.id
+    );
+    let w = store.mailbox_create(a.id, "Work", None).await.unwrap();
+    let p = store
+        .mailbox_create(a.id, "Work/Projects", None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.mailbox_create(a.id, "Work", None).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_ne!(w.uidvalidity, p.uidvalidity);
+    store.mailbox_rename(w.id, "Job").await.unwrap();
+    assert!(store.mailbox_by_name(a.id, "Work").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .mailbox_by_name(a.id, "Job")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        w.id
+    );
+    assert_eq!(
+        store
+            .mailbox_by_name(a.id, "Job/Projects")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        p.id
+    );
+    assert!(matches!(
+        store.mailbox_rename(w.id, "Trash").await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        store.mailbox_delete(inbox.id).await,
+        Err(StoreError::Invalid(_))
+    ));
+    store.mailbox_subscribe(p.id, false).await.unwrap();
+    assert!(!store.mailbox_get(p.id).await.unwrap().unwrap().subscribed);
+    let d = store
+        .deliver(delivery(b"hello\r\n", &[a.id]))
+        .await
+        .unwrap();
+    let (_, uid) = d.targets[0].as_ref().map(|x| *x).unwrap();
+    store.copy(inbox.id, vec![uid], p.id, false).await.unwrap();
+    store.mailbox_delete(p.id).await.unwrap();
+    assert!(store.mailbox_get(p.id).await.unwrap().is_none());
+    // The copy's blob reference went with the mailbox; the original remains readable.
+    let e = store.message_get(inbox.id, uid).await.unwrap().unwrap();
+    assert_eq!(store.blob_read(e.blob, 0, 100).await.unwrap(), b"hello\r\n");
+}
+
+pub async fn shared_blob_delivery(store: Arc<dyn Store>) {
+    let (a, ia) = setup_account(store.clone(), "a@example.test").await;
+    let (b, ib) = setup_account(store.clone(), "b@example.test").await;
+    let msg = b"Subject: hi\r\n\r\nhello both\r\n";
+    let rep = store.deliver(delivery(msg, &[a.id, b.id])).await.unwrap();
+    let (ma, ua) = rep.targets[0].as_ref().map(|x| *x).unwrap();
+    let (mb, ub) = rep.targets[1].as_ref().map(|x| *x).unwrap();
+    assert_eq!((ma, mb), (ia.id, ib.id));
+    assert_eq!((ua, ub), (1, 1));
+    let ea = store.message_get(ia.id, 1).await.unwrap().unwrap();
+    let eb = store.message_get(ib.id, 1).await.unwrap().unwrap();
+    assert_eq!(ea.blob, eb.blob, "one blob for both recipients");
+    assert_eq!(ea.size, msg.len() as u64);
+    assert_eq!(
+        store.blob_info(ea.blob).await.unwrap().meta.as_slice(),
+        b"meta"
+    );
+    assert_eq!(store.blob_read(ea.blob, 0, 1 << 20).await.unwrap(), msg);
+    assert_eq!(store.blob_read(ea.blob, 9, 2).await.unwrap(), b"hi");
+    let mbox = store.mailbox_get(ia.id).await.unwrap().unwrap();
+    assert_eq!(
+        (mbox.messages, mbox.unseen, mbox.size, mbox.uidnext),
+        (1, 1, msg.len() as u64, 2)
+    );
+    assert_eq!(store.expunge(ia.id, vec![1, 99]).await.unwrap(), [1]);
+    assert_eq!(store.blob_read(eb.blob, 0, 5).await.unwrap(), b"Subje");
+    store.expunge(ib.id, vec![1]).await.unwrap();
+    assert!(
+        store.blob_info(eb.blob).await.is_err(),
+        "blob freed with its last reference"
+    );
+    let mbox = store.mailbox_get(ia.id).await.unwrap().unwrap();
+    assert_eq!((mbox.messages, mbox.size, mbox.uidnext), (0, 0, 2));
+    // UIDs are never reused.
+    let rep = store.deliver(delivery(msg, &[a.id])).await.unwrap();
+    assert_eq!(rep.targets[0].as_ref().unwrap().1, 2);
+}
+
+pub async fn flags_and_changes(store: Arc<dyn Store>) {
+    let (a, inbox) = setup_account(store.clone(), "f@example.test").await;
+    for i in 0..3 {
+        store
+            .deliver(delivery(format!("m{i}\r\n").as_bytes(), &[a.id]))
+            .await
+            .unwrap();
+    }
+    let before = store.mailbox_get(inbox.id).await.unwrap().unwrap();
+    assert_eq!(before.unseen, 3);
+    let seen = Flags {
+        bits: Flags::SEEN,
+        keywords: vec!["$Work".into()],
+    };
+    let r = store
+        .flags_update(FlagsUpdate {
+            mailbox: inbox.id,
+            uids: vec![1, 2],
+            op: FlagOp::Add,
+            flags: seen.clone(),
+            unchanged_since: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.updated.len(), 2);
+    let m = r.updated[0].2;
+    assert!(m > before.highest_modseq);
+    let after = store.mailbox_get(inbox.id).await.unwrap().unwrap();
+    assert_eq!((after.unseen, after.highest_modseq), (1, m));
+    // Adding the same flags again changes nothing.
+    let r = store
+        .flags_update(FlagsUpdate {
+            mailbox: inbox.id,
+            uids: vec![1],
+            op: FlagOp::Add,
+            flags: seen.clone(),
+            unchanged_since: None,
+        })
+        .await
+        .unwrap();
+    assert!(r.updated.is_empty());
+    // UNCHANGEDSINCE refuses messages modified later.
+    let r = store
+        .flags_update(FlagsUpdate {
+            mailbox: inbox.id,
+            uids: vec![1, 3],
+            op: FlagOp::Remove,
+            flags: seen.clone(),
+            unchanged_since: Some(m - 1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.modified, [1]);
+    let ch = store
+        .message_changes(inbox.id, before.highest_modseq)
+        .await
+        .unwrap();
+    let uids: Vec<Uid> = ch.changed.iter().map(|e| e.uid).collect();
+    assert_eq!(uids, [1, 2]);
+    assert!(ch.changed[0].flags.has_keyword("$work"));
+    store.expunge(inbox.id, vec![2]).await.unwrap();
+    let ch = store.message_changes(inbox.id, m).await.unwrap();
+    assert!(ch.changed.is_empty());
+    assert_eq!(ch.expunged, [2]);
+    assert!(ch.highest_modseq > m);
+    let list = store.message_list(inbox.id).await.unwrap();
+    assert_eq!(list.iter().map(|e| e.uid).collect::<Vec<_>>(), [1, 3]);
+    let r = store
+        .flags_update(FlagsUpdate {
+            mailbox: inbox.id,
+            uids: vec![1, 3],
+            op: FlagOp::Replace,
+            flags: Flags {
+                bits: Flags::FLAGGED,
+                keywords: vec![],
+            },
+            unchanged_since: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.updated.len(), 2);
+    let e = store.message_get(inbox.id, 1).await.unwrap().unwrap();
+    assert_eq!(e.flags.bits, Flags::FLAGGED);
+    assert!(e.flags.keywords.is_empty());
+    assert_eq!(
+        store.mailbox_get(inbox.id).await.unwrap().unwrap().unseen,
+        2
+    );
+}
+
+pub async fn copy_and_move(store: Arc<dyn Store>) {
+    let (a, inbox) = setup_account(store.clone(), "c@example.test").await;
+    let arch = store
+        .mailbox_by_name(a.id, "Archive")
+        .await
+        .unwrap()
+        .unwrap();
+    for i in 0..3 {
+        store
+            .deliver(delivery(format!("m{i}\r\n").as_bytes(), &[a.id]))
+            .await
+            .unwrap();
+    }
+    let pairs = store
+        .copy(inbox.id, vec![1, 3], arch.id, false)
+        .await
+        .unwrap();
+    assert_eq!(pairs, [(1, 1), (3, 2)]);
+    assert_eq!(store.message_list(inbox.id).await.unwrap().len(), 3);
+    let pairs = store.copy(inbox.id, vec![2], arch.id, true).await.unwrap();
+    assert_eq!(pairs, [(2, 3)]);
+    assert_eq!(store.message_list(inbox.id).await.unwrap().len(), 2);
+    let e = store.message_get(arch.id, 3).await.unwrap().unwrap();
+    assert_eq!(store.blob_read(e.blob, 0, 10).await.unwrap(), b"m1\r\n");
+    let ab = store.mailbox_get(arch.id).await.unwrap().unwrap();
+    assert_eq!((ab.messages, ab.uidnext), (3, 4));
+}
+
+pub async fn quota(store: Arc<dyn Store>) {
+    let (a, inbox) = setup_account(store.clone(), "q@example.test").await;
+    store
+        .account_update(
+            a.id,
+            AccountUpdate {
+                quota_bytes: Some(100),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let msg = [b'x'; 60];
+    let r = store.deliver(delivery(&msg, &[a.id])).await.unwrap();
+    assert!(r.targets[0].is_ok());
+    let r = store.deliver(delivery(&msg, &[a.id])).await.unwrap();
+    assert!(matches!(r.targets[0], Err(StoreError::QuotaExceeded)));
+    assert_eq!(store.account_usage(a.id).await.unwrap().bytes, 60);
+    store.expunge(inbox.id, vec![1]).await.unwrap();
+    let r = store.deliver(delivery(&msg, &[a.id])).await.unwrap();
+    assert!(r.targets[0].is_ok(), "deliverable again after deletion");
+}
+
+pub async fn queue(store: Arc<dyn Store>) {
+    let (a, _) = setup_account(store.clone(), "s@example.test").await;
+    let mut d = delivery(b"Subject: out\r\n\r\nbody\r\n", &[a.id]);
+    d.queue = Some(NewQueueEntry {
+        sender: "s@example.test".into(),
+        recipients: vec![QueueRecipient {
+            address: "r@far.test".into(),
+            orcpt: Some("rfc822;r@far.test".into()),
+            notify: Some("FAILURE".into()),
+            state: RecipientState::Pending,
+            last_error: None,
+        }],
+        envid: Some("env1".into()),
+        ret: Some(DsnRet::Headers),
+        trace_id: "T1".into(),
+        authenticated: Some("s@example.test".into()),
+        requiretls: false,
+    });
+    let rep = store.deliver(d).await.unwrap();
+    let qid = rep.queue_id.unwrap();
+    let list = store.queue_list().await.unwrap();
+    assert_eq!(list.len(), 1);
+    let mut e = store.queue_get(qid).await.unwrap().unwrap();
+    assert_eq!(e.blob, rep.blob);
+    assert_eq!(e.recipients[0].orcpt.as_deref(), Some("rfc822;r@far.test"));
+    assert_eq!(e.envid.as_deref(), Some("env1"));
+    e.attempts = 1;
+    e.last_error = Some("451 try later".into());
+    store.queue_update(e.clone()).await.unwrap();
+    assert_eq!(store.queue_get(qid).await.unwrap().unwrap(), e);
+    // The local copy and the queue share the blob; dropping one keeps the other readable.
+    let inbox = store.mailbox_by_name(a.id, "INBOX").await.unwrap().unwrap();
+    store.expunge(inbox.id, vec![1]).await.unwrap();
+    assert_eq!(store.blob_read(e.blob, 0, 7).await.unwrap(), b"Subject");
+    store.queue_delete(qid).await.unwrap();
+    assert!(store.queue_get(qid).await.unwrap().is_none());
+    assert!(store.blob_info(e.blob).await.is_err());
+    // A queue-only delivery (no local targets).
+    let mut d = delivery(b"x\r\n", &[]);
+    d.queue = Some(NewQueueEntry {
+        sender: "".into(),
+        recipients: vec![],
+        envid: None,
+        ret: None,
+        trace_id: "T2".into(),
+        authenticated: None,
+        requiretls: false,
+    });
+    assert!(store.deliver(d).await.unwrap().queue_id.is_some());
+}
+
+/// Many concurrent writers share commits: far fewer fsyncs than writes.
+pub async fn concurrent_writers(store: Arc<dyn Store>) {
+    let (a, inbox) = setup_account(store.clone(), "many@example.test").await;
+    let before = store.stats();
+    let n = 400u32;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let msg = format!("Subject: {i}\r\n\r\nbody\r\n");
+            store
+                .deliver(delivery(msg.as_bytes(), &[a.id]))
+                .await
+                .unwrap()
+        });
+    }
+    let mut uids = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        uids.push(r.unwrap().targets[0].as_ref().unwrap().1);
+    }
+    uids.sort_unstable();
+    assert_eq!(
+        uids,
+        (1..=n).collect::<Vec<_>>(),
+        "every append got its own UID"
+    );
+    let after = store.stats();
+    let commits = after.commits - before.commits;
+    let fsyncs = after.fsyncs - before.fsyncs;
+    println!(
+        "group commit: {n} concurrent appends in {commits} commits with {fsyncs} fsyncs ({:.1} appends per fsync)",
+        n as f64 / fsyncs.max(1) as f64
+    );
+    if fsyncs > 0 {
+        assert!(fsyncs < n as u64 / 4, "{fsyncs} fsyncs for {n} appends");
+    }
+    assert!(commits < n as u64 / 4, "{commits} commits for {n} appends");
+    assert_eq!(
+        store.mailbox_get(inbox.id).await.unwrap().unwrap().messages,
+        n
+    );
+}
+
+pub async fn events(store: Arc<dyn Store>) {
+    let (a, inbox) = setup_account(store.clone(), "e@example.test").await;
+    let mut rx = store.subscribe();
+    store.deliver(delivery(b"x\r\n", &[a.id])).await.unwrap();
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            if let StoreEvent::Mailbox {
+                mailbox,
+                highest_modseq,
+                ..
+            } = rx.recv().await.unwrap()
+            {
+                return (mailbox, highest_modseq);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ev.0, inbox.id);
+    assert_eq!(
+        ev.1,
+        store
+            .mailbox_get(inbox.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .highest_modseq
+    );
+}
