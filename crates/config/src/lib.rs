@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-pub use units::{ByteSize, Seconds};
+pub use units::{ByteSize, Seconds, parse_seconds, parse_size};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

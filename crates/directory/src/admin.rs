@@ -1,0 +1,326 @@
+//! Admin operations: one implementation behind the CLI, the control socket and the HTTP API.
+//! Requests and replies are serde types so they cross a socket unchanged.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Directory, domain_of, normalize_address, password_problem, validate_new_address};
+use postern_store::{AccountUpdate, NewAccount, StoreError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    DomainAdd {
+        name: String,
+    },
+    DomainDel {
+        name: String,
+    },
+    DomainList,
+    UserAdd {
+        address: String,
+        password: String,
+        quota: Option<u64>,
+    },
+    UserDel {
+        address: String,
+    },
+    UserList,
+    UserPasswd {
+        address: String,
+        password: String,
+    },
+    UserQuota {
+        address: String,
+        quota: u64,
+    },
+    AliasAdd {
+        alias: String,
+        targets: Vec<String>,
+    },
+    AliasDel {
+        alias: String,
+        target: Option<String>,
+    },
+    AliasList,
+    Ping,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserInfo {
+    pub address: String,
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    pub messages: u64,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AdminReply {
+    Done { message: String },
+    Domains { names: Vec<String> },
+    Users { users: Vec<UserInfo> },
+    Aliases { aliases: Vec<(String, Vec<String>)> },
+    Pong { pid: u32 },
+}
+
+/// A one-line error for a person, with the fix when there is one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct AdminError {
+    pub message: String,
+}
+
+impl AdminError {
+    fn new(m: impl Into<String>) -> Self {
+        AdminError { message: m.into() }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError::new(e.to_string())
+    }
+}
+
+impl From<crate::AddressError> for AdminError {
+    fn from(e: crate::AddressError) -> Self {
+        AdminError::new(e.to_string())
+    }
+}
+
+fn done(m: impl Into<String>) -> Result<AdminReply, AdminError> {
+    Ok(AdminReply::Done { message: m.into() })
+}
+
+impl Directory {
+    pub async fn admin(&self, req: AdminRequest) -> Result<AdminReply, AdminError> {
+        let store = self.store();
+        match req {
+            AdminRequest::Ping => Ok(AdminReply::Pong {
+                pid: std::process::id(),
+            }),
+            AdminRequest::DomainAdd { name } => {
+                let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+                if !crate::address::is_domain(&name) {
+                    return Err(AdminError::new(format!(
+                        "{name:?} is not a domain name (e.g. example.com)"
+                    )));
+                }
+                match store.domain_add(&name).await {
+                    Ok(_) => done(format!("domain {name} added")),
+                    Err(StoreError::AlreadyExists(_)) => {
+                        Err(AdminError::new(format!("domain {name} already exists")))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            AdminRequest::DomainDel { name } => {
+                let name = name.trim().to_ascii_lowercase();
+                match store.domain_delete(&name).await {
+                    Ok(()) => done(format!("domain {name} deleted")),
+                    Err(StoreError::NotFound(_)) => {
+                        Err(AdminError::new(format!("domain {name} is not local")))
+                    }
+                    Err(StoreError::Invalid(m)) => Err(AdminError::new(m)),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            AdminRequest::DomainList => Ok(AdminReply::Domains {
+                names: store
+                    .domain_list()
+                    .await?
+                    .into_iter()
+                    .map(|d| d.name)
+                    .collect(),
+            }),
+            AdminRequest::UserAdd {
+                address,
+                password,
+                quota,
+            } => {
+                let address = validate_new_address(&address)?;
+                self.require_local_domain(&address).await?;
+                if let Some(p) =
+                    password_problem(&password, &address, self.config().min_password_length)
+                {
+                    return Err(AdminError::new(p));
+                }
+                if store.account_by_address(&address).await?.is_some() {
+                    return Err(AdminError::new(format!("user {address} already exists")));
+                }
+                if store.alias_get(&address).await?.is_some() {
+                    return Err(AdminError::new(format!(
+                        "{address} is an alias; delete it first with: postern alias del {address}"
+                    )));
+                }
+                let hash = hash_blocking(password).await;
+                match store
+                    .account_create(NewAccount {
+                        address: address.clone(),
+                        password_hash: hash,
+                        quota_bytes: quota.unwrap_or(0),
+                        quota_messages: 0,
+                    })
+                    .await
+                {
+                    Ok(_) => done(format!("user {address} added")),
+                    Err(StoreError::AlreadyExists(_)) => {
+                        Err(AdminError::new(format!("user {address} already exists")))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            AdminRequest::UserDel { address } => {
+                let address = normalize_address(&address)?;
+                let a = self.require_user(&address).await?;
+                store.account_delete(a.id).await?;
+                done(format!("user {address} deleted with all its mail"))
+            }
+            AdminRequest::UserList => {
+                let mut users = Vec::new();
+                for a in store.account_list().await? {
+                    let u = store.account_usage(a.id).await?;
+                    users.push(UserInfo {
+                        address: a.address,
+                        quota_bytes: a.quota_bytes,
+                        used_bytes: u.bytes,
+                        messages: u.messages,
+                        disabled: a.disabled,
+                    });
+                }
+                users.sort_by(|a, b| a.address.cmp(&b.address));
+                Ok(AdminReply::Users { users })
+            }
+            AdminRequest::UserPasswd { address, password } => {
+                let address = normalize_address(&address)?;
+                let a = self.require_user(&address).await?;
+                if let Some(p) =
+                    password_problem(&password, &address, self.config().min_password_length)
+                {
+                    return Err(AdminError::new(p));
+                }
+                let hash = hash_blocking(password).await;
+                store
+                    .account_update(
+                        a.id,
+                        AccountUpdate {
+                            password_hash: Some(hash),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                done(format!("password of {address} changed"))
+            }
+            AdminRequest::UserQuota { address, quota } => {
+                let address = normalize_address(&address)?;
+                let a = self.require_user(&address).await?;
+                store
+                    .account_update(
+                        a.id,
+                        AccountUpdate {
+                            quota_bytes: Some(quota),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                done(format!("quota of {address} set"))
+            }
+            AdminRequest::AliasAdd { alias, targets } => {
+                let alias = validate_new_address(&alias)?;
+                self.require_local_domain(&alias).await?;
+                if targets.is_empty() {
+                    return Err(AdminError::new(
+                        "an alias needs at least one target address",
+                    ));
+                }
+                if store.account_by_address(&alias).await?.is_some() {
+                    return Err(AdminError::new(format!(
+                        "{alias} is a user; an alias cannot have the same address"
+                    )));
+                }
+                let mut all = store
+                    .alias_get(&alias)
+                    .await?
+                    .map(|a| a.targets)
+                    .unwrap_or_default();
+                for t in targets {
+                    let t = normalize_address(&t)?;
+                    if t == alias {
+                        return Err(AdminError::new(format!("{alias} cannot point to itself")));
+                    }
+                    if self.is_local_domain(domain_of(&t)).await?
+                        && self.lookup_account(&t).await?.is_none()
+                        && store.alias_get(&t).await?.is_none()
+                    {
+                        return Err(AdminError::new(format!(
+                            "{t} is neither a user nor an alias; add it first with: postern user add {t}"
+                        )));
+                    }
+                    if !all.contains(&t) {
+                        all.push(t);
+                    }
+                }
+                let n = all.len();
+                store.alias_set(&alias, all).await?;
+                done(format!("alias {alias} now delivers to {n} address(es)"))
+            }
+            AdminRequest::AliasDel { alias, target } => {
+                let alias = normalize_address(&alias)?;
+                let Some(a) = store.alias_get(&alias).await? else {
+                    return Err(AdminError::new(format!("alias {alias} does not exist")));
+                };
+                match target {
+                    None => {
+                        store.alias_delete(&alias).await?;
+                        done(format!("alias {alias} deleted"))
+                    }
+                    Some(t) => {
+                        let t = normalize_address(&t)?;
+                        let rest: Vec<String> = a.targets.into_iter().filter(|x| *x != t).collect();
+                        if rest.is_empty() {
+                            store.alias_delete(&alias).await?;
+                            done(format!("alias {alias} deleted (it had no other target)"))
+                        } else {
+                            store.alias_set(&alias, rest).await?;
+                            done(format!("{t} removed from alias {alias}"))
+                        }
+                    }
+                }
+            }
+            AdminRequest::AliasList => {
+                let mut aliases: Vec<(String, Vec<String>)> = store
+                    .alias_list()
+                    .await?
+                    .into_iter()
+                    .map(|a| (a.address, a.targets))
+                    .collect();
+                aliases.sort();
+                Ok(AdminReply::Aliases { aliases })
+            }
+        }
+    }
+
+    async fn require_local_domain(&self, address: &str) -> Result<(), AdminError> {
+        let d = domain_of(address);
+        if !self.is_local_domain(d).await? {
+            return Err(AdminError::new(format!(
+                "domain {d} is not local; add it with: postern domain add {d}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn require_user(&self, address: &str) -> Result<postern_store::Account, AdminError> {
+        self.store()
+            .account_by_address(address)
+            .await?
+            .ok_or_else(|| AdminError::new(format!("user {address} does not exist")))
+    }
+}
+
+async fn hash_blocking(password: String) -> String {
+    tokio::task::spawn_blocking(move || crate::hash_password(&password))
+        .await
+        .expect("hashing task")
+}

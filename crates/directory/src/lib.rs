@@ -1,0 +1,302 @@
+//! Who is who: addresses, password checks, recipient expansion, login limits, and the admin
+//! operations the CLI, the control socket and (later) the HTTP API share.
+
+mod address;
+pub mod admin;
+mod limiter;
+mod password;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use address::{AddressError, domain_of, normalize_address, validate_new_address};
+pub use limiter::LoginLimiter;
+pub use password::{hash_password, password_problem, verify_password};
+use postern_store::{Account, AccountId, SharedStore, StoreError, StoreEvent};
+
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    pub min_password_length: usize,
+    pub max_failures: u32,
+    pub failure_window: Duration,
+    pub lockout: Duration,
+    pub failure_delay: Duration,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            min_password_length: 8,
+            max_failures: 10,
+            failure_window: Duration::from_secs(900),
+            lockout: Duration::from_secs(900),
+            failure_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where mail to an address goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Destination {
+    /// A local mailbox owner.
+    Local(Account),
+    /// An address on another domain (from an alias), to be queued.
+    Remote(String),
+}
+
+#[derive(Debug)]
+pub enum AuthOutcome {
+    Ok(Account),
+    /// Wrong user or password; the caller must not say which.
+    Failed,
+    /// Too many failures; try again after this long.
+    LockedOut(Duration),
+    Disabled,
+}
+
+pub struct Directory {
+    store: SharedStore,
+    config: DirectoryConfig,
+    limiter: LoginLimiter,
+    /// Recently verified passwords: address → (stored hash, keyed digest of the password).
+    /// Saves an argon2 run per login for clients that log in every few seconds.
+    verified: Mutex<HashMap<String, Verified>>,
+    cache_key: ring::hmac::Key,
+}
+
+/// (stored hash, HMAC of the password, when).
+type Verified = (String, [u8; 32], Instant);
+
+const MAX_ALIAS_DEPTH: usize = 10;
+const VERIFIED_TTL: Duration = Duration::from_secs(3600);
+
+impl Directory {
+    pub fn new(store: SharedStore, config: DirectoryConfig) -> Arc<Directory> {
+        let rng = ring::rand::SystemRandom::new();
+        let cache_key =
+            ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).expect("system random source");
+        let limiter = LoginLimiter::new(config.max_failures, config.failure_window, config.lockout);
+        let dir = Arc::new(Directory {
+            store,
+            config,
+            limiter,
+            verified: Mutex::new(HashMap::new()),
+            cache_key,
+        });
+        // Forget cached verifications when accounts change (password resets).
+        let weak = Arc::downgrade(&dir);
+        let mut rx = dir.store.subscribe();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(StoreEvent::Directory)
+                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            match weak.upgrade() {
+                                Some(d) => d.verified.lock().unwrap().clear(),
+                                None => return,
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        dir
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub fn config(&self) -> &DirectoryConfig {
+        &self.config
+    }
+
+    pub async fn is_local_domain(&self, domain: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .domain_get(&domain.to_ascii_lowercase())
+            .await?
+            .is_some())
+    }
+
+    /// Expands an address to its final destinations: accounts and remote addresses, through
+    /// aliases (recursively, each destination once, loops cut). `Ok(None)`: a local domain
+    /// with no such address. Addresses of other domains come back as `Remote`.
+    pub async fn expand(&self, address: &str) -> Result<Option<Vec<Destination>>, StoreError> {
+        let Ok(address) = normalize_address(address) else {
+            return Ok(None);
+        };
+        if !self.is_local_domain(domain_of(&address)).await? {
+            return Ok(Some(vec![Destination::Remote(address)]));
+        }
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut seen_accounts = HashSet::new();
+        if !self
+            .expand_into(&address, 0, &mut seen, &mut seen_accounts, &mut out)
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    /// Returns false when a local address exists neither as account nor alias.
+    fn expand_into<'a>(
+        &'a self,
+        address: &'a str,
+        depth: usize,
+        seen: &'a mut HashSet<String>,
+        seen_accounts: &'a mut HashSet<AccountId>,
+        out: &'a mut Vec<Destination>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            if !seen.insert(address.to_string()) || depth > MAX_ALIAS_DEPTH {
+                // A loop or a chain too long: this branch adds nobody new.
+                return Ok(true);
+            }
+            if let Some(acc) = self.lookup_account(address).await? {
+                if seen_accounts.insert(acc.id) {
+                    out.push(Destination::Local(acc));
+                }
+                return Ok(true);
+            }
+            if let Some(alias) = self.store.alias_get(address).await? {
+                for t in &alias.targets {
+                    let Ok(t) = normalize_address(t) else {
+                        continue;
+                    };
+                    if self.is_local_domain(domain_of(&t)).await? {
+                        self.expand_into(&t, depth + 1, seen, seen_accounts, out)
+                            .await?;
+                    } else if seen.insert(t.clone()) {
+                        out.push(Destination::Remote(t));
+                    }
+                }
+                return Ok(true);
+            }
+            Ok(false)
+        })
+    }
+
+    /// The account for an address, trying `local+detail@` as `local@` too.
+    pub async fn lookup_account(&self, address: &str) -> Result<Option<Account>, StoreError> {
+        if let Some(a) = self.store.account_by_address(address).await? {
+            return Ok(Some(a));
+        }
+        if let Some((local, domain)) = address.rsplit_once('@')
+            && let Some((base, _)) = local.split_once('+')
+            && !base.is_empty()
+        {
+            return self
+                .store
+                .account_by_address(&format!("{base}@{domain}"))
+                .await;
+        }
+        Ok(None)
+    }
+
+    /// Every address an account may send as: its own, and each alias that leads to it.
+    pub async fn may_send_as(&self, account: &Account, from: &str) -> Result<bool, StoreError> {
+        let Ok(from) = normalize_address(from) else {
+            return Ok(false);
+        };
+        if from == account.address {
+            return Ok(true);
+        }
+        if let Some((local, domain)) = from.rsplit_once('@')
+            && let Some((base, _)) = local.split_once('+')
+            && format!("{base}@{domain}") == account.address
+        {
+            return Ok(true);
+        }
+        if self.store.alias_get(&from).await?.is_none() {
+            return Ok(false);
+        }
+        Ok(self
+            .expand(&from)
+            .await?
+            .unwrap_or_default()
+            .iter()
+            .any(|d| matches!(d, Destination::Local(a) if a.id == account.id)))
+    }
+
+    /// Checks a login. Failures are counted per IP and per account; callers should wait
+    /// `failure_delay` before answering a failure.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Result<AuthOutcome, StoreError> {
+        let address = normalize_address(username).unwrap_or_else(|_| username.to_ascii_lowercase());
+        if let Some(wait) = self.limiter.locked(ip, &address) {
+            return Ok(AuthOutcome::LockedOut(wait));
+        }
+        let account = self.store.account_by_address(&address).await?;
+        let ok = match &account {
+            Some(a) => self.check_password(a, password).await,
+            None => {
+                // Same work for unknown users, so timing does not reveal which exist.
+                let _ = verify_password(DUMMY_HASH.as_str(), password);
+                false
+            }
+        };
+        match account {
+            Some(a) if ok => {
+                if a.disabled {
+                    return Ok(AuthOutcome::Disabled);
+                }
+                self.limiter.success(ip, &address);
+                Ok(AuthOutcome::Ok(a))
+            }
+            _ => {
+                self.limiter.failure(ip, &address);
+                tracing::info!(%ip, user = %address, "login failed");
+                Ok(AuthOutcome::Failed)
+            }
+        }
+    }
+
+    async fn check_password(&self, account: &Account, password: &str) -> bool {
+        if let Some((hash, d, at)) = self.verified.lock().unwrap().get(&account.address)
+            && *hash == account.password_hash
+            && at.elapsed() < VERIFIED_TTL
+            && ring::hmac::verify(&self.cache_key, password.as_bytes(), d).is_ok()
+        {
+            return true;
+        }
+        let hash = account.password_hash.clone();
+        let pw = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
+            .await
+            .unwrap_or(false);
+        if ok {
+            let tag = ring::hmac::sign(&self.cache_key, password.as_bytes());
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(tag.as_ref());
+            self.verified.lock().unwrap().insert(
+                account.address.clone(),
+                (account.password_hash.clone(), digest, Instant::now()),
+            );
+        }
+        ok
+    }
+
+    pub fn failure_delay(&self) -> Duration {
+        self.config.failure_delay
+    }
+
+    pub fn limiter(&self) -> &LoginLimiter {
+        &self.limiter
+    }
+}
+
+static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_password("not a real password"));

@@ -1,0 +1,1 @@
+//! Parse-once message ingest.

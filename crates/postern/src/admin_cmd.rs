@@ -1,0 +1,158 @@
+//! Admin subcommands: through the running server's control socket when it runs, else on the
+//! store directly. Either way the same operation runs.
+
+use std::io::BufRead;
+
+use anyhow::{Context, bail};
+use postern_config::Config;
+use postern_directory::admin::{AdminReply, AdminRequest};
+use postern_directory::{Directory, DirectoryConfig};
+use postern_store::embedded::{EmbeddedStore, Options};
+use postern_store::{Store, StoreError};
+
+use crate::cli::{AliasCmd, DomainCmd, PasswordArgs, UserCmd};
+use crate::control;
+
+pub fn directory_config(cfg: &Config) -> DirectoryConfig {
+    DirectoryConfig {
+        min_password_length: cfg.auth.min_password_length,
+        max_failures: cfg.auth.max_failures,
+        failure_window: cfg.auth.failure_window.duration(),
+        lockout: cfg.auth.lockout.duration(),
+        failure_delay: std::time::Duration::from_millis(cfg.auth.failure_delay_ms),
+    }
+}
+
+pub async fn run(cfg: &Config, req: AdminRequest) -> anyhow::Result<AdminReply> {
+    if let Some(r) = control::request(&cfg.data_dir, &req).await? {
+        return Ok(r?);
+    }
+    let store = match EmbeddedStore::open(&cfg.data_dir, Options::default()) {
+        Ok(s) => s,
+        Err(e @ StoreError::Locked { .. }) => {
+            bail!("{e}, and its control socket does not answer; is it still starting?")
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()));
+        }
+    };
+    let dir = Directory::new(store.clone(), directory_config(cfg));
+    let r = dir.admin(req).await;
+    store.close().await?;
+    Ok(r?)
+}
+
+fn print(reply: AdminReply) {
+    match reply {
+        AdminReply::Done { message } => println!("{message}"),
+        AdminReply::Domains { names } => {
+            for n in names {
+                println!("{n}");
+            }
+        }
+        AdminReply::Users { users } => {
+            for u in users {
+                let quota = if u.quota_bytes == 0 {
+                    "unlimited".to_string()
+                } else {
+                    human_size(u.quota_bytes)
+                };
+                println!(
+                    "{}\t{} messages\t{} used\tquota {}{}",
+                    u.address,
+                    u.messages,
+                    human_size(u.used_bytes),
+                    quota,
+                    if u.disabled { "\tdisabled" } else { "" }
+                );
+            }
+        }
+        AdminReply::Aliases { aliases } => {
+            for (a, t) in aliases {
+                println!("{a}\t-> {}", t.join(", "));
+            }
+        }
+        AdminReply::Pong { pid } => println!("server running (pid {pid})"),
+    }
+}
+
+pub fn human_size(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    postern_config::parse_size(s).with_context(|| format!("{s:?} is not a size (e.g. 500M, 2G)"))
+}
+
+fn password(p: PasswordArgs) -> anyhow::Result<String> {
+    match (p.password, p.password_stdin) {
+        (Some(pw), _) => Ok(pw),
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            Ok(line.trim_end_matches(['\r', '\n']).to_string())
+        }
+        (None, false) => bail!("give the password with --password PW or --password-stdin"),
+    }
+}
+
+pub async fn domain(cfg: &Config, c: DomainCmd) -> anyhow::Result<()> {
+    let req = match c {
+        DomainCmd::Add { domain } => AdminRequest::DomainAdd { name: domain },
+        DomainCmd::List => AdminRequest::DomainList,
+        DomainCmd::Del { domain } => AdminRequest::DomainDel { name: domain },
+    };
+    print(run(cfg, req).await?);
+    Ok(())
+}
+
+pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
+    let req = match c {
+        UserCmd::Add {
+            address,
+            password: p,
+            quota,
+        } => AdminRequest::UserAdd {
+            address,
+            password: password(p)?,
+            quota: quota.map(|q| parse_size(&q)).transpose()?,
+        },
+        UserCmd::List => AdminRequest::UserList,
+        UserCmd::Del { address } => AdminRequest::UserDel { address },
+        UserCmd::Passwd {
+            address,
+            password: p,
+        } => AdminRequest::UserPasswd {
+            address,
+            password: password(p)?,
+        },
+        UserCmd::Quota { address, size } => AdminRequest::UserQuota {
+            address,
+            quota: parse_size(&size)?,
+        },
+    };
+    print(run(cfg, req).await?);
+    Ok(())
+}
+
+pub async fn alias(cfg: &Config, c: AliasCmd) -> anyhow::Result<()> {
+    let req = match c {
+        AliasCmd::Add { alias, targets } => AdminRequest::AliasAdd { alias, targets },
+        AliasCmd::List => AdminRequest::AliasList,
+        AliasCmd::Del { alias, target } => AdminRequest::AliasDel { alias, target },
+    };
+    print(run(cfg, req).await?);
+    Ok(())
+}

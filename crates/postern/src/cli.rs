@@ -1,0 +1,146 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "An all-in-one mail server: SMTP, POP3, IMAP, accounts, aliases",
+    long_about = None
+)]
+pub struct Cli {
+    /// Config file [default: ./postern.toml, then $POSTERN_CONFIG, then ./postern-data/postern.toml]
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a config, a certificate and a DKIM key for a new server
+    Init(InitArgs),
+    /// Set up a server and an account in one go, then serve
+    Quickstart(QuickstartArgs),
+    /// Run every configured listener until SIGTERM or SIGINT
+    Serve,
+    /// Check the config file
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Manage local domains
+    #[command(subcommand)]
+    Domain(DomainCmd),
+    /// Manage accounts
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage aliases (one address delivering to others)
+    #[command(subcommand)]
+    Alias(AliasCmd),
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// The mail domain, as in user@DOMAIN
+    #[arg(long)]
+    pub domain: String,
+    /// This server's name [default: mail.DOMAIN]
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Where to put the config and all data
+    #[arg(long, default_value = "postern-data")]
+    pub data_dir: PathBuf,
+    /// Address the listeners bind to
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_ip: String,
+    /// Added to every standard port (e.g. 10000: SMTP on 10025), for running without root
+    #[arg(long, default_value_t = 0)]
+    pub port_offset: u16,
+}
+
+#[derive(Args)]
+pub struct QuickstartArgs {
+    /// The first account, e.g. you@example.com
+    pub address: String,
+    /// This server's name [default: mail.DOMAIN]
+    #[arg(long)]
+    pub hostname: Option<String>,
+    #[arg(long, default_value = "postern-data")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_ip: String,
+    /// Added to every standard port [default: 0 as root, else 10000]
+    #[arg(long)]
+    pub port_offset: Option<u16>,
+    /// Set up only; do not start serving
+    #[arg(long)]
+    pub no_serve: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Parse and validate the config file
+    Check,
+}
+
+#[derive(Subcommand)]
+pub enum DomainCmd {
+    /// Add a local domain
+    Add { domain: String },
+    /// List local domains
+    List,
+    /// Delete a local domain (it must have no users or aliases left)
+    Del { domain: String },
+}
+
+#[derive(Args)]
+pub struct PasswordArgs {
+    /// The password (visible in the process list; prefer --password-stdin)
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from the first line of standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Subcommand)]
+pub enum UserCmd {
+    /// Add an account
+    Add {
+        address: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// Storage quota, e.g. 2G or 500M (default: unlimited)
+        #[arg(long)]
+        quota: Option<String>,
+    },
+    /// List accounts with their usage
+    List,
+    /// Delete an account and all its mail
+    Del { address: String },
+    /// Change an account's password
+    Passwd {
+        address: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Set an account's storage quota (0 = unlimited)
+    Quota { address: String, size: String },
+}
+
+#[derive(Subcommand)]
+pub enum AliasCmd {
+    /// Make ALIAS deliver to each TARGET (added to existing targets)
+    Add {
+        alias: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// List aliases
+    List,
+    /// Delete an alias, or only one of its targets
+    Del {
+        alias: String,
+        target: Option<String>,
+    },
+}

@@ -1,0 +1,322 @@
+//! `postern init` and `postern quickstart`: a new server with everything it needs.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use postern_config::{Config, InitValues, ListenerKind};
+use postern_directory::admin::AdminRequest;
+use postern_directory::{Directory, validate_new_address};
+use postern_store::Store;
+use postern_store::embedded::{EmbeddedStore, Options};
+
+use crate::admin_cmd::directory_config;
+use crate::cli::{InitArgs, QuickstartArgs};
+
+pub struct Initialized {
+    pub config_path: PathBuf,
+    pub config: Config,
+}
+
+fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub fn dkim_selector() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    // "p" + year and month, e.g. p202611: a new selector per rotation month.
+    let days = now / 86400;
+    let (y, m) = civil_year_month(days as i64);
+    format!("p{y:04}{m:02}")
+}
+
+/// Days since 1970-01-01 to (year, month), proleptic Gregorian.
+fn civil_year_month(days: i64) -> (i64, u32) {
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    (y, m)
+}
+
+/// A 2048-bit RSA DKIM key (PKCS#8 PEM) and its DNS record value.
+pub fn generate_dkim_key() -> anyhow::Result<(String, String)> {
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
+    let pem = key.to_pkcs8_pem(LineEnding::LF)?.to_string();
+    let spki = key.to_public_key().to_public_key_der()?;
+    let p = base64::engine::general_purpose::STANDARD.encode(spki.as_bytes());
+    Ok((pem, format!("v=DKIM1; k=rsa; p={p}")))
+}
+
+fn canonical_dir(p: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
+    let p = p.canonicalize()?;
+    let probe = p.join(".write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("data directory {} is not writable", p.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(p)
+}
+
+pub async fn init(args: InitArgs) -> anyhow::Result<Initialized> {
+    let domain = args
+        .domain
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if validate_new_address(&format!("postmaster@{domain}")).is_err() {
+        bail!("{domain:?} is not a domain name (e.g. example.com)");
+    }
+    let hostname = args.hostname.unwrap_or_else(|| format!("mail.{domain}"));
+    if !postern_config::is_hostname(&hostname) {
+        bail!("{hostname:?} is not a host name (e.g. mail.{domain})");
+    }
+    if args.listen_ip.parse::<std::net::IpAddr>().is_err() {
+        bail!("--listen-ip {:?} is not an IP address", args.listen_ip);
+    }
+    if args.port_offset > 55000 {
+        bail!(
+            "--port-offset {} would put ports above 65535",
+            args.port_offset
+        );
+    }
+    let dir = canonical_dir(&args.data_dir)?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let config_path = dir.join("postern.toml");
+    if config_path.exists() {
+        bail!(
+            "{} already exists; remove it or choose another --data-dir",
+            config_path.display()
+        );
+    }
+    let tls_dir = dir.join("tls");
+    let dkim_dir = dir.join("dkim");
+    std::fs::create_dir_all(&tls_dir)?;
+    std::fs::create_dir_all(&dkim_dir)?;
+    let cert = tls_dir.join("cert.pem");
+    let key = tls_dir.join("key.pem");
+    if !cert.exists() {
+        let (c, k) = postern_net::generate_self_signed(&hostname)?;
+        let _ = std::fs::remove_file(&key);
+        std::fs::write(&cert, c)?;
+        write_private(&key, &k)?;
+    }
+    let selector = dkim_selector();
+    let dkim_path = dkim_dir.join(format!("{domain}.{selector}.pem"));
+    let dkim_record = if dkim_path.exists() {
+        None
+    } else {
+        let (pem, record) = generate_dkim_key()?;
+        write_private(&dkim_path, &pem)?;
+        Some(record)
+    };
+    let text = postern_config::render_init(&InitValues {
+        hostname: &hostname,
+        data_dir: &dir,
+        cert: &cert,
+        key: &key,
+        listen_ip: &args.listen_ip,
+        port_offset: args.port_offset,
+    });
+    let config = Config::parse(&text, &config_path, &dir)?;
+    // The domain first: a half-done init leaves no config behind.
+    {
+        let store = EmbeddedStore::open(&config.data_dir, Options::default())?;
+        let d = Directory::new(store.clone(), directory_config(&config));
+        let r = d
+            .admin(AdminRequest::DomainAdd {
+                name: domain.clone(),
+            })
+            .await;
+        store.close().await?;
+        match r {
+            Ok(_) => {}
+            Err(e) if e.message.contains("already exists") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    write_private(&config_path, &text)?;
+
+    println!("Postern is set up in {}", dir.display());
+    println!("  config       {}", config_path.display());
+    println!(
+        "  certificate  {} (self-signed for {hostname}; replace it with a real one, then send SIGHUP)",
+        cert.display()
+    );
+    println!("  DKIM key     {}", dkim_path.display());
+    println!();
+    println!("DNS records to publish for {domain}:");
+    println!("  {domain}.  MX  10 {hostname}.");
+    println!("  {hostname}.  A  <this server's public IPv4 address>   (and AAAA for IPv6)");
+    println!("  {domain}.  TXT  \"v=spf1 mx -all\"");
+    if let Some(r) = &dkim_record {
+        println!("  {selector}._domainkey.{domain}.  TXT  \"{r}\"");
+    }
+    println!("  _dmarc.{domain}.  TXT  \"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}\"");
+    println!(
+        "  and a PTR record for the server's IP pointing to {hostname} (ask your hosting provider)"
+    );
+    println!();
+    println!("Next steps:");
+    println!(
+        "  postern -c {} user add you@{domain} --password-stdin",
+        config_path.display()
+    );
+    println!("  postern -c {} serve", config_path.display());
+    Ok(Initialized {
+        config_path,
+        config,
+    })
+}
+
+fn generate_password() -> String {
+    // No look-alikes (0/O, 1/l/I), so it can be read aloud and typed.
+    const CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..16)
+        .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
+    let address = validate_new_address(&args.address)?;
+    let domain = postern_directory::domain_of(&address).to_string();
+    let config_path = args.data_dir.join("postern.toml");
+    let (config_path, cfg) = if config_path.exists() {
+        let cfg = Config::load(&config_path)?;
+        (config_path, cfg)
+    } else {
+        let port_offset = args
+            .port_offset
+            .unwrap_or(if is_root() { 0 } else { 10000 });
+        let init = init(InitArgs {
+            domain: domain.clone(),
+            hostname: args.hostname.clone(),
+            data_dir: args.data_dir.clone(),
+            listen_ip: args.listen_ip.clone(),
+            port_offset,
+        })
+        .await?;
+        (init.config_path, init.config)
+    };
+    let password = generate_password();
+    let created = {
+        let store = EmbeddedStore::open(&cfg.data_dir, Options::default())?;
+        let dir = Directory::new(store.clone(), directory_config(&cfg));
+        let _ = dir
+            .admin(AdminRequest::DomainAdd {
+                name: domain.clone(),
+            })
+            .await;
+        let r = dir
+            .admin(AdminRequest::UserAdd {
+                address: address.clone(),
+                password: password.clone(),
+                quota: None,
+            })
+            .await;
+        store.close().await?;
+        match r {
+            Ok(_) => true,
+            Err(e) if e.message.contains("already exists") => false,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    println!();
+    println!("Your mail account is ready. Type these into your mail program:");
+    println!();
+    println!("  Email address   {address}");
+    println!("  Username        {address}");
+    if created {
+        println!("  Password        {password}");
+        println!(
+            "                  (shown only now; change it with: postern -c {} user passwd {address} --password-stdin)",
+            config_path.display()
+        );
+    } else {
+        println!("  Password        (unchanged; the account existed already)");
+    }
+    print!("{}", settings_table(&cfg));
+    println!();
+    if args.no_serve {
+        println!(
+            "Start the server with: postern -c {} serve",
+            config_path.display()
+        );
+        return Ok(());
+    }
+    crate::serve::serve(config_path, cfg).await
+}
+
+/// The incoming and outgoing server settings a person types by hand, from the listeners that
+/// are actually configured.
+pub fn settings_table(cfg: &Config) -> String {
+    let host = &cfg.hostname;
+    let port = |k: ListenerKind| -> Option<u16> {
+        cfg.listen
+            .addresses(k)
+            .iter()
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.port())
+            .next()
+    };
+    let mut out = String::new();
+    let mut row = |what: &str, tls: Option<u16>, starttls: Option<u16>, extra: &str| {
+        let line = match (tls, starttls) {
+            (Some(t), Some(s)) => format!(
+                "  {what:<22} server {host}  port {t}  security SSL/TLS{extra}\n  {:<22} (or port {s} with STARTTLS)\n",
+                ""
+            ),
+            (Some(t), None) => {
+                format!("  {what:<22} server {host}  port {t}  security SSL/TLS{extra}\n")
+            }
+            (None, Some(s)) => {
+                format!("  {what:<22} server {host}  port {s}  security STARTTLS{extra}\n")
+            }
+            (None, None) => return,
+        };
+        out.push_str(&line);
+    };
+    row(
+        "Incoming mail (IMAP)",
+        port(ListenerKind::Imaps),
+        port(ListenerKind::Imap),
+        "",
+    );
+    row(
+        "Incoming mail (POP3)",
+        port(ListenerKind::Pop3s),
+        port(ListenerKind::Pop3),
+        "",
+    );
+    row(
+        "Outgoing mail (SMTP)",
+        port(ListenerKind::Submissions),
+        port(ListenerKind::Submission),
+        ", authentication: normal password",
+    );
+    out
+}

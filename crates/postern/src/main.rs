@@ -1,0 +1,94 @@
+//! The `postern` binary: command line and the wiring of the parts.
+
+mod admin_cmd;
+mod cli;
+mod control;
+mod init;
+mod listeners;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line a person can act on.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init(args) => init::init(args).await.map(|_| ()),
+        Command::Quickstart(args) => init::quickstart(args).await,
+        Command::Serve => {
+            let (path, cfg) = load_config(cli.config)?;
+            serve::serve(path, cfg).await
+        }
+        Command::Config(cli::ConfigCmd::Check) => {
+            let (path, _) = load_config(cli.config)?;
+            println!("{} is valid", path.display());
+            Ok(())
+        }
+        Command::Domain(c) => {
+            let (_, cfg) = load_config(cli.config)?;
+            admin_cmd::domain(&cfg, c).await
+        }
+        Command::User(c) => {
+            let (_, cfg) = load_config(cli.config)?;
+            admin_cmd::user(&cfg, c).await
+        }
+        Command::Alias(c) => {
+            let (_, cfg) = load_config(cli.config)?;
+            admin_cmd::alias(&cfg, c).await
+        }
+    }
+}
+
+/// `-c FILE`, else ./postern.toml, else $POSTERN_CONFIG, else ./postern-data/postern.toml
+/// (where `postern init` puts it by default).
+pub fn find_config(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let local = PathBuf::from("postern.toml");
+    if local.exists() {
+        return Ok(local);
+    }
+    if let Some(p) = std::env::var_os("POSTERN_CONFIG").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let init_default = PathBuf::from("postern-data/postern.toml");
+    if init_default.exists() {
+        return Ok(init_default);
+    }
+    anyhow::bail!(
+        "no config file: pass -c FILE, set POSTERN_CONFIG, or create one with: postern init --domain example.com"
+    )
+}
+
+fn load_config(explicit: Option<PathBuf>) -> anyhow::Result<(PathBuf, postern_config::Config)> {
+    let path = find_config(explicit)?;
+    let cfg = postern_config::Config::load(&path)?;
+    Ok((path, cfg))
+}

@@ -1,0 +1,153 @@
+//! `postern serve`: open the store, bind every listener, run until SIGTERM/SIGINT, then shut
+//! down gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use postern_config::{Config, ListenerKind};
+use postern_directory::Directory;
+use postern_net::{ShutdownHandle, TlsStore, Tracker};
+use postern_store::SharedStore;
+use postern_store::embedded::{EmbeddedStore, Options};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::admin_cmd::directory_config;
+use crate::control;
+
+/// Everything a protocol listener needs.
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub spool_dir: PathBuf,
+    pub directory: Arc<Directory>,
+    pub tls: Option<Arc<TlsStore>>,
+    pub shutdown: postern_net::Shutdown,
+    pub tracker: Tracker,
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(cfg.log.level.as_str()));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn bind_error(kind: ListenerKind, addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or choose higher ports in [listen])"
+        }
+        std::io::ErrorKind::AddrInUse => " (is another mail server or postern running?)",
+        std::io::ErrorKind::AddrNotAvailable => " (this machine has no such address)",
+        _ => "",
+    };
+    anyhow::anyhow!("cannot listen on {addr} for {}: {e}{hint}", kind.name())
+}
+
+pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+    init_logging(&cfg);
+    if cfg.storage.backend != "embedded" {
+        bail!(
+            "storage.backend {:?} is not available in this build; use \"embedded\"",
+            cfg.storage.backend
+        );
+    }
+    let tls = if cfg.tls.cert.is_empty() {
+        if let Some(k) = ListenerKind::ALL
+            .into_iter()
+            .find(|k| k.implicit_tls() && !cfg.listen.addresses(*k).is_empty())
+        {
+            bail!(
+                "listen.{} needs a certificate: set [tls] cert and key (postern init makes a self-signed pair)",
+                k.name()
+            );
+        }
+        None
+    } else {
+        Some(TlsStore::load(
+            std::path::Path::new(&cfg.tls.cert),
+            std::path::Path::new(&cfg.tls.key),
+        )?)
+    };
+    let store = EmbeddedStore::open(
+        &cfg.data_dir,
+        Options {
+            max_batch: cfg.storage.max_batch,
+        },
+    )
+    .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
+    // The data directory lock first, so a second server on it is told so; then every
+    // listener, before anything runs.
+    let mut listeners = Vec::new();
+    for (kind, addr) in cfg.listen.sockets() {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error(kind, addr, e))?;
+        listeners.push((kind, addr, l));
+    }
+    let spool_dir = store.spool_dir().to_path_buf();
+    let store: SharedStore = store;
+    let directory = Directory::new(store.clone(), directory_config(&cfg));
+    let (shutdown_handle, shutdown) = ShutdownHandle::new();
+    let tracker = Tracker::default();
+    control::listen(&cfg.data_dir, directory.clone(), shutdown.clone())?;
+    let services = Services {
+        config: Arc::new(cfg),
+        store: store.clone(),
+        spool_dir,
+        directory,
+        tls: tls.clone(),
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    };
+    for (kind, addr, listener) in listeners {
+        crate::listeners::spawn(kind, addr, listener, services.clone());
+    }
+    tracing::info!(
+        config = %config_path.display(),
+        hostname = %services.config.hostname,
+        pid = std::process::id(),
+        "postern started"
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match &tls {
+                    Some(t) => match t.reload() {
+                        Ok(()) => tracing::info!(cert = %t.cert_path().display(), "TLS certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old certificate"),
+                    },
+                    None => tracing::info!("SIGHUP: no TLS certificate configured"),
+                }
+            }
+        }
+    }
+    tracing::info!(sessions = tracker.live(), "shutting down");
+    shutdown_handle.trigger();
+    let left = tracker.drain(Duration::from_secs(30)).await;
+    if left > 0 {
+        tracing::warn!(
+            sessions = left,
+            "sessions still open after 30 s; closing anyway"
+        );
+    }
+    store.close().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,182 @@
+"""Test harness: starts the real `postern` binary on free loopback ports, one data directory per
+test, and drives it with real clients."""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("POSTERN_BIN", ROOT / "target" / "debug" / "postern"))
+DOMAIN = "example.test"
+PASSWORD = "correct-horse-9"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+LISTENERS = ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http", "https"]
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def run(*args, input=None, check=True, config=None, timeout=60):
+    cmd = [str(BIN)]
+    if config:
+        cmd += ["-c", str(config)]
+    cmd += [str(a) for a in args]
+    r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr}{r.stdout}")
+    return r
+
+
+class Postern:
+    """One server: its data dir, config, ports and process."""
+
+    def __init__(self, root: Path, listeners=("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"),
+                 extra_config: str = ""):
+        self.root = root
+        self.data = root / "data"
+        self.hostname = "mail." + DOMAIN
+        r = run("init", "--domain", DOMAIN, "--data-dir", self.data, "--listen-ip", "127.0.0.1",
+                "--port-offset", "30000")
+        assert "DNS records" in r.stdout
+        self.config = self.data / "postern.toml"
+        self.ports = {name: free_port() for name in listeners}
+        self.proc = None
+        self.log_path = root / "server.log"
+        self.extra_config = extra_config
+        self.write_config()
+
+    def write_config(self):
+        listen = "\n".join(f'{k} = ["127.0.0.1:{p}"]' for k, p in self.ports.items())
+        top, sections = split_extra(self.extra_config)
+        self.config.write_text(f"""
+hostname = "{self.hostname}"
+data_dir = "{self.data}"
+{top}
+[listen]
+{listen}
+
+[tls]
+cert = "{self.data}/tls/cert.pem"
+key = "{self.data}/tls/key.pem"
+
+{sections}
+""")
+
+    def cli(self, *args, **kw):
+        return run(*args, config=self.config, **kw)
+
+    def start(self, wait=True):
+        assert self.proc is None or self.proc.poll() is not None
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([str(BIN), "-c", str(self.config), "serve"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=20):
+        deadline = time.time() + timeout
+        for port in self.ports.values():
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log_text()}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        raise AssertionError(f"port {port} not ready:\n{self.log_text()}")
+                    time.sleep(0.05)
+        # The control socket appears last.
+        while not (self.data / "control.sock").exists():
+            if time.time() > deadline:
+                raise AssertionError("control socket missing")
+            time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGTERM, timeout=40):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("server did not stop on SIGTERM")
+        rc = self.proc.returncode if self.proc else None
+        if getattr(self, "log", None):
+            self.log.close()
+        return rc
+
+    def kill(self):
+        """SIGKILL: no shutdown at all."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def port(self, name):
+        return self.ports[name]
+
+    def add_user(self, address, password=PASSWORD, *extra):
+        return self.cli("user", "add", address, "--password-stdin", *extra, input=password + "\n")
+
+
+def split_extra(extra: str):
+    """Top-level keys must come before any [section] in TOML."""
+    lines = extra.strip("\n").splitlines()
+    for i, l in enumerate(lines):
+        if l.strip().startswith("["):
+            return "\n".join(lines[:i]), "\n".join(lines[i:])
+    return "\n".join(lines), ""
+
+
+@pytest.fixture
+def tmp_root():
+    with tempfile.TemporaryDirectory(prefix="postern-test-") as d:
+        yield Path(d)
+
+
+@pytest.fixture
+def make_server(tmp_root):
+    servers = []
+
+    def make(**kw):
+        root = tmp_root / f"s{len(servers)}"
+        root.mkdir()
+        s = Postern(root, **kw)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        try:
+            s.kill()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def server(make_server):
+    """A running server with alice@ and bob@example.test (password PASSWORD)."""
+    s = make_server()
+    s.add_user("alice@" + DOMAIN)
+    s.add_user("bob@" + DOMAIN)
+    s.start()
+    return s
