@@ -264,6 +264,9 @@ pub struct Smtp {
     pub timeout_data: Seconds,
     /// Refuse mail whose DATA contains a bare CR or LF (SMTP smuggling defence).
     pub reject_bare_lf: bool,
+    /// On the MX listener, wait this long before the banner; a client that talks in that time
+    /// is dropped (RFC 5321 4.3.1: clients wait for the greeting). 0 turns it off.
+    pub pregreet_wait_ms: u64,
 }
 
 impl Default for Smtp {
@@ -280,6 +283,7 @@ impl Default for Smtp {
             timeout_command: Seconds(300),
             timeout_data: Seconds(600),
             reject_bare_lf: true,
+            pregreet_wait_ms: 100,
         }
     }
 }
@@ -550,6 +554,7 @@ max_connections_per_ip = 50
 timeout_command = "5m"
 timeout_data = "10m"
 reject_bare_lf = true    # refuse bare CR/LF in message data (SMTP smuggling defence)
+pregreet_wait_ms = 100   # MX: drop clients that talk before the banner (0 = off)
 
 [pop3]
 idle_timeout = "10m"

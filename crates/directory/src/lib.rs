@@ -5,6 +5,7 @@ mod address;
 pub mod admin;
 mod limiter;
 mod password;
+pub mod sasl;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;

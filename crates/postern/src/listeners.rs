@@ -1,22 +1,43 @@
 //! Which protocol runs on which listener.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use postern_config::ListenerKind;
+use postern_smtp::{SmtpServer, SmtpSettings, proto::Role};
 use tokio::net::TcpListener;
 
 use crate::serve::Services;
 
 pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Services) {
     tracing::info!(listener = kind.name(), %addr, "listening");
+    let tracker = s.tracker.clone();
     match kind {
+        ListenerKind::Smtp | ListenerKind::Submission | ListenerKind::Submissions => {
+            let server = Arc::new(SmtpServer {
+                config: s.config.clone(),
+                settings: SmtpSettings {
+                    role: if kind == ListenerKind::Smtp {
+                        Role::Mx
+                    } else {
+                        Role::Submission
+                    },
+                    implicit_tls: kind.implicit_tls(),
+                },
+                store: s.store.clone(),
+                directory: s.directory.clone(),
+                tls: s.tls.clone(),
+                spool_dir: s.spool_dir.clone(),
+                shutdown: s.shutdown.clone(),
+            });
+            tokio::spawn(server.run(listener, tracker));
+        }
         _ => {
             tracing::warn!(
                 listener = kind.name(),
                 %addr,
                 "this protocol is not available in this build; the port is bound but unused"
             );
-            drop(s);
             std::mem::forget(listener);
         }
     }

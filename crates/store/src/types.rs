@@ -319,6 +319,8 @@ pub struct NewQueueEntry {
     /// Sent by an authenticated user (submission) rather than received as MX.
     pub authenticated: Option<String>,
     pub requiretls: bool,
+    /// Leading bytes of the blob that are not sent on (the Return-Path header local copies get).
+    pub body_offset: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -337,6 +339,8 @@ pub struct QueueEntry {
     pub authenticated: Option<String>,
     #[serde(default)]
     pub requiretls: bool,
+    #[serde(default)]
+    pub body_offset: u64,
     pub created: i64,
     pub next_attempt: i64,
     pub attempts: u32,

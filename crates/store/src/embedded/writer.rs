@@ -942,6 +942,7 @@ impl<'t> Tables<'t> {
                     trace_id: q.trace_id,
                     authenticated: q.authenticated,
                     requiretls: q.requiretls,
+                    body_offset: q.body_offset,
                     created,
                     next_attempt: created,
                     attempts: 0,

@@ -504,6 +504,7 @@ pub async fn queue(store: Arc<dyn Store>) {
         trace_id: "T1".into(),
         authenticated: Some("s@example.test".into()),
         requiretls: false,
+        body_offset: 0,
     });
     let rep = store.deliver(d).await.unwrap();
     let qid = rep.queue_id.unwrap();
@@ -534,6 +535,7 @@ pub async fn queue(store: Arc<dyn Store>) {
         trace_id: "T2".into(),
         authenticated: None,
         requiretls: false,
+        body_offset: 0,
     });
     assert!(store.deliver(d).await.unwrap().queue_id.is_some());
 }

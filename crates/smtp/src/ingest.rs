@@ -1,0 +1,292 @@
+//! From received bytes to stored mail: the message sink (memory, spilling to a spool file),
+//! the checks on a complete message, and the one atomic, durable commit for all recipients.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use postern_directory::Destination;
+use postern_store::{
+    BlobData, Delivery, DeliveryTarget, DsnRet, Flags, MailboxTarget, NewBlob, NewQueueEntry,
+    QueueRecipient, RecipientState, SharedStore, StoreError,
+};
+
+use crate::proto::{DataReport, MailFrom, RcptTo, Reply, Ret, Sink};
+
+/// How much of the message start is kept for header checks even after spilling to a file.
+const HEAD_KEEP: usize = 256 << 10;
+
+/// A message arriving: in memory until it grows past the threshold, then in a spool file
+/// next to the store (so taking it over is a rename).
+pub struct MessageSink {
+    mem: Vec<u8>,
+    head: Vec<u8>,
+    file: Option<(File, PathBuf)>,
+    threshold: usize,
+    spool_dir: PathBuf,
+    /// Length of the trace headers we put first.
+    pub prefix_len: usize,
+    /// Length of the Return-Path line at the very start (not sent on to remote servers).
+    pub return_path_len: usize,
+    written: u64,
+    error: Option<std::io::Error>,
+}
+
+impl MessageSink {
+    pub fn new(prefix: &[u8], return_path_len: usize, threshold: usize, spool_dir: &Path) -> Self {
+        let mut s = MessageSink {
+            mem: Vec::with_capacity(prefix.len() + 4096),
+            head: Vec::new(),
+            file: None,
+            threshold,
+            spool_dir: spool_dir.to_path_buf(),
+            prefix_len: prefix.len(),
+            return_path_len,
+            written: 0,
+            error: None,
+        };
+        s.put(prefix);
+        s
+    }
+
+    pub fn len(&self) -> u64 {
+        self.written
+    }
+
+    /// The message without our trace headers, as far as kept in memory.
+    pub fn original_head(&self) -> &[u8] {
+        if self.file.is_some() {
+            &self.head[self.prefix_len.min(self.head.len())..]
+        } else {
+            &self.mem[self.prefix_len..]
+        }
+    }
+
+    fn spill(&mut self) -> std::io::Result<()> {
+        let path = self
+            .spool_dir
+            .join(format!("in-{}", postern_message::new_trace_id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        f.write_all(&self.mem)?;
+        self.head = std::mem::take(&mut self.mem);
+        self.head.truncate(HEAD_KEEP);
+        self.head.shrink_to_fit();
+        self.file = Some((f, path));
+        Ok(())
+    }
+
+    /// The finished message: in memory, or an fsynced spool file.
+    pub async fn finish(mut self) -> Result<BlobData, std::io::Error> {
+        if let Some(e) = self.error.take() {
+            self.discard();
+            return Err(e);
+        }
+        match self.file.take() {
+            None => Ok(BlobData::Memory(std::mem::take(&mut self.mem))),
+            Some((f, path)) => {
+                let p2 = path.clone();
+                let r = tokio::task::spawn_blocking(move || f.sync_data())
+                    .await
+                    .map_err(std::io::Error::other)?;
+                if let Err(e) = r {
+                    let _ = std::fs::remove_file(&p2);
+                    return Err(e);
+                }
+                Ok(BlobData::File(path))
+            }
+        }
+    }
+
+    pub fn discard(&mut self) {
+        if let Some((_, p)) = self.file.take() {
+            let _ = std::fs::remove_file(p);
+        }
+        self.mem = Vec::new();
+    }
+}
+
+impl Drop for MessageSink {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
+impl Sink for MessageSink {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        self.written += bytes.len() as u64;
+        if let Some((f, _)) = &mut self.file {
+            if let Err(e) = f.write_all(bytes) {
+                self.error = Some(e);
+            }
+            return;
+        }
+        self.mem.extend_from_slice(bytes);
+        if self.mem.len() > self.threshold
+            && let Err(e) = self.spill()
+        {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// A recipient accepted at RCPT time, with where it leads.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub rcpt: RcptTo,
+    pub address: String,
+    pub dests: Vec<Destination>,
+}
+
+/// Why a complete message is refused, before it is stored.
+pub fn check_content(
+    report: &DataReport,
+    received: usize,
+    max_received: usize,
+    reject_bare: bool,
+    max_size: u64,
+) -> Option<Reply> {
+    if report.too_big {
+        return Some(Reply::new(
+            552,
+            "5.3.4",
+            format!("Message too big: the limit is {max_size} bytes"),
+        ));
+    }
+    if reject_bare && (report.bare_lf || report.bare_cr) {
+        return Some(Reply::new(
+            550,
+            "5.6.11",
+            "Message contains a bare CR or LF; the sending program must end lines with CRLF (RFC 5321 2.3.8)",
+        ));
+    }
+    if report.long_line {
+        return Some(Reply::new(
+            550,
+            "5.6.0",
+            "Message has a line longer than 1000 octets (RFC 5321 4.5.3.1.6); the sending program must encode it (quoted-printable or base64)",
+        ));
+    }
+    if received > max_received {
+        return Some(Reply::new(
+            554,
+            "5.4.6",
+            format!(
+                "Mail loop: the message has {received} Received headers (the limit is {max_received})"
+            ),
+        ));
+    }
+    None
+}
+
+/// Stores the message for every local destination and queues it for remote ones, in one
+/// commit. Returns the reply for the client.
+pub async fn commit(
+    store: &SharedStore,
+    from: &MailFrom,
+    rcpts: &[Accepted],
+    data: BlobData,
+    size: u64,
+    body_offset: u64,
+    trace_id: &str,
+    user: Option<&str>,
+) -> (Reply, Result<(), StoreError>) {
+    let mut targets: Vec<DeliveryTarget> = Vec::new();
+    let mut remote: Vec<QueueRecipient> = Vec::new();
+    for a in rcpts {
+        for d in &a.dests {
+            match d {
+                Destination::Local(acc) => {
+                    if !targets.iter().any(|t| t.account == acc.id) {
+                        targets.push(DeliveryTarget {
+                            account: acc.id,
+                            mailbox: MailboxTarget::Name {
+                                name: postern_store::INBOX.into(),
+                                create: false,
+                            },
+                            flags: Flags::default(),
+                            enforce_quota: false,
+                        });
+                    }
+                }
+                Destination::Remote(addr) => {
+                    if !remote.iter().any(|r| r.address == *addr) {
+                        remote.push(QueueRecipient {
+                            address: addr.clone(),
+                            orcpt: a.rcpt.orcpt.clone(),
+                            notify: a.rcpt.notify.clone(),
+                            state: RecipientState::Pending,
+                            last_error: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let queue = (!remote.is_empty()).then(|| NewQueueEntry {
+        sender: from.address.clone(),
+        recipients: remote,
+        envid: from.envid.clone(),
+        ret: from.ret.map(|r| match r {
+            Ret::Full => DsnRet::Full,
+            Ret::Hdrs => DsnRet::Headers,
+        }),
+        trace_id: trace_id.to_string(),
+        authenticated: user.map(str::to_string),
+        requiretls: false,
+        body_offset,
+    });
+    let queued = queue.is_some();
+    let local = targets.len();
+    let delivery = Delivery {
+        blob: NewBlob {
+            data,
+            size,
+            meta: Vec::new(),
+        },
+        internal_date: postern_store::now(),
+        targets,
+        queue,
+    };
+    match store.deliver(delivery).await {
+        Ok(rep) => {
+            let failed = rep.targets.iter().filter(|t| t.is_err()).count();
+            if failed == local && !queued {
+                let e = rep
+                    .targets
+                    .into_iter()
+                    .find_map(|t| t.err())
+                    .unwrap_or(StoreError::Backend("nothing stored".into()));
+                (temp_failure(&e), Err(e))
+            } else {
+                let what = match (local > failed, queued) {
+                    (true, true) => "delivered and queued",
+                    (false, true) => "queued",
+                    _ => "delivered",
+                };
+                (
+                    Reply::new(250, "2.0.0", format!("OK: {what} as {trace_id}")),
+                    Ok(()),
+                )
+            }
+        }
+        Err(e) => (temp_failure(&e), Err(e)),
+    }
+}
+
+pub fn temp_failure(e: &StoreError) -> Reply {
+    match e {
+        StoreError::DiskFull => Reply::new(
+            452,
+            "4.3.1",
+            "Insufficient system storage: the server's disk is full; try again later",
+        ),
+        StoreError::QuotaExceeded => Reply::new(452, "4.2.2", "Mailbox full; try again later"),
+        _ => Reply::new(451, "4.3.0", "Local error in processing; try again later"),
+    }
+}

@@ -1,0 +1,7 @@
+//! SMTP: receiving as MX and submission for users (RFC 5321, 6409, 8314).
+
+mod ingest;
+pub mod proto;
+mod server;
+
+pub use server::{SmtpServer, SmtpSettings};

@@ -1,0 +1,719 @@
+//! The SMTP listener: drives [`SmtpCore`] over a socket, does the lookups and the storage.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_config::Config;
+use postern_directory::{AuthOutcome, Destination, Directory, domain_of, normalize_address, sasl};
+use postern_net::{Admission, ConnLimits, Io, LineError, Shutdown, TlsStore, Tracker};
+use postern_store::SharedStore;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{Instrument, info, warn};
+
+use crate::ingest::{self, Accepted, MessageSink};
+use crate::proto::{
+    Action, CoreConfig, DataDecoder, MailFrom, RcptTo, Reply, Role, Sink, SmtpCore,
+};
+
+/// RFC 4954 4: an AUTH line (with its initial response) may be up to 12288 octets.
+const MAX_AUTH_LINE: usize = 12288;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub role: Role,
+    pub implicit_tls: bool,
+}
+
+pub struct SmtpServer {
+    pub config: Arc<Config>,
+    pub settings: SmtpSettings,
+    pub store: SharedStore,
+    pub directory: Arc<Directory>,
+    pub tls: Option<Arc<TlsStore>>,
+    pub spool_dir: PathBuf,
+    pub shutdown: Shutdown,
+}
+
+type Core = SmtpCore<Accepted>;
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// An incoming message between its first and last byte.
+struct Receiving {
+    sink: MessageSink,
+    trace_id: String,
+    too_big: bool,
+}
+
+impl SmtpServer {
+    pub async fn run(self: Arc<Self>, listener: TcpListener, tracker: Tracker) {
+        let c = &self.config.smtp;
+        let limits = ConnLimits {
+            max_connections: c.max_connections,
+            max_per_ip: c.max_connections_per_ip,
+        };
+        let shutdown = self.shutdown.clone();
+        let me = self.clone();
+        postern_net::serve(
+            listener,
+            limits,
+            tracker,
+            shutdown,
+            move |stream, peer, adm| {
+                let me = me.clone();
+                let sid = postern_net::session_id();
+                let span = tracing::info_span!("smtp", sid = %sid, peer = %peer);
+                async move { me.session(stream, peer, adm).await }.instrument(span)
+            },
+        )
+        .await;
+    }
+
+    fn core_config(&self) -> CoreConfig {
+        let c = &self.config;
+        CoreConfig {
+            role: self.settings.role,
+            hostname: c.hostname.clone(),
+            max_size: c.smtp.max_message_size.0,
+            max_recipients: c.smtp.max_recipients,
+            max_errors: c.smtp.max_errors,
+            tls_available: self.tls.is_some(),
+            allow_plaintext_auth: c.auth.allow_plaintext,
+        }
+    }
+
+    async fn session(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, adm: Admission) {
+        let ip = postern_net::listener::canonical_ip(peer.ip());
+        let host = self.config.hostname.clone();
+        let mut io = Io::new(stream);
+        let write_limit = self.config.smtp.timeout_command.duration();
+        if let Admission::TooMany(why) = adm {
+            let r = Reply::new(421, "4.7.0", format!("{host} {why}; try again later"));
+            let _ = io.send(&r.to_bytes(), Duration::from_secs(5)).await;
+            info!(reason = why, "connection refused");
+            return;
+        }
+        if self.settings.implicit_tls {
+            let Some(tls) = &self.tls else { return };
+            if let Err(e) = io.start_tls(&tls.acceptor(), TLS_HANDSHAKE_TIMEOUT).await {
+                info!(error = %e, "TLS handshake failed");
+                return;
+            }
+        }
+        // A client that talks before our banner is not a mail server: RFC 5321 4.3.1 says
+        // it must wait. Mostly spambots.
+        let wait = self.config.smtp.pregreet_wait_ms;
+        if self.settings.role == Role::Mx && wait > 0 {
+            match io.wait_readable(Duration::from_millis(wait)).await {
+                Ok(()) => {
+                    let r = Reply::new(
+                        554,
+                        "5.5.0",
+                        format!("{host} Talking before the greeting is not allowed; goodbye"),
+                    );
+                    let _ = io.send(&r.to_bytes(), Duration::from_secs(5)).await;
+                    info!("client talked before the greeting; dropped");
+                    return;
+                }
+                Err(LineError::Timeout) => {}
+                Err(_) => return,
+            }
+        }
+        let mut core: Core = SmtpCore::new(self.core_config(), io.is_tls());
+        io.write(&core.greeting().to_bytes());
+        info!(tls = io.is_tls(), "connected");
+        let mut receiving: Option<Receiving> = None;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if !io.has_buffered() {
+                match tokio::time::timeout(write_limit, io.flush()).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
+            let read = tokio::select! {
+                biased;
+                r = io.read_line(MAX_AUTH_LINE, self.config.smtp.timeout_command.duration()) => r,
+                _ = shutdown.wait(), if receiving.is_none() => {
+                    let r = Reply::new(421, "4.3.2", format!("{host} Service shutting down; try again later"));
+                    let _ = io.send(&r.to_bytes(), Duration::from_secs(5)).await;
+                    break;
+                }
+            };
+            let action = match read {
+                Ok(line) => {
+                    let is_auth = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"AUTH");
+                    if line.len() + 2 > self.config.smtp.max_command_line && !is_auth {
+                        core.line_too_long()
+                    } else {
+                        core.command(&line)
+                    }
+                }
+                Err(LineError::TooLong) => core.line_too_long(),
+                Err(LineError::Timeout) => {
+                    let r = Reply::new(
+                        421,
+                        "4.4.2",
+                        format!("{host} Timeout waiting for a command; closing connection"),
+                    );
+                    let _ = io.send(&r.to_bytes(), Duration::from_secs(5)).await;
+                    info!("command timeout");
+                    break;
+                }
+                Err(_) => break,
+            };
+            match self
+                .act(action, &mut core, &mut io, ip, &mut receiving)
+                .await
+            {
+                Flow::Continue => {}
+                Flow::Close => break,
+            }
+        }
+        io.shutdown().await;
+        info!("disconnected");
+    }
+
+    /// Performs one action of the core, feeding results back until there is a reply.
+    async fn act(
+        &self,
+        mut action: Action,
+        core: &mut Core,
+        io: &mut Io,
+        ip: IpAddr,
+        receiving: &mut Option<Receiving>,
+    ) -> Flow {
+        loop {
+            action = match action {
+                Action::Reply(r) => {
+                    io.write(&r.to_bytes());
+                    return Flow::Continue;
+                }
+                Action::Close(r) => {
+                    io.write(&r.to_bytes());
+                    let _ = io.flush().await;
+                    return Flow::Close;
+                }
+                Action::Quit => {
+                    let r = Reply::new(
+                        221,
+                        "2.0.0",
+                        format!("{} closing connection", self.config.hostname),
+                    );
+                    io.write(&r.to_bytes());
+                    let _ = io.flush().await;
+                    return Flow::Close;
+                }
+                Action::CheckSender(m) => {
+                    let r = self.check_sender(core, &m).await;
+                    core.sender_checked(m, r)
+                }
+                Action::CheckRecipient(r) => {
+                    let res = self.check_recipient(core, r).await;
+                    core.recipient_checked(res)
+                }
+                Action::Authenticate { mechanism, initial } => {
+                    return self.authenticate(core, io, ip, &mechanism, initial).await;
+                }
+                Action::StartTls => {
+                    let Some(tls) = &self.tls else {
+                        return Flow::Close;
+                    };
+                    io.write(&Reply::new(220, "2.0.0", "Ready to start TLS").to_bytes());
+                    if io.flush().await.is_err() {
+                        return Flow::Close;
+                    }
+                    if io.has_buffered() {
+                        // RFC 3207 5: commands sent with STARTTLS are never executed.
+                        warn!("input pipelined after STARTTLS discarded");
+                    }
+                    if let Err(e) = io.start_tls(&tls.acceptor(), TLS_HANDSHAKE_TIMEOUT).await {
+                        info!(error = %e, "STARTTLS handshake failed");
+                        return Flow::Close;
+                    }
+                    core.tls_started();
+                    return Flow::Continue;
+                }
+                Action::ReceiveData => return self.receive_data(core, io, ip).await,
+                Action::ReceiveBdat { size, last } => {
+                    return self.receive_bdat(core, io, ip, receiving, size, last).await;
+                }
+                Action::DiscardBdat { size, reply } => {
+                    *receiving = None;
+                    if size > self.config.smtp.max_message_size.0 {
+                        io.write(&reply.to_bytes());
+                        let _ = io.flush().await;
+                        return Flow::Close;
+                    }
+                    if discard(io, size, self.config.smtp.timeout_data.duration())
+                        .await
+                        .is_err()
+                    {
+                        return Flow::Close;
+                    }
+                    io.write(&reply.to_bytes());
+                    return Flow::Continue;
+                }
+            }
+        }
+    }
+
+    async fn check_sender(&self, core: &Core, m: &MailFrom) -> Result<(), Reply> {
+        let Some(user) = core.user() else {
+            // MX: any well-formed sender (SPF and friends judge it later).
+            return Ok(());
+        };
+        if m.address.is_empty() {
+            return Err(Reply::new(
+                553,
+                "5.7.1",
+                format!("Use your own address as the sender ({user})"),
+            ));
+        }
+        let account = match self.directory.store().account_by_address(user).await {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                return Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Your account is gone; log in again",
+                ));
+            }
+            Err(e) => return Err(ingest::temp_failure(&e)),
+        };
+        match self.directory.may_send_as(&account, &m.address).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Reply::new(
+                553,
+                "5.7.1",
+                format!(
+                    "Sender address <{}> is not yours: you are logged in as {user}; send as that address or one of its aliases",
+                    m.address
+                ),
+            )),
+            Err(e) => Err(ingest::temp_failure(&e)),
+        }
+    }
+
+    async fn postmaster_address(&self) -> Option<String> {
+        let domains = self.directory.store().domain_list().await.ok()?;
+        let host = &self.config.hostname;
+        let d = domains
+            .iter()
+            .find(|d| host.ends_with(&format!(".{}", d.name)) || *host == d.name)
+            .or(domains.first())?;
+        Some(format!("postmaster@{}", d.name))
+    }
+
+    async fn check_recipient(&self, core: &Core, r: RcptTo) -> Result<Accepted, Reply> {
+        let raw = if r.address == "postmaster" {
+            match self.postmaster_address().await {
+                Some(a) => a,
+                None => return Err(Reply::new(550, "5.1.1", "No postmaster here")),
+            }
+        } else {
+            r.address.clone()
+        };
+        let not_ours = || {
+            Reply::new(
+                554,
+                "5.7.1",
+                format!(
+                    "<{raw}>: Relay access denied: this server only accepts mail for its own domains"
+                ),
+            )
+        };
+        let domain = domain_of(&raw).to_ascii_lowercase();
+        if domain.starts_with('[') {
+            // Address literals: never one of our domains.
+            return if core.user().is_some() {
+                Err(Reply::new(
+                    550,
+                    "5.1.2",
+                    "Address literals are not accepted; use a domain name",
+                ))
+            } else {
+                Err(not_ours())
+            };
+        }
+        let local = match self.directory.is_local_domain(&domain).await {
+            Ok(l) => l,
+            Err(e) => return Err(ingest::temp_failure(&e)),
+        };
+        if !local {
+            if core.user().is_none() {
+                return Err(not_ours());
+            }
+            let address =
+                normalize_address(&raw).map_err(|e| Reply::new(553, "5.1.3", e.to_string()))?;
+            return Ok(Accepted {
+                rcpt: r,
+                address: address.clone(),
+                dests: vec![Destination::Remote(address)],
+            });
+        }
+        match self.directory.expand(&raw).await {
+            Ok(Some(dests)) if !dests.is_empty() => {
+                for d in &dests {
+                    if let Destination::Local(a) = d
+                        && a.quota_bytes > 0
+                        && let Ok(u) = self.store.account_usage(a.id).await
+                        && u.bytes >= a.quota_bytes
+                    {
+                        return Err(Reply::new(
+                            452,
+                            "4.2.2",
+                            format!("<{raw}>: Mailbox full; try again later"),
+                        ));
+                    }
+                }
+                let address = normalize_address(&raw).unwrap_or(raw);
+                Ok(Accepted {
+                    rcpt: r,
+                    address,
+                    dests,
+                })
+            }
+            Ok(_) => Err(Reply::new(
+                550,
+                "5.1.1",
+                format!("<{raw}>: Recipient address rejected: no mailbox by this name at {domain}"),
+            )),
+            Err(e) => Err(ingest::temp_failure(&e)),
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        core: &mut Core,
+        io: &mut Io,
+        ip: IpAddr,
+        mechanism: &str,
+        initial: Option<String>,
+    ) -> Flow {
+        let t = self.config.smtp.timeout_command.duration();
+        let reply = |io: &mut Io, r: Reply| io.write(&r.to_bytes());
+        // "=" is an empty initial response (RFC 4954 4).
+        let initial = initial.map(|s| if s == "=" { String::new() } else { s });
+        async fn ask(io: &mut Io, challenge: &str, t: Duration) -> Result<String, Flow> {
+            io.write(format!("334 {challenge}\r\n").as_bytes());
+            if io.flush().await.is_err() {
+                return Err(Flow::Close);
+            }
+            match io.read_line(MAX_AUTH_LINE, t).await {
+                Ok(l) => Ok(String::from_utf8_lossy(&l).into_owned()),
+                Err(LineError::TooLong) => Ok("!".into()),
+                Err(_) => Err(Flow::Close),
+            }
+        }
+        let creds: Result<(String, String), sasl::SaslError> = if mechanism == "PLAIN" {
+            let resp = match initial {
+                Some(i) if !i.is_empty() => i,
+                _ => match ask(io, "", t).await {
+                    Ok(r) => r,
+                    Err(f) => return f,
+                },
+            };
+            sasl::decode_plain(&resp)
+        } else {
+            let user = match initial {
+                Some(i) if !i.is_empty() => sasl::decode_login_step(&i),
+                _ => match ask(io, "VXNlcm5hbWU6", t).await {
+                    Ok(r) => sasl::decode_login_step(&r),
+                    Err(f) => return f,
+                },
+            };
+            match user {
+                Ok(u) => match ask(io, "UGFzc3dvcmQ6", t).await {
+                    Ok(r) => sasl::decode_login_step(&r).map(|p| (u, p)),
+                    Err(f) => return f,
+                },
+                Err(e) => Err(e),
+            }
+        };
+        let (user, pass) = match creds {
+            Ok(c) => c,
+            Err(sasl::SaslError::Cancelled) => {
+                reply(io, Reply::new(501, "5.0.0", "Authentication cancelled"));
+                return Flow::Continue;
+            }
+            Err(e) => {
+                reply(
+                    io,
+                    Reply::new(501, "5.5.2", format!("Malformed authentication data: {e}")),
+                );
+                return self.count_error(core, io);
+            }
+        };
+        match self.directory.authenticate(&user, &pass, ip).await {
+            Ok(AuthOutcome::Ok(account)) => {
+                info!(user = %account.address, "authenticated");
+                core.authenticated(Some(account.address));
+                reply(io, Reply::new(235, "2.7.0", "Authentication successful"));
+                Flow::Continue
+            }
+            Ok(AuthOutcome::Failed) => {
+                tokio::time::sleep(self.directory.failure_delay()).await;
+                reply(
+                    io,
+                    Reply::new(
+                        535,
+                        "5.7.8",
+                        "Authentication failed: check the user name (your full email address) and the password",
+                    ),
+                );
+                self.count_error(core, io)
+            }
+            Ok(AuthOutcome::Disabled) => {
+                tokio::time::sleep(self.directory.failure_delay()).await;
+                reply(
+                    io,
+                    Reply::new(
+                        535,
+                        "5.7.8",
+                        "This account is disabled; ask your mail administrator",
+                    ),
+                );
+                self.count_error(core, io)
+            }
+            Ok(AuthOutcome::LockedOut(wait)) => {
+                let mins = wait.as_secs().div_ceil(60);
+                reply(
+                    io,
+                    Reply::new(
+                        454,
+                        "4.7.0",
+                        format!("Too many failed logins; try again in {mins} minute(s)"),
+                    ),
+                );
+                self.count_error(core, io)
+            }
+            Err(e) => {
+                reply(io, ingest::temp_failure(&e));
+                Flow::Continue
+            }
+        }
+    }
+
+    fn count_error(&self, core: &mut Core, io: &mut Io) -> Flow {
+        match core.note_error() {
+            Some(Action::Close(r)) => {
+                io.write(&r.to_bytes());
+                Flow::Close
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    fn new_receiving(&self, core: &Core, ip: IpAddr, io: &Io) -> Receiving {
+        let tx = core.envelope().expect("a transaction");
+        let trace_id = postern_message::new_trace_id();
+        let has_local = tx
+            .rcpts
+            .iter()
+            .any(|a| a.dests.iter().any(|d| matches!(d, Destination::Local(_))));
+        let single = (tx.rcpts.len() == 1).then(|| tx.rcpts[0].address.as_str());
+        let received = postern_message::received_header(&postern_message::ReceivedInfo {
+            helo: core.helo_name().unwrap_or("unknown"),
+            ip,
+            hostname: &self.config.hostname,
+            protocol: postern_message::trace::protocol_name(
+                core.is_esmtp(),
+                io.is_tls(),
+                core.user().is_some(),
+                tx.from.smtputf8,
+            ),
+            id: &trace_id,
+            tls: io.tls().map(|t| (t.version.as_str(), t.cipher.as_str())),
+            user: core.user(),
+            for_rcpt: single,
+            date: time::OffsetDateTime::now_utc(),
+        });
+        let return_path = if has_local {
+            postern_message::return_path_header(&tx.from.address)
+        } else {
+            String::new()
+        };
+        let prefix = format!("{return_path}{received}");
+        Receiving {
+            sink: MessageSink::new(
+                prefix.as_bytes(),
+                return_path.len(),
+                self.config.storage.spool_threshold.0 as usize,
+                &self.spool_dir,
+            ),
+            trace_id,
+            too_big: false,
+        }
+    }
+
+    async fn receive_data(&self, core: &mut Core, io: &mut Io, ip: IpAddr) -> Flow {
+        let mut rx = self.new_receiving(core, ip, io);
+        io.write(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>").to_bytes());
+        if io.flush().await.is_err() {
+            return Flow::Close;
+        }
+        let c = &self.config.smtp;
+        let mut dec = DataDecoder::new(c.max_text_line, c.max_message_size.0);
+        let t = c.timeout_data.duration();
+        loop {
+            let chunk = match io.peek_chunk(64 << 10, t).await {
+                Ok(c) => c,
+                Err(e) => {
+                    info!(error = %e, "connection lost during DATA; nothing stored");
+                    core.abort_transaction();
+                    return Flow::Close;
+                }
+            };
+            let n = chunk.len();
+            match dec.feed(chunk, &mut rx.sink) {
+                Some(end) => {
+                    io.consume(end);
+                    break;
+                }
+                None => io.consume(n),
+            }
+        }
+        let report = dec.into_report();
+        let received = postern_message::count_received(rx.sink.original_head());
+        if let Some(r) = ingest::check_content(
+            &report,
+            received,
+            c.max_received_headers,
+            c.reject_bare_lf,
+            c.max_message_size.0,
+        ) {
+            info!(reply = %r.summary(), size = report.size, "message refused");
+            core.transaction_done();
+            io.write(&r.to_bytes());
+            return self.count_error(core, io);
+        }
+        self.store_message(core, io, rx).await
+    }
+
+    async fn receive_bdat(
+        &self,
+        core: &mut Core,
+        io: &mut Io,
+        ip: IpAddr,
+        receiving: &mut Option<Receiving>,
+        size: u64,
+        last: bool,
+    ) -> Flow {
+        let c = &self.config.smtp;
+        let max = c.max_message_size.0;
+        if receiving.is_none() {
+            *receiving = Some(self.new_receiving(core, ip, io));
+        }
+        let rx = receiving.as_mut().expect("just set");
+        let body_so_far = rx.sink.len() - rx.sink.prefix_len as u64;
+        if body_so_far + size > max {
+            // Reading a chunk we will never store could take forever: say so and hang up.
+            let r = Reply::new(
+                552,
+                "5.3.4",
+                format!("Message too big: the limit is {max} bytes"),
+            );
+            io.write(&r.to_bytes());
+            let _ = io.flush().await;
+            *receiving = None;
+            core.abort_transaction();
+            return Flow::Close;
+        }
+        let t = c.timeout_data.duration();
+        let mut left = size;
+        while left > 0 {
+            let chunk = match io.peek_chunk(left.min(64 << 10) as usize, t).await {
+                Ok(c) => c,
+                Err(e) => {
+                    info!(error = %e, "connection lost during BDAT; nothing stored");
+                    *receiving = None;
+                    core.abort_transaction();
+                    return Flow::Close;
+                }
+            };
+            let n = chunk.len();
+            rx.sink.put(chunk);
+            io.consume(n);
+            left -= n as u64;
+        }
+        if !last {
+            io.write(&Reply::new(250, "2.0.0", format!("{size} octets received")).to_bytes());
+            return Flow::Continue;
+        }
+        let rx = receiving.take().expect("receiving");
+        let received = postern_message::count_received(rx.sink.original_head());
+        if received > c.max_received_headers || rx.too_big {
+            let report = crate::proto::DataReport::default();
+            let r = ingest::check_content(&report, received, c.max_received_headers, false, max)
+                .unwrap_or_else(|| Reply::new(552, "5.3.4", "Message too big"));
+            core.transaction_done();
+            io.write(&r.to_bytes());
+            return self.count_error(core, io);
+        }
+        self.store_message(core, io, rx).await
+    }
+
+    async fn store_message(&self, core: &mut Core, io: &mut Io, rx: Receiving) -> Flow {
+        let Some(tx) = core.transaction_done() else {
+            return Flow::Continue;
+        };
+        let size = rx.sink.len();
+        let body_offset = rx.sink.return_path_len as u64;
+        let data = match rx.sink.finish().await {
+            Ok(d) => d,
+            Err(e) => {
+                let e = postern_store::StoreError::Io(e);
+                let r = if matches!(e, postern_store::StoreError::Io(ref io) if io.raw_os_error() == Some(28))
+                {
+                    ingest::temp_failure(&postern_store::StoreError::DiskFull)
+                } else {
+                    ingest::temp_failure(&e)
+                };
+                warn!(error = %e, "cannot spool message");
+                io.write(&r.to_bytes());
+                return Flow::Continue;
+            }
+        };
+        let (reply, result) = ingest::commit(
+            &self.store,
+            &tx.from,
+            &tx.rcpts,
+            data,
+            size,
+            body_offset,
+            &rx.trace_id,
+            core.user(),
+        )
+        .await;
+        match result {
+            Ok(()) => info!(
+                id = %rx.trace_id,
+                from = %tx.from.address,
+                rcpts = tx.rcpts.len(),
+                size,
+                "message accepted"
+            ),
+            Err(e) => {
+                warn!(id = %rx.trace_id, error = %e, reply = %reply.summary(), "message not stored")
+            }
+        }
+        io.write(&reply.to_bytes());
+        Flow::Continue
+    }
+}
+
+async fn discard(io: &mut Io, mut left: u64, t: Duration) -> Result<(), LineError> {
+    while left > 0 {
+        let n = io.peek_chunk(left.min(64 << 10) as usize, t).await?.len();
+        io.consume(n);
+        left -= n as u64;
+    }
+    Ok(())
+}
