@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use postern_config::ListenerKind;
+use postern_pop3::Pop3Server;
 use postern_smtp::{SmtpServer, SmtpSettings, proto::Role};
 use tokio::net::TcpListener;
 
@@ -28,6 +29,17 @@ pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Ser
                 directory: s.directory.clone(),
                 tls: s.tls.clone(),
                 spool_dir: s.spool_dir.clone(),
+                shutdown: s.shutdown.clone(),
+            });
+            tokio::spawn(server.run(listener, tracker));
+        }
+        ListenerKind::Pop3 | ListenerKind::Pop3s => {
+            let server = Arc::new(Pop3Server {
+                config: s.config.clone(),
+                implicit_tls: kind.implicit_tls(),
+                store: s.store.clone(),
+                directory: s.directory.clone(),
+                tls: s.tls.clone(),
                 shutdown: s.shutdown.clone(),
             });
             tokio::spawn(server.run(listener, tracker));

@@ -135,6 +135,32 @@ impl Sink for MessageSink {
     }
 }
 
+/// Finds bare CR or LF in content that arrives in chunks (BDAT).
+#[derive(Default)]
+pub struct BareScan {
+    prev_cr: bool,
+    pub found: bool,
+}
+
+impl BareScan {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.found {
+            return;
+        }
+        for &c in bytes {
+            if (c == b'\n') != self.prev_cr {
+                self.found = true;
+                return;
+            }
+            self.prev_cr = c == b'\r';
+        }
+    }
+
+    pub fn finish(&mut self) -> bool {
+        self.found || self.prev_cr
+    }
+}
+
 /// A recipient accepted at RCPT time, with where it leads.
 #[derive(Debug, Clone)]
 pub struct Accepted {

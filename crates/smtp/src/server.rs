@@ -48,7 +48,7 @@ enum Flow {
 struct Receiving {
     sink: MessageSink,
     trace_id: String,
-    too_big: bool,
+    bare: ingest::BareScan,
 }
 
 impl SmtpServer {
@@ -199,6 +199,24 @@ impl SmtpServer {
                     io.write(&r.to_bytes());
                     let _ = io.flush().await;
                     return Flow::Close;
+                }
+                Action::RefuseData(r) => {
+                    io.write(&r.to_bytes());
+                    if io.has_buffered() {
+                        let r = Reply::new(
+                            421,
+                            "4.5.0",
+                            format!(
+                                "{} Message content sent before the reply to DATA (RFC 2920); closing connection",
+                                self.config.hostname
+                            ),
+                        );
+                        io.write(&r.to_bytes());
+                        let _ = io.flush().await;
+                        warn!("content pipelined after a refused DATA; connection closed");
+                        return Flow::Close;
+                    }
+                    return Flow::Continue;
                 }
                 Action::Quit => {
                     let r = Reply::new(
@@ -549,7 +567,7 @@ impl SmtpServer {
                 &self.spool_dir,
             ),
             trace_id,
-            too_big: false,
+            bare: ingest::BareScan::default(),
         }
     }
 
@@ -639,6 +657,7 @@ impl SmtpServer {
                 }
             };
             let n = chunk.len();
+            rx.bare.feed(chunk);
             rx.sink.put(chunk);
             io.consume(n);
             left -= n as u64;
@@ -647,12 +666,20 @@ impl SmtpServer {
             io.write(&Reply::new(250, "2.0.0", format!("{size} octets received")).to_bytes());
             return Flow::Continue;
         }
-        let rx = receiving.take().expect("receiving");
+        let mut rx = receiving.take().expect("receiving");
         let received = postern_message::count_received(rx.sink.original_head());
-        if received > c.max_received_headers || rx.too_big {
-            let report = crate::proto::DataReport::default();
-            let r = ingest::check_content(&report, received, c.max_received_headers, false, max)
-                .unwrap_or_else(|| Reply::new(552, "5.3.4", "Message too big"));
+        let report = crate::proto::DataReport {
+            bare_lf: rx.bare.finish(),
+            ..Default::default()
+        };
+        if let Some(r) = ingest::check_content(
+            &report,
+            received,
+            c.max_received_headers,
+            c.reject_bare_lf,
+            max,
+        ) {
+            info!(reply = %r.summary(), "message refused");
             core.transaction_done();
             io.write(&r.to_bytes());
             return self.count_error(core, io);

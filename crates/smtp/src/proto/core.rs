@@ -53,6 +53,9 @@ pub enum Action {
         size: u64,
         reply: Reply,
     },
+    /// DATA was refused. Send the reply; if the client already sent more (message content
+    /// pipelined against RFC 2920), close instead of reading it as commands.
+    RefuseData(Reply),
     /// Send 221 and close.
     Quit,
 }
@@ -205,17 +208,23 @@ impl<R> SmtpCore<R> {
                 }
                 Action::CheckRecipient(r)
             }
-            Command::Data => match &self.tx {
-                None => self.fail(bad_sequence("Send MAIL FROM first")),
-                Some(tx) if tx.rcpts.is_empty() && tx.rejected > 0 => {
-                    self.fail(Reply::new(554, "5.5.1", "No valid recipients"))
+            Command::Data => {
+                let refusal = match &self.tx {
+                    None => Some(bad_sequence("Send MAIL FROM first")),
+                    Some(tx) if tx.rcpts.is_empty() && tx.rejected > 0 => {
+                        Some(Reply::new(554, "5.5.1", "No valid recipients"))
+                    }
+                    Some(tx) if tx.rcpts.is_empty() => Some(bad_sequence("Send RCPT TO first")),
+                    Some(_) => None,
+                };
+                match refusal {
+                    None => Action::ReceiveData,
+                    Some(r) => match self.fail(r) {
+                        Action::Reply(r) => Action::RefuseData(r),
+                        close => close,
+                    },
                 }
-                Some(tx) if tx.rcpts.is_empty() => self.fail(bad_sequence("Send RCPT TO first")),
-                Some(tx) if tx.from.body == Body::BinaryMime => {
-                    self.fail(bad_sequence("BODY=BINARYMIME needs BDAT, not DATA"))
-                }
-                Some(_) => Action::ReceiveData,
-            },
+            }
             Command::Bdat { size, last } => {
                 let reply = match &self.tx {
                     None => Some(bad_sequence("Send MAIL FROM first")),
@@ -470,7 +479,7 @@ mod tests {
 
     fn reply(a: Action) -> Reply {
         match a {
-            Action::Reply(r) | Action::Close(r) => r,
+            Action::Reply(r) | Action::Close(r) | Action::RefuseData(r) => r,
             a => panic!("{a:?}"),
         }
     }

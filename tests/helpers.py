@@ -1,0 +1,150 @@
+"""Clients for the tests: thin wrappers over the standard library's real protocol clients,
+plus a raw line client for the things libraries refuse to do (smuggling, injection)."""
+
+import poplib
+import smtplib
+import socket
+import ssl
+import time
+
+from conftest import DOMAIN, PASSWORD
+
+ALICE = "alice@" + DOMAIN
+BOB = "bob@" + DOMAIN
+
+
+def insecure_ctx():
+    c = ssl.create_default_context()
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    return c
+
+
+def submit(server, sender, rcpts, msg, user=ALICE, password=PASSWORD, port="submissions"):
+    """Sends over submission with TLS and AUTH; returns smtplib's refused dict."""
+    if port == "submissions":
+        s = smtplib.SMTP_SSL("127.0.0.1", server.port(port), context=insecure_ctx(), timeout=30)
+    else:
+        s = smtplib.SMTP("127.0.0.1", server.port(port), timeout=30)
+        s.starttls(context=insecure_ctx())
+    s.login(user, password)
+    r = s.sendmail(sender, rcpts, msg)
+    s.quit()
+    return r
+
+
+def mx_send(server, sender, rcpts, msg):
+    s = smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30)
+    r = s.sendmail(sender, rcpts, msg)
+    s.quit()
+    return r
+
+
+def pop3(server, user=ALICE, password=PASSWORD):
+    p = poplib.POP3_SSL("127.0.0.1", server.port("pop3s"), context=insecure_ctx(), timeout=30)
+    p.user(user)
+    p.pass_(password)
+    return p
+
+
+def inbox(server, user=ALICE, password=PASSWORD):
+    """Every message in the user's INBOX, raw bytes (CRLF), via POP3 without deleting."""
+    p = pop3(server, user, password)
+    n, _ = p.stat()
+    out = [b"\r\n".join(p.retr(i)[1]) + b"\r\n" for i in range(1, n + 1)]
+    p.quit()
+    return out
+
+
+def strip_trace(raw: bytes) -> bytes:
+    """The message as the sender sent it: without the Return-Path and Received we prepend."""
+    lines = raw.split(b"\r\n")
+    i = 0
+    if lines[0].startswith(b"Return-Path:"):
+        i = 1
+    assert lines[i].startswith(b"Received:"), lines[i]
+    i += 1
+    while lines[i].startswith(b"\t"):
+        i += 1
+    return b"\r\n".join(lines[i:])
+
+
+def wait_for(fn, timeout=10, step=0.05):
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(step)
+
+
+class Raw:
+    """A line client over a plain or TLS socket."""
+
+    def __init__(self, port, tls=False, timeout=15):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            self.sock = insecure_ctx().wrap_socket(self.sock)
+        self.buf = b""
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            d = self.sock.recv(65536)
+            if not d:
+                raise ConnectionError("closed: " + repr(self.buf))
+            self.buf += d
+        l, self.buf = self.buf.split(b"\r\n", 1)
+        return l
+
+    def reply(self) -> tuple:
+        """One SMTP reply: (code, [lines])."""
+        lines = []
+        while True:
+            l = self.line()
+            lines.append(l.decode(errors="replace"))
+            if len(l) < 4 or l[3:4] != b"-":
+                return int(l[:3]), lines
+
+    def cmd(self, c: str):
+        self.send(c.encode() + b"\r\n")
+        return self.reply()
+
+    def starttls(self):
+        self.sock = insecure_ctx().wrap_socket(self.sock)
+        self.buf = b""
+
+    def closed(self, timeout=5) -> bool:
+        """True when the server has closed the connection (after any pending data)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                d = self.sock.recv(65536)
+                if not d:
+                    return True
+                self.buf += d
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except (socket.timeout, TimeoutError):
+            return False
+        except ssl.SSLError:
+            return True
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def smtp_raw(server, port="smtp", ehlo=True):
+    r = Raw(server.port(port), tls=(port == "submissions"))
+    code, _ = r.reply()
+    assert code == 220
+    if ehlo:
+        assert r.cmd("EHLO client.test")[0] == 250
+    return r
