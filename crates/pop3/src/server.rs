@@ -213,6 +213,8 @@ impl Pop3Server {
                     self.store.expunge(d.mailbox, delete.clone()).await
                 }
                 .await;
+                // Released before the goodbye, so the client may reconnect at once.
+                std::mem::drop(d);
                 let reply = match result {
                     Ok(_) => {
                         info!(deleted = delete.len(), "update done");
