@@ -17,6 +17,7 @@ pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Ser
         ListenerKind::Smtp | ListenerKind::Submission | ListenerKind::Submissions => {
             let server = Arc::new(SmtpServer {
                 config: s.config.clone(),
+                pregreet_passed: Default::default(),
                 settings: SmtpSettings {
                     role: if kind == ListenerKind::Smtp {
                         Role::Mx

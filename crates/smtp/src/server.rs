@@ -29,6 +29,9 @@ pub struct SmtpSettings {
 
 pub struct SmtpServer {
     pub config: Arc<Config>,
+    /// Clients that waited for the banner once are trusted to wait for a day (like Postfix's
+    /// postscreen cache), so the pregreet pause costs each client only once.
+    pub pregreet_passed: std::sync::Mutex<std::collections::HashMap<IpAddr, std::time::Instant>>,
     pub settings: SmtpSettings,
     pub store: SharedStore,
     pub directory: Arc<Directory>,
@@ -75,6 +78,23 @@ impl SmtpServer {
         .await;
     }
 
+    fn pregreet_trusted(&self, ip: IpAddr) -> bool {
+        const TTL: Duration = Duration::from_secs(86400);
+        self.pregreet_passed
+            .lock()
+            .unwrap()
+            .get(&ip)
+            .is_some_and(|t| t.elapsed() < TTL)
+    }
+
+    fn pregreet_pass(&self, ip: IpAddr) {
+        let mut m = self.pregreet_passed.lock().unwrap();
+        if m.len() >= 100_000 {
+            m.clear();
+        }
+        m.insert(ip, std::time::Instant::now());
+    }
+
     fn core_config(&self) -> CoreConfig {
         let c = &self.config;
         CoreConfig {
@@ -109,7 +129,7 @@ impl SmtpServer {
         // A client that talks before our banner is not a mail server: RFC 5321 4.3.1 says
         // it must wait. Mostly spambots.
         let wait = self.config.smtp.pregreet_wait_ms;
-        if self.settings.role == Role::Mx && wait > 0 {
+        if self.settings.role == Role::Mx && wait > 0 && !self.pregreet_trusted(ip) {
             match io.wait_readable(Duration::from_millis(wait)).await {
                 Ok(()) => {
                     let r = Reply::new(
@@ -121,7 +141,7 @@ impl SmtpServer {
                     info!("client talked before the greeting; dropped");
                     return;
                 }
-                Err(LineError::Timeout) => {}
+                Err(LineError::Timeout) => self.pregreet_pass(ip),
                 Err(_) => return,
             }
         }

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks: Postern against Postfix + Dovecot (../shared/peers/postfix_dovecot.sh)
+on this machine, in the same run, reported as ratios.
+
+  scripts/bench [smtp] [pop3] [imap] [--messages N] [--sessions S] [--users U]
+
+smtp:  messages/s accepted by smtp-source (Postfix's load generator) and messages/s readable in
+       the mailbox (Postern stores before it answers 250; Postfix hands over to Dovecot via LMTP).
+pop3:  messages/s retrieved over TLS by ../shared/tools/popbench.py from many accounts at once.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+PEER = SHARED / "peers" / "postfix_dovecot.sh"
+POPBENCH = SHARED / "tools" / "popbench.py"
+BIN = ROOT / "target" / "release" / "postern"
+DOMAIN = "bench.test"
+PW = "pw"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+class Peer:
+    def __init__(self, root: Path, users: int):
+        self.dir = root / "peer"
+        self.ports = {k: free_port() for k in ("SMTP", "LMTP", "POP3", "IMAP", "POP3S", "IMAPS")}
+        self.env = dict(os.environ, PEER_DIR=str(self.dir), PEER_USERS=str(users), PEER_DOMAIN=DOMAIN)
+        self.env.update({f"PEER_{k}_PORT": str(v) for k, v in self.ports.items()})
+
+    def start(self):
+        with open(self.dir.parent / "peer.log", "w") as f:
+            subprocess.run(["bash", str(PEER), "start"], env=self.env, stdout=f, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, check=True, timeout=600)
+
+    def stop(self):
+        subprocess.run(["bash", str(PEER), "stop"], env=self.env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=120)
+
+    def maildir_count(self, user):
+        md = self.dir / "mail" / user / "Maildir"
+        return sum(len(os.listdir(md / d)) for d in ("new", "cur") if (md / d).exists())
+
+    def pids(self):
+        out = subprocess.run(["pgrep", "-f", str(self.dir)], capture_output=True, text=True).stdout.split()
+        # Postfix's and Dovecot's children do not name the directory; take every process of theirs.
+        more = subprocess.run(["pgrep", "-f", "dovecot|postfix/"], capture_output=True, text=True).stdout.split()
+        return sorted(set(int(p) for p in out + more))
+
+
+class Server:
+    def __init__(self, root: Path, users: int):
+        self.root = root / "postern"
+        self.data = self.root / "data"
+        self.root.mkdir(parents=True)
+        subprocess.run([str(BIN), "init", "--domain", DOMAIN, "--data-dir", str(self.data), "--listen-ip",
+                        "127.0.0.1", "--port-offset", "40000"], check=True, capture_output=True)
+        self.ports = {k: free_port() for k in ("smtp", "submission", "pop3", "pop3s", "imap", "imaps")}
+        listen = "\n".join(f'{k} = ["127.0.0.1:{p}"]' for k, p in self.ports.items())
+        self.config = self.data / "postern.toml"
+        self.config.write_text(f"""hostname = "mx.{DOMAIN}"
+data_dir = "{self.data}"
+[listen]
+{listen}
+[tls]
+cert = "{self.data}/tls/cert.pem"
+key = "{self.data}/tls/key.pem"
+[auth]
+min_password_length = 2
+allow_plaintext = true
+[smtp]
+max_connections_per_ip = 1000
+[pop3]
+max_connections_per_ip = 1000
+[imap]
+max_connections_per_ip = 100000
+max_connections = 100000
+[log]
+level = "warn"
+""")
+        for i in range(1, users + 1):
+            subprocess.run([str(BIN), "-c", str(self.config), "user", "add", f"user{i}@{DOMAIN}", "--password", PW],
+                           check=True, capture_output=True)
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.root / "server.log", "ab")
+        self.proc = subprocess.Popen([str(BIN), "-c", str(self.config), "serve"], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        for p in self.ports.values():
+            wait_port(p)
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+    def count(self, user):
+        out = subprocess.run([str(BIN), "-c", str(self.config), "user", "list"], capture_output=True,
+                             text=True).stdout
+        for l in out.splitlines():
+            if l.startswith(user + "\t"):
+                return int(l.split("\t")[1].split()[0])
+        return 0
+
+
+def rss_kb(pids):
+    total = 0
+    for p in pids:
+        try:
+            for l in open(f"/proc/{p}/smaps_rollup"):
+                if l.startswith("Pss:"):
+                    total += int(l.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def smtp_source(port, n, sessions, size, to):
+    t = time.time()
+    subprocess.run(["/usr/sbin/smtp-source", "-s", str(sessions), "-m", str(n), "-l", str(size),
+                    "-f", f"load@{DOMAIN}", "-t", to, f"127.0.0.1:{port}"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=3600)
+    return time.time() - t
+
+
+def bench_smtp(peer, pn, args, results):
+    n, s, size = args.messages, args.sessions, args.size
+    print(f"SMTP: {n} messages of {size} bytes, {s} parallel sessions, one connection per message")
+    # Warm-up: Postern's pregreet check trusts a client after its first polite connection.
+    smtp_source(pn.ports["smtp"], 20, 2, size, f"user2@{DOMAIN}")
+    smtp_source(peer.ports["SMTP"], 20, 2, size, f"user2@{DOMAIN}")
+    target = f"user1@{DOMAIN}"
+    t0 = time.time()
+    acc = smtp_source(peer.ports["SMTP"], n, s, size, target)
+    while peer.maildir_count("user1") < n:
+        if time.time() - t0 > 3600:
+            raise RuntimeError("Postfix+Dovecot did not deliver everything")
+        time.sleep(0.02)
+    e2e = time.time() - t0
+    pf = (n / acc, n / e2e)
+    t0 = time.time()
+    acc = smtp_source(pn.ports["smtp"], n, s, size, target)
+    got = pn.count(target)
+    e2e = time.time() - t0
+    assert got >= n, f"postern has {got} of {n}"
+    po = (n / acc, n / e2e)
+    print(f"  Postfix+Dovecot: {pf[0]:8.0f} msg/s accepted, {pf[1]:8.0f} msg/s readable in the mailbox")
+    print(f"  Postern:         {po[0]:8.0f} msg/s accepted, {po[1]:8.0f} msg/s readable in the mailbox")
+    print(f"  ratio (end to end): {po[1] / pf[1]:.2f}x")
+    results["smtp"] = (pf, po)
+
+
+def bench_pop3(peer, pn, args, results):
+    users, per = args.users, args.pop_messages
+    print(f"POP3: {users} accounts x {per} messages of {args.size} bytes, retrieved over TLS by {args.procs} processes")
+    for i in range(1, users + 1):
+        for port in (peer.ports["SMTP"], pn.ports["smtp"]):
+            smtp_source(port, per, 10, args.size, f"user{i}@{DOMAIN}")
+    deadline = time.time() + 600
+    while any(peer.maildir_count(f"user{i}") < per for i in range(1, users + 1)):
+        if time.time() > deadline:
+            raise RuntimeError("peer did not deliver the POP3 fill")
+        time.sleep(0.1)
+
+    def run(port):
+        out = subprocess.run([sys.executable, str(POPBENCH), f"127.0.0.1:{port}", f"user%d@{DOMAIN}", PW, "1",
+                              str(users), str(args.procs), "--tls"], capture_output=True, text=True, check=True,
+                             timeout=3600).stdout
+        # "... N messages ... X msg/s ..." : take the first number before "msg/s"
+        words = out.replace(",", " ").split()
+        rate = next(float(words[i - 1]) for i, w in enumerate(words) if w.startswith("msg/s"))
+        return rate, out.strip()
+
+    # Two rounds each, the better one counts (the first warms caches on both sides).
+    d = max(run(peer.ports["POP3S"])[0] for _ in range(2))
+    p = max(run(pn.ports["pop3s"])[0] for _ in range(2))
+    print(f"  Dovecot: {d:8.0f} msg/s")
+    print(f"  Postern: {p:8.0f} msg/s")
+    print(f"  ratio: {p / d:.2f}x")
+    results["pop3"] = (d, p)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", nargs="*", default=["smtp", "pop3"])
+    ap.add_argument("--messages", type=int, default=5000)
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--pop-messages", type=int, default=200)
+    ap.add_argument("--procs", type=int, default=4)
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "postern"], cwd=ROOT, check=True)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="postern-bench-") as d:
+        root = Path(d)
+        os.chmod(root, 0o755)
+        peer = Peer(root, max(args.users, 2))
+        pn = Server(root, max(args.users, 2))
+        peer.start()
+        pn.start()
+        try:
+            if "smtp" in args.what:
+                bench_smtp(peer, pn, args, results)
+            if "pop3" in args.what:
+                bench_pop3(peer, pn, args, results)
+        finally:
+            pn.stop()
+            peer.stop()
+    return results
+
+
+if __name__ == "__main__":
+    main()
