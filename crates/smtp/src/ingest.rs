@@ -269,12 +269,9 @@ pub async fn commit(
     });
     let queued = queue.is_some();
     let local = targets.len();
+    let (data, meta) = with_meta(data).await;
     let delivery = Delivery {
-        blob: NewBlob {
-            data,
-            size,
-            meta: Vec::new(),
-        },
+        blob: NewBlob { data, size, meta },
         internal_date: postern_store::now(),
         targets,
         queue,
@@ -303,6 +300,36 @@ pub async fn commit(
         }
         Err(e) => (temp_failure(&e), Err(e)),
     }
+}
+
+/// The parse-once metadata (structure for IMAP), computed off the async threads when the
+/// message is large.
+pub async fn with_meta(data: BlobData) -> (BlobData, Vec<u8>) {
+    match data {
+        BlobData::Memory(b) if b.len() < 64 << 10 => {
+            let m = safe_meta(&b);
+            (BlobData::Memory(b), m)
+        }
+        BlobData::Memory(b) => tokio::task::spawn_blocking(move || {
+            let m = safe_meta(&b);
+            (BlobData::Memory(b), m)
+        })
+        .await
+        .expect("metadata task cannot panic"),
+        BlobData::File(p) => {
+            let p2 = p.clone();
+            let m = tokio::task::spawn_blocking(move || std::fs::read(&p2).map(|b| safe_meta(&b)).unwrap_or_default())
+                .await
+                .unwrap_or_default();
+            (BlobData::File(p), m)
+        }
+    }
+}
+
+/// Metadata, or none when the parser gives up on hostile input: readers then compute it
+/// again; the message itself is never lost to a parser bug.
+fn safe_meta(b: &[u8]) -> Vec<u8> {
+    std::panic::catch_unwind(|| postern_message::meta::compute(b).encode()).unwrap_or_default()
 }
 
 pub fn temp_failure(e: &StoreError) -> Reply {

@@ -1,0 +1,426 @@
+//! Parse once, at delivery: the MIME part map (offsets of every section), the IMAP ENVELOPE,
+//! BODY and BODYSTRUCTURE, and the Date, stored with the message so reads never re-parse.
+
+use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use serde::{Deserialize, Serialize};
+
+/// Bumped when the stored form changes; older metadata is recomputed when read.
+pub const META_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    /// Section path, e.g. [1, 2] for BODY[1.2]. Empty for the message itself.
+    pub section: Vec<u32>,
+    /// Start of the part's MIME header.
+    pub header: u32,
+    /// Start of the part's body (after the blank line).
+    pub body: u32,
+    pub end: u32,
+    /// Content-Transfer-Encoding (lower case), for BINARY.
+    pub encoding: String,
+    /// A message/rfc822 part: where the encapsulated message's header and body start.
+    pub message: Option<(u32, u32)>,
+    pub multipart: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    pub version: u8,
+    /// Offset of the top-level body (length of the header including the blank line).
+    pub header_len: u32,
+    pub envelope: String,
+    pub body: String,
+    pub bodystructure: String,
+    pub parts: Vec<Part>,
+    /// The Date header, seconds since the epoch.
+    pub sent: Option<i64>,
+}
+
+impl MessageMeta {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![META_VERSION];
+        v.extend(postcard::to_allocvec(self).expect("meta serializes"));
+        v
+    }
+
+    /// `None` for metadata of another version (or none): compute it again from the message.
+    pub fn decode(b: &[u8]) -> Option<MessageMeta> {
+        if b.first() != Some(&META_VERSION) {
+            return None;
+        }
+        postcard::from_bytes(&b[1..]).ok()
+    }
+
+    pub fn part(&self, section: &[u32]) -> Option<&Part> {
+        self.parts.iter().find(|p| p.section == section)
+    }
+}
+
+/// IMAP quoted string or literal for arbitrary bytes.
+pub fn istring(out: &mut String, s: &str) {
+    if s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) || s.len() > 1024 {
+        out.push_str(&format!("{{{}}}\r\n", s.len()));
+        out.push_str(s);
+        return;
+    }
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+fn nstring(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => istring(out, s),
+        None => out.push_str("NIL"),
+    }
+}
+
+/// The raw value of the first header called `name` in `raw[start..end]`, unfolded and trimmed.
+fn raw_header<'a>(part: &MessagePart, raw: &'a [u8], name: &str) -> Option<String> {
+    let h = part
+        .headers
+        .iter()
+        .find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
+    let v = raw.get(h.offset_start as usize..h.offset_end as usize)?;
+    let s = String::from_utf8_lossy(v);
+    let unfolded: String = s.replace("\r\n", "").replace('\n', "");
+    Some(unfolded.trim().to_string())
+}
+
+fn lines(b: &[u8]) -> usize {
+    let n = b.iter().filter(|&&c| c == b'\n').count();
+    if b.last().is_some_and(|&c| c != b'\n') { n + 1 } else { n }
+}
+
+pub fn compute(raw: &[u8]) -> MessageMeta {
+    let parser = MessageParser::default();
+    let Some(msg) = parser.parse(raw) else {
+        return MessageMeta {
+            version: META_VERSION,
+            header_len: raw.len() as u32,
+            envelope: "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)".into(),
+            body: format!("(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)"),
+            bodystructure: format!(
+                "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)"
+            ),
+            parts: vec![],
+            sent: None,
+        };
+    };
+    let root = &msg.parts[0];
+    let mut parts = Vec::new();
+    number(&msg, raw, &[], &mut parts);
+    MessageMeta {
+        version: META_VERSION,
+        header_len: root.offset_body,
+        envelope: envelope(root, raw),
+        body: structure(&msg, 0, raw, false),
+        bodystructure: structure(&msg, 0, raw, true),
+        parts,
+        sent: msg.date().map(|d| d.to_timestamp()),
+    }
+}
+
+fn encoding_of(p: &MessagePart, raw: &[u8]) -> String {
+    raw_header(p, raw, "Content-Transfer-Encoding")
+        .map(|e| e.to_ascii_lowercase())
+        .unwrap_or_else(|| "7bit".into())
+}
+
+/// Records the section map of `msg` under `prefix` (RFC 3501 6.4.5 numbering).
+fn number(msg: &Message, raw: &[u8], prefix: &[u32], out: &mut Vec<Part>) {
+    let root = &msg.parts[0];
+    match &root.body {
+        PartType::Multipart(children) => {
+            for (i, &id) in children.iter().enumerate() {
+                let mut section = prefix.to_vec();
+                section.push(i as u32 + 1);
+                number_part(msg, id as usize, raw, section, out);
+            }
+        }
+        _ => {
+            let mut section = prefix.to_vec();
+            section.push(1);
+            number_part(msg, 0, raw, section, out);
+        }
+    }
+}
+
+fn number_part(msg: &Message, id: usize, raw: &[u8], section: Vec<u32>, out: &mut Vec<Part>) {
+    let p = &msg.parts[id];
+    let mut rec = Part {
+        section: section.clone(),
+        header: p.offset_header,
+        body: p.offset_body,
+        end: p.offset_end,
+        encoding: encoding_of(p, raw),
+        message: None,
+        multipart: false,
+    };
+    match &p.body {
+        PartType::Multipart(children) => {
+            rec.multipart = true;
+            out.push(rec);
+            for (i, &cid) in children.iter().enumerate() {
+                let mut s = section.clone();
+                s.push(i as u32 + 1);
+                number_part(msg, cid as usize, raw, s, out);
+            }
+        }
+        PartType::Message(inner) => {
+            let ir = &inner.parts[0];
+            rec.message = Some((ir.offset_header, ir.offset_body));
+            out.push(rec);
+            number(inner, raw, &section, out);
+        }
+        _ => out.push(rec),
+    }
+}
+
+fn content_type(p: &MessagePart) -> (String, String, Vec<(String, String)>, bool) {
+    match p.content_type() {
+        Some(ct) => {
+            let ty = ct.c_type.to_string();
+            let sub = ct.c_subtype.as_deref().map(str::to_string);
+            let params = ct
+                .attributes
+                .as_ref()
+                .map(|a| a.iter().map(|x| (x.name.to_string(), x.value.to_string())).collect())
+                .unwrap_or_default();
+            match sub {
+                Some(s) => (ty, s, params, true),
+                // "Content-Type: text" without a subtype is broken: treat as absent.
+                None => ("text".into(), "plain".into(), params, true),
+            }
+        }
+        None => ("text".into(), "plain".into(), vec![], false),
+    }
+}
+
+fn params_list(out: &mut String, params: &[(String, String)]) {
+    if params.is_empty() {
+        out.push_str("NIL");
+        return;
+    }
+    out.push('(');
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        istring(out, &k.to_ascii_lowercase());
+        out.push(' ');
+        istring(out, v);
+    }
+    out.push(')');
+}
+
+fn disposition(out: &mut String, p: &MessagePart) {
+    match p.content_disposition() {
+        Some(cd) => {
+            out.push('(');
+            istring(out, &cd.c_type.to_ascii_lowercase());
+            out.push(' ');
+            let params: Vec<(String, String)> = cd
+                .attributes
+                .as_ref()
+                .map(|a| a.iter().map(|x| (x.name.to_string(), x.value.to_string())).collect())
+                .unwrap_or_default();
+            params_list(out, &params);
+            out.push(')');
+        }
+        None => out.push_str("NIL"),
+    }
+}
+
+fn language(out: &mut String, p: &MessagePart, raw: &[u8]) {
+    match raw_header(p, raw, "Content-Language") {
+        Some(l) => {
+            let langs: Vec<&str> = l.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            if langs.len() == 1 {
+                istring(out, langs[0]);
+            } else {
+                out.push('(');
+                for (i, x) in langs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(' ');
+                    }
+                    istring(out, x);
+                }
+                out.push(')');
+            }
+        }
+        None => out.push_str("NIL"),
+    }
+}
+
+/// BODY (ext = false) or BODYSTRUCTURE (ext = true) of part `id` of `msg`.
+fn structure(msg: &Message, id: usize, raw: &[u8], ext: bool) -> String {
+    let p = &msg.parts[id];
+    let mut out = String::new();
+    match &p.body {
+        PartType::Multipart(children) => {
+            out.push('(');
+            if children.is_empty() {
+                // An empty multipart: RFC 3501 needs at least one part; describe an empty text.
+                out.push_str("(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)");
+            }
+            for &c in children {
+                out.push_str(&structure(msg, c as usize, raw, ext));
+            }
+            let (_, sub, params, _) = content_type(p);
+            out.push(' ');
+            istring(&mut out, &sub.to_ascii_lowercase());
+            if ext {
+                out.push(' ');
+                params_list(&mut out, &params);
+                out.push(' ');
+                disposition(&mut out, p);
+                out.push(' ');
+                language(&mut out, p, raw);
+                out.push(' ');
+                nstring(&mut out, raw_header(p, raw, "Content-Location").as_deref());
+            }
+            out.push(')');
+        }
+        _ => {
+            let (ty, sub, mut params, explicit) = content_type(p);
+            let ty_l = ty.to_ascii_lowercase();
+            if !explicit || (ty_l == "text" && !params.iter().any(|(k, _)| k.eq_ignore_ascii_case("charset"))) {
+                if ty_l == "text" {
+                    params.insert(0, ("charset".into(), "us-ascii".into()));
+                }
+            }
+            let body = &raw[p.offset_body as usize..(p.offset_end as usize).max(p.offset_body as usize)];
+            out.push('(');
+            istring(&mut out, &ty_l);
+            out.push(' ');
+            istring(&mut out, &sub.to_ascii_lowercase());
+            out.push(' ');
+            params_list(&mut out, &params);
+            out.push(' ');
+            nstring(&mut out, raw_header(p, raw, "Content-ID").as_deref());
+            out.push(' ');
+            nstring(&mut out, raw_header(p, raw, "Content-Description").as_deref());
+            out.push(' ');
+            istring(&mut out, &encoding_of(p, raw));
+            out.push_str(&format!(" {}", body.len()));
+            if let PartType::Message(inner) = &p.body {
+                out.push(' ');
+                out.push_str(&envelope(&inner.parts[0], raw));
+                out.push(' ');
+                out.push_str(&structure(inner, 0, raw, ext));
+                out.push_str(&format!(" {}", lines(body)));
+            } else if ty_l == "text" {
+                out.push_str(&format!(" {}", lines(body)));
+            }
+            if ext {
+                out.push(' ');
+                nstring(&mut out, raw_header(p, raw, "Content-MD5").as_deref());
+                out.push(' ');
+                disposition(&mut out, p);
+                out.push(' ');
+                language(&mut out, p, raw);
+                out.push(' ');
+                nstring(&mut out, raw_header(p, raw, "Content-Location").as_deref());
+            }
+            out.push(')');
+        }
+    }
+    out
+}
+
+fn envelope(p: &MessagePart, raw: &[u8]) -> String {
+    let h = |n: &str| raw_header(p, raw, n);
+    let mut out = String::from("(");
+    nstring(&mut out, h("Date").as_deref());
+    out.push(' ');
+    nstring(&mut out, h("Subject").as_deref());
+    let from = h("From");
+    for (name, fallback) in [
+        ("From", None),
+        ("Sender", from.as_deref()),
+        ("Reply-To", from.as_deref()),
+        ("To", None),
+        ("Cc", None),
+        ("Bcc", None),
+    ] {
+        out.push(' ');
+        let v = h(name).filter(|v| !v.is_empty());
+        address_list(&mut out, v.as_deref().or(fallback));
+    }
+    out.push(' ');
+    nstring(&mut out, h("In-Reply-To").as_deref());
+    out.push(' ');
+    nstring(&mut out, h("Message-ID").as_deref());
+    out.push(')');
+    let _ = HeaderName::Subject;
+    out
+}
+
+/// RFC 5322 address-list as IMAP address structures; groups as (NIL NIL "name" NIL) ...
+/// (NIL NIL NIL NIL).
+fn address_list(out: &mut String, v: Option<&str>) {
+    let Some(v) = v else {
+        out.push_str("NIL");
+        return;
+    };
+    let addrs = crate::address::parse_list(v);
+    if addrs.is_empty() {
+        out.push_str("NIL");
+        return;
+    }
+    out.push('(');
+    for a in addrs {
+        out.push('(');
+        nstring(out, a.name.as_deref());
+        out.push_str(" NIL ");
+        nstring(out, a.mailbox.as_deref());
+        out.push(' ');
+        nstring(out, a.host.as_deref());
+        out.push(')');
+    }
+    out.push(')');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIXED: &[u8] = b"From: \"Alice A.\" <alice@example.test>\r\nTo: bob@example.test, Team: carol@x.test, dan@y.test;\r\nSubject: =?utf-8?q?hi?=\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m1@example.test>\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\nworld\r\n--XX\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--XX--\r\n";
+
+    #[test]
+    fn structure_and_envelope() {
+        let m = compute(MIXED);
+        assert_eq!(
+            m.bodystructure,
+            "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 12 2 NIL NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"a.pdf\") NIL NIL \"base64\" 4 NIL (\"attachment\" (\"filename\" \"a.pdf\")) NIL NIL) \"mixed\" (\"boundary\" \"XX\") NIL NIL NIL)"
+        );
+        assert_eq!(
+            m.envelope,
+            "(\"Sat, 28 Nov 2026 10:00:00 +0000\" \"=?utf-8?q?hi?=\" ((\"Alice A.\" NIL \"alice\" \"example.test\")) ((\"Alice A.\" NIL \"alice\" \"example.test\")) ((\"Alice A.\" NIL \"alice\" \"example.test\")) ((NIL NIL \"bob\" \"example.test\")(NIL NIL \"Team\" NIL)(NIL NIL \"carol\" \"x.test\")(NIL NIL \"dan\" \"y.test\")(NIL NIL NIL NIL)) NIL NIL NIL \"<m1@example.test>\")"
+        );
+        let p1 = m.part(&[1]).unwrap();
+        assert_eq!(&MIXED[p1.body as usize..p1.end as usize], b"hello\r\nworld");
+        assert_eq!(m.part(&[2]).unwrap().encoding, "base64");
+        assert_eq!(m.sent, Some(1795860000));
+        assert_eq!(MessageMeta::decode(&m.encode()), Some(m));
+    }
+
+    #[test]
+    fn plain_message_defaults() {
+        let raw = b"Subject: x\r\n\r\nbody\r\n";
+        let m = compute(raw);
+        assert_eq!(
+            m.bodystructure,
+            "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1 NIL NIL NIL NIL)"
+        );
+        assert_eq!(m.header_len, 14);
+        let p = m.part(&[1]).unwrap();
+        assert_eq!(&raw[p.body as usize..p.end as usize], b"body\r\n");
+    }
+}
