@@ -158,7 +158,9 @@ pub fn parse_list(s: &str) -> Vec<Addr> {
     while i <= toks.len() {
         let t = toks.get(i);
         match t {
-            Some(Tok::Special(':')) if !in_group && !toks[start..i].iter().any(|t| *t == Tok::Special('<')) => {
+            Some(Tok::Special(':'))
+                if !in_group && !toks[start..i].iter().any(|t| *t == Tok::Special('<')) =>
+            {
                 in_group = true;
                 out.push(Addr {
                     name: None,
@@ -169,8 +171,14 @@ pub fn parse_list(s: &str) -> Vec<Addr> {
             }
             Some(Tok::Special(',')) | Some(Tok::Special(';')) | None => {
                 // A comma inside <...> belongs to a source route; skip it.
-                let open = toks[start..i].iter().filter(|t| **t == Tok::Special('<')).count();
-                let close = toks[start..i].iter().filter(|t| **t == Tok::Special('>')).count();
+                let open = toks[start..i]
+                    .iter()
+                    .filter(|t| **t == Tok::Special('<'))
+                    .count();
+                let close = toks[start..i]
+                    .iter()
+                    .filter(|t| **t == Tok::Special('>'))
+                    .count();
                 if t == Some(&Tok::Special(',')) && open > close {
                     i += 1;
                     continue;
@@ -211,7 +219,10 @@ mod tests {
     fn lists() {
         assert_eq!(
             parse_list("\"Doe, John\" <john@x.test>, jane@y.test (Jane)"),
-            vec![a(Some("Doe, John"), Some("john"), Some("x.test")), a(None, Some("jane"), Some("y.test"))]
+            vec![
+                a(Some("Doe, John"), Some("john"), Some("x.test")),
+                a(None, Some("jane"), Some("y.test"))
+            ]
         );
         assert_eq!(
             parse_list("=?utf-8?q?J=C3=B6rg?= <j@x.test>"),
@@ -219,10 +230,19 @@ mod tests {
         );
         assert_eq!(
             parse_list("undisclosed-recipients:;"),
-            vec![a(None, Some("undisclosed-recipients"), None), a(None, None, None)]
+            vec![
+                a(None, Some("undisclosed-recipients"), None),
+                a(None, None, None)
+            ]
         );
-        assert_eq!(parse_list("Mr. A. Smith <a@x.test>")[0].name.as_deref(), Some("Mr. A. Smith"));
-        assert_eq!(parse_list("<@r1,@r2:u@h.test>"), vec![a(None, Some("u"), Some("h.test"))]);
+        assert_eq!(
+            parse_list("Mr. A. Smith <a@x.test>")[0].name.as_deref(),
+            Some("Mr. A. Smith")
+        );
+        assert_eq!(
+            parse_list("<@r1,@r2:u@h.test>"),
+            vec![a(None, Some("u"), Some("h.test"))]
+        );
         assert!(parse_list("").is_empty());
     }
 }

@@ -6,4 +6,6 @@ pub mod meta;
 pub mod trace;
 
 pub use meta::{MessageMeta, Part};
-pub use trace::{ReceivedInfo, count_received, new_trace_id, received_header, return_path_header, rfc5322_date};
+pub use trace::{
+    ReceivedInfo, count_received, new_trace_id, received_header, return_path_header, rfc5322_date,
+};

@@ -94,7 +94,11 @@ fn raw_header<'a>(part: &MessagePart, raw: &'a [u8], name: &str) -> Option<Strin
 
 fn lines(b: &[u8]) -> usize {
     let n = b.iter().filter(|&&c| c == b'\n').count();
-    if b.last().is_some_and(|&c| c != b'\n') { n + 1 } else { n }
+    if b.last().is_some_and(|&c| c != b'\n') {
+        n + 1
+    } else {
+        n
+    }
 }
 
 pub fn compute(raw: &[u8]) -> MessageMeta {
@@ -190,7 +194,11 @@ fn content_type(p: &MessagePart) -> (String, String, Vec<(String, String)>, bool
             let params = ct
                 .attributes
                 .as_ref()
-                .map(|a| a.iter().map(|x| (x.name.to_string(), x.value.to_string())).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|x| (x.name.to_string(), x.value.to_string()))
+                        .collect()
+                })
                 .unwrap_or_default();
             match sub {
                 Some(s) => (ty, s, params, true),
@@ -228,7 +236,11 @@ fn disposition(out: &mut String, p: &MessagePart) {
             let params: Vec<(String, String)> = cd
                 .attributes
                 .as_ref()
-                .map(|a| a.iter().map(|x| (x.name.to_string(), x.value.to_string())).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|x| (x.name.to_string(), x.value.to_string()))
+                        .collect()
+                })
                 .unwrap_or_default();
             params_list(out, &params);
             out.push(')');
@@ -240,7 +252,11 @@ fn disposition(out: &mut String, p: &MessagePart) {
 fn language(out: &mut String, p: &MessagePart, raw: &[u8]) {
     match raw_header(p, raw, "Content-Language") {
         Some(l) => {
-            let langs: Vec<&str> = l.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let langs: Vec<&str> = l
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
             if langs.len() == 1 {
                 istring(out, langs[0]);
             } else {
@@ -267,7 +283,9 @@ fn structure(msg: &Message, id: usize, raw: &[u8], ext: bool) -> String {
             out.push('(');
             if children.is_empty() {
                 // An empty multipart: RFC 3501 needs at least one part; describe an empty text.
-                out.push_str("(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)");
+                out.push_str(
+                    "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)",
+                );
             }
             for &c in children {
                 out.push_str(&structure(msg, c as usize, raw, ext));
@@ -290,12 +308,18 @@ fn structure(msg: &Message, id: usize, raw: &[u8], ext: bool) -> String {
         _ => {
             let (ty, sub, mut params, explicit) = content_type(p);
             let ty_l = ty.to_ascii_lowercase();
-            if !explicit || (ty_l == "text" && !params.iter().any(|(k, _)| k.eq_ignore_ascii_case("charset"))) {
+            if !explicit
+                || (ty_l == "text"
+                    && !params
+                        .iter()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("charset")))
+            {
                 if ty_l == "text" {
                     params.insert(0, ("charset".into(), "us-ascii".into()));
                 }
             }
-            let body = &raw[p.offset_body as usize..(p.offset_end as usize).max(p.offset_body as usize)];
+            let body =
+                &raw[p.offset_body as usize..(p.offset_end as usize).max(p.offset_body as usize)];
             out.push('(');
             istring(&mut out, &ty_l);
             out.push(' ');
@@ -305,7 +329,10 @@ fn structure(msg: &Message, id: usize, raw: &[u8], ext: bool) -> String {
             out.push(' ');
             nstring(&mut out, raw_header(p, raw, "Content-ID").as_deref());
             out.push(' ');
-            nstring(&mut out, raw_header(p, raw, "Content-Description").as_deref());
+            nstring(
+                &mut out,
+                raw_header(p, raw, "Content-Description").as_deref(),
+            );
             out.push(' ');
             istring(&mut out, &encoding_of(p, raw));
             out.push_str(&format!(" {}", body.len()));

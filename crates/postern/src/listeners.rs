@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use postern_config::ListenerKind;
+use postern_imap::ImapServer;
 use postern_pop3::Pop3Server;
 use postern_smtp::{SmtpServer, SmtpSettings, proto::Role};
 use tokio::net::TcpListener;
@@ -36,6 +37,17 @@ pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Ser
         }
         ListenerKind::Pop3 | ListenerKind::Pop3s => {
             let server = Arc::new(Pop3Server {
+                config: s.config.clone(),
+                implicit_tls: kind.implicit_tls(),
+                store: s.store.clone(),
+                directory: s.directory.clone(),
+                tls: s.tls.clone(),
+                shutdown: s.shutdown.clone(),
+            });
+            tokio::spawn(server.run(listener, tracker));
+        }
+        ListenerKind::Imap | ListenerKind::Imaps => {
+            let server = Arc::new(ImapServer {
                 config: s.config.clone(),
                 implicit_tls: kind.implicit_tls(),
                 store: s.store.clone(),

@@ -318,9 +318,13 @@ pub async fn with_meta(data: BlobData) -> (BlobData, Vec<u8>) {
         .expect("metadata task cannot panic"),
         BlobData::File(p) => {
             let p2 = p.clone();
-            let m = tokio::task::spawn_blocking(move || std::fs::read(&p2).map(|b| safe_meta(&b)).unwrap_or_default())
-                .await
-                .unwrap_or_default();
+            let m = tokio::task::spawn_blocking(move || {
+                std::fs::read(&p2)
+                    .map(|b| safe_meta(&b))
+                    .unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
             (BlobData::File(p), m)
         }
     }

@@ -1,0 +1,165 @@
+//! Response syntax: strings, literals, flags, dates, mailbox names, sequence sets.
+
+use postern_store::Flags;
+
+/// A string as a quoted string when it can be one, else a literal.
+pub fn string(out: &mut Vec<u8>, s: &[u8]) {
+    let quotable = s.len() <= 1024
+        && s.iter()
+            .all(|&b| b >= 0x20 && b != 0x7f && b != b'\r' && b != b'\n');
+    if quotable {
+        out.push(b'"');
+        for &b in s {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        literal(out, s);
+    }
+}
+
+pub fn literal(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A mailbox name as the client expects it: UTF-8, or modified UTF-7 for older clients.
+pub fn mailbox(out: &mut Vec<u8>, name: &str, utf8: bool) {
+    if utf8 {
+        string(out, name.as_bytes());
+    } else {
+        string(out, crate::utf7::encode(name).as_bytes());
+    }
+}
+
+pub fn flags(out: &mut Vec<u8>, f: &Flags) {
+    out.push(b'(');
+    let mut first = true;
+    for (bit, name) in Flags::SYSTEM {
+        if f.has(bit) {
+            if !first {
+                out.push(b' ');
+            }
+            out.extend_from_slice(name.as_bytes());
+            first = false;
+        }
+    }
+    for k in &f.keywords {
+        if !first {
+            out.push(b' ');
+        }
+        out.extend_from_slice(k.as_bytes());
+        first = false;
+    }
+    out.push(b')');
+}
+
+/// Flag names to a `Flags` value; `\Recent` is ignored, unknown system flags are errors.
+pub fn parse_flags(names: &[String]) -> Result<Flags, String> {
+    let mut f = Flags::default();
+    for n in names {
+        if let Some(sys) = n.strip_prefix('\\') {
+            if sys.eq_ignore_ascii_case("Recent") {
+                continue;
+            }
+            match Flags::SYSTEM
+                .iter()
+                .find(|(_, name)| name[1..].eq_ignore_ascii_case(sys))
+            {
+                Some((bit, _)) => f.bits |= bit,
+                None => return Err(format!("unknown system flag {n}")),
+            }
+        } else if !f.has_keyword(n) {
+            f.keywords.push(n.clone());
+        }
+    }
+    Ok(f)
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Seconds since the epoch to (year, month 1-12, day, h, m, s), UTC.
+pub fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = t.div_euclid(86400);
+    let secs = t.rem_euclid(86400);
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    (
+        y,
+        m,
+        d,
+        (secs / 3600) as u32,
+        (secs % 3600 / 60) as u32,
+        (secs % 60) as u32,
+    )
+}
+
+/// INTERNALDATE: "28-Nov-2026 10:20:25 +0000".
+pub fn internal_date(t: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(t);
+    format!(
+        "\"{d:02}-{}-{y:04} {hh:02}:{mm:02}:{ss:02} +0000\"",
+        MONTHS[m as usize - 1]
+    )
+}
+
+/// A sorted list of numbers as a compact sequence set ("1:3,7").
+pub fn seq_set(nums: &[u32]) -> String {
+    let mut v: Vec<u32> = nums.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < v.len() {
+        let start = v[i];
+        let mut end = start;
+        while i + 1 < v.len() && v[i + 1] == end + 1 {
+            i += 1;
+            end = v[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        let mut o = Vec::new();
+        string(&mut o, b"a \"b\"");
+        assert_eq!(o, b"\"a \\\"b\\\"\"");
+        let mut o = Vec::new();
+        string(&mut o, b"a\r\nb");
+        assert_eq!(o, b"{4}\r\na\r\nb");
+        assert_eq!(internal_date(1795860025), "\"28-Nov-2026 10:00:25 +0000\"");
+        assert_eq!(seq_set(&[5, 1, 2, 3, 9, 10]), "1:3,5,9:10");
+        let f = parse_flags(&["\\Seen".into(), "\\recent".into(), "$Work".into()]).unwrap();
+        let mut o = Vec::new();
+        flags(&mut o, &f);
+        assert_eq!(o, b"(\\Seen $Work)");
+        assert!(parse_flags(&["\\Bogus".into()]).is_err());
+    }
+}

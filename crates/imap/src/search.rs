@@ -1,0 +1,288 @@
+//! SEARCH (RFC 9051 6.4.4) with ESEARCH results (RFC 4731) and MODSEQ (RFC 7162). Flags,
+//! sizes and dates come from the message records; header and text keys read the message.
+
+use mail_parser::{Address, HeaderValue, MessageParser, PartType};
+use postern_message::MessageMeta;
+use postern_store::{MessageEntry, Uid};
+
+use crate::format;
+use crate::parse::{SearchKey, SearchRet};
+use crate::session::{Res, Session, push};
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Need {
+    Nothing,
+    Meta,
+    Header,
+    Full,
+}
+
+fn need(k: &SearchKey) -> Need {
+    match k {
+        SearchKey::Header(..) => Need::Header,
+        SearchKey::Body(_) | SearchKey::Text(_) => Need::Full,
+        SearchKey::SentBefore(_) | SearchKey::SentOn(_) | SearchKey::SentSince(_) => Need::Meta,
+        SearchKey::Not(k) => need(k),
+        SearchKey::Or(a, b) => need(a).max(need(b)),
+        SearchKey::And(v) => v.iter().map(need).max().unwrap_or(Need::Nothing),
+        _ => Need::Nothing,
+    }
+}
+
+fn uses_modseq(k: &SearchKey) -> bool {
+    match k {
+        SearchKey::ModSeq(_) => true,
+        SearchKey::Not(k) => uses_modseq(k),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::And(v) => v.iter().any(uses_modseq),
+        _ => false,
+    }
+}
+
+/// What a text key is matched against, decoded, lower case.
+#[derive(Default)]
+struct Content {
+    sent: Option<i64>,
+    /// (lower-case header name, decoded lower-case value)
+    headers: Vec<(String, String)>,
+    body: String,
+    raw_header: String,
+}
+
+struct Ctx<'a> {
+    seq: u32,
+    e: &'a MessageEntry,
+    max_seq: u32,
+    max_uid: Uid,
+    c: &'a Content,
+}
+
+fn lower(s: &str) -> String {
+    s.to_lowercase()
+}
+
+fn header_text(v: &HeaderValue) -> String {
+    match v {
+        HeaderValue::Text(t) => t.to_string(),
+        HeaderValue::TextList(l) => l.join(" "),
+        HeaderValue::Address(a) => {
+            let list: Vec<String> = match a {
+                Address::List(l) => l
+                    .iter()
+                    .map(|x| {
+                        format!(
+                            "{} <{}>",
+                            x.name.as_deref().unwrap_or(""),
+                            x.address.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect(),
+                Address::Group(g) => g
+                    .iter()
+                    .flat_map(|gr| gr.addresses.iter())
+                    .map(|x| {
+                        format!(
+                            "{} <{}>",
+                            x.name.as_deref().unwrap_or(""),
+                            x.address.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect(),
+            };
+            list.join(", ")
+        }
+        HeaderValue::DateTime(d) => d.to_rfc822(),
+        HeaderValue::ContentType(c) => {
+            format!("{}/{}", c.c_type, c.c_subtype.as_deref().unwrap_or(""))
+        }
+        HeaderValue::Received(_) | HeaderValue::Empty => String::new(),
+    }
+}
+
+fn load(raw: &[u8], full: bool) -> Content {
+    let mut c = Content::default();
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        c.body = lower(&String::from_utf8_lossy(raw));
+        return c;
+    };
+    let root = &msg.parts[0];
+    c.raw_header = lower(&String::from_utf8_lossy(
+        &raw[..(root.offset_body as usize).min(raw.len())],
+    ));
+    for h in &root.headers {
+        let raw_v = raw
+            .get(h.offset_start as usize..h.offset_end as usize)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let decoded = header_text(&h.value);
+        c.headers
+            .push((lower(h.name.as_str()), lower(&format!("{decoded} {raw_v}"))));
+    }
+    if full {
+        let mut body = String::new();
+        for p in &msg.parts {
+            match &p.body {
+                PartType::Text(t) | PartType::Html(t) => {
+                    body.push_str(t);
+                    body.push('\n');
+                }
+                _ => {}
+            }
+        }
+        if body.is_empty() {
+            body = String::from_utf8_lossy(&raw[(root.offset_body as usize).min(raw.len())..])
+                .into_owned();
+        }
+        c.body = lower(&body);
+    }
+    c
+}
+
+fn eval(k: &SearchKey, x: &Ctx) -> bool {
+    let e = x.e;
+    match k {
+        SearchKey::All | SearchKey::Old => true,
+        SearchKey::New | SearchKey::Recent => false,
+        SearchKey::SeqSet(s) => s.contains(x.seq, x.max_seq),
+        SearchKey::Uid(s) => s.contains(e.uid, x.max_uid),
+        SearchKey::Flag(bit, on) => e.flags.has(*bit) == *on,
+        SearchKey::Keyword(k, on) => e.flags.has_keyword(k) == *on,
+        SearchKey::Larger(n) => e.size > *n,
+        SearchKey::Smaller(n) => e.size < *n,
+        SearchKey::Before(d) => e.internal_date < *d,
+        SearchKey::On(d) => e.internal_date >= *d && e.internal_date < d + 86400,
+        SearchKey::Since(d) => e.internal_date >= *d,
+        SearchKey::SentBefore(d) => x.c.sent.is_some_and(|s| day(s) < *d),
+        SearchKey::SentOn(d) => x.c.sent.is_some_and(|s| day(s) == *d),
+        SearchKey::SentSince(d) => x.c.sent.is_some_and(|s| day(s) >= *d),
+        SearchKey::Header(name, v) => {
+            let name = lower(name);
+            let v = lower(v);
+            x.c.headers
+                .iter()
+                .any(|(n, val)| *n == name && val.contains(&v))
+        }
+        SearchKey::Body(v) => x.c.body.contains(&lower(v)),
+        SearchKey::Text(v) => {
+            let v = lower(v);
+            x.c.raw_header.contains(&v)
+                || x.c.headers.iter().any(|(_, val)| val.contains(&v))
+                || x.c.body.contains(&v)
+        }
+        SearchKey::ModSeq(n) => e.modseq >= *n,
+        SearchKey::Not(k) => !eval(k, x),
+        SearchKey::Or(a, b) => eval(a, x) || eval(b, x),
+        SearchKey::And(v) => v.iter().all(|k| eval(k, x)),
+    }
+}
+
+fn day(t: i64) -> i64 {
+    t.div_euclid(86400) * 86400
+}
+
+pub async fn search(
+    s: &mut Session,
+    out: &mut Vec<u8>,
+    tag: &str,
+    uid: bool,
+    ret: Option<Vec<SearchRet>>,
+    key: SearchKey,
+) -> Res {
+    let sel = s.selected.as_ref().expect("selected");
+    let store = s.sh.store.clone();
+    let all = store.message_list(sel.mailbox.id).await?;
+    let need = need(&key);
+    let max_seq = sel.uids.len() as u32;
+    let max_uid = sel.uids.last().copied().unwrap_or(0);
+    let mut hits: Vec<(u32, Uid, u64)> = Vec::new();
+    let empty = Content::default();
+    for (i, &u) in sel.uids.iter().enumerate() {
+        let Ok(j) = all.binary_search_by_key(&u, |e| e.uid) else {
+            continue;
+        };
+        let e = &all[j];
+        let content = match need {
+            Need::Nothing => None,
+            Need::Meta => {
+                let info = store.blob_info(e.blob).await?;
+                let sent = match MessageMeta::decode(&info.meta) {
+                    Some(m) => m.sent,
+                    None => {
+                        postern_message::meta::compute(&store.blob_read(e.blob, 0, e.size).await?)
+                            .sent
+                    }
+                };
+                Some(Content {
+                    sent,
+                    ..Default::default()
+                })
+            }
+            Need::Header | Need::Full => {
+                let raw = if need == Need::Full {
+                    store.blob_read(e.blob, 0, e.size).await?
+                } else {
+                    let info = store.blob_info(e.blob).await?;
+                    let hl = MessageMeta::decode(&info.meta)
+                        .map(|m| m.header_len as u64)
+                        .unwrap_or(e.size);
+                    store.blob_read(e.blob, 0, hl).await?
+                };
+                Some(load(&raw, need == Need::Full))
+            }
+        };
+        let ctx = Ctx {
+            seq: i as u32 + 1,
+            e,
+            max_seq,
+            max_uid,
+            c: content.as_ref().unwrap_or(&empty),
+        };
+        if eval(&key, &ctx) {
+            hits.push((i as u32 + 1, u, e.modseq));
+        }
+    }
+    let nums: Vec<u32> = hits.iter().map(|h| if uid { h.1 } else { h.0 }).collect();
+    let modseq = uses_modseq(&key).then(|| hits.iter().map(|h| h.2).max().unwrap_or(0));
+    if ret.is_some() || s.rev2 {
+        let ret = ret
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| vec![SearchRet::All]);
+        push(out, &format!("* ESEARCH (TAG \"{tag}\")"));
+        if uid {
+            push(out, " UID");
+        }
+        for r in &ret {
+            match r {
+                SearchRet::Min if !nums.is_empty() => {
+                    push(out, &format!(" MIN {}", nums.iter().min().unwrap()))
+                }
+                SearchRet::Max if !nums.is_empty() => {
+                    push(out, &format!(" MAX {}", nums.iter().max().unwrap()))
+                }
+                SearchRet::Count => push(out, &format!(" COUNT {}", nums.len())),
+                SearchRet::All if !nums.is_empty() => {
+                    push(out, &format!(" ALL {}", format::seq_set(&nums)))
+                }
+                _ => {}
+            }
+        }
+        if let Some(m) = modseq
+            && !nums.is_empty()
+        {
+            push(out, &format!(" MODSEQ {m}"));
+        }
+        push(out, "\r\n");
+    } else {
+        push(out, "* SEARCH");
+        for n in &nums {
+            push(out, &format!(" {n}"));
+        }
+        if let Some(m) = modseq
+            && !nums.is_empty()
+        {
+            push(out, &format!(" (MODSEQ {m})"));
+        }
+        push(out, "\r\n");
+    }
+    s.ok(out, tag, "SEARCH completed")
+}
