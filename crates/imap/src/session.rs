@@ -243,10 +243,11 @@ impl Session {
         };
         // Updates from other sessions ride along with most commands (RFC 9051 7).
         let expunge_ok = !matches!(name, "FETCH" | "STORE" | "SEARCH");
-        if self.state == State::Selected && !matches!(result, Err(Fail::Bye(_))) {
-            if let Err(e) = self.sync(&mut out, expunge_ok).await {
-                warn!(error = %e, "mailbox sync failed");
-            }
+        if self.state == State::Selected
+            && !matches!(result, Err(Fail::Bye(_)))
+            && let Err(e) = self.sync(&mut out, expunge_ok).await
+        {
+            warn!(error = %e, "mailbox sync failed");
         }
         io.write(&out);
         match result {
@@ -1006,18 +1007,19 @@ impl Session {
     }
 
     pub async fn close_selected(&mut self, out: &mut Vec<u8>, tag: &str, expunge: bool) -> Res {
-        if let Some(sel) = self.selected.take() {
-            if expunge && !sel.read_only {
-                let doomed: Vec<Uid> = self
-                    .store()
-                    .message_list(sel.mailbox.id)
-                    .await?
-                    .iter()
-                    .filter(|e| e.flags.deleted())
-                    .map(|e| e.uid)
-                    .collect();
-                self.store().expunge(sel.mailbox.id, doomed).await?;
-            }
+        if let Some(sel) = self.selected.take()
+            && expunge
+            && !sel.read_only
+        {
+            let doomed: Vec<Uid> = self
+                .store()
+                .message_list(sel.mailbox.id)
+                .await?
+                .iter()
+                .filter(|e| e.flags.deleted())
+                .map(|e| e.uid)
+                .collect();
+            self.store().expunge(sel.mailbox.id, doomed).await?;
         }
         self.state = State::Authenticated;
         self.ok(

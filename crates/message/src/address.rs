@@ -159,7 +159,7 @@ pub fn parse_list(s: &str) -> Vec<Addr> {
         let t = toks.get(i);
         match t {
             Some(Tok::Special(':'))
-                if !in_group && !toks[start..i].iter().any(|t| *t == Tok::Special('<')) =>
+                if !in_group && !toks[start..i].contains(&Tok::Special('<')) =>
             {
                 in_group = true;
                 out.push(Addr {

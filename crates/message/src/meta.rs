@@ -81,7 +81,7 @@ fn nstring(out: &mut String, s: Option<&str>) {
 }
 
 /// The raw value of the first header called `name` in `raw[start..end]`, unfolded and trimmed.
-fn raw_header<'a>(part: &MessagePart, raw: &'a [u8], name: &str) -> Option<String> {
+fn raw_header(part: &MessagePart, raw: &[u8], name: &str) -> Option<String> {
     let h = part
         .headers
         .iter()
@@ -108,10 +108,8 @@ pub fn compute(raw: &[u8]) -> MessageMeta {
             version: META_VERSION,
             header_len: raw.len() as u32,
             envelope: "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)".into(),
-            body: format!("(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)"),
-            bodystructure: format!(
-                "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)"
-            ),
+            body: "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)".to_string(),
+            bodystructure: "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)".to_string(),
             parts: vec![],
             sent: None,
         };
@@ -306,17 +304,14 @@ fn structure(msg: &Message, id: usize, raw: &[u8], ext: bool) -> String {
             out.push(')');
         }
         _ => {
-            let (ty, sub, mut params, explicit) = content_type(p);
+            let (ty, sub, mut params, _) = content_type(p);
             let ty_l = ty.to_ascii_lowercase();
-            if !explicit
-                || (ty_l == "text"
-                    && !params
-                        .iter()
-                        .any(|(k, _)| k.eq_ignore_ascii_case("charset")))
+            if ty_l == "text"
+                && !params
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("charset"))
             {
-                if ty_l == "text" {
-                    params.insert(0, ("charset".into(), "us-ascii".into()));
-                }
+                params.insert(0, ("charset".into(), "us-ascii".into()));
             }
             let body =
                 &raw[p.offset_body as usize..(p.offset_end as usize).max(p.offset_body as usize)];

@@ -212,14 +212,20 @@ pub fn check_content(
 
 /// Stores the message for every local destination and queues it for remote ones, in one
 /// commit. Returns the reply for the client.
+/// A complete message, ready to store.
+pub struct Complete {
+    pub data: BlobData,
+    pub size: u64,
+    /// Where the part sent on to remote servers starts (after our Return-Path).
+    pub body_offset: u64,
+    pub trace_id: String,
+}
+
 pub async fn commit(
     store: &SharedStore,
     from: &MailFrom,
     rcpts: &[Accepted],
-    data: BlobData,
-    size: u64,
-    body_offset: u64,
-    trace_id: &str,
+    msg: Complete,
     user: Option<&str>,
 ) -> (Reply, Result<(), StoreError>) {
     let mut targets: Vec<DeliveryTarget> = Vec::new();
@@ -262,16 +268,21 @@ pub async fn commit(
             Ret::Full => DsnRet::Full,
             Ret::Hdrs => DsnRet::Headers,
         }),
-        trace_id: trace_id.to_string(),
+        trace_id: msg.trace_id.clone(),
         authenticated: user.map(str::to_string),
         requiretls: false,
-        body_offset,
+        body_offset: msg.body_offset,
     });
     let queued = queue.is_some();
     let local = targets.len();
-    let (data, meta) = with_meta(data).await;
+    let (data, meta) = with_meta(msg.data).await;
+    let trace_id = msg.trace_id;
     let delivery = Delivery {
-        blob: NewBlob { data, size, meta },
+        blob: NewBlob {
+            data,
+            size: msg.size,
+            meta,
+        },
         internal_date: postern_store::now(),
         targets,
         queue,

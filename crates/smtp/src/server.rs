@@ -732,10 +732,12 @@ impl SmtpServer {
             &self.store,
             &tx.from,
             &tx.rcpts,
-            data,
-            size,
-            body_offset,
-            &rx.trace_id,
+            ingest::Complete {
+                data,
+                size,
+                body_offset,
+                trace_id: rx.trace_id.clone(),
+            },
             core.user(),
         )
         .await;
