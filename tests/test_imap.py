@@ -152,7 +152,7 @@ def test_select_fetch_everything(server):
     u = r.ok("FETCH 1 (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY)")
     f = u[0]
     assert 'ENVELOPE ("Sat, 28 Nov 2026 10:00:00 +0000" "report" (("Alice A." NIL "alice" "example.test"))' in f
-    assert '("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 30 2 NIL NIL NIL NIL)' in f
+    assert '("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 30 1 NIL NIL NIL NIL)' in f
     assert '("application" "octet-stream" ("name" "a.bin") NIL NIL "base64" 8 NIL ("attachment" ("filename" "a.bin")) NIL NIL) "mixed" ("boundary" "XX") NIL NIL NIL)' in f
     assert "BODY ((" in f and "FLAGS ()" in f
     u = r.ok("FETCH 1 (BODY.PEEK[1] BODY.PEEK[2.MIME] BODY.PEEK[HEADER.FIELDS (Subject)] BODY.PEEK[TEXT]<0.8> BINARY.PEEK[2] BINARY.SIZE[2])")

@@ -2,6 +2,7 @@
 smarthost), from ../shared/peers/postfix_dovecot.sh."""
 
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -71,3 +72,96 @@ def test_postfix_relays_to_postern(postfix_to_postern):
     assert len(wait_for(lambda: inbox(s, BOB), timeout=30)) == 1
     log = (Path(env["PEER_DIR"]) / "postfix.log").read_text()
     assert "status=sent (250 2.0.0 OK: delivered as" in log
+
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def fetch_structures(host_port, user, password, messages, tls=False):
+    import imaplib
+    m = imaplib.IMAP4(*host_port)
+    m.login(user, password)
+    m.select("INBOX")
+    for raw in messages:
+        typ, _ = m.append("INBOX", None, None, raw)
+        assert typ == "OK"
+    out = []
+    for i in range(1, len(messages) + 1):
+        typ, data = m.fetch(str(i), "(ENVELOPE BODYSTRUCTURE BODY)")
+        text = b"".join(x if isinstance(x, bytes) else x[0] + x[1] for x in data)
+        out.append(text.decode("utf-8", errors="replace"))
+    m.logout()
+    return out
+
+
+def literals_as_quoted(resp: str) -> str:
+    """{n} followed by n characters is the same IMAP string as "..."; compare them as equal."""
+    out, i = [], 0
+    while True:
+        m = re.search(r"\{(\d+)\}", resp[i:])
+        if not m:
+            out.append(resp[i:])
+            return "".join(out)
+        start = i + m.start()
+        n = int(m.group(1))
+        body = resp[i + m.end(): i + m.end() + n]
+        out.append(resp[i:start] + '"' + body.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        i = i + m.end() + n
+
+
+def split_items(resp: str):
+    """The ENVELOPE, BODYSTRUCTURE and BODY values of one FETCH response."""
+    resp = literals_as_quoted(resp)
+    items = {}
+    for name in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
+        i = resp.find(name + " (")
+        while i > 0 and resp[i - 1] not in " (":
+            i = resp.find(name + " (", i + 1)
+        j = i + len(name) + 1
+        depth, k, inq = 0, j, False
+        while k < len(resp):
+            c = resp[k]
+            if inq:
+                if c == "\\":
+                    k += 1
+                elif c == '"':
+                    inq = False
+            elif c == '"':
+                inq = True
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    break
+            k += 1
+        items[name] = resp[j:k + 1]
+    return items
+
+
+def test_bodystructure_and_envelope_match_dovecot(postfix_to_postern):
+    s, env = postfix_to_postern
+    files = sorted(CORPUS.glob("*.eml"))
+    messages = [f.read_bytes() for f in files]
+    dovecot = fetch_structures(("127.0.0.1", int(env["PEER_IMAP_PORT"])), "user2@bench.test", "pw", messages)
+    import imaplib
+    from helpers import insecure_ctx
+    m = imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx())
+    m.login(ALICE, "correct-horse-9")
+    m.create("Corpus")
+    m.select("Corpus")
+    for raw in messages:
+        assert m.append("Corpus", None, None, raw)[0] == "OK"
+    ours = []
+    for i in range(1, len(messages) + 1):
+        typ, data = m.fetch(str(i), "(ENVELOPE BODYSTRUCTURE BODY)")
+        text = b"".join(x if isinstance(x, bytes) else x[0] + x[1] for x in data)
+        ours.append(text.decode("utf-8", errors="replace"))
+    m.logout()
+    diffs = []
+    for f, d, o in zip(files, dovecot, ours):
+        di, oi = split_items(d), split_items(o)
+        for k in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
+            if di[k] != oi[k]:
+                diffs.append(f"{f.name} {k}:\n  dovecot {di[k]}\n  postern {oi[k]}")
+    assert not diffs, "\n".join(diffs)

@@ -88,17 +88,42 @@ fn raw_header(part: &MessagePart, raw: &[u8], name: &str) -> Option<String> {
         .find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
     let v = raw.get(h.offset_start as usize..h.offset_end as usize)?;
     let s = String::from_utf8_lossy(v);
-    let unfolded: String = s.replace("\r\n", "").replace('\n', "");
-    Some(unfolded.trim().to_string())
+    // As Dovecot does: leading blanks of the first line go, then the line breaks of folding
+    // (the blank that starts a continuation line stays).
+    let unfolded: String = s.trim_start_matches([' ', '\t']).replace(['\r', '\n'], "");
+    Some(unfolded.trim_end().to_string())
 }
 
+/// Lines of a body as Dovecot counts them: line feeds (an unterminated last line does not
+/// count).
 fn lines(b: &[u8]) -> usize {
-    let n = b.iter().filter(|&&c| c == b'\n').count();
-    if b.last().is_some_and(|&c| c != b'\n') {
-        n + 1
+    b.iter().filter(|&&c| c == b'\n').count()
+}
+
+/// A multipart with no parts found: one empty text/plain part, as Dovecot describes it.
+fn empty_part(ext: bool) -> &'static str {
+    if ext {
+        "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)"
     } else {
-        n
+        "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)"
     }
+}
+
+fn multipart_tail(out: &mut String, p: &MessagePart, raw: &[u8], ext: bool) {
+    let (_, sub, params, _) = content_type(p);
+    out.push(' ');
+    istring(out, &sub.to_ascii_lowercase());
+    if ext {
+        out.push(' ');
+        params_list(out, &params);
+        out.push(' ');
+        disposition(out, p);
+        out.push(' ');
+        language(out, p, raw);
+        out.push(' ');
+        nstring(out, raw_header(p, raw, "Content-Location").as_deref());
+    }
+    out.push(')');
 }
 
 pub fn compute(raw: &[u8]) -> MessageMeta {
@@ -280,28 +305,21 @@ fn structure(msg: &Message, id: usize, raw: &[u8], ext: bool) -> String {
         PartType::Multipart(children) => {
             out.push('(');
             if children.is_empty() {
-                // An empty multipart: RFC 3501 needs at least one part; describe an empty text.
-                out.push_str(
-                    "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)",
-                );
+                out.push_str(empty_part(ext));
             }
             for &c in children {
                 out.push_str(&structure(msg, c as usize, raw, ext));
             }
-            let (_, sub, params, _) = content_type(p);
-            out.push(' ');
-            istring(&mut out, &sub.to_ascii_lowercase());
-            if ext {
-                out.push(' ');
-                params_list(&mut out, &params);
-                out.push(' ');
-                disposition(&mut out, p);
-                out.push(' ');
-                language(&mut out, p, raw);
-                out.push(' ');
-                nstring(&mut out, raw_header(p, raw, "Content-Location").as_deref());
-            }
-            out.push(')');
+            multipart_tail(&mut out, p, raw, ext);
+        }
+        _ if p
+            .content_type()
+            .is_some_and(|ct| ct.c_type.eq_ignore_ascii_case("multipart")) =>
+        {
+            // Declared multipart, but no boundary was found in the body.
+            out.push('(');
+            out.push_str(empty_part(ext));
+            multipart_tail(&mut out, p, raw, ext);
         }
         _ => {
             let (ty, sub, mut params, _) = content_type(p);
@@ -420,7 +438,7 @@ mod tests {
         let m = compute(MIXED);
         assert_eq!(
             m.bodystructure,
-            "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 12 2 NIL NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"a.pdf\") NIL NIL \"base64\" 4 NIL (\"attachment\" (\"filename\" \"a.pdf\")) NIL NIL) \"mixed\" (\"boundary\" \"XX\") NIL NIL NIL)"
+            "((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 12 1 NIL NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"a.pdf\") NIL NIL \"base64\" 4 NIL (\"attachment\" (\"filename\" \"a.pdf\")) NIL NIL) \"mixed\" (\"boundary\" \"XX\") NIL NIL NIL)"
         );
         assert_eq!(
             m.envelope,
