@@ -7,9 +7,12 @@ on this machine, in the same run, reported as ratios.
 smtp:  messages/s accepted by smtp-source (Postfix's load generator) and messages/s readable in
        the mailbox (Postern stores before it answers 250; Postfix hands over to Dovecot via LMTP).
 pop3:  messages/s retrieved over TLS by ../shared/tools/popbench.py from many accounts at once.
+imap:  APPEND messages/s (filling a 50,000-message INBOX), FETCH of headers+flags of all of it,
+       SEARCH BODY over all of it, and the memory (PSS) of 2,000 idle logged-in TLS connections.
 """
 
 import argparse
+import resource
 import os
 import signal
 import socket
@@ -23,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 PEER = SHARED / "peers" / "postfix_dovecot.sh"
 POPBENCH = SHARED / "tools" / "popbench.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import imapbench  # noqa: E402
 BIN = ROOT / "target" / "release" / "postern"
 DOMAIN = "bench.test"
 PW = "pw"
@@ -65,11 +70,24 @@ class Peer:
         md = self.dir / "mail" / user / "Maildir"
         return sum(len(os.listdir(md / d)) for d in ("new", "cur") if (md / d).exists())
 
-    def pids(self):
-        out = subprocess.run(["pgrep", "-f", str(self.dir)], capture_output=True, text=True).stdout.split()
-        # Postfix's and Dovecot's children do not name the directory; take every process of theirs.
-        more = subprocess.run(["pgrep", "-f", "dovecot|postfix/"], capture_output=True, text=True).stdout.split()
-        return sorted(set(int(p) for p in out + more))
+    def dovecot_pids(self):
+        """Every process of this Dovecot instance (master, login, imap, auth...)."""
+        out = subprocess.run(["pgrep", "-f", f"dovecot|peer-{self.ports['SMTP']}"], capture_output=True,
+                             text=True).stdout.split()
+        return sorted(int(p) for p in out)
+
+    def allow_many_connections(self):
+        """The peer's Dovecot runs with the defaults (100 processes, 10 per user and IP)."""
+        conf = self.dir / "dovecot.conf"
+        conf.write_text(conf.read_text() + """
+default_process_limit = 5000
+default_client_limit = 20000
+protocol imap {
+  mail_max_userip_connections = 1000
+}
+""")
+        subprocess.run(["dovecot", "-c", str(conf), "reload"], check=True)
+        time.sleep(2)
 
 
 class Server:
@@ -205,23 +223,62 @@ def bench_pop3(peer, pn, args, results):
     results["pop3"] = (d, p)
 
 
+def bench_imap(peer, pn, args, results):
+    n, clients = args.imap_messages, 8
+    print(f"IMAP: {n} messages appended by {clients} clients into one INBOX, then FETCH and SEARCH over it")
+    u = f"user1@{DOMAIN}"
+    d_app = imapbench.append(peer.ports["IMAP"], u, PW, n, clients)
+    p_app = imapbench.append(pn.ports["imap"], u, PW, n, clients)
+    print(f"  APPEND   Dovecot {d_app:8.0f} msg/s   Postern {p_app:8.0f} msg/s   ratio {p_app / d_app:.2f}x")
+    best = lambda f, port: min((f(port, u, PW) for _ in range(3)), key=lambda r: r[1])
+    dn, dt = best(imapbench.fetch_headers, peer.ports["IMAP"])
+    pn_, pt = best(imapbench.fetch_headers, pn.ports["imap"])
+    assert dn == pn_ == n, (dn, pn_)
+    print(f"  FETCH    Dovecot {dt:8.3f} s       Postern {pt:8.3f} s       ratio {dt / pt:.2f}x  "
+          f"(FLAGS + 4 header fields of {n} messages, best of 3)")
+    dh, ds = best(imapbench.search_text, peer.ports["IMAP"])
+    ph, ps = best(imapbench.search_text, pn.ports["imap"])
+    assert dh == ph, (dh, ph)
+    print(f"  SEARCH   Dovecot {ds:8.3f} s       Postern {ps:8.3f} s       ratio {ds / ps:.2f}x  "
+          f"(BODY needle over {n} messages, {ph} hits, best of 3)")
+    users = [f"user{i}@{DOMAIN}" for i in range(2, 2 + args.idle_users)]
+    per = args.idle_per_user
+    conns = len(users) * per
+    peer.allow_many_connections()
+    d0 = imapbench.pss_kb(peer.dovecot_pids())
+    d1 = imapbench.idle_connections(peer.ports["IMAPS"], users, per, PW,
+                                    lambda: imapbench.pss_kb(peer.dovecot_pids()))
+    p0 = imapbench.pss_kb([pn.proc.pid])
+    p1 = imapbench.idle_connections(pn.ports["imaps"], users, per, PW, lambda: imapbench.pss_kb([pn.proc.pid]))
+    dper, pper = (d1 - d0) / conns, (p1 - p0) / conns
+    print(f"  IDLE     Dovecot {dper:8.1f} KB/conn Postern {pper:8.1f} KB/conn ratio {dper / max(pper, 0.1):.1f}x  "
+          f"({conns} logged-in TLS connections in IDLE; PSS of all server processes)")
+    results["imap"] = dict(append=(d_app, p_app), fetch=(dt, pt), search=(ds, ps), idle=(dper, pper))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", nargs="*", default=["smtp", "pop3"])
+    ap.add_argument("what", nargs="*", default=["smtp", "pop3", "imap"])
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--users", type=int, default=20)
     ap.add_argument("--pop-messages", type=int, default=200)
     ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument("--imap-messages", type=int, default=50000)
+    ap.add_argument("--idle-users", type=int, default=200)
+    ap.add_argument("--idle-per-user", type=int, default=10)
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "postern"], cwd=ROOT, check=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     results = {}
     with tempfile.TemporaryDirectory(prefix="postern-bench-") as d:
         root = Path(d)
         os.chmod(root, 0o755)
-        peer = Peer(root, max(args.users, 2))
-        pn = Server(root, max(args.users, 2))
+        users = max(args.users, 2, args.idle_users + 2 if "imap" in args.what else 0)
+        peer = Peer(root, users)
+        pn = Server(root, users)
         peer.start()
         pn.start()
         try:
@@ -229,6 +286,8 @@ def main():
                 bench_smtp(peer, pn, args, results)
             if "pop3" in args.what:
                 bench_pop3(peer, pn, args, results)
+            if "imap" in args.what:
+                bench_imap(peer, pn, args, results)
         finally:
             pn.stop()
             peer.stop()

@@ -65,6 +65,8 @@ pub struct Directory {
     /// Saves an argon2 run per login for clients that log in every few seconds.
     verified: Mutex<HashMap<String, Verified>>,
     cache_key: ring::hmac::Key,
+    /// Each argon2 run takes 19 MiB: at most one per CPU at a time, whatever the login rate.
+    hashing: tokio::sync::Semaphore,
 }
 
 /// (stored hash, HMAC of the password, when).
@@ -85,6 +87,9 @@ impl Directory {
             limiter,
             verified: Mutex::new(HashMap::new()),
             cache_key,
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         });
         // Forget cached verifications when accounts change (password resets).
         let weak = Arc::downgrade(&dir);
@@ -245,7 +250,7 @@ impl Directory {
             Some(a) => self.check_password(a, password).await,
             None => {
                 // Same work for unknown users, so timing does not reveal which exist.
-                let _ = verify_password(DUMMY_HASH.as_str(), password);
+                let _ = self.verify(DUMMY_HASH.clone(), password.to_string()).await;
                 false
             }
         };
@@ -273,11 +278,9 @@ impl Directory {
         {
             return true;
         }
-        let hash = account.password_hash.clone();
-        let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
-            .await
-            .unwrap_or(false);
+        let ok = self
+            .verify(account.password_hash.clone(), password.to_string())
+            .await;
         if ok {
             let tag = ring::hmac::sign(&self.cache_key, password.as_bytes());
             let mut digest = [0u8; 32];
@@ -288,6 +291,16 @@ impl Directory {
             );
         }
         ok
+    }
+
+    /// argon2 off the async threads, a bounded number at a time.
+    async fn verify(&self, hash: String, password: String) -> bool {
+        let Ok(_slot) = self.hashing.acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+            .await
+            .unwrap_or(false)
     }
 
     pub fn failure_delay(&self) -> Duration {

@@ -46,11 +46,27 @@ pub async fn meta(store: &SharedStore, e: &MessageEntry) -> Result<MessageMeta, 
     Ok(postern_message::meta::compute(&raw))
 }
 
+/// Sections of the top-level header only: served from the message start, no structure needed.
+fn header_only(a: &FetchAtt) -> bool {
+    matches!(
+        a,
+        FetchAtt::Section { section, .. }
+            if section.part.is_empty()
+                && matches!(
+                    section.text,
+                    Some(SectionText::Header | SectionText::HeaderFields(_) | SectionText::HeaderFieldsNot(_))
+                )
+    ) || *a == FetchAtt::Rfc822Header
+}
+
 fn needs_meta(a: &FetchAtt) -> bool {
     match a {
         FetchAtt::Envelope | FetchAtt::Body | FetchAtt::BodyStructure => true,
-        FetchAtt::Rfc822Header | FetchAtt::Rfc822Text => true,
-        FetchAtt::Section { section, .. } => !section.part.is_empty() || section.text.is_some(),
+        FetchAtt::Rfc822Text => true,
+        FetchAtt::Rfc822Header => false,
+        FetchAtt::Section { section, .. } => {
+            !section.part.is_empty() || (section.text.is_some() && !header_only(a))
+        }
         FetchAtt::Binary { part, .. } | FetchAtt::BinarySize(part) => !part.is_empty(),
         _ => false,
     }
@@ -127,6 +143,12 @@ pub async fn fetch(
         } else {
             None
         };
+        // The header, read once for every header-only item of this message.
+        let head = if atts.iter().any(header_only) {
+            Some(store.blob_head(e.blob, MessageMeta::header_len_of).await?)
+        } else {
+            None
+        };
         push(out, &format!("* {seq} FETCH ("));
         let mut first = true;
         let mut sep = |out: &mut Vec<u8>| {
@@ -164,9 +186,7 @@ pub async fn fetch(
                 }
                 FetchAtt::Rfc822Header => {
                     push(out, "RFC822.HEADER ");
-                    let hl = m.as_ref().unwrap().header_len as u64;
-                    let data = store.blob_read(e.blob, 0, hl).await?;
-                    format::literal(out, &data);
+                    format::literal(out, head.as_deref().unwrap_or_default());
                 }
                 FetchAtt::Rfc822Text => {
                     push(out, "RFC822.TEXT ");
@@ -179,7 +199,22 @@ pub async fn fetch(
                 FetchAtt::Section {
                     section, partial, ..
                 } => {
-                    let data = section_bytes(&store, &e, m.as_ref(), section).await?;
+                    let data = match (&head, &section.text) {
+                        (Some(h), Some(SectionText::Header)) if section.part.is_empty() => {
+                            h.clone()
+                        }
+                        (Some(h), Some(SectionText::HeaderFields(f)))
+                            if section.part.is_empty() =>
+                        {
+                            header_fields(h, f, false)
+                        }
+                        (Some(h), Some(SectionText::HeaderFieldsNot(f)))
+                            if section.part.is_empty() =>
+                        {
+                            header_fields(h, f, true)
+                        }
+                        _ => section_bytes(&store, &e, m.as_ref(), section).await?,
+                    };
                     push(out, &format!("BODY[{}]", section_label(section)));
                     let data = apply_partial(out, data, *partial);
                     out.push(b' ');

@@ -5,7 +5,7 @@ use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, 
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the stored form changes; older metadata is recomputed when read.
-pub const META_VERSION: u8 = 1;
+pub const META_VERSION: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Part {
@@ -37,18 +37,29 @@ pub struct MessageMeta {
 }
 
 impl MessageMeta {
+    /// version u8 | header length u32 LE | postcard: the header length can be read without
+    /// decoding the rest (header fetches read only it).
     pub fn encode(&self) -> Vec<u8> {
         let mut v = vec![META_VERSION];
+        v.extend_from_slice(&self.header_len.to_le_bytes());
         v.extend(postcard::to_allocvec(self).expect("meta serializes"));
         v
     }
 
     /// `None` for metadata of another version (or none): compute it again from the message.
     pub fn decode(b: &[u8]) -> Option<MessageMeta> {
-        if b.first() != Some(&META_VERSION) {
+        if b.first() != Some(&META_VERSION) || b.len() < 5 {
             return None;
         }
-        postcard::from_bytes(&b[1..]).ok()
+        postcard::from_bytes(&b[5..]).ok()
+    }
+
+    /// The header length of encoded metadata, without decoding it.
+    pub fn header_len_of(b: &[u8]) -> Option<u64> {
+        if b.first() != Some(&META_VERSION) || b.len() < 5 {
+            return None;
+        }
+        Some(u32::from_le_bytes(b[1..5].try_into().ok()?) as u64)
     }
 
     pub fn part(&self, section: &[u32]) -> Option<&Part> {
@@ -448,6 +459,10 @@ mod tests {
         assert_eq!(&MIXED[p1.body as usize..p1.end as usize], b"hello\r\nworld");
         assert_eq!(m.part(&[2]).unwrap().encoding, "base64");
         assert_eq!(m.sent, Some(1795860000));
+        assert_eq!(
+            MessageMeta::header_len_of(&m.encode()),
+            Some(m.header_len as u64)
+        );
         assert_eq!(MessageMeta::decode(&m.encode()), Some(m));
     }
 

@@ -131,6 +131,13 @@ pub trait Store: Send + Sync + 'static {
     // Blobs: the immutable message bytes.
     async fn blob_info(&self, id: BlobId) -> Result<BlobInfo>;
     async fn blob_read(&self, id: BlobId, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// The start of a blob, as long as `head_len` reads from its metadata (all of it when that
+    /// says None): a header fetch in one lookup.
+    async fn blob_head(
+        &self,
+        id: BlobId,
+        head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
+    ) -> Result<Vec<u8>>;
 
     // The outbound queue.
     async fn queue_list(&self) -> Result<Vec<QueueEntry>>;

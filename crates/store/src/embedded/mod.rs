@@ -275,6 +275,25 @@ impl EmbeddedStore {
         })
     }
 
+    /// Size and location of a blob, looking at its metadata in passing.
+    fn blob_location(
+        &self,
+        id: BlobId,
+        mut with_meta: impl FnMut(&[u8]),
+    ) -> Result<(u64, BlobLoc)> {
+        self.read(|r| {
+            let t = r.open_table(BLOBS).map_err(db_err)?;
+            match t.get(id).map_err(db_err)? {
+                Some(v) => {
+                    let (size, loc, meta) = decode_blob_loc(v.value())?;
+                    with_meta(meta);
+                    Ok((size, loc))
+                }
+                None => Err(StoreError::NotFound(format!("blob {id}"))),
+            }
+        })
+    }
+
     /// Number of blob records (for tests of reference counting).
     pub fn blob_count(&self) -> Result<u64> {
         self.read(|r| r.open_table(BLOBS).map_err(db_err)?.len().map_err(db_err))
@@ -640,8 +659,19 @@ impl Store for EmbeddedStore {
     }
 
     async fn blob_read(&self, id: BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let r = self.blob_record(id)?;
-        Ok(self.shared.blobs.read(id, r.loc, r.size, offset, len)?)
+        let (size, loc) = self.blob_location(id, |_| {})?;
+        Ok(self.shared.blobs.read(id, loc, size, offset, len)?)
+    }
+
+    async fn blob_head(
+        &self,
+        id: BlobId,
+        head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
+    ) -> Result<Vec<u8>> {
+        let mut len = None;
+        let (size, loc) = self.blob_location(id, |meta| len = head_len(meta))?;
+        let n = len.unwrap_or(size).min(size);
+        Ok(self.shared.blobs.read(id, loc, size, 0, n)?)
     }
 
     async fn queue_list(&self) -> Result<Vec<QueueEntry>> {

@@ -121,6 +121,22 @@ pub fn encode_blob(r: &BlobRecord) -> Vec<u8> {
     v
 }
 
+/// (size, location) and the metadata bytes, without copying them.
+pub fn decode_blob_loc(b: &[u8]) -> Result<(u64, BlobLoc, &[u8]), StoreError> {
+    if b.len() < 29 {
+        return Err(StoreError::Backend("corrupt blob record".into()));
+    }
+    let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let loc = match b[12] {
+        0 => BlobLoc::Segment {
+            seg: u(13),
+            offset: u(21),
+        },
+        _ => BlobLoc::File,
+    };
+    Ok((u(4), loc, &b[29..]))
+}
+
 pub fn decode_blob(b: &[u8]) -> Result<BlobRecord, StoreError> {
     if b.len() < 29 {
         return Err(StoreError::Backend("corrupt blob record".into()));
