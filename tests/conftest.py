@@ -48,6 +48,7 @@ class Postern:
         r = run("init", "--domain", DOMAIN, "--data-dir", self.data, "--listen-ip", "127.0.0.1",
                 "--port-offset", "30000")
         assert "DNS records" in r.stdout
+        self.init_output = r.stdout
         self.config = self.data / "postern.toml"
         self.ports = {name: free_port() for name in listeners}
         self.proc = None

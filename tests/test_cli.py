@@ -180,3 +180,37 @@ def test_quickstart_sets_up_and_prints_settings(tmp_root):
     assert "(or port 30143 with STARTTLS)" in out
     assert "Outgoing mail (SMTP)   server mail.example.test  port 30465  security SSL/TLS" in out
     assert "alice@example.test" in run("-c", d / "postern.toml", "user", "list").stdout
+
+
+def test_sighup_reloads_the_certificate(make_server):
+    import ssl as _ssl
+    s = make_server()
+    s.start()
+
+    def served_cn():
+        raw = socket.create_connection(("127.0.0.1", s.port("imaps")))
+        ctx = _ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = _ssl.CERT_NONE
+        with ctx.wrap_socket(raw) as t:
+            der = t.getpeercert(binary_form=True)
+        out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"], input=der,
+                             capture_output=True).stdout.decode()
+        return out.strip()
+
+    assert "mail.example.test" in served_cn()
+    tls = s.data / "tls"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "30", "-subj", "/CN=renewed.example.test", "-keyout", str(tls / "key.pem"),
+                    "-out", str(tls / "cert.pem")], check=True, capture_output=True)
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while "renewed.example.test" not in served_cn():
+        assert time.time() < deadline, "certificate not reloaded"
+        time.sleep(0.1)
+    # A broken file keeps the old certificate in service.
+    (tls / "cert.pem").write_text("not a certificate")
+    s.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert "renewed.example.test" in served_cn()
+    assert "TLS reload failed" in s.log_text()

@@ -41,6 +41,8 @@ pub struct Config {
     pub smtp: Smtp,
     pub pop3: Pop3,
     pub imap: Imap,
+    pub delivery: Delivery,
+    pub relay: Relay,
     pub log: Log,
 }
 
@@ -57,6 +59,8 @@ impl Default for Config {
             smtp: Smtp::default(),
             pop3: Pop3::default(),
             imap: Imap::default(),
+            delivery: Delivery::default(),
+            relay: Relay::default(),
             log: Log::default(),
         }
     }
@@ -339,6 +343,62 @@ impl Default for Imap {
     }
 }
 
+/// Sending mail to other domains.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// The port of other domains' mail servers (25; other values are for tests).
+    pub remote_port: u16,
+    /// Simultaneous outgoing connections in all.
+    pub max_concurrency: usize,
+    /// Simultaneous outgoing connections to one domain.
+    pub max_per_domain: usize,
+    pub connect_timeout: Seconds,
+    /// Waiting for any reply of the remote server (RFC 5321 4.5.3.2 suggests 5 to 10 minutes).
+    pub command_timeout: Seconds,
+    /// Pauses between attempts; the last one repeats.
+    pub retry: Vec<Seconds>,
+    /// Give up (and tell the sender) after this long.
+    pub max_lifetime: Seconds,
+    /// Tell senders who asked (NOTIFY=DELAY) that delivery is delayed after this long; 0 = never.
+    pub delay_warning: Seconds,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            remote_port: 25,
+            max_concurrency: 50,
+            max_per_domain: 5,
+            connect_timeout: Seconds(30),
+            command_timeout: Seconds(300),
+            retry: vec![
+                Seconds(300),
+                Seconds(600),
+                Seconds(1200),
+                Seconds(2400),
+                Seconds(3600),
+                Seconds(7200),
+                Seconds(14400),
+            ],
+            max_lifetime: Seconds(5 * 86400),
+            delay_warning: Seconds(4 * 3600),
+        }
+    }
+}
+
+/// A smarthost: all outgoing mail goes through another server (where port 25 is blocked).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// "host:port"; empty = deliver directly to each domain's MX.
+    pub host: String,
+    pub username: String,
+    pub password: String,
+    /// "starttls" (required, the default), "tls" (implicit, port 465), "opportunistic", "none".
+    pub tls: String,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
@@ -453,6 +513,18 @@ impl Config {
         }
         if self.smtp.max_text_line < 1000 {
             return Err("smtp.max_text_line must be at least 1000 (RFC 5321 4.5.3.1.6)".into());
+        }
+        if !matches!(
+            self.relay.tls.as_str(),
+            "" | "starttls" | "tls" | "opportunistic" | "none"
+        ) {
+            return Err(format!(
+                "relay.tls {:?} is unknown; use \"starttls\", \"tls\", \"opportunistic\" or \"none\"",
+                self.relay.tls
+            ));
+        }
+        if self.delivery.retry.is_empty() {
+            return Err("delivery.retry needs at least one pause".into());
         }
         if self.storage.max_batch == 0 {
             return Err("storage.max_batch must be at least 1".into());
@@ -572,6 +644,22 @@ max_errors = 20
 max_connections = 20000
 max_connections_per_ip = 100
 
+[delivery]
+remote_port = 25
+max_concurrency = 50     # outgoing connections in all
+max_per_domain = 5       # ... and to one domain
+connect_timeout = "30s"
+command_timeout = "5m"
+retry = ["5m", "10m", "20m", "40m", "1h", "2h", "4h"]   # the last pause repeats
+max_lifetime = "5d"      # then the sender is told
+delay_warning = "4h"     # tell senders who asked for it (NOTIFY=DELAY)
+
+[relay]
+host = ""                # "smtp.provider.example:587": send all outgoing mail through it
+username = ""
+password = ""
+tls = "starttls"         # starttls, tls (port 465), opportunistic, none
+
 [log]
 level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)
 "#,
@@ -647,6 +735,8 @@ mod tests {
         assert_eq!(c.imap, d.imap);
         assert_eq!(c.auth, d.auth);
         assert_eq!(c.storage, d.storage);
+        assert_eq!(c.delivery, d.delivery);
+        assert_eq!(c.relay.host, d.relay.host);
         assert_eq!(c.listen.smtp, vec!["127.0.0.1:10025".to_string()]);
         assert_eq!(c.hostname, "mail.example.test");
     }

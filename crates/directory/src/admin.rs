@@ -42,7 +42,37 @@ pub enum AdminRequest {
         target: Option<String>,
     },
     AliasList,
+    QueueList,
+    QueueShow {
+        id: u64,
+    },
+    /// Try now: one entry, or all of them.
+    QueueRetry {
+        id: Option<u64>,
+    },
+    QueueDelete {
+        id: u64,
+    },
+    QueueBounce {
+        id: u64,
+    },
+    /// Re-read certificates and DKIM keys (handled by the running server).
+    Reload,
     Ping,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueInfo {
+    pub id: u64,
+    pub trace_id: String,
+    pub sender: String,
+    /// (address, state, last error)
+    pub recipients: Vec<(String, String, Option<String>)>,
+    pub size: u64,
+    pub created: i64,
+    pub next_attempt: i64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -61,6 +91,7 @@ pub enum AdminReply {
     Domains { names: Vec<String> },
     Users { users: Vec<UserInfo> },
     Aliases { aliases: Vec<(String, Vec<String>)> },
+    Queue { entries: Vec<QueueInfo> },
     Pong { pid: u32 },
 }
 
@@ -288,6 +319,49 @@ impl Directory {
                     }
                 }
             }
+            AdminRequest::QueueList => {
+                let mut entries: Vec<QueueInfo> =
+                    store.queue_list().await?.iter().map(queue_info).collect();
+                entries.sort_by_key(|e| e.id);
+                Ok(AdminReply::Queue { entries })
+            }
+            AdminRequest::QueueShow { id } => {
+                let e = self.queue_entry(id).await?;
+                Ok(AdminReply::Queue {
+                    entries: vec![queue_info(&e)],
+                })
+            }
+            AdminRequest::QueueRetry { id } => {
+                let entries = match id {
+                    Some(id) => vec![self.queue_entry(id).await?],
+                    None => store.queue_list().await?,
+                };
+                let n = entries.len();
+                for mut e in entries {
+                    e.next_attempt = postern_store::now();
+                    store.queue_update(e).await?;
+                }
+                done(format!("{n} queued message(s) will be tried now"))
+            }
+            AdminRequest::QueueDelete { id } => {
+                self.queue_entry(id).await?;
+                store.queue_delete(id).await?;
+                done(format!(
+                    "queued message {id} deleted without notice to the sender"
+                ))
+            }
+            AdminRequest::QueueBounce { id } => {
+                let mut e = self.queue_entry(id).await?;
+                e.bounce = true;
+                e.next_attempt = postern_store::now();
+                store.queue_update(e).await?;
+                done(format!(
+                    "queued message {id} will be returned to its sender"
+                ))
+            }
+            AdminRequest::Reload => Err(AdminError::new(
+                "reload needs a running server (postern serve)",
+            )),
             AdminRequest::AliasList => {
                 let mut aliases: Vec<(String, Vec<String>)> = store
                     .alias_list()
@@ -311,11 +385,42 @@ impl Directory {
         Ok(())
     }
 
+    async fn queue_entry(&self, id: u64) -> Result<postern_store::QueueEntry, AdminError> {
+        self.store().queue_get(id).await?.ok_or_else(|| {
+            AdminError::new(format!("no queued message {id}; see: postern queue list"))
+        })
+    }
+
     async fn require_user(&self, address: &str) -> Result<postern_store::Account, AdminError> {
         self.store()
             .account_by_address(address)
             .await?
             .ok_or_else(|| AdminError::new(format!("user {address} does not exist")))
+    }
+}
+
+fn queue_info(e: &postern_store::QueueEntry) -> QueueInfo {
+    QueueInfo {
+        id: e.id,
+        trace_id: e.trace_id.clone(),
+        sender: e.sender.clone(),
+        recipients: e
+            .recipients
+            .iter()
+            .map(|r| {
+                let state = match r.state {
+                    postern_store::RecipientState::Pending => "pending",
+                    postern_store::RecipientState::Delivered => "delivered",
+                    postern_store::RecipientState::Failed => "failed",
+                };
+                (r.address.clone(), state.to_string(), r.last_error.clone())
+            })
+            .collect(),
+        size: e.size,
+        created: e.created,
+        next_attempt: e.next_attempt,
+        attempts: e.attempts,
+        last_error: e.last_error.clone(),
     }
 }
 

@@ -126,128 +126,151 @@ pub async fn fetch(
     let uids: Vec<Uid> = msgs.iter().map(|m| m.1).collect();
     let found = entries(&store, mailbox, &uids).await?;
     let mut newly_seen = Vec::new();
-    for ((seq, _), e) in msgs.iter().zip(found) {
-        let Some(e) = e else { continue };
-        if changed_since.is_some_and(|cs| e.modseq <= cs) {
-            continue;
-        }
-        let mut flags = e.flags.clone();
-        let mut flags_changed = false;
-        if seen_setting && !flags.seen() {
-            flags.bits |= Flags::SEEN;
-            flags_changed = true;
-            newly_seen.push(e.uid);
-        }
-        let m = if want_meta {
-            Some(meta(&store, &e).await?)
+    let wants_head = atts.iter().any(header_only);
+    let present: Vec<(u32, MessageEntry)> = msgs
+        .iter()
+        .zip(found)
+        .filter_map(|((seq, _), e)| e.map(|e| (*seq, e)))
+        .filter(|(_, e)| changed_since.is_none_or(|cs| e.modseq > cs))
+        .collect();
+    // Storage lookups in batches: one per 512 messages, not one per message.
+    for chunk in present.chunks(512) {
+        let blobs: Vec<u64> = chunk.iter().map(|(_, e)| e.blob).collect();
+        let mut heads: Vec<Option<postern_store::Result<Vec<u8>>>> = if wants_head {
+            store
+                .blob_heads(&blobs, MessageMeta::header_len_of)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect()
         } else {
-            None
+            chunk.iter().map(|_| None).collect()
         };
-        // The header, read once for every header-only item of this message.
-        let head = if atts.iter().any(header_only) {
-            Some(store.blob_head(e.blob, MessageMeta::header_len_of).await?)
-        } else {
-            None
-        };
-        push(out, &format!("* {seq} FETCH ("));
-        let mut first = true;
-        let mut sep = |out: &mut Vec<u8>| {
-            if !first {
-                out.push(b' ');
+        let mut metas: Vec<Option<MessageMeta>> = Vec::with_capacity(chunk.len());
+        if want_meta {
+            let infos = store.blob_infos(&blobs).await?;
+            for ((_, e), info) in chunk.iter().zip(infos) {
+                let decoded = info.ok().and_then(|i| MessageMeta::decode(&i.meta));
+                metas.push(Some(match decoded {
+                    Some(m) => m,
+                    None => meta(&store, e).await?,
+                }));
             }
-            first = false;
-        };
-        for a in &atts {
-            sep(out);
-            match a {
-                FetchAtt::Uid => push(out, &format!("UID {}", e.uid)),
-                FetchAtt::Flags => {
-                    push(out, "FLAGS ");
-                    format::flags(out, &flags);
-                }
-                FetchAtt::InternalDate => push(
-                    out,
-                    &format!("INTERNALDATE {}", format::internal_date(e.internal_date)),
-                ),
-                FetchAtt::Rfc822Size => push(out, &format!("RFC822.SIZE {}", e.size)),
-                FetchAtt::ModSeq => push(out, &format!("MODSEQ ({})", e.modseq)),
-                FetchAtt::Envelope => {
-                    push(out, &format!("ENVELOPE {}", m.as_ref().unwrap().envelope))
-                }
-                FetchAtt::Body => push(out, &format!("BODY {}", m.as_ref().unwrap().body)),
-                FetchAtt::BodyStructure => push(
-                    out,
-                    &format!("BODYSTRUCTURE {}", m.as_ref().unwrap().bodystructure),
-                ),
-                FetchAtt::Rfc822 => {
-                    push(out, "RFC822 ");
-                    let data = store.blob_read(e.blob, 0, e.size).await?;
-                    format::literal(out, &data);
-                }
-                FetchAtt::Rfc822Header => {
-                    push(out, "RFC822.HEADER ");
-                    format::literal(out, head.as_deref().unwrap_or_default());
-                }
-                FetchAtt::Rfc822Text => {
-                    push(out, "RFC822.TEXT ");
-                    let hl = m.as_ref().unwrap().header_len as u64;
-                    let data = store
-                        .blob_read(e.blob, hl, e.size.saturating_sub(hl))
-                        .await?;
-                    format::literal(out, &data);
-                }
-                FetchAtt::Section {
-                    section, partial, ..
-                } => {
-                    let data = match (&head, &section.text) {
-                        (Some(h), Some(SectionText::Header)) if section.part.is_empty() => {
-                            h.clone()
-                        }
-                        (Some(h), Some(SectionText::HeaderFields(f)))
-                            if section.part.is_empty() =>
-                        {
-                            header_fields(h, f, false)
-                        }
-                        (Some(h), Some(SectionText::HeaderFieldsNot(f)))
-                            if section.part.is_empty() =>
-                        {
-                            header_fields(h, f, true)
-                        }
-                        _ => section_bytes(&store, &e, m.as_ref(), section).await?,
-                    };
-                    push(out, &format!("BODY[{}]", section_label(section)));
-                    let data = apply_partial(out, data, *partial);
+        } else {
+            metas.extend(chunk.iter().map(|_| None));
+        }
+        for (k, (seq, e)) in chunk.iter().enumerate() {
+            let seq = *seq;
+            let mut flags = e.flags.clone();
+            let mut flags_changed = false;
+            if seen_setting && !flags.seen() {
+                flags.bits |= Flags::SEEN;
+                flags_changed = true;
+                newly_seen.push(e.uid);
+            }
+            let m = metas[k].take();
+            // The header, read once for every header-only item of this message.
+            let head = heads[k].take().transpose()?;
+            push(out, &format!("* {seq} FETCH ("));
+            let mut first = true;
+            let mut sep = |out: &mut Vec<u8>| {
+                if !first {
                     out.push(b' ');
-                    format::literal(out, &data);
                 }
-                FetchAtt::Binary { part, partial, .. } => {
-                    let data = binary(&store, &e, m.as_ref(), part).await?;
-                    push(out, &format!("BINARY[{}]", join(part)));
-                    let data = apply_partial(out, data, *partial);
-                    out.push(b' ');
-                    if data.contains(&0) {
-                        out.push(b'~');
+                first = false;
+            };
+            for a in &atts {
+                sep(out);
+                match a {
+                    FetchAtt::Uid => push(out, &format!("UID {}", e.uid)),
+                    FetchAtt::Flags => {
+                        push(out, "FLAGS ");
+                        format::flags(out, &flags);
                     }
-                    format::literal(out, &data);
-                }
-                FetchAtt::BinarySize(part) => {
-                    let data = binary(&store, &e, m.as_ref(), part).await?;
-                    push(out, &format!("BINARY.SIZE[{}] {}", join(part), data.len()));
+                    FetchAtt::InternalDate => push(
+                        out,
+                        &format!("INTERNALDATE {}", format::internal_date(e.internal_date)),
+                    ),
+                    FetchAtt::Rfc822Size => push(out, &format!("RFC822.SIZE {}", e.size)),
+                    FetchAtt::ModSeq => push(out, &format!("MODSEQ ({})", e.modseq)),
+                    FetchAtt::Envelope => {
+                        push(out, &format!("ENVELOPE {}", m.as_ref().unwrap().envelope))
+                    }
+                    FetchAtt::Body => push(out, &format!("BODY {}", m.as_ref().unwrap().body)),
+                    FetchAtt::BodyStructure => push(
+                        out,
+                        &format!("BODYSTRUCTURE {}", m.as_ref().unwrap().bodystructure),
+                    ),
+                    FetchAtt::Rfc822 => {
+                        push(out, "RFC822 ");
+                        let data = store.blob_read(e.blob, 0, e.size).await?;
+                        format::literal(out, &data);
+                    }
+                    FetchAtt::Rfc822Header => {
+                        push(out, "RFC822.HEADER ");
+                        format::literal(out, head.as_deref().unwrap_or_default());
+                    }
+                    FetchAtt::Rfc822Text => {
+                        push(out, "RFC822.TEXT ");
+                        let hl = m.as_ref().unwrap().header_len as u64;
+                        let data = store
+                            .blob_read(e.blob, hl, e.size.saturating_sub(hl))
+                            .await?;
+                        format::literal(out, &data);
+                    }
+                    FetchAtt::Section {
+                        section, partial, ..
+                    } => {
+                        let data = match (&head, &section.text) {
+                            (Some(h), Some(SectionText::Header)) if section.part.is_empty() => {
+                                h.clone()
+                            }
+                            (Some(h), Some(SectionText::HeaderFields(f)))
+                                if section.part.is_empty() =>
+                            {
+                                header_fields(h, f, false)
+                            }
+                            (Some(h), Some(SectionText::HeaderFieldsNot(f)))
+                                if section.part.is_empty() =>
+                            {
+                                header_fields(h, f, true)
+                            }
+                            _ => section_bytes(&store, e, m.as_ref(), section).await?,
+                        };
+                        push(out, &format!("BODY[{}]", section_label(section)));
+                        let data = apply_partial(out, data, *partial);
+                        out.push(b' ');
+                        format::literal(out, &data);
+                    }
+                    FetchAtt::Binary { part, partial, .. } => {
+                        let data = binary(&store, e, m.as_ref(), part).await?;
+                        push(out, &format!("BINARY[{}]", join(part)));
+                        let data = apply_partial(out, data, *partial);
+                        out.push(b' ');
+                        if data.contains(&0) {
+                            out.push(b'~');
+                        }
+                        format::literal(out, &data);
+                    }
+                    FetchAtt::BinarySize(part) => {
+                        let data = binary(&store, e, m.as_ref(), part).await?;
+                        push(out, &format!("BINARY.SIZE[{}] {}", join(part), data.len()));
+                    }
                 }
             }
-        }
-        if flags_changed && !atts.contains(&FetchAtt::Flags) {
-            sep(out);
-            push(out, "FLAGS ");
-            format::flags(out, &flags);
-        }
-        push(out, ")\r\n");
-        if out.len() >= FLUSH_AT {
-            io.write(out);
-            out.clear();
-            io.flush()
-                .await
-                .map_err(|_| Fail::Bye("connection lost".into()))?;
+            if flags_changed && !atts.contains(&FetchAtt::Flags) {
+                sep(out);
+                push(out, "FLAGS ");
+                format::flags(out, &flags);
+            }
+            push(out, ")\r\n");
+            if out.len() >= FLUSH_AT {
+                io.write(out);
+                out.clear();
+                io.flush()
+                    .await
+                    .map_err(|_| Fail::Bye("connection lost".into()))?;
+            }
         }
     }
     if !newly_seen.is_empty() {

@@ -10,7 +10,7 @@ use postern_directory::{Directory, DirectoryConfig};
 use postern_store::embedded::{EmbeddedStore, Options};
 use postern_store::{Store, StoreError};
 
-use crate::cli::{AliasCmd, DomainCmd, PasswordArgs, UserCmd};
+use crate::cli::{AliasCmd, DomainCmd, PasswordArgs, QueueCmd, UserCmd};
 use crate::control;
 
 pub fn directory_config(cfg: &Config) -> DirectoryConfig {
@@ -73,6 +73,34 @@ fn print(reply: AdminReply) {
                 println!("{a}\t-> {}", t.join(", "));
             }
         }
+        AdminReply::Queue { entries } => {
+            if entries.is_empty() {
+                println!("the queue is empty");
+            }
+            let now = postern_store::now();
+            for e in entries {
+                let when = if e.next_attempt <= now {
+                    "now".to_string()
+                } else {
+                    format!("in {}", human_duration(e.next_attempt - now))
+                };
+                println!(
+                    "{}\t{}\tfrom <{}>\t{}\tnext attempt {when}\t{} attempt(s)\tqueued {} ago",
+                    e.id,
+                    e.trace_id,
+                    e.sender,
+                    human_size(e.size),
+                    e.attempts,
+                    human_duration(now - e.created)
+                );
+                for (addr, state, err) in e.recipients {
+                    match err {
+                        Some(err) => println!("\t{addr}\t{state}\t{err}"),
+                        None => println!("\t{addr}\t{state}"),
+                    }
+                }
+            }
+        }
         AdminReply::Pong { pid } => println!("server running (pid {pid})"),
     }
 }
@@ -90,6 +118,33 @@ pub fn human_size(b: u64) -> String {
     } else {
         format!("{v:.1} {}", U[i])
     }
+}
+
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+pub async fn queue(cfg: &Config, c: QueueCmd) -> anyhow::Result<()> {
+    let req = match c {
+        QueueCmd::List => AdminRequest::QueueList,
+        QueueCmd::Show { id } => AdminRequest::QueueShow { id },
+        QueueCmd::Retry { id, all } => {
+            if id.is_none() && !all {
+                bail!("give a queue id (see: postern queue list) or --all");
+            }
+            AdminRequest::QueueRetry { id }
+        }
+        QueueCmd::Delete { id } => AdminRequest::QueueDelete { id },
+        QueueCmd::Bounce { id } => AdminRequest::QueueBounce { id },
+    };
+    print(run(cfg, req).await?);
+    Ok(())
 }
 
 fn parse_size(s: &str) -> anyhow::Result<u64> {

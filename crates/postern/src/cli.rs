@@ -37,6 +37,41 @@ pub enum Command {
     /// Manage aliases (one address delivering to others)
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// Inspect and manage the outbound queue
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// DKIM signing keys
+    #[command(subcommand)]
+    Dkim(DkimCmd),
+}
+
+#[derive(Subcommand)]
+pub enum QueueCmd {
+    /// Messages waiting for delivery, with their next attempt and last error
+    List,
+    /// One queued message in detail
+    Show { id: u64 },
+    /// Try now (one message, or --all)
+    Retry {
+        id: Option<u64>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Delete a queued message without telling its sender
+    Delete { id: u64 },
+    /// Return a queued message to its sender now
+    Bounce { id: u64 },
+}
+
+#[derive(Subcommand)]
+pub enum DkimCmd {
+    /// Make a new key (new selector) for DOMAIN and print its DNS record
+    Rotate {
+        domain: String,
+        /// rsa (2048 bits, read everywhere) or ed25519
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+    },
 }
 
 #[derive(Args)]

@@ -23,8 +23,16 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
+/// What `Reload` does in the running server.
+pub type Reloader = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
 /// Serves admin requests until shutdown. The socket is readable by its owner only.
-pub fn listen(data_dir: &Path, dir: Arc<Directory>, mut shutdown: Shutdown) -> anyhow::Result<()> {
+pub fn listen(
+    data_dir: &Path,
+    dir: Arc<Directory>,
+    reload: Reloader,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let path = socket_path(data_dir);
     // We hold the data directory lock, so a socket file here is a leftover.
     let _ = std::fs::remove_file(&path);
@@ -42,8 +50,9 @@ pub fn listen(data_dir: &Path, dir: Arc<Directory>, mut shutdown: Shutdown) -> a
                 },
             };
             let dir = dir.clone();
+            let reload = reload.clone();
             tokio::spawn(async move {
-                let _ = handle(stream, dir).await;
+                let _ = handle(stream, dir, reload).await;
             });
         }
         let _ = std::fs::remove_file(&path);
@@ -51,11 +60,15 @@ pub fn listen(data_dir: &Path, dir: Arc<Directory>, mut shutdown: Shutdown) -> a
     Ok(())
 }
 
-async fn handle(stream: UnixStream, dir: Arc<Directory>) -> anyhow::Result<()> {
+async fn handle(stream: UnixStream, dir: Arc<Directory>, reload: Reloader) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(1 << 20)).lines();
     while let Some(line) = lines.next_line().await? {
         let reply = match serde_json::from_str::<AdminRequest>(&line) {
+            Ok(AdminRequest::Reload) => match reload() {
+                Ok(message) => Reply::Ok(AdminReply::Done { message }),
+                Err(message) => Reply::Err(AdminError { message }),
+            },
             Ok(req) => match dir.admin(req).await {
                 Ok(r) => Reply::Ok(r),
                 Err(e) => Reply::Err(e),

@@ -56,6 +56,77 @@ fn civil_year_month(days: i64) -> (i64, u32) {
     (y, m)
 }
 
+/// A new DKIM key for `domain` under a new selector; prints the record to publish.
+pub async fn dkim_rotate(cfg: &Config, domain: &str, algorithm: &str) -> anyhow::Result<()> {
+    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let dir = cfg.data_dir.join("dkim");
+    std::fs::create_dir_all(&dir)?;
+    // Selectors sort by age, so the newest signs: p202611, then p202611b, p202611c...
+    let base = dkim_selector();
+    let existing = existing_selectors(&dir, &domain);
+    let mut selector = base.clone();
+    let mut suffix = b'a';
+    while existing.iter().any(|s| *s >= selector) {
+        suffix += 1;
+        if suffix > b'z' {
+            bail!("too many DKIM keys made this month for {domain}");
+        }
+        selector = format!("{base}{}", suffix as char);
+    }
+    let (pem, record) = match algorithm {
+        "rsa" => generate_dkim_key()?,
+        "ed25519" => generate_ed25519_key()?,
+        other => bail!("unknown algorithm {other:?}; use rsa or ed25519"),
+    };
+    write_private(&dir.join(format!("{domain}.{selector}.pem")), &pem)?;
+    // A running server signs with the new key from now on.
+    let _ = crate::control::request(&cfg.data_dir, &AdminRequest::Reload).await;
+    println!("New DKIM key for {domain}, selector {selector}. Publish this record:");
+    println!("  {selector}._domainkey.{domain}.  TXT  \"{record}\"");
+    println!(
+        "Keep the old selector's record published for a few days, until mail signed with it is delivered."
+    );
+    Ok(())
+}
+
+fn existing_selectors(dir: &Path, domain: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.strip_prefix(&format!("{domain}."))
+                        .and_then(|s| s.strip_suffix(".pem"))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An Ed25519 DKIM key (RFC 8463), PKCS#8 PEM, and its record.
+pub fn generate_ed25519_key() -> anyhow::Result<(String, String)> {
+    use ring::signature::KeyPair;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| anyhow::anyhow!("key generation failed"))?;
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .map_err(|_| anyhow::anyhow!("key generation failed"))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = b64.encode(pkcs8.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap_or(""));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    let record = format!(
+        "v=DKIM1; k=ed25519; p={}",
+        b64.encode(pair.public_key().as_ref())
+    );
+    Ok((pem, record))
+}
+
 /// A 2048-bit RSA DKIM key (PKCS#8 PEM) and its DNS record value.
 pub fn generate_dkim_key() -> anyhow::Result<(String, String)> {
     use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};

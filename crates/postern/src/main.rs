@@ -75,6 +75,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (_, cfg) = load_config(cli.config)?;
             admin_cmd::alias(&cfg, c).await
         }
+        Command::Queue(c) => {
+            let (_, cfg) = load_config(cli.config)?;
+            admin_cmd::queue(&cfg, c).await
+        }
+        Command::Dkim(cli::DkimCmd::Rotate { domain, algorithm }) => {
+            let (_, cfg) = load_config(cli.config)?;
+            init::dkim_rotate(&cfg, &domain, &algorithm).await
+        }
     }
 }
 

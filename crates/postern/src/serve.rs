@@ -54,6 +54,33 @@ fn bind_error(kind: ListenerKind, addr: SocketAddr, e: std::io::Error) -> anyhow
     anyhow::anyhow!("cannot listen on {addr} for {}: {e}{hint}", kind.name())
 }
 
+/// Certificates and DKIM keys from disk again (SIGHUP, `postern dkim rotate`).
+fn reload_all(
+    tls: Option<&TlsStore>,
+    dkim: &postern_queue::dkim::DkimKeys,
+    dkim_dir: &std::path::Path,
+) -> Result<String, String> {
+    dkim.reload(dkim_dir);
+    match tls {
+        Some(t) => match t.reload() {
+            Ok(()) => {
+                tracing::info!(cert = %t.cert_path().display(), "TLS certificate and DKIM keys reloaded");
+                Ok("certificate and DKIM keys reloaded".into())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS reload failed; keeping the old certificate");
+                Err(format!(
+                    "TLS reload failed, the old certificate stays in use: {e}"
+                ))
+            }
+        },
+        None => {
+            tracing::info!("DKIM keys reloaded");
+            Ok("DKIM keys reloaded".into())
+        }
+    }
+}
+
 pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     init_logging(&cfg);
     if cfg.storage.backend != "embedded" {
@@ -100,7 +127,23 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let directory = Directory::new(store.clone(), directory_config(&cfg));
     let (shutdown_handle, shutdown) = ShutdownHandle::new();
     let tracker = Tracker::default();
-    control::listen(&cfg.data_dir, directory.clone(), shutdown.clone())?;
+    let resolver = postern_queue::route::resolver(&cfg.dns.nameservers)
+        .map_err(|e| anyhow::anyhow!("cannot set up DNS: {e}"))?;
+    let router = postern_queue::route::Router::new(resolver, cfg.delivery.remote_port);
+    let dkim_dir = cfg.data_dir.join("dkim");
+    let dkim = Arc::new(postern_queue::dkim::DkimKeys::load(&dkim_dir));
+    let reload: control::Reloader = {
+        let tls = tls.clone();
+        let dkim = dkim.clone();
+        let dkim_dir = dkim_dir.clone();
+        Arc::new(move || reload_all(tls.as_deref(), &dkim, &dkim_dir))
+    };
+    control::listen(
+        &cfg.data_dir,
+        directory.clone(),
+        reload.clone(),
+        shutdown.clone(),
+    )?;
     let services = Services {
         config: Arc::new(cfg),
         store: store.clone(),
@@ -113,6 +156,14 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     for (kind, addr, listener) in listeners {
         crate::listeners::spawn(kind, addr, listener, services.clone());
     }
+    let runner = postern_queue::QueueRunner::new(
+        services.config.clone(),
+        store.clone(),
+        services.directory.clone(),
+        router,
+        dkim,
+    );
+    tokio::spawn(runner.run(shutdown.clone()));
     tracing::info!(
         config = %config_path.display(),
         hostname = %services.config.hostname,
@@ -128,13 +179,7 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                match &tls {
-                    Some(t) => match t.reload() {
-                        Ok(()) => tracing::info!(cert = %t.cert_path().display(), "TLS certificate reloaded"),
-                        Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old certificate"),
-                    },
-                    None => tracing::info!("SIGHUP: no TLS certificate configured"),
-                }
+                let _ = reload();
             }
         }
     }

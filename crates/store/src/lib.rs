@@ -138,6 +138,14 @@ pub trait Store: Send + Sync + 'static {
         id: BlobId,
         head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
     ) -> Result<Vec<u8>>;
+    /// `blob_head` for many blobs in one lookup (IMAP FETCH of a whole mailbox).
+    async fn blob_heads(
+        &self,
+        ids: &[BlobId],
+        head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
+    ) -> Result<Vec<Result<Vec<u8>>>>;
+    /// `blob_info` for many blobs in one lookup.
+    async fn blob_infos(&self, ids: &[BlobId]) -> Result<Vec<Result<BlobInfo>>>;
 
     // The outbound queue.
     async fn queue_list(&self) -> Result<Vec<QueueEntry>>;

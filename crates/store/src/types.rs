@@ -349,6 +349,9 @@ pub struct QueueEntry {
     /// A delay warning was sent already.
     #[serde(default)]
     pub warned: bool,
+    /// Return to the sender at the next run instead of delivering (`postern queue bounce`).
+    #[serde(default)]
+    pub bounce: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -674,6 +674,51 @@ impl Store for EmbeddedStore {
         Ok(self.shared.blobs.read(id, loc, size, 0, n)?)
     }
 
+    async fn blob_heads(
+        &self,
+        ids: &[BlobId],
+        head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
+        let locs: Vec<Result<(u64, BlobLoc, u64)>> = self.read(|r| {
+            let t = r.open_table(BLOBS).map_err(db_err)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for &id in ids {
+                out.push(match t.get(id).map_err(db_err)? {
+                    Some(v) => decode_blob_loc(v.value())
+                        .map(|(size, loc, meta)| (size, loc, head_len(meta).unwrap_or(size))),
+                    None => Err(StoreError::NotFound(format!("blob {id}"))),
+                });
+            }
+            Ok(out)
+        })?;
+        Ok(ids
+            .iter()
+            .zip(locs)
+            .map(|(&id, l)| {
+                let (size, loc, n) = l?;
+                Ok(self.shared.blobs.read(id, loc, size, 0, n.min(size))?)
+            })
+            .collect())
+    }
+
+    async fn blob_infos(&self, ids: &[BlobId]) -> Result<Vec<Result<BlobInfo>>> {
+        self.read(|r| {
+            let t = r.open_table(BLOBS).map_err(db_err)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for &id in ids {
+                out.push(match t.get(id).map_err(db_err)? {
+                    Some(v) => decode_blob_loc(v.value()).map(|(size, _, meta)| BlobInfo {
+                        id,
+                        size,
+                        meta: Arc::new(meta.to_vec()),
+                    }),
+                    None => Err(StoreError::NotFound(format!("blob {id}"))),
+                });
+            }
+            Ok(out)
+        })
+    }
+
     async fn queue_list(&self) -> Result<Vec<QueueEntry>> {
         self.list_json(QUEUE)
     }

@@ -948,6 +948,7 @@ impl<'t> Tables<'t> {
                     attempts: 0,
                     last_error: None,
                     warned: false,
+                    bounce: false,
                 };
                 self.queue
                     .insert(id, json(&entry).as_slice())

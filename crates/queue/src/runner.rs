@@ -1,0 +1,586 @@
+//! The queue runner: picks up queued messages when they are due, delivers each recipient group
+//! (one per destination domain, or everything through the smarthost), records every remote
+//! answer before doing anything else, retries temporary failures on a backoff schedule, and
+//! sends the notifications (RFC 3464) the sender asked for.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postern_config::Config;
+use postern_directory::{Destination, Directory};
+use postern_store::{
+    BlobData, Delivery, DeliveryTarget, Flags, MailboxTarget, NewBlob, NewQueueEntry, QueueEntry,
+    QueueId, QueueRecipient, RecipientState, SharedStore, StoreEvent, now,
+};
+use tokio::sync::{Notify, Semaphore};
+use tracing::{info, warn};
+
+use crate::client::{ClientError, RemoteReply, SmtpClient, Timeouts, TlsMode, Transaction};
+use crate::dkim::{self, DkimKeys};
+use crate::dsn::{self, Action, Report};
+use crate::route::{Host, RouteError, Router};
+
+pub struct QueueRunner {
+    config: Arc<Config>,
+    store: SharedStore,
+    directory: Arc<Directory>,
+    router: Arc<Router>,
+    pub dkim: Arc<DkimKeys>,
+    in_flight: Mutex<HashSet<QueueId>>,
+    slots: Arc<Semaphore>,
+    domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    wake: Notify,
+}
+
+/// What became of one recipient in one attempt.
+enum Outcome {
+    Delivered(String),
+    Failed {
+        status: String,
+        remote: Option<String>,
+        text: String,
+    },
+    Deferred(String),
+}
+
+impl QueueRunner {
+    pub fn new(
+        config: Arc<Config>,
+        store: SharedStore,
+        directory: Arc<Directory>,
+        router: Arc<Router>,
+        dkim: Arc<DkimKeys>,
+    ) -> Arc<QueueRunner> {
+        let slots = Arc::new(Semaphore::new(config.delivery.max_concurrency.max(1)));
+        Arc::new(QueueRunner {
+            config,
+            store,
+            directory,
+            router,
+            dkim,
+            in_flight: Mutex::new(HashSet::new()),
+            slots,
+            domains: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Looks at the queue again now (after `queue retry`, say).
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    pub async fn run(self: Arc<Self>, mut shutdown: postern_net::Shutdown) {
+        let mut events = self.store.subscribe();
+        loop {
+            let next = match self.dispatch().await {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(error = %e, "queue scan failed");
+                    now() + 30
+                }
+            };
+            let wait = Duration::from_secs((next - now()).clamp(1, 60) as u64);
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                ev = events.recv() => {
+                    if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
+                    if !matches!(ev, Ok(StoreEvent::Queue) | Err(_)) {
+                        continue;
+                    }
+                    // Let a burst of new mail gather before scanning.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Starts every due entry; returns when the next one is due.
+    async fn dispatch(self: &Arc<Self>) -> Result<i64, postern_store::StoreError> {
+        let t = now();
+        let mut next = t + 60;
+        for e in self.store.queue_list().await? {
+            if e.next_attempt > t {
+                next = next.min(e.next_attempt);
+                continue;
+            }
+            if !self.in_flight.lock().unwrap().insert(e.id) {
+                continue;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let id = e.id;
+                me.attempt(e).await;
+                me.in_flight.lock().unwrap().remove(&id);
+                me.wake.notify_one();
+            });
+        }
+        Ok(next)
+    }
+
+    fn domain_slot(&self, domain: &str) -> Arc<Semaphore> {
+        self.domains
+            .lock()
+            .unwrap()
+            .entry(domain.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.delivery.max_per_domain.max(1))))
+            .clone()
+    }
+
+    /// One delivery attempt of a queue entry, for all its pending recipients.
+    async fn attempt(&self, mut entry: QueueEntry) {
+        let pending: Vec<usize> = entry
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.state == RecipientState::Pending)
+            .map(|(i, _)| i)
+            .collect();
+        let mut notices: Vec<(usize, Outcome)> = Vec::new();
+        if entry.bounce {
+            for i in pending {
+                let text = "returned to the sender by the mail administrator".to_string();
+                entry.recipients[i].state = RecipientState::Failed;
+                entry.recipients[i].last_error = Some(text.clone());
+                notices.push((
+                    i,
+                    Outcome::Failed {
+                        status: "5.0.0".into(),
+                        remote: None,
+                        text,
+                    },
+                ));
+            }
+        } else if !pending.is_empty() {
+            let body = match self
+                .store
+                .blob_read(
+                    entry.blob,
+                    entry.body_offset,
+                    entry.size.saturating_sub(entry.body_offset),
+                )
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(id = %entry.trace_id, error = %e, "queued message unreadable");
+                    return;
+                }
+            };
+            let body = self.signed(&entry, body);
+            let smarthost = !self.config.relay.host.is_empty();
+            let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+            for i in pending {
+                let d = if smarthost {
+                    String::new()
+                } else {
+                    postern_directory::domain_of(&entry.recipients[i].address).to_ascii_lowercase()
+                };
+                groups.entry(d).or_default().push(i);
+            }
+            for (domain, idx) in groups {
+                let outcomes = self.deliver_group(&entry, &domain, &idx, &body).await;
+                for (i, o) in idx.iter().zip(outcomes) {
+                    let r = &mut entry.recipients[*i];
+                    match &o {
+                        Outcome::Delivered(reply) => {
+                            r.state = RecipientState::Delivered;
+                            r.last_error = Some(reply.clone());
+                        }
+                        Outcome::Failed { text, .. } => {
+                            r.state = RecipientState::Failed;
+                            r.last_error = Some(text.clone());
+                        }
+                        Outcome::Deferred(why) => r.last_error = Some(why.clone()),
+                    }
+                    notices.push((*i, o));
+                }
+                // The remote answers are recorded before anything else happens, so a crash
+                // now never sends the message twice to those recipients.
+                if let Err(e) = self.store.queue_update(entry.clone()).await {
+                    warn!(id = %entry.trace_id, error = %e, "cannot record delivery results");
+                    return;
+                }
+            }
+        }
+        entry.attempts += 1;
+        self.settle(entry, notices).await;
+    }
+
+    /// DKIM-signs mail from our domains (the From domain, else the envelope sender's).
+    fn signed(&self, entry: &QueueEntry, body: Vec<u8>) -> Vec<u8> {
+        let domain = dkim::from_domain(&body)
+            .filter(|d| self.dkim.selector(d).is_some())
+            .or_else(|| Some(postern_directory::domain_of(&entry.sender).to_ascii_lowercase()));
+        match domain.and_then(|d| self.dkim.sign(&d, &body)) {
+            Some(h) => {
+                let mut v = h.into_bytes();
+                v.extend_from_slice(&body);
+                v
+            }
+            None => body,
+        }
+    }
+
+    async fn hosts(&self, domain: &str) -> Result<Vec<Host>, RouteError> {
+        if domain.is_empty() {
+            self.router.smarthost(&self.config.relay.host).await
+        } else {
+            self.router.route(domain).await
+        }
+    }
+
+    async fn deliver_group(
+        &self,
+        entry: &QueueEntry,
+        domain: &str,
+        idx: &[usize],
+        body: &[u8],
+    ) -> Vec<Outcome> {
+        let all = |o: &dyn Fn() -> Outcome| idx.iter().map(|_| o()).collect::<Vec<_>>();
+        let hosts = match self.hosts(domain).await {
+            Ok(h) => h,
+            Err(RouteError::Permanent(why)) => {
+                return all(&|| Outcome::Failed {
+                    status: "5.1.2".into(),
+                    remote: None,
+                    text: why.clone(),
+                });
+            }
+            Err(RouteError::Temporary(why)) => return all(&|| Outcome::Deferred(why.clone())),
+        };
+        let _global = self.slots.clone().acquire_owned().await;
+        let _per_domain = self.domain_slot(domain).acquire_owned().await;
+        let c = &self.config.delivery;
+        let smarthost = domain.is_empty();
+        let mode = if smarthost {
+            match self.config.relay.tls.as_str() {
+                "tls" => TlsMode::Implicit,
+                "none" => TlsMode::Off,
+                "opportunistic" => TlsMode::Opportunistic,
+                _ => TlsMode::Required,
+            }
+        } else {
+            TlsMode::Opportunistic
+        };
+        let recipients: Vec<&QueueRecipient> = idx.iter().map(|&i| &entry.recipients[i]).collect();
+        let smtputf8 = !entry.sender.is_ascii()
+            || recipients.iter().any(|r| !r.address.is_ascii())
+            || header_is_utf8(body);
+        let t = Transaction {
+            sender: &entry.sender,
+            recipients: recipients
+                .iter()
+                .map(|r| (r.address.as_str(), r.notify.as_deref(), r.orcpt.as_deref()))
+                .collect(),
+            envid: entry.envid.as_deref(),
+            ret: entry.ret.map(|r| match r {
+                postern_store::DsnRet::Full => "FULL",
+                postern_store::DsnRet::Headers => "HDRS",
+            }),
+            body,
+            smtputf8,
+            eight_bit: body.iter().any(|&b| b >= 0x80),
+        };
+        let mut last = String::from("no mail server answered");
+        for h in &hosts {
+            for addr in &h.addrs {
+                let timeouts = Timeouts {
+                    connect: c.connect_timeout.duration(),
+                    command: c.command_timeout.duration(),
+                    data: c.command_timeout.duration(),
+                };
+                let mut client = match SmtpClient::connect(
+                    *addr,
+                    &h.name,
+                    &self.config.hostname,
+                    mode,
+                    timeouts,
+                )
+                .await
+                {
+                    Ok(cl) => cl,
+                    Err(ClientError::Rejected { host, reply })
+                        if reply.is_permanent() && !smarthost =>
+                    {
+                        // A 5xx greeting: this host refuses us; another MX may not.
+                        last = format!("{host} said: {}", reply.text());
+                        continue;
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        continue;
+                    }
+                };
+                if smarthost
+                    && !self.config.relay.username.is_empty()
+                    && let Err(e) = client
+                        .auth_plain(&self.config.relay.username, &self.config.relay.password)
+                        .await
+                {
+                    let text = format!("the smarthost refused our login: {e}");
+                    client.quit().await;
+                    return all(&|| Outcome::Deferred(text.clone()));
+                }
+                let host_label = client.host.clone();
+                let result = client.deliver(&t).await;
+                client.quit().await;
+                return match result {
+                    Ok(replies) => replies
+                        .into_iter()
+                        .map(|r| outcome(&host_label, &r))
+                        .collect(),
+                    Err(ClientError::Rejected { host, reply }) => {
+                        let o = |r: &RemoteReply| outcome(&host, r);
+                        idx.iter().map(|_| o(&reply)).collect()
+                    }
+                    Err(e) => {
+                        let text = e.to_string();
+                        all(&|| Outcome::Deferred(text.clone()))
+                    }
+                };
+            }
+        }
+        all(&|| Outcome::Deferred(last.clone()))
+    }
+
+    /// After an attempt: notifications, then the entry is removed (all settled) or rescheduled.
+    async fn settle(&self, mut entry: QueueEntry, notices: Vec<(usize, Outcome)>) {
+        let c = &self.config.delivery;
+        let age = now() - entry.created;
+        let expired = age > c.max_lifetime.0 as i64;
+        let mut reports: Vec<Report> = Vec::new();
+        let mut expired_reports: Vec<(usize, String)> = Vec::new();
+        if expired {
+            for (i, r) in entry.recipients.iter_mut().enumerate() {
+                if r.state == RecipientState::Pending {
+                    r.state = RecipientState::Failed;
+                    let why = format!(
+                        "could not be delivered for {} days; last error: {}",
+                        age / 86400,
+                        r.last_error.clone().unwrap_or_default()
+                    );
+                    r.last_error = Some(why.clone());
+                    expired_reports.push((i, why));
+                }
+            }
+        }
+        let wants = |r: &QueueRecipient, what: &str| match &r.notify {
+            None => what == "FAILURE",
+            Some(n) => n.split(',').any(|x| x == what),
+        };
+        for (i, o) in &notices {
+            let r = &entry.recipients[*i];
+            match o {
+                Outcome::Failed {
+                    status,
+                    remote,
+                    text,
+                } if wants(r, "FAILURE") => reports.push(Report {
+                    address: &r.address,
+                    orcpt: r.orcpt.as_deref(),
+                    action: Action::Failed,
+                    status: status.clone(),
+                    remote: remote.clone(),
+                    diagnostic: text.clone(),
+                }),
+                Outcome::Delivered(reply) if wants(r, "SUCCESS") => reports.push(Report {
+                    address: &r.address,
+                    orcpt: r.orcpt.as_deref(),
+                    action: Action::Delivered,
+                    status: "2.0.0".into(),
+                    remote: None,
+                    diagnostic: reply.clone(),
+                }),
+                _ => {}
+            }
+        }
+        for (i, why) in &expired_reports {
+            let r = &entry.recipients[*i];
+            if wants(r, "FAILURE") {
+                reports.push(Report {
+                    address: &r.address,
+                    orcpt: r.orcpt.as_deref(),
+                    action: Action::Failed,
+                    status: "4.4.7".into(),
+                    remote: None,
+                    diagnostic: why.clone(),
+                });
+            }
+        }
+        let pending = entry
+            .recipients
+            .iter()
+            .any(|r| r.state == RecipientState::Pending);
+        let warn_delay =
+            pending && !entry.warned && age > c.delay_warning.0 as i64 && c.delay_warning.0 > 0;
+        if warn_delay {
+            for r in entry
+                .recipients
+                .iter()
+                .filter(|r| r.state == RecipientState::Pending)
+            {
+                if wants(r, "DELAY") {
+                    reports.push(Report {
+                        address: &r.address,
+                        orcpt: r.orcpt.as_deref(),
+                        action: Action::Delayed,
+                        status: "4.0.0".into(),
+                        remote: None,
+                        diagnostic: r.last_error.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        if !reports.is_empty() && !entry.sender.is_empty() {
+            let original = self
+                .store
+                .blob_read(
+                    entry.blob,
+                    entry.body_offset,
+                    entry.size.saturating_sub(entry.body_offset),
+                )
+                .await
+                .unwrap_or_default();
+            let msg = dsn::build(&self.config.hostname, &entry, &reports, &original);
+            if let Err(e) = self.send_notification(&entry.sender, msg).await {
+                warn!(id = %entry.trace_id, error = %e, "cannot send the delivery notification");
+            } else {
+                info!(id = %entry.trace_id, to = %entry.sender, reports = reports.len(), "delivery notification sent");
+            }
+        }
+        drop(reports);
+        for (i, o) in &notices {
+            let r = &entry.recipients[*i];
+            match o {
+                Outcome::Delivered(reply) => {
+                    info!(id = %entry.trace_id, to = %r.address, %reply, "delivered")
+                }
+                Outcome::Failed { text, .. } => {
+                    info!(id = %entry.trace_id, to = %r.address, error = %text, "bounced")
+                }
+                Outcome::Deferred(why) => {
+                    info!(id = %entry.trace_id, to = %r.address, error = %why, "deferred")
+                }
+            }
+        }
+        if !pending || expired {
+            if let Err(e) = self.store.queue_delete(entry.id).await {
+                warn!(id = %entry.trace_id, error = %e, "cannot remove a finished queue entry");
+            }
+            return;
+        }
+        entry.warned |= warn_delay;
+        entry.last_error = entry
+            .recipients
+            .iter()
+            .find(|r| r.state == RecipientState::Pending)
+            .and_then(|r| r.last_error.clone());
+        let steps = &c.retry;
+        let step = steps
+            .get((entry.attempts as usize).saturating_sub(1))
+            .or(steps.last())
+            .map(|s| s.0)
+            .unwrap_or(300);
+        entry.next_attempt = now() + step as i64;
+        if let Err(e) = self.store.queue_update(entry.clone()).await {
+            warn!(id = %entry.trace_id, error = %e, "cannot reschedule a queue entry");
+        }
+    }
+
+    /// A notification from `<>` to `to`: straight into a local mailbox, or onto the queue.
+    async fn send_notification(&self, to: &str, msg: Vec<u8>) -> Result<(), String> {
+        let dests = self
+            .directory
+            .expand(to)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let mut targets = Vec::new();
+        let mut remote = Vec::new();
+        for d in dests {
+            match d {
+                Destination::Local(a) => targets.push(DeliveryTarget {
+                    account: a.id,
+                    mailbox: MailboxTarget::Name {
+                        name: postern_store::INBOX.into(),
+                        create: false,
+                    },
+                    flags: Flags::default(),
+                    enforce_quota: false,
+                }),
+                Destination::Remote(r) => remote.push(QueueRecipient {
+                    address: r,
+                    orcpt: None,
+                    // Never a notification about a notification.
+                    notify: Some("NEVER".into()),
+                    state: RecipientState::Pending,
+                    last_error: None,
+                }),
+            }
+        }
+        if targets.is_empty() && remote.is_empty() {
+            return Err(format!("{to} cannot be reached"));
+        }
+        // Local copies get the Return-Path every delivered message has; a remote copy is sent
+        // from after it.
+        let return_path = b"Return-Path: <>\r\n";
+        let mut msg = msg;
+        msg.splice(0..0, return_path.iter().copied());
+        let size = msg.len() as u64;
+        let meta = postern_message::meta::compute(&msg).encode();
+        let trace_id = postern_message::new_trace_id();
+        self.store
+            .deliver(Delivery {
+                blob: NewBlob {
+                    data: BlobData::Memory(msg),
+                    size,
+                    meta,
+                },
+                internal_date: now(),
+                targets,
+                queue: (!remote.is_empty()).then(|| NewQueueEntry {
+                    sender: String::new(),
+                    recipients: remote,
+                    envid: None,
+                    ret: None,
+                    trace_id,
+                    authenticated: None,
+                    requiretls: false,
+                    body_offset: return_path.len() as u64,
+                }),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn outcome(host: &str, r: &RemoteReply) -> Outcome {
+    let text = r.text();
+    if r.is_ok() {
+        Outcome::Delivered(format!("{host} said: {text}"))
+    } else if r.is_permanent() {
+        Outcome::Failed {
+            status: r.enhanced().unwrap_or_else(|| "5.0.0".into()),
+            remote: Some(host.to_string()),
+            text,
+        }
+    } else {
+        Outcome::Deferred(format!("{host} said: {text}"))
+    }
+}
+
+/// Non-ASCII in the header section needs SMTPUTF8 on the way out (RFC 6532).
+fn header_is_utf8(body: &[u8]) -> bool {
+    let end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(body.len());
+    body[..end].iter().any(|&b| b >= 0x80)
+}

@@ -1,0 +1,172 @@
+"""Peers for delivery tests: a real DNS server (dnsmasq) on loopback, and a small scriptable
+SMTP server that records what it receives (a destination that can say 451 or 550 on purpose)."""
+
+import os
+import socket
+import socketserver
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+class Dns:
+    """dnsmasq answering only for the records given; restart() to change them."""
+
+    def __init__(self, port):
+        self.port = port
+        self.proc = None
+        self.dir = tempfile.mkdtemp(prefix="postern-dns-")
+
+    def start(self, mx=(), a=(), txt=(), null_mx=()):
+        """mx: (domain, host, pref); a: (name, ip); txt: (name, text); null_mx: domains."""
+        self.stop()
+        args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
+                f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                f"--pid-file={self.dir}/pid", "--log-facility=-", "--conf-file=/dev/null", "--user=root",
+                # Names we do not publish do not exist (NXDOMAIN), as on the internet.
+                "--local=/test/", "--local=/invalid/"]
+        for domain, host, pref in mx:
+            args.append(f"--mx-host={domain},{host},{pref}")
+        for name, ip in a:
+            args.append(f"--host-record={name},{ip}")
+        for name, text in txt:
+            chunks = [text[i:i + 250] for i in range(0, len(text), 250)]
+            # No shell here: quotes would be part of the text. The text has no commas.
+            args.append(f"--txt-record={name}," + ",".join(chunks))
+        for domain in null_mx:
+            # MX 0 "." (RFC 7505) as raw record data: preference 0, root name.
+            args.append(f"--dns-rr={domain},15,000000")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("dnsmasq exited: " + self.proc.stderr.read().decode())
+            try:
+                import dns.resolver
+                r = dns.resolver.Resolver(configure=False)
+                r.nameservers = ["127.0.0.1"]
+                r.port = self.port
+                r.lifetime = 1
+                r.resolve("probe.invalid", "A")
+            except Exception as e:  # NXDOMAIN is the expected answer: the server is up
+                if "does not exist" in str(e) or "NXDOMAIN" in type(e).__name__:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("dnsmasq did not answer")
+
+    def txt(self, name):
+        import dns.resolver
+        r = dns.resolver.Resolver(configure=False)
+        r.nameservers = ["127.0.0.1"]
+        r.port = self.port
+        ans = r.resolve(name, "TXT")
+        return b"".join(b"".join(rd.strings) for rd in ans)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def reply(self, line):
+        self.wfile.write(line.encode() + b"\r\n")
+        self.wfile.flush()
+
+    def handle(self):
+        sink = self.server.sink
+        sink.connections += 1
+        self.reply("220 sink.test ESMTP")
+        mail, rcpts, authed = None, [], False
+        while True:
+            raw = self.rfile.readline(4096)
+            if not raw:
+                return
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            cmd = line.split(" ", 1)[0].upper()
+            sink.commands.append(line)
+            override = sink.script(cmd, line, sink) if sink.script else None
+            if override:
+                self.reply(override)
+                if cmd == "DATA" and override.startswith("354"):
+                    pass
+                else:
+                    continue
+            if cmd in ("EHLO", "HELO"):
+                caps = ["250-sink.test", "250-PIPELINING", "250-8BITMIME", "250-SIZE 10000000", "250-DSN"]
+                if sink.auth:
+                    caps.append("250-AUTH PLAIN")
+                caps.append("250 ENHANCEDSTATUSCODES")
+                for c in caps:
+                    self.wfile.write(c.encode() + b"\r\n")
+                self.wfile.flush()
+            elif cmd == "AUTH":
+                import base64
+                creds = base64.b64decode(line.split()[2]).split(b"\0")
+                if sink.auth and (creds[1].decode(), creds[2].decode()) == sink.auth:
+                    authed = True
+                    self.reply("235 2.7.0 ok")
+                else:
+                    self.reply("535 5.7.8 no")
+            elif cmd == "MAIL":
+                if sink.auth and not authed:
+                    self.reply("530 5.7.0 auth first")
+                    continue
+                mail, rcpts = line[10:].split(">")[0].lstrip("<"), []
+                self.reply("250 2.1.0 ok")
+            elif cmd == "RCPT":
+                rcpts.append(line[8:].split(">")[0].lstrip("<"))
+                self.reply("250 2.1.5 ok")
+            elif cmd == "DATA":
+                if not override:
+                    self.reply("354 go ahead")
+                data = bytearray()
+                while True:
+                    l = self.rfile.readline(1 << 20)
+                    if not l:
+                        return
+                    if l == b".\r\n":
+                        break
+                    if l.startswith(b"."):
+                        l = l[1:]
+                    data += l
+                end = sink.script("END", "", sink) if sink.script else None
+                if end:
+                    self.reply(end)
+                else:
+                    sink.messages.append((mail, list(rcpts), bytes(data)))
+                    self.reply("250 2.0.0 queued")
+                mail, rcpts = None, []
+            elif cmd == "RSET":
+                mail, rcpts = None, []
+                self.reply("250 2.0.0 ok")
+            elif cmd == "QUIT":
+                self.reply("221 2.0.0 bye")
+                return
+            else:
+                self.reply("502 5.5.2 what")
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+class Sink:
+    """An SMTP server on ip:port. `script(cmd, line, sink)` may return a reply to use instead;
+    cmd "END" is the end of data."""
+
+    def __init__(self, ip, port, script=None, auth=None):
+        self.messages, self.commands, self.connections = [], [], 0
+        self.script, self.auth = script, auth
+        self.server = _Server((ip, port), _Handler)
+        self.server.sink = self
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

