@@ -243,8 +243,12 @@ mod tests {
             .unwrap();
         assert_eq!(
             parsed.parts.len(),
-            5,
-            "report, text, status, message and its body"
+            4,
+            "the report, the text, the status, the message"
         );
+        assert!(matches!(
+            parsed.parts[3].body,
+            mail_parser::PartType::Message(_)
+        ));
     }
 }
