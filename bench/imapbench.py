@@ -79,12 +79,12 @@ def _append_worker(args):
     c.cmd(b"LOGOUT")
 
 
-def append(port, user, pw, total, clients):
+def append(port, user, pw, total, clients, offset=0):
     per = total // clients
     t = time.time()
     with Pool(clients) as p:
-        p.map(_append_worker, [(port, user, pw, k * per, per) for k in range(clients)])
-    return total / (time.time() - t)
+        p.map(_append_worker, [(port, user, pw, offset + k * per, per) for k in range(clients)])
+    return per * clients / (time.time() - t)
 
 
 def fetch_headers(port, user, pw):
@@ -109,8 +109,8 @@ def search_text(port, user, pw):
     return hits, dt
 
 
-async def _idle_one(port, user, pw, ready, stop):
-    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=_ctx())
+async def _idle_one(port, user, pw, ready, stop, tls):
+    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=_ctx() if tls else None)
     await r.readline()
 
     async def cmd(tag, c):
@@ -133,14 +133,18 @@ async def _idle_one(port, user, pw, ready, stop):
     w.close()
 
 
-async def _idle_many(port, users, per_user, pw, measure):
+async def _idle_many(port, users, per_user, pw, measure, tls):
     ready, stop = [], asyncio.Event()
     tasks = []
     for u in users:
         for _ in range(per_user):
-            tasks.append(asyncio.create_task(_idle_one(port, u, pw, ready, stop)))
-            if len(tasks) % 50 == 0:
-                await asyncio.sleep(0.05)
+            tasks.append(asyncio.create_task(_idle_one(port, u, pw, ready, stop, tls)))
+            # In waves, so a server that forks per connection is not asked for 2,000 at once.
+            if len(tasks) % 100 == 0:
+                while len(ready) < len(tasks) - 50:
+                    if any(t.done() and t.exception() for t in tasks):
+                        break
+                    await asyncio.sleep(0.05)
     deadline = time.time() + 300
     while len(ready) < len(tasks):
         failed = [t for t in tasks if t.done() and t.exception()]
@@ -156,8 +160,8 @@ async def _idle_many(port, users, per_user, pw, measure):
     return result
 
 
-def idle_connections(port, users, per_user, pw, measure):
-    return asyncio.run(_idle_many(port, users, per_user, pw, measure))
+def idle_connections(port, users, per_user, pw, measure, tls=False):
+    return asyncio.run(_idle_many(port, users, per_user, pw, measure, tls))
 
 
 def pss_kb(pids):
