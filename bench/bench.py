@@ -7,8 +7,10 @@ on this machine, in the same run, reported as ratios.
 smtp:  messages/s accepted by smtp-source (Postfix's load generator) and messages/s readable in
        the mailbox (Postern stores before it answers 250; Postfix hands over to Dovecot via LMTP).
 pop3:  messages/s retrieved over TLS by ../shared/tools/popbench.py from many accounts at once.
-imap:  APPEND messages/s (filling a 50,000-message INBOX), FETCH of headers+flags of all of it,
-       SEARCH BODY over all of it, and the memory (PSS) of 2,000 idle logged-in TLS connections.
+imap:  APPEND messages/s, FETCH of headers+flags of a 50,000-message INBOX, SEARCH BODY over it,
+       and the memory (PSS) of 2,000 idle logged-in connections.
+relay: messages/s accepted and relayed to a smarthost (Postfix's smtp-sink), until the queue is
+       empty; smtp-source sends from a network both servers let relay.
 """
 
 import argparse
@@ -51,13 +53,16 @@ def wait_port(port, timeout=30):
 
 
 class Peer:
-    def __init__(self, root: Path, users: int):
+    def __init__(self, root: Path, users: int, relayhost: str = ""):
         self.dir = root / "peer"
         self.ports = {k: free_port() for k in ("SMTP", "LMTP", "POP3", "IMAP", "POP3S", "IMAPS")}
-        self.env = dict(os.environ, PEER_DIR=str(self.dir), PEER_USERS=str(users), PEER_DOMAIN=DOMAIN)
+        self.env = dict(os.environ, PEER_DIR=str(self.dir), PEER_USERS=str(users), PEER_DOMAIN=DOMAIN,
+                        PEER_RELAYHOST=relayhost)
         self.env.update({f"PEER_{k}_PORT": str(v) for k, v in self.ports.items()})
 
     def start(self):
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir.parent, 0o755)
         with open(self.dir.parent / "peer.log", "w") as f:
             subprocess.run(["bash", str(PEER), "start"], env=self.env, stdout=f, stderr=subprocess.STDOUT,
                            stdin=subprocess.DEVNULL, check=True, timeout=600)
@@ -75,6 +80,11 @@ class Peer:
         out = subprocess.run(["pgrep", "-f", f"dovecot|peer-{self.ports['SMTP']}"], capture_output=True,
                              text=True).stdout.split()
         return sorted(int(p) for p in out)
+
+    def queue_empty(self):
+        out = subprocess.run(["postqueue", "-c", str(self.dir / "postfix"), "-p"], capture_output=True,
+                             text=True).stdout
+        return "Mail queue is empty" in out
 
     def maildir_fill(self, user, start, end):
         md = self.dir / "mail" / user / "Maildir"
@@ -129,7 +139,7 @@ protocol imap {
 
 
 class Server:
-    def __init__(self, root: Path, users: int):
+    def __init__(self, root: Path, users: int, relay_port: int):
         self.root = root / "postern"
         self.data = self.root / "data"
         self.root.mkdir(parents=True)
@@ -150,6 +160,10 @@ min_password_length = 2
 allow_plaintext = true
 [smtp]
 max_connections_per_ip = 1000
+relay_networks = ["127.0.0.0/8"]
+[relay]
+host = "127.0.0.2:{relay_port}"
+tls = "none"
 [pop3]
 max_connections_per_ip = 1000
 [imap]
@@ -174,6 +188,11 @@ level = "warn"
         if self.proc:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(60)
+
+    def queue_empty(self):
+        out = subprocess.run([str(BIN), "-c", str(self.config), "queue", "list"], capture_output=True,
+                             text=True).stdout
+        return "the queue is empty" in out
 
     def count(self, user):
         out = subprocess.run([str(BIN), "-c", str(self.config), "user", "list"], capture_output=True,
@@ -313,9 +332,48 @@ def bench_imap(peer, pn, args, results):
     results["imap"] = dict(append=(d_app, p_app), fetch=(dt, pt), search=(ds, ps), idle=(dper, pper), tls=tper)
 
 
+def bench_relay(root, pn, args, results, relay_port):
+    n, s, size = args.messages, args.sessions, args.size
+    print(f"RELAY: {n} messages of {size} bytes from {s} sessions, relayed to a smarthost (smtp-sink)")
+    sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "nobody", f"127.0.0.2:{relay_port}", "1000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peer = Peer(root / "relay", 2, relayhost=f"127.0.0.2:{relay_port}")
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.2", relay_port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+        peer.start()
+        smtp_source(peer.ports["SMTP"], 20, 2, size, "warm@far.test")
+        smtp_source(pn.ports["smtp"], 20, 2, size, "warm@far.test")
+        time.sleep(2)
+
+        def run(port, empty):
+            t0 = time.time()
+            smtp_source(port, n, s, size, "someone@far.test")
+            while not empty():
+                if time.time() - t0 > 3600:
+                    raise RuntimeError("the queue did not drain")
+                time.sleep(0.05)
+            return n / (time.time() - t0)
+
+        pf = run(peer.ports["SMTP"], peer.queue_empty)
+        po = run(pn.ports["smtp"], pn.queue_empty)
+        print(f"  Postfix {pf:8.0f} msg/s   Postern {po:8.0f} msg/s   ratio {po / pf:.2f}x  (accepted, relayed, queue empty)")
+        results["relay"] = (pf, po)
+    finally:
+        peer.stop()
+        sink.terminate()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", nargs="*", default=["smtp", "pop3", "imap"])
+    ap.add_argument("what", nargs="*", default=["smtp", "pop3", "imap", "relay"])
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--size", type=int, default=4096)
@@ -335,8 +393,9 @@ def main():
         root = Path(d)
         os.chmod(root, 0o755)
         users = max(args.users, 2, args.idle_users + 2 if "imap" in args.what else 0)
+        relay_port = free_port()
         peer = Peer(root, users)
-        pn = Server(root, users)
+        pn = Server(root, users, relay_port)
         peer.start()
         pn.start()
         try:
@@ -346,6 +405,11 @@ def main():
                 bench_pop3(peer, pn, args, results)
             if "imap" in args.what:
                 bench_imap(peer, pn, args, results)
+            if "relay" in args.what:
+                # Postfix reads one alternate config directory at a time: the relaying one
+                # replaces the first.
+                peer.stop()
+                bench_relay(root, pn, args, results, relay_port)
         finally:
             pn.stop()
             peer.stop()

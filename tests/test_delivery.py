@@ -262,3 +262,19 @@ def test_delivers_to_postfix_by_mx_with_a_valid_dkim_signature(net, tmp_root):
     finally:
         subprocess.run(["bash", str(PEER_SCRIPT), "stop"], env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_one_connection_carries_several_messages(net):
+    dns, rport, make = net
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.11")])
+    sink = Sink("127.0.0.11", rport)
+    s = make()
+    s.start()
+    try:
+        for i in range(3):
+            submit(s, ALICE, [f"r{i}@far.test"], msg(f"reuse {i}"))
+            wait_for(lambda: len(sink.messages) == i + 1, timeout=20)
+        assert sink.connections == 1, "the connection was kept and reused"
+        assert sum(1 for c in sink.commands if c == "RSET") >= 2
+    finally:
+        sink.stop()

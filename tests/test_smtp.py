@@ -409,3 +409,22 @@ def test_graceful_shutdown_keeps_accepted_mail(server):
     assert server.proc.wait(30) == 0
     server.start()
     assert [email.message_from_bytes(m)["Subject"] for m in inbox(server)] == ["in flight"]
+
+
+def test_relay_networks_only_as_configured(make_server):
+    s = make_server(extra_config='[smtp]\nrelay_networks = ["127.0.0.0/8"]\n')
+    s.add_user(ALICE)
+    s.start()
+    r = smtp_raw(s)
+    assert r.cmd("MAIL FROM:<printer@office.test>")[0] == 250
+    assert r.cmd("RCPT TO:<someone@far.test>")[0] == 250, "a trusted network may relay"
+    assert r.cmd("DATA")[0] == 354
+    r.send(b"Subject: scan\r\n\r\nscanned\r\n.\r\n")
+    code, lines = r.reply()
+    assert code == 250 and "queued" in lines[0]
+    assert "someone@far.test\tpending" in s.cli("queue", "list").stdout
+    other = make_server(extra_config='[smtp]\nrelay_networks = ["10.0.0.0/8"]\n')
+    other.start()
+    r = smtp_raw(other)
+    assert r.cmd("MAIL FROM:<printer@office.test>")[0] == 250
+    assert r.cmd("RCPT TO:<someone@far.test>")[0] == 554, "other networks may not"

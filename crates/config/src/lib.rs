@@ -271,6 +271,75 @@ pub struct Smtp {
     /// On the MX listener, wait this long before the banner; a client that talks in that time
     /// is dropped (RFC 5321 4.3.1: clients wait for the greeting). 0 turns it off.
     pub pregreet_wait_ms: u64,
+    /// Networks ("10.0.0.0/8", "192.0.2.7") whose clients may relay through the MX listener
+    /// without logging in (printers, application servers). Empty: nobody.
+    pub relay_networks: Vec<String>,
+}
+
+/// An IP network, "192.0.2.0/24" or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Smtp {
+    pub fn relay_allowed(&self, ip: std::net::IpAddr) -> bool {
+        self.relay_networks
+            .iter()
+            .filter_map(|n| n.parse::<Cidr>().ok())
+            .any(|c| c.contains(ip))
+    }
 }
 
 impl Default for Smtp {
@@ -288,6 +357,7 @@ impl Default for Smtp {
             timeout_data: Seconds(600),
             reject_bare_lf: true,
             pregreet_wait_ms: 100,
+            relay_networks: Vec::new(),
         }
     }
 }
@@ -514,6 +584,14 @@ impl Config {
         if self.smtp.max_text_line < 1000 {
             return Err("smtp.max_text_line must be at least 1000 (RFC 5321 4.5.3.1.6)".into());
         }
+        for n in &self.smtp.relay_networks {
+            let c: Cidr = n.parse().map_err(|e| format!("smtp.relay_networks: {e}"))?;
+            if c.prefix == 0 {
+                return Err(format!(
+                    "smtp.relay_networks: {n:?} would let anyone on the internet send through this server (an open relay)"
+                ));
+            }
+        }
         if !matches!(
             self.relay.tls.as_str(),
             "" | "starttls" | "tls" | "opportunistic" | "none"
@@ -627,6 +705,7 @@ timeout_command = "5m"
 timeout_data = "10m"
 reject_bare_lf = true    # refuse bare CR/LF in message data (SMTP smuggling defence)
 pregreet_wait_ms = 100   # MX: drop clients that talk before the banner (0 = off)
+relay_networks = []      # networks that may send to any domain without logging in, e.g. ["10.0.0.0/8"]
 
 [pop3]
 idle_timeout = "10m"
@@ -739,6 +818,22 @@ mod tests {
         assert_eq!(c.relay.host, d.relay.host);
         assert_eq!(c.listen.smtp, vec!["127.0.0.1:10025".to_string()]);
         assert_eq!(c.hostname, "mail.example.test");
+    }
+
+    #[test]
+    fn networks() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        let one: Cidr = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()) && !one.contains("::2".parse().unwrap()));
+        assert!(
+            parse("[smtp]\nrelay_networks = [\"0.0.0.0/0\"]\n")
+                .unwrap_err()
+                .to_string()
+                .contains("open relay")
+        );
+        assert!(parse("[smtp]\nrelay_networks = [\"nonsense\"]\n").is_err());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! sends the notifications (RFC 3464) the sender asked for.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postern_config::Config;
 use postern_directory::{Destination, Directory};
@@ -30,8 +31,13 @@ pub struct QueueRunner {
     in_flight: Mutex<HashSet<QueueId>>,
     slots: Arc<Semaphore>,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Open connections kept a few seconds for the next message to the same host.
+    idle: Mutex<HashMap<SocketAddr, Vec<(SmtpClient, Instant)>>>,
     wake: Notify,
 }
+
+/// How long an idle connection waits for another message.
+const IDLE_REUSE: Duration = Duration::from_secs(5);
 
 /// What became of one recipient in one attempt.
 enum Outcome {
@@ -62,6 +68,7 @@ impl QueueRunner {
             in_flight: Mutex::new(HashSet::new()),
             slots,
             domains: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
             wake: Notify::new(),
         })
     }
@@ -81,6 +88,7 @@ impl QueueRunner {
                     now() + 30
                 }
             };
+            self.close_idle().await;
             let wait = Duration::from_secs((next - now()).clamp(1, 60) as u64);
             tokio::select! {
                 _ = shutdown.wait() => return,
@@ -295,15 +303,16 @@ impl QueueRunner {
                     command: c.command_timeout.duration(),
                     data: c.command_timeout.duration(),
                 };
-                let mut client = match SmtpClient::connect(
-                    *addr,
-                    &h.name,
-                    &self.config.hostname,
-                    mode,
-                    timeouts,
-                )
-                .await
-                {
+                let reused = self.take_idle(*addr).await;
+                let fresh = reused.is_none();
+                let connected = match reused {
+                    Some(c) => Ok(c),
+                    None => {
+                        SmtpClient::connect(*addr, &h.name, &self.config.hostname, mode, timeouts)
+                            .await
+                    }
+                };
+                let mut client = match connected {
                     Ok(cl) => cl,
                     Err(ClientError::Rejected { host, reply })
                         if reply.is_permanent() && !smarthost =>
@@ -317,7 +326,8 @@ impl QueueRunner {
                         continue;
                     }
                 };
-                if smarthost
+                if fresh
+                    && smarthost
                     && !self.config.relay.username.is_empty()
                     && let Err(e) = client
                         .auth_plain(&self.config.relay.username, &self.config.relay.password)
@@ -329,7 +339,10 @@ impl QueueRunner {
                 }
                 let host_label = client.host.clone();
                 let result = client.deliver(&t).await;
-                client.quit().await;
+                match &result {
+                    Ok(_) => self.put_idle(*addr, client),
+                    Err(_) => client.quit().await,
+                }
                 return match result {
                     Ok(replies) => replies
                         .into_iter()
@@ -347,6 +360,58 @@ impl QueueRunner {
             }
         }
         all(&|| Outcome::Deferred(last.clone()))
+    }
+
+    /// A connection left open by an earlier delivery to `addr`, still willing (RSET answered).
+    async fn take_idle(&self, addr: SocketAddr) -> Option<SmtpClient> {
+        loop {
+            let (client, since) = {
+                let mut idle = self.idle.lock().unwrap();
+                let list = idle.get_mut(&addr)?;
+                let c = list.pop();
+                if list.is_empty() {
+                    idle.remove(&addr);
+                }
+                c?
+            };
+            if since.elapsed() < IDLE_REUSE {
+                let mut client = client;
+                if client.reset().await {
+                    return Some(client);
+                }
+            } else {
+                client.quit().await;
+            }
+        }
+    }
+
+    fn put_idle(&self, addr: SocketAddr, client: SmtpClient) {
+        let max = self.config.delivery.max_per_domain.max(1);
+        let mut idle = self.idle.lock().unwrap();
+        let list = idle.entry(addr).or_default();
+        list.retain(|(_, t)| t.elapsed() < IDLE_REUSE);
+        if list.len() < max {
+            list.push((client, Instant::now()));
+        }
+    }
+
+    /// Closes connections nobody reused in time.
+    async fn close_idle(&self) {
+        let stale: Vec<SmtpClient> = {
+            let mut idle = self.idle.lock().unwrap();
+            let mut out = Vec::new();
+            for list in idle.values_mut() {
+                let (keep, old): (Vec<_>, Vec<_>) =
+                    list.drain(..).partition(|(_, t)| t.elapsed() < IDLE_REUSE);
+                *list = keep;
+                out.extend(old.into_iter().map(|(c, _)| c));
+            }
+            idle.retain(|_, l| !l.is_empty());
+            out
+        };
+        for c in stale {
+            c.quit().await;
+        }
     }
 
     /// After an attempt: notifications, then the entry is removed (all settled) or rescheduled.

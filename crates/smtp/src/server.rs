@@ -253,7 +253,7 @@ impl SmtpServer {
                     core.sender_checked(m, r)
                 }
                 Action::CheckRecipient(r) => {
-                    let res = self.check_recipient(core, r).await;
+                    let res = self.check_recipient(core, r, ip).await;
                     core.recipient_checked(res)
                 }
                 Action::Authenticate { mechanism, initial } => {
@@ -349,7 +349,7 @@ impl SmtpServer {
         Some(format!("postmaster@{}", d.name))
     }
 
-    async fn check_recipient(&self, core: &Core, r: RcptTo) -> Result<Accepted, Reply> {
+    async fn check_recipient(&self, core: &Core, r: RcptTo, ip: IpAddr) -> Result<Accepted, Reply> {
         let raw = if r.address == "postmaster" {
             match self.postmaster_address().await {
                 Some(a) => a,
@@ -385,7 +385,9 @@ impl SmtpServer {
             Err(e) => return Err(ingest::temp_failure(&e)),
         };
         if !local {
-            if core.user().is_none() {
+            if core.user().is_none()
+                && !(self.settings.role == Role::Mx && self.config.smtp.relay_allowed(ip))
+            {
                 return Err(not_ours());
             }
             let address =
