@@ -17,6 +17,11 @@ DOMAIN = "example.test"
 PASSWORD = "correct-horse-9"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
+# The reference Postfix + Dovecot pair: beside the checkout, or where the workplace keeps it.
+PEER_SCRIPT = next((p for p in (ROOT.parent / "shared" / "peers" / "postfix_dovecot.sh",
+                                Path("/work/shared/peers/postfix_dovecot.sh")) if p.exists()),
+                   ROOT.parent / "shared" / "peers" / "postfix_dovecot.sh")
+
 LISTENERS = ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http", "https"]
 
 

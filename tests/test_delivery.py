@@ -17,7 +17,7 @@ from conftest import PASSWORD, ROOT, free_port
 from helpers import ALICE, BOB, inbox, submit, wait_for
 from peers import Dns, Sink
 
-PEER_SCRIPT = ROOT.parent / "shared" / "peers" / "postfix_dovecot.sh"
+from conftest import PEER_SCRIPT
 
 
 def dkim_record(server):

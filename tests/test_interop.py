@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, Postern, free_port
 from helpers import ALICE, BOB, inbox, strip_trace, wait_for
 
-PEER_SCRIPT = ROOT.parent / "shared" / "peers" / "postfix_dovecot.sh"
+from conftest import PEER_SCRIPT
 
 pytestmark = [
     pytest.mark.xdist_group("peer"),

@@ -1,6 +1,7 @@
 //! Postern's configuration: one TOML file, every key with a default, unknown keys rejected
 //! with the line they are on.
 
+pub mod settings;
 mod units;
 
 use std::net::SocketAddr;
@@ -43,6 +44,8 @@ pub struct Config {
     pub imap: Imap,
     pub delivery: Delivery,
     pub relay: Relay,
+    pub http: Http,
+    pub mta_sts: MtaSts,
     pub log: Log,
 }
 
@@ -61,6 +64,8 @@ impl Default for Config {
             imap: Imap::default(),
             delivery: Delivery::default(),
             relay: Relay::default(),
+            http: Http::default(),
+            mta_sts: MtaSts::default(),
             log: Log::default(),
         }
     }
@@ -457,6 +462,40 @@ impl Default for Delivery {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            max_connections: 2000,
+            max_connections_per_ip: 100,
+        }
+    }
+}
+
+/// The MTA-STS policy (RFC 8461) served at https://mta-sts.DOMAIN/.well-known/mta-sts.txt.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtaSts {
+    /// "testing" (report only), "enforce", or "none".
+    pub mode: String,
+    pub max_age: Seconds,
+}
+
+impl Default for MtaSts {
+    fn default() -> Self {
+        MtaSts {
+            mode: "testing".into(),
+            max_age: Seconds(7 * 86400),
+        }
+    }
+}
+
 /// A smarthost: all outgoing mail goes through another server (where port 25 is blocked).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -601,6 +640,12 @@ impl Config {
                 self.relay.tls
             ));
         }
+        if !matches!(self.mta_sts.mode.as_str(), "testing" | "enforce" | "none") {
+            return Err(format!(
+                "mta_sts.mode {:?} is unknown; use \"testing\", \"enforce\" or \"none\"",
+                self.mta_sts.mode
+            ));
+        }
         if self.delivery.retry.is_empty() {
             return Err("delivery.retry needs at least one pause".into());
         }
@@ -667,8 +712,8 @@ pop3 = {pop3}            # STLS
 pop3s = {pop3s}
 imap = {imap}            # STARTTLS
 imaps = {imaps}
-http = []                # autoconfig, admin, metrics
-https = []
+http = {http}           # the setup page, autoconfig, Autodiscover, MTA-STS
+https = {https}
 
 [tls]
 # PEM files; reloaded on SIGHUP.
@@ -739,6 +784,14 @@ username = ""
 password = ""
 tls = "starttls"         # starttls, tls (port 465), opportunistic, none
 
+[http]
+max_connections = 2000
+max_connections_per_ip = 100
+
+[mta_sts]
+mode = "testing"         # policy served at /.well-known/mta-sts.txt: testing, enforce, none
+max_age = "7d"
+
 [log]
 level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)
 "#,
@@ -753,6 +806,8 @@ level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)
         pop3s = l(ListenerKind::Pop3s),
         imap = l(ListenerKind::Imap),
         imaps = l(ListenerKind::Imaps),
+        http = l(ListenerKind::Http),
+        https = l(ListenerKind::Https),
     )
 }
 

@@ -43,6 +43,15 @@ pub enum Command {
     /// DKIM signing keys
     #[command(subcommand)]
     Dkim(DkimCmd),
+    /// Print the DNS records to publish (MX, SPF, DKIM, DMARC, MTA-STS, SRV...); --check compares
+    /// them with what DNS answers
+    Dns {
+        /// One domain (default: every local domain)
+        domain: Option<String>,
+        /// Look each record up and mark it OK, MISSING or WRONG, with the fix
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use postern_config::{Config, InitValues, ListenerKind};
+use postern_config::{Config, InitValues};
 use postern_directory::admin::AdminRequest;
 use postern_directory::{Directory, validate_new_address};
 use postern_store::Store;
@@ -343,51 +343,35 @@ pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
 }
 
 /// The incoming and outgoing server settings a person types by hand, from the listeners that
-/// are actually configured.
+/// are actually configured (the same list autoconfig and the web page publish).
 pub fn settings_table(cfg: &Config) -> String {
-    let host = &cfg.hostname;
-    let port = |k: ListenerKind| -> Option<u16> {
-        cfg.listen
-            .addresses(k)
-            .iter()
-            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
-            .map(|a| a.port())
-            .next()
-    };
+    use postern_config::settings::{Security, Service, endpoints};
+    let eps = endpoints(cfg);
     let mut out = String::new();
-    let mut row = |what: &str, tls: Option<u16>, starttls: Option<u16>, extra: &str| {
-        let line = match (tls, starttls) {
-            (Some(t), Some(s)) => format!(
-                "  {what:<22} server {host}  port {t}  security SSL/TLS{extra}\n  {:<22} (or port {s} with STARTTLS)\n",
-                ""
-            ),
-            (Some(t), None) => {
-                format!("  {what:<22} server {host}  port {t}  security SSL/TLS{extra}\n")
-            }
-            (None, Some(s)) => {
-                format!("  {what:<22} server {host}  port {s}  security STARTTLS{extra}\n")
-            }
-            (None, None) => return,
-        };
-        out.push_str(&line);
-    };
-    row(
-        "Incoming mail (IMAP)",
-        port(ListenerKind::Imaps),
-        port(ListenerKind::Imap),
-        "",
-    );
-    row(
-        "Incoming mail (POP3)",
-        port(ListenerKind::Pop3s),
-        port(ListenerKind::Pop3),
-        "",
-    );
-    row(
-        "Outgoing mail (SMTP)",
-        port(ListenerKind::Submissions),
-        port(ListenerKind::Submission),
-        ", authentication: normal password",
-    );
+    for (service, what, extra) in [
+        (Service::Imap, "Incoming mail (IMAP)", ""),
+        (Service::Pop3, "Incoming mail (POP3)", ""),
+        (
+            Service::Smtp,
+            "Outgoing mail (SMTP)",
+            ", authentication: normal password",
+        ),
+    ] {
+        let mine: Vec<_> = eps.iter().filter(|e| e.service == service).collect();
+        let Some(first) = mine.first() else { continue };
+        out.push_str(&format!(
+            "  {what:<22} server {}  port {}  security {}{extra}\n",
+            first.host,
+            first.port,
+            first.security.label()
+        ));
+        for e in mine.iter().skip(1) {
+            let how = match e.security {
+                Security::StartTls => "with STARTTLS",
+                Security::Tls => "with SSL/TLS",
+            };
+            out.push_str(&format!("  {:<22} (or port {} {how})\n", "", e.port));
+        }
+    }
     out
 }

@@ -57,13 +57,15 @@ pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Ser
             });
             tokio::spawn(server.run(listener, tracker));
         }
-        _ => {
-            tracing::warn!(
-                listener = kind.name(),
-                %addr,
-                "this protocol is not available in this build; the port is bound but unused"
-            );
-            std::mem::forget(listener);
+        ListenerKind::Http | ListenerKind::Https => {
+            let server = Arc::new(postern_http::HttpServer {
+                config: s.config.clone(),
+                directory: s.directory.clone(),
+                tls: s.tls.clone(),
+                implicit_tls: kind.implicit_tls(),
+                shutdown: s.shutdown.clone(),
+            });
+            tokio::spawn(server.run(listener, tracker));
         }
     }
 }

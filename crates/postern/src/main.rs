@@ -3,6 +3,7 @@
 mod admin_cmd;
 mod cli;
 mod control;
+mod dns;
 mod init;
 mod listeners;
 mod serve;
@@ -78,6 +79,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(c) => {
             let (_, cfg) = load_config(cli.config)?;
             admin_cmd::queue(&cfg, c).await
+        }
+        Command::Dns { domain, check } => {
+            let (_, cfg) = load_config(cli.config)?;
+            if !dns::run(&cfg, domain, check).await? {
+                anyhow::bail!(
+                    "some DNS records are missing or wrong: publish the ones marked above"
+                );
+            }
+            Ok(())
         }
         Command::Dkim(cli::DkimCmd::Rotate { domain, algorithm }) => {
             let (_, cfg) = load_config(cli.config)?;

@@ -1,0 +1,313 @@
+//! HTTP and HTTPS: client autoconfiguration (Thunderbird autoconfig, Outlook Autodiscover,
+//! Apple profiles), the MTA-STS policy, and the setup page for people.
+
+pub mod docs;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use postern_config::Config;
+use postern_directory::{Directory, domain_of, normalize_address};
+use postern_net::{Admission, ConnLimits, Shutdown, TlsStore, Tracker};
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{Instrument, info};
+
+pub struct HttpServer {
+    pub config: Arc<Config>,
+    pub directory: Arc<Directory>,
+    pub tls: Option<Arc<TlsStore>>,
+    pub implicit_tls: bool,
+    pub shutdown: Shutdown,
+}
+
+struct AppState {
+    config: Arc<Config>,
+    directory: Arc<Directory>,
+}
+
+#[derive(Deserialize)]
+struct AddressQuery {
+    emailaddress: Option<String>,
+}
+
+const MAX_BODY: usize = 64 << 10;
+
+fn text(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn xml(body: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+impl AppState {
+    fn endpoints(&self) -> Vec<postern_config::settings::Endpoint> {
+        postern_config::settings::endpoints(&self.config)
+    }
+
+    /// The domain an address belongs to, when it is one of ours.
+    async fn our_domain(&self, address: &str) -> Option<String> {
+        let a = normalize_address(address).ok()?;
+        let d = domain_of(&a).to_string();
+        self.directory.is_local_domain(&d).await.ok()?.then_some(d)
+    }
+
+    async fn first_domain(&self) -> Option<String> {
+        let domains = self.directory.store().domain_list().await.ok()?;
+        let host = &self.config.hostname;
+        domains
+            .iter()
+            .find(|d| host.ends_with(&format!(".{}", d.name)))
+            .or(domains.first())
+            .map(|d| d.name.clone())
+    }
+}
+
+async fn autoconfig(
+    State(s): State<Arc<AppState>>,
+    q: Query<AddressQuery>,
+    headers: HeaderMap,
+) -> Response {
+    // Thunderbird asks autoconfig.DOMAIN/mail/config-v1.1.xml?emailaddress=...; the address may
+    // be missing on the .well-known path, then the Host names the domain.
+    let domain = match &q.emailaddress {
+        Some(a) => match s.our_domain(a).await {
+            Some(d) => d,
+            None => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "no mail service for that address here\n",
+                );
+            }
+        },
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| {
+                    h.split(':')
+                        .next()
+                        .unwrap_or(h)
+                        .trim_start_matches("autoconfig.")
+                        .to_string()
+                });
+            match host {
+                Some(h) if s.directory.is_local_domain(&h).await.unwrap_or(false) => h,
+                _ => match s.first_domain().await {
+                    Some(d) => d,
+                    None => return text(StatusCode::NOT_FOUND, "no mail domain is set up\n"),
+                },
+            }
+        }
+    };
+    xml(docs::autoconfig(&domain, &s.endpoints()))
+}
+
+async fn autodiscover(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+    let bad = |code: StatusCode, msg: &str| {
+        let mut r = xml(docs::autodiscover_error(600, msg));
+        *r.status_mut() = code;
+        r
+    };
+    if body.len() > MAX_BODY {
+        return bad(StatusCode::PAYLOAD_TOO_LARGE, "Request too large");
+    }
+    let Ok(body) = std::str::from_utf8(&body) else {
+        return bad(StatusCode::BAD_REQUEST, "Invalid Request");
+    };
+    let Some(address) = docs::autodiscover_request(body) else {
+        return bad(StatusCode::BAD_REQUEST, "Invalid Request");
+    };
+    // Every address of our domains gets the same settings, whether or not it exists, so the
+    // answer tells nobody which accounts there are.
+    match s.our_domain(&address).await {
+        Some(_) => xml(docs::autodiscover(&address, &s.endpoints())),
+        None => xml(docs::autodiscover_error(600, "Invalid Request")),
+    }
+}
+
+async fn apple(State(s): State<Arc<AppState>>, q: Query<AddressQuery>) -> Response {
+    let Some(address) = q
+        .emailaddress
+        .as_deref()
+        .and_then(|a| normalize_address(a).ok())
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "give your address: ?emailaddress=you@example.com\n",
+        );
+    };
+    if s.our_domain(&address).await.is_none() {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no mail service for that address here\n",
+        );
+    }
+    match docs::mobileconfig(&address, &s.endpoints()) {
+        Some(p) => {
+            let mut r = p.into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-apple-aspen-config; charset=utf-8"),
+            );
+            r.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"mail.mobileconfig\""),
+            );
+            r
+        }
+        None => text(
+            StatusCode::NOT_FOUND,
+            "this server has no incoming and outgoing mail listeners\n",
+        ),
+    }
+}
+
+async fn mta_sts(State(s): State<Arc<AppState>>) -> Response {
+    let c = &s.config.mta_sts;
+    text(
+        StatusCode::OK,
+        &docs::mta_sts_policy(&c.mode, &s.config.hostname, c.max_age.0),
+    )
+}
+
+async fn index(State(s): State<Arc<AppState>>) -> Response {
+    let domains: Vec<String> = s
+        .directory
+        .store()
+        .domain_list()
+        .await
+        .map(|v| v.into_iter().map(|d| d.name).collect())
+        .unwrap_or_default();
+    let mut r = docs::index_page(&s.config.hostname, &s.endpoints(), &domains).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+async fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/mail/config-v1.1.xml", get(autoconfig))
+        .route(
+            "/.well-known/autoconfig/mail/config-v1.1.xml",
+            get(autoconfig),
+        )
+        .route(
+            "/autodiscover/autodiscover.xml",
+            axum::routing::post(autodiscover),
+        )
+        .route(
+            "/Autodiscover/Autodiscover.xml",
+            axum::routing::post(autodiscover),
+        )
+        .route("/apple/profile.mobileconfig", get(apple))
+        .route("/.well-known/mta-sts.txt", get(mta_sts))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+impl HttpServer {
+    pub async fn run(self: Arc<Self>, listener: TcpListener, tracker: Tracker) {
+        let app = router(Arc::new(AppState {
+            config: self.config.clone(),
+            directory: self.directory.clone(),
+        }));
+        let limits = ConnLimits {
+            max_connections: self.config.http.max_connections,
+            max_per_ip: self.config.http.max_connections_per_ip,
+        };
+        let me = self.clone();
+        postern_net::serve(
+            listener,
+            limits,
+            tracker,
+            self.shutdown.clone(),
+            move |stream, peer, adm| {
+                let me = me.clone();
+                let app = app.clone();
+                let span = tracing::info_span!("http", peer = %peer);
+                async move { me.connection(stream, peer, adm, app).await }.instrument(span)
+            },
+        )
+        .await;
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        _peer: SocketAddr,
+        adm: Admission,
+        app: Router,
+    ) {
+        if let Admission::TooMany(_) = adm {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app);
+        let mut shutdown = self.shutdown.clone();
+        let builder = {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .max_buf_size(64 << 10);
+            b
+        };
+        if self.implicit_tls {
+            let Some(tls) = &self.tls else { return };
+            let tls_stream =
+                match tokio::time::timeout(Duration::from_secs(30), tls.acceptor().accept(stream))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                };
+            let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.wait() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        } else {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.wait() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        }
+        info!("http connection closed");
+    }
+}
