@@ -33,6 +33,20 @@ def submit(server, sender, rcpts, msg, user=ALICE, password=PASSWORD, port="subm
     return r
 
 
+def submit_id(server, sender, rcpts, msg, user=ALICE, password=PASSWORD):
+    """Like submit, and returns the id from the 250 reply ("OK: delivered as ID")."""
+    s = smtplib.SMTP_SSL("127.0.0.1", server.port("submissions"), context=insecure_ctx(), timeout=30)
+    s.login(user, password)
+    s.ehlo()
+    assert s.mail(sender)[0] == 250
+    for r in rcpts:
+        assert s.rcpt(r)[0] == 250
+    code, text = s.data(msg)
+    assert code == 250, text
+    s.quit()
+    return text.decode().rsplit(" ", 1)[1]
+
+
 def mx_send(server, sender, rcpts, msg):
     s = smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30)
     r = s.sendmail(sender, rcpts, msg)

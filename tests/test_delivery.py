@@ -278,3 +278,67 @@ def test_one_connection_carries_several_messages(net):
         assert sum(1 for c in sink.commands if c == "RSET") >= 2
     finally:
         sink.stop()
+
+
+def trace(server, *args):
+    return server.cli("trace", *args).stdout
+
+
+def trace_until(server, trace_id, text, timeout=30):
+    def check():
+        out = trace(server, "--id", trace_id)
+        return out if text in out else None
+    return wait_for(check, timeout=timeout)
+
+
+def test_trace_local_deferral_success_and_bounce(net):
+    from helpers import submit_id
+    dns, rport, make = net
+    dns.start(mx=[("far.test", "mx.far.test", 10), ("bad.test", "mx.bad.test", 10)],
+              a=[("mx.far.test", "127.0.0.12"), ("mx.bad.test", "127.0.0.13")])
+    tries = []
+
+    def flaky(cmd, line, sink):
+        if cmd == "RCPT":
+            tries.append(line)
+            if len(tries) == 1:
+                return "451 4.7.1 Greylisted, come back later"
+        return None
+
+    good = Sink("127.0.0.12", rport, script=flaky)
+    bad = Sink("127.0.0.13", rport, script=lambda cmd, line, sink: "550 5.1.1 Unknown user" if cmd == "RCPT" else None)
+    s = make()
+    s.start()
+    try:
+        local = submit_id(s, ALICE, [BOB], msg("to bob"))
+        out = trace(s, "--id", local)
+        assert f"Message {local}" in out
+        assert re.search(r"received\s+on submission from .* \[127\.0\.0\.1\] as alice@example\.test over TLS", out)
+        assert "sender <alice@example.test>, 1 recipient(s): bob@example.test" in out
+        assert "Message-ID <to-bob@example.test>" in out
+        assert re.search(r"delivered\s+to bob@example.test, folder INBOX", out)
+
+        remote = submit_id(s, ALICE, ["carol@far.test"], msg("to carol"))
+        wait_for(lambda: good.messages, timeout=30)
+        out = trace_until(s, remote, "delivered  to carol")
+        assert re.search(r"queued\s+for carol@far.test", out)
+        assert re.search(r"deferred\s+to carol@far.test: mx.far.test\[127.0.0.12\] said: 451 4.7.1 Greylisted", out)
+        assert re.search(r"delivered\s+to carol@far.test: mx.far.test\[127.0.0.12\] said: 250 2.0.0 queued", out)
+        kinds = re.findall(r"^\s+\S+ \S+\s+(\w+)", out, re.M)
+        assert kinds == ["received", "queued", "deferred", "delivered"], kinds
+
+        bounced = submit_id(s, ALICE, ["dan@bad.test"], msg("to dan"))
+        out = trace_until(s, bounced, "notified")
+        assert re.search(r"bounced\s+to dan@bad.test: 550 5.1.1 Unknown user", out)
+        dsn_id = re.search(r"notification (\w+) sent to <alice@example.test>", out).group(1)
+        out = trace(s, "--id", dsn_id)
+        assert f"about message {bounced}" in out and re.search(r"delivered\s+to alice@example.test", out)
+        # Finding messages without their id.
+        assert remote in trace(s, "--to", "carol@far.test")
+        assert local in trace(s, "--message-id", "<to-bob@example.test>")
+        by_sender = trace(s, "--from", ALICE, "--since", "1h")
+        assert local in by_sender and remote in by_sender and bounced in by_sender
+        assert local not in trace(s, "--from", ALICE, "--to", "carol@far.test")
+    finally:
+        good.stop()
+        bad.stop()

@@ -46,7 +46,24 @@ pub struct Config {
     pub relay: Relay,
     pub http: Http,
     pub mta_sts: MtaSts,
+    pub trace: Trace,
     pub log: Log,
+}
+
+/// The message trace (`postern trace`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Trace {
+    /// Events older than this are forgotten.
+    pub retention: Seconds,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Trace {
+            retention: Seconds(30 * 86400),
+        }
+    }
 }
 
 impl Default for Config {
@@ -66,6 +83,7 @@ impl Default for Config {
             relay: Relay::default(),
             http: Http::default(),
             mta_sts: MtaSts::default(),
+            trace: Trace::default(),
             log: Log::default(),
         }
     }
@@ -791,6 +809,9 @@ max_connections_per_ip = 100
 [mta_sts]
 mode = "testing"         # policy served at /.well-known/mta-sts.txt: testing, enforce, none
 max_age = "7d"
+
+[trace]
+retention = "30d"        # postern trace remembers messages this long
 
 [log]
 level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)

@@ -58,6 +58,15 @@ pub enum AdminRequest {
     },
     /// Re-read certificates and DKIM keys (handled by the running server).
     Reload,
+    /// Messages and their stories, by any of: trace id, Message-ID, sender, recipient.
+    Trace {
+        id: Option<String>,
+        message_id: Option<String>,
+        from: Option<String>,
+        to: Option<String>,
+        since_secs: Option<u64>,
+        limit: usize,
+    },
     Ping,
 }
 
@@ -87,12 +96,27 @@ pub struct UserInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AdminReply {
-    Done { message: String },
-    Domains { names: Vec<String> },
-    Users { users: Vec<UserInfo> },
-    Aliases { aliases: Vec<(String, Vec<String>)> },
-    Queue { entries: Vec<QueueInfo> },
-    Pong { pid: u32 },
+    Done {
+        message: String,
+    },
+    Domains {
+        names: Vec<String>,
+    },
+    Users {
+        users: Vec<UserInfo>,
+    },
+    Aliases {
+        aliases: Vec<(String, Vec<String>)>,
+    },
+    Queue {
+        entries: Vec<QueueInfo>,
+    },
+    Traces {
+        traces: Vec<(String, Vec<postern_store::TraceEvent>)>,
+    },
+    Pong {
+        pid: u32,
+    },
 }
 
 /// A one-line error for a person, with the fix when there is one.
@@ -362,6 +386,66 @@ impl Directory {
             AdminRequest::Reload => Err(AdminError::new(
                 "reload needs a running server (postern serve)",
             )),
+            AdminRequest::Trace {
+                id,
+                message_id,
+                from,
+                to,
+                since_secs,
+                limit,
+            } => {
+                let now_ms = postern_store::now() * 1000;
+                let since = since_secs.map(|s| now_ms - s as i64 * 1000).unwrap_or(0);
+                let limit = limit.clamp(1, 1000);
+                let norm =
+                    |a: String| normalize_address(&a).unwrap_or_else(|_| a.to_ascii_lowercase());
+                let mut sets: Vec<Vec<String>> = Vec::new();
+                if let Some(id) = id {
+                    sets.push(vec![id.trim().to_ascii_uppercase()]);
+                }
+                if let Some(m) = message_id {
+                    let m = m
+                        .trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string();
+                    sets.push(
+                        store
+                            .trace_find(&format!("mid:<{m}>"), since, limit)
+                            .await?,
+                    );
+                }
+                if let Some(f) = from {
+                    sets.push(
+                        store
+                            .trace_find(&format!("from:{}", norm(f)), since, limit)
+                            .await?,
+                    );
+                }
+                if let Some(t) = to {
+                    sets.push(
+                        store
+                            .trace_find(&format!("to:{}", norm(t)), since, limit)
+                            .await?,
+                    );
+                }
+                let ids: Vec<String> = match sets.split_first() {
+                    None => store.trace_recent(since, limit).await?,
+                    Some((first, rest)) => first
+                        .iter()
+                        .filter(|id| rest.iter().all(|s| s.contains(id)))
+                        .cloned()
+                        .collect(),
+                };
+                let mut traces = Vec::new();
+                for id in ids.into_iter().take(limit) {
+                    let events = store.trace_get(&id).await?;
+                    if !events.is_empty() {
+                        traces.push((id, events));
+                    }
+                }
+                Ok(AdminReply::Traces { traces })
+            }
             AdminRequest::AliasList => {
                 let mut aliases: Vec<(String, Vec<String>)> = store
                     .alias_list()

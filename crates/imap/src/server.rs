@@ -178,6 +178,15 @@ impl ImapServer {
             {
                 break;
             }
+            if shutdown.is_triggered() {
+                let _ = io
+                    .send(
+                        b"* BYE [UNAVAILABLE] Server shutting down; reconnect in a moment\r\n",
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                break;
+            }
             let read = tokio::select! {
                 biased;
                 r = read_command(&mut io, c.max_line, s.max_literal(), idle) => r,

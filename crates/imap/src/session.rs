@@ -922,6 +922,7 @@ impl Session {
                         enforce_quota: true,
                     }],
                     queue: None,
+                    trace: Vec::new(),
                 })
                 .await;
             let uid = match r.map(|mut rep| rep.targets.remove(0)) {

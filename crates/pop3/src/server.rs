@@ -110,6 +110,15 @@ impl Pop3Server {
             {
                 break;
             }
+            if shutdown.is_triggered() {
+                let _ = io
+                    .send(
+                        b"-ERR [SYS/TEMP] Server shutting down; nothing was deleted\r\n",
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                break;
+            }
             let read = tokio::select! {
                 biased;
                 r = io.read_line(c.pop3.max_line, idle) => r,

@@ -101,6 +101,18 @@ fn print(reply: AdminReply) {
                 }
             }
         }
+        AdminReply::Traces { traces } => {
+            if traces.is_empty() {
+                println!("no message found");
+            }
+            for (id, events) in traces {
+                println!("Message {id}");
+                for e in events {
+                    println!("  {}  {:<10} {}", ms_time(e.time), e.kind, e.text);
+                }
+                println!();
+            }
+        }
         AdminReply::Pong { pid } => println!("server running (pid {pid})"),
     }
 }
@@ -118,6 +130,49 @@ pub fn human_size(b: u64) -> String {
     } else {
         format!("{v:.1} {}", U[i])
     }
+}
+
+/// "2026-11-28 10:20:25" (UTC) from milliseconds.
+fn ms_time(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(ms / 1000) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            t.year(),
+            t.month() as u8,
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => ms.to_string(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn trace(
+    cfg: &Config,
+    id: Option<String>,
+    message_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    since_secs: Option<u64>,
+    limit: usize,
+) -> anyhow::Result<()> {
+    print(
+        run(
+            cfg,
+            AdminRequest::Trace {
+                id,
+                message_id,
+                from,
+                to,
+                since_secs,
+                limit,
+            },
+        )
+        .await?,
+    );
+    Ok(())
 }
 
 pub fn human_duration(secs: i64) -> String {

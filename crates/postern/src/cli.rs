@@ -43,6 +43,27 @@ pub enum Command {
     /// DKIM signing keys
     #[command(subcommand)]
     Dkim(DkimCmd),
+    /// The story of messages: received, routed, delivered, queued, each delivery attempt...
+    Trace {
+        /// The id from the 250 reply ("OK: delivered as ...")
+        #[arg(long)]
+        id: Option<String>,
+        /// The Message-ID header
+        #[arg(long)]
+        message_id: Option<String>,
+        /// Envelope sender
+        #[arg(long)]
+        from: Option<String>,
+        /// Recipient
+        #[arg(long)]
+        to: Option<String>,
+        /// Only messages seen in this time, e.g. 30m, 2h, 7d
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many messages
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Print the DNS records to publish (MX, SPF, DKIM, DMARC, MTA-STS, SRV...); --check compares
     /// them with what DNS answers
     Dns {

@@ -80,6 +80,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (_, cfg) = load_config(cli.config)?;
             admin_cmd::queue(&cfg, c).await
         }
+        Command::Trace {
+            id,
+            message_id,
+            from,
+            to,
+            since,
+            limit,
+        } => {
+            let (_, cfg) = load_config(cli.config)?;
+            let since_secs = match since {
+                Some(s) => Some(postern_config::parse_seconds(&s).ok_or_else(|| {
+                    anyhow::anyhow!("{s:?} is not a duration (e.g. 30m, 2h, 7d)")
+                })?),
+                None => None,
+            };
+            admin_cmd::trace(&cfg, id, message_id, from, to, since_secs, limit).await
+        }
         Command::Dns { domain, check } => {
             let (_, cfg) = load_config(cli.config)?;
             if !dns::run(&cfg, domain, check).await? {

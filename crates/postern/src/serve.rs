@@ -164,6 +164,26 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         dkim,
     );
     tokio::spawn(runner.run(shutdown.clone()));
+    {
+        // Forget trace events past their retention, hourly.
+        let store = store.clone();
+        let keep = services.config.trace.retention.0 as i64 * 1000;
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let before = postern_store::now() * 1000 - keep;
+                match store.trace_prune(before).await {
+                    Ok(n) if n > 0 => tracing::info!(events = n, "old trace events forgotten"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "trace pruning failed"),
+                }
+                tokio::select! {
+                    _ = stop.wait() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                }
+            }
+        });
+    }
     tracing::info!(
         config = %config_path.display(),
         hostname = %services.config.hostname,

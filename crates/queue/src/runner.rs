@@ -12,7 +12,7 @@ use postern_config::Config;
 use postern_directory::{Destination, Directory};
 use postern_store::{
     BlobData, Delivery, DeliveryTarget, Flags, MailboxTarget, NewBlob, NewQueueEntry, QueueEntry,
-    QueueId, QueueRecipient, RecipientState, SharedStore, StoreEvent, now,
+    QueueId, QueueRecipient, RecipientState, SharedStore, StoreEvent, TraceEvent, now,
 };
 use tokio::sync::{Notify, Semaphore};
 use tracing::{info, warn};
@@ -417,6 +417,9 @@ impl QueueRunner {
     /// After an attempt: notifications, then the entry is removed (all settled) or rescheduled.
     async fn settle(&self, mut entry: QueueEntry, notices: Vec<(usize, Outcome)>) {
         let c = &self.config.delivery;
+        let mut events: Vec<TraceEvent> = Vec::new();
+        // Told after the outcomes it reports.
+        let mut notice_event: Option<TraceEvent> = None;
         let age = now() - entry.created;
         let expired = age > c.max_lifetime.0 as i64;
         let mut reports: Vec<Report> = Vec::new();
@@ -513,26 +516,69 @@ impl QueueRunner {
                 .await
                 .unwrap_or_default();
             let msg = dsn::build(&self.config.hostname, &entry, &reports, &original);
-            if let Err(e) = self.send_notification(&entry.sender, msg).await {
-                warn!(id = %entry.trace_id, error = %e, "cannot send the delivery notification");
-            } else {
-                info!(id = %entry.trace_id, to = %entry.sender, reports = reports.len(), "delivery notification sent");
+            match self
+                .send_notification(&entry.sender, msg, &entry.trace_id)
+                .await
+            {
+                Err(e) => {
+                    warn!(id = %entry.trace_id, error = %e, "cannot send the delivery notification");
+                    notice_event = Some(TraceEvent::new(
+                        &entry.trace_id,
+                        "notify-failed",
+                        format!("no notification could be sent to <{}>: {e}", entry.sender),
+                    ));
+                }
+                Ok(dsn_id) => {
+                    info!(id = %entry.trace_id, to = %entry.sender, reports = reports.len(), "delivery notification sent");
+                    notice_event = Some(
+                        TraceEvent::new(
+                            &entry.trace_id,
+                            "notified",
+                            format!(
+                                "delivery status notification {dsn_id} sent to <{}>",
+                                entry.sender
+                            ),
+                        )
+                        .key(format!("to:{}", entry.sender)),
+                    );
+                }
             }
         }
         drop(reports);
         for (i, o) in &notices {
             let r = &entry.recipients[*i];
-            match o {
+            let (kind, text) = match o {
                 Outcome::Delivered(reply) => {
-                    info!(id = %entry.trace_id, to = %r.address, %reply, "delivered")
+                    info!(id = %entry.trace_id, to = %r.address, %reply, "delivered");
+                    ("delivered", format!("to {}: {reply}", r.address))
                 }
                 Outcome::Failed { text, .. } => {
-                    info!(id = %entry.trace_id, to = %r.address, error = %text, "bounced")
+                    info!(id = %entry.trace_id, to = %r.address, error = %text, "bounced");
+                    ("bounced", format!("to {}: {text}", r.address))
                 }
                 Outcome::Deferred(why) => {
-                    info!(id = %entry.trace_id, to = %r.address, error = %why, "deferred")
+                    info!(id = %entry.trace_id, to = %r.address, error = %why, "deferred");
+                    ("deferred", format!("to {}: {why}", r.address))
                 }
-            }
+            };
+            events.push(
+                TraceEvent::new(&entry.trace_id, kind, text).key(format!("to:{}", r.address)),
+            );
+        }
+        for (i, why) in &expired_reports {
+            let r = &entry.recipients[*i];
+            events.push(
+                TraceEvent::new(
+                    &entry.trace_id,
+                    "expired",
+                    format!("to {}: {why}", r.address),
+                )
+                .key(format!("to:{}", r.address)),
+            );
+        }
+        events.extend(notice_event);
+        if let Err(e) = self.store.trace_append(events).await {
+            warn!(id = %entry.trace_id, error = %e, "cannot record the trace");
         }
         if !pending || expired {
             if let Err(e) = self.store.queue_delete(entry.id).await {
@@ -559,7 +605,13 @@ impl QueueRunner {
     }
 
     /// A notification from `<>` to `to`: straight into a local mailbox, or onto the queue.
-    async fn send_notification(&self, to: &str, msg: Vec<u8>) -> Result<(), String> {
+    /// Returns its own trace id.
+    async fn send_notification(
+        &self,
+        to: &str,
+        msg: Vec<u8>,
+        about: &str,
+    ) -> Result<String, String> {
         let dests = self
             .directory
             .expand(to)
@@ -600,6 +652,32 @@ impl QueueRunner {
         let size = msg.len() as u64;
         let meta = postern_message::meta::compute(&msg).encode();
         let trace_id = postern_message::new_trace_id();
+        let mut trace = vec![
+            TraceEvent::new(
+                &trace_id,
+                "received",
+                format!("a delivery status notification about message {about}, from <> to <{to}>"),
+            )
+            .key(format!("to:{to}"))
+            .key("from:".to_string()),
+        ];
+        if !targets.is_empty() {
+            trace.push(
+                TraceEvent::new(&trace_id, "delivered", format!("to {to}, folder INBOX"))
+                    .key(format!("to:{to}")),
+            );
+        }
+        for r in &remote {
+            trace.push(
+                TraceEvent::new(
+                    &trace_id,
+                    "queued",
+                    format!("for {}, to be sent on", r.address),
+                )
+                .key(format!("to:{}", r.address)),
+            );
+        }
+        let id = trace_id.clone();
         self.store
             .deliver(Delivery {
                 blob: NewBlob {
@@ -619,9 +697,10 @@ impl QueueRunner {
                     requiretls: false,
                     body_offset: return_path.len() as u64,
                 }),
+                trace,
             })
             .await
-            .map(|_| ())
+            .map(|_| id)
             .map_err(|e| e.to_string())
     }
 }

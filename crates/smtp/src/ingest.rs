@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use postern_directory::Destination;
 use postern_store::{
     BlobData, Delivery, DeliveryTarget, DsnRet, Flags, MailboxTarget, NewBlob, NewQueueEntry,
-    QueueRecipient, RecipientState, SharedStore, StoreError,
+    QueueRecipient, RecipientState, SharedStore, StoreError, TraceEvent,
 };
 
 use crate::proto::{DataReport, MailFrom, RcptTo, Reply, Ret, Sink};
@@ -169,6 +169,27 @@ pub struct Accepted {
     pub dests: Vec<Destination>,
 }
 
+/// The Message-ID of a message, from the start of its header.
+pub fn message_id(head: &[u8]) -> Option<String> {
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(head.len());
+    let text = String::from_utf8_lossy(&head[..end]);
+    let mut value: Option<String> = None;
+    for line in text.split("\r\n") {
+        match &mut value {
+            Some(v) if line.starts_with([' ', '\t']) => v.push_str(line.trim()),
+            Some(_) => break,
+            None if line.len() > 11 && line[..11].eq_ignore_ascii_case("message-id:") => {
+                value = Some(line[11..].trim().to_string())
+            }
+            None => {}
+        }
+    }
+    value.filter(|v| !v.is_empty() && v.len() < 1000)
+}
+
 /// Why a complete message is refused, before it is stored.
 pub fn check_content(
     report: &DataReport,
@@ -219,6 +240,65 @@ pub struct Complete {
     /// Where the part sent on to remote servers starts (after our Return-Path).
     pub body_offset: u64,
     pub trace_id: String,
+    /// How it arrived, for the trace ("from client.test [192.0.2.1] over TLS1.3 ...").
+    pub arrival: String,
+    pub message_id: Option<String>,
+}
+
+/// The trace of a message's arrival and of where it went.
+fn trace_events(from: &MailFrom, rcpts: &[Accepted], msg: &Complete) -> Vec<TraceEvent> {
+    let id = msg.trace_id.as_str();
+    let sender = if from.address.is_empty() {
+        "<>".to_string()
+    } else {
+        format!("<{}>", from.address)
+    };
+    let list: Vec<&str> = rcpts.iter().map(|a| a.address.as_str()).collect();
+    let mut received = TraceEvent::new(
+        id,
+        "received",
+        format!(
+            "{}, {} bytes, sender {sender}, {} recipient(s): {}{}",
+            msg.arrival,
+            msg.size,
+            list.len(),
+            list.join(", "),
+            msg.message_id
+                .as_deref()
+                .map(|m| format!(", Message-ID {m}"))
+                .unwrap_or_default()
+        ),
+    )
+    .key(format!("from:{}", from.address.to_ascii_lowercase()));
+    if let Some(m) = &msg.message_id {
+        received = received.key(format!("mid:{m}"));
+    }
+    for a in rcpts {
+        received = received.key(format!("to:{}", a.address));
+    }
+    let mut events = vec![received];
+    for a in rcpts {
+        let names: Vec<String> = a
+            .dests
+            .iter()
+            .map(|d| match d {
+                Destination::Local(acc) => acc.address.clone(),
+                Destination::Remote(r) => r.clone(),
+            })
+            .collect();
+        if names.len() != 1 || names[0] != a.address {
+            let mut e = TraceEvent::new(
+                id,
+                "routed",
+                format!("{} → {}", a.address, names.join(", ")),
+            );
+            for n in &names {
+                e = e.key(format!("to:{n}"));
+            }
+            events.push(e);
+        }
+    }
+    events
 }
 
 pub async fn commit(
@@ -275,6 +355,23 @@ pub async fn commit(
     });
     let queued = queue.is_some();
     let local = targets.len();
+    let mut trace = trace_events(from, rcpts, &msg);
+    let mut seen = std::collections::HashSet::new();
+    for a in rcpts {
+        for d in &a.dests {
+            let (kind, who) = match d {
+                Destination::Local(acc) => ("delivered", acc.address.clone()),
+                Destination::Remote(r) => ("queued", r.clone()),
+            };
+            if seen.insert(who.clone()) {
+                let text = match kind {
+                    "delivered" => format!("to {who}, folder INBOX"),
+                    _ => format!("for {who}, to be sent on"),
+                };
+                trace.push(TraceEvent::new(&msg.trace_id, kind, text).key(format!("to:{who}")));
+            }
+        }
+    }
     let (data, meta) = with_meta(msg.data).await;
     let trace_id = msg.trace_id;
     let delivery = Delivery {
@@ -286,6 +383,7 @@ pub async fn commit(
         internal_date: postern_store::now(),
         targets,
         queue,
+        trace,
     };
     match store.deliver(delivery).await {
         Ok(rep) => {

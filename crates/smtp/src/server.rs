@@ -8,7 +8,7 @@ use std::time::Duration;
 use postern_config::Config;
 use postern_directory::{AuthOutcome, Destination, Directory, domain_of, normalize_address, sasl};
 use postern_net::{Admission, ConnLimits, Io, LineError, Shutdown, TlsStore, Tracker};
-use postern_store::SharedStore;
+use postern_store::{SharedStore, TraceEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, info, warn};
 
@@ -156,6 +156,16 @@ impl SmtpServer {
                     Ok(Ok(())) => {}
                     _ => break,
                 }
+            }
+            // Once shutdown begins, no new command is served (a message under way is finished).
+            if receiving.is_none() && shutdown.is_triggered() {
+                let r = Reply::new(
+                    421,
+                    "4.3.2",
+                    format!("{host} Service shutting down; try again later"),
+                );
+                let _ = io.send(&r.to_bytes(), Duration::from_secs(5)).await;
+                break;
             }
             let read = tokio::select! {
                 biased;
@@ -629,12 +639,13 @@ impl SmtpServer {
             c.reject_bare_lf,
             c.max_message_size.0,
         ) {
-            info!(reply = %r.summary(), size = report.size, "message refused");
+            info!(id = %rx.trace_id, reply = %r.summary(), size = report.size, "message refused");
+            self.trace_refusal(core, io, ip, &rx.trace_id, &r).await;
             core.transaction_done();
             io.write(&r.to_bytes());
             return self.count_error(core, io);
         }
-        self.store_message(core, io, rx).await
+        self.store_message(core, io, rx, ip).await
     }
 
     async fn receive_bdat(
@@ -701,15 +712,53 @@ impl SmtpServer {
             c.reject_bare_lf,
             max,
         ) {
-            info!(reply = %r.summary(), "message refused");
+            info!(id = %rx.trace_id, reply = %r.summary(), "message refused");
+            self.trace_refusal(core, io, ip, &rx.trace_id, &r).await;
             core.transaction_done();
             io.write(&r.to_bytes());
             return self.count_error(core, io);
         }
-        self.store_message(core, io, rx).await
+        self.store_message(core, io, rx, ip).await
     }
 
-    async fn store_message(&self, core: &mut Core, io: &mut Io, rx: Receiving) -> Flow {
+    /// "from HELO [IP] as USER over TLS..." for the trace.
+    fn arrival(&self, core: &Core, io: &Io, ip: IpAddr) -> String {
+        let mut s = format!(
+            "on {} from {} [{ip}]",
+            match self.settings.role {
+                Role::Mx => "the MX listener",
+                Role::Submission => "submission",
+            },
+            core.helo_name().unwrap_or("unknown")
+        );
+        if let Some(u) = core.user() {
+            s.push_str(&format!(" as {u}"));
+        }
+        match io.tls() {
+            Some(t) => s.push_str(&format!(" over {} ({})", t.version, t.cipher)),
+            None => s.push_str(" without TLS"),
+        }
+        s
+    }
+
+    /// A message refused after its data: told in the trace, since the client got an id.
+    async fn trace_refusal(&self, core: &Core, io: &Io, ip: IpAddr, trace_id: &str, reply: &Reply) {
+        let Some(tx) = core.envelope() else { return };
+        let mut e = TraceEvent::new(
+            trace_id,
+            "refused",
+            format!("{}: {}", self.arrival(core, io, ip), reply.summary()),
+        )
+        .key(format!("from:{}", tx.from.address.to_ascii_lowercase()));
+        for a in &tx.rcpts {
+            e = e.key(format!("to:{}", a.address));
+        }
+        let _ = self.store.trace_append(vec![e]).await;
+    }
+
+    async fn store_message(&self, core: &mut Core, io: &mut Io, rx: Receiving, ip: IpAddr) -> Flow {
+        let arrival = self.arrival(core, io, ip);
+        let message_id = ingest::message_id(rx.sink.original_head());
         let Some(tx) = core.transaction_done() else {
             return Flow::Continue;
         };
@@ -739,6 +788,8 @@ impl SmtpServer {
                 size,
                 body_offset,
                 trace_id: rx.trace_id.clone(),
+                arrival,
+                message_id,
             },
             core.user(),
         )

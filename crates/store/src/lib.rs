@@ -154,6 +154,19 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the entry and releases its blob.
     async fn queue_delete(&self, id: QueueId) -> Result<()>;
 
+    // Message trace.
+    /// Records events durably (batched with other writes).
+    async fn trace_append(&self, events: Vec<TraceEvent>) -> Result<()>;
+    /// Every event of one message, oldest first.
+    async fn trace_get(&self, trace_id: &str) -> Result<Vec<TraceEvent>>;
+    /// Messages with a search key ("from:a@b", "to:c@d", "mid:<id>") since a time (ms), newest
+    /// first, at most `limit`.
+    async fn trace_find(&self, key: &str, since: i64, limit: usize) -> Result<Vec<String>>;
+    /// Messages with events since a time (ms), newest first, at most `limit`.
+    async fn trace_recent(&self, since: i64, limit: usize) -> Result<Vec<String>>;
+    /// Forgets events older than `before` (ms); returns how many.
+    async fn trace_prune(&self, before: i64) -> Result<u64>;
+
     /// One POP3 session per maildrop: `None` while another holds it.
     fn lock_maildrop(&self, account: AccountId) -> Option<MaildropLock>;
     /// Changes committed from now on, from any session.

@@ -272,6 +272,44 @@ pub struct Delivery {
     pub targets: Vec<DeliveryTarget>,
     /// Remote recipients: queued with the same blob.
     pub queue: Option<NewQueueEntry>,
+    /// Trace events committed with the message (received, delivered, queued).
+    pub trace: Vec<TraceEvent>,
+}
+
+/// One step in a message's story, kept for `postern trace` (Exchange's message tracking).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TraceEvent {
+    /// The id given to the message when it arrived (shown in the 250 reply).
+    pub trace_id: String,
+    /// Milliseconds since the epoch.
+    pub time: i64,
+    /// received, refused, routed, delivered, queued, attempt, deferred, bounced, expired...
+    pub kind: String,
+    /// What happened, for a person.
+    pub text: String,
+    /// Search keys: "from:ADDR", "to:ADDR", "mid:MESSAGE-ID".
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+impl TraceEvent {
+    pub fn new(trace_id: &str, kind: &str, text: impl Into<String>) -> TraceEvent {
+        TraceEvent {
+            trace_id: trace_id.to_string(),
+            time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            kind: kind.to_string(),
+            text: text.into(),
+            keys: Vec::new(),
+        }
+    }
+
+    pub fn key(mut self, k: impl Into<String>) -> TraceEvent {
+        self.keys.push(k.into());
+        self
+    }
 }
 
 #[derive(Debug)]

@@ -36,6 +36,7 @@ conformance!(
     concurrent_writers,
     events,
     disabled_and_passwords,
+    trace,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

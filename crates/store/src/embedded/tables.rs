@@ -28,11 +28,18 @@ pub const BLOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("blobs");
 /// segment id → (end offset, live bytes).
 pub const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("segments");
 pub const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+/// (trace id, seq) → event.
+pub const TRACE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("trace");
+/// (key, time ms, trace id): messages by sender, recipient, Message-ID.
+pub const TRACE_KEYS: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("trace_keys");
+/// (time ms, trace id, seq): for --since and for forgetting old events.
+pub const TRACE_TIME: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("trace_time");
 
 pub const NEXT_ACCOUNT: &str = "next_account";
 pub const NEXT_MAILBOX: &str = "next_mailbox";
 pub const NEXT_BLOB: &str = "next_blob";
 pub const NEXT_QUEUE: &str = "next_queue";
+pub const NEXT_TRACE: &str = "next_trace";
 pub const LAST_UIDVALIDITY: &str = "last_uidvalidity";
 pub const SCHEMA_VERSION: &str = "schema_version";
 pub const SCHEMA: u64 = 1;

@@ -43,6 +43,8 @@ pub enum Job {
     },
     QueueUpdate(QueueEntry),
     QueueDelete(QueueId),
+    Trace(Vec<TraceEvent>),
+    TracePrune(i64),
 }
 
 pub enum Output {
@@ -55,6 +57,7 @@ pub enum Output {
     Flags(FlagsResult),
     Uids(Vec<Uid>),
     Pairs(Vec<(Uid, Uid)>),
+    Count(u64),
 }
 
 pub struct Request {
@@ -278,6 +281,9 @@ struct Tables<'t> {
     blobs: Table<'t, u64, &'static [u8]>,
     segments: Table<'t, u64, (u64, u64)>,
     queue: Table<'t, u64, &'static [u8]>,
+    trace: Table<'t, (&'static str, u64), &'static [u8]>,
+    trace_keys: Table<'t, (&'static str, i64, &'static str), ()>,
+    trace_time: Table<'t, (i64, &'static str, u64), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -296,6 +302,9 @@ impl<'t> Tables<'t> {
             blobs: w.open_table(BLOBS).map_err(db_err)?,
             segments: w.open_table(SEGMENTS).map_err(db_err)?,
             queue: w.open_table(QUEUE).map_err(db_err)?,
+            trace: w.open_table(TRACE).map_err(db_err)?,
+            trace_keys: w.open_table(TRACE_KEYS).map_err(db_err)?,
+            trace_time: w.open_table(TRACE_TIME).map_err(db_err)?,
         })
     }
 
@@ -348,6 +357,11 @@ impl<'t> Tables<'t> {
                 fx.events.push(StoreEvent::Queue);
                 Ok(Output::Unit)
             }
+            Job::Trace(events) => {
+                self.trace_append(&events)?;
+                Ok(Output::Unit)
+            }
+            Job::TracePrune(before) => self.trace_prune(before).map(Output::Count),
             Job::QueueDelete(id) => {
                 let entry: QueueEntry = match self.queue.remove(id).map_err(db_err)? {
                     Some(v) => from_json(v.value())?,
@@ -357,6 +371,53 @@ impl<'t> Tables<'t> {
                 Ok(Output::Unit)
             }
         }
+    }
+
+    fn trace_append(&mut self, events: &[TraceEvent]) -> Result<()> {
+        for e in events {
+            let seq = self.next_id(NEXT_TRACE)?;
+            self.trace
+                .insert((e.trace_id.as_str(), seq), json(e).as_slice())
+                .map_err(db_err)?;
+            self.trace_time
+                .insert((e.time, e.trace_id.as_str(), seq), ())
+                .map_err(db_err)?;
+            for k in &e.keys {
+                self.trace_keys
+                    .insert((k.as_str(), e.time, e.trace_id.as_str()), ())
+                    .map_err(db_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn trace_prune(&mut self, before: i64) -> Result<u64> {
+        let old: Vec<(i64, String, u64)> = self
+            .trace_time
+            .range((i64::MIN, "", 0u64)..(before, "", 0u64))
+            .map_err(db_err)?
+            .map(|r| {
+                r.map(|(k, _)| {
+                    let (t, id, seq) = k.value();
+                    (t, id.to_string(), seq)
+                })
+                .map_err(db_err)
+            })
+            .collect::<Result<_>>()?;
+        for (t, id, seq) in &old {
+            if let Some(v) = self.trace.remove((id.as_str(), *seq)).map_err(db_err)? {
+                let e: TraceEvent = from_json(v.value())?;
+                for k in &e.keys {
+                    self.trace_keys
+                        .remove((k.as_str(), e.time, id.as_str()))
+                        .map_err(db_err)?;
+                }
+            }
+            self.trace_time
+                .remove((*t, id.as_str(), *seq))
+                .map_err(db_err)?;
+        }
+        Ok(old.len() as u64)
     }
 
     fn next_id(&mut self, key: &'static str) -> Result<u64> {
@@ -898,6 +959,7 @@ impl<'t> Tables<'t> {
         }
         let ok = targets.iter().filter(|t| t.is_ok()).count() as u32;
         let queued = d.queue.is_some();
+        self.trace_append(&d.trace)?;
         if ok == 0 && !queued {
             return Ok(Output::Delivery(DeliveryReport {
                 blob: 0,

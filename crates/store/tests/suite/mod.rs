@@ -27,6 +27,7 @@ pub fn delivery(bytes: &[u8], accounts: &[AccountId]) -> Delivery {
             })
             .collect(),
         queue: None,
+        trace: Vec::new(),
     }
 }
 
@@ -611,4 +612,61 @@ pub async fn events(store: Arc<dyn Store>) {
             .unwrap()
             .highest_modseq
     );
+}
+
+pub async fn trace(store: Arc<dyn Store>) {
+    let e = |id: &str, kind: &str, t: i64, keys: &[&str]| TraceEvent {
+        trace_id: id.into(),
+        time: t,
+        kind: kind.into(),
+        text: format!("{kind} {id}"),
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+    };
+    store
+        .trace_append(vec![
+            e(
+                "A",
+                "received",
+                1000,
+                &["from:a@x.test", "to:b@y.test", "mid:<1@x>"],
+            ),
+            e("A", "delivered", 1001, &["to:b@y.test"]),
+            e("B", "received", 2000, &["from:c@x.test", "to:b@y.test"]),
+        ])
+        .await
+        .unwrap();
+    // Events committed with a delivery are there too.
+    let (acc, _) = setup_account(store.clone(), "t@example.test").await;
+    let mut d = delivery(b"x\r\n", &[acc.id]);
+    d.trace = vec![e("C", "received", 3000, &["to:t@example.test"])];
+    store.deliver(d).await.unwrap();
+    let a = store.trace_get("A").await.unwrap();
+    assert_eq!(
+        a.iter().map(|x| x.kind.as_str()).collect::<Vec<_>>(),
+        ["received", "delivered"]
+    );
+    assert_eq!(
+        store.trace_find("to:b@y.test", 0, 10).await.unwrap(),
+        ["B", "A"]
+    );
+    assert_eq!(
+        store.trace_find("to:b@y.test", 1500, 10).await.unwrap(),
+        ["B"]
+    );
+    assert_eq!(store.trace_find("mid:<1@x>", 0, 10).await.unwrap(), ["A"]);
+    assert_eq!(
+        store.trace_find("to:t@example.test", 0, 10).await.unwrap(),
+        ["C"]
+    );
+    assert_eq!(store.trace_recent(0, 2).await.unwrap(), ["C", "B"]);
+    assert_eq!(store.trace_prune(2500).await.unwrap(), 3);
+    assert!(store.trace_get("A").await.unwrap().is_empty());
+    assert!(
+        store
+            .trace_find("from:a@x.test", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.trace_recent(0, 10).await.unwrap(), ["C"]);
 }
