@@ -19,8 +19,9 @@ class Dns:
         self.proc = None
         self.dir = tempfile.mkdtemp(prefix="postern-dns-")
 
-    def start(self, mx=(), a=(), txt=(), null_mx=()):
-        """mx: (domain, host, pref); a: (name, ip); txt: (name, text); null_mx: domains."""
+    def start(self, mx=(), a=(), txt=(), null_mx=(), srv=()):
+        """mx: (domain, host, pref); a: (name, ip); txt: (name, text); null_mx: domains;
+        srv: (name, target, port)."""
         self.stop()
         args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
                 f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
@@ -35,6 +36,8 @@ class Dns:
             chunks = [text[i:i + 250] for i in range(0, len(text), 250)]
             # No shell here: quotes would be part of the text. The text has no commas.
             args.append(f"--txt-record={name}," + ",".join(chunks))
+        for name, target, port in srv:
+            args.append(f"--srv-host={name},{target},{port},0,0")
         for domain in null_mx:
             # MX 0 "." (RFC 7505) as raw record data: preference 0, root name.
             args.append(f"--dns-rr={domain},15,000000")

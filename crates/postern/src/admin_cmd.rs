@@ -206,7 +206,8 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
     postern_config::parse_size(s).with_context(|| format!("{s:?} is not a size (e.g. 500M, 2G)"))
 }
 
-fn password(p: PasswordArgs) -> anyhow::Result<String> {
+pub fn password(p: PasswordArgs) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
     match (p.password, p.password_stdin) {
         (Some(pw), _) => Ok(pw),
         (None, true) => {
@@ -214,8 +215,37 @@ fn password(p: PasswordArgs) -> anyhow::Result<String> {
             std::io::stdin().lock().read_line(&mut line)?;
             Ok(line.trim_end_matches(['\r', '\n']).to_string())
         }
+        (None, false) if std::io::stdin().is_terminal() => prompt_password("Password: "),
         (None, false) => bail!("give the password with --password PW or --password-stdin"),
     }
+}
+
+/// Reads a line from the terminal without showing it.
+fn prompt_password(prompt: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    // SAFETY: termios is plain data; fd 0 is a terminal (checked by the caller); the old
+    // settings are restored before returning.
+    let old = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) != 0 {
+            bail!("cannot read the terminal settings");
+        }
+        let old = t;
+        t.c_lflag &= !libc::ECHO;
+        t.c_lflag |= libc::ECHONL;
+        libc::tcsetattr(0, libc::TCSANOW, &t);
+        old
+    };
+    let mut line = String::new();
+    let r = std::io::stdin().lock().read_line(&mut line);
+    // SAFETY: as above.
+    unsafe {
+        libc::tcsetattr(0, libc::TCSANOW, &old);
+    }
+    r?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 pub async fn domain(cfg: &Config, c: DomainCmd) -> anyhow::Result<()> {

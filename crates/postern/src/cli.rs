@@ -64,6 +64,9 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Try an account's settings the way a mail program does, against any server, and say
+    /// what is wrong and how to fix it
+    Check(CheckArgs),
     /// Print the DNS records to publish (MX, SPF, DKIM, DMARC, MTA-STS, SRV...); --check compares
     /// them with what DNS answers
     Dns {
@@ -73,6 +76,56 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The email address, e.g. you@example.com
+    pub address: String,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    /// The user name set in the mail program [default: the address]
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Incoming IMAP server as set in the mail program: HOST[:PORT][:ssl|starttls|none]
+    #[arg(long, value_name = "SERVER")]
+    pub imap: Option<String>,
+    /// Incoming POP3 server: HOST[:PORT][:ssl|starttls|none]
+    #[arg(long, value_name = "SERVER")]
+    pub pop3: Option<String>,
+    /// Outgoing SMTP server: HOST[:PORT][:ssl|starttls|none]
+    #[arg(long, value_name = "SERVER")]
+    pub smtp: Option<String>,
+    /// The mail program does not log in to the outgoing server
+    #[arg(long)]
+    pub smtp_no_auth: bool,
+    /// Send a test message to the address and wait for it in the inbox
+    #[arg(long)]
+    pub roundtrip: bool,
+    /// How long --roundtrip waits for the message, e.g. 30s, 2m
+    #[arg(long, default_value = "60s")]
+    pub wait: String,
+    /// Do not look for the domain's published settings
+    #[arg(long)]
+    pub no_discover: bool,
+    /// Fetch autoconfig from this URL instead of the usual ones
+    #[arg(long, value_name = "URL")]
+    pub autoconfig: Option<String>,
+    /// Ask Autodiscover at this URL instead of the usual ones
+    #[arg(long, value_name = "URL")]
+    pub autodiscover: Option<String>,
+    /// Ask this DNS server (IP or IP:PORT) instead of the system's
+    #[arg(long, value_name = "SERVER")]
+    pub dns: Vec<String>,
+    /// Also trust the certificates in this PEM file
+    #[arg(long, value_name = "FILE")]
+    pub ca: Vec<PathBuf>,
+    /// Seconds to wait for each connection and answer
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Print the findings as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand)]

@@ -1,6 +1,7 @@
 //! The `postern` binary: command line and the wiring of the parts.
 
 mod admin_cmd;
+mod check_cmd;
 mod cli;
 mod control;
 mod dns;
@@ -27,6 +28,18 @@ fn tune_allocator() {
     }
 }
 
+/// A failure whose explanation is already printed: exit non-zero, say nothing more.
+#[derive(Debug)]
+struct Quiet;
+
+impl std::fmt::Display for Quiet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed")
+    }
+}
+
+impl std::error::Error for Quiet {}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
@@ -42,6 +55,7 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Quiet>() => ExitCode::FAILURE,
         Err(e) => {
             // One line a person can act on.
             let msg = format!("{e:#}").replace('\n', " ");
@@ -96,6 +110,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => None,
             };
             admin_cmd::trace(&cfg, id, message_id, from, to, since_secs, limit).await
+        }
+        Command::Check(args) => {
+            if !check_cmd::run(args).await? {
+                return Err(Quiet.into());
+            }
+            Ok(())
         }
         Command::Dns { domain, check } => {
             let (_, cfg) = load_config(cli.config)?;

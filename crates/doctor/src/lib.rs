@@ -1,0 +1,11 @@
+//! Finding the small detail that keeps mail from working, and saying how to fix it:
+//! `postern check` tries an account's settings the way a mail program does.
+
+pub mod check;
+pub mod der;
+pub mod discover;
+pub mod http;
+pub mod net;
+pub mod probe;
+pub mod report;
+pub mod session;
