@@ -19,15 +19,16 @@ class Dns:
         self.proc = None
         self.dir = tempfile.mkdtemp(prefix="postern-dns-")
 
-    def start(self, mx=(), a=(), txt=(), null_mx=(), srv=()):
-        """mx: (domain, host, pref); a: (name, ip); txt: (name, text); null_mx: domains;
-        srv: (name, target, port)."""
+    def start(self, mx=(), a=(), txt=(), null_mx=(), srv=(), cname=(), ptr=(), a_only=()):
+        """mx: (domain, host, pref); a: (name, ip), with the reverse (PTR) record too;
+        txt: (name, text); null_mx: domains; srv: (name, target, port); cname: (alias,
+        target); ptr: (ip, name); a_only: (name, ip) without the reverse."""
         self.stop()
         args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
                 f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
                 f"--pid-file={self.dir}/pid", "--log-facility=-", "--conf-file=/dev/null", "--user=root",
                 # Names we do not publish do not exist (NXDOMAIN), as on the internet.
-                "--local=/test/", "--local=/invalid/"]
+                "--local=/test/", "--local=/invalid/", "--local=/in-addr.arpa/"]
         for domain, host, pref in mx:
             args.append(f"--mx-host={domain},{host},{pref}")
         for name, ip in a:
@@ -38,6 +39,13 @@ class Dns:
             args.append(f"--txt-record={name}," + ",".join(chunks))
         for name, target, port in srv:
             args.append(f"--srv-host={name},{target},{port},0,0")
+        for name, ip in a_only:
+            args.append(f"--address=/{name}/{ip}")
+        for alias, target in cname:
+            args.append(f"--cname={alias},{target}")
+        for ip, name in ptr:
+            rev = ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+            args.append(f"--ptr-record={rev},{name}")
         for domain in null_mx:
             # MX 0 "." (RFC 7505) as raw record data: preference 0, root name.
             args.append(f"--dns-rr={domain},15,000000")
@@ -173,3 +181,39 @@ class Sink:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Ntp:
+    """An SNTP server on 127.0.0.1 whose clock is `offset` seconds off ours."""
+
+    def __init__(self, port, offset=0.0):
+        import struct
+        self.port, self.offset = port, offset
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.settimeout(0.2)
+        self.running = True
+
+        def serve():
+            while self.running:
+                try:
+                    data, addr = self.sock.recvfrom(512)
+                except (socket.timeout, OSError):
+                    continue
+                if len(data) < 48:
+                    continue
+                t = time.time() + self.offset + 2208988800
+                secs, frac = int(t), int((t % 1) * 2**32)
+                # Leap 0, version 4, mode 4 (server); stratum 2; the client's transmit time
+                # echoed as originate time; receive and transmit times ours.
+                reply = struct.pack("!BBbb11I", 0x24, 2, 6, -20, 0, 0, 0, 0, 0,
+                                    *struct.unpack("!II", data[40:48]), secs, frac, secs, frac)
+                self.sock.sendto(reply, addr)
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()

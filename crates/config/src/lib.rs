@@ -47,7 +47,42 @@ pub struct Config {
     pub http: Http,
     pub mta_sts: MtaSts,
     pub trace: Trace,
+    pub doctor: Doctor,
     pub log: Log,
+}
+
+/// What `postern doctor` compares against.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Doctor {
+    /// Outbound port 25 is tried against this domain's MX ("" to skip).
+    pub probe_domain: String,
+    /// "host:port" of an NTP server for the clock check ("" to skip).
+    pub ntp_server: String,
+    /// DNS blocklists our public IP is looked up in, e.g. ["zen.spamhaus.org"].
+    pub dnsbl: Vec<String>,
+    /// The IP other servers see mail come from [default: the addresses of the hostname].
+    pub public_ip: String,
+    /// Warn when the data directory has less free space than this.
+    pub disk_warn_free: ByteSize,
+    /// Warn when a message has waited in the queue longer than this.
+    pub queue_warn_age: Seconds,
+    /// Warn when the certificate expires within this.
+    pub cert_warn: Seconds,
+}
+
+impl Default for Doctor {
+    fn default() -> Self {
+        Doctor {
+            probe_domain: "gmail.com".into(),
+            ntp_server: "pool.ntp.org:123".into(),
+            dnsbl: Vec::new(),
+            public_ip: String::new(),
+            disk_warn_free: ByteSize(2 << 30),
+            queue_warn_age: Seconds(3600),
+            cert_warn: Seconds(14 * 86400),
+        }
+    }
 }
 
 /// The message trace (`postern trace`).
@@ -84,6 +119,7 @@ impl Default for Config {
             http: Http::default(),
             mta_sts: MtaSts::default(),
             trace: Trace::default(),
+            doctor: Doctor::default(),
             log: Log::default(),
         }
     }
@@ -812,6 +848,15 @@ max_age = "7d"
 
 [trace]
 retention = "30d"        # postern trace remembers messages this long
+
+[doctor]
+probe_domain = "gmail.com"     # postern doctor tries port 25 to this domain's MX ("" to skip)
+ntp_server = "pool.ntp.org:123"  # clock check ("" to skip)
+dnsbl = []               # blocklists to look our IP up in, e.g. ["zen.spamhaus.org"]
+public_ip = ""           # default: the addresses the hostname resolves to
+disk_warn_free = "2G"
+queue_warn_age = "1h"
+cert_warn = "14d"
 
 [log]
 level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)

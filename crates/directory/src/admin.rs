@@ -58,6 +58,8 @@ pub enum AdminRequest {
     },
     /// Re-read certificates and DKIM keys (handled by the running server).
     Reload,
+    /// Run postern doctor inside the server (handled by the running server).
+    Doctor,
     /// Messages and their stories, by any of: trace id, Message-ID, sender, recipient.
     Trace {
         id: Option<String>,
@@ -116,6 +118,10 @@ pub enum AdminReply {
     },
     Pong {
         pid: u32,
+    },
+    /// A doctor report, as JSON.
+    Report {
+        json: String,
     },
 }
 
@@ -385,6 +391,9 @@ impl Directory {
             }
             AdminRequest::Reload => Err(AdminError::new(
                 "reload needs a running server (postern serve)",
+            )),
+            AdminRequest::Doctor => Err(AdminError::new(
+                "the doctor over the admin API needs a running server; run postern doctor",
             )),
             AdminRequest::Trace {
                 id,

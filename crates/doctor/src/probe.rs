@@ -38,50 +38,12 @@ impl ServerCertVerifier for Recording {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut r = CertReport {
-            facts: crate::der::cert_facts(end_entity),
-            fingerprint: ring::digest::digest(&ring::digest::SHA256, end_entity)
-                .as_ref()
-                .iter()
-                .map(|b| format!("{b:02X}"))
-                .collect::<Vec<_>>()
-                .join(":"),
-            ..CertReport::default()
-        };
-        if let Ok(ee) = webpki::EndEntityCert::try_from(end_entity) {
-            r.names = ee.valid_dns_names().map(str::to_string).collect();
-            r.name_ok = match ServerName::try_from(self.host.as_str()) {
-                Ok(n) => ee.verify_is_valid_for_subject_name(&n).is_ok(),
-                Err(_) => false,
-            };
-        }
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Ok(_) => {}
-            Err(rustls::Error::InvalidCertificate(e)) => {
-                use rustls::CertificateError as E;
-                match &e {
-                    E::Expired | E::ExpiredContext { .. } => r.expired = Some(format!("{e}")),
-                    E::NotValidForName | E::NotValidForNameContext { .. } => {}
-                    E::UnknownIssuer => {
-                        r.trust_error = Some(if r.facts.as_ref().is_some_and(|f| f.self_signed) {
-                            "it is self-signed: no authority vouches for it".into()
-                        } else {
-                            "it does not lead to an authority mail programs trust (the server may not send its intermediate certificate)".into()
-                        })
-                    }
-                    other => r.trust_error = Some(format!("{other:?}")),
-                }
-            }
-            Err(e) => r.trust_error = Some(e.to_string()),
-        }
-        *self.report.lock().unwrap() = r;
+        *self.report.lock().unwrap() =
+            assess(&self.inner, end_entity, intermediates, &self.host, now);
         Ok(ServerCertVerified::assertion())
     }
 
@@ -106,6 +68,76 @@ impl ServerCertVerifier for Recording {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+fn assess(
+    inner: &rustls::client::WebPkiServerVerifier,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    host: &str,
+    now: UnixTime,
+) -> CertReport {
+    let mut r = CertReport {
+        facts: crate::der::cert_facts(end_entity),
+        fingerprint: ring::digest::digest(&ring::digest::SHA256, end_entity)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        ..CertReport::default()
+    };
+    let name = ServerName::try_from(host.to_string()).ok();
+    if let Ok(ee) = webpki::EndEntityCert::try_from(end_entity) {
+        r.names = ee.valid_dns_names().map(str::to_string).collect();
+        r.name_ok = name
+            .as_ref()
+            .is_some_and(|n| ee.verify_is_valid_for_subject_name(n).is_ok());
+    }
+    let Some(name) = name else {
+        r.trust_error = Some(format!("{host:?} is not a server name"));
+        return r;
+    };
+    match inner.verify_server_cert(end_entity, intermediates, &name, &[], now) {
+        Ok(_) => {}
+        Err(rustls::Error::InvalidCertificate(e)) => {
+            use rustls::CertificateError as E;
+            match &e {
+                E::Expired | E::ExpiredContext { .. } => r.expired = Some(format!("{e}")),
+                E::NotValidForName | E::NotValidForNameContext { .. } => {}
+                E::UnknownIssuer => {
+                    r.trust_error = Some(if r.facts.as_ref().is_some_and(|f| f.self_signed) {
+                        "it is self-signed: no authority vouches for it".into()
+                    } else if intermediates.is_empty() {
+                        "it does not lead to an authority mail programs trust; the server sends no intermediate certificate".into()
+                    } else {
+                        "it does not lead to an authority mail programs trust".into()
+                    })
+                }
+                other => r.trust_error = Some(format!("{other:?}")),
+            }
+        }
+        Err(e) => r.trust_error = Some(e.to_string()),
+    }
+    r
+}
+
+fn verifier(
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<Arc<rustls::client::WebPkiServerVerifier>, String> {
+    rustls::client::WebPkiServerVerifier::builder_with_provider(roots, postern_net::tls::provider())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Judges a certificate chain (as in a PEM file: the server's first) for `host`, now.
+pub fn assess_chain(
+    chain: &[CertificateDer<'static>],
+    host: &str,
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<CertReport, String> {
+    let (ee, rest) = chain.split_first().ok_or("the file holds no certificate")?;
+    Ok(assess(&*verifier(roots)?, ee, rest, host, UnixTime::now()))
 }
 
 /// Trust anchors: the system's, plus any extra PEM files given.

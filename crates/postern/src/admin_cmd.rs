@@ -114,6 +114,7 @@ fn print(reply: AdminReply) {
             }
         }
         AdminReply::Pong { pid } => println!("server running (pid {pid})"),
+        AdminReply::Report { json } => println!("{json}"),
     }
 }
 

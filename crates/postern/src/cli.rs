@@ -64,6 +64,13 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Check this server as the internet sees it: listeners, certificate, DNS, reverse DNS,
+    /// relaying, outbound port 25, clock, disk, queue, blocklists; each problem with its fix
+    Doctor {
+        /// Print the findings as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Try an account's settings the way a mail program does, against any server, and say
     /// what is wrong and how to fix it
     Check(CheckArgs),

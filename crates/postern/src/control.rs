@@ -26,11 +26,17 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 /// What `Reload` does in the running server.
 pub type Reloader = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
+/// Runs the doctor in the running server; returns the report as JSON.
+pub type DoctorHook = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
+>;
+
 /// Serves admin requests until shutdown. The socket is readable by its owner only.
 pub fn listen(
     data_dir: &Path,
     dir: Arc<Directory>,
     reload: Reloader,
+    doctor: DoctorHook,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let path = socket_path(data_dir);
@@ -51,8 +57,9 @@ pub fn listen(
             };
             let dir = dir.clone();
             let reload = reload.clone();
+            let doctor = doctor.clone();
             tokio::spawn(async move {
-                let _ = handle(stream, dir, reload).await;
+                let _ = handle(stream, dir, reload, doctor).await;
             });
         }
         let _ = std::fs::remove_file(&path);
@@ -60,7 +67,12 @@ pub fn listen(
     Ok(())
 }
 
-async fn handle(stream: UnixStream, dir: Arc<Directory>, reload: Reloader) -> anyhow::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    dir: Arc<Directory>,
+    reload: Reloader,
+    doctor: DoctorHook,
+) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(1 << 20)).lines();
     while let Some(line) = lines.next_line().await? {
@@ -69,6 +81,9 @@ async fn handle(stream: UnixStream, dir: Arc<Directory>, reload: Reloader) -> an
                 Ok(message) => Reply::Ok(AdminReply::Done { message }),
                 Err(message) => Reply::Err(AdminError { message }),
             },
+            Ok(AdminRequest::Doctor) => Reply::Ok(AdminReply::Report {
+                json: doctor().await,
+            }),
             Ok(req) => match dir.admin(req).await {
                 Ok(r) => Reply::Ok(r),
                 Err(e) => Reply::Err(e),

@@ -209,7 +209,7 @@ fn strip(n: &str) -> String {
     n.trim_end_matches('.').to_ascii_lowercase()
 }
 
-async fn judge(r: &Record, resolver: &hickory_resolver::TokioResolver, host: &str) -> Verdict {
+pub async fn judge(r: &Record, resolver: &hickory_resolver::TokioResolver, host: &str) -> Verdict {
     use hickory_resolver::proto::rr::{RData, RecordType};
     let name = r.name.as_str();
     let lookup = |t: RecordType| async move { resolver.lookup(name, t).await };

@@ -5,6 +5,7 @@ mod check_cmd;
 mod cli;
 mod control;
 mod dns;
+mod doctor;
 mod init;
 mod listeners;
 mod serve;
@@ -110,6 +111,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => None,
             };
             admin_cmd::trace(&cfg, id, message_id, from, to, since_secs, limit).await
+        }
+        Command::Doctor { json } => {
+            let report = match load_config(cli.config) {
+                Ok((path, cfg)) => {
+                    let mut r = doctor::run(&cfg, &doctor::Access::Cli).await;
+                    let mut s = postern_doctor::report::Section::new("Configuration");
+                    s.ok(format!("{} is valid", path.display()));
+                    r.sections.insert(0, s);
+                    r
+                }
+                Err(e) => {
+                    let mut r = postern_doctor::report::Report::default();
+                    let mut s = postern_doctor::report::Section::new("Configuration");
+                    s.fail(
+                        format!("{e:#}"),
+                        "Correct the file at the line given (postern config check tells the same); the other checks need a valid config.",
+                    );
+                    r.sections.push(s);
+                    r
+                }
+            };
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.failed() {
+                return Err(Quiet.into());
+            }
+            Ok(())
         }
         Command::Check(args) => {
             if !check_cmd::run(args).await? {

@@ -138,10 +138,20 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         let dkim_dir = dkim_dir.clone();
         Arc::new(move || reload_all(tls.as_deref(), &dkim, &dkim_dir))
     };
+    let doctor: control::DoctorHook = {
+        let cfg = Arc::new(cfg.clone());
+        let directory = directory.clone();
+        Arc::new(move || {
+            let cfg = cfg.clone();
+            let access = crate::doctor::Access::Server(directory.clone());
+            Box::pin(async move { crate::doctor::run(&cfg, &access).await.to_json() })
+        })
+    };
     control::listen(
         &cfg.data_dir,
         directory.clone(),
         reload.clone(),
+        doctor,
         shutdown.clone(),
     )?;
     let services = Services {

@@ -30,6 +30,15 @@ pub struct Router {
 
 /// A resolver that asks `nameservers` ("ip" or "ip:port"), or the system's when there are none.
 pub fn resolver(nameservers: &[String]) -> Result<TokioResolver, String> {
+    build_resolver(nameservers, true)
+}
+
+/// The same, never answering from /etc/hosts: what the rest of the internet sees.
+pub fn public_resolver(nameservers: &[String]) -> Result<TokioResolver, String> {
+    build_resolver(nameservers, false)
+}
+
+fn build_resolver(nameservers: &[String], hosts_file: bool) -> Result<TokioResolver, String> {
     let provider = TokioRuntimeProvider::default();
     let builder = if nameservers.is_empty() {
         TokioResolver::builder(provider).map_err(|e| format!("system resolver: {e}"))?
@@ -51,6 +60,9 @@ pub fn resolver(nameservers: &[String]) -> Result<TokioResolver, String> {
     let mut opts = ResolverOpts::default();
     opts.timeout = std::time::Duration::from_secs(5);
     opts.attempts = 2;
+    if !hosts_file {
+        opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+    }
     builder
         .with_options(opts)
         .build()
