@@ -46,7 +46,7 @@ class Postern:
     """One server: its data dir, config, ports and process."""
 
     def __init__(self, root: Path, listeners=("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"),
-                 extra_config: str = ""):
+                 extra_config: str = "", tls_extra: str = ""):
         self.root = root
         self.data = root / "data"
         self.hostname = "mail." + DOMAIN
@@ -59,6 +59,7 @@ class Postern:
         self.proc = None
         self.log_path = root / "server.log"
         self.extra_config = extra_config
+        self.tls_extra = tls_extra
         self.write_config()
 
     def write_config(self):
@@ -74,6 +75,7 @@ data_dir = "{self.data}"
 [tls]
 cert = "{self.data}/tls/cert.pem"
 key = "{self.data}/tls/key.pem"
+{self.tls_extra}
 
 {sections}
 """)

@@ -128,6 +128,10 @@ class Raw:
         self.send(c.encode() + b"\r\n")
         return self.reply()
 
+    def cmd_bytes(self, c: bytes):
+        self.send(c + b"\r\n")
+        return self.reply()
+
     def starttls(self):
         self.sock = insecure_ctx().wrap_socket(self.sock)
         self.buf = b""

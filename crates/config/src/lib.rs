@@ -236,13 +236,25 @@ impl Listen {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
     /// PEM certificate chain; relative paths are relative to the config file.
     pub cert: String,
     /// PEM private key.
     pub key: String,
+    /// A TLS handshake (implicit TLS or STARTTLS) must finish within this.
+    pub handshake_timeout: Seconds,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert: String::new(),
+            key: String::new(),
+            handshake_timeout: Seconds(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -325,6 +337,9 @@ pub struct Smtp {
     /// RFC 5321 4.5.3.2 timeouts.
     pub timeout_command: Seconds,
     pub timeout_data: Seconds,
+    /// Message data slower than this (bytes per second, after `timeout_data` of grace) is
+    /// cut off: a client that dribbles a byte at a time holds no connection for long.
+    pub min_data_rate: u64,
     /// Refuse mail whose DATA contains a bare CR or LF (SMTP smuggling defence).
     pub reject_bare_lf: bool,
     /// On the MX listener, wait this long before the banner; a client that talks in that time
@@ -414,6 +429,7 @@ impl Default for Smtp {
             max_connections_per_ip: 50,
             timeout_command: Seconds(300),
             timeout_data: Seconds(600),
+            min_data_rate: 500,
             reject_bare_lf: true,
             pregreet_wait_ms: 100,
             relay_networks: Vec::new(),
@@ -425,6 +441,10 @@ impl Default for Smtp {
 #[serde(deny_unknown_fields, default)]
 pub struct Pop3 {
     pub idle_timeout: Seconds,
+    /// A client must log in this soon after connecting.
+    pub login_timeout: Seconds,
+    /// A client that takes none of our output for this long is disconnected.
+    pub write_timeout: Seconds,
     pub max_line: usize,
     pub max_errors: u32,
     pub max_connections: usize,
@@ -435,6 +455,8 @@ impl Default for Pop3 {
     fn default() -> Self {
         Pop3 {
             idle_timeout: Seconds(600),
+            login_timeout: Seconds(180),
+            write_timeout: Seconds(300),
             max_line: 512,
             max_errors: 10,
             max_connections: 2000,
@@ -447,6 +469,13 @@ impl Default for Pop3 {
 #[serde(deny_unknown_fields, default)]
 pub struct Imap {
     pub idle_timeout: Seconds,
+    /// A client must log in this soon after connecting.
+    pub login_timeout: Seconds,
+    /// A client that takes none of our output for this long is disconnected.
+    pub write_timeout: Seconds,
+    /// Literals slower than this (bytes per second, after `idle_timeout` of grace) are cut
+    /// off.
+    pub min_literal_rate: u64,
     /// Longest command line outside literals.
     pub max_line: usize,
     /// Largest literal (APPEND message) once logged in.
@@ -462,6 +491,9 @@ impl Default for Imap {
     fn default() -> Self {
         Imap {
             idle_timeout: Seconds(1800),
+            login_timeout: Seconds(180),
+            write_timeout: Seconds(300),
+            min_literal_rate: 500,
             max_line: 65536,
             max_literal: ByteSize(64 << 20),
             max_literal_unauth: ByteSize(8192),
@@ -521,6 +553,8 @@ impl Default for Delivery {
 pub struct Http {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// A request's headers must arrive within this.
+    pub header_timeout: Seconds,
 }
 
 impl Default for Http {
@@ -528,6 +562,7 @@ impl Default for Http {
         Http {
             max_connections: 2000,
             max_connections_per_ip: 100,
+            header_timeout: Seconds(30),
         }
     }
 }
@@ -773,6 +808,7 @@ https = {https}
 # PEM files; reloaded on SIGHUP.
 cert = "{cert}"
 key = "{key}"
+handshake_timeout = "30s"
 
 [storage]
 backend = "embedded"     # or "postgres"
@@ -802,12 +838,15 @@ max_connections = 1000
 max_connections_per_ip = 50
 timeout_command = "5m"
 timeout_data = "10m"
+min_data_rate = 500      # bytes/s: slower message data is cut off (after timeout_data)
 reject_bare_lf = true    # refuse bare CR/LF in message data (SMTP smuggling defence)
 pregreet_wait_ms = 100   # MX: drop clients that talk before the banner (0 = off)
 relay_networks = []      # networks that may send to any domain without logging in, e.g. ["10.0.0.0/8"]
 
 [pop3]
 idle_timeout = "10m"
+login_timeout = "3m"     # log in within this after connecting
+write_timeout = "5m"     # a client that reads none of our output this long is dropped
 max_line = 512
 max_errors = 10
 max_connections = 2000
@@ -815,6 +854,9 @@ max_connections_per_ip = 50
 
 [imap]
 idle_timeout = "30m"
+login_timeout = "3m"     # log in within this after connecting
+write_timeout = "5m"     # a client that reads none of our output this long is dropped
+min_literal_rate = 500   # bytes/s: slower literals (APPEND) are cut off (after idle_timeout)
 max_line = 65536
 max_literal = "64M"
 max_literal_unauth = "8K"
@@ -841,6 +883,7 @@ tls = "starttls"         # starttls, tls (port 465), opportunistic, none
 [http]
 max_connections = 2000
 max_connections_per_ip = 100
+header_timeout = "30s"   # a request's headers must arrive within this
 
 [mta_sts]
 mode = "testing"         # policy served at /.well-known/mta-sts.txt: testing, enforce, none

@@ -331,7 +331,10 @@ fn blocks<'a>(xml: &'a str, name: &str) -> Vec<(&'a str, &'a str)> {
         }
         let Some(gt) = after.find('>') else { break };
         let attrs = &after[..gt];
-        let Some(end) = after.find(&close) else { break };
+        // The close tag is looked for after the open tag's end: `<x </x>` has none.
+        let Some(end) = after[gt + 1..].find(&close).map(|e| e + gt + 1) else {
+            break;
+        };
         out.push((attrs, &after[gt + 1..end]));
         rest = &after[end + close.len()..];
     }
@@ -426,6 +429,13 @@ pub fn parse_autodiscover(xml: &str, url: &str) -> Vec<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_with_a_close_tag_before_the_open_tag_ends() {
+        assert!(blocks("<Protocol </Protocol>", "Protocol").is_empty());
+        assert!(blocks("<Protocol </Protocol>>", "Protocol").is_empty());
+        assert_eq!(blocks("<a x='1'>b</a>", "a"), vec![(" x='1'", "b")]);
+    }
 
     #[test]
     fn settings_from_text() {

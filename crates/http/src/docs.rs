@@ -61,8 +61,29 @@ pub fn autodiscover_request(body: &str) -> Option<String> {
     let start = body.find("EMailAddress>")? + "EMailAddress>".len();
     let rest = &body[start..];
     let end = rest.find('<')?;
-    let addr = rest[..end].trim();
-    (addr.len() <= 320 && !addr.is_empty()).then(|| addr.to_string())
+    let addr = xml_unescape(rest[..end].trim())?;
+    (addr.len() <= 320 && !addr.is_empty() && !addr.contains(char::is_control)).then_some(addr)
+}
+
+/// The five predefined XML entities; `None` for any other reference.
+fn xml_unescape(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let semi = rest[i..].find(';')? + i;
+        out.push(match &rest[i + 1..semi] {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => return None,
+        });
+        rest = &rest[semi + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// Outlook's POX Autodiscover response with IMAP, POP3 and SMTP.
@@ -311,6 +332,17 @@ mod tests {
             Some("a@example.test")
         );
         assert_eq!(autodiscover_request("<x/>"), None);
+        let req = |a: &str| {
+            autodiscover_request(&format!(
+                "<Autodiscover><Request><EMailAddress>{a}</EMailAddress></Request></Autodiscover>"
+            ))
+        };
+        assert_eq!(
+            req("o&apos;brien@example.test").as_deref(),
+            Some("o'brien@example.test")
+        );
+        assert_eq!(req("a&#1;@example.test"), None);
+        assert_eq!(req("a\u{10}b@example.test"), None);
         assert!(
             mobileconfig("a@example.test", &eps())
                 .unwrap()

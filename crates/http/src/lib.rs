@@ -5,7 +5,6 @@ pub mod docs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -275,19 +274,21 @@ impl HttpServer {
         let builder = {
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
+                .header_read_timeout(self.config.http.header_timeout.duration())
                 .max_buf_size(64 << 10);
             b
         };
         if self.implicit_tls {
             let Some(tls) = &self.tls else { return };
-            let tls_stream =
-                match tokio::time::timeout(Duration::from_secs(30), tls.acceptor().accept(stream))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    _ => return,
-                };
+            let tls_stream = match tokio::time::timeout(
+                self.config.tls.handshake_timeout.duration(),
+                tls.acceptor().accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                _ => return,
+            };
             let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
             tokio::pin!(conn);
             tokio::select! {

@@ -269,7 +269,7 @@ pub async fn fetch(
                 out.clear();
                 io.flush()
                     .await
-                    .map_err(|_| Fail::Bye("connection lost".into()))?;
+                    .map_err(|e| Fail::Bye(format!("connection lost: {e}")))?;
             }
         }
     }

@@ -8,4 +8,4 @@ mod server;
 mod session;
 pub mod utf7;
 
-pub use server::ImapServer;
+pub use server::{ImapServer, trailing_literal};

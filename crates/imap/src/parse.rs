@@ -917,7 +917,8 @@ pub fn parse_date(s: &str) -> Option<i64> {
     let m = it.next()?.to_ascii_uppercase();
     let y: i64 = it.next()?.parse().ok()?;
     let mi = MONTHS.iter().position(|x| *x == m)? as u32 + 1;
-    if !(1..=31).contains(&d) || it.next().is_some() {
+    // date-year is 4DIGIT; a wider year would overflow the seconds.
+    if !(1..=31).contains(&d) || !(0..=9999).contains(&y) || it.next().is_some() {
         return None;
     }
     Some(days_from_civil(y, mi, d) * 86400)
@@ -934,10 +935,13 @@ pub fn parse_date_time(s: &str) -> Option<i64> {
         .split(':')
         .map(|x| x.parse().ok())
         .collect::<Option<_>>()?;
-    if t.len() != 3 || zone.len() != 5 {
+    if t.len() != 3 || zone.len() != 5 || !t.iter().all(|v| (0..=99).contains(v)) {
         return None;
     }
     let sign = if zone.starts_with('-') { -1 } else { 1 };
+    if !zone.is_ascii() {
+        return None;
+    }
     let zh: i64 = zone[1..3].parse().ok()?;
     let zm: i64 = zone[3..5].parse().ok()?;
     Some(date + t[0] * 3600 + t[1] * 60 + t[2] - sign * (zh * 3600 + zm * 60))
@@ -1460,6 +1464,20 @@ mod tests {
 
     fn bad(s: &str) -> ParseError {
         parse(s.as_bytes(), true).1.unwrap_err()
+    }
+
+    #[test]
+    fn dates_out_of_range_are_refused() {
+        // Found by fuzzing: huge years overflowed the seconds; a non-ASCII zone split a char.
+        assert_eq!(parse_date("1-Jan-99999999999999"), None);
+        assert_eq!(parse_date_time("1-Jan-2020 00:00:00 \u{e9}123"), None);
+        assert_eq!(parse_date_time("1-Jan-2020 99999999999:00:00 +0000"), None);
+        assert_eq!(parse_date_time("1-Jan-1970 00:00:01 +0000"), Some(1));
+        assert!(
+            bad("a SEARCH SINCE 1-Jan-99999999999999")
+                .0
+                .contains("bad date")
+        );
     }
 
     #[test]

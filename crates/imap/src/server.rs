@@ -7,15 +7,14 @@ use std::time::Duration;
 
 use postern_config::Config;
 use postern_directory::Directory;
-use postern_net::{Admission, ConnLimits, Io, LineError, Shutdown, TlsStore, Tracker};
+use postern_net::{Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsStore, Tracker};
 use postern_store::SharedStore;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
 
 use crate::parse::{self, Command};
-use crate::session::{Flow, Session, Shared};
-
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::session::{Flow, Session, Shared, State};
 
 pub struct ImapServer {
     pub config: Arc<Config>,
@@ -34,7 +33,7 @@ enum ReadError {
 }
 
 /// `{n}`, `{n+}`, `{n-}` or `~{n}` at the end of a line: (n, non-synchronizing).
-fn trailing_literal(line: &[u8]) -> Option<(u64, bool)> {
+pub fn trailing_literal(line: &[u8]) -> Option<(u64, bool)> {
     if line.last() != Some(&b'}') {
         return None;
     }
@@ -64,6 +63,7 @@ async fn read_command(
     max_line: usize,
     max_literal: u64,
     timeout: Duration,
+    min_rate: u64,
 ) -> Result<Vec<u8>, ReadError> {
     let max_total = max_literal as usize + max_line * 4;
     let mut buf = Vec::new();
@@ -89,8 +89,9 @@ async fn read_command(
                 }
                 buf.extend_from_slice(b"\r\n");
                 // Bytes are kept as they arrive, never allocated ahead of them.
+                let mut pace = Pace::new(timeout, min_rate);
                 let data = io
-                    .read_exact(n as usize, timeout)
+                    .read_exact(n as usize, timeout, &mut pace)
                     .await
                     .map_err(ReadError::Line)?;
                 buf.extend_from_slice(&data);
@@ -153,7 +154,13 @@ impl ImapServer {
         }
         if self.implicit_tls {
             let Some(tls) = &self.tls else { return };
-            if let Err(e) = io.start_tls(&tls.acceptor(), TLS_HANDSHAKE_TIMEOUT).await {
+            if let Err(e) = io
+                .start_tls(
+                    &tls.acceptor(),
+                    self.config.tls.handshake_timeout.duration(),
+                )
+                .await
+            {
                 info!(error = %e, "TLS handshake failed");
                 return;
             }
@@ -169,15 +176,22 @@ impl ImapServer {
         info!(tls = io.is_tls(), "connected");
         let c = &self.config.imap;
         let idle = c.idle_timeout.duration();
+        io.set_write_timeout(c.write_timeout.duration());
+        let login_by = Instant::now() + c.login_timeout.duration();
         let mut shutdown = self.shutdown.clone();
         loop {
-            if !io.has_buffered()
-                && tokio::time::timeout(idle, io.flush())
-                    .await
-                    .map_or(true, |r| r.is_err())
+            if io.should_flush()
+                && let Err(e) = io.flush().await
             {
+                info!(error = %e, "output not delivered; disconnecting");
                 break;
             }
+            let logged_in = s.state != State::NotAuthenticated;
+            let timeout = if logged_in {
+                idle
+            } else {
+                idle.min(login_by.saturating_duration_since(Instant::now()))
+            };
             if shutdown.is_triggered() {
                 let _ = io
                     .send(
@@ -189,7 +203,7 @@ impl ImapServer {
             }
             let read = tokio::select! {
                 biased;
-                r = read_command(&mut io, c.max_line, s.max_literal(), idle) => r,
+                r = read_command(&mut io, c.max_line, s.max_literal(), timeout, c.min_literal_rate) => r,
                 _ = shutdown.wait() => {
                     let _ = io.send(b"* BYE [UNAVAILABLE] Server shutting down; reconnect in a moment\r\n", Duration::from_secs(5)).await;
                     break;
@@ -224,6 +238,16 @@ impl ImapServer {
                         .as_bytes(),
                     );
                     continue;
+                }
+                Err(ReadError::Line(LineError::Timeout)) if !logged_in => {
+                    io.write(
+                        format!(
+                            "* BYE Autologout: no login within {} seconds of connecting\r\n",
+                            c.login_timeout.0
+                        )
+                        .as_bytes(),
+                    );
+                    break;
                 }
                 Err(ReadError::Line(LineError::Timeout)) => {
                     io.write(b"* BYE Autologout: idle for too long\r\n");
@@ -268,7 +292,13 @@ impl ImapServer {
                 if io.has_buffered() {
                     warn!("input pipelined after STARTTLS discarded");
                 }
-                if let Err(e) = io.start_tls(&tls.acceptor(), TLS_HANDSHAKE_TIMEOUT).await {
+                if let Err(e) = io
+                    .start_tls(
+                        &tls.acceptor(),
+                        self.config.tls.handshake_timeout.duration(),
+                    )
+                    .await
+                {
                     info!(error = %e, "STARTTLS handshake failed");
                     break;
                 }

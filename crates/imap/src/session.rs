@@ -261,6 +261,7 @@ impl Session {
             }
             Err(Fail::Bad(m)) => self.bad(io, tag, &m),
             Err(Fail::Bye(m)) => {
+                info!(reason = %m, "closing the connection");
                 if !m.is_empty() {
                     io.write(format!("* BYE {m}\r\n").as_bytes());
                 }
@@ -1182,25 +1183,31 @@ pub fn crlf(data: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// IMAP LIST wildcards: `*` matches anything, `%` anything but the separator.
+/// IMAP LIST wildcards: `*` matches anything, `%` anything but the separator. Dynamic
+/// programming over (pattern, name) suffixes: a pattern like `*a*a*a*…b` costs
+/// |pattern|·|name| steps, not exponential backtracking.
 pub fn wildcard(pat: &str, name: &str) -> bool {
-    fn m(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
-            Some('%') => (0..=n.len())
-                .take_while(|&i| i == 0 || n[i - 1] != '/')
-                .any(|i| m(&p[1..], &n[i..])),
-            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pat.chars().collect();
-    let n: Vec<char> = name.chars().collect();
     // INBOX matches case-insensitively.
     if name == INBOX && pat.eq_ignore_ascii_case(INBOX) {
         return true;
     }
-    m(&p, &n)
+    let p: Vec<char> = pat.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // next[j]: p[i+1..] matches n[j..]; cur[j]: p[i..] matches n[j..].
+    let mut next = vec![false; n.len() + 1];
+    next[n.len()] = true;
+    let mut cur = vec![false; n.len() + 1];
+    for &c in p.iter().rev() {
+        for j in (0..=n.len()).rev() {
+            cur[j] = match c {
+                '*' => next[j] || (j < n.len() && cur[j + 1]),
+                '%' => next[j] || (j < n.len() && n[j] != '/' && cur[j + 1]),
+                c => j < n.len() && n[j] == c && next[j + 1],
+            };
+        }
+        std::mem::swap(&mut cur, &mut next);
+    }
+    next[0]
 }
 
 pub fn command_name(c: &Command) -> &'static str {
@@ -1275,6 +1282,17 @@ mod tests {
         assert!(wildcard("inbox", "INBOX"));
         assert!(!wildcard("Work", "Work/Projects"));
         assert!(wildcard("W*s", "Work/Projects"));
+        assert!(wildcard("%/%", "Work/Projects"));
+        assert!(!wildcard("%s", "Work/Projects"));
+        assert!(wildcard("", ""));
+        assert!(!wildcard("", "x"));
+        // Backtracking would take ages here; the table takes microseconds.
+        let t = std::time::Instant::now();
+        assert!(!wildcard(
+            &"*a".repeat(200).replace("a*a", "a*b"),
+            &"a".repeat(300)
+        ));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

@@ -21,7 +21,9 @@ fn tokenize(s: &str) -> Vec<Tok> {
     let mut it = s.chars().peekable();
     while let Some(&c) = it.peek() {
         match c {
-            ' ' | '\t' | '\r' | '\n' => {
+            // A stray ')' outside a comment is dropped too: the word branch below would stop
+            // on it without consuming anything.
+            ' ' | '\t' | '\r' | '\n' | ')' => {
                 it.next();
             }
             '(' => {
@@ -244,5 +246,15 @@ mod tests {
             vec![a(None, Some("u"), Some("h.test"))]
         );
         assert!(parse_list("").is_empty());
+    }
+
+    #[test]
+    fn stray_close_paren_ends() {
+        // Found by fuzzing: a ')' outside a comment used to loop forever, growing memory.
+        assert_eq!(
+            parse_list("b@e)xample.test"),
+            vec![a(None, Some("b"), Some("example.test"))]
+        );
+        assert_eq!(parse_list(")))").len(), 0);
     }
 }

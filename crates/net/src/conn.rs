@@ -5,6 +5,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -84,6 +86,42 @@ pub enum LineError {
 const INITIAL_BUF: usize = 1024;
 /// Read buffers above this are given back when the connection goes idle.
 const KEEP_BUF: usize = 8192;
+/// Output held back while pipelined input is served; past this it is written first, so a
+/// client that sends without reading cannot make us buffer without bound.
+const OUTPUT_HIGH_WATER: usize = 64 << 10;
+
+/// The time budget of one bulk transfer (message data, a literal): `grace` plus one second
+/// per `min_rate` bytes received. A slow but honest link gets through; a client that
+/// dribbles a byte now and then (slowloris) is cut off even though no single read times out.
+pub struct Pace {
+    start: Instant,
+    grace: Duration,
+    min_rate: u64,
+    received: u64,
+}
+
+impl Pace {
+    pub fn new(grace: Duration, min_rate: u64) -> Pace {
+        Pace {
+            start: Instant::now(),
+            grace,
+            min_rate: min_rate.max(1),
+            received: 0,
+        }
+    }
+
+    pub fn add(&mut self, n: usize) {
+        self.received += n as u64;
+    }
+
+    /// How long the next read may wait: `per_read`, or less when the budget is nearly spent.
+    pub fn limit(&self, per_read: Duration) -> Duration {
+        let budget =
+            self.grace + Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+        let left = (self.start + budget).saturating_duration_since(Instant::now());
+        per_read.min(left)
+    }
+}
 
 /// Buffered reads by line or by chunk, buffered writes flushed on demand.
 pub struct Io {
@@ -92,6 +130,7 @@ pub struct Io {
     rpos: usize,
     wbuf: Vec<u8>,
     tls: Option<TlsInfo>,
+    write_timeout: Duration,
 }
 
 impl Io {
@@ -103,7 +142,18 @@ impl Io {
             rpos: 0,
             wbuf: Vec::new(),
             tls: None,
+            write_timeout: Duration::from_secs(300),
         }
+    }
+
+    /// How long a flush may wait for the client to take our output.
+    pub fn set_write_timeout(&mut self, limit: Duration) {
+        self.write_timeout = limit;
+    }
+
+    /// Whether to write out now: nothing more to serve, or too much output held back.
+    pub fn should_flush(&self) -> bool {
+        !self.has_buffered() || self.wbuf.len() >= OUTPUT_HIGH_WATER
     }
 
     pub fn tls(&self) -> Option<&TlsInfo> {
@@ -167,8 +217,10 @@ impl Io {
 
     /// One line, with its ending (LF or CRLF) removed. Lines longer than `max` (ending
     /// included) are consumed to their end and reported as `TooLong`, without being kept in
-    /// memory.
+    /// memory. `limit` is for the whole line, not each read, so that a line sent a byte at
+    /// a time still ends in time.
     pub async fn read_line(&mut self, max: usize, limit: Duration) -> Result<Vec<u8>, LineError> {
+        let deadline = Instant::now() + limit;
         let mut scanned = 0;
         let mut too_long = false;
         loop {
@@ -193,7 +245,8 @@ impl Io {
                 self.rpos += scanned;
                 scanned = 0;
             }
-            if self.fill(limit).await? == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.fill(left).await? == 0 {
                 return Err(LineError::Eof);
             }
         }
@@ -213,14 +266,20 @@ impl Io {
         self.rpos = (self.rpos + n).min(self.rbuf.len());
     }
 
-    /// Exactly `n` bytes (a literal, a BDAT chunk).
-    pub async fn read_exact(&mut self, n: usize, limit: Duration) -> Result<Vec<u8>, LineError> {
+    /// Exactly `n` bytes (a literal), each read within `limit` and all within `pace`.
+    pub async fn read_exact(
+        &mut self,
+        n: usize,
+        limit: Duration,
+        pace: &mut Pace,
+    ) -> Result<Vec<u8>, LineError> {
         let mut out = Vec::with_capacity(n.min(1 << 20));
         while out.len() < n {
-            let chunk = self.peek_chunk(n - out.len(), limit).await?;
+            let chunk = self.peek_chunk(n - out.len(), pace.limit(limit)).await?;
             let k = chunk.len();
             out.extend_from_slice(chunk);
             self.consume(k);
+            pace.add(k);
         }
         Ok(out)
     }
@@ -233,7 +292,20 @@ impl Io {
         self.wbuf.len()
     }
 
+    /// Writes out what is buffered; a client that takes none of it for the write timeout is
+    /// given up on (it never reads, and we will not hold the connection for it).
     pub async fn flush(&mut self) -> io::Result<()> {
+        let limit = self.write_timeout;
+        match tokio::time::timeout(limit, self.flush_all()).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client does not read",
+            )),
+        }
+    }
+
+    async fn flush_all(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
             self.conn.write_all(&self.wbuf).await?;
             self.wbuf.clear();
@@ -247,7 +319,7 @@ impl Io {
     /// Writes and flushes, giving up after `limit` (a client that never reads).
     pub async fn send(&mut self, b: &[u8], limit: Duration) -> io::Result<()> {
         self.write(b);
-        match tokio::time::timeout(limit, self.flush()).await {
+        match tokio::time::timeout(limit, self.flush_all()).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -286,7 +358,7 @@ impl Io {
 
     pub async fn shutdown(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let _ = self.flush().await;
+            let _ = self.flush_all().await;
             let _ = self.conn.shutdown().await;
         })
         .await;

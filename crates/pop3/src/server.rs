@@ -12,11 +12,11 @@ use postern_store::{
     FlagOp, Flags, FlagsUpdate, INBOX, MailboxId, MaildropLock, MessageEntry, SharedStore,
 };
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
 
-use crate::proto::{Action, CoreConfig, DotStuffer, DropMessage, Pop3Core};
+use crate::proto::{Action, CoreConfig, DotStuffer, DropMessage, Pop3Core, State};
 
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const CHUNK: u64 = 64 << 10;
 
 pub struct Pop3Server {
@@ -83,7 +83,13 @@ impl Pop3Server {
         }
         if self.implicit_tls {
             let Some(tls) = &self.tls else { return };
-            if let Err(e) = io.start_tls(&tls.acceptor(), TLS_HANDSHAKE_TIMEOUT).await {
+            if let Err(e) = io
+                .start_tls(
+                    &tls.acceptor(),
+                    self.config.tls.handshake_timeout.duration(),
+                )
+                .await
+            {
                 info!(error = %e, "TLS handshake failed");
                 return;
             }
@@ -102,14 +108,21 @@ impl Pop3Server {
         let mut drop: Option<Maildrop> = None;
         let mut shutdown = self.shutdown.clone();
         let idle = c.pop3.idle_timeout.duration();
+        io.set_write_timeout(c.pop3.write_timeout.duration());
+        let login_by = Instant::now() + c.pop3.login_timeout.duration();
         loop {
-            if !io.has_buffered()
-                && tokio::time::timeout(idle, io.flush())
-                    .await
-                    .map_or(true, |r| r.is_err())
+            if io.should_flush()
+                && let Err(e) = io.flush().await
             {
+                info!(error = %e, "output not delivered; disconnecting");
                 break;
             }
+            let logged_in = core.state() != State::Authorization;
+            let timeout = if logged_in {
+                idle
+            } else {
+                idle.min(login_by.saturating_duration_since(Instant::now()))
+            };
             if shutdown.is_triggered() {
                 let _ = io
                     .send(
@@ -121,7 +134,7 @@ impl Pop3Server {
             }
             let read = tokio::select! {
                 biased;
-                r = io.read_line(c.pop3.max_line, idle) => r,
+                r = io.read_line(c.pop3.max_line, timeout) => r,
                 _ = shutdown.wait() => {
                     let _ = io.send(b"-ERR [SYS/TEMP] Server shutting down; nothing was deleted\r\n", Duration::from_secs(5)).await;
                     break;
@@ -130,6 +143,15 @@ impl Pop3Server {
             let action = match read {
                 Ok(line) => core.command(&line),
                 Err(LineError::TooLong) => core.line_too_long(),
+                Err(LineError::Timeout) if !logged_in => {
+                    let msg = format!(
+                        "-ERR No login within {} seconds of connecting; closing connection\r\n",
+                        c.pop3.login_timeout.0
+                    );
+                    let _ = io.send(msg.as_bytes(), Duration::from_secs(5)).await;
+                    info!("login timeout");
+                    break;
+                }
                 Err(LineError::Timeout) => {
                     let _ = io
                         .send(
@@ -178,7 +200,13 @@ impl Pop3Server {
                 if io.has_buffered() {
                     warn!("input pipelined after STLS discarded");
                 }
-                if let Err(e) = io.start_tls(&tls.acceptor(), TLS_HANDSHAKE_TIMEOUT).await {
+                if let Err(e) = io
+                    .start_tls(
+                        &tls.acceptor(),
+                        self.config.tls.handshake_timeout.duration(),
+                    )
+                    .await
+                {
                     info!(error = %e, "STLS handshake failed");
                     return Flow::Close;
                 }
@@ -342,7 +370,7 @@ impl Pop3Server {
         top: Option<u64>,
         size: u64,
     ) -> Flow {
-        let limit = self.config.pop3.idle_timeout.duration();
+        let limit = self.config.pop3.write_timeout.duration();
         let mut stuffer = DotStuffer::default();
         let mut out = Vec::with_capacity(CHUNK as usize + 1024);
         match top {

@@ -81,8 +81,44 @@ fn reload_all(
     }
 }
 
+/// Every connection is a file descriptor: lift the soft limit to the hard one, and say so
+/// when even that is below what one listener's connection limit allows.
+fn raise_fd_limit(cfg: &Config) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    let wanted = [
+        cfg.smtp.max_connections,
+        cfg.pop3.max_connections,
+        cfg.imap.max_connections,
+        cfg.http.max_connections,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    if (lim.rlim_cur as usize) < wanted {
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            wanted,
+            "the open-file limit is below a listener's max_connections; raise it (ulimit -n, LimitNOFILE=) or lower max_connections"
+        );
+    }
+}
+
 pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     init_logging(&cfg);
+    raise_fd_limit(&cfg);
     if cfg.storage.backend != "embedded" {
         bail!(
             "storage.backend {:?} is not available in this build; use \"embedded\"",

@@ -161,7 +161,10 @@ pub fn from_domain(message: &[u8]) -> Option<String> {
             Some(v) if line.starts_with([' ', '\t']) => v.push_str(line),
             Some(_) => break,
             None => {
-                if line.len() > 5 && line[..5].eq_ignore_ascii_case("from:") {
+                if line
+                    .get(..5)
+                    .is_some_and(|n| n.eq_ignore_ascii_case("from:"))
+                {
                     value = Some(line[5..].to_string());
                 }
             }

@@ -181,7 +181,10 @@ pub fn message_id(head: &[u8]) -> Option<String> {
         match &mut value {
             Some(v) if line.starts_with([' ', '\t']) => v.push_str(line.trim()),
             Some(_) => break,
-            None if line.len() > 11 && line[..11].eq_ignore_ascii_case("message-id:") => {
+            None if line
+                .get(..11)
+                .is_some_and(|n| n.eq_ignore_ascii_case("message-id:")) =>
+            {
                 value = Some(line[11..].trim().to_string())
             }
             None => {}
@@ -454,5 +457,21 @@ pub fn temp_failure(e: &StoreError) -> Reply {
         ),
         StoreError::QuotaExceeded => Reply::new(452, "4.2.2", "Mailbox full; try again later"),
         _ => Reply::new(451, "4.3.0", "Local error in processing; try again later"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_beside_non_ascii_headers() {
+        // A multi-byte character across byte 11 of a header line once panicked the session.
+        let head = "Subject: T\u{fc}r zu\r\nMessage-ID: <a@b.test>\r\n\r\nbody".as_bytes();
+        assert_eq!(message_id(head).as_deref(), Some("<a@b.test>"));
+        assert_eq!(
+            message_id(b"From: \xff\xfe\xc3(\xed\xa0\x80 <x@far.test>\r\n\r\n"),
+            None
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use postern_config::Config;
 use postern_directory::{AuthOutcome, Destination, Directory, domain_of, normalize_address, sasl};
-use postern_net::{Admission, ConnLimits, Io, LineError, Shutdown, TlsStore, Tracker};
+use postern_net::{Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsStore, Tracker};
 use postern_store::{SharedStore, TraceEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, info, warn};
@@ -19,7 +19,6 @@ use crate::proto::{
 
 /// RFC 4954 4: an AUTH line (with its initial response) may be up to 12288 octets.
 const MAX_AUTH_LINE: usize = 12288;
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct SmtpSettings {
@@ -112,7 +111,7 @@ impl SmtpServer {
         let ip = postern_net::listener::canonical_ip(peer.ip());
         let host = self.config.hostname.clone();
         let mut io = Io::new(stream);
-        let write_limit = self.config.smtp.timeout_command.duration();
+        io.set_write_timeout(self.config.smtp.timeout_command.duration());
         if let Admission::TooMany(why) = adm {
             let r = Reply::new(421, "4.7.0", format!("{host} {why}; try again later"));
             let _ = io.send(&r.to_bytes(), Duration::from_secs(5)).await;
@@ -121,7 +120,13 @@ impl SmtpServer {
         }
         if self.settings.implicit_tls {
             let Some(tls) = &self.tls else { return };
-            if let Err(e) = io.start_tls(&tls.acceptor(), TLS_HANDSHAKE_TIMEOUT).await {
+            if let Err(e) = io
+                .start_tls(
+                    &tls.acceptor(),
+                    self.config.tls.handshake_timeout.duration(),
+                )
+                .await
+            {
                 info!(error = %e, "TLS handshake failed");
                 return;
             }
@@ -151,11 +156,11 @@ impl SmtpServer {
         let mut receiving: Option<Receiving> = None;
         let mut shutdown = self.shutdown.clone();
         loop {
-            if !io.has_buffered() {
-                match tokio::time::timeout(write_limit, io.flush()).await {
-                    Ok(Ok(())) => {}
-                    _ => break,
-                }
+            if io.should_flush()
+                && let Err(e) = io.flush().await
+            {
+                info!(error = %e, "output not delivered; disconnecting");
+                break;
             }
             // Once shutdown begins, no new command is served (a message under way is finished).
             if receiving.is_none() && shutdown.is_triggered() {
@@ -281,7 +286,13 @@ impl SmtpServer {
                         // RFC 3207 5: commands sent with STARTTLS are never executed.
                         warn!("input pipelined after STARTTLS discarded");
                     }
-                    if let Err(e) = io.start_tls(&tls.acceptor(), TLS_HANDSHAKE_TIMEOUT).await {
+                    if let Err(e) = io
+                        .start_tls(
+                            &tls.acceptor(),
+                            self.config.tls.handshake_timeout.duration(),
+                        )
+                        .await
+                    {
                         info!(error = %e, "STARTTLS handshake failed");
                         return Flow::Close;
                     }
@@ -299,9 +310,14 @@ impl SmtpServer {
                         let _ = io.flush().await;
                         return Flow::Close;
                     }
-                    if discard(io, size, self.config.smtp.timeout_data.duration())
-                        .await
-                        .is_err()
+                    if discard(
+                        io,
+                        size,
+                        self.config.smtp.timeout_data.duration(),
+                        self.config.smtp.min_data_rate,
+                    )
+                    .await
+                    .is_err()
                     {
                         return Flow::Close;
                     }
@@ -603,6 +619,23 @@ impl SmtpServer {
         }
     }
 
+    /// Message data stopped coming: a timeout is said (421), a lost connection only logged.
+    async fn data_lost(&self, io: &mut Io, e: LineError, phase: &str) {
+        if let LineError::Timeout = e {
+            let c = &self.config.smtp;
+            let r = Reply::new(
+                421,
+                "4.4.2",
+                format!(
+                    "{} Message data too slow (under {} bytes a second after {} seconds); nothing was stored",
+                    self.config.hostname, c.min_data_rate, c.timeout_data.0
+                ),
+            );
+            let _ = io.send(&r.to_bytes(), Duration::from_secs(5)).await;
+        }
+        info!(error = %e, "{phase} stopped; nothing stored");
+    }
+
     async fn receive_data(&self, core: &mut Core, io: &mut Io, ip: IpAddr) -> Flow {
         let mut rx = self.new_receiving(core, ip, io);
         io.write(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>").to_bytes());
@@ -612,11 +645,12 @@ impl SmtpServer {
         let c = &self.config.smtp;
         let mut dec = DataDecoder::new(c.max_text_line, c.max_message_size.0);
         let t = c.timeout_data.duration();
+        let mut pace = Pace::new(t, c.min_data_rate);
         loop {
-            let chunk = match io.peek_chunk(64 << 10, t).await {
+            let chunk = match io.peek_chunk(64 << 10, pace.limit(t)).await {
                 Ok(c) => c,
                 Err(e) => {
-                    info!(error = %e, "connection lost during DATA; nothing stored");
+                    self.data_lost(io, e, "DATA").await;
                     core.abort_transaction();
                     return Flow::Close;
                 }
@@ -627,7 +661,10 @@ impl SmtpServer {
                     io.consume(end);
                     break;
                 }
-                None => io.consume(n),
+                None => {
+                    io.consume(n);
+                    pace.add(n);
+                }
             }
         }
         let report = dec.into_report();
@@ -678,12 +715,16 @@ impl SmtpServer {
             return Flow::Close;
         }
         let t = c.timeout_data.duration();
+        let mut pace = Pace::new(t, c.min_data_rate);
         let mut left = size;
         while left > 0 {
-            let chunk = match io.peek_chunk(left.min(64 << 10) as usize, t).await {
+            let chunk = match io
+                .peek_chunk(left.min(64 << 10) as usize, pace.limit(t))
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
-                    info!(error = %e, "connection lost during BDAT; nothing stored");
+                    self.data_lost(io, e, "BDAT").await;
                     *receiving = None;
                     core.abort_transaction();
                     return Flow::Close;
@@ -693,6 +734,7 @@ impl SmtpServer {
             rx.bare.feed(chunk);
             rx.sink.put(chunk);
             io.consume(n);
+            pace.add(n);
             left -= n as u64;
         }
         if !last {
@@ -811,10 +853,15 @@ impl SmtpServer {
     }
 }
 
-async fn discard(io: &mut Io, mut left: u64, t: Duration) -> Result<(), LineError> {
+async fn discard(io: &mut Io, mut left: u64, t: Duration, min_rate: u64) -> Result<(), LineError> {
+    let mut pace = Pace::new(t, min_rate);
     while left > 0 {
-        let n = io.peek_chunk(left.min(64 << 10) as usize, t).await?.len();
+        let n = io
+            .peek_chunk(left.min(64 << 10) as usize, pace.limit(t))
+            .await?
+            .len();
         io.consume(n);
+        pace.add(n);
         left -= n as u64;
     }
     Ok(())

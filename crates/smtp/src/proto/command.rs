@@ -157,7 +157,8 @@ fn printable(s: &str) -> String {
 /// `FROM:` / `TO:` with optional spaces around the colon (seen from real clients).
 fn strip_keyword<'a>(rest: &'a str, kw: &str) -> Option<&'a str> {
     let r = rest.trim_start();
-    if r.len() < kw.len() || !r[..kw.len()].eq_ignore_ascii_case(kw) {
+    // `get` rather than indexing: the cut may fall inside a multi-byte character.
+    if !r.get(..kw.len())?.eq_ignore_ascii_case(kw) {
         return None;
     }
     let r = r[kw.len()..].trim_start();
@@ -416,6 +417,13 @@ mod tests {
             Command::Rcpt(r) => r.address,
             c => panic!("{c:?}"),
         }
+    }
+
+    #[test]
+    fn keyword_cut_inside_a_character() {
+        // Found by fuzzing: "TO:" compared against a slice that split a UTF-8 character.
+        assert!(p("RCPT O\u{1bd}Tpostmaster<>").is_err());
+        assert!(p("MAIL \u{e9}:<a@b.test>").is_err());
     }
 
     #[test]
