@@ -268,6 +268,8 @@ pub struct Storage {
     pub max_batch: usize,
     /// Messages larger than this are spooled to a file while they arrive instead of kept in memory.
     pub spool_threshold: ByteSize,
+    /// Memory the embedded store may use to cache its pages (the OS caches the file too).
+    pub cache_size: ByteSize,
 }
 
 impl Default for Storage {
@@ -277,6 +279,7 @@ impl Default for Storage {
             url: String::new(),
             max_batch: 512,
             spool_threshold: ByteSize(1 << 20),
+            cache_size: ByteSize(64 << 20),
         }
     }
 }
@@ -815,6 +818,7 @@ backend = "embedded"     # or "postgres"
 url = ""                 # postgres://user@host/db for the postgres backend
 max_batch = 512          # most writes that share one commit (group commit)
 spool_threshold = "1M"   # larger incoming messages go to a file while they arrive
+cache_size = "64M"       # memory for the embedded store's page cache
 
 [dns]
 nameservers = []         # "ip:port"; empty = the system resolver

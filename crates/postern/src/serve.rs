@@ -146,6 +146,7 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         &cfg.data_dir,
         Options {
             max_batch: cfg.storage.max_batch,
+            cache_size: cfg.storage.cache_size.0 as usize,
         },
     )
     .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;

@@ -24,11 +24,16 @@ use writer::{Job, Output, Request};
 
 pub struct Options {
     pub max_batch: usize,
+    /// Memory for the database's page cache (the OS page cache comes on top).
+    pub cache_size: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_batch: 512 }
+        Options {
+            max_batch: 512,
+            cache_size: 64 << 20,
+        }
     }
 }
 
@@ -187,6 +192,7 @@ impl EmbeddedStore {
             fsyncs: fsyncs.clone(),
         };
         let db = Database::builder()
+            .set_cache_size(opts.cache_size)
             .create_with_backend(backend)
             .map_err(db_err)?;
         let db = Arc::new(db);
