@@ -22,6 +22,29 @@ PEER_SCRIPT = next((p for p in (ROOT.parent / "shared" / "peers" / "postfix_dove
                                 Path("/work/shared/peers/postfix_dovecot.sh")) if p.exists()),
                    ROOT.parent / "shared" / "peers" / "postfix_dovecot.sh")
 
+REPORT = ARTIFACTS / "measurements.txt"
+
+
+def report(line: str):
+    """A figure a test measured (kills survived, memory per connection...): printed at the end
+    of the run, whatever the output options."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with open(REPORT, "a") as f:
+        f.write(line.strip() + "\n")
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):
+        REPORT.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORT.exists():
+        terminalreporter.section("measurements")
+        for line in REPORT.read_text().splitlines():
+            terminalreporter.write_line(line)
+
+
 LISTENERS = ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http", "https"]
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import PASSWORD, free_port
+from conftest import PASSWORD, free_port, report
 from helpers import ALICE, BOB, insecure_ctx
 from peers import Dns, Sink
 
@@ -190,7 +190,7 @@ retry = ["1s"]
         remote_dups = len(delivered) - len(got)
         missing = load.remote_acked - got
         assert not missing, f"queued with 250 but never delivered: {sorted(missing)[:10]}"
-        print(f"{KILLS} kills; {len(load.acked)} local messages acknowledged and verified "
+        report(f"crash, SMTP load: {KILLS} kills; {len(load.acked)} local messages acknowledged and verified "
               f"({len(load.maybe)} in flight at a kill, {len(seen.keys() & load.maybe)} of those stored); "
               f"{len(load.remote_acked)} remote messages acknowledged, all delivered "
               f"({remote_dups} delivered twice after a kill mid-delivery)")
@@ -348,5 +348,5 @@ def test_kill_during_move_expunge_and_pop3_delete(make_server):
         # A session cut before QUIT's answer deletes all of its messages or none.
         assert set(batch) <= left or not set(batch) & left, f"half of a POP3 session's deletions: {batch}"
     assert ({f"b{i}" for i in range(N)} - mb.popped - {t for b in mb.pop_batches for t in b}) <= left
-    print(f"{KILLS // 2} kills; {len(mb.moved)} moves, {len(mb.expunged)} expunges, {len(mb.popped)} POP3 deletions "
+    report(f"crash, IMAP/POP3: {KILLS // 2} kills; {len(mb.moved)} moves, {len(mb.expunged)} expunges, {len(mb.popped)} POP3 deletions "
           f"confirmed and verified; {len(mb.pop_batches)} POP3 sessions cut before QUIT's answer")

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import PASSWORD
+from conftest import PASSWORD, report
 from helpers import ALICE, Raw, inbox, insecure_ctx, mx_send, pop3, smtp_raw
 from test_imap import ImapRaw
 
@@ -114,6 +114,8 @@ login_timeout = "3s"
             ("smtp command", smtp_command_line), ("smtp data", smtp_data),
             ("imap login", imap_no_login), ("imap literal", imap_literal), ("pop3 login", pop3_no_login)]}
         results = {name: f.result() for name, f in runs.items()}
+    report("slowloris, a byte every 0.4 s, cut off after: " + ", ".join(
+        f"{name} {took:.1f} s" if took else f"{name} never" for name, (took, _) in results.items()))
     for name, (took, said) in results.items():
         assert took is not None, f"{name}: still connected after 20 s"
         assert took < 8, f"{name}: took {took:.1f} s"
@@ -180,6 +182,8 @@ write_timeout = "3s"
         pass
     assert got < 100 << 20, f"{got} bytes arrived: the server did not stop writing"
     growth = max(peak, rss_kb(s)) - before
+    report(f"clients that never read: {got >> 10} KB of 800 MB of FETCH answers and "
+           f"{sent[0] >> 20} MB of NOOPs taken before both were dropped; server memory +{growth} KB")
     assert growth < 64 << 10, f"server memory grew by {growth} KB"
     assert b"client does not read" in s.log_path.read_bytes()
     assert mx_send(s, "x@far.test", [ALICE], b"Subject: ok\r\n\r\nfine\r\n") == {}
@@ -235,7 +239,7 @@ login_timeout = "10m"
 
     opened, during, count, responsive, n = asyncio.run(main())
     per_conn = (during - before) * 1024 / n
-    print(f"\n{n} idle TLS IMAP connections opened in {opened:.1f} s; server RSS {before} KB -> "
+    report(f"{n} idle TLS IMAP connections opened in {opened:.1f} s; server RSS {before} KB -> "
           f"{during} KB: {per_conn / 1024:.1f} KB per connection; a new client served in {responsive:.2f} s")
     assert n == IDLE_CONNECTIONS
     assert count == 1

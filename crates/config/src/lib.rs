@@ -47,6 +47,7 @@ pub struct Config {
     pub http: Http,
     pub mta_sts: MtaSts,
     pub trace: Trace,
+    pub routing: Routing,
     pub doctor: Doctor,
     pub log: Log,
 }
@@ -85,6 +86,29 @@ impl Default for Doctor {
     }
 }
 
+/// How local addresses are resolved.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// `alice+news@` reaches `alice@` when no address `alice+news@` exists. One character;
+    /// empty turns sub-addressing off.
+    pub subaddress_separator: String,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            subaddress_separator: "+".into(),
+        }
+    }
+}
+
+impl Routing {
+    pub fn separator(&self) -> Option<char> {
+        self.subaddress_separator.chars().next()
+    }
+}
+
 /// The message trace (`postern trace`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -119,6 +143,7 @@ impl Default for Config {
             http: Http::default(),
             mta_sts: MtaSts::default(),
             trace: Trace::default(),
+            routing: Routing::default(),
             doctor: Doctor::default(),
             log: Log::default(),
         }
@@ -685,6 +710,16 @@ impl Config {
                 }
             }
         }
+        let sep = &self.routing.subaddress_separator;
+        if sep.chars().count() > 1
+            || sep
+                .chars()
+                .any(|c| c.is_alphanumeric() || c.is_whitespace() || "@.\"<>".contains(c))
+        {
+            return Err(format!(
+                "routing.subaddress_separator {sep:?} must be one character such as \"+\" or \"-\" (or \"\" for none)"
+            ));
+        }
         match self.storage.backend.as_str() {
             "embedded" => {}
             "postgres" => {
@@ -895,6 +930,9 @@ max_age = "7d"
 
 [trace]
 retention = "30d"        # postern trace remembers messages this long
+
+[routing]
+subaddress_separator = "+"   # alice+news@ reaches alice@ ("" = off)
 
 [doctor]
 probe_domain = "gmail.com"     # postern doctor tries port 25 to this domain's MX ("" to skip)

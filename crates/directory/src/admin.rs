@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Directory, domain_of, normalize_address, password_problem, validate_new_address};
+use crate::{
+    Destination, Directory, domain_of, normalize_address, password_problem, validate_new_address,
+};
 use postern_store::{AccountUpdate, NewAccount, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +44,10 @@ pub enum AdminRequest {
         target: Option<String>,
     },
     AliasList,
+    /// Where mail to an address goes, step by step.
+    Route {
+        address: String,
+    },
     QueueList,
     QueueShow {
         id: u64,
@@ -122,6 +128,12 @@ pub enum AdminReply {
     /// A doctor report, as JSON.
     Report {
         json: String,
+    },
+    Route {
+        steps: Vec<String>,
+        /// Accounts ("local:" address) and remote addresses ("remote:" address); `None`:
+        /// refused at RCPT.
+        destinations: Option<Vec<String>>,
     },
 }
 
@@ -287,6 +299,9 @@ impl Directory {
                     .await?;
                 done(format!("quota of {address} set"))
             }
+            AdminRequest::AliasAdd { alias, targets } if alias.trim().starts_with('@') => {
+                self.domain_entry_add(&alias, targets).await
+            }
             AdminRequest::AliasAdd { alias, targets } => {
                 let alias = validate_new_address(&alias)?;
                 self.require_local_domain(&alias).await?;
@@ -327,7 +342,10 @@ impl Directory {
                 done(format!("alias {alias} now delivers to {n} address(es)"))
             }
             AdminRequest::AliasDel { alias, target } => {
-                let alias = normalize_address(&alias)?;
+                let alias = match alias.trim().strip_prefix('@') {
+                    Some(d) => format!("@{}", d.trim_end_matches('.').to_ascii_lowercase()),
+                    None => normalize_address(&alias)?,
+                };
                 let Some(a) = store.alias_get(&alias).await? else {
                     return Err(AdminError::new(format!("alias {alias} does not exist")));
                 };
@@ -455,6 +473,20 @@ impl Directory {
                 }
                 Ok(AdminReply::Traces { traces })
             }
+            AdminRequest::Route { address } => {
+                let (steps, dests) = self.explain(&address).await?;
+                Ok(AdminReply::Route {
+                    steps,
+                    destinations: dests.map(|ds| {
+                        ds.into_iter()
+                            .map(|d| match d {
+                                Destination::Local(a) => format!("local:{}", a.address),
+                                Destination::Remote(r) => format!("remote:{r}"),
+                            })
+                            .collect()
+                    }),
+                })
+            }
             AdminRequest::AliasList => {
                 let mut aliases: Vec<(String, Vec<String>)> = store
                     .alias_list()
@@ -466,6 +498,83 @@ impl Directory {
                 Ok(AdminReply::Aliases { aliases })
             }
         }
+    }
+
+    /// `@domain` entries: a catch-all (`@example.com` → addresses) or a domain alias
+    /// (`@example.org` → `@example.com`: every address of one is the same of the other).
+    async fn domain_entry_add(
+        &self,
+        key: &str,
+        targets: Vec<String>,
+    ) -> Result<AdminReply, AdminError> {
+        let store = self.store();
+        let domain = key
+            .trim()
+            .trim_start_matches('@')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if !crate::address::is_domain(&domain) {
+            return Err(AdminError::new(format!(
+                "{key:?}: {domain:?} is not a valid domain name"
+            )));
+        }
+        if !self.is_local_domain(&domain).await? {
+            return Err(AdminError::new(format!(
+                "domain {domain} is not local; add it with: postern domain add {domain}"
+            )));
+        }
+        let key = format!("@{domain}");
+        if let [t] = targets.as_slice()
+            && let Some(other) = t.trim().strip_prefix('@')
+        {
+            let other = other.trim_end_matches('.').to_ascii_lowercase();
+            if !crate::address::is_domain(&other) || other == domain {
+                return Err(AdminError::new(format!(
+                    "@{other} cannot be the target of {key}: give another domain"
+                )));
+            }
+            store.alias_set(&key, vec![format!("@{other}")]).await?;
+            return done(format!(
+                "every address of {domain} now delivers as the same address of {other}"
+            ));
+        }
+        if targets.iter().any(|t| t.trim().starts_with('@')) {
+            return Err(AdminError::new(
+                "a domain alias has exactly one target, the other domain (e.g. @example.com)",
+            ));
+        }
+        if targets.is_empty() {
+            return Err(AdminError::new(
+                "a catch-all needs at least one target address",
+            ));
+        }
+        let mut all = match store.alias_get(&key).await? {
+            Some(a) if a.targets.iter().any(|t| t.starts_with('@')) => {
+                return Err(AdminError::new(format!(
+                    "{domain} is a domain alias; delete it first: postern alias del {key}"
+                )));
+            }
+            Some(a) => a.targets,
+            None => Vec::new(),
+        };
+        for t in targets {
+            let t = normalize_address(&t)?;
+            if domain_of(&t) == domain
+                && self.lookup_account(&t).await?.is_none()
+                && store.alias_get(&t).await?.is_none()
+            {
+                return Err(AdminError::new(format!(
+                    "{t} is neither a user nor an alias; a catch-all must lead somewhere real"
+                )));
+            }
+            if !all.contains(&t) {
+                all.push(t);
+            }
+        }
+        store.alias_set(&key, all).await?;
+        done(format!(
+            "catch-all: mail to unknown addresses of {domain} now goes to the catch-all's targets (exact addresses still come first)"
+        ))
     }
 
     async fn require_local_domain(&self, address: &str) -> Result<(), AdminError> {

@@ -24,6 +24,8 @@ pub struct DirectoryConfig {
     pub failure_window: Duration,
     pub lockout: Duration,
     pub failure_delay: Duration,
+    /// `alice+news@` reaches `alice@` ("+" by default; `None` turns it off).
+    pub subaddress_separator: Option<char>,
 }
 
 impl Default for DirectoryConfig {
@@ -34,6 +36,7 @@ impl Default for DirectoryConfig {
             failure_window: Duration::from_secs(900),
             lockout: Duration::from_secs(900),
             failure_delay: Duration::from_secs(1),
+            subaddress_separator: Some('+'),
         }
     }
 }
@@ -67,6 +70,21 @@ pub struct Directory {
     cache_key: ring::hmac::Key,
     /// Each argon2 run takes 19 MiB: at most one per CPU at a time, whatever the login rate.
     hashing: tokio::sync::Semaphore,
+}
+
+/// One expansion's state: what was visited, what it found, and the explanation if asked.
+struct Walk {
+    seen: HashSet<String>,
+    seen_accounts: HashSet<AccountId>,
+    out: Vec<Destination>,
+    catch_all: bool,
+    trace: Option<Vec<String>>,
+}
+
+fn note(trace: &mut Option<Vec<String>>, depth: usize, line: String) {
+    if let Some(t) = trace {
+        t.push(format!("{}{line}", "  ".repeat(depth)));
+    }
 }
 
 /// (stored hash, HMAC of the password, when).
@@ -134,70 +152,189 @@ impl Directory {
     /// aliases (recursively, each destination once, loops cut). `Ok(None)`: a local domain
     /// with no such address. Addresses of other domains come back as `Remote`.
     pub async fn expand(&self, address: &str) -> Result<Option<Vec<Destination>>, StoreError> {
-        let Ok(address) = normalize_address(address) else {
-            return Ok(None);
-        };
-        if !self.is_local_domain(domain_of(&address)).await? {
-            return Ok(Some(vec![Destination::Remote(address)]));
-        }
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut seen_accounts = HashSet::new();
-        if !self
-            .expand_into(&address, 0, &mut seen, &mut seen_accounts, &mut out)
-            .await?
-        {
-            return Ok(None);
-        }
-        Ok(Some(out))
+        self.route(address, true, &mut None).await
     }
 
-    /// Returns false when a local address exists neither as account nor alias.
+    /// Like [`Directory::expand`], with each step explained in words (for `postern route`).
+    pub async fn explain(
+        &self,
+        address: &str,
+    ) -> Result<(Vec<String>, Option<Vec<Destination>>), StoreError> {
+        let mut steps = Some(Vec::new());
+        let r = self.route(address, true, &mut steps).await?;
+        Ok((steps.unwrap_or_default(), r))
+    }
+
+    async fn route(
+        &self,
+        address: &str,
+        catch_all: bool,
+        trace: &mut Option<Vec<String>>,
+    ) -> Result<Option<Vec<Destination>>, StoreError> {
+        let Ok(address) = normalize_address(address) else {
+            note(trace, 0, format!("{address:?} is not a mail address"));
+            return Ok(None);
+        };
+        let domain = domain_of(&address);
+        if !self.is_local_domain(domain).await? {
+            note(
+                trace,
+                0,
+                format!(
+                    "{domain} is not one of our domains: the message is queued for its mail server"
+                ),
+            );
+            return Ok(Some(vec![Destination::Remote(address)]));
+        }
+        let mut walk = Walk {
+            seen: HashSet::new(),
+            seen_accounts: HashSet::new(),
+            out: Vec::new(),
+            catch_all,
+            trace: trace.take(),
+        };
+        let found = self.expand_into(&address, 0, &mut walk).await?;
+        *trace = walk.trace;
+        Ok(found.then_some(walk.out))
+    }
+
+    /// Returns false when a local address leads nowhere: no account, alias, sub-address base,
+    /// domain alias or catch-all. Precedence: the exact address, then without its detail
+    /// (`alice+news` → `alice`), then the domain's `@domain` entry.
     fn expand_into<'a>(
         &'a self,
         address: &'a str,
         depth: usize,
-        seen: &'a mut HashSet<String>,
-        seen_accounts: &'a mut HashSet<AccountId>,
-        out: &'a mut Vec<Destination>,
+        w: &'a mut Walk,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send + 'a>>
     {
         Box::pin(async move {
-            if !seen.insert(address.to_string()) || depth > MAX_ALIAS_DEPTH {
-                // A loop or a chain too long: this branch adds nobody new.
+            if !w.seen.insert(address.to_string()) || depth > MAX_ALIAS_DEPTH {
+                note(
+                    &mut w.trace,
+                    depth,
+                    format!("{address}: already expanded (a loop), skipped"),
+                );
                 return Ok(true);
             }
-            if let Some(acc) = self.lookup_account(address).await? {
-                if seen_accounts.insert(acc.id) {
-                    out.push(Destination::Local(acc));
+            if let Some(acc) = self.store.account_by_address(address).await? {
+                note(
+                    &mut w.trace,
+                    depth,
+                    format!("{address} is a user: delivered to its INBOX"),
+                );
+                if w.seen_accounts.insert(acc.id) {
+                    w.out.push(Destination::Local(acc));
                 }
                 return Ok(true);
             }
             if let Some(alias) = self.store.alias_get(address).await? {
-                for t in &alias.targets {
-                    let Ok(t) = normalize_address(t) else {
-                        continue;
-                    };
-                    if self.is_local_domain(domain_of(&t)).await? {
-                        self.expand_into(&t, depth + 1, seen, seen_accounts, out)
-                            .await?;
-                    } else if seen.insert(t.clone()) {
-                        out.push(Destination::Remote(t));
-                    }
+                note(
+                    &mut w.trace,
+                    depth,
+                    format!("{address} is an alias for {}", alias.targets.join(", ")),
+                );
+                self.targets(&alias.targets, depth, w).await?;
+                return Ok(true);
+            }
+            let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+            if let Some(sep) = self.config.subaddress_separator
+                && let Some((base, detail)) = local.split_once(sep)
+                && !base.is_empty()
+            {
+                let base_addr = format!("{base}@{domain}");
+                note(
+                    &mut w.trace,
+                    depth,
+                    format!(
+                        "{address}: no such address; {sep}{detail} is a detail, trying {base_addr}"
+                    ),
+                );
+                if self.expand_into(&base_addr, depth, w).await? {
+                    return Ok(true);
+                }
+            }
+            let Some(entry) = self.store.alias_get(&format!("@{domain}")).await? else {
+                note(
+                    &mut w.trace,
+                    depth,
+                    format!("{address}: no such user or alias"),
+                );
+                return Ok(false);
+            };
+            if let [target] = entry.targets.as_slice()
+                && let Some(other) = target.strip_prefix('@')
+            {
+                let moved = format!("{local}@{other}");
+                note(
+                    &mut w.trace,
+                    depth,
+                    format!(
+                        "{domain} is an alias of the domain {other}: {address} becomes {moved}"
+                    ),
+                );
+                if self.is_local_domain(other).await? {
+                    return self.expand_into(&moved, depth + 1, w).await;
+                }
+                if w.seen.insert(moved.clone()) {
+                    w.out.push(Destination::Remote(moved));
                 }
                 return Ok(true);
             }
-            Ok(false)
+            if !w.catch_all {
+                return Ok(false);
+            }
+            note(
+                &mut w.trace,
+                depth,
+                format!(
+                    "{address}: no such user or alias; the catch-all of {domain} takes it, for {}",
+                    entry.targets.join(", ")
+                ),
+            );
+            self.targets(&entry.targets, depth, w).await?;
+            Ok(true)
         })
     }
 
-    /// The account for an address, trying `local+detail@` as `local@` too.
+    async fn targets(
+        &self,
+        targets: &[String],
+        depth: usize,
+        w: &mut Walk,
+    ) -> Result<(), StoreError> {
+        for t in targets {
+            let Ok(t) = normalize_address(t) else {
+                continue;
+            };
+            if self.is_local_domain(domain_of(&t)).await? {
+                if !self.expand_into(&t, depth + 1, w).await? {
+                    note(
+                        &mut w.trace,
+                        depth + 1,
+                        format!("{t} leads nowhere: nothing delivered there"),
+                    );
+                }
+            } else if w.seen.insert(t.clone()) {
+                note(
+                    &mut w.trace,
+                    depth + 1,
+                    format!("{t} is on another domain: queued for its mail server"),
+                );
+                w.out.push(Destination::Remote(t));
+            }
+        }
+        Ok(())
+    }
+
+    /// The account for an address, trying it without its detail (`alice+news@`) too.
     pub async fn lookup_account(&self, address: &str) -> Result<Option<Account>, StoreError> {
         if let Some(a) = self.store.account_by_address(address).await? {
             return Ok(Some(a));
         }
-        if let Some((local, domain)) = address.rsplit_once('@')
-            && let Some((base, _)) = local.split_once('+')
+        if let Some(sep) = self.config.subaddress_separator
+            && let Some((local, domain)) = address.rsplit_once('@')
+            && let Some((base, _)) = local.split_once(sep)
             && !base.is_empty()
         {
             return self
@@ -208,7 +345,8 @@ impl Directory {
         Ok(None)
     }
 
-    /// Every address an account may send as: its own, and each alias that leads to it.
+    /// Every address an account may send as: its own (with any detail), each alias that
+    /// leads to it, and its address in an alias domain. Never through a catch-all.
     pub async fn may_send_as(&self, account: &Account, from: &str) -> Result<bool, StoreError> {
         let Ok(from) = normalize_address(from) else {
             return Ok(false);
@@ -216,17 +354,8 @@ impl Directory {
         if from == account.address {
             return Ok(true);
         }
-        if let Some((local, domain)) = from.rsplit_once('@')
-            && let Some((base, _)) = local.split_once('+')
-            && format!("{base}@{domain}") == account.address
-        {
-            return Ok(true);
-        }
-        if self.store.alias_get(&from).await?.is_none() {
-            return Ok(false);
-        }
         Ok(self
-            .expand(&from)
+            .route(&from, false, &mut None)
             .await?
             .unwrap_or_default()
             .iter()

@@ -20,6 +20,7 @@ pub fn directory_config(cfg: &Config) -> DirectoryConfig {
         failure_window: cfg.auth.failure_window.duration(),
         lockout: cfg.auth.lockout.duration(),
         failure_delay: std::time::Duration::from_millis(cfg.auth.failure_delay_ms),
+        subaddress_separator: cfg.routing.separator(),
     }
 }
 
@@ -66,6 +67,29 @@ fn print(reply: AdminReply) {
                     quota,
                     if u.disabled { "\tdisabled" } else { "" }
                 );
+            }
+        }
+        AdminReply::Route {
+            steps,
+            destinations,
+        } => {
+            for s in steps {
+                println!("{s}");
+            }
+            match destinations {
+                None => {
+                    println!("=> refused when the sender names it (550 5.1.1): no such address")
+                }
+                Some(ds) if ds.is_empty() => println!("=> accepted, but delivered to nobody"),
+                Some(ds) => {
+                    for d in ds {
+                        match d.split_once(':') {
+                            Some(("local", a)) => println!("=> {a}: INBOX"),
+                            Some((_, a)) => println!("=> {a}: outbound queue"),
+                            None => println!("=> {d}"),
+                        }
+                    }
+                }
             }
         }
         AdminReply::Aliases { aliases } => {
@@ -285,6 +309,11 @@ pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
         },
     };
     print(run(cfg, req).await?);
+    Ok(())
+}
+
+pub async fn route(cfg: &Config, address: String) -> anyhow::Result<()> {
+    print(run(cfg, AdminRequest::Route { address }).await?);
     Ok(())
 }
 

@@ -43,6 +43,8 @@ pub enum Command {
     /// DKIM signing keys
     #[command(subcommand)]
     Dkim(DkimCmd),
+    /// Where mail to ADDRESS would go, step by step, and why
+    Route { address: String },
     /// The story of messages: received, routed, delivered, queued, each delivery attempt...
     Trace {
         /// The id from the 250 reply ("OK: delivered as ...")
@@ -255,7 +257,9 @@ pub enum UserCmd {
 
 #[derive(Subcommand)]
 pub enum AliasCmd {
-    /// Make ALIAS deliver to each TARGET (added to existing targets)
+    /// Make ALIAS deliver to each TARGET (added to existing targets). `@example.com TARGET...`
+    /// is the domain's catch-all; `@example.org @example.com` makes example.org an alias of
+    /// example.com
     Add {
         alias: String,
         #[arg(required = true)]

@@ -1,0 +1,123 @@
+"""Address routing over real SMTP: catch-all and its precedence, domain aliases, sub-address
+separators, and `postern route` explaining each case."""
+
+import smtplib
+
+import pytest
+
+from conftest import DOMAIN, PASSWORD
+from helpers import ALICE, BOB, inbox, insecure_ctx, mx_send
+
+MSG = b"Subject: routing\r\n\r\nhello\r\n"
+
+
+def refused(server, rcpt):
+    """The RCPT reply code and text for one recipient over the MX listener."""
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("x@far.test")
+        return s.rcpt(rcpt)
+
+
+def route(server, address):
+    return server.cli("route", address).stdout
+
+
+def test_catch_all_and_its_precedence(server):
+    r = server.cli("alias", "add", "@" + DOMAIN, BOB)
+    assert "catch-all" in r.stdout
+    # Unknown addresses go to the catch-all; real ones, with or without a detail, do not.
+    assert mx_send(server, "x@far.test", ["nobody@" + DOMAIN, ALICE, "alice+news@" + DOMAIN], MSG) == {}
+    assert len(inbox(server, BOB)) == 1
+    assert len(inbox(server, ALICE)) == 1, "alice got one copy for her address and its detail"
+    out = route(server, "nobody@" + DOMAIN)
+    assert "catch-all of example.test takes it" in out and "=> bob@example.test: INBOX" in out
+    out = route(server, "alice+news@" + DOMAIN)
+    assert "+news is a detail" in out and "=> alice@example.test: INBOX" in out and "catch-all" not in out
+    # A catch-all must lead somewhere real, and only local domains have one.
+    r = server.cli("alias", "add", "@" + DOMAIN, "ghost@" + DOMAIN, check=False)
+    assert r.returncode != 0 and "neither a user nor an alias" in r.stderr
+    r = server.cli("alias", "add", "@far.test", BOB, check=False)
+    assert r.returncode != 0 and "postern domain add far.test" in r.stderr
+    # Without it, unknown addresses are refused at RCPT again.
+    server.cli("alias", "del", "@" + DOMAIN)
+    code, text = refused(server, "nobody@" + DOMAIN)
+    assert code == 550 and b"5.1.1" in text
+    assert "refused when the sender names it (550 5.1.1)" in route(server, "nobody@" + DOMAIN)
+
+
+def test_domain_alias(server):
+    server.cli("domain", "add", "example.org")
+    r = server.cli("alias", "add", "@example.org", "@" + DOMAIN)
+    assert "same address of example.test" in r.stdout
+    assert mx_send(server, "x@far.test", ["alice@example.org", "alice+x@example.org", "BOB@Example.Org"], MSG) == {}
+    assert len(inbox(server, ALICE)) == 1 and len(inbox(server, BOB)) == 1
+    code, text = refused(server, "nobody@example.org")
+    assert code == 550 and b"5.1.1" in text
+    out = route(server, "alice+x@example.org")
+    assert "example.org is an alias of the domain example.test" in out
+    assert out.strip().endswith("=> alice@example.test: INBOX")
+    # Alice may send as her address in the alias domain, not as Bob's.
+    with smtplib.SMTP_SSL("127.0.0.1", server.port("submissions"), context=insecure_ctx(), timeout=30) as s:
+        s.login(ALICE, PASSWORD)
+        assert s.mail("alice@example.org")[0] == 250
+        s.rset()
+        code, text = s.mail("bob@example.org")
+        assert code == 553 and b"5.7.1" in text
+    # One target, another domain.
+    r = server.cli("alias", "add", "@example.org", "@example.org", check=False)
+    assert r.returncode != 0
+    r = server.cli("alias", "add", "@example.org", "@" + DOMAIN, ALICE, check=False)
+    assert r.returncode != 0 and "exactly one target" in r.stderr
+    assert "@example.org\t-> @example.test" in server.cli("alias", "list").stdout
+
+
+def test_catch_all_does_not_let_users_send_as_anyone(server):
+    server.cli("alias", "add", "@" + DOMAIN, ALICE)
+    with smtplib.SMTP_SSL("127.0.0.1", server.port("submissions"), context=insecure_ctx(), timeout=30) as s:
+        s.login(ALICE, PASSWORD)
+        code, text = s.mail("ceo@" + DOMAIN)
+        assert code == 553 and b"5.7.1" in text
+        s.rset()
+        assert s.mail("alice+shop@" + DOMAIN)[0] == 250
+
+
+@pytest.mark.parametrize("sep", ["-", ""])
+def test_subaddress_separator(make_server, sep):
+    s = make_server(extra_config=f'[routing]\nsubaddress_separator = "{sep}"\n')
+    s.add_user(ALICE)
+    s.start()
+    code, _ = refused(s, "alice+news@" + DOMAIN)
+    assert code == 550, "+ is not a separator here"
+    if sep:
+        assert mx_send(s, "x@far.test", ["alice-news@" + DOMAIN], MSG) == {}
+        assert len(inbox(s)) == 1
+        assert "-news is a detail" in route(s, "alice-news@" + DOMAIN)
+    else:
+        assert refused(s, "alice-news@" + DOMAIN)[0] == 550
+
+
+def test_bad_separator_is_a_config_error(make_server):
+    s = make_server(extra_config='[routing]\nsubaddress_separator = "ab"\n')
+    r = s.cli("config", "check", check=False)
+    assert r.returncode != 0 and "subaddress_separator" in (r.stderr + r.stdout)
+
+
+def test_route_explains_aliases_loops_and_remote(server):
+    server.cli("alias", "add", "all@" + DOMAIN, BOB)
+    server.cli("alias", "add", "team@" + DOMAIN, ALICE, "all@" + DOMAIN, "carol@far.test")
+    server.cli("alias", "add", "all@" + DOMAIN, "team@" + DOMAIN)  # a cycle
+    out = route(server, "team@" + DOMAIN)
+    assert "team@example.test is an alias for alice@example.test, all@example.test, carol@far.test" in out
+    assert "  alice@example.test is a user: delivered to its INBOX" in out
+    assert "team@example.test: already expanded (a loop), skipped" in out
+    assert "carol@far.test is on another domain" in out
+    finals = [l for l in out.splitlines() if l.startswith("=> ")]
+    assert finals == ["=> alice@example.test: INBOX", "=> bob@example.test: INBOX",
+                      "=> carol@far.test: outbound queue"]
+    out = route(server, "someone@far.test")
+    assert "far.test is not one of our domains" in out and "=> someone@far.test: outbound queue" in out
+    assert "is not a mail address" in route(server, "no-at-sign")
+    # Delivery follows the same path: each person once, despite the loop.
+    assert mx_send(server, "x@far.test", ["team@" + DOMAIN], MSG) == {}
+    assert len(inbox(server, ALICE)) == 1 and len(inbox(server, BOB)) == 1
