@@ -121,3 +121,67 @@ def test_route_explains_aliases_loops_and_remote(server):
     # Delivery follows the same path: each person once, despite the loop.
     assert mx_send(server, "x@far.test", ["team@" + DOMAIN], MSG) == {}
     assert len(inbox(server, ALICE)) == 1 and len(inbox(server, BOB)) == 1
+
+
+def submit_as(server, user, rcpts):
+    with smtplib.SMTP_SSL("127.0.0.1", server.port("submissions"), context=insecure_ctx(), timeout=30) as s:
+        s.login(user, PASSWORD)
+        return s.sendmail(user, rcpts, MSG)
+
+
+def test_groups_and_who_may_send_to_them(server):
+    team = "team@" + DOMAIN
+    server.add_user("carol@" + DOMAIN)
+    carol = "carol@" + DOMAIN
+    r = server.cli("group", "add", team, ALICE, BOB)
+    assert "only logged-in users of example.test may send to it" in r.stdout, "the default policy"
+    assert server.cli("group", "members", team).stdout.split() == [ALICE, BOB]
+    assert f"{team}\t(only logged-in users of example.test may send to it)\t-> {ALICE}, {BOB}" in \
+        server.cli("group", "list").stdout
+    # domain: users who logged in, whoever they are in the group; outsiders, even with a
+    # forged envelope sender of the domain, are refused at RCPT.
+    assert submit_as(server, carol, [team]) == {}
+    assert len(inbox(server, ALICE)) == 1 and len(inbox(server, BOB)) == 1
+    for sender in ("x@far.test", ALICE):
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+            s.ehlo("client.test")
+            s.mail(sender)
+            code, text = s.rcpt(team)
+            assert code == 550 and b"5.7.1" in text and b"only logged-in users of example.test" in text
+    # members: its members (the envelope sender on the MX) and no one else.
+    server.cli("group", "policy", team, "members")
+    assert mx_send(server, BOB, [team], MSG) == {}
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+        submit_as(server, carol, [team])
+    assert b"only its members may send to it" in e.value.recipients[team][1]
+    # Nested in an alias, the group's policy still holds.
+    server.cli("alias", "add", "all@" + DOMAIN, team, carol)
+    code, text = refused_from(server, "x@far.test", "all@" + DOMAIN)
+    assert code == 550 and b"team@example.test is a group" in text
+    # senders: exactly those listed.
+    server.cli("group", "policy", team, "senders", "--sender", "boss@far.test")
+    assert mx_send(server, "boss@far.test", [team], MSG) == {}
+    assert refused_from(server, BOB, team)[0] == 550
+    # anyone: a plain list.
+    server.cli("group", "policy", team, "anyone")
+    assert mx_send(server, "x@far.test", [team], MSG) == {}
+    assert len(inbox(server, ALICE)) == 1 + 1 + 1 + 1
+    out = route(server, team)
+    assert "team@example.test is a group (anyone may send to it)" in out
+    # Members come and go; bad policies are explained.
+    server.cli("group", "del-member", team, BOB)
+    server.cli("group", "add-member", team, carol)
+    assert server.cli("group", "members", team).stdout.split() == [ALICE, carol]
+    r = server.cli("group", "policy", team, "friends", check=False)
+    assert r.returncode != 0 and "use anyone, members, domain" in r.stderr
+    r = server.cli("group", "policy", team, "senders", check=False)
+    assert r.returncode != 0 and "--sender" in r.stderr
+    server.cli("group", "del", team)
+    assert team not in server.cli("group", "list").stdout
+
+
+def refused_from(server, sender, rcpt):
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail(sender)
+        return s.rcpt(rcpt)

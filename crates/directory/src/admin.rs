@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Destination, Directory, domain_of, normalize_address, password_problem, validate_new_address,
 };
-use postern_store::{AccountUpdate, NewAccount, StoreError};
+use postern_store::{AccountUpdate, NewAccount, SendPolicy, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -44,6 +44,19 @@ pub enum AdminRequest {
         target: Option<String>,
     },
     AliasList,
+    /// A group: an alias with a sending policy ("anyone", "members", "domain", "senders").
+    GroupAdd {
+        group: String,
+        members: Vec<String>,
+        policy: String,
+        senders: Vec<String>,
+    },
+    GroupPolicy {
+        group: String,
+        policy: String,
+        senders: Vec<String>,
+    },
+    GroupList,
     /// Where mail to an address goes, step by step.
     Route {
         address: String,
@@ -129,6 +142,10 @@ pub enum AdminReply {
     Report {
         json: String,
     },
+    Groups {
+        /// (address, policy in words, members)
+        groups: Vec<(String, String, Vec<String>)>,
+    },
     Route {
         steps: Vec<String>,
         /// Accounts ("local:" address) and remote addresses ("remote:" address); `None`:
@@ -160,6 +177,35 @@ impl From<crate::AddressError> for AdminError {
     fn from(e: crate::AddressError) -> Self {
         AdminError::new(e.to_string())
     }
+}
+
+fn parse_policy(p: &str, senders: Vec<String>) -> Result<SendPolicy, AdminError> {
+    let policy = match p {
+        "anyone" => SendPolicy::Anyone,
+        "members" => SendPolicy::Members,
+        "domain" => SendPolicy::Domain,
+        "senders" => {
+            let list = senders
+                .iter()
+                .map(|s| normalize_address(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            if list.is_empty() {
+                return Err(AdminError::new(
+                    "policy senders needs the addresses that may send, e.g. --sender boss@example.com",
+                ));
+            }
+            return Ok(SendPolicy::Senders(list));
+        }
+        other => {
+            return Err(AdminError::new(format!(
+                "policy {other:?} is unknown; use anyone, members, domain (logged-in users of the group's domain) or senders"
+            )));
+        }
+    };
+    if !senders.is_empty() {
+        return Err(AdminError::new("--sender goes with policy senders only"));
+    }
+    Ok(policy)
 }
 
 fn done(m: impl Into<String>) -> Result<AdminReply, AdminError> {
@@ -472,6 +518,69 @@ impl Directory {
                     }
                 }
                 Ok(AdminReply::Traces { traces })
+            }
+            AdminRequest::GroupAdd {
+                group,
+                members,
+                policy,
+                senders,
+            } => {
+                let policy = parse_policy(&policy, senders)?;
+                if store
+                    .alias_get(&normalize_address(&group)?)
+                    .await?
+                    .is_some()
+                {
+                    return Err(AdminError::new(format!(
+                        "{group} exists; add members with: postern group add-member {group} ADDRESS"
+                    )));
+                }
+                Box::pin(self.admin(AdminRequest::AliasAdd {
+                    alias: group.clone(),
+                    targets: members,
+                }))
+                .await?;
+                let g = store
+                    .alias_set_policy(&normalize_address(&group)?, Some(policy.clone()))
+                    .await?;
+                done(format!(
+                    "group {} created with {} member(s); {}",
+                    g.address,
+                    g.targets.len(),
+                    crate::policy_words(&policy, domain_of(&g.address))
+                ))
+            }
+            AdminRequest::GroupPolicy {
+                group,
+                policy,
+                senders,
+            } => {
+                let policy = parse_policy(&policy, senders)?;
+                let group = normalize_address(&group)?;
+                if store.alias_get(&group).await?.is_none() {
+                    return Err(AdminError::new(format!(
+                        "no group {group}; create it with: postern group add {group} MEMBER..."
+                    )));
+                }
+                store.alias_set_policy(&group, Some(policy.clone())).await?;
+                done(format!(
+                    "{group}: {}",
+                    crate::policy_words(&policy, domain_of(&group))
+                ))
+            }
+            AdminRequest::GroupList => {
+                let mut groups: Vec<(String, String, Vec<String>)> = store
+                    .alias_list()
+                    .await?
+                    .into_iter()
+                    .filter_map(|a| {
+                        let p = a.policy.as_ref()?;
+                        let words = crate::policy_words(p, domain_of(&a.address));
+                        Some((a.address, words, a.targets))
+                    })
+                    .collect();
+                groups.sort();
+                Ok(AdminReply::Groups { groups })
             }
             AdminRequest::Route { address } => {
                 let (steps, dests) = self.explain(&address).await?;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub use address::{AddressError, domain_of, normalize_address, validate_new_address};
 pub use limiter::LoginLimiter;
 pub use password::{hash_password, password_problem, verify_password};
-use postern_store::{Account, AccountId, SharedStore, StoreError, StoreEvent};
+use postern_store::{Account, AccountId, Alias, SendPolicy, SharedStore, StoreError, StoreEvent};
 
 #[derive(Debug, Clone)]
 pub struct DirectoryConfig {
@@ -79,6 +79,36 @@ struct Walk {
     out: Vec<Destination>,
     catch_all: bool,
     trace: Option<Vec<String>>,
+    /// Set when groups' sending policies are to be checked.
+    sender: Option<SenderCtx>,
+    /// The first group that refused the sender.
+    denied: Option<String>,
+}
+
+#[derive(Clone)]
+struct SenderCtx {
+    /// Normalized; empty for the null sender.
+    address: String,
+    logged_in: bool,
+}
+
+/// Where a message from a given sender to an address goes.
+#[derive(Debug)]
+pub enum Routed {
+    To(Vec<Destination>),
+    /// A local domain, no such address.
+    Unknown,
+    /// A group that does not take mail from this sender: why, in words.
+    Denied(String),
+}
+
+pub fn policy_words(p: &SendPolicy, domain: &str) -> String {
+    match p {
+        SendPolicy::Anyone => "anyone may send to it".into(),
+        SendPolicy::Members => "only its members may send to it".into(),
+        SendPolicy::Senders(l) => format!("only {} may send to it", l.join(", ")),
+        SendPolicy::Domain => format!("only logged-in users of {domain} may send to it"),
+    }
 }
 
 fn note(trace: &mut Option<Vec<String>>, depth: usize, line: String) {
@@ -155,6 +185,31 @@ impl Directory {
         self.route(address, true, &mut None).await
     }
 
+    /// Like [`Directory::expand`] for a message from `sender` (the envelope sender, or the
+    /// logged-in user's address with `logged_in`): groups whose policy does not let them
+    /// send refuse the recipient.
+    pub async fn expand_from(
+        &self,
+        address: &str,
+        sender: &str,
+        logged_in: bool,
+    ) -> Result<Routed, StoreError> {
+        let mut trace = None;
+        let mut denied = None;
+        let ctx = SenderCtx {
+            address: normalize_address(sender).unwrap_or_default(),
+            logged_in,
+        };
+        let r = self
+            .route_with(address, true, &mut trace, Some(&ctx), &mut denied)
+            .await?;
+        Ok(match (denied, r) {
+            (Some(why), _) => Routed::Denied(why),
+            (None, Some(d)) => Routed::To(d),
+            (None, None) => Routed::Unknown,
+        })
+    }
+
     /// Like [`Directory::expand`], with each step explained in words (for `postern route`).
     pub async fn explain(
         &self,
@@ -170,6 +225,18 @@ impl Directory {
         address: &str,
         catch_all: bool,
         trace: &mut Option<Vec<String>>,
+    ) -> Result<Option<Vec<Destination>>, StoreError> {
+        self.route_with(address, catch_all, trace, None, &mut None)
+            .await
+    }
+
+    async fn route_with(
+        &self,
+        address: &str,
+        catch_all: bool,
+        trace: &mut Option<Vec<String>>,
+        sender: Option<&SenderCtx>,
+        denied: &mut Option<String>,
     ) -> Result<Option<Vec<Destination>>, StoreError> {
         let Ok(address) = normalize_address(address) else {
             note(trace, 0, format!("{address:?} is not a mail address"));
@@ -192,9 +259,12 @@ impl Directory {
             out: Vec::new(),
             catch_all,
             trace: trace.take(),
+            sender: sender.cloned(),
+            denied: None,
         };
         let found = self.expand_into(&address, 0, &mut walk).await?;
         *trace = walk.trace;
+        *denied = walk.denied;
         Ok(found.then_some(walk.out))
     }
 
@@ -229,11 +299,24 @@ impl Directory {
                 return Ok(true);
             }
             if let Some(alias) = self.store.alias_get(address).await? {
+                let what = match &alias.policy {
+                    None => "an alias".to_string(),
+                    Some(p) => format!("a group ({})", policy_words(p, domain_of(address))),
+                };
                 note(
                     &mut w.trace,
                     depth,
-                    format!("{address} is an alias for {}", alias.targets.join(", ")),
+                    format!("{address} is {what} for {}", alias.targets.join(", ")),
                 );
+                if let (Some(p), Some(ctx)) = (&alias.policy, &w.sender)
+                    && !self.may_send_to(&alias, p, ctx).await?
+                {
+                    w.denied = Some(format!(
+                        "{address} is a group: {}",
+                        policy_words(p, domain_of(address))
+                    ));
+                    return Ok(true);
+                }
                 self.targets(&alias.targets, depth, w).await?;
                 return Ok(true);
             }
@@ -325,6 +408,35 @@ impl Directory {
             }
         }
         Ok(())
+    }
+
+    async fn may_send_to(
+        &self,
+        group: &Alias,
+        policy: &SendPolicy,
+        ctx: &SenderCtx,
+    ) -> Result<bool, StoreError> {
+        let s = &ctx.address;
+        Ok(match policy {
+            SendPolicy::Anyone => true,
+            _ if s.is_empty() => false,
+            SendPolicy::Senders(list) => list.iter().any(|a| a == s),
+            SendPolicy::Domain => ctx.logged_in && domain_of(s) == domain_of(&group.address),
+            SendPolicy::Members => {
+                if group.targets.iter().any(|t| t == s) {
+                    return Ok(true);
+                }
+                let sender_account = self.lookup_account(s).await?.map(|a| a.id);
+                self.expand(&group.address)
+                    .await?
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|d| match d {
+                        Destination::Local(a) => Some(a.id) == sender_account,
+                        Destination::Remote(r) => r == s,
+                    })
+            }
+        })
     }
 
     /// The account for an address, trying it without its detail (`alice+news@`) too.

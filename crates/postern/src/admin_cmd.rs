@@ -10,7 +10,7 @@ use postern_directory::{Directory, DirectoryConfig};
 use postern_store::embedded::{EmbeddedStore, Options};
 use postern_store::{Store, StoreError};
 
-use crate::cli::{AliasCmd, DomainCmd, PasswordArgs, QueueCmd, UserCmd};
+use crate::cli::{AliasCmd, DomainCmd, GroupCmd, PasswordArgs, QueueCmd, UserCmd};
 use crate::control;
 
 pub fn directory_config(cfg: &Config) -> DirectoryConfig {
@@ -90,6 +90,11 @@ fn print(reply: AdminReply) {
                         }
                     }
                 }
+            }
+        }
+        AdminReply::Groups { groups } => {
+            for (g, policy, members) in groups {
+                println!("{g}\t({policy})\t-> {}", members.join(", "));
             }
         }
         AdminReply::Aliases { aliases } => {
@@ -306,6 +311,59 @@ pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
         UserCmd::Quota { address, size } => AdminRequest::UserQuota {
             address,
             quota: parse_size(&size)?,
+        },
+    };
+    print(run(cfg, req).await?);
+    Ok(())
+}
+
+pub async fn group(cfg: &Config, c: GroupCmd) -> anyhow::Result<()> {
+    let req = match c {
+        GroupCmd::Add {
+            group,
+            members,
+            policy,
+            senders,
+        } => AdminRequest::GroupAdd {
+            group,
+            members,
+            policy,
+            senders,
+        },
+        GroupCmd::Del { group } => AdminRequest::AliasDel {
+            alias: group,
+            target: None,
+        },
+        GroupCmd::List => AdminRequest::GroupList,
+        GroupCmd::Members { group } => {
+            let AdminReply::Groups { groups } = run(cfg, AdminRequest::GroupList).await? else {
+                anyhow::bail!("unexpected reply");
+            };
+            let want = group.trim().to_lowercase();
+            let Some((_, _, members)) = groups.into_iter().find(|g| g.0 == want) else {
+                anyhow::bail!("no group {group}; see: postern group list");
+            };
+            for m in members {
+                println!("{m}");
+            }
+            return Ok(());
+        }
+        GroupCmd::AddMember { group, members } => AdminRequest::AliasAdd {
+            alias: group,
+            targets: members,
+        },
+        GroupCmd::DelMember { group, member } => AdminRequest::AliasDel {
+            alias: group,
+            target: Some(member),
+        },
+        GroupCmd::Policy {
+            group,
+            policy,
+            senders,
+        } => AdminRequest::GroupPolicy {
+            group,
+            policy,
+            senders,
         },
     };
     print(run(cfg, req).await?);

@@ -43,6 +43,9 @@ pub enum Command {
     /// DKIM signing keys
     #[command(subcommand)]
     Dkim(DkimCmd),
+    /// Groups (distribution lists) and who may send to them
+    #[command(subcommand)]
+    Group(GroupCmd),
     /// Where mail to ADDRESS would go, step by step, and why
     Route { address: String },
     /// The story of messages: received, routed, delivered, queued, each delivery attempt...
@@ -253,6 +256,45 @@ pub enum UserCmd {
     },
     /// Set an account's storage quota (0 = unlimited)
     Quota { address: String, size: String },
+}
+
+#[derive(Subcommand)]
+pub enum GroupCmd {
+    /// Create a group (distribution list) delivering to each MEMBER
+    Add {
+        group: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+        /// Who may send to it: anyone, members, domain (logged-in users of the group's
+        /// domain) or senders (those given with --sender)
+        #[arg(long, default_value = "domain")]
+        policy: String,
+        /// With --policy senders: an address that may send (repeat it)
+        #[arg(long = "sender")]
+        senders: Vec<String>,
+    },
+    /// Delete a group
+    Del { group: String },
+    /// List groups, their policies and members
+    List,
+    /// List a group's members
+    Members { group: String },
+    /// Add members
+    AddMember {
+        group: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Remove a member
+    DelMember { group: String, member: String },
+    /// Change who may send to a group
+    Policy {
+        group: String,
+        /// anyone, members, domain or senders
+        policy: String,
+        #[arg(long = "sender")]
+        senders: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]

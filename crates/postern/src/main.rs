@@ -91,6 +91,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (_, cfg) = load_config(cli.config)?;
             admin_cmd::alias(&cfg, c).await
         }
+        Command::Group(c) => {
+            let (_, cfg) = load_config(cli.config)?;
+            admin_cmd::group(&cfg, c).await
+        }
         Command::Route { address } => {
             let (_, cfg) = load_config(cli.config)?;
             admin_cmd::route(&cfg, address).await

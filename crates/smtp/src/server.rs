@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_config::Config;
-use postern_directory::{AuthOutcome, Destination, Directory, domain_of, normalize_address, sasl};
+use postern_directory::{
+    AuthOutcome, Destination, Directory, Routed, domain_of, normalize_address, sasl,
+};
 use postern_net::{Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsStore, Tracker};
 use postern_store::{SharedStore, TraceEvent};
 use tokio::net::{TcpListener, TcpStream};
@@ -424,8 +426,22 @@ impl SmtpServer {
                 dests: vec![Destination::Remote(address)],
             });
         }
-        match self.directory.expand(&raw).await {
-            Ok(Some(dests)) if !dests.is_empty() => {
+        let (sender, logged_in) = match core.user() {
+            Some(u) => (u.to_string(), true),
+            None => (
+                core.envelope()
+                    .map(|e| e.from.address.clone())
+                    .unwrap_or_default(),
+                false,
+            ),
+        };
+        match self.directory.expand_from(&raw, &sender, logged_in).await {
+            Ok(Routed::Denied(why)) => Err(Reply::new(
+                550,
+                "5.7.1",
+                format!("<{raw}>: Sender not allowed: {why}"),
+            )),
+            Ok(Routed::To(dests)) if !dests.is_empty() => {
                 for d in &dests {
                     if let Destination::Local(a) = d
                         && a.quota_bytes > 0
@@ -446,7 +462,7 @@ impl SmtpServer {
                     dests,
                 })
             }
-            Ok(_) => Err(Reply::new(
+            Ok(Routed::To(_) | Routed::Unknown) => Err(Reply::new(
                 550,
                 "5.1.1",
                 format!("<{raw}>: Recipient address rejected: no mailbox by this name at {domain}"),

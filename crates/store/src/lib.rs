@@ -89,6 +89,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Aliases: one address, many targets.
     async fn alias_set(&self, address: &str, targets: Vec<String>) -> Result<Alias>;
+    /// Makes the alias a group with this sending policy (`None`: a plain alias again).
+    async fn alias_set_policy(&self, address: &str, policy: Option<SendPolicy>) -> Result<Alias>;
     async fn alias_get(&self, address: &str) -> Result<Option<Alias>>;
     async fn alias_list(&self) -> Result<Vec<Alias>>;
     async fn alias_delete(&self, address: &str) -> Result<()>;

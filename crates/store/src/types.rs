@@ -67,6 +67,22 @@ pub struct Alias {
     pub address: String,
     pub targets: Vec<String>,
     pub created: i64,
+    /// Set for groups (distribution lists): who may send to it.
+    #[serde(default)]
+    pub policy: Option<SendPolicy>,
+}
+
+/// Who may send to a group (distribution list).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum SendPolicy {
+    Anyone,
+    /// Its members (the addresses it lists, and the accounts behind them).
+    Members,
+    /// Only these addresses.
+    Senders(Vec<String>),
+    /// Users of the group's domain, logged in.
+    Domain,
 }
 
 /// RFC 6154 roles.

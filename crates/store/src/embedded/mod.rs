@@ -469,6 +469,14 @@ impl Store for EmbeddedStore {
         )
     }
 
+    async fn alias_set_policy(&self, address: &str, policy: Option<SendPolicy>) -> Result<Alias> {
+        expect_output!(
+            self.write(Job::AliasPolicy(address.to_string(), policy))
+                .await?,
+            Alias
+        )
+    }
+
     async fn alias_get(&self, address: &str) -> Result<Option<Alias>> {
         self.get_json(|r| get_bytes(r, ALIASES, address))
     }

@@ -27,6 +27,7 @@ pub enum Job {
     AccountUpdate(AccountId, AccountUpdate),
     AccountDelete(AccountId),
     AliasSet(String, Vec<String>),
+    AliasPolicy(String, Option<SendPolicy>),
     AliasDelete(String),
     MailboxCreate(AccountId, String, Option<SpecialUse>),
     MailboxDelete(MailboxId),
@@ -316,6 +317,19 @@ impl<'t> Tables<'t> {
             Job::AccountUpdate(id, up) => self.account_update(id, up, fx),
             Job::AccountDelete(id) => self.account_delete(id, fx, files),
             Job::AliasSet(address, targets) => self.alias_set(address, targets, fx),
+            Job::AliasPolicy(address, policy) => {
+                let Some(v) = self.aliases.get(address.as_str()).map_err(db_err)? else {
+                    return Err(StoreError::NotFound(format!("alias {address}")));
+                };
+                let mut a = from_json::<Alias>(v.value())?;
+                drop(v);
+                a.policy = policy;
+                self.aliases
+                    .insert(a.address.as_str(), json(&a).as_slice())
+                    .map_err(db_err)?;
+                fx.events.push(StoreEvent::Directory);
+                Ok(Output::Alias(a))
+            }
             Job::AliasDelete(address) => self.alias_delete(&address, fx),
             Job::MailboxCreate(account, name, su) => {
                 self.account(account)?;
@@ -591,14 +605,18 @@ impl<'t> Tables<'t> {
         {
             return Err(StoreError::AlreadyExists(format!("account {address}")));
         }
-        let created = match self.aliases.get(address.as_str()).map_err(db_err)? {
-            Some(v) => from_json::<Alias>(v.value())?.created,
-            None => now(),
+        let (created, policy) = match self.aliases.get(address.as_str()).map_err(db_err)? {
+            Some(v) => {
+                let old = from_json::<Alias>(v.value())?;
+                (old.created, old.policy)
+            }
+            None => (now(), None),
         };
         let a = Alias {
             address,
             targets,
             created,
+            policy,
         };
         self.aliases
             .insert(a.address.as_str(), json(&a).as_slice())
