@@ -197,7 +197,7 @@ def main():
     lost = [n for n in st.acked if n not in st.seen]
     print(f"\n{a.minutes:g} minutes, {kills} restarts ({(kills + 1) // 2} graceful, {kills // 2} kill -9)")
     print(f"messages acknowledged {len(st.acked)}, read {len(st.seen & set(st.acked))}, lost {len(lost)}")
-    print(f"reads: POP3 {st.counts['pop3']}, IMAP {st.counts['imap']}; client-side errors (around restarts) {st.errors}")
+    print(f"reads: POP3 {st.counts['pop3']}, IMAP {st.counts['imap']}; client-side errors (cut by restarts, POP3 mailbox in use) {st.errors}")
     print("RSS at the end of each run: " + ", ".join(f"{m:.0f} min {kb / 1024:.1f} MB" for m, kb in rss))
     # The store's page cache (storage.cache_size, 64 MB) fills as the data grows: growth up to
     # it is expected, beyond it is not.

@@ -185,3 +185,45 @@ def refused_from(server, sender, rcpt):
         s.ehlo("client.test")
         s.mail(sender)
         return s.rcpt(rcpt)
+
+
+def test_quota_messages_warning_at_90_percent_and_recovery(server):
+    r = server.cli("user", "quota", ALICE, "100K", "--messages", "10")
+    assert "quota of alice@example.test set" in r.stdout
+    small = b"Subject: fill\r\n\r\n" + b"x" * 100 + b"\r\n"
+    for _ in range(8):
+        assert mx_send(server, "x@far.test", [ALICE], small) == {}
+    assert not any(b"90% full" in m for m in inbox(server)), "no warning below 90%"
+    # The ninth message crosses 90%: the owner is told, once, in the INBOX (which counts).
+    assert mx_send(server, "x@far.test", [ALICE], small) == {}
+    box = inbox(server)
+    notes = [m for m in box if b"Subject: Your mailbox is 90% full" in m]
+    assert len(notes) == 1 and b"9 of 10 messages" in notes[0] and b"Auto-Submitted: auto-generated" in notes[0]
+    assert len(box) == 10
+    # Full: refused at RCPT as a temporary failure, so the sender's server tries again later.
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("x@far.test")
+        code, text = s.rcpt(ALICE)
+        assert code == 452 and b"4.2.2" in text and b"Mailbox full" in text
+    # IMAP shows the message quota too.
+    import imaplib
+    m = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=insecure_ctx())
+    m.login(ALICE, PASSWORD)
+    typ, data = m.getquotaroot("INBOX")
+    assert b"MESSAGE 10 10" in data[1][0]
+    # Deleting makes room at once.
+    m.select("INBOX")
+    m.store("1:3", "+FLAGS", r"(\Deleted)")
+    m.expunge()
+    m.logout()
+    assert mx_send(server, "x@far.test", [ALICE], small) == {}
+    assert len([m for m in inbox(server) if b"90% full" in m]) == 1
+    # Back at 90% with the next one: a new crossing, a new note.
+    assert mx_send(server, "x@far.test", [ALICE], small) == {}
+    assert len([m for m in inbox(server) if b"90% full" in m]) == 2
+    # A byte quota crossing warns the same way.
+    server.cli("user", "quota", BOB, "10K")
+    assert mx_send(server, "x@far.test", [BOB], b"Subject: big\r\n\r\n" + (b"y" * 94 + b"\r\n") * 100) == {}
+    notes = [m for m in inbox(server, BOB) if b"90% full" in m]
+    assert len(notes) == 1 and b"KB of 10.0 KB" in notes[0]

@@ -34,6 +34,9 @@ pub enum AdminRequest {
     UserQuota {
         address: String,
         quota: u64,
+        /// Message count limit; `None` leaves it as it is.
+        #[serde(default)]
+        messages: Option<u64>,
     },
     AliasAdd {
         alias: String,
@@ -331,7 +334,11 @@ impl Directory {
                     .await?;
                 done(format!("password of {address} changed"))
             }
-            AdminRequest::UserQuota { address, quota } => {
+            AdminRequest::UserQuota {
+                address,
+                quota,
+                messages,
+            } => {
                 let address = normalize_address(&address)?;
                 let a = self.require_user(&address).await?;
                 store
@@ -339,6 +346,7 @@ impl Directory {
                         a.id,
                         AccountUpdate {
                             quota_bytes: Some(quota),
+                            quota_messages: messages,
                             ..Default::default()
                         },
                     )

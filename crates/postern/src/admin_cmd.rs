@@ -308,9 +308,14 @@ pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
             address,
             password: password(p)?,
         },
-        UserCmd::Quota { address, size } => AdminRequest::UserQuota {
+        UserCmd::Quota {
+            address,
+            size,
+            messages,
+        } => AdminRequest::UserQuota {
             address,
             quota: parse_size(&size)?,
+            messages,
         },
     };
     print(run(cfg, req).await?);

@@ -254,8 +254,14 @@ pub enum UserCmd {
         #[command(flatten)]
         password: PasswordArgs,
     },
-    /// Set an account's storage quota (0 = unlimited)
-    Quota { address: String, size: String },
+    /// Set an account's storage quota (0 = unlimited); the owner is told at 90%
+    Quota {
+        address: String,
+        size: String,
+        /// Also limit the number of messages (0 = unlimited)
+        #[arg(long)]
+        messages: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -444,9 +444,10 @@ impl SmtpServer {
             Ok(Routed::To(dests)) if !dests.is_empty() => {
                 for d in &dests {
                     if let Destination::Local(a) = d
-                        && a.quota_bytes > 0
+                        && (a.quota_bytes > 0 || a.quota_messages > 0)
                         && let Ok(u) = self.store.account_usage(a.id).await
-                        && u.bytes >= a.quota_bytes
+                        && ((a.quota_bytes > 0 && u.bytes >= a.quota_bytes)
+                            || (a.quota_messages > 0 && u.messages >= a.quota_messages))
                     {
                         return Err(Reply::new(
                             452,
