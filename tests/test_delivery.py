@@ -342,3 +342,52 @@ def test_trace_local_deferral_success_and_bounce(net):
     finally:
         good.stop()
         bad.stop()
+
+
+def test_forwarding_with_srs_and_the_bounce_back(net):
+    import smtplib
+    from helpers import mx_send
+    dns, rport, make = net
+    dns.start(mx=[("far.test", "mx.far.test", 10), ("other.test", "mx.other.test", 10)],
+              a=[("mx.far.test", "127.0.0.3"), ("mx.other.test", "127.0.0.4")])
+    far, other = Sink("127.0.0.3", rport), Sink("127.0.0.4", rport)
+    s = make()
+    s.start()
+    try:
+        r = s.cli("forward", "set", ALICE, "carol@far.test", "--keep-copy")
+        assert "now goes to carol@far.test and stays in its INBOX too" in r.stdout
+        assert "alice@example.test is a user who forwards to carol@far.test, keeping a copy" in \
+            s.cli("route", ALICE).stdout
+        # Mail from another domain leaves with a sender of ours (SRS), so SPF passes at far.test.
+        assert mx_send(s, "dave@other.test", [ALICE], msg("forward me")) == {}
+        wait_for(lambda: far.messages, timeout=30)
+        mail, rcpts, data = far.messages[0]
+        assert rcpts == ["carol@far.test"] and b"Subject: forward me" in data
+        assert re.fullmatch(r"srs0=[a-z2-7]{6}=[a-z2-7]{2}=other\.test=dave@example\.test", mail), mail
+        assert len(inbox(s, ALICE)) == 1, "the copy kept"
+        # far.test bounces it: the bounce reaches the original sender through us.
+        assert mx_send(s, "", [mail], b"Subject: Undelivered Mail\r\n\r\nno such user\r\n") == {}
+        wait_for(lambda: other.messages, timeout=30)
+        assert other.messages[0][0] == "" and other.messages[0][1] == ["dave@other.test"]
+        assert "back to dave@other.test" in s.cli("route", mail).stdout
+        # A made-up or tampered SRS address is nobody: no relaying through it.
+        for fake in (mail.replace("dave", "eve"), "srs0=aaaaaa=aa=victim.test=bob@example.test"):
+            with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30) as c:
+                c.ehlo("client.test")
+                c.mail("")
+                code, text = c.rcpt(fake)
+                assert code == 550 and b"5.1.1" in text, fake
+        # Without a copy; and a local sender's mail is forwarded with its own sender.
+        s.cli("forward", "set", BOB, "carol@far.test")
+        submit(s, ALICE, [BOB], msg("from alice"))
+        wait_for(lambda: len(far.messages) >= 2, timeout=30)
+        got = {m[2].split(b"Subject: ")[1].split(b"\r\n")[0]: m[0] for m in far.messages}
+        assert got[b"from alice"] == ALICE
+        assert inbox(s, BOB) == []
+        s.cli("forward", "clear", BOB)
+        assert "bob@example.test is a user: delivered to its INBOX" in s.cli("route", BOB).stdout
+        r = s.cli("forward", "set", BOB, BOB, check=False)
+        assert r.returncode != 0 and "itself" in r.stderr
+    finally:
+        far.stop()
+        other.stop()

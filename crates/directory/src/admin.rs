@@ -60,6 +60,12 @@ pub enum AdminRequest {
         senders: Vec<String>,
     },
     GroupList,
+    /// Send an account's mail on to another address (`None`: stop forwarding).
+    Forward {
+        address: String,
+        to: Option<String>,
+        keep_copy: bool,
+    },
     /// Where mail to an address goes, step by step.
     Route {
         address: String,
@@ -575,6 +581,53 @@ impl Directory {
                     "{group}: {}",
                     crate::policy_words(&policy, domain_of(&group))
                 ))
+            }
+            AdminRequest::Forward {
+                address,
+                to,
+                keep_copy,
+            } => {
+                let address = normalize_address(&address)?;
+                let a = self.require_user(&address).await?;
+                let forward = match to {
+                    None => None,
+                    Some(t) => {
+                        let t = normalize_address(&t)?;
+                        if t == a.address {
+                            return Err(AdminError::new(format!(
+                                "{address} cannot forward to itself"
+                            )));
+                        }
+                        if self.is_local_domain(domain_of(&t)).await?
+                            && self.expand(&t).await?.is_none()
+                        {
+                            return Err(AdminError::new(format!(
+                                "{t} is neither a user nor an alias here"
+                            )));
+                        }
+                        Some(postern_store::Forward { to: t, keep_copy })
+                    }
+                };
+                let msg = match &forward {
+                    None => format!("{address} no longer forwards; mail stays in its INBOX"),
+                    Some(f) if f.keep_copy => {
+                        format!(
+                            "mail to {address} now goes to {} and stays in its INBOX too",
+                            f.to
+                        )
+                    }
+                    Some(f) => format!("mail to {address} now goes to {} only", f.to),
+                };
+                store
+                    .account_update(
+                        a.id,
+                        AccountUpdate {
+                            forward: Some(forward),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                done(msg)
             }
             AdminRequest::GroupList => {
                 let mut groups: Vec<(String, String, Vec<String>)> = store

@@ -6,6 +6,7 @@ pub mod admin;
 mod limiter;
 mod password;
 pub mod sasl;
+pub mod srs;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -26,6 +27,8 @@ pub struct DirectoryConfig {
     pub failure_delay: Duration,
     /// `alice+news@` reaches `alice@` ("+" by default; `None` turns it off).
     pub subaddress_separator: Option<char>,
+    /// Key of the Sender Rewriting Scheme for forwarded mail; empty: no SRS.
+    pub srs_secret: Vec<u8>,
 }
 
 impl Default for DirectoryConfig {
@@ -37,6 +40,7 @@ impl Default for DirectoryConfig {
             lockout: Duration::from_secs(900),
             failure_delay: Duration::from_secs(1),
             subaddress_separator: Some('+'),
+            srs_secret: Vec::new(),
         }
     }
 }
@@ -70,6 +74,7 @@ pub struct Directory {
     cache_key: ring::hmac::Key,
     /// Each argon2 run takes 19 MiB: at most one per CPU at a time, whatever the login rate.
     hashing: tokio::sync::Semaphore,
+    srs: Option<srs::Srs>,
 }
 
 /// One expansion's state: what was visited, what it found, and the explanation if asked.
@@ -78,6 +83,8 @@ struct Walk {
     seen_accounts: HashSet<AccountId>,
     out: Vec<Destination>,
     catch_all: bool,
+    /// Follow accounts' forwarding (delivery does; sender checks do not).
+    forwards: bool,
     trace: Option<Vec<String>>,
     /// Set when groups' sending policies are to be checked.
     sender: Option<SenderCtx>,
@@ -129,7 +136,9 @@ impl Directory {
         let cache_key =
             ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).expect("system random source");
         let limiter = LoginLimiter::new(config.max_failures, config.failure_window, config.lockout);
+        let srs = (!config.srs_secret.is_empty()).then(|| srs::Srs::new(&config.srs_secret));
         let dir = Arc::new(Directory {
+            srs,
             store,
             config,
             limiter,
@@ -258,6 +267,7 @@ impl Directory {
             seen_accounts: HashSet::new(),
             out: Vec::new(),
             catch_all,
+            forwards: catch_all,
             trace: trace.take(),
             sender: sender.cloned(),
             denied: None,
@@ -287,7 +297,55 @@ impl Directory {
                 );
                 return Ok(true);
             }
+            let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+            if local
+                .get(..5)
+                .is_some_and(|p| p.eq_ignore_ascii_case("srs0="))
+            {
+                // A bounce (or reply) to mail we forwarded: back to the original sender.
+                let Some(orig) = self
+                    .srs
+                    .as_ref()
+                    .and_then(|s| s.reverse(local, srs::today()))
+                else {
+                    note(
+                        &mut w.trace,
+                        depth,
+                        format!("{address}: not a forwarding address of ours (or expired)"),
+                    );
+                    return Ok(false);
+                };
+                note(
+                    &mut w.trace,
+                    depth,
+                    format!("{address} is a forwarding return address: back to {orig}"),
+                );
+                if w.seen.insert(orig.clone()) {
+                    w.out.push(Destination::Remote(orig));
+                }
+                return Ok(true);
+            }
             if let Some(acc) = self.store.account_by_address(address).await? {
+                if let (true, Some(f)) = (w.forwards, acc.forward.clone()) {
+                    note(
+                        &mut w.trace,
+                        depth,
+                        format!(
+                            "{address} is a user who forwards to {}{}",
+                            f.to,
+                            if f.keep_copy {
+                                ", keeping a copy in its INBOX"
+                            } else {
+                                ""
+                            }
+                        ),
+                    );
+                    if f.keep_copy && w.seen_accounts.insert(acc.id) {
+                        w.out.push(Destination::Local(acc));
+                    }
+                    self.targets(std::slice::from_ref(&f.to), depth, w).await?;
+                    return Ok(true);
+                }
                 note(
                     &mut w.trace,
                     depth,
@@ -320,7 +378,6 @@ impl Directory {
                 self.targets(&alias.targets, depth, w).await?;
                 return Ok(true);
             }
-            let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
             if let Some(sep) = self.config.subaddress_separator
                 && let Some((base, detail)) = local.split_once(sep)
                 && !base.is_empty()
@@ -437,6 +494,13 @@ impl Directory {
                     })
             }
         })
+    }
+
+    /// The envelope sender for mail forwarded from `our_domain`: SRS-rewritten, so the
+    /// destination's SPF check passes. The null sender stays null.
+    pub fn forwarding_sender(&self, sender: &str, our_domain: &str) -> Option<String> {
+        let srs = self.srs.as_ref()?;
+        (!sender.is_empty()).then(|| srs.forward(sender, our_domain, srs::today()))
     }
 
     /// The account for an address, trying it without its detail (`alice+news@`) too.

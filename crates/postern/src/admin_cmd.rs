@@ -10,7 +10,7 @@ use postern_directory::{Directory, DirectoryConfig};
 use postern_store::embedded::{EmbeddedStore, Options};
 use postern_store::{Store, StoreError};
 
-use crate::cli::{AliasCmd, DomainCmd, GroupCmd, PasswordArgs, QueueCmd, UserCmd};
+use crate::cli::{AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, UserCmd};
 use crate::control;
 
 pub fn directory_config(cfg: &Config) -> DirectoryConfig {
@@ -21,6 +21,41 @@ pub fn directory_config(cfg: &Config) -> DirectoryConfig {
         lockout: cfg.auth.lockout.duration(),
         failure_delay: std::time::Duration::from_millis(cfg.auth.failure_delay_ms),
         subaddress_separator: cfg.routing.separator(),
+        srs_secret: srs_secret(&cfg.data_dir),
+    }
+}
+
+/// The Sender Rewriting Scheme key, made on first use and kept in the data directory (it
+/// must outlive restarts: bounces come back days later).
+fn srs_secret(data_dir: &std::path::Path) -> Vec<u8> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("srs.key");
+    if let Ok(k) = std::fs::read(&path)
+        && k.len() >= 32
+    {
+        return k;
+    }
+    if !data_dir.is_dir() {
+        return Vec::new();
+    }
+    let mut k = vec![0u8; 32];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k).is_err() {
+        return Vec::new();
+    }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| {
+            f.write_all(&k)?;
+            f.sync_all()
+        });
+    match written {
+        Ok(()) => k,
+        // Another process made it first: use theirs.
+        Err(_) => std::fs::read(&path).unwrap_or_default(),
     }
 }
 
@@ -316,6 +351,27 @@ pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
             address,
             quota: parse_size(&size)?,
             messages,
+        },
+    };
+    print(run(cfg, req).await?);
+    Ok(())
+}
+
+pub async fn forward(cfg: &Config, c: ForwardCmd) -> anyhow::Result<()> {
+    let req = match c {
+        ForwardCmd::Set {
+            user,
+            target,
+            keep_copy,
+        } => AdminRequest::Forward {
+            address: user,
+            to: Some(target),
+            keep_copy,
+        },
+        ForwardCmd::Clear { user } => AdminRequest::Forward {
+            address: user,
+            to: None,
+            keep_copy: false,
         },
     };
     print(run(cfg, req).await?);

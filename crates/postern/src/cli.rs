@@ -43,6 +43,9 @@ pub enum Command {
     /// DKIM signing keys
     #[command(subcommand)]
     Dkim(DkimCmd),
+    /// Send an account's mail on to another address
+    #[command(subcommand)]
+    Forward(ForwardCmd),
     /// Groups (distribution lists) and who may send to them
     #[command(subcommand)]
     Group(GroupCmd),
@@ -262,6 +265,20 @@ pub enum UserCmd {
         #[arg(long)]
         messages: Option<u64>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ForwardCmd {
+    /// Forward USER's mail to TARGET (with an SRS sender, so SPF passes there)
+    Set {
+        user: String,
+        target: String,
+        /// Keep a copy in USER's INBOX too
+        #[arg(long)]
+        keep_copy: bool,
+    },
+    /// Stop forwarding USER's mail
+    Clear { user: String },
 }
 
 #[derive(Subcommand)]

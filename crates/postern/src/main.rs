@@ -91,6 +91,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (_, cfg) = load_config(cli.config)?;
             admin_cmd::alias(&cfg, c).await
         }
+        Command::Forward(c) => {
+            let (_, cfg) = load_config(cli.config)?;
+            admin_cmd::forward(&cfg, c).await
+        }
         Command::Group(c) => {
             let (_, cfg) = load_config(cli.config)?;
             admin_cmd::group(&cfg, c).await

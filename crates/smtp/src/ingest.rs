@@ -310,6 +310,7 @@ pub async fn commit(
     rcpts: &[Accepted],
     msg: Complete,
     user: Option<&str>,
+    queue_sender: Option<String>,
 ) -> (Reply, Result<(), StoreError>) {
     let mut targets: Vec<DeliveryTarget> = Vec::new();
     let mut remote: Vec<QueueRecipient> = Vec::new();
@@ -344,7 +345,7 @@ pub async fn commit(
         }
     }
     let queue = (!remote.is_empty()).then(|| NewQueueEntry {
-        sender: from.address.clone(),
+        sender: queue_sender.unwrap_or_else(|| from.address.clone()),
         recipients: remote,
         envid: from.envid.clone(),
         ret: from.ret.map(|r| match r {

@@ -815,6 +815,35 @@ impl SmtpServer {
         let _ = self.store.trace_append(vec![e]).await;
     }
 
+    /// Mail from another domain that one of our addresses sends on to another domain
+    /// (forwarding, aliases) leaves with an SRS sender of ours, so SPF passes there.
+    async fn forwarding_sender(
+        &self,
+        core: &Core,
+        from: &str,
+        rcpts: &[Accepted],
+    ) -> Option<String> {
+        if core.user().is_some() || from.is_empty() {
+            return None;
+        }
+        if self
+            .directory
+            .is_local_domain(domain_of(from))
+            .await
+            .unwrap_or(true)
+        {
+            return None;
+        }
+        // A recipient whose expansion reaches another domain (not a relayed recipient itself).
+        let via = rcpts.iter().find(|a| {
+            a.dests
+                .iter()
+                .any(|d| matches!(d, Destination::Remote(r) if *r != a.address))
+        })?;
+        self.directory
+            .forwarding_sender(from, domain_of(&via.address))
+    }
+
     async fn store_message(&self, core: &mut Core, io: &mut Io, rx: Receiving, ip: IpAddr) -> Flow {
         let arrival = self.arrival(core, io, ip);
         let message_id = ingest::message_id(rx.sink.original_head());
@@ -838,6 +867,9 @@ impl SmtpServer {
                 return Flow::Continue;
             }
         };
+        let queue_sender = self
+            .forwarding_sender(core, &tx.from.address, &tx.rcpts)
+            .await;
         let (reply, result) = ingest::commit(
             &self.store,
             &tx.from,
@@ -851,6 +883,7 @@ impl SmtpServer {
                 message_id,
             },
             core.user(),
+            queue_sender,
         )
         .await;
         match result {

@@ -37,6 +37,16 @@ pub struct Account {
     #[serde(default)]
     pub disabled: bool,
     pub created: i64,
+    /// Mail to the account goes on to this address.
+    #[serde(default)]
+    pub forward: Option<Forward>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Forward {
+    pub to: String,
+    /// Also deliver to the account's own INBOX.
+    pub keep_copy: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +63,8 @@ pub struct AccountUpdate {
     pub quota_bytes: Option<u64>,
     pub quota_messages: Option<u64>,
     pub disabled: Option<bool>,
+    /// `Some(None)` clears forwarding.
+    pub forward: Option<Option<Forward>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

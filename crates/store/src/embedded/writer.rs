@@ -527,6 +527,7 @@ impl<'t> Tables<'t> {
             quota_messages: new.quota_messages,
             disabled: false,
             created: now(),
+            forward: None,
         };
         self.accounts
             .insert(id, json(&a).as_slice())
@@ -560,6 +561,9 @@ impl<'t> Tables<'t> {
         }
         if let Some(d) = up.disabled {
             a.disabled = d;
+        }
+        if let Some(f) = up.forward {
+            a.forward = f;
         }
         self.accounts
             .insert(id, json(&a).as_slice())
