@@ -227,3 +227,25 @@ def test_quota_messages_warning_at_90_percent_and_recovery(server):
     assert mx_send(server, "x@far.test", [BOB], b"Subject: big\r\n\r\n" + (b"y" * 94 + b"\r\n") * 100) == {}
     notes = [m for m in inbox(server, BOB) if b"90% full" in m]
     assert len(notes) == 1 and b"KB of 10.0 KB" in notes[0]
+
+
+def test_subaddress_into_its_folder(make_server):
+    import imaplib
+    s = make_server(extra_config="[routing]\nsubaddress_folder = true\n")
+    s.add_user(ALICE)
+    s.start()
+    m = imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx())
+    m.login(ALICE, PASSWORD)
+    m.create("News")
+    assert mx_send(s, "x@far.test", ["alice+news@" + DOMAIN, "alice+nofolder@" + DOMAIN], MSG) == {}
+    assert mx_send(s, "x@far.test", ["alice+NEWS@" + DOMAIN], MSG) == {}
+
+    def count(box):
+        typ, data = m.status(box, "(MESSAGES)")
+        return int(data[0].split(b"MESSAGES ")[1].rstrip(b")"))
+
+    # One message to two details of one person is stored once: the first detail's folder.
+    assert (count("News"), count("INBOX")) == (2, 0)
+    assert mx_send(s, "x@far.test", ["alice+nofolder@" + DOMAIN], MSG) == {}
+    assert (count("News"), count("INBOX")) == (2, 1)
+    m.logout()

@@ -93,12 +93,15 @@ pub struct Routing {
     /// `alice+news@` reaches `alice@` when no address `alice+news@` exists. One character;
     /// empty turns sub-addressing off.
     pub subaddress_separator: String,
+    /// `alice+news@` is delivered into alice's folder "news" when she has one.
+    pub subaddress_folder: bool,
 }
 
 impl Default for Routing {
     fn default() -> Self {
         Routing {
             subaddress_separator: "+".into(),
+            subaddress_folder: false,
         }
     }
 }
@@ -933,6 +936,7 @@ retention = "30d"        # postern trace remembers messages this long
 
 [routing]
 subaddress_separator = "+"   # alice+news@ reaches alice@ ("" = off)
+subaddress_folder = false    # ... into her folder "news" when she has one
 
 [doctor]
 probe_domain = "gmail.com"     # postern doctor tries port 25 to this domain's MX ("" to skip)

@@ -163,6 +163,7 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let store: SharedStore = store;
     let directory = Directory::new(store.clone(), directory_config(&cfg));
     let (shutdown_handle, shutdown) = ShutdownHandle::new();
+    let control_socket = control::socket_path(&cfg.data_dir);
     let tracker = Tracker::default();
     let resolver = postern_queue::route::resolver(&cfg.dns.nameservers)
         .map_err(|e| anyhow::anyhow!("cannot set up DNS: {e}"))?;
@@ -260,6 +261,8 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         );
     }
     store.close().await?;
+    // Here rather than only in the control task, which may not run again before we exit.
+    let _ = std::fs::remove_file(control_socket);
     tracing::info!("stopped");
     Ok(())
 }

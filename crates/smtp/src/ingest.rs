@@ -311,6 +311,7 @@ pub async fn commit(
     msg: Complete,
     user: Option<&str>,
     queue_sender: Option<String>,
+    folders: &std::collections::HashMap<postern_store::AccountId, String>,
 ) -> (Reply, Result<(), StoreError>) {
     let mut targets: Vec<DeliveryTarget> = Vec::new();
     let mut remote: Vec<QueueRecipient> = Vec::new();
@@ -322,7 +323,10 @@ pub async fn commit(
                         targets.push(DeliveryTarget {
                             account: acc.id,
                             mailbox: MailboxTarget::Name {
-                                name: postern_store::INBOX.into(),
+                                name: folders
+                                    .get(&acc.id)
+                                    .cloned()
+                                    .unwrap_or_else(|| postern_store::INBOX.into()),
                                 create: false,
                             },
                             flags: Flags::default(),
@@ -368,8 +372,14 @@ pub async fn commit(
                 Destination::Remote(r) => ("queued", r.clone()),
             };
             if seen.insert(who.clone()) {
+                let folder = match d {
+                    Destination::Local(acc) => folders
+                        .get(&acc.id)
+                        .map_or(postern_store::INBOX, String::as_str),
+                    Destination::Remote(_) => "",
+                };
                 let text = match kind {
-                    "delivered" => format!("to {who}, folder INBOX"),
+                    "delivered" => format!("to {who}, folder {folder}"),
                     _ => format!("for {who}, to be sent on"),
                 };
                 trace.push(TraceEvent::new(&msg.trace_id, kind, text).key(format!("to:{who}")));

@@ -844,6 +844,36 @@ impl SmtpServer {
             .forwarding_sender(from, domain_of(&via.address))
     }
 
+    /// With `routing.subaddress_folder`: `alice+news@` goes into alice's folder "news" when
+    /// she has one (any case), else to her INBOX.
+    async fn subaddress_folders(
+        &self,
+        rcpts: &[Accepted],
+    ) -> std::collections::HashMap<postern_store::AccountId, String> {
+        let mut out = std::collections::HashMap::new();
+        let r = &self.config.routing;
+        let Some(sep) = r.separator().filter(|_| r.subaddress_folder) else {
+            return out;
+        };
+        for a in rcpts {
+            let (local, domain) = a.address.rsplit_once('@').unwrap_or(("", ""));
+            let Some((base, detail)) = local.split_once(sep) else {
+                continue;
+            };
+            let base = format!("{base}@{domain}");
+            for d in &a.dests {
+                if let Destination::Local(acc) = d
+                    && acc.address == base
+                    && let Ok(boxes) = self.store.mailbox_list(acc.id).await
+                    && let Some(mb) = boxes.iter().find(|m| m.name.eq_ignore_ascii_case(detail))
+                {
+                    out.entry(acc.id).or_insert_with(|| mb.name.clone());
+                }
+            }
+        }
+        out
+    }
+
     async fn store_message(&self, core: &mut Core, io: &mut Io, rx: Receiving, ip: IpAddr) -> Flow {
         let arrival = self.arrival(core, io, ip);
         let message_id = ingest::message_id(rx.sink.original_head());
@@ -870,6 +900,7 @@ impl SmtpServer {
         let queue_sender = self
             .forwarding_sender(core, &tx.from.address, &tx.rcpts)
             .await;
+        let folders = self.subaddress_folders(&tx.rcpts).await;
         let (reply, result) = ingest::commit(
             &self.store,
             &tx.from,
@@ -884,6 +915,7 @@ impl SmtpServer {
             },
             core.user(),
             queue_sender,
+            &folders,
         )
         .await;
         match result {
