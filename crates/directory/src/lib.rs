@@ -500,7 +500,7 @@ impl Directory {
     /// destination's SPF check passes. The null sender stays null.
     pub fn forwarding_sender(&self, sender: &str, our_domain: &str) -> Option<String> {
         let srs = self.srs.as_ref()?;
-        (!sender.is_empty()).then(|| srs.forward(sender, our_domain, srs::today()))
+        srs.forward(sender, our_domain, srs::today())
     }
 
     /// The account for an address, trying it without its detail (`alice+news@`) too.

@@ -34,15 +34,19 @@ impl Srs {
             .collect()
     }
 
-    /// `sender` rewritten as an address of `our_domain`; `day` is days since 1970.
-    pub fn forward(&self, sender: &str, our_domain: &str, day: u64) -> String {
-        let (local, domain) = sender.rsplit_once('@').unwrap_or((sender, ""));
+    /// `sender` rewritten as an address of `our_domain`; `day` is days since 1970. `None`
+    /// for a sender whose domain could not be read back unambiguously (empty, or with '=').
+    pub fn forward(&self, sender: &str, our_domain: &str, day: u64) -> Option<String> {
+        let (local, domain) = sender.rsplit_once('@')?;
+        if domain.is_empty() || domain.contains('=') || local.is_empty() {
+            return None;
+        }
         let stamp: String = [(day / 32) % 32, day % 32]
             .iter()
             .map(|&v| BASE32[v as usize] as char)
             .collect();
         let h = self.hash(&stamp, domain, local);
-        format!("srs0={h}={stamp}={domain}={local}@{our_domain}")
+        Some(format!("srs0={h}={stamp}={domain}={local}@{our_domain}"))
     }
 
     /// The original sender behind a rewritten local part, if the hash is ours and the
@@ -89,7 +93,10 @@ mod tests {
     #[test]
     fn round_trip_tamper_and_age() {
         let s = Srs::new(b"secret");
-        let a = s.forward("Bob.Smith@far.test", "example.test", 20_000);
+        let a = s
+            .forward("Bob.Smith@far.test", "example.test", 20_000)
+            .unwrap();
+        assert_eq!(s.forward("a@b=c", "example.test", 20_000), None);
         let (local, domain) = a.rsplit_once('@').unwrap();
         assert_eq!(domain, "example.test");
         assert!(local.starts_with("srs0="));
