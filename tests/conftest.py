@@ -106,11 +106,11 @@ key = "{self.data}/tls/key.pem"
     def cli(self, *args, **kw):
         return run(*args, config=self.config, **kw)
 
-    def start(self, wait=True):
+    def start(self, wait=True, preexec_fn=None):
         assert self.proc is None or self.proc.poll() is not None
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([str(BIN), "-c", str(self.config), "serve"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
         if wait:
             self.wait_ready()
         return self

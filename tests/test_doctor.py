@@ -333,3 +333,23 @@ def test_blocklisted_ip(doc):
     assert f"FAIL  {HOST_IP} is listed on bl.test (127.0.0.2): Listed for testing" in bl, out
     assert "request removal" in bl
     assert f"OK    {HOST_IP} is not listed on clean.test" in bl
+
+
+def test_open_file_limit_below_the_connection_limits(doc):
+    import resource
+    s = doc(start=False)
+    # The server can raise its soft limit only up to the hard one: 2048 here, under IMAP's
+    # default of 20000 connections.
+    s.start(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 2048)))
+    out = section(doctor(s)[1], "Storage and queue")
+    assert "WARN  the server may have 2048 files open at once, but a listener allows 20000" in out, out
+    assert "LimitNOFILE=" in out
+    assert "the open-file limit is below a listener's max_connections" in s.log_text()
+    s.stop()
+    s.start()
+    out = section(doctor(s)[1], "Storage and queue")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard >= 20000:
+        assert f"OK    open-file limit {hard}: room for 20000 connections" in out, out
+    else:
+        assert f"WARN  the server may have {hard} files open at once" in out, out

@@ -782,6 +782,27 @@ async fn storage(cfg: &Config, access: &Access) -> Section {
             "Check that the data directory exists and is readable.",
         ),
     }
+    let wanted = [
+        cfg.smtp.max_connections,
+        cfg.pop3.max_connections,
+        cfg.imap.max_connections,
+        cfg.http.max_connections,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0) as u64;
+    match open_file_limit(cfg, access).await {
+        Some(n) if n < wanted => s.warn(
+            format!(
+                "the server may have {n} files open at once, but a listener allows {wanted} connections (each is a file)"
+            ),
+            "Raise the limit (LimitNOFILE= in the systemd unit, or ulimit -n before postern serve) or lower max_connections; past it, new connections fail.",
+        ),
+        Some(n) => s.ok(format!(
+            "open-file limit {n}: room for {wanted} connections on a listener"
+        )),
+        None => {}
+    }
     let entries: Vec<QueueInfo> = match admin(cfg, access, AdminRequest::QueueList).await {
         Ok(AdminReply::Queue { entries }) => entries,
         Ok(_) => Vec::new(),
@@ -835,6 +856,30 @@ async fn storage(cfg: &Config, access: &Access) -> Section {
         s.ok(summary);
     }
     s
+}
+
+/// The running server's open-file limit (from /proc), or, with no server running, the
+/// limit it would get (it raises its soft limit to the hard one at start).
+async fn open_file_limit(cfg: &Config, access: &Access) -> Option<u64> {
+    let own = || {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass.
+        (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+    };
+    if let Access::Server(_) = access {
+        return own().map(|l| l.rlim_cur as u64);
+    }
+    match admin(cfg, access, AdminRequest::Ping).await {
+        Ok(AdminReply::Pong { pid }) if pid != std::process::id() => {
+            let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        }
+        _ => own().map(|l| l.rlim_max as u64),
+    }
 }
 
 fn human_age(secs: u64) -> String {
