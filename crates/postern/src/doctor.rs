@@ -870,7 +870,7 @@ async fn open_file_limit(cfg: &Config, access: &Access) -> Option<u64> {
         (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
     };
     if let Access::Server(_) = access {
-        return own().map(|l| l.rlim_cur as u64);
+        return own().map(|l| l.rlim_cur);
     }
     match admin(cfg, access, AdminRequest::Ping).await {
         Ok(AdminReply::Pong { pid }) if pid != std::process::id() => {
@@ -878,7 +878,7 @@ async fn open_file_limit(cfg: &Config, access: &Access) -> Option<u64> {
             let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
             line.split_whitespace().nth(3)?.parse().ok()
         }
-        _ => own().map(|l| l.rlim_max as u64),
+        _ => own().map(|l| l.rlim_max),
     }
 }
 
