@@ -370,11 +370,14 @@ def test_forwarding_with_srs_and_the_bounce_back(net):
         wait_for(lambda: other.messages, timeout=30)
         assert other.messages[0][0] == "" and other.messages[0][1] == ["dave@other.test"]
         assert "back to dave@other.test" in s.cli("route", mail).stdout
-        # A made-up or tampered SRS address is nobody: no relaying through it.
-        for fake in (mail.replace("dave", "eve"), "srs0=aaaaaa=aa=victim.test=bob@example.test"):
+        # A made-up or tampered SRS address is nobody, and a real one takes bounces only:
+        # no relaying through it.
+        for sender, fake in (("", mail.replace("dave", "eve")),
+                             ("", "srs0=aaaaaa=aa=victim.test=bob@example.test"),
+                             ("spammer@far.test", mail)):
             with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30) as c:
                 c.ehlo("client.test")
-                c.mail("")
+                c.mail(sender)
                 code, text = c.rcpt(fake)
                 assert code == 550 and b"5.1.1" in text, fake
         # Without a copy; and a local sender's mail is forwarded with its own sender.

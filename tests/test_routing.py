@@ -148,12 +148,17 @@ def test_groups_and_who_may_send_to_them(server):
             s.mail(sender)
             code, text = s.rcpt(team)
             assert code == 550 and b"5.7.1" in text and b"only logged-in users of example.test" in text
-    # members: its members (the envelope sender on the MX) and no one else.
+    # members: its members and no one else. Local members prove it by logging in: on the
+    # MX anyone could claim their address.
     server.cli("group", "policy", team, "members")
-    assert mx_send(server, BOB, [team], MSG) == {}
+    assert submit_as(server, BOB, [team]) == {}
+    assert refused_from(server, BOB, team)[0] == 550
     with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
         submit_as(server, carol, [team])
     assert b"only its members may send to it" in e.value.recipients[team][1]
+    server.cli("group", "add-member", team, "dave@far.test")
+    assert refused_from(server, "dave@far.test", team)[0] == 250, "an outside member, by envelope"
+    server.cli("group", "del-member", team, "dave@far.test")
     # Nested in an alias, the group's policy still holds.
     server.cli("alias", "add", "all@" + DOMAIN, team, carol)
     code, text = refused_from(server, "x@far.test", "all@" + DOMAIN)
@@ -248,4 +253,7 @@ def test_subaddress_into_its_folder(make_server):
     assert (count("News"), count("INBOX")) == (2, 0)
     assert mx_send(s, "x@far.test", ["alice+nofolder@" + DOMAIN], MSG) == {}
     assert (count("News"), count("INBOX")) == (2, 1)
+    # Strangers cannot file mail into Sent, Drafts or Trash by naming them.
+    assert mx_send(s, "x@far.test", ["alice+sent@" + DOMAIN, "alice+trash@" + DOMAIN], MSG) == {}
+    assert (count("Sent"), count("Trash"), count("INBOX")) == (0, 0, 2)
     m.logout()

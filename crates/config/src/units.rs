@@ -69,15 +69,25 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// Longer durations than this are refused: deadlines are computed by adding them to now.
+const MAX_SECONDS: u64 = 10 * 365 * 86400;
+
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match NumOrStr::deserialize(d)? {
-            NumOrStr::Num(n) => Ok(Seconds(n)),
+        let s = match NumOrStr::deserialize(d)? {
+            NumOrStr::Num(n) => Seconds(n),
             NumOrStr::Str(s) => parse_seconds(&s).map(Seconds).ok_or_else(|| {
                 de::Error::custom(format!(
                     "{s:?} is not a duration (e.g. 30, \"30s\", \"5m\", \"2h\")"
                 ))
-            }),
+            })?,
+        };
+        if s.0 > MAX_SECONDS {
+            return Err(de::Error::custom(format!(
+                "{} seconds is longer than the 10 years a duration may be",
+                s.0
+            )));
         }
+        Ok(s)
     }
 }

@@ -302,7 +302,17 @@ impl Directory {
                 .get(..5)
                 .is_some_and(|p| p.eq_ignore_ascii_case("srs0="))
             {
-                // A bounce (or reply) to mail we forwarded: back to the original sender.
+                // A bounce to mail we forwarded: back to the original sender. Only bounces
+                // (the null sender): anything else would let whoever learned the address
+                // send to the original sender through us.
+                if w.sender.as_ref().is_some_and(|c| !c.address.is_empty()) {
+                    note(
+                        &mut w.trace,
+                        depth,
+                        format!("{address}: a forwarding return address takes bounces only"),
+                    );
+                    return Ok(false);
+                }
                 let Some(orig) = self
                     .srs
                     .as_ref()
@@ -378,31 +388,11 @@ impl Directory {
                 self.targets(&alias.targets, depth, w).await?;
                 return Ok(true);
             }
-            if let Some(sep) = self.config.subaddress_separator
-                && let Some((base, detail)) = local.split_once(sep)
-                && !base.is_empty()
-            {
-                let base_addr = format!("{base}@{domain}");
-                note(
-                    &mut w.trace,
-                    depth,
-                    format!(
-                        "{address}: no such address; {sep}{detail} is a detail, trying {base_addr}"
-                    ),
-                );
-                if self.expand_into(&base_addr, depth, w).await? {
-                    return Ok(true);
-                }
-            }
-            let Some(entry) = self.store.alias_get(&format!("@{domain}")).await? else {
-                note(
-                    &mut w.trace,
-                    depth,
-                    format!("{address}: no such user or alias"),
-                );
-                return Ok(false);
-            };
-            if let [target] = entry.targets.as_slice()
+            // The domain's `@domain` entry: a domain alias applies before anything else
+            // (the whole address moves), a catch-all only after the detail was tried.
+            let entry = self.store.alias_get(&format!("@{domain}")).await?;
+            if let Some(e) = &entry
+                && let [target] = e.targets.as_slice()
                 && let Some(other) = target.strip_prefix('@')
             {
                 let moved = format!("{local}@{other}");
@@ -421,6 +411,30 @@ impl Directory {
                 }
                 return Ok(true);
             }
+            if let Some(sep) = self.config.subaddress_separator
+                && let Some((base, detail)) = local.split_once(sep)
+                && !base.is_empty()
+            {
+                let base_addr = format!("{base}@{domain}");
+                note(
+                    &mut w.trace,
+                    depth,
+                    format!(
+                        "{address}: no such address; {sep}{detail} is a detail, trying {base_addr}"
+                    ),
+                );
+                if self.expand_into(&base_addr, depth, w).await? {
+                    return Ok(true);
+                }
+            }
+            let Some(entry) = entry else {
+                note(
+                    &mut w.trace,
+                    depth,
+                    format!("{address}: no such user or alias"),
+                );
+                return Ok(false);
+            };
             if !w.catch_all {
                 return Ok(false);
             }
@@ -477,6 +491,13 @@ impl Directory {
         Ok(match policy {
             SendPolicy::Anyone => true,
             _ if s.is_empty() => false,
+            // Our own addresses prove themselves by logging in: on the MX anyone can claim
+            // them in MAIL FROM.
+            SendPolicy::Members | SendPolicy::Senders(_)
+                if !ctx.logged_in && self.is_local_domain(domain_of(s)).await? =>
+            {
+                false
+            }
             SendPolicy::Senders(list) => list.iter().any(|a| a == s),
             SendPolicy::Domain => ctx.logged_in && domain_of(s) == domain_of(&group.address),
             SendPolicy::Members => {
@@ -484,7 +505,8 @@ impl Directory {
                     return Ok(true);
                 }
                 let sender_account = self.lookup_account(s).await?.map(|a| a.id);
-                self.expand(&group.address)
+                // Members as delivery would reach them, without forwards or catch-alls.
+                self.route(&group.address, false, &mut None)
                     .await?
                     .unwrap_or_default()
                     .iter()

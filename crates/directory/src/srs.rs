@@ -46,7 +46,9 @@ impl Srs {
             .map(|&v| BASE32[v as usize] as char)
             .collect();
         let h = self.hash(&stamp, domain, local);
-        Some(format!("srs0={h}={stamp}={domain}={local}@{our_domain}"))
+        let rewritten = format!("srs0={h}={stamp}={domain}={local}");
+        // A longer local part would not come back to us (RFC 5321's 64 octets).
+        (rewritten.len() <= 64).then(|| format!("{rewritten}@{our_domain}"))
     }
 
     /// The original sender behind a rewritten local part, if the hash is ours and the
@@ -97,6 +99,8 @@ mod tests {
             .forward("Bob.Smith@far.test", "example.test", 20_000)
             .unwrap();
         assert_eq!(s.forward("a@b=c", "example.test", 20_000), None);
+        let long = format!("{}@far.test", "x".repeat(50));
+        assert_eq!(s.forward(&long, "example.test", 20_000), None);
         let (local, domain) = a.rsplit_once('@').unwrap();
         assert_eq!(domain, "example.test");
         assert!(local.starts_with("srs0="));

@@ -67,8 +67,11 @@ async fn read_command(
 ) -> Result<Vec<u8>, ReadError> {
     let max_total = max_literal as usize + max_line * 4;
     let mut buf = Vec::new();
+    // One deadline for the whole command, literals and continuation lines included.
+    let deadline = Instant::now().checked_add(timeout);
+    let left = || deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
     loop {
-        let line = io.read_line(max_line, timeout).await.map_err(|e| match e {
+        let line = io.read_line(max_line, left()).await.map_err(|e| match e {
             LineError::TooLong => ReadError::TooLong,
             e => ReadError::Line(e),
         })?;
@@ -89,9 +92,9 @@ async fn read_command(
                 }
                 buf.extend_from_slice(b"\r\n");
                 // Bytes are kept as they arrive, never allocated ahead of them.
-                let mut pace = Pace::new(timeout, min_rate);
+                let mut pace = Pace::new(left(), min_rate);
                 let data = io
-                    .read_exact(n as usize, timeout, &mut pace)
+                    .read_exact(n as usize, left(), &mut pace)
                     .await
                     .map_err(ReadError::Line)?;
                 buf.extend_from_slice(&data);
@@ -177,7 +180,7 @@ impl ImapServer {
         let c = &self.config.imap;
         let idle = c.idle_timeout.duration();
         io.set_write_timeout(c.write_timeout.duration());
-        let login_by = Instant::now() + c.login_timeout.duration();
+        let login_by = Instant::now().checked_add(c.login_timeout.duration());
         let mut shutdown = self.shutdown.clone();
         loop {
             if io.should_flush()
@@ -190,7 +193,9 @@ impl ImapServer {
             let timeout = if logged_in {
                 idle
             } else {
-                idle.min(login_by.saturating_duration_since(Instant::now()))
+                login_by.map_or(idle, |t| {
+                    idle.min(t.saturating_duration_since(Instant::now()))
+                })
             };
             if shutdown.is_triggered() {
                 let _ = io

@@ -220,7 +220,7 @@ impl Io {
     /// memory. `limit` is for the whole line, not each read, so that a line sent a byte at
     /// a time still ends in time.
     pub async fn read_line(&mut self, max: usize, limit: Duration) -> Result<Vec<u8>, LineError> {
-        let deadline = Instant::now() + limit;
+        let deadline = Instant::now().checked_add(limit);
         let mut scanned = 0;
         let mut too_long = false;
         loop {
@@ -245,7 +245,7 @@ impl Io {
                 self.rpos += scanned;
                 scanned = 0;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(limit, |d| d.saturating_duration_since(Instant::now()));
             if self.fill(left).await? == 0 {
                 return Err(LineError::Eof);
             }
@@ -293,16 +293,27 @@ impl Io {
     }
 
     /// Writes out what is buffered; a client that takes none of it for the write timeout is
-    /// given up on (it never reads, and we will not hold the connection for it).
+    /// given up on (it never reads, and we will not hold the connection for it). The timeout
+    /// is for progress, not the whole buffer: a slow reader of a large answer is served.
     pub async fn flush(&mut self) -> io::Result<()> {
         let limit = self.write_timeout;
-        match tokio::time::timeout(limit, self.flush_all()).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client does not read",
-            )),
+        let stalled = || io::Error::new(io::ErrorKind::TimedOut, "client does not read");
+        let mut off = 0;
+        while off < self.wbuf.len() {
+            match tokio::time::timeout(limit, self.conn.write(&self.wbuf[off..])).await {
+                Err(_) => return Err(stalled()),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => off += n,
+            }
         }
+        self.wbuf.clear();
+        if self.wbuf.capacity() > KEEP_BUF {
+            self.wbuf = Vec::new();
+        }
+        tokio::time::timeout(limit, self.conn.flush())
+            .await
+            .map_err(|_| stalled())?
     }
 
     async fn flush_all(&mut self) -> io::Result<()> {

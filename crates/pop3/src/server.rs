@@ -109,7 +109,7 @@ impl Pop3Server {
         let mut shutdown = self.shutdown.clone();
         let idle = c.pop3.idle_timeout.duration();
         io.set_write_timeout(c.pop3.write_timeout.duration());
-        let login_by = Instant::now() + c.pop3.login_timeout.duration();
+        let login_by = Instant::now().checked_add(c.pop3.login_timeout.duration());
         loop {
             if io.should_flush()
                 && let Err(e) = io.flush().await
@@ -121,7 +121,9 @@ impl Pop3Server {
             let timeout = if logged_in {
                 idle
             } else {
-                idle.min(login_by.saturating_duration_since(Instant::now()))
+                login_by.map_or(idle, |t| {
+                    idle.min(t.saturating_duration_since(Instant::now()))
+                })
             };
             if shutdown.is_triggered() {
                 let _ = io

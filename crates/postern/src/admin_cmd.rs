@@ -43,19 +43,33 @@ fn srs_secret(data_dir: &std::path::Path) -> Vec<u8> {
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k).is_err() {
         return Vec::new();
     }
+    // Written whole under another name, then linked into place: never seen half-written,
+    // and if another process got there first, theirs is used.
+    let tmp = data_dir.join(format!("srs.key.{}", std::process::id()));
     let written = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(&path)
+        .open(&tmp)
         .and_then(|mut f| {
             f.write_all(&k)?;
             f.sync_all()
+        })
+        .and_then(|()| {
+            // A short file left by an older, interrupted write is replaced.
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() < 32) {
+                let _ = std::fs::remove_file(&path);
+            }
+            std::fs::hard_link(&tmp, &path)
         });
+    let _ = std::fs::remove_file(&tmp);
     match written {
         Ok(()) => k,
-        // Another process made it first: use theirs.
-        Err(_) => std::fs::read(&path).unwrap_or_default(),
+        Err(_) => std::fs::read(&path)
+            .ok()
+            .filter(|k| k.len() >= 32)
+            .unwrap_or_default(),
     }
 }
 

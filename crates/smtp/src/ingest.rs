@@ -455,7 +455,7 @@ pub async fn quota_warning(store: &SharedStore, acc: &Account, size: u64) {
         return;
     };
     let crossed = |used: u64, added: u64, quota: u64| {
-        let mark = quota * 9 / 10;
+        let mark = quota / 10 * 9;
         quota > 0 && used >= mark && used.saturating_sub(added) < mark
     };
     if !crossed(u.bytes, size, acc.quota_bytes) && !crossed(u.messages, 1, acc.quota_messages) {

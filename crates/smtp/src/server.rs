@@ -865,7 +865,10 @@ impl SmtpServer {
                 if let Destination::Local(acc) = d
                     && acc.address == base
                     && let Ok(boxes) = self.store.mailbox_list(acc.id).await
-                    && let Some(mb) = boxes.iter().find(|m| m.name.eq_ignore_ascii_case(detail))
+                    // Not Sent, Drafts, Trash...: strangers must not file mail there.
+                    && let Some(mb) = boxes
+                        .iter()
+                        .find(|m| m.special_use.is_none() && m.name.eq_ignore_ascii_case(detail))
                 {
                     out.entry(acc.id).or_insert_with(|| mb.name.clone());
                 }
