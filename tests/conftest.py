@@ -2,6 +2,7 @@
 test, and drives it with real clients."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -49,6 +50,22 @@ LISTENERS = ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imap
 
 
 def free_port(host="127.0.0.1"):
+    """A port nobody listens on, below the kernel's range for outgoing connections: a port
+    the kernel hands out (bind to 0) can meanwhile become the source port of one of the
+    thousands of client connections other tests open."""
+    low = 32768
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+                return port
+            except OSError:
+                continue
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
