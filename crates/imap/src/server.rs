@@ -69,7 +69,7 @@ async fn read_command(
     let mut buf = Vec::new();
     // One deadline for the whole command, literals and continuation lines included.
     let deadline = Instant::now().checked_add(timeout);
-    let left = || deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+    let left = || postern_net::time_left(deadline, timeout);
     loop {
         let line = io.read_line(max_line, left()).await.map_err(|e| match e {
             LineError::TooLong => ReadError::TooLong,
@@ -193,9 +193,7 @@ impl ImapServer {
             let timeout = if logged_in {
                 idle
             } else {
-                login_by.map_or(idle, |t| {
-                    idle.min(t.saturating_duration_since(Instant::now()))
-                })
+                postern_net::time_left(login_by, idle)
             };
             if shutdown.is_triggered() {
                 let _ = io

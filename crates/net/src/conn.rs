@@ -90,6 +90,13 @@ const KEEP_BUF: usize = 8192;
 /// client that sends without reading cannot make us buffer without bound.
 const OUTPUT_HIGH_WATER: usize = 64 << 10;
 
+/// What is left of `cap` before `deadline` (all of it without a deadline).
+pub fn time_left(deadline: Option<Instant>, cap: Duration) -> Duration {
+    deadline.map_or(cap, |d| {
+        cap.min(d.saturating_duration_since(Instant::now()))
+    })
+}
+
 /// The time budget of one bulk transfer (message data, a literal): `grace` plus one second
 /// per `min_rate` bytes received. A slow but honest link gets through; a client that
 /// dribbles a byte now and then (slowloris) is cut off even though no single read times out.
@@ -245,7 +252,7 @@ impl Io {
                 self.rpos += scanned;
                 scanned = 0;
             }
-            let left = deadline.map_or(limit, |d| d.saturating_duration_since(Instant::now()));
+            let left = time_left(deadline, limit);
             if self.fill(left).await? == 0 {
                 return Err(LineError::Eof);
             }

@@ -5,7 +5,7 @@ pub mod conn;
 pub mod listener;
 pub mod tls;
 
-pub use conn::{Conn, Io, LineError, Pace, TlsInfo};
+pub use conn::{Conn, Io, LineError, Pace, TlsInfo, time_left};
 pub use listener::{Admission, ConnLimits, Shutdown, ShutdownHandle, Tracker, serve};
 pub use tls::{TlsError, TlsStore, generate_self_signed};
 

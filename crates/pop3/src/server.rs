@@ -121,9 +121,7 @@ impl Pop3Server {
             let timeout = if logged_in {
                 idle
             } else {
-                login_by.map_or(idle, |t| {
-                    idle.min(t.saturating_duration_since(Instant::now()))
-                })
+                postern_net::time_left(login_by, idle)
             };
             if shutdown.is_triggered() {
                 let _ = io
