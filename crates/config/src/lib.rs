@@ -48,8 +48,53 @@ pub struct Config {
     pub mta_sts: MtaSts,
     pub trace: Trace,
     pub routing: Routing,
+    pub sieve: Sieve,
     pub doctor: Doctor,
     pub log: Log,
+}
+
+/// Sieve filters (RFC 5228) and their management (ManageSieve, RFC 5804).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sieve {
+    /// Largest script a user may store.
+    pub max_script_size: ByteSize,
+    /// Most scripts one account may keep.
+    pub max_scripts: usize,
+    /// Messages larger than this are not filtered (kept in the INBOX).
+    pub max_message_size: ByteSize,
+    /// Instructions one run may execute.
+    pub max_instructions: usize,
+    /// Redirects one message may cause.
+    pub max_redirects: usize,
+    /// Messages (vacation replies, notices) one run may send.
+    pub max_out_messages: usize,
+    /// Vacation's pause per sender when a script names none.
+    pub vacation_default_days: u64,
+    pub idle_timeout: Seconds,
+    pub login_timeout: Seconds,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_errors: u32,
+}
+
+impl Default for Sieve {
+    fn default() -> Self {
+        Sieve {
+            max_script_size: ByteSize(64 << 10),
+            max_scripts: 32,
+            max_message_size: ByteSize(10 << 20),
+            max_instructions: 5000,
+            max_redirects: 4,
+            max_out_messages: 3,
+            vacation_default_days: 7,
+            idle_timeout: Seconds(600),
+            login_timeout: Seconds(180),
+            max_connections: 500,
+            max_connections_per_ip: 20,
+            max_errors: 10,
+        }
+    }
 }
 
 /// What `postern doctor` compares against.
@@ -147,6 +192,7 @@ impl Default for Config {
             mta_sts: MtaSts::default(),
             trace: Trace::default(),
             routing: Routing::default(),
+            sieve: Sieve::default(),
             doctor: Doctor::default(),
             log: Log::default(),
         }
@@ -166,6 +212,8 @@ pub struct Listen {
     pub imaps: Vec<String>,
     pub http: Vec<String>,
     pub https: Vec<String>,
+    /// ManageSieve (RFC 5804): users edit their filters; STARTTLS.
+    pub managesieve: Vec<String>,
 }
 
 /// The protocols a listener can speak.
@@ -180,10 +228,11 @@ pub enum ListenerKind {
     Imaps,
     Http,
     Https,
+    ManageSieve,
 }
 
 impl ListenerKind {
-    pub const ALL: [ListenerKind; 9] = [
+    pub const ALL: [ListenerKind; 10] = [
         ListenerKind::Smtp,
         ListenerKind::Submission,
         ListenerKind::Submissions,
@@ -193,6 +242,7 @@ impl ListenerKind {
         ListenerKind::Imaps,
         ListenerKind::Http,
         ListenerKind::Https,
+        ListenerKind::ManageSieve,
     ];
 
     pub fn name(self) -> &'static str {
@@ -206,6 +256,7 @@ impl ListenerKind {
             ListenerKind::Imaps => "imaps",
             ListenerKind::Http => "http",
             ListenerKind::Https => "https",
+            ListenerKind::ManageSieve => "managesieve",
         }
     }
 
@@ -231,6 +282,7 @@ impl ListenerKind {
             ListenerKind::Imaps => 993,
             ListenerKind::Http => 80,
             ListenerKind::Https => 443,
+            ListenerKind::ManageSieve => 4190,
         }
     }
 }
@@ -247,6 +299,7 @@ impl Listen {
             ListenerKind::Imaps => &self.imaps,
             ListenerKind::Http => &self.http,
             ListenerKind::Https => &self.https,
+            ListenerKind::ManageSieve => &self.managesieve,
         }
     }
 
@@ -844,6 +897,7 @@ imap = {imap}            # STARTTLS
 imaps = {imaps}
 http = {http}           # the setup page, autoconfig, Autodiscover, MTA-STS
 https = {https}
+managesieve = {managesieve}  # users edit their Sieve filters (STARTTLS)
 
 [tls]
 # PEM files; reloaded on SIGHUP.
@@ -938,6 +992,20 @@ retention = "30d"        # postern trace remembers messages this long
 subaddress_separator = "+"   # alice+news@ reaches alice@ ("" = off)
 subaddress_folder = false    # ... into her folder "news" when she has one
 
+[sieve]
+max_script_size = "64K"
+max_scripts = 32         # per account
+max_message_size = "10M" # larger messages skip filters and go to the INBOX
+max_instructions = 5000  # per run: a runaway script stops and the message is kept
+max_redirects = 4        # per message
+max_out_messages = 3     # vacation replies and notices per message
+vacation_default_days = 7  # one vacation reply per sender this often, unless the script says
+idle_timeout = "10m"     # ManageSieve sessions
+login_timeout = "3m"
+max_connections = 500
+max_connections_per_ip = 20
+max_errors = 10
+
 [doctor]
 probe_domain = "gmail.com"     # postern doctor tries port 25 to this domain's MX ("" to skip)
 ntp_server = "pool.ntp.org:123"  # clock check ("" to skip)
@@ -963,6 +1031,7 @@ level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)
         imaps = l(ListenerKind::Imaps),
         http = l(ListenerKind::Http),
         https = l(ListenerKind::Https),
+        managesieve = l(ListenerKind::ManageSieve),
     )
 }
 

@@ -70,6 +70,30 @@ pub enum AdminRequest {
     Route {
         address: String,
     },
+    /// A user's Sieve scripts, by name, with the active one marked.
+    SieveList {
+        address: String,
+    },
+    SieveGet {
+        address: String,
+        name: String,
+    },
+    /// Checks and stores a script; `activate` makes it the one that runs.
+    SievePut {
+        address: String,
+        name: String,
+        source: String,
+        activate: bool,
+    },
+    /// `None`: no script runs for the user.
+    SieveActivate {
+        address: String,
+        name: Option<String>,
+    },
+    SieveDelete {
+        address: String,
+        name: String,
+    },
     QueueList,
     QueueShow {
         id: u64,
@@ -643,8 +667,138 @@ impl Directory {
                 groups.sort();
                 Ok(AdminReply::Groups { groups })
             }
+            AdminRequest::SieveList { address } => {
+                let a = self.require_user(&normalize_address(&address)?).await?;
+                let l = store.sieve_list(a.id).await?;
+                let message = if l.is_empty() {
+                    format!("{} has no Sieve scripts", a.address)
+                } else {
+                    l.iter()
+                        .map(|s| {
+                            format!(
+                                "{}{}  ({} bytes)",
+                                s.name,
+                                if s.active { "  ACTIVE" } else { "" },
+                                s.size
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                Ok(AdminReply::Done { message })
+            }
+            AdminRequest::SieveGet { address, name } => {
+                let a = self.require_user(&normalize_address(&address)?).await?;
+                match store.sieve_get(a.id, &name).await? {
+                    Some(message) => Ok(AdminReply::Done { message }),
+                    None => Err(AdminError::new(format!(
+                        "{} has no script named {name}",
+                        a.address
+                    ))),
+                }
+            }
+            AdminRequest::SievePut {
+                address,
+                name,
+                source,
+                activate,
+            } => {
+                let a = self.require_user(&normalize_address(&address)?).await?;
+                if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                    return Err(AdminError::new(
+                        "a script name is 1 to 128 characters, none of them control characters",
+                    ));
+                }
+                let limits = &self.config.sieve;
+                if source.len() > limits.max_script_size {
+                    return Err(AdminError::new(format!(
+                        "the script is {} bytes; sieve.max_script_size allows {}",
+                        source.len(),
+                        limits.max_script_size
+                    )));
+                }
+                let existing = store.sieve_list(a.id).await?;
+                if !existing.iter().any(|s| s.name == name)
+                    && existing.len() >= self.config.max_scripts
+                {
+                    return Err(AdminError::new(format!(
+                        "{} has {} scripts, the most sieve.max_scripts allows; delete one first",
+                        a.address,
+                        existing.len()
+                    )));
+                }
+                self.sieve
+                    .compile(&source)
+                    .map_err(|e| AdminError::new(format!("the script has an error: {e}")))?;
+                store.sieve_put(a.id, &name, &source).await?;
+                if activate {
+                    store.sieve_activate(a.id, Some(&name)).await?;
+                }
+                let active = activate
+                    || store
+                        .sieve_active(a.id)
+                        .await?
+                        .is_some_and(|(n, _)| n == name);
+                Ok(AdminReply::Done {
+                    message: if active {
+                        format!(
+                            "script {name} stored for {}; it filters their mail now",
+                            a.address
+                        )
+                    } else {
+                        format!(
+                            "script {name} stored for {}; not active (postern sieve activate {} {name})",
+                            a.address, a.address
+                        )
+                    },
+                })
+            }
+            AdminRequest::SieveActivate { address, name } => {
+                let a = self.require_user(&normalize_address(&address)?).await?;
+                match store.sieve_activate(a.id, name.as_deref()).await {
+                    Ok(()) => Ok(AdminReply::Done {
+                        message: match name {
+                            Some(n) => format!("script {n} now filters mail to {}", a.address),
+                            None => format!("no script filters mail to {} now", a.address),
+                        },
+                    }),
+                    Err(StoreError::NotFound(_)) => Err(AdminError::new(format!(
+                        "{} has no script named {}",
+                        a.address,
+                        name.unwrap_or_default()
+                    ))),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            AdminRequest::SieveDelete { address, name } => {
+                let a = self.require_user(&normalize_address(&address)?).await?;
+                match store.sieve_delete(a.id, &name).await {
+                    Ok(()) => Ok(AdminReply::Done {
+                        message: format!("script {name} of {} deleted", a.address),
+                    }),
+                    Err(StoreError::NotFound(_)) => Err(AdminError::new(format!(
+                        "{} has no script named {name}",
+                        a.address
+                    ))),
+                    Err(StoreError::Invalid(_)) => Err(AdminError::new(format!(
+                        "script {name} is active; deactivate it first (postern sieve activate {} --none)",
+                        a.address
+                    ))),
+                    Err(e) => Err(e.into()),
+                }
+            }
             AdminRequest::Route { address } => {
-                let (steps, dests) = self.explain(&address).await?;
+                let (mut steps, dests) = self.explain(&address).await?;
+                for d in dests.iter().flatten() {
+                    if let Destination::Local(acc) = d
+                        && let Some((name, _)) = store.sieve_active(acc.id).await?
+                    {
+                        steps.push(format!(
+                            "{}'s Sieve script \"{name}\" then decides where it goes (folders, vacation reply, redirect)",
+                            acc.address
+                        ));
+                    }
+                }
                 Ok(AdminReply::Route {
                     steps,
                     destinations: dests.map(|ds| {

@@ -29,6 +29,11 @@ pub struct DirectoryConfig {
     pub subaddress_separator: Option<char>,
     /// Key of the Sender Rewriting Scheme for forwarded mail; empty: no SRS.
     pub srs_secret: Vec<u8>,
+    pub sieve: postern_sieve::Limits,
+    /// Most Sieve scripts one account may keep.
+    pub max_scripts: usize,
+    /// Our name, for Message-IDs of vacation replies.
+    pub hostname: String,
 }
 
 impl Default for DirectoryConfig {
@@ -41,6 +46,9 @@ impl Default for DirectoryConfig {
             failure_delay: Duration::from_secs(1),
             subaddress_separator: Some('+'),
             srs_secret: Vec::new(),
+            sieve: postern_sieve::Limits::from(&postern_config::Sieve::default()),
+            max_scripts: 32,
+            hostname: "localhost".into(),
         }
     }
 }
@@ -65,6 +73,8 @@ pub enum AuthOutcome {
 }
 
 pub struct Directory {
+    /// Compiles and runs users' Sieve filters.
+    pub sieve: Arc<postern_sieve::Engine>,
     store: SharedStore,
     config: DirectoryConfig,
     limiter: LoginLimiter,
@@ -137,7 +147,9 @@ impl Directory {
             ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).expect("system random source");
         let limiter = LoginLimiter::new(config.max_failures, config.failure_window, config.lockout);
         let srs = (!config.srs_secret.is_empty()).then(|| srs::Srs::new(&config.srs_secret));
+        let sieve = Arc::new(postern_sieve::Engine::new(&config.sieve, &config.hostname));
         let dir = Arc::new(Directory {
+            sieve,
             srs,
             store,
             config,

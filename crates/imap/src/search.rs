@@ -1,7 +1,7 @@
 //! SEARCH (RFC 9051 6.4.4) with ESEARCH results (RFC 4731) and MODSEQ (RFC 7162). Flags,
 //! sizes and dates come from the message records; header and text keys read the message.
 
-use mail_parser::{Address, HeaderValue, MessageParser, PartType};
+use mail_parser::{Address, HeaderValue, PartType};
 use postern_message::MessageMeta;
 use postern_store::{MessageEntry, Uid};
 
@@ -101,7 +101,7 @@ fn header_text(v: &HeaderValue) -> String {
 
 fn load(raw: &[u8], full: bool) -> Content {
     let mut c = Content::default();
-    let Some(msg) = MessageParser::default().parse(raw) else {
+    let Some(msg) = postern_message::parse(raw) else {
         c.body = lower(&String::from_utf8_lossy(raw));
         return c;
     };

@@ -6,6 +6,14 @@ pub mod meta;
 pub mod trace;
 
 pub use meta::{MessageMeta, Part};
+
+/// Parses a message with mail-parser, treating a panic inside it (its debug assertions fire on
+/// some corrupt MIME) like an unparsable message, so hostile mail never takes a session down.
+pub fn parse(raw: &[u8]) -> Option<mail_parser::Message<'_>> {
+    std::panic::catch_unwind(|| mail_parser::MessageParser::default().parse(raw))
+        .ok()
+        .flatten()
+}
 pub use trace::{
     ReceivedInfo, count_received, new_trace_id, received_header, return_path_header, rfc5322_date,
 };

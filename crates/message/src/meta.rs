@@ -1,7 +1,7 @@
 //! Parse once, at delivery: the MIME part map (offsets of every section), the IMAP ENVELOPE,
 //! BODY and BODYSTRUCTURE, and the Date, stored with the message so reads never re-parse.
 
-use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the stored form changes; older metadata is recomputed when read.
@@ -138,8 +138,7 @@ fn multipart_tail(out: &mut String, p: &MessagePart, raw: &[u8], ext: bool) {
 }
 
 pub fn compute(raw: &[u8]) -> MessageMeta {
-    let parser = MessageParser::default();
-    let Some(msg) = parser.parse(raw) else {
+    let Some(msg) = crate::parse(raw) else {
         return MessageMeta {
             version: META_VERSION,
             header_len: raw.len() as u32,

@@ -10,7 +10,9 @@ use postern_directory::{Directory, DirectoryConfig};
 use postern_store::embedded::{EmbeddedStore, Options};
 use postern_store::{Store, StoreError};
 
-use crate::cli::{AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, UserCmd};
+use crate::cli::{
+    AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, SieveCmd, UserCmd,
+};
 use crate::control;
 
 pub fn directory_config(cfg: &Config) -> DirectoryConfig {
@@ -22,6 +24,9 @@ pub fn directory_config(cfg: &Config) -> DirectoryConfig {
         failure_delay: std::time::Duration::from_millis(cfg.auth.failure_delay_ms),
         subaddress_separator: cfg.routing.separator(),
         srs_secret: srs_secret(&cfg.data_dir),
+        sieve: postern_sieve::Limits::from(&cfg.sieve),
+        max_scripts: cfg.sieve.max_scripts,
+        hostname: cfg.hostname.clone(),
     }
 }
 
@@ -386,6 +391,47 @@ pub async fn forward(cfg: &Config, c: ForwardCmd) -> anyhow::Result<()> {
             address: user,
             to: None,
             keep_copy: false,
+        },
+    };
+    print(run(cfg, req).await?);
+    Ok(())
+}
+
+pub async fn sieve(cfg: &Config, c: SieveCmd) -> anyhow::Result<()> {
+    let req = match c {
+        SieveCmd::List { user } => AdminRequest::SieveList { address: user },
+        SieveCmd::Get { user, name } => AdminRequest::SieveGet {
+            address: user,
+            name,
+        },
+        SieveCmd::Put {
+            user,
+            name,
+            file,
+            activate,
+        } => {
+            let source = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+            };
+            AdminRequest::SievePut {
+                address: user,
+                name,
+                source,
+                activate,
+            }
+        }
+        SieveCmd::Activate { user, name, .. } => AdminRequest::SieveActivate {
+            address: user,
+            name,
+        },
+        SieveCmd::Delete { user, name } => AdminRequest::SieveDelete {
+            address: user,
+            name,
         },
     };
     print(run(cfg, req).await?);

@@ -49,6 +49,9 @@ pub enum Command {
     /// Groups (distribution lists) and who may send to them
     #[command(subcommand)]
     Group(GroupCmd),
+    /// A user's Sieve filters: folders, vacation replies, redirects
+    #[command(subcommand)]
+    Sieve(SieveCmd),
     /// Where mail to ADDRESS would go, step by step, and why
     Route { address: String },
     /// The story of messages: received, routed, delivered, queued, each delivery attempt...
@@ -279,6 +282,34 @@ pub enum ForwardCmd {
     },
     /// Stop forwarding USER's mail
     Clear { user: String },
+}
+
+#[derive(Subcommand)]
+pub enum SieveCmd {
+    /// USER's scripts; the one that runs is marked ACTIVE
+    List { user: String },
+    /// Print script NAME of USER
+    Get { user: String, name: String },
+    /// Check and store FILE ("-" for standard input) as USER's script NAME
+    Put {
+        user: String,
+        name: String,
+        file: std::path::PathBuf,
+        /// Make it the script that runs
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Make script NAME the one that filters USER's mail
+    Activate {
+        user: String,
+        #[arg(required_unless_present = "none")]
+        name: Option<String>,
+        /// Run no script for USER
+        #[arg(long, conflicts_with = "name")]
+        none: bool,
+    },
+    /// Delete script NAME of USER (not the active one)
+    Delete { user: String, name: String },
 }
 
 #[derive(Subcommand)]

@@ -82,6 +82,7 @@ fn expected(kind: ListenerKind) -> (&'static str, &'static str) {
         ListenerKind::Pop3 | ListenerKind::Pop3s => ("+OK", "POP3"),
         ListenerKind::Imap | ListenerKind::Imaps => ("* OK", "IMAP"),
         ListenerKind::Http | ListenerKind::Https => ("HTTP/1.", "HTTP"),
+        ListenerKind::ManageSieve => ("\"IMPLEMENTATION\"", "ManageSieve"),
     }
 }
 

@@ -57,6 +57,17 @@ pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Ser
             });
             tokio::spawn(server.run(listener, tracker));
         }
+        ListenerKind::ManageSieve => {
+            let server = Arc::new(postern_managesieve::ManageSieveServer {
+                config: s.config.clone(),
+                store: s.store.clone(),
+                sieve: s.directory.sieve.clone(),
+                directory: s.directory.clone(),
+                tls: s.tls.clone(),
+                shutdown: s.shutdown.clone(),
+            });
+            tokio::spawn(server.run(listener, tracker));
+        }
         ListenerKind::Http | ListenerKind::Https => {
             let server = Arc::new(postern_http::HttpServer {
                 config: s.config.clone(),

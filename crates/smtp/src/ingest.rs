@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use postern_directory::Destination;
 use postern_store::{
-    Account, BlobData, Delivery, DeliveryTarget, DsnRet, Flags, MailboxTarget, NewBlob,
+    Account, AccountId, BlobData, Delivery, DeliveryTarget, DsnRet, Flags, MailboxTarget, NewBlob,
     NewQueueEntry, QueueRecipient, RecipientState, SharedStore, StoreError, TraceEvent,
 };
 
@@ -304,6 +304,105 @@ fn trace_events(from: &MailFrom, rcpts: &[Accepted], msg: &Complete) -> Vec<Trac
     events
 }
 
+fn inbox_target(account: AccountId, folder: String, flags: Flags, create: bool) -> DeliveryTarget {
+    DeliveryTarget {
+        account,
+        mailbox: MailboxTarget::Name {
+            name: folder,
+            create,
+        },
+        flags,
+        enforce_quota: false,
+    }
+}
+
+/// A message a filter sends (redirect, vacation reply, rejection notice): stored for our own
+/// users, queued for the rest, committed together with the message that caused it.
+async fn send_delivery(
+    bytes: Vec<u8>,
+    return_path_len: usize,
+    sender: &str,
+    dests: &[Destination],
+    trace_id: &str,
+    what: &str,
+    trace: &mut Vec<TraceEvent>,
+) -> Option<Delivery> {
+    let mut targets = Vec::new();
+    let mut recipients: Vec<QueueRecipient> = Vec::new();
+    for d in dests {
+        match d {
+            Destination::Local(acc) => {
+                if !targets.iter().any(|t: &DeliveryTarget| t.account == acc.id) {
+                    targets.push(inbox_target(
+                        acc.id,
+                        postern_store::INBOX.into(),
+                        Flags::default(),
+                        false,
+                    ));
+                    trace.push(
+                        TraceEvent::new(
+                            trace_id,
+                            "delivered",
+                            format!("{what} to {}, folder INBOX", acc.address),
+                        )
+                        .key(format!("to:{}", acc.address)),
+                    );
+                }
+            }
+            Destination::Remote(r) => {
+                if !recipients.iter().any(|x| x.address == *r) {
+                    recipients.push(QueueRecipient {
+                        address: r.clone(),
+                        orcpt: None,
+                        notify: None,
+                        state: RecipientState::Pending,
+                        last_error: None,
+                    });
+                    trace.push(
+                        TraceEvent::new(
+                            trace_id,
+                            "queued",
+                            format!("{what} for {r}, to be sent on"),
+                        )
+                        .key(format!("to:{r}")),
+                    );
+                }
+            }
+        }
+    }
+    if targets.is_empty() && recipients.is_empty() {
+        return None;
+    }
+    let size = bytes.len() as u64;
+    let (data, meta) = with_meta(BlobData::Memory(bytes)).await;
+    Some(Delivery {
+        blob: NewBlob { data, size, meta },
+        internal_date: postern_store::now(),
+        targets,
+        queue: (!recipients.is_empty()).then(|| NewQueueEntry {
+            sender: sender.to_string(),
+            recipients,
+            envid: None,
+            ret: None,
+            trace_id: trace_id.to_string(),
+            authenticated: None,
+            requiretls: false,
+            body_offset: return_path_len as u64,
+        }),
+        trace: Vec::new(),
+    })
+}
+
+/// The Return-Path line local copies of a filter's own messages start with.
+fn with_return_path(sender: &str, body: &[u8]) -> (Vec<u8>, usize) {
+    let rp = postern_message::return_path_header(sender);
+    let mut v = Vec::with_capacity(rp.len() + body.len());
+    v.extend_from_slice(rp.as_bytes());
+    v.extend_from_slice(body);
+    (v, rp.len())
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn commit(
     store: &SharedStore,
     from: &MailFrom,
@@ -312,30 +411,134 @@ pub async fn commit(
     user: Option<&str>,
     queue_sender: Option<String>,
     folders: &std::collections::HashMap<postern_store::AccountId, String>,
+    plans: crate::filter::Plans,
+    return_path_len: usize,
 ) -> (Reply, Result<(), StoreError>) {
     let mut targets: Vec<DeliveryTarget> = Vec::new();
+    // The account of each target, in order (for the quota note).
+    let mut target_accounts: Vec<Account> = Vec::new();
     let mut remote: Vec<QueueRecipient> = Vec::new();
+    let mut handled: Vec<AccountId> = Vec::new();
+    let mut extra: Vec<Delivery> = Vec::new();
+    let mut trace = trace_events(from, rcpts, &msg);
+    let mut rejections: Vec<(String, String)> = Vec::new();
+    let mut taken = false;
+    let trace_id = msg.trace_id.clone();
     for a in rcpts {
         for d in &a.dests {
             match d {
                 Destination::Local(acc) => {
-                    if !targets.iter().any(|t| t.account == acc.id) {
-                        targets.push(DeliveryTarget {
-                            account: acc.id,
-                            mailbox: MailboxTarget::Name {
-                                name: folders
-                                    .get(&acc.id)
-                                    .cloned()
-                                    .unwrap_or_else(|| postern_store::INBOX.into()),
-                                create: false,
+                    if handled.contains(&acc.id) {
+                        continue;
+                    }
+                    handled.push(acc.id);
+                    let Some(p) = plans.by_account.get(&acc.id) else {
+                        let folder = folders
+                            .get(&acc.id)
+                            .cloned()
+                            .unwrap_or_else(|| postern_store::INBOX.into());
+                        trace.push(
+                            TraceEvent::new(
+                                &trace_id,
+                                "delivered",
+                                format!("to {}, folder {folder}", acc.address),
+                            )
+                            .key(format!("to:{}", acc.address)),
+                        );
+                        targets.push(inbox_target(acc.id, folder, Flags::default(), false));
+                        target_accounts.push(acc.clone());
+                        taken = true;
+                        continue;
+                    };
+                    for n in &p.notes {
+                        trace.push(
+                            TraceEvent::new(&trace_id, "filtered", n.clone())
+                                .key(format!("to:{}", acc.address)),
+                        );
+                    }
+                    if let Some(r) = &p.reject {
+                        rejections.push((acc.address.clone(), r.clone()));
+                    } else {
+                        taken = true;
+                    }
+                    for (m, folder, flags, create) in &p.stores {
+                        trace.push(
+                            TraceEvent::new(
+                                &trace_id,
+                                "delivered",
+                                format!("to {}, folder {folder}", acc.address),
+                            )
+                            .key(format!("to:{}", acc.address)),
+                        );
+                        if *m == 0 {
+                            targets.push(inbox_target(
+                                acc.id,
+                                folder.clone(),
+                                flags.clone(),
+                                *create,
+                            ));
+                            target_accounts.push(acc.clone());
+                        } else if let (Some(body), Some(raw)) = (p.messages.get(m - 1), &plans.raw)
+                        {
+                            // An edited copy, with the original's Return-Path line.
+                            let mut bytes = raw[..return_path_len.min(raw.len())].to_vec();
+                            bytes.extend_from_slice(body);
+                            let size = bytes.len() as u64;
+                            let (data, meta) = with_meta(BlobData::Memory(bytes)).await;
+                            extra.push(Delivery {
+                                blob: NewBlob { data, size, meta },
+                                internal_date: postern_store::now(),
+                                targets: vec![inbox_target(
+                                    acc.id,
+                                    folder.clone(),
+                                    flags.clone(),
+                                    *create,
+                                )],
+                                queue: None,
+                                trace: Vec::new(),
+                            });
+                        }
+                    }
+                    for snd in &p.sends {
+                        let what = if snd.sender.is_empty() {
+                            "vacation reply"
+                        } else {
+                            "redirected copy"
+                        };
+                        let (bytes, rp) = match (snd.message, &plans.raw) {
+                            (0, Some(raw)) => (raw.to_vec(), return_path_len),
+                            (0, None) => continue,
+                            (n, _) => match p.messages.get(n - 1) {
+                                Some(b) => with_return_path(&snd.sender, b),
+                                None => continue,
                             },
-                            flags: Flags::default(),
-                            enforce_quota: false,
-                        });
+                        };
+                        if let Some(d) = send_delivery(
+                            bytes,
+                            rp,
+                            &snd.sender,
+                            &snd.dests,
+                            &trace_id,
+                            what,
+                            &mut trace,
+                        )
+                        .await
+                        {
+                            extra.push(d);
+                        }
                     }
                 }
                 Destination::Remote(addr) => {
+                    taken = true;
                     if !remote.iter().any(|r| r.address == *addr) {
+                        trace.push(
+                            TraceEvent::new(
+                                &trace_id,
+                                "queued",
+                                format!("for {addr}, to be sent on"),
+                            )
+                            .key(format!("to:{addr}")),
+                        );
                         remote.push(QueueRecipient {
                             address: addr.clone(),
                             orcpt: a.rcpt.orcpt.clone(),
@@ -345,6 +548,44 @@ pub async fn commit(
                         });
                     }
                 }
+            }
+        }
+    }
+    // Every recipient's filter rejected it: refuse it now, so the sender's server tells them.
+    if !taken && !rejections.is_empty() {
+        let reason = rejections
+            .iter()
+            .map(|(_, r)| r.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let reply = Reply::new(
+            550,
+            "5.7.1",
+            format!("Rejected by the recipient's mail filter: {reason}"),
+        );
+        trace.push(TraceEvent::new(&trace_id, "refused", reply.summary()));
+        let _ = store.trace_append(trace).await;
+        if let BlobData::File(p) = &msg.data {
+            let _ = std::fs::remove_file(p);
+        }
+        return (reply, Ok(()));
+    }
+    // Rejected for some only: the sender is told by a notice.
+    for p in plans.by_account.values() {
+        if let Some((n, dests)) = &p.reject_notice {
+            let (bytes, rp) = with_return_path("", n);
+            if let Some(d) = send_delivery(
+                bytes,
+                rp,
+                "",
+                dests,
+                &trace_id,
+                "rejection notice",
+                &mut trace,
+            )
+            .await
+            {
+                extra.push(d);
             }
         }
     }
@@ -363,31 +604,7 @@ pub async fn commit(
     });
     let queued = queue.is_some();
     let local = targets.len();
-    let mut trace = trace_events(from, rcpts, &msg);
-    let mut seen = std::collections::HashSet::new();
-    for a in rcpts {
-        for d in &a.dests {
-            let (kind, who) = match d {
-                Destination::Local(acc) => ("delivered", acc.address.clone()),
-                Destination::Remote(r) => ("queued", r.clone()),
-            };
-            if seen.insert(who.clone()) {
-                let folder = match d {
-                    Destination::Local(acc) => folders
-                        .get(&acc.id)
-                        .map_or(postern_store::INBOX, String::as_str),
-                    Destination::Remote(_) => "",
-                };
-                let text = match kind {
-                    "delivered" => format!("to {who}, folder {folder}"),
-                    _ => format!("for {who}, to be sent on"),
-                };
-                trace.push(TraceEvent::new(&msg.trace_id, kind, text).key(format!("to:{who}")));
-            }
-        }
-    }
     let (data, meta) = with_meta(msg.data).await;
-    let trace_id = msg.trace_id;
     let delivery = Delivery {
         blob: NewBlob {
             data,
@@ -400,15 +617,29 @@ pub async fn commit(
         trace,
     };
     let size = msg.size;
-    match store.deliver(delivery).await {
-        Ok(rep) => {
-            for (t, r) in local_accounts(rcpts).iter().zip(&rep.targets) {
+    let nothing_to_store = local == 0 && !queued;
+    let result = if extra.is_empty() {
+        store.deliver(delivery).await.map(|r| vec![r])
+    } else {
+        let mut all = vec![delivery];
+        all.append(&mut extra);
+        store.deliver_many(all).await
+    };
+    match result {
+        Ok(mut reps) => {
+            let rep = reps.swap_remove(0);
+            for (t, r) in target_accounts.iter().zip(&rep.targets) {
                 if r.is_ok() {
                     quota_warning(store, t, size).await;
                 }
             }
             let failed = rep.targets.iter().filter(|t| t.is_err()).count();
-            if failed == local && !queued {
+            if nothing_to_store {
+                (
+                    Reply::new(250, "2.0.0", format!("OK: filtered as {trace_id}")),
+                    Ok(()),
+                )
+            } else if failed == local && !queued {
                 let e = rep
                     .targets
                     .into_iter()
@@ -429,19 +660,6 @@ pub async fn commit(
         }
         Err(e) => (temp_failure(&e), Err(e)),
     }
-}
-
-/// Local accounts in the order `commit` made their delivery targets.
-fn local_accounts(rcpts: &[Accepted]) -> Vec<Account> {
-    let mut out: Vec<Account> = Vec::new();
-    for d in rcpts.iter().flat_map(|a| &a.dests) {
-        if let Destination::Local(acc) = d
-            && !out.iter().any(|a| a.id == acc.id)
-        {
-            out.push(acc.clone());
-        }
-    }
-    out
 }
 
 /// Once a delivery takes a mailbox past 90% of its quota (bytes or messages), its owner

@@ -904,6 +904,19 @@ impl SmtpServer {
             .forwarding_sender(core, &tx.from.address, &tx.rcpts)
             .await;
         let folders = self.subaddress_folders(&tx.rcpts).await;
+        let plans = crate::filter::plan(
+            &self.directory.sieve,
+            &self.directory,
+            &self.store,
+            self.config.sieve.max_message_size.0,
+            &tx.from.address,
+            &tx.rcpts,
+            &data,
+            size,
+            body_offset as usize,
+            &folders,
+        )
+        .await;
         let (reply, result) = ingest::commit(
             &self.store,
             &tx.from,
@@ -919,6 +932,8 @@ impl SmtpServer {
             core.user(),
             queue_sender,
             &folders,
+            plans,
+            body_offset as usize,
         )
         .await;
         match result {

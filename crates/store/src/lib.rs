@@ -113,6 +113,9 @@ pub trait Store: Send + Sync + 'static {
     // Messages.
     /// Stores one message once, for every target mailbox and/or the outbound queue, atomically.
     async fn deliver(&self, delivery: Delivery) -> Result<DeliveryReport>;
+    /// Several deliveries in one atomic commit (a message, its filtered copies, a vacation
+    /// reply): all are durable, or none.
+    async fn deliver_many(&self, deliveries: Vec<Delivery>) -> Result<Vec<DeliveryReport>>;
     /// Every message of a mailbox in UID order.
     async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageEntry>>;
     async fn message_get(&self, mailbox: MailboxId, uid: Uid) -> Result<Option<MessageEntry>>;
@@ -168,6 +171,29 @@ pub trait Store: Send + Sync + 'static {
     async fn trace_recent(&self, since: i64, limit: usize) -> Result<Vec<String>>;
     /// Forgets events older than `before` (ms); returns how many.
     async fn trace_prune(&self, before: i64) -> Result<u64>;
+
+    // Sieve scripts (RFC 5228, managed per RFC 5804): at most one active per account.
+    /// Creates or replaces a script; its activity is unchanged.
+    async fn sieve_put(&self, account: AccountId, name: &str, source: &str) -> Result<()>;
+    async fn sieve_get(&self, account: AccountId, name: &str) -> Result<Option<String>>;
+    /// Every script of the account, by name.
+    async fn sieve_list(&self, account: AccountId) -> Result<Vec<SieveScript>>;
+    /// Makes this script the active one (`None`: no script runs).
+    async fn sieve_activate(&self, account: AccountId, name: Option<&str>) -> Result<()>;
+    /// The active script's name and source.
+    async fn sieve_active(&self, account: AccountId) -> Result<Option<(String, String)>>;
+    /// Fails with `Invalid` for the active script.
+    async fn sieve_delete(&self, account: AccountId, name: &str) -> Result<()>;
+    async fn sieve_rename(&self, account: AccountId, from: &str, to: &str) -> Result<()>;
+    /// Whether `key` was marked for the account and has not expired (times in seconds); marks
+    /// it until `expires` when not. One atomic step: vacation's `:days` and `duplicate`.
+    async fn seen_mark(
+        &self,
+        account: AccountId,
+        key: &str,
+        now: i64,
+        expires: i64,
+    ) -> Result<bool>;
 
     /// One POP3 session per maildrop: `None` while another holds it.
     fn lock_maildrop(&self, account: AccountId) -> Option<MaildropLock>;

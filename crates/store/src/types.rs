@@ -472,3 +472,11 @@ impl std::fmt::Debug for MaildropLock {
         f.write_str("MaildropLock")
     }
 }
+
+/// A Sieve script of an account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SieveScript {
+    pub name: String,
+    pub active: bool,
+    pub size: u64,
+}

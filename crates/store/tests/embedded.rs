@@ -37,6 +37,8 @@ conformance!(
     events,
     disabled_and_passwords,
     trace,
+    sieve_scripts,
+    deliver_many,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

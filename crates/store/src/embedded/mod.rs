@@ -346,6 +346,9 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(TRACE).map_err(db_err)?;
         w.open_table(TRACE_KEYS).map_err(db_err)?;
         w.open_table(TRACE_TIME).map_err(db_err)?;
+        w.open_table(SIEVE).map_err(db_err)?;
+        w.open_table(SIEVE_ACTIVE).map_err(db_err)?;
+        w.open_table(SEEN).map_err(db_err)?;
     }
     w.commit().map_err(db_err)?;
     Ok(())
@@ -554,6 +557,121 @@ impl Store for EmbeddedStore {
         self.write(Job::MailboxSubscribe(id, subscribed))
             .await
             .map(|_| ())
+    }
+
+    async fn deliver_many(&self, deliveries: Vec<Delivery>) -> Result<Vec<DeliveryReport>> {
+        let spools: Vec<Option<PathBuf>> = deliveries
+            .iter()
+            .map(|d| match &d.blob.data {
+                BlobData::File(p) => Some(p.clone()),
+                BlobData::Memory(_) => None,
+            })
+            .collect();
+        let r = expect_output!(self.write(Job::DeliverMany(deliveries)).await?, Deliveries);
+        if let Ok(reps) = &r {
+            for (p, rep) in spools.iter().zip(reps) {
+                if let Some(p) = p
+                    && rep.blob == 0
+                {
+                    let _ = fs::remove_file(p);
+                }
+            }
+        }
+        r
+    }
+
+    async fn sieve_put(&self, account: AccountId, name: &str, source: &str) -> Result<()> {
+        self.write(Job::SievePut(account, name.into(), source.into()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn sieve_get(&self, account: AccountId, name: &str) -> Result<Option<String>> {
+        self.read(|r| {
+            let t = r.open_table(SIEVE).map_err(db_err)?;
+            Ok(t.get((account, name))
+                .map_err(db_err)?
+                .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+        })
+    }
+
+    async fn sieve_list(&self, account: AccountId) -> Result<Vec<SieveScript>> {
+        self.read(|r| {
+            let t = r.open_table(SIEVE).map_err(db_err)?;
+            let active = r.open_table(SIEVE_ACTIVE).map_err(db_err)?;
+            let active = active
+                .get(account)
+                .map_err(db_err)?
+                .map(|v| v.value().to_string());
+            let mut out = Vec::new();
+            for x in t.range((account, "")..(account + 1, "")).map_err(db_err)? {
+                let (k, v) = x.map_err(db_err)?;
+                let name = k.value().1.to_string();
+                out.push(SieveScript {
+                    active: active.as_deref() == Some(name.as_str()),
+                    name,
+                    size: v.value().len() as u64,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    async fn sieve_activate(&self, account: AccountId, name: Option<&str>) -> Result<()> {
+        self.write(Job::SieveActivate(account, name.map(str::to_string)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn sieve_active(&self, account: AccountId) -> Result<Option<(String, String)>> {
+        self.read(|r| {
+            let active = r.open_table(SIEVE_ACTIVE).map_err(db_err)?;
+            let Some(name) = active
+                .get(account)
+                .map_err(db_err)?
+                .map(|v| v.value().to_string())
+            else {
+                return Ok(None);
+            };
+            let t = r.open_table(SIEVE).map_err(db_err)?;
+            Ok(t.get((account, name.as_str())).map_err(db_err)?.map(|v| {
+                (
+                    name.clone(),
+                    String::from_utf8_lossy(v.value()).into_owned(),
+                )
+            }))
+        })
+    }
+
+    async fn sieve_delete(&self, account: AccountId, name: &str) -> Result<()> {
+        self.write(Job::SieveDelete(account, name.into()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn sieve_rename(&self, account: AccountId, from: &str, to: &str) -> Result<()> {
+        self.write(Job::SieveRename(account, from.into(), to.into()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn seen_mark(
+        &self,
+        account: AccountId,
+        key: &str,
+        now: i64,
+        expires: i64,
+    ) -> Result<bool> {
+        expect_output!(
+            self.write(Job::SeenMark {
+                account,
+                key: key.into(),
+                now,
+                expires,
+            })
+            .await?,
+            Bool
+        )
     }
 
     async fn deliver(&self, delivery: Delivery) -> Result<DeliveryReport> {

@@ -35,6 +35,13 @@ pub const TRACE_KEYS: TableDefinition<(&str, i64, &str), ()> = TableDefinition::
 /// (time ms, trace id, seq): for --since and for forgetting old events.
 pub const TRACE_TIME: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("trace_time");
 
+/// (account, name) → Sieve script source.
+pub const SIEVE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sieve");
+/// account → the name of its active script.
+pub const SIEVE_ACTIVE: TableDefinition<u64, &str> = TableDefinition::new("sieve_active");
+/// (account, key) → expiry (seconds): vacation replies already sent, duplicates seen.
+pub const SEEN: TableDefinition<(u64, &str), i64> = TableDefinition::new("seen");
+
 pub const NEXT_ACCOUNT: &str = "next_account";
 pub const NEXT_MAILBOX: &str = "next_mailbox";
 pub const NEXT_BLOB: &str = "next_blob";

@@ -34,6 +34,17 @@ pub enum Job {
     MailboxRename(MailboxId, String),
     MailboxSubscribe(MailboxId, bool),
     Deliver(Delivery),
+    DeliverMany(Vec<Delivery>),
+    SievePut(AccountId, String, String),
+    SieveActivate(AccountId, Option<String>),
+    SieveDelete(AccountId, String),
+    SieveRename(AccountId, String, String),
+    SeenMark {
+        account: AccountId,
+        key: String,
+        now: i64,
+        expires: i64,
+    },
     FlagsUpdate(FlagsUpdate),
     Expunge(MailboxId, Vec<Uid>),
     Copy {
@@ -55,6 +66,8 @@ pub enum Output {
     Alias(Alias),
     Mailbox(Mailbox),
     Delivery(DeliveryReport),
+    Deliveries(Vec<DeliveryReport>),
+    Bool(bool),
     Flags(FlagsResult),
     Uids(Vec<Uid>),
     Pairs(Vec<(Uid, Uid)>),
@@ -285,6 +298,9 @@ struct Tables<'t> {
     trace: Table<'t, (&'static str, u64), &'static [u8]>,
     trace_keys: Table<'t, (&'static str, i64, &'static str), ()>,
     trace_time: Table<'t, (i64, &'static str, u64), ()>,
+    sieve: Table<'t, (u64, &'static str), &'static [u8]>,
+    sieve_active: Table<'t, u64, &'static str>,
+    seen: Table<'t, (u64, &'static str), i64>,
 }
 
 impl<'t> Tables<'t> {
@@ -306,6 +322,9 @@ impl<'t> Tables<'t> {
             trace: w.open_table(TRACE).map_err(db_err)?,
             trace_keys: w.open_table(TRACE_KEYS).map_err(db_err)?,
             trace_time: w.open_table(TRACE_TIME).map_err(db_err)?,
+            sieve: w.open_table(SIEVE).map_err(db_err)?,
+            sieve_active: w.open_table(SIEVE_ACTIVE).map_err(db_err)?,
+            seen: w.open_table(SEEN).map_err(db_err)?,
         })
     }
 
@@ -349,6 +368,103 @@ impl<'t> Tables<'t> {
                 Ok(Output::Unit)
             }
             Job::Deliver(d) => self.deliver(d, fx, files),
+            Job::DeliverMany(ds) => {
+                let mut out = Vec::with_capacity(ds.len());
+                for d in ds {
+                    out.push(expect_delivery(self.deliver(d, fx, files)?)?);
+                }
+                Ok(Output::Deliveries(out))
+            }
+            Job::SievePut(account, name, source) => {
+                self.account(account)?;
+                self.sieve
+                    .insert((account, name.as_str()), source.as_bytes())
+                    .map_err(db_err)?;
+                Ok(Output::Unit)
+            }
+            Job::SieveActivate(account, name) => {
+                self.account(account)?;
+                match name {
+                    Some(n) => {
+                        if self
+                            .sieve
+                            .get((account, n.as_str()))
+                            .map_err(db_err)?
+                            .is_none()
+                        {
+                            return Err(StoreError::NotFound(format!("script {n}")));
+                        }
+                        self.sieve_active
+                            .insert(account, n.as_str())
+                            .map_err(db_err)?;
+                    }
+                    None => {
+                        self.sieve_active.remove(account).map_err(db_err)?;
+                    }
+                }
+                Ok(Output::Unit)
+            }
+            Job::SieveDelete(account, name) => {
+                if self.sieve_active_name(account)?.as_deref() == Some(name.as_str()) {
+                    return Err(StoreError::Invalid(format!("script {name} is active")));
+                }
+                if self
+                    .sieve
+                    .remove((account, name.as_str()))
+                    .map_err(db_err)?
+                    .is_none()
+                {
+                    return Err(StoreError::NotFound(format!("script {name}")));
+                }
+                Ok(Output::Unit)
+            }
+            Job::SieveRename(account, from, to) => {
+                if self
+                    .sieve
+                    .get((account, to.as_str()))
+                    .map_err(db_err)?
+                    .is_some()
+                {
+                    return Err(StoreError::AlreadyExists(format!("script {to}")));
+                }
+                let Some(v) = self
+                    .sieve
+                    .remove((account, from.as_str()))
+                    .map_err(db_err)?
+                else {
+                    return Err(StoreError::NotFound(format!("script {from}")));
+                };
+                let source = v.value().to_vec();
+                drop(v);
+                self.sieve
+                    .insert((account, to.as_str()), source.as_slice())
+                    .map_err(db_err)?;
+                if self.sieve_active_name(account)?.as_deref() == Some(from.as_str()) {
+                    self.sieve_active
+                        .insert(account, to.as_str())
+                        .map_err(db_err)?;
+                }
+                Ok(Output::Unit)
+            }
+            Job::SeenMark {
+                account,
+                key,
+                now,
+                expires,
+            } => {
+                let until = self
+                    .seen
+                    .get((account, key.as_str()))
+                    .map_err(db_err)?
+                    .map(|v| v.value());
+                if until.is_some_and(|u| u > now) {
+                    return Ok(Output::Bool(true));
+                }
+                self.seen
+                    .insert((account, key.as_str()), expires)
+                    .map_err(db_err)?;
+                Ok(Output::Bool(false))
+            }
             Job::FlagsUpdate(u) => self.flags_update(u, fx),
             Job::Expunge(mailbox, uids) => {
                 let mut mb = self.mailbox(mailbox)?;
@@ -385,6 +501,14 @@ impl<'t> Tables<'t> {
                 Ok(Output::Unit)
             }
         }
+    }
+
+    fn sieve_active_name(&self, account: AccountId) -> Result<Option<String>> {
+        Ok(self
+            .sieve_active
+            .get(account)
+            .map_err(db_err)?
+            .map(|v| v.value().to_string()))
     }
 
     fn trace_append(&mut self, events: &[TraceEvent]) -> Result<()> {
@@ -431,6 +555,10 @@ impl<'t> Tables<'t> {
                 .remove((*t, id.as_str(), *seq))
                 .map_err(db_err)?;
         }
+        let now = before / 1000;
+        self.seen
+            .retain(|_, expires| expires > now)
+            .map_err(db_err)?;
         Ok(old.len() as u64)
     }
 
@@ -583,6 +711,13 @@ impl<'t> Tables<'t> {
             self.mailbox_remove(&mb, fx, files)?;
         }
         self.accounts.remove(id).map_err(db_err)?;
+        self.sieve_active.remove(id).map_err(db_err)?;
+        self.sieve
+            .retain_in((id, "")..(id + 1, ""), |_, _| false)
+            .map_err(db_err)?;
+        self.seen
+            .retain_in((id, "")..(id + 1, ""), |_, _| false)
+            .map_err(db_err)?;
         self.account_by_address
             .remove(a.address.as_str())
             .map_err(db_err)?;
@@ -1251,5 +1386,12 @@ pub fn normalize_mailbox_name(name: &str) -> String {
         }
     } else {
         name.to_string()
+    }
+}
+
+fn expect_delivery(o: Output) -> Result<DeliveryReport> {
+    match o {
+        Output::Delivery(r) => Ok(r),
+        _ => Err(StoreError::Backend("unexpected writer output".into())),
     }
 }

@@ -670,3 +670,98 @@ pub async fn trace(store: Arc<dyn Store>) {
     );
     assert_eq!(store.trace_recent(0, 10).await.unwrap(), ["C"]);
 }
+
+pub async fn sieve_scripts(store: Arc<dyn Store>) {
+    let (a, _) = setup_account(store.clone(), "a@example.test").await;
+    let (b, _) = setup_account(store.clone(), "b@example.test").await;
+    assert!(store.sieve_list(a.id).await.unwrap().is_empty());
+    assert_eq!(store.sieve_active(a.id).await.unwrap(), None);
+    store.sieve_put(a.id, "main", "keep;").await.unwrap();
+    store.sieve_put(a.id, "other", "discard;").await.unwrap();
+    store.sieve_put(b.id, "main", "stop;").await.unwrap();
+    assert!(matches!(
+        store.sieve_activate(a.id, Some("nope")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.sieve_activate(a.id, Some("main")).await.unwrap();
+    let l = store.sieve_list(a.id).await.unwrap();
+    assert_eq!(
+        l.iter()
+            .map(|s| (s.name.as_str(), s.active, s.size))
+            .collect::<Vec<_>>(),
+        [("main", true, 5), ("other", false, 8)]
+    );
+    assert_eq!(
+        store.sieve_active(a.id).await.unwrap(),
+        Some(("main".into(), "keep;".into()))
+    );
+    assert_eq!(store.sieve_active(b.id).await.unwrap(), None, "per account");
+    // Replacing keeps it active; the active one cannot be deleted.
+    store
+        .sieve_put(a.id, "main", "fileinto \"x\";")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sieve_active(a.id).await.unwrap().unwrap().1,
+        "fileinto \"x\";"
+    );
+    assert!(matches!(
+        store.sieve_delete(a.id, "main").await,
+        Err(StoreError::Invalid(_))
+    ));
+    // Renaming the active script keeps it active under its new name.
+    assert!(matches!(
+        store.sieve_rename(a.id, "main", "other").await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    store.sieve_rename(a.id, "main", "filters").await.unwrap();
+    assert_eq!(
+        store.sieve_active(a.id).await.unwrap().unwrap().0,
+        "filters"
+    );
+    assert_eq!(store.sieve_get(a.id, "main").await.unwrap(), None);
+    store.sieve_activate(a.id, None).await.unwrap();
+    store.sieve_delete(a.id, "filters").await.unwrap();
+    assert!(matches!(
+        store.sieve_delete(a.id, "filters").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store.sieve_get(a.id, "other").await.unwrap().as_deref(),
+        Some("discard;")
+    );
+    // Seen marks: per account, until they expire.
+    assert!(!store.seen_mark(a.id, "k", 100, 200).await.unwrap());
+    assert!(store.seen_mark(a.id, "k", 150, 250).await.unwrap());
+    assert!(!store.seen_mark(b.id, "k", 150, 250).await.unwrap());
+    assert!(
+        !store.seen_mark(a.id, "k", 200, 300).await.unwrap(),
+        "expired"
+    );
+    // Deleting the account forgets its scripts.
+    store.sieve_activate(b.id, Some("main")).await.unwrap();
+    store.account_delete(b.id).await.unwrap();
+    let (b2, _) = setup_account(store.clone(), "b2@example.test").await;
+    assert!(store.sieve_list(b2.id).await.unwrap().is_empty());
+}
+
+pub async fn deliver_many(store: Arc<dyn Store>) {
+    let (a, ia) = setup_account(store.clone(), "a@example.test").await;
+    let (b, ib) = setup_account(store.clone(), "b@example.test").await;
+    let reps = store
+        .deliver_many(vec![
+            delivery(b"Subject: one\r\n\r\n1\r\n", &[a.id]),
+            delivery(b"Subject: two\r\n\r\n2\r\n", &[a.id, b.id]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(reps.len(), 2);
+    assert_ne!(reps[0].blob, reps[1].blob);
+    assert_eq!(store.message_list(ia.id).await.unwrap().len(), 2);
+    assert_eq!(store.message_list(ib.id).await.unwrap().len(), 1);
+    let e = store.message_get(ib.id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        store.blob_read(e.blob, 0, 100).await.unwrap(),
+        b"Subject: two\r\n\r\n2\r\n"
+    );
+}

@@ -1,0 +1,438 @@
+//! Users' Sieve filters at delivery: each local recipient account with an active script has
+//! it run on the message, and the outcome becomes a plan of where the message is stored and
+//! what is sent (redirects, vacation replies, rejection notices). Nothing is written here: the
+//! plan is committed with the message itself, all at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use postern_directory::{Destination, Directory, domain_of};
+use postern_sieve::{Action, Engine, Envelope, Host};
+use postern_store::{Account, AccountId, BlobData, Flags, SharedStore};
+use tracing::warn;
+
+use crate::ingest::Accepted;
+
+/// Where one account's copy goes, as its filter decided.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// (message, folder, flags, create): message 0 is the one that arrived, n is
+    /// `Plans::messages` of this plan's index n-1.
+    pub stores: Vec<(usize, String, Flags, bool)>,
+    pub reject: Option<String>,
+    /// Told to the sender when the message was rejected for some recipients only.
+    pub reject_notice: Option<(Vec<u8>, Vec<Destination>)>,
+    pub sends: Vec<Send>,
+    /// Messages the script made (edited copies, vacation replies), without Return-Path.
+    pub messages: Vec<Vec<u8>>,
+    /// What the filter did, in words, for the trace.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Send {
+    /// 0: the message that arrived; n: `Plan::messages[n-1]`.
+    pub message: usize,
+    /// The envelope sender: empty for vacation replies and notices, SRS for redirects.
+    pub sender: String,
+    pub dests: Vec<Destination>,
+}
+
+#[derive(Default)]
+pub struct Plans {
+    pub by_account: HashMap<AccountId, Plan>,
+    /// The message as it arrived (with our Return-Path line) when a filter ran.
+    pub raw: Option<Arc<Vec<u8>>>,
+}
+
+struct StoreHost {
+    store: SharedStore,
+    account: AccountId,
+    handle: tokio::runtime::Handle,
+    mailboxes: HashSet<String>,
+    special_uses: HashSet<String>,
+}
+
+/// Seen-keys are kept short: long ones (vacation's include its reason) are hashed.
+fn seen_key(id: &str) -> String {
+    if id.len() <= 200 {
+        return id.to_string();
+    }
+    // FNV-1a, 64 bits twice with different offsets: stable across builds and versions.
+    let h = |seed: u64| {
+        id.bytes()
+            .fold(seed, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    };
+    format!(
+        "{}#{:016x}{:016x}",
+        &id[..id.floor_char_boundary(120)],
+        h(0xcbf29ce484222325),
+        h(0x84222325cbf29ce4)
+    )
+}
+
+impl Host for StoreHost {
+    fn mailbox_exists(&self, name: &str) -> bool {
+        self.mailboxes.contains(&name.to_lowercase())
+    }
+    fn special_use_exists(&self, special_use: &str) -> bool {
+        self.special_uses
+            .contains(&special_use.to_ascii_lowercase())
+    }
+    fn seen_before(&self, id: &str, expiry: u64) -> bool {
+        let now = postern_store::now();
+        let until = now.saturating_add(expiry.min(10 * 365 * 86400) as i64);
+        let key = seen_key(id);
+        // On a storage error, say "seen": better one vacation reply too few than a flood.
+        self.handle
+            .block_on(self.store.seen_mark(self.account, &key, now, until))
+            .unwrap_or(true)
+    }
+    fn script(&self, name: &str, global: bool) -> Option<String> {
+        if global {
+            return None;
+        }
+        self.handle
+            .block_on(self.store.sieve_get(self.account, name))
+            .ok()
+            .flatten()
+    }
+}
+
+fn flags(names: &[String]) -> Flags {
+    let mut f = Flags::default();
+    for n in names {
+        if let Some((bit, _)) = Flags::SYSTEM
+            .iter()
+            .find(|(_, s)| s.eq_ignore_ascii_case(n))
+        {
+            f.bits |= bit;
+        } else if !n.is_empty()
+            && !n.starts_with('\\')
+            && n.len() <= 100
+            && n.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"(){%*\"]".contains(&b))
+            && !f.has_keyword(n)
+        {
+            f.keywords.push(n.clone());
+        }
+    }
+    f
+}
+
+async fn read_all(data: &BlobData) -> std::io::Result<Vec<u8>> {
+    match data {
+        BlobData::Memory(b) => Ok(b.clone()),
+        BlobData::File(p) => tokio::fs::read(p).await,
+    }
+}
+
+/// Runs the active filter of every local recipient account that has one.
+#[allow(clippy::too_many_arguments)]
+pub async fn plan(
+    engine: &Arc<Engine>,
+    directory: &Directory,
+    store: &SharedStore,
+    max_size: u64,
+    from: &str,
+    rcpts: &[Accepted],
+    data: &BlobData,
+    size: u64,
+    return_path_len: usize,
+    folders: &HashMap<AccountId, String>,
+) -> Plans {
+    let mut out = Plans::default();
+    // Each account once, with the address the message came to it by.
+    let mut accounts: Vec<(Account, String)> = Vec::new();
+    for a in rcpts {
+        for d in &a.dests {
+            if let Destination::Local(acc) = d
+                && !accounts.iter().any(|(x, _)| x.id == acc.id)
+            {
+                accounts.push((acc.clone(), a.address.clone()));
+            }
+        }
+    }
+    let mut scripts = Vec::new();
+    for (acc, to) in accounts {
+        match store.sieve_active(acc.id).await {
+            Ok(Some((name, src))) => scripts.push((acc, to, name, src)),
+            Ok(None) => {}
+            Err(e) => warn!(account = %acc.address, error = %e, "cannot read Sieve script"),
+        }
+    }
+    if scripts.is_empty() {
+        return out;
+    }
+    if size > max_size {
+        for (acc, ..) in scripts {
+            out.by_account.insert(
+                acc.id,
+                Plan {
+                    stores: vec![(0, keep_folder(folders, acc.id), Flags::default(), false)],
+                    notes: vec![format!(
+                        "{}: not filtered, the message is larger than sieve.max_message_size",
+                        acc.address
+                    )],
+                    ..Default::default()
+                },
+            );
+        }
+        return out;
+    }
+    let raw = match read_all(data).await {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            warn!(error = %e, "cannot read the message for filters");
+            return out;
+        }
+    };
+    out.raw = Some(raw.clone());
+    for (acc, to, name, src) in scripts {
+        let script = match engine.compile(&src) {
+            Ok(s) => s,
+            Err(e) => {
+                out.by_account.insert(
+                    acc.id,
+                    Plan {
+                        stores: vec![(0, keep_folder(folders, acc.id), Flags::default(), false)],
+                        notes: vec![format!(
+                            "{}: Sieve script \"{name}\" does not compile ({e}); kept",
+                            acc.address
+                        )],
+                        ..Default::default()
+                    },
+                );
+                continue;
+            }
+        };
+        let boxes = store.mailbox_list(acc.id).await.unwrap_or_default();
+        let host = StoreHost {
+            store: store.clone(),
+            account: acc.id,
+            handle: tokio::runtime::Handle::current(),
+            mailboxes: boxes.iter().map(|m| m.name.to_lowercase()).collect(),
+            special_uses: boxes
+                .iter()
+                .filter_map(|m| m.special_use.map(|s| s.attribute().to_ascii_lowercase()))
+                .collect(),
+        };
+        let env = Envelope {
+            from: from.to_string(),
+            to,
+            user: acc.address.clone(),
+        };
+        let engine = engine.clone();
+        let raw2 = raw.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            engine.run(
+                script,
+                &raw2[return_path_len.min(raw2.len())..],
+                &env,
+                &host,
+            )
+        })
+        .await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(account = %acc.address, error = %e, "Sieve run failed");
+                postern_sieve::Outcome {
+                    actions: vec![Action::Keep {
+                        flags: vec![],
+                        message: 0,
+                    }],
+                    error: Some("the filter stopped unexpectedly".into()),
+                    ..Default::default()
+                }
+            }
+        };
+        let p = to_plan(directory, from, &acc, &name, outcome, &boxes, folders).await;
+        out.by_account.insert(acc.id, p);
+    }
+    out
+}
+
+fn keep_folder(folders: &HashMap<AccountId, String>, id: AccountId) -> String {
+    folders
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| postern_store::INBOX.into())
+}
+
+async fn to_plan(
+    directory: &Directory,
+    from: &str,
+    acc: &Account,
+    script: &str,
+    o: postern_sieve::Outcome,
+    boxes: &[postern_store::Mailbox],
+    folders: &HashMap<AccountId, String>,
+) -> Plan {
+    let who = &acc.address;
+    // Redirected mail keeps its sender; another domain's leaves with our SRS address.
+    let redirect_sender = match directory.is_local_domain(domain_of(from)).await {
+        _ if from.is_empty() => String::new(),
+        Ok(false) => directory
+            .forwarding_sender(from, domain_of(who))
+            .unwrap_or_else(|| from.to_string()),
+        _ => from.to_string(),
+    };
+    let mut p = Plan {
+        messages: o.messages,
+        ..Default::default()
+    };
+    if let Some(e) = &o.error {
+        p.notes.push(format!(
+            "{who}: Sieve script \"{script}\" failed ({e}); kept in INBOX"
+        ));
+    }
+    for a in o.actions {
+        match a {
+            Action::Keep { flags: f, message } => {
+                let folder = keep_folder(folders, acc.id);
+                if o.error.is_none() {
+                    p.notes.push(format!(
+                        "{who}: Sieve script \"{script}\" keeps it in {folder}"
+                    ));
+                }
+                p.stores.push((message, folder, flags(&f), false));
+            }
+            Action::FileInto {
+                folder,
+                flags: f,
+                create,
+                special_use,
+                message,
+            } => {
+                let by_use = special_use.as_deref().and_then(|u| {
+                    boxes.iter().find(|m| {
+                        m.special_use
+                            .is_some_and(|s| s.attribute().eq_ignore_ascii_case(u))
+                    })
+                });
+                let existing =
+                    by_use.or_else(|| boxes.iter().find(|m| m.name.eq_ignore_ascii_case(&folder)));
+                let (name, note) = match existing {
+                    Some(m) => (m.name.clone(), format!("files it into {}", m.name)),
+                    None if create => (folder.clone(), format!("files it into {folder} (created)")),
+                    None => (
+                        postern_store::INBOX.to_string(),
+                        format!("files it into {folder}, which does not exist: kept in INBOX"),
+                    ),
+                };
+                p.notes
+                    .push(format!("{who}: Sieve script \"{script}\" {note}"));
+                p.stores.push((message, name, flags(&f), create));
+            }
+            Action::Reject { reason } => {
+                p.notes.push(format!(
+                    "{who}: Sieve script \"{script}\" rejects it: {reason}"
+                ));
+                if !from.is_empty() {
+                    p.reject_notice = Some((
+                        reject_notice(who, from, &reason),
+                        resolve(directory, from).await,
+                    ));
+                }
+                p.reject = Some(reason);
+            }
+            Action::Redirect { to, message } => {
+                let dests = resolve(directory, &to).await;
+                p.notes.push(format!(
+                    "{who}: Sieve script \"{script}\" redirects it to {to}"
+                ));
+                p.sends.push(Send {
+                    message,
+                    sender: redirect_sender.clone(),
+                    dests,
+                });
+            }
+            Action::Reply { to, message } => {
+                let dests = resolve(directory, &to).await;
+                p.notes.push(format!(
+                    "{who}: Sieve script \"{script}\" sends a vacation reply to {to}"
+                ));
+                p.sends.push(Send {
+                    message,
+                    sender: String::new(),
+                    dests,
+                });
+            }
+        }
+    }
+    if p.stores.is_empty() && p.reject.is_none() && o.error.is_none() {
+        p.notes
+            .push(format!("{who}: Sieve script \"{script}\" discards it"));
+    }
+    p
+}
+
+/// What the sender hears when one recipient's filter rejects the message (RFC 5429) and it
+/// could not be refused during the SMTP dialogue, because other recipients took it.
+fn reject_notice(user: &str, sender: &str, reason: &str) -> Vec<u8> {
+    let domain = domain_of(user);
+    let reason: String = reason
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .collect::<String>()
+        .replace('\n', "\r\n");
+    format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{domain}>\r\nTo: <{sender}>\r\n\
+         Subject: Your message to {user} was rejected\r\n\
+         Date: {date}\r\nMessage-ID: <reject.{now}.{rand}@{domain}>\r\n\
+         Auto-Submitted: auto-replied (rejected)\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n\
+         Your message to {user} was rejected by the recipient's mail filter.\r\n\r\n\
+         The reason given:\r\n\r\n{reason}\r\n",
+        date = postern_message::trace::rfc5322_date(time::OffsetDateTime::now_utc()),
+        now = postern_store::now(),
+        rand = postern_message::new_trace_id(),
+    )
+    .into_bytes()
+}
+
+/// Where a message the filter sends goes: our own users directly, everyone else via the queue.
+pub async fn resolve(directory: &Directory, to: &str) -> Vec<Destination> {
+    let Ok(addr) = postern_directory::normalize_address(to) else {
+        return Vec::new();
+    };
+    match directory.is_local_domain(domain_of(&addr)).await {
+        Ok(true) => directory
+            .expand(&addr)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        Ok(false) => vec![Destination::Remote(addr)],
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_from_names() {
+        let f = flags(&[
+            "\\seen".into(),
+            "\\Flagged".into(),
+            "$Label1".into(),
+            "bad(kw".into(),
+            "\\Recent".into(),
+        ]);
+        assert_eq!(f.bits, Flags::SEEN | Flags::FLAGGED);
+        assert_eq!(f.keywords, ["$Label1"]);
+    }
+
+    #[test]
+    fn long_seen_keys_are_hashed() {
+        let long = format!("_vbob@far.test{}", "ü".repeat(200));
+        let k = seen_key(&long);
+        assert!(k.len() < 200);
+        assert_eq!(k, seen_key(&long));
+        assert_ne!(k, seen_key(&format!("{long}x")));
+        assert_eq!(seen_key("short"), "short");
+    }
+}
