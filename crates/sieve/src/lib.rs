@@ -176,6 +176,7 @@ impl Engine {
 
     /// Runs `script` on `raw` for one recipient account.
     pub fn run(&self, script: Arc<Sieve>, raw: &[u8], env: &Envelope, host: &dyn Host) -> Outcome {
+        let quiet = env.from.is_empty() || !may_auto_reply(raw);
         let parsed = postern_message::parse(raw);
         let mut ctx = match parsed {
             Some(m) => self.runtime.filter_parsed(m),
@@ -233,6 +234,11 @@ impl Engine {
                         sieve::Mailbox::Id(_) => false,
                     }) && special_use.iter().all(|s| host.special_use_exists(s));
                     input = all.into();
+                }
+                // Vacation asks "replied already?": for mail that must get no automatic reply
+                // the answer is yes, without remembering anything.
+                Event::DuplicateId { id, .. } if quiet && id.starts_with("_v") => {
+                    input = Input::True;
                 }
                 Event::DuplicateId { id, expiry, .. } => {
                     input = host.seen_before(&id, expiry).into();
@@ -305,6 +311,36 @@ impl Engine {
         }
         out
     }
+}
+
+/// RFC 5230 section 4.5 and RFC 3834: no automatic reply to automatic mail, lists or bulk.
+fn may_auto_reply(raw: &[u8]) -> bool {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..end])
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ");
+    for line in head.split("\r\n") {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim().to_ascii_lowercase();
+        let refuse = match name.as_str() {
+            "auto-submitted" => value.split(';').next().is_some_and(|v| v.trim() != "no"),
+            "precedence" => ["bulk", "list", "junk"].contains(&value.as_str()),
+            "x-auto-response-suppress" => value
+                .split(',')
+                .any(|v| ["all", "oof", "autoreply"].contains(&v.trim())),
+            n => n.starts_with("list-"),
+        };
+        if refuse {
+            return false;
+        }
+    }
+    true
 }
 
 fn error_words(e: sieve::runtime::RuntimeError) -> String {

@@ -108,9 +108,10 @@ fn envelope_subaddress_body_relational_variables() {
     let h = FakeHost::default();
     let src = r#"require ["envelope", "subaddress", "body", "relational", "variables",
                           "comparator-i;ascii-numeric", "fileinto"];
+        set "list" "";
         if envelope :domain "from" "far.test" {
             if body :text :contains "digest" {
-                if header :matches "list-id" "<*.far.test>" { set "list" "${1}"; }
+                if header :matches "subject" "Cheap *" { set "list" "${1}"; }
                 if header :count "ge" :comparator "i;ascii-numeric" "to" "1" {
                     fileinto "lists/${list}";
                 }
@@ -120,7 +121,7 @@ fn envelope_subaddress_body_relational_variables() {
     assert_eq!(
         o.actions,
         [Action::FileInto {
-            folder: "lists/sales".into(),
+            folder: "lists/pills".into(),
             flags: vec![],
             create: false,
             special_use: None,
@@ -256,4 +257,32 @@ fn editheader_gives_an_edited_copy() {
     let text = String::from_utf8_lossy(&o.messages[message - 1]).to_string();
     assert!(text.starts_with("X-Filtered: yes\r\n"), "{text}");
     assert!(text.contains("Subject: Cheap pills"));
+}
+
+#[test]
+fn no_vacation_for_automatic_or_bulk_mail() {
+    let src = r#"require "vacation"; vacation "Away.";"#;
+    for extra in [
+        "Auto-Submitted: auto-generated\r\n",
+        "Auto-Submitted: Auto-Replied; owner-email=x\r\n",
+        "Precedence: bulk\r\n",
+        "Precedence: junk\r\n",
+        "X-Auto-Response-Suppress: OOF, DR\r\n",
+        "List-Unsubscribe: <mailto:u@far.test>\r\n",
+    ] {
+        let h = FakeHost::default();
+        let m = format!(
+            "From: carol@far.test\r\nTo: alice@example.test\r\nSubject: x\r\n{extra}\r\nhi\r\n"
+        );
+        let o = run(src, m.as_bytes(), &h);
+        assert!(
+            o.actions.iter().all(|a| !matches!(a, Action::Reply { .. })),
+            "{extra}"
+        );
+        assert!(h.seen.borrow().is_empty(), "nothing remembered for {extra}");
+    }
+    let h = FakeHost::default();
+    let m = "From: carol@far.test\r\nTo: alice@example.test\r\nAuto-Submitted: no\r\n\r\nhi\r\n";
+    let o = run(src, m.as_bytes(), &h);
+    assert!(o.actions.iter().any(|a| matches!(a, Action::Reply { .. })));
 }
