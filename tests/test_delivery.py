@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PASSWORD, ROOT, free_port
-from helpers import ALICE, BOB, inbox, submit, wait_for
+from helpers import ALICE, BOB, inbox, mx_send, submit, wait_for
 from peers import Dns, Sink
 
 from conftest import PEER_SCRIPT
@@ -391,6 +391,47 @@ def test_forwarding_with_srs_and_the_bounce_back(net):
         assert "bob@example.test is a user: delivered to its INBOX" in s.cli("route", BOB).stdout
         r = s.cli("forward", "set", BOB, BOB, check=False)
         assert r.returncode != 0 and "itself" in r.stderr
+    finally:
+        far.stop()
+        other.stop()
+
+
+def test_sieve_redirect_and_vacation_to_other_domains(net):
+    """A Sieve redirect to another domain leaves with an SRS sender; a vacation reply with the
+    null sender, once per sender."""
+    dns, rport, make = net
+    dns.start(mx=[("far.test", "mx.far.test", 10), ("other.test", "mx.other.test", 10)],
+              a=[("mx.far.test", "127.0.0.3"), ("mx.other.test", "127.0.0.4")])
+    far, other = Sink("127.0.0.3", rport), Sink("127.0.0.4", rport)
+    s = make()
+    s.start()
+    try:
+        s.cli("sieve", "put", ALICE, "main", "-", "--activate", input='''require ["vacation", "copy"];
+redirect :copy "carol@far.test";
+vacation :days 7 :subject "Away" "Back next week.";
+''')
+        def to_alice(subject):
+            return (f"From: Dave <dave@other.test>\r\nTo: Alice <{ALICE}>\r\nSubject: {subject}\r\n"
+                    f"Message-ID: <{subject.replace(' ', '-')}@other.test>\r\n\r\nHello.\r\n").encode()
+
+        assert mx_send(s, "dave@other.test", [ALICE], to_alice("hello alice")) == {}
+        wait_for(lambda: far.messages and other.messages, timeout=30)
+        mail, rcpts, data = far.messages[0]
+        assert rcpts == ["carol@far.test"] and b"Subject: hello alice" in data
+        assert re.fullmatch(r"srs0=[a-z2-7]{6}=[a-z2-7]{2}=other\.test=dave@example\.test", mail), mail
+        assert not data.startswith(b"Return-Path:"), "our Return-Path line is not sent on"
+        mail, rcpts, data = other.messages[0]
+        assert mail == "" and rcpts == ["dave@other.test"], (mail, rcpts)
+        assert b"Subject: Away" in data and b"Auto-Submitted: auto-replied" in data
+        assert b"In-Reply-To: <hello-alice@other.test>" in data
+        assert len(inbox(s, ALICE)) == 1, ":copy keeps it"
+        # Another message from the same sender: redirected again, no second reply.
+        assert mx_send(s, "dave@other.test", [ALICE], to_alice("hello again")) == {}
+        wait_for(lambda: len(far.messages) == 2, timeout=30)
+        time.sleep(1)
+        assert len(other.messages) == 1
+        trace = s.cli("trace", "--to", ALICE).stdout
+        assert "redirects it to carol@far.test" in trace and "vacation reply" in trace, trace
     finally:
         far.stop()
         other.stop()
