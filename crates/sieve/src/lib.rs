@@ -156,20 +156,17 @@ impl Engine {
             .compile(source.as_bytes())
             .map_err(|e| e.to_string())?;
         let script = Arc::new(script);
-        // `require` runs first: a dry run on an empty message finds what is not offered.
+        // `require` runs first, before anything that could stop the run with an event: the
+        // first step of a dry run on an empty message finds what is not offered.
         let mut ctx = self.runtime.filter(b"");
-        let input = Input::script("check", script.clone());
-        while let Some(r) = ctx.run(input) {
-            match r {
-                Err(sieve::runtime::RuntimeError::CapabilityNotAllowed(c)) => {
-                    return Err(format!("extension \"{c}\" is not offered by this server"));
-                }
-                Err(sieve::runtime::RuntimeError::CapabilityNotSupported(c)) => {
-                    return Err(format!("extension \"{c}\" is not supported"));
-                }
-                // Past the requires: the rest depends on the message.
-                _ => break,
+        match ctx.run(Input::script("check", script.clone())) {
+            Some(Err(sieve::runtime::RuntimeError::CapabilityNotAllowed(c))) => {
+                return Err(format!("extension \"{c}\" is not offered by this server"));
             }
+            Some(Err(sieve::runtime::RuntimeError::CapabilityNotSupported(c))) => {
+                return Err(format!("extension \"{c}\" is not supported"));
+            }
+            _ => {}
         }
         Ok(script)
     }
