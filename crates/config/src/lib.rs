@@ -49,6 +49,7 @@ pub struct Config {
     pub trace: Trace,
     pub routing: Routing,
     pub sieve: Sieve,
+    pub inbound: Inbound,
     pub doctor: Doctor,
     pub log: Log,
 }
@@ -193,6 +194,7 @@ impl Default for Config {
             trace: Trace::default(),
             routing: Routing::default(),
             sieve: Sieve::default(),
+            inbound: Inbound::default(),
             doctor: Doctor::default(),
             log: Log::default(),
         }
@@ -365,11 +367,84 @@ impl Default for Storage {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dns {
     /// "ip:port" list; empty means the system resolver.
     pub nameservers: Vec<String>,
+    /// How long one query may take (tried twice) before it counts as a temporary error.
+    pub timeout: Seconds,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            nameservers: Vec::new(),
+            timeout: Seconds(5),
+        }
+    }
+}
+
+/// Trust in mail from other servers (the MX listener): SPF, DKIM, DMARC, ARC, reverse DNS.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Inbound {
+    /// Check SPF, DKIM, DMARC, ARC and reverse DNS, and add Authentication-Results.
+    pub check: bool,
+    /// Refuse (550 5.7.1) mail that fails DMARC where its domain says p=reject.
+    pub dmarc_reject: bool,
+    /// Put mail that fails DMARC where its domain says p=quarantine into Junk.
+    pub dmarc_quarantine: bool,
+    /// What SPF "fail" (-all) alone does: "reject", "junk" or "accept".
+    pub spf_fail: String,
+    /// Score at which mail goes to Junk (X-Spam-Score).
+    pub spam_threshold: f32,
+    /// Larger messages get SPF, DMARC (by SPF) and iprev only, no DKIM check.
+    pub max_verify_size: ByteSize,
+    /// Senders (addresses or domains) whose mail is never refused or put in Junk for its
+    /// authentication results.
+    pub allow: Vec<String>,
+    /// Senders (addresses or domains) refused at MAIL FROM.
+    pub block: Vec<String>,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Inbound {
+            check: true,
+            dmarc_reject: true,
+            dmarc_quarantine: true,
+            spf_fail: "junk".into(),
+            spam_threshold: 5.0,
+            max_verify_size: ByteSize(25 << 20),
+            allow: Vec::new(),
+            block: Vec::new(),
+        }
+    }
+}
+
+impl Inbound {
+    fn listed(list: &[String], sender: &str) -> bool {
+        let sender = sender.to_ascii_lowercase();
+        let domain = sender.rsplit_once('@').map_or("", |(_, d)| d);
+        list.iter().any(|e| {
+            let e = e.trim().to_ascii_lowercase();
+            let e = e.strip_prefix('@').unwrap_or(&e);
+            if e.contains('@') {
+                e == sender
+            } else {
+                !domain.is_empty() && (domain == e || domain.ends_with(&format!(".{e}")))
+            }
+        })
+    }
+
+    pub fn allowed(&self, sender: &str) -> bool {
+        Self::listed(&self.allow, sender)
+    }
+
+    pub fn blocked(&self, sender: &str) -> bool {
+        Self::listed(&self.block, sender)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -797,6 +872,15 @@ impl Config {
                 return Err(format!("dns.nameservers: {ns:?} is not an ip or ip:port"));
             }
         }
+        if !["reject", "junk", "accept"].contains(&self.inbound.spf_fail.as_str()) {
+            return Err(format!(
+                "inbound.spf_fail {:?} must be \"reject\", \"junk\" or \"accept\"",
+                self.inbound.spf_fail
+            ));
+        }
+        if self.dns.timeout.0 == 0 {
+            return Err("dns.timeout must be at least 1s".into());
+        }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return Err("tls.cert and tls.key must be given together".into());
         }
@@ -914,6 +998,19 @@ cache_size = "64M"       # memory for the embedded store's page cache
 
 [dns]
 nameservers = []         # "ip:port"; empty = the system resolver
+timeout = "5s"           # per query (tried twice); then a temporary error
+
+[inbound]
+# Mail from other servers (the MX listener): SPF, DKIM, DMARC, ARC and reverse DNS are checked
+# and written into an Authentication-Results header.
+check = true
+dmarc_reject = true      # refuse (550 5.7.1) what fails DMARC when its domain says p=reject
+dmarc_quarantine = true  # ... and put it in Junk when the domain says p=quarantine
+spf_fail = "junk"        # what an SPF fail (-all) alone does: reject, junk or accept
+spam_threshold = 5.0     # X-Spam-Score at which mail goes to Junk
+max_verify_size = "25M"  # larger messages get no DKIM check
+allow = []               # senders or domains never refused or put in Junk for these checks
+block = []               # senders or domains refused at MAIL FROM
 
 [auth]
 allow_plaintext = false  # passwords only over TLS

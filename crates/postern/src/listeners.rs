@@ -32,6 +32,7 @@ pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Ser
                 tls: s.tls.clone(),
                 spool_dir: s.spool_dir.clone(),
                 shutdown: s.shutdown.clone(),
+                trust: s.trust.clone(),
             });
             tokio::spawn(server.run(listener, tracker));
         }

@@ -28,6 +28,7 @@ pub struct Services {
     pub tls: Option<Arc<TlsStore>>,
     pub shutdown: postern_net::Shutdown,
     pub tracker: Tracker,
+    pub trust: Option<Arc<postern_trust::Checker>>,
 }
 
 fn init_logging(cfg: &Config) {
@@ -192,7 +193,22 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         doctor,
         shutdown.clone(),
     )?;
+    let trust = if cfg.inbound.check {
+        let r = postern_queue::route::resolver_with_timeout(
+            &cfg.dns.nameservers,
+            cfg.dns.timeout.duration(),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot set up DNS: {e}"))?;
+        Some(Arc::new(postern_trust::Checker::new(
+            r,
+            &cfg.hostname,
+            cfg.inbound.clone(),
+        )))
+    } else {
+        None
+    };
     let services = Services {
+        trust,
         config: Arc::new(cfg),
         store: store.clone(),
         spool_dir,

@@ -30,15 +30,27 @@ pub struct Router {
 
 /// A resolver that asks `nameservers` ("ip" or "ip:port"), or the system's when there are none.
 pub fn resolver(nameservers: &[String]) -> Result<TokioResolver, String> {
-    build_resolver(nameservers, true)
+    build_resolver(nameservers, true, std::time::Duration::from_secs(5))
+}
+
+/// [`resolver`] whose queries give up after `timeout` (twice).
+pub fn resolver_with_timeout(
+    nameservers: &[String],
+    timeout: std::time::Duration,
+) -> Result<TokioResolver, String> {
+    build_resolver(nameservers, true, timeout)
 }
 
 /// The same, never answering from /etc/hosts: what the rest of the internet sees.
 pub fn public_resolver(nameservers: &[String]) -> Result<TokioResolver, String> {
-    build_resolver(nameservers, false)
+    build_resolver(nameservers, false, std::time::Duration::from_secs(5))
 }
 
-fn build_resolver(nameservers: &[String], hosts_file: bool) -> Result<TokioResolver, String> {
+fn build_resolver(
+    nameservers: &[String],
+    hosts_file: bool,
+    timeout: std::time::Duration,
+) -> Result<TokioResolver, String> {
     let provider = TokioRuntimeProvider::default();
     let builder = if nameservers.is_empty() {
         TokioResolver::builder(provider).map_err(|e| format!("system resolver: {e}"))?
@@ -58,7 +70,7 @@ fn build_resolver(nameservers: &[String], hosts_file: bool) -> Result<TokioResol
         TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
     };
     let mut opts = ResolverOpts::default();
-    opts.timeout = std::time::Duration::from_secs(5);
+    opts.timeout = timeout;
     opts.attempts = 2;
     if !hosts_file {
         opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;

@@ -246,6 +246,8 @@ pub struct Complete {
     /// How it arrived, for the trace ("from client.test [192.0.2.1] over TLS1.3 ...").
     pub arrival: String,
     pub message_id: Option<String>,
+    /// What the inbound checks found (mail from other servers).
+    pub checks: Option<String>,
 }
 
 /// The trace of a message's arrival and of where it went.
@@ -280,6 +282,9 @@ fn trace_events(from: &MailFrom, rcpts: &[Accepted], msg: &Complete) -> Vec<Trac
         received = received.key(format!("to:{}", a.address));
     }
     let mut events = vec![received];
+    if let Some(c) = &msg.checks {
+        events.push(TraceEvent::new(id, "checked", c.clone()));
+    }
     for a in rcpts {
         let names: Vec<String> = a
             .dests

@@ -10,7 +10,7 @@ use postern_directory::{
     AuthOutcome, Destination, Directory, Routed, domain_of, normalize_address, sasl,
 };
 use postern_net::{Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsStore, Tracker};
-use postern_store::{SharedStore, TraceEvent};
+use postern_store::{BlobData, SharedStore, TraceEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, info, warn};
 
@@ -39,6 +39,8 @@ pub struct SmtpServer {
     pub tls: Option<Arc<TlsStore>>,
     pub spool_dir: PathBuf,
     pub shutdown: Shutdown,
+    /// SPF, DKIM, DMARC, ARC and iprev for mail from other servers (`inbound.check`).
+    pub trust: Option<Arc<postern_trust::Checker>>,
 }
 
 type Core = SmtpCore<Accepted>;
@@ -332,7 +334,17 @@ impl SmtpServer {
 
     async fn check_sender(&self, core: &Core, m: &MailFrom) -> Result<(), Reply> {
         let Some(user) = core.user() else {
-            // MX: any well-formed sender (SPF and friends judge it later).
+            // MX: any well-formed sender not blocked (SPF and friends judge it later).
+            if !m.address.is_empty() && self.config.inbound.blocked(&m.address) {
+                return Err(Reply::new(
+                    550,
+                    "5.7.1",
+                    format!(
+                        "Mail from <{}> is refused by this server's administrator",
+                        m.address
+                    ),
+                ));
+            }
             return Ok(());
         };
         if m.address.is_empty() {
@@ -844,6 +856,24 @@ impl SmtpServer {
             .forwarding_sender(from, domain_of(&via.address))
     }
 
+    /// Mail the inbound checks judged junk goes into each recipient's Junk folder.
+    async fn junk_folders(
+        &self,
+        rcpts: &[Accepted],
+        out: &mut std::collections::HashMap<postern_store::AccountId, String>,
+    ) {
+        for d in rcpts.iter().flat_map(|a| &a.dests) {
+            if let Destination::Local(acc) = d
+                && let Ok(boxes) = self.store.mailbox_list(acc.id).await
+                && let Some(mb) = boxes
+                    .iter()
+                    .find(|m| m.special_use == Some(postern_store::SpecialUse::Junk))
+            {
+                out.insert(acc.id, mb.name.clone());
+            }
+        }
+    }
+
     /// With `routing.subaddress_folder`: `alice+news@` goes into alice's folder "news" when
     /// she has one (any case), else to her INBOX.
     async fn subaddress_folders(
@@ -877,13 +907,100 @@ impl SmtpServer {
         out
     }
 
+    /// The inbound checks of a message from another server: the message as it will be stored
+    /// (with Authentication-Results, without forged ones) and whether it goes to Junk; or the
+    /// reply refusing it.
+    #[allow(clippy::too_many_arguments)]
+    async fn check_inbound(
+        &self,
+        checker: &postern_trust::Checker,
+        core: &Core,
+        ip: IpAddr,
+        from: &str,
+        data: BlobData,
+        prefix_len: usize,
+        rp_len: usize,
+    ) -> Result<(BlobData, u64, bool, String), (Reply, BlobData)> {
+        let bytes = match &data {
+            BlobData::Memory(b) => std::borrow::Cow::Borrowed(b.as_slice()),
+            BlobData::File(p) => match tokio::fs::read(p).await {
+                Ok(b) => std::borrow::Cow::Owned(b),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the spooled message");
+                    return Err((
+                        ingest::temp_failure(&postern_store::StoreError::Io(e)),
+                        data,
+                    ));
+                }
+            },
+        };
+        let prefix_len = prefix_len.min(bytes.len());
+        let original = &bytes[prefix_len..];
+        let helo = core.helo_name().unwrap_or("");
+        let v = checker.check(ip, helo, from, original).await;
+        match &v.decision {
+            postern_trust::Decision::Reject(why) => {
+                return Err((Reply::new(550, "5.7.1", why.clone()), data));
+            }
+            postern_trust::Decision::Defer(why) => {
+                return Err((Reply::new(451, "4.4.3", why.clone()), data));
+            }
+            _ => {}
+        }
+        let stripped = postern_trust::strip_our_results(original, &self.config.hostname);
+        let rp_len = rp_len.min(prefix_len);
+        let mut out = Vec::with_capacity(bytes.len() + v.headers.len());
+        out.extend_from_slice(&bytes[..rp_len]);
+        out.extend_from_slice(v.headers.as_bytes());
+        out.extend_from_slice(&bytes[rp_len..prefix_len]);
+        out.extend_from_slice(stripped.as_deref().unwrap_or(original));
+        let size = out.len() as u64;
+        let junk = v.decision == postern_trust::Decision::Junk;
+        drop(bytes);
+        let data = match data {
+            BlobData::Memory(_) => BlobData::Memory(out),
+            BlobData::File(old) => {
+                let new = old.with_extension("checked");
+                let written = tokio::task::spawn_blocking({
+                    let new = new.clone();
+                    move || -> std::io::Result<()> {
+                        use std::io::Write;
+                        let mut f = std::fs::File::create(&new)?;
+                        f.write_all(&out)?;
+                        f.sync_data()
+                    }
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+                match written {
+                    Ok(()) => {
+                        let _ = std::fs::remove_file(&old);
+                        BlobData::File(new)
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&new);
+                        let e = if e.raw_os_error() == Some(28) {
+                            postern_store::StoreError::DiskFull
+                        } else {
+                            postern_store::StoreError::Io(e)
+                        };
+                        return Err((ingest::temp_failure(&e), BlobData::File(old)));
+                    }
+                }
+            }
+        };
+        Ok((data, size, junk, v.summary))
+    }
+
     async fn store_message(&self, core: &mut Core, io: &mut Io, rx: Receiving, ip: IpAddr) -> Flow {
         let arrival = self.arrival(core, io, ip);
         let message_id = ingest::message_id(rx.sink.original_head());
+        let prefix_len = rx.sink.prefix_len;
         let Some(tx) = core.transaction_done() else {
             return Flow::Continue;
         };
-        let size = rx.sink.len();
+        let mut size = rx.sink.len();
         let body_offset = rx.sink.return_path_len as u64;
         let data = match rx.sink.finish().await {
             Ok(d) => d,
@@ -900,10 +1017,59 @@ impl SmtpServer {
                 return Flow::Continue;
             }
         };
+        let mut data = data;
+        let mut junk = false;
+        let mut checks = None;
+        if let Some(checker) = &self.trust
+            && self.settings.role == Role::Mx
+            && core.user().is_none()
+            && !self.config.smtp.relay_allowed(ip)
+        {
+            match self
+                .check_inbound(
+                    checker,
+                    core,
+                    ip,
+                    &tx.from.address,
+                    data,
+                    prefix_len,
+                    body_offset as usize,
+                )
+                .await
+            {
+                Ok((d, n, j, summary)) => {
+                    data = d;
+                    size = n;
+                    junk = j;
+                    checks = Some(summary);
+                }
+                Err((reply, d)) => {
+                    if let BlobData::File(p) = d {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    info!(id = %rx.trace_id, from = %tx.from.address, reply = %reply.summary(), "message refused by the inbound checks");
+                    let mut e = TraceEvent::new(
+                        &rx.trace_id,
+                        "refused",
+                        format!("{arrival}: {}", reply.summary()),
+                    )
+                    .key(format!("from:{}", tx.from.address.to_ascii_lowercase()));
+                    for a in &tx.rcpts {
+                        e = e.key(format!("to:{}", a.address));
+                    }
+                    let _ = self.store.trace_append(vec![e]).await;
+                    io.write(&reply.to_bytes());
+                    return Flow::Continue;
+                }
+            }
+        }
         let queue_sender = self
             .forwarding_sender(core, &tx.from.address, &tx.rcpts)
             .await;
-        let folders = self.subaddress_folders(&tx.rcpts).await;
+        let mut folders = self.subaddress_folders(&tx.rcpts).await;
+        if junk {
+            self.junk_folders(&tx.rcpts, &mut folders).await;
+        }
         let plans = crate::filter::plan(
             &self.directory.sieve,
             &self.directory,
@@ -928,6 +1094,7 @@ impl SmtpServer {
                 trace_id: rx.trace_id.clone(),
                 arrival,
                 message_id,
+                checks,
             },
             core.user(),
             queue_sender,

@@ -1,0 +1,233 @@
+"""Trust in mail from other servers over real SMTP, with a real DNS server on loopback
+publishing SPF, DKIM and DMARC records: messages signed by an independent signer (dkimpy) and
+by Postern itself; pass, fail, none and temperror; DMARC reject and quarantine; forged
+Authentication-Results; DNS timeouts; block lists."""
+
+import base64
+import imaplib
+import smtplib
+import socket
+import threading
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from conftest import DOMAIN, PASSWORD, free_port
+from helpers import ALICE, insecure_ctx, wait_for
+from peers import Dns, Sink
+
+GOOD_IP = "127.0.0.5"   # allowed by far.test's SPF, with forward-confirmed reverse DNS
+BAD_IP = "127.0.0.6"    # allowed by nobody, no reverse DNS
+
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+KEY_PEM = KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+PUB = base64.b64encode(KEY.public_key().public_bytes(
+    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+
+RECORDS = dict(
+    a=[("mx.far.test", GOOD_IP)],
+    txt=[("far.test", f"v=spf1 ip4:{GOOD_IP} -all"),
+         ("_dmarc.far.test", "v=DMARC1; p=reject"),
+         ("s1._domainkey.far.test", f"v=DKIM1; k=rsa; p={PUB}"),
+         ("quar.test", f"v=spf1 ip4:{GOOD_IP} -all"),
+         ("_dmarc.quar.test", "v=DMARC1; p=quarantine"),
+         ("loose.test", f"v=spf1 ip4:{GOOD_IP} -all")]),
+
+
+def message(frm, subject, extra=""):
+    return (f"From: <{frm}>\r\nTo: <{ALICE}>\r\nSubject: {subject}\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\n"
+            f"Message-ID: <{subject.replace(' ', '.')}@far.test>\r\n{extra}\r\nHello Alice.\r\n").encode()
+
+
+def signed(msg, domain="far.test"):
+    sig = dkim.sign(msg, b"s1", domain.encode(), KEY_PEM, include_headers=[b"from", b"to", b"subject"])
+    return sig + msg
+
+
+def send(server, ip, sender, msg, helo="mx.far.test"):
+    """(code, text) of the end of DATA, sent from `ip`."""
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60, local_hostname=helo,
+                      source_address=(ip, 0)) as c:
+        c.ehlo(helo)
+        code, text = c.mail(sender)
+        if code != 250:
+            return code, text
+        c.rcpt(ALICE)
+        return c.data(msg)
+
+
+def folder(server, name):
+    with imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=insecure_ctx()) as c:
+        c.login(ALICE, PASSWORD)
+        c.select(f'"{name}"', readonly=True)
+        typ, data = c.fetch("1:*", "(BODY.PEEK[])")
+        return [d[1] for d in data if isinstance(d, tuple)]
+
+
+def header(raw, name):
+    head = raw.split(b"\r\n\r\n", 1)[0].decode()
+    unfolded = head.replace("\r\n\t", " ").replace("\r\n ", " ")
+    return [l.split(":", 1)[1].strip() for l in unfolded.split("\r\n") if l.lower().startswith(name.lower() + ":")]
+
+
+@pytest.fixture
+def trust(make_server):
+    dns = Dns(free_port())
+    dns.start(a=RECORDS[0]["a"], txt=RECORDS[0]["txt"])
+
+    def make(extra=""):
+        s = make_server(listeners=("smtp", "imaps", "submissions"), inbound_checks=True, extra_config=f"""
+[dns]
+nameservers = ["127.0.0.1:{dns.port}"]
+timeout = "1s"
+{extra}""")
+        s.add_user(ALICE)
+        return s.start()
+
+    yield dns, make
+    dns.stop()
+
+
+def test_pass_fail_and_the_policies(trust):
+    dns, make = trust
+    s = make()
+    # SPF, DKIM (dkimpy), DMARC and reverse DNS all pass: the INBOX, with one header saying so.
+    code, _ = send(s, GOOD_IP, "bob@far.test", signed(message("bob@far.test", "all good")))
+    assert code == 250
+    got = folder(s, "INBOX")
+    assert len(got) == 1
+    ar = header(got[0], "Authentication-Results")
+    assert len(ar) == 1 and ar[0].startswith("mail.example.test;"), ar
+    # (iprev: the resolver answers "localhost" for loopback addresses, so it cannot pass here.)
+    for word in ("dkim=pass", "spf=pass", "dmarc=pass", "iprev=", "header.i=@far.test",
+                 "smtp.mailfrom=bob@far.test", "policy.dmarc=reject"):
+        assert word in ar[0], (word, ar[0])
+    assert header(got[0], "X-Spam-Status")[0].startswith("No"), header(got[0], "X-Spam-Status")
+    # Signed, but from an address SPF does not allow: DKIM alone passes DMARC.
+    assert send(s, BAD_IP, "bob@far.test", signed(message("bob@far.test", "dkim only")))[0] == 250
+    # Tampered after signing, from the wrong address: DMARC fails and far.test says reject.
+    tampered = signed(message("bob@far.test", "tampered")).replace(b"Hello Alice.", b"Send money.")
+    code, text = send(s, BAD_IP, "bob@far.test", tampered)
+    assert code == 550 and b"5.7.1" in text and b"p=reject" in text, text
+    # Unsigned, from the wrong address, a domain that asks for quarantine: delivered to Junk.
+    code, _ = send(s, BAD_IP, "eve@quar.test", message("eve@quar.test", "quarantined"))
+    assert code == 250
+    junk = folder(s, "Junk")
+    assert len(junk) == 1 and b"quarantined" in junk[0]
+    ar = header(junk[0], "Authentication-Results")[0]
+    assert "spf=fail" in ar and "dmarc=fail" in ar and "dkim=none" in ar and "iprev=" in ar, ar
+    assert header(junk[0], "X-Spam-Status")[0].startswith("Yes")
+    # No DMARC record, SPF fail: Junk by default (inbound.spf_fail = "junk").
+    assert send(s, BAD_IP, "x@loose.test", message("x@loose.test", "spf fails"))[0] == 250
+    assert len(folder(s, "Junk")) == 2
+    # Nothing published at all: none everywhere, accepted into the INBOX.
+    code, _ = send(s, BAD_IP, "y@nowhere.test", message("y@nowhere.test", "unknown"))
+    assert code == 250
+    inbox = folder(s, "INBOX")
+    assert len(inbox) == 3
+    ar = header(inbox[-1], "Authentication-Results")[0]
+    assert "spf=none" in ar and "dmarc=none" in ar, ar
+    # The trace tells the results, and why a message was refused.
+    t = s.cli("trace", "--from", "bob@far.test").stdout
+    assert "spf=pass dkim=pass dmarc=pass" in t and "p=reject" in t, t
+
+
+def test_forged_authentication_results_removed(trust):
+    dns, make = trust
+    s = make()
+    forged = message("y@nowhere.test", "forged", extra=(
+        "Authentication-Results: mail.example.test; dkim=pass header.d=bank.test\r\n"
+        "Authentication-Results: mx.other.test; spf=pass\r\n"))
+    assert send(s, BAD_IP, "y@nowhere.test", forged)[0] == 250
+    got = folder(s, "INBOX")[0]
+    ar = header(got, "Authentication-Results")
+    assert len(ar) == 2, ar
+    assert "bank.test" not in got.decode()
+    assert ar[0].startswith("mail.example.test;") and "dkim=none" in ar[0]
+    assert ar[1] == "mx.other.test; spf=pass", "other servers' results stay"
+
+
+def test_signed_by_postern_itself(trust, make_server):
+    """A message Postern signed on its way out passes DKIM at another Postern."""
+    dns, make = trust
+    rport = free_port()
+    sink = Sink("127.0.0.3", rport)
+    sender = make_server(listeners=("submissions",), extra_config=f"""
+[dns]
+nameservers = ["127.0.0.1:{dns.port}"]
+[delivery]
+remote_port = {rport}
+retry = ["1s"]
+""")
+    sender.add_user(ALICE)
+    sender.start()
+    # The records the sender asks for, published: DKIM, and far.test's MX to the sink.
+    records = sender.cli("dns", DOMAIN).stdout
+    name, value = next((l.split()[0], l.split(None, 1)[1]) for l in records.splitlines()
+                       if "._domainkey." in l.split(" ", 1)[0])
+    value = value.split("TXT", 1)[1].strip().strip('"').replace('" "', "")
+    dns.start(a=RECORDS[0]["a"] + [("mx.far.test", "127.0.0.3")],
+              mx=[("far.test", "mx.far.test", 10)],
+              txt=RECORDS[0]["txt"] + [(name.rstrip("."), value)])
+    try:
+        import helpers
+        helpers.submit(sender, ALICE, ["carol@far.test"], message(ALICE, "signed by postern"))
+        wait_for(lambda: sink.messages, timeout=30)
+        data = sink.messages[0][2]
+        assert data.startswith(b"DKIM-Signature:")
+        s = make()
+        code, _ = send(s, GOOD_IP, ALICE, data)
+        assert code == 250
+        ar = header(folder(s, "INBOX")[0], "Authentication-Results")[0]
+        assert f"dkim=pass header.d={DOMAIN}" in ar, ar
+    finally:
+        sink.stop()
+
+
+class SilentDns:
+    """A UDP and TCP port that never answers: DNS timeouts."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+        self.tcp = socket.socket()
+        self.tcp.bind(("127.0.0.1", self.port))
+        self.tcp.listen(50)
+
+    def close(self):
+        self.udp.close()
+        self.tcp.close()
+
+
+def test_dns_timeout_defers_never_rejects(make_server):
+    dead = SilentDns()
+    try:
+        s = make_server(listeners=("smtp",), inbound_checks=True, extra_config=f"""
+[dns]
+nameservers = ["127.0.0.1:{dead.port}"]
+timeout = "1s"
+""")
+        s.add_user(ALICE)
+        s.start()
+        code, text = send(s, GOOD_IP, "bob@far.test", message("bob@far.test", "dns down"))
+        assert code == 451 and b"4.4.3" in text and b"DNS" in text, (code, text)
+    finally:
+        dead.close()
+
+
+def test_block_and_allow_lists(trust):
+    dns, make = trust
+    s = make(extra='[inbound]\nblock = ["spam.test", "eve@far.test"]\nallow = ["quar.test"]')
+    with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30) as c:
+        c.ehlo("client.test")
+        code, text = c.mail("x@mail.spam.test")
+        assert code == 550 and b"5.7.1" in text and b"administrator" in text
+        code, _ = c.mail("eve@far.test")
+        assert code == 550
+    # An allowed domain's failing mail is not put in Junk.
+    assert send(s, BAD_IP, "eve@quar.test", message("eve@quar.test", "allowed"))[0] == 250
+    assert len(folder(s, "INBOX")) == 1 and folder(s, "Junk") == []
