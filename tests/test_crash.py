@@ -138,6 +138,8 @@ def test_kill_under_smtp_load(make_server):
     s = make_server(listeners=("smtp", "submissions", "imaps"), extra_config=f"""
 [smtp]
 pregreet_wait_ms = 0
+max_messages_per_hour = 0
+max_recipients_per_hour = 0
 [dns]
 nameservers = ["127.0.0.1:{dns.port}"]
 [delivery]

@@ -231,3 +231,79 @@ def test_block_and_allow_lists(trust):
     # An allowed domain's failing mail is not put in Junk.
     assert send(s, BAD_IP, "eve@quar.test", message("eve@quar.test", "allowed"))[0] == 250
     assert len(folder(s, "INBOX")) == 1 and folder(s, "Junk") == []
+
+
+def test_hourly_limits_of_logged_in_users(make_server):
+    s = make_server(listeners=("submissions",), extra_config="[smtp]\nmax_messages_per_hour = 3\nmax_recipients_per_hour = 4")
+    s.add_user(ALICE)
+    s.add_user("bob@" + DOMAIN)
+    s.start()
+    c = smtplib.SMTP_SSL("127.0.0.1", s.port("submissions"), context=insecure_ctx(), timeout=30)
+    c.login(ALICE, PASSWORD)
+    sent = 0
+    for i in range(10):  # bounded: stops at the limit
+        c.ehlo()
+        code, text = c.mail(ALICE)
+        if code != 250:
+            break
+        c.rcpt("bob@" + DOMAIN)
+        c.data(b"Subject: n\r\n\r\nx\r\n")
+        sent += 1
+    assert sent == 3
+    assert code == 451 and b"4.7.1" in text and b"smtp.max_messages_per_hour" in text and b"try again in" in text
+    c.quit()
+
+
+def test_greylisting(trust):
+    dns, make = trust
+    s = make(extra='[inbound]\ngreylist = true\ngreylist_delay = "2s"')
+    msg = message("y@nowhere.test", "greylisted")
+    with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30, source_address=(BAD_IP, 0)) as c:
+        c.ehlo("mx.nowhere.test")
+        c.mail("y@nowhere.test")
+        code, text = c.rcpt(ALICE)
+        assert code == 451 and b"Greylisted" in text and b"retry in" in text, text
+    # The retry after the delay gets through, from another address of the same network too.
+    import time
+    time.sleep(2.2)
+    assert send(s, "127.0.0.7", "y@nowhere.test", msg)[0] == 250
+    assert send(s, BAD_IP, "y@nowhere.test", message("y@nowhere.test", "again"))[0] == 250
+
+
+def test_dns_blocklist(trust):
+    dns, make = trust
+    dns.start(a=RECORDS[0]["a"], txt=RECORDS[0]["txt"], a_only=[("6.0.0.127.bl.test", "127.0.0.2")])
+    s = make(extra='[inbound]\ndnsbl = ["bl.test"]')
+    with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30, source_address=(BAD_IP, 0)) as c:
+        c.ehlo("mx.nowhere.test")
+        code, text = c.mail("y@nowhere.test")
+    assert code == 550 and b"5.7.1" in text and b"listed on the blocklist bl.test" in text, text
+    # Another address is not listed.
+    assert send(s, GOOD_IP, "bob@far.test", signed(message("bob@far.test", "not listed")))[0] == 250
+
+
+def test_lockouts_grow(make_server):
+    s = make_server(listeners=("imaps",), extra_config='[auth]\nmax_failures = 2\nlockout = "1s"\nfailure_delay_ms = 0')
+    s.add_user(ALICE)
+    s.start()
+
+    def login(pw):
+        with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx()) as c:
+            try:
+                c.login(ALICE, pw)
+                return "ok"
+            except imaplib.IMAP4.error as e:
+                return str(e)
+
+    import time
+    waits = []
+    for _ in range(2):  # two lockouts: the second lasts twice as long
+        login("wrong-1")
+        login("wrong-2")
+        start = time.time()
+        assert "Too many failed logins" in login(PASSWORD)
+        while "Too many failed logins" in login(PASSWORD):
+            assert time.time() - start < 10
+            time.sleep(0.2)
+        waits.append(time.time() - start)
+    assert waits[0] < 1.8 and waits[1] >= 1.6, waits

@@ -406,6 +406,12 @@ pub struct Inbound {
     pub allow: Vec<String>,
     /// Senders (addresses or domains) refused at MAIL FROM.
     pub block: Vec<String>,
+    /// Delay mail from (network, sender, recipient) triples not seen before (RFC 6647).
+    pub greylist: bool,
+    /// How long a new triple waits before its retry is accepted.
+    pub greylist_delay: Seconds,
+    /// DNS blocklists (e.g. "zen.spamhaus.org") whose listed IPs are refused at MAIL FROM.
+    pub dnsbl: Vec<String>,
 }
 
 impl Default for Inbound {
@@ -419,6 +425,9 @@ impl Default for Inbound {
             max_verify_size: ByteSize(25 << 20),
             allow: Vec::new(),
             block: Vec::new(),
+            greylist: false,
+            greylist_delay: Seconds(300),
+            dnsbl: Vec::new(),
         }
     }
 }
@@ -458,8 +467,10 @@ pub struct Auth {
     /// Failed logins from one IP (or for one account) within `failure_window` before a lockout.
     pub max_failures: u32,
     pub failure_window: Seconds,
-    /// How long a lockout lasts.
+    /// How long the first lockout lasts; each further one within a day lasts twice as long.
     pub lockout: Seconds,
+    /// The longest a lockout grows to.
+    pub max_lockout: Seconds,
     /// Pause before answering a failed login.
     pub failure_delay_ms: u64,
 }
@@ -472,6 +483,7 @@ impl Default for Auth {
             max_failures: 10,
             failure_window: Seconds(900),
             lockout: Seconds(900),
+            max_lockout: Seconds(86400),
             failure_delay_ms: 1000,
         }
     }
@@ -507,6 +519,10 @@ pub struct Smtp {
     /// Networks ("10.0.0.0/8", "192.0.2.7") whose clients may relay through the MX listener
     /// without logging in (printers, application servers). Empty: nobody.
     pub relay_networks: Vec<String>,
+    /// Messages one logged-in user may send per hour (0: no limit).
+    pub max_messages_per_hour: u32,
+    /// Recipients one logged-in user may send to per hour (0: no limit).
+    pub max_recipients_per_hour: u32,
 }
 
 /// An IP network, "192.0.2.0/24" or a single address.
@@ -592,6 +608,8 @@ impl Default for Smtp {
             reject_bare_lf: true,
             pregreet_wait_ms: 100,
             relay_networks: Vec::new(),
+            max_messages_per_hour: 1000,
+            max_recipients_per_hour: 5000,
         }
     }
 }
@@ -1011,13 +1029,17 @@ spam_threshold = 5.0     # X-Spam-Score at which mail goes to Junk
 max_verify_size = "25M"  # larger messages get no DKIM check
 allow = []               # senders or domains never refused or put in Junk for these checks
 block = []               # senders or domains refused at MAIL FROM
+greylist = false         # delay mail from unknown (network, sender, recipient) once
+greylist_delay = "5m"
+dnsbl = []               # blocklists, e.g. ["zen.spamhaus.org"]: listed IPs are refused
 
 [auth]
 allow_plaintext = false  # passwords only over TLS
 min_password_length = 8
 max_failures = 10        # failed logins per IP or account within failure_window ...
 failure_window = "15m"
-lockout = "15m"          # ... lock it out this long
+lockout = "15m"          # ... lock it out this long (twice as long each time within a day)
+max_lockout = "24h"
 failure_delay_ms = 1000  # pause before a failed-login reply
 
 [smtp]
@@ -1035,6 +1057,8 @@ min_data_rate = 500      # bytes/s: slower message data is cut off (after timeou
 reject_bare_lf = true    # refuse bare CR/LF in message data (SMTP smuggling defence)
 pregreet_wait_ms = 100   # MX: drop clients that talk before the banner (0 = off)
 relay_networks = []      # networks that may send to any domain without logging in, e.g. ["10.0.0.0/8"]
+max_messages_per_hour = 1000    # per logged-in user (0 = no limit): a stolen password sends little
+max_recipients_per_hour = 5000
 
 [pop3]
 idle_timeout = "10m"

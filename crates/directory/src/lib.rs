@@ -24,6 +24,7 @@ pub struct DirectoryConfig {
     pub max_failures: u32,
     pub failure_window: Duration,
     pub lockout: Duration,
+    pub max_lockout: Duration,
     pub failure_delay: Duration,
     /// `alice+news@` reaches `alice@` ("+" by default; `None` turns it off).
     pub subaddress_separator: Option<char>,
@@ -43,6 +44,7 @@ impl Default for DirectoryConfig {
             max_failures: 10,
             failure_window: Duration::from_secs(900),
             lockout: Duration::from_secs(900),
+            max_lockout: Duration::from_secs(86400),
             failure_delay: Duration::from_secs(1),
             subaddress_separator: Some('+'),
             srs_secret: Vec::new(),
@@ -145,7 +147,12 @@ impl Directory {
         let rng = ring::rand::SystemRandom::new();
         let cache_key =
             ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).expect("system random source");
-        let limiter = LoginLimiter::new(config.max_failures, config.failure_window, config.lockout);
+        let limiter = LoginLimiter::with_max(
+            config.max_failures,
+            config.failure_window,
+            config.lockout,
+            config.max_lockout,
+        );
         let srs = (!config.srs_secret.is_empty()).then(|| srs::Srs::new(&config.srs_secret));
         let sieve = Arc::new(postern_sieve::Engine::new(&config.sieve, &config.hostname));
         let dir = Arc::new(Directory {

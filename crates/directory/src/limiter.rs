@@ -1,4 +1,5 @@
-//! Failed-login counting per client IP and per account, with temporary lockouts.
+//! Failed-login counting per client IP and per account, with temporary lockouts that grow:
+//! each lockout within a day of the last lasts twice as long, up to a maximum.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,22 +11,41 @@ struct Record {
     failures: u32,
     window_start: Option<Instant>,
     locked_until: Option<Instant>,
+    /// Lockouts so far, and when the last one began.
+    bans: u32,
+    last_ban: Option<Instant>,
 }
 
 pub struct LoginLimiter {
     max_failures: u32,
     window: Duration,
     lockout: Duration,
+    max_lockout: Duration,
     ips: Mutex<HashMap<IpAddr, Record>>,
     accounts: Mutex<HashMap<String, Record>>,
 }
 
 impl LoginLimiter {
     pub fn new(max_failures: u32, window: Duration, lockout: Duration) -> Self {
+        Self::with_max(
+            max_failures,
+            window,
+            lockout,
+            lockout.max(Duration::from_secs(86400)),
+        )
+    }
+
+    pub fn with_max(
+        max_failures: u32,
+        window: Duration,
+        lockout: Duration,
+        max_lockout: Duration,
+    ) -> Self {
         LoginLimiter {
             max_failures: max_failures.max(1),
             window,
             lockout,
+            max_lockout: max_lockout.max(lockout),
             ips: Mutex::new(HashMap::new()),
             accounts: Mutex::new(HashMap::new()),
         }
@@ -64,6 +84,7 @@ impl LoginLimiter {
             map.retain(|_, r| {
                 r.locked_until.is_some_and(|u| u > now)
                     || r.window_start.is_some_and(|s| now - s < self.window)
+                    || r.last_ban.is_some_and(|b| now - b < DAY)
             });
         }
         let r = map.entry(key).or_default();
@@ -73,7 +94,16 @@ impl LoginLimiter {
         }
         r.failures += 1;
         if r.failures >= self.max_failures {
-            r.locked_until = Some(now + self.lockout);
+            if r.last_ban.is_none_or(|b| now - b > DAY) {
+                r.bans = 0;
+            }
+            let d = self
+                .lockout
+                .saturating_mul(1 << r.bans.min(16))
+                .min(self.max_lockout);
+            r.bans += 1;
+            r.last_ban = Some(now);
+            r.locked_until = Some(now + d);
             r.failures = 0;
             r.window_start = None;
         }
@@ -84,6 +114,8 @@ impl LoginLimiter {
         self.accounts.lock().unwrap().remove(account);
     }
 }
+
+const DAY: Duration = Duration::from_secs(86400);
 
 #[cfg(test)]
 mod tests {
@@ -108,5 +140,28 @@ mod tests {
             l.locked(third, "victim@x.test").is_some(),
             "the account is locked"
         );
+    }
+
+    #[test]
+    fn lockouts_grow_to_the_maximum() {
+        let l = LoginLimiter::with_max(
+            1,
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            Duration::from_millis(50),
+        );
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            l.failure(ip, "");
+            let w = l.ip_locked(ip).unwrap();
+            waits.push(w.as_millis());
+            std::thread::sleep(w + Duration::from_millis(5));
+        }
+        assert!(
+            waits[0] <= 20 && waits[1] > 20 && waits[1] <= 40,
+            "{waits:?}"
+        );
+        assert!(waits[2] > 40 && waits[3] <= 50, "{waits:?}");
     }
 }

@@ -21,6 +21,7 @@ pub fn directory_config(cfg: &Config) -> DirectoryConfig {
         max_failures: cfg.auth.max_failures,
         failure_window: cfg.auth.failure_window.duration(),
         lockout: cfg.auth.lockout.duration(),
+        max_lockout: cfg.auth.max_lockout.duration(),
         failure_delay: std::time::Duration::from_millis(cfg.auth.failure_delay_ms),
         subaddress_separator: cfg.routing.separator(),
         srs_secret: srs_secret(&cfg.data_dir),

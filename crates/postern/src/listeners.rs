@@ -33,6 +33,7 @@ pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Ser
                 spool_dir: s.spool_dir.clone(),
                 shutdown: s.shutdown.clone(),
                 trust: s.trust.clone(),
+                abuse: s.abuse.clone(),
             });
             tokio::spawn(server.run(listener, tracker));
         }

@@ -29,6 +29,7 @@ pub struct Services {
     pub shutdown: postern_net::Shutdown,
     pub tracker: Tracker,
     pub trust: Option<Arc<postern_trust::Checker>>,
+    pub abuse: Arc<postern_smtp::abuse::Abuse>,
 }
 
 fn init_logging(cfg: &Config) {
@@ -193,7 +194,7 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         doctor,
         shutdown.clone(),
     )?;
-    let trust = if cfg.inbound.check {
+    let trust = if cfg.inbound.check || !cfg.inbound.dnsbl.is_empty() {
         let r = postern_queue::route::resolver_with_timeout(
             &cfg.dns.nameservers,
             cfg.dns.timeout.duration(),
@@ -209,6 +210,7 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     };
     let services = Services {
         trust,
+        abuse: Default::default(),
         config: Arc::new(cfg),
         store: store.clone(),
         spool_dir,

@@ -39,8 +39,11 @@ pub struct SmtpServer {
     pub tls: Option<Arc<TlsStore>>,
     pub spool_dir: PathBuf,
     pub shutdown: Shutdown,
-    /// SPF, DKIM, DMARC, ARC and iprev for mail from other servers (`inbound.check`).
+    /// SPF, DKIM, DMARC, ARC and iprev for mail from other servers (`inbound.check`), and
+    /// the DNS blocklists.
     pub trust: Option<Arc<postern_trust::Checker>>,
+    /// Hourly sending limits and greylisting, shared by every listener.
+    pub abuse: Arc<crate::abuse::Abuse>,
 }
 
 type Core = SmtpCore<Accepted>;
@@ -268,11 +271,19 @@ impl SmtpServer {
                     return Flow::Close;
                 }
                 Action::CheckSender(m) => {
-                    let r = self.check_sender(core, &m).await;
+                    let mut r = self.check_sender(core, &m).await;
+                    if r.is_ok() {
+                        r = self.sender_limits(core, &m, ip).await;
+                    }
                     core.sender_checked(m, r)
                 }
                 Action::CheckRecipient(r) => {
-                    let res = self.check_recipient(core, r, ip).await;
+                    let mut res = self.check_recipient(core, r, ip).await;
+                    if let Ok(a) = &res
+                        && let Err(reply) = self.recipient_limits(core, a, ip)
+                    {
+                        res = Err(reply);
+                    }
                     core.recipient_checked(res)
                 }
                 Action::Authenticate { mechanism, initial } => {
@@ -377,6 +388,81 @@ impl SmtpServer {
             )),
             Err(e) => Err(ingest::temp_failure(&e)),
         }
+    }
+
+    /// Hourly limits of logged-in users; blocklists on the MX.
+    async fn sender_limits(&self, core: &Core, m: &MailFrom, ip: IpAddr) -> Result<(), Reply> {
+        if let Some(user) = core.user() {
+            let max = self.config.smtp.max_messages_per_hour;
+            return self.abuse.message(user, max).map_err(|w| {
+                Reply::new(
+                    451,
+                    "4.7.1",
+                    format!(
+                        "{user} has sent {} messages in the last hour, the most this server allows (smtp.max_messages_per_hour); try again {}",
+                        w.count,
+                        crate::abuse::in_words(w.left)
+                    ),
+                )
+            });
+        }
+        if self.settings.role == Role::Mx
+            && !self.config.smtp.relay_allowed(ip)
+            && !self.config.inbound.allowed(&m.address)
+            && let Some(checker) = &self.trust
+            && let Some((zone, code)) = checker.dnsbl(ip).await
+        {
+            info!(%ip, %zone, %code, "refused: listed on a DNS blocklist");
+            return Err(Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "Your server's address {ip} is listed on the blocklist {zone} ({code}); mail from it is refused. Its administrator can ask {zone} to remove it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Hourly recipient limits of logged-in users; greylisting on the MX.
+    fn recipient_limits(&self, core: &Core, a: &Accepted, ip: IpAddr) -> Result<(), Reply> {
+        if let Some(user) = core.user() {
+            let max = self.config.smtp.max_recipients_per_hour;
+            return self.abuse.recipient(user, max).map_err(|w| {
+                Reply::new(
+                    451,
+                    "4.7.1",
+                    format!(
+                        "{user} has sent to {} recipients in the last hour, the most this server allows (smtp.max_recipients_per_hour); try again {}",
+                        w.count,
+                        crate::abuse::in_words(w.left)
+                    ),
+                )
+            });
+        }
+        let inbound = &self.config.inbound;
+        let from = core
+            .envelope()
+            .map(|e| e.from.address.clone())
+            .unwrap_or_default();
+        if inbound.greylist
+            && self.settings.role == Role::Mx
+            && !self.config.smtp.relay_allowed(ip)
+            && !inbound.allowed(&from)
+            && let Some(left) =
+                self.abuse
+                    .greylist(ip, &from, &a.address, inbound.greylist_delay.duration())
+        {
+            return Err(Reply::new(
+                451,
+                "4.7.1",
+                format!(
+                    "Greylisted: this server delays mail from senders it has not seen before; retry {} and it will be accepted",
+                    crate::abuse::in_words(left)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     async fn postmaster_address(&self) -> Option<String> {
@@ -1021,6 +1107,7 @@ impl SmtpServer {
         let mut junk = false;
         let mut checks = None;
         if let Some(checker) = &self.trust
+            && self.config.inbound.check
             && self.settings.role == Role::Mx
             && core.user().is_none()
             && !self.config.smtp.relay_allowed(ip)

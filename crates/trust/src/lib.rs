@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use hickory_resolver::proto::rr::RData;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::Policy;
 use mail_auth::spf::verify::SpfParameters;
@@ -99,6 +100,40 @@ impl Checker {
 
     pub fn config(&self) -> &Inbound {
         &self.cfg
+    }
+
+    /// The first `inbound.dnsbl` zone listing `ip`, with its answer (127.0.0.x). A zone that
+    /// does not answer lists nobody.
+    pub async fn dnsbl(&self, ip: IpAddr) -> Option<(String, String)> {
+        let rev = match ip {
+            IpAddr::V4(v) => {
+                let o = v.octets();
+                format!("{}.{}.{}.{}", o[3], o[2], o[1], o[0])
+            }
+            IpAddr::V6(v) => v
+                .octets()
+                .iter()
+                .rev()
+                .flat_map(|b| [b & 0xf, b >> 4])
+                .map(|n| format!("{n:x}"))
+                .collect::<Vec<_>>()
+                .join("."),
+        };
+        for zone in &self.cfg.dnsbl {
+            let name = format!("{rev}.{}.", zone.trim_end_matches('.'));
+            let Ok(l) = self.auth.resolver().ipv4_lookup(name).await else {
+                continue;
+            };
+            let listed = l.answers().iter().find_map(|r| match &r.data {
+                // 127.255.255.x: the list refuses to answer us, which lists nobody.
+                RData::A(a) if a.0.octets()[0] == 127 && a.0.octets()[1] != 255 => Some(a.0),
+                _ => None,
+            });
+            if let Some(a) = listed {
+                return Some((zone.clone(), a.to_string()));
+            }
+        }
+        None
     }
 
     /// Checks a message as it arrived from `ip` (without our own trace headers).
