@@ -307,3 +307,34 @@ def test_lockouts_grow(make_server):
             time.sleep(0.2)
         waits.append(time.time() - start)
     assert waits[0] < 1.8 and waits[1] >= 1.6, waits
+
+
+def test_users_teach_junk_by_moving_mail(trust):
+    dns, make = trust
+    # Everything scores as junk here, so only what the user taught keeps mail out of Junk.
+    s = make(extra="[inbound]\nspam_threshold = -10.0")
+
+    def move(src, dst):
+        with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx()) as c:
+            c.login(ALICE, PASSWORD)
+            c.select(f'"{src}"')
+            assert c.copy("1", f'"{dst}"')[0] == "OK"
+            c.store("1", "+FLAGS", "(\\Deleted)")
+            c.expunge()
+
+    assert send(s, GOOD_IP, "bob@far.test", signed(message("bob@far.test", "one")))[0] == 250
+    assert len(folder(s, "Junk")) == 1
+    move("Junk", "INBOX")   # "not junk": bob@far.test is trusted from now on
+    assert send(s, GOOD_IP, "bob@far.test", signed(message("bob@far.test", "two")))[0] == 250
+    assert len(folder(s, "INBOX")) == 2 and folder(s, "Junk") == []
+    # Trust needs a proven author (DMARC pass): loose.test publishes no DMARC, so teaching that
+    # its sender is fine does not let the next one out of Junk; anyone could forge that From.
+    assert send(s, GOOD_IP, "x@loose.test", message("x@loose.test", "unproven"))[0] == 250
+    move("Junk", "INBOX")
+    assert send(s, GOOD_IP, "x@loose.test", message("x@loose.test", "unproven again"))[0] == 250
+    assert len(folder(s, "Junk")) == 1
+    # Moving mail into Junk marks its author as junk, whatever the checks say.
+    move("INBOX", "Junk")   # message 1 of the INBOX: bob's first
+    assert send(s, GOOD_IP, "bob@far.test", signed(message("bob@far.test", "three")))[0] == 250
+    junk = folder(s, "Junk")
+    assert len(junk) == 3 and b"Subject: three" in junk[-1]

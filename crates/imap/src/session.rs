@@ -10,7 +10,7 @@ use postern_directory::{AuthOutcome, Directory, sasl};
 use postern_net::{Io, LineError, TlsStore};
 use postern_store::{
     Account, BlobData, Delivery, DeliveryTarget, INBOX, Mailbox, MailboxTarget, NewBlob,
-    SharedStore, StoreError, StoreEvent, Uid,
+    SharedStore, SpecialUse, StoreError, StoreEvent, Uid,
 };
 use tokio::sync::broadcast;
 use tracing::{info, warn};
@@ -1070,7 +1070,9 @@ impl Session {
             );
         }
         let uids: Vec<Uid> = msgs.iter().map(|m| m.1).collect();
+        let source_use = sel.mailbox.special_use;
         let pairs = self.store().copy(from, uids, target.id, moving).await?;
+        self.learn_junk(source_use, &target, &pairs).await;
         let src: Vec<Uid> = pairs.iter().map(|p| p.0).collect();
         let dst: Vec<Uid> = pairs.iter().map(|p| p.1).collect();
         let code = format!(
@@ -1085,6 +1087,51 @@ impl Session {
             self.ok(out, tag, "MOVE completed")
         } else {
             self.ok(out, tag, &format!("{code} COPY completed"))
+        }
+    }
+
+    /// Mail moved into Junk teaches that its sender sends junk; mail moved out of Junk (but not
+    /// to the Trash) that its sender is trusted. Delivery follows what the user taught.
+    async fn learn_junk(&self, source: Option<SpecialUse>, target: &Mailbox, pairs: &[(Uid, Uid)]) {
+        let junk = SpecialUse::Junk;
+        let verdict = match (source == Some(junk), target.special_use) {
+            (false, Some(SpecialUse::Junk)) => true,
+            (true, Some(SpecialUse::Junk | SpecialUse::Trash)) => return,
+            (true, _) => false,
+            (false, _) => return,
+        };
+        let store = self.store();
+        let mut blobs = Vec::new();
+        // Bounded: a folder of thousands moved at once teaches by its first hundred.
+        for (_, uid) in pairs.iter().take(100) {
+            if let Ok(Some(e)) = store.message_get(target.id, *uid).await {
+                blobs.push(e.blob);
+            }
+        }
+        let Ok(heads) = store
+            .blob_heads(&blobs, postern_message::MessageMeta::header_len_of)
+            .await
+        else {
+            return;
+        };
+        let mut senders: Vec<String> = Vec::new();
+        for head in heads.into_iter().flatten() {
+            let from = postern_message::parse(&head).and_then(|m| {
+                m.from()
+                    .and_then(|f| f.first())
+                    .and_then(|a| a.address())
+                    .map(str::to_ascii_lowercase)
+            });
+            if let Some(f) = from
+                && !senders.contains(&f)
+            {
+                senders.push(f);
+            }
+        }
+        for s in senders {
+            let _ = store
+                .sender_verdict_set(self.account_id(), &s, Some(verdict))
+                .await;
         }
     }
 

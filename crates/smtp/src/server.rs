@@ -48,6 +48,16 @@ pub struct SmtpServer {
 
 type Core = SmtpCore<Accepted>;
 
+/// A message from another server after the inbound checks.
+struct Checked {
+    data: BlobData,
+    size: u64,
+    junk: bool,
+    summary: String,
+    author: String,
+    author_verified: bool,
+}
+
 enum Flow {
     Continue,
     Close,
@@ -942,15 +952,38 @@ impl SmtpServer {
             .forwarding_sender(from, domain_of(&via.address))
     }
 
-    /// Mail the inbound checks judged junk goes into each recipient's Junk folder.
+    /// Mail the inbound checks judged junk goes into each recipient's Junk folder, unless the
+    /// recipient taught that its author is trusted (by moving such mail out of Junk); mail
+    /// from an author the recipient taught is junk goes there whatever the checks said.
     async fn junk_folders(
         &self,
         rcpts: &[Accepted],
         out: &mut std::collections::HashMap<postern_store::AccountId, String>,
+        junk: bool,
+        author: &str,
+        author_verified: bool,
     ) {
         for d in rcpts.iter().flat_map(|a| &a.dests) {
-            if let Destination::Local(acc) = d
-                && let Ok(boxes) = self.store.mailbox_list(acc.id).await
+            let Destination::Local(acc) = d else { continue };
+            let taught = if author.is_empty() {
+                None
+            } else {
+                self.store
+                    .sender_verdict(acc.id, author)
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            // Trust needs a proven From header: a forger must not borrow it.
+            let to_junk = match taught {
+                Some(true) => true,
+                Some(false) if author_verified => false,
+                _ => junk,
+            };
+            if !to_junk {
+                continue;
+            }
+            if let Ok(boxes) = self.store.mailbox_list(acc.id).await
                 && let Some(mb) = boxes
                     .iter()
                     .find(|m| m.special_use == Some(postern_store::SpecialUse::Junk))
@@ -1006,7 +1039,7 @@ impl SmtpServer {
         data: BlobData,
         prefix_len: usize,
         rp_len: usize,
-    ) -> Result<(BlobData, u64, bool, String), (Reply, BlobData)> {
+    ) -> Result<Checked, (Reply, BlobData)> {
         let bytes = match &data {
             BlobData::Memory(b) => std::borrow::Cow::Borrowed(b.as_slice()),
             BlobData::File(p) => match tokio::fs::read(p).await {
@@ -1076,7 +1109,14 @@ impl SmtpServer {
                 }
             }
         };
-        Ok((data, size, junk, v.summary))
+        Ok(Checked {
+            data,
+            size,
+            junk,
+            summary: v.summary,
+            author: v.header_from,
+            author_verified: v.author_verified,
+        })
     }
 
     async fn store_message(&self, core: &mut Core, io: &mut Io, rx: Receiving, ip: IpAddr) -> Flow {
@@ -1106,6 +1146,7 @@ impl SmtpServer {
         let mut data = data;
         let mut junk = false;
         let mut checks = None;
+        let mut author = None;
         if let Some(checker) = &self.trust
             && self.config.inbound.check
             && self.settings.role == Role::Mx
@@ -1124,11 +1165,12 @@ impl SmtpServer {
                 )
                 .await
             {
-                Ok((d, n, j, summary)) => {
-                    data = d;
-                    size = n;
-                    junk = j;
-                    checks = Some(summary);
+                Ok(c) => {
+                    data = c.data;
+                    size = c.size;
+                    junk = c.junk;
+                    checks = Some(c.summary);
+                    author = Some((c.author, c.author_verified));
                 }
                 Err((reply, d)) => {
                     if let BlobData::File(p) = d {
@@ -1154,8 +1196,9 @@ impl SmtpServer {
             .forwarding_sender(core, &tx.from.address, &tx.rcpts)
             .await;
         let mut folders = self.subaddress_folders(&tx.rcpts).await;
-        if junk {
-            self.junk_folders(&tx.rcpts, &mut folders).await;
+        if let Some((from, verified)) = &author {
+            self.junk_folders(&tx.rcpts, &mut folders, junk, from, *verified)
+                .await;
         }
         let plans = crate::filter::plan(
             &self.directory.sieve,

@@ -195,6 +195,16 @@ pub trait Store: Send + Sync + 'static {
         expires: i64,
     ) -> Result<bool>;
 
+    /// What the account's owner taught about a sender by moving its mail into or out of Junk:
+    /// `Some(true)` junk, `Some(false)` trusted, `None` forgets it.
+    async fn sender_verdict_set(
+        &self,
+        account: AccountId,
+        sender: &str,
+        junk: Option<bool>,
+    ) -> Result<()>;
+    async fn sender_verdict(&self, account: AccountId, sender: &str) -> Result<Option<bool>>;
+
     /// One POP3 session per maildrop: `None` while another holds it.
     fn lock_maildrop(&self, account: AccountId) -> Option<MaildropLock>;
     /// Changes committed from now on, from any session.

@@ -39,6 +39,7 @@ conformance!(
     trace,
     sieve_scripts,
     deliver_many,
+    sender_verdicts,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,10 @@ pub struct Verdict {
     /// One line for the trace: "spf=pass dkim=pass dmarc=pass arc=none iprev=pass score=0.0".
     pub summary: String,
     pub score: f32,
+    /// The author's address (the From header), lower case; empty when there is none.
+    pub header_from: String,
+    /// The author's domain passed DMARC: the From header is not forged.
+    pub author_verified: bool,
 }
 
 pub struct Checker {
@@ -322,6 +326,8 @@ impl Checker {
             decision,
             summary,
             score,
+            header_from: header_from.to_ascii_lowercase(),
+            author_verified: dmarc_w == "pass",
         }
     }
 }

@@ -349,6 +349,7 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(SIEVE).map_err(db_err)?;
         w.open_table(SIEVE_ACTIVE).map_err(db_err)?;
         w.open_table(SEEN).map_err(db_err)?;
+        w.open_table(SENDERS).map_err(db_err)?;
     }
     w.commit().map_err(db_err)?;
     Ok(())
@@ -653,6 +654,31 @@ impl Store for EmbeddedStore {
         self.write(Job::SieveRename(account, from.into(), to.into()))
             .await
             .map(|_| ())
+    }
+
+    async fn sender_verdict_set(
+        &self,
+        account: AccountId,
+        sender: &str,
+        junk: Option<bool>,
+    ) -> Result<()> {
+        self.write(Job::SenderVerdict(
+            account,
+            sender.to_ascii_lowercase(),
+            junk,
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    async fn sender_verdict(&self, account: AccountId, sender: &str) -> Result<Option<bool>> {
+        let sender = sender.to_ascii_lowercase();
+        self.read(|r| {
+            let t = r.open_table(SENDERS).map_err(db_err)?;
+            Ok(t.get((account, sender.as_str()))
+                .map_err(db_err)?
+                .map(|v| v.value() == 1))
+        })
     }
 
     async fn seen_mark(

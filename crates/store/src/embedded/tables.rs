@@ -42,6 +42,9 @@ pub const SIEVE_ACTIVE: TableDefinition<u64, &str> = TableDefinition::new("sieve
 /// (account, key) → expiry (seconds): vacation replies already sent, duplicates seen.
 pub const SEEN: TableDefinition<(u64, &str), i64> = TableDefinition::new("seen");
 
+/// (account, sender address) → 1 junk, 0 trusted: taught by moving mail into or out of Junk.
+pub const SENDERS: TableDefinition<(u64, &str), u8> = TableDefinition::new("senders");
+
 pub const NEXT_ACCOUNT: &str = "next_account";
 pub const NEXT_MAILBOX: &str = "next_mailbox";
 pub const NEXT_BLOB: &str = "next_blob";

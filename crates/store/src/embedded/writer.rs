@@ -39,6 +39,7 @@ pub enum Job {
     SieveActivate(AccountId, Option<String>),
     SieveDelete(AccountId, String),
     SieveRename(AccountId, String, String),
+    SenderVerdict(AccountId, String, Option<bool>),
     SeenMark {
         account: AccountId,
         key: String,
@@ -301,6 +302,7 @@ struct Tables<'t> {
     sieve: Table<'t, (u64, &'static str), &'static [u8]>,
     sieve_active: Table<'t, u64, &'static str>,
     seen: Table<'t, (u64, &'static str), i64>,
+    senders: Table<'t, (u64, &'static str), u8>,
 }
 
 impl<'t> Tables<'t> {
@@ -325,6 +327,7 @@ impl<'t> Tables<'t> {
             sieve: w.open_table(SIEVE).map_err(db_err)?,
             sieve_active: w.open_table(SIEVE_ACTIVE).map_err(db_err)?,
             seen: w.open_table(SEEN).map_err(db_err)?,
+            senders: w.open_table(SENDERS).map_err(db_err)?,
         })
     }
 
@@ -443,6 +446,22 @@ impl<'t> Tables<'t> {
                     self.sieve_active
                         .insert(account, to.as_str())
                         .map_err(db_err)?;
+                }
+                Ok(Output::Unit)
+            }
+            Job::SenderVerdict(account, sender, junk) => {
+                match junk {
+                    Some(j) => {
+                        self.account(account)?;
+                        self.senders
+                            .insert((account, sender.as_str()), j as u8)
+                            .map_err(db_err)?;
+                    }
+                    None => {
+                        self.senders
+                            .remove((account, sender.as_str()))
+                            .map_err(db_err)?;
+                    }
                 }
                 Ok(Output::Unit)
             }
@@ -716,6 +735,9 @@ impl<'t> Tables<'t> {
             .retain_in((id, "")..(id + 1, ""), |_, _| false)
             .map_err(db_err)?;
         self.seen
+            .retain_in((id, "")..(id + 1, ""), |_, _| false)
+            .map_err(db_err)?;
+        self.senders
             .retain_in((id, "")..(id + 1, ""), |_, _| false)
             .map_err(db_err)?;
         self.account_by_address

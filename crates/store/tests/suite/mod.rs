@@ -765,3 +765,40 @@ pub async fn deliver_many(store: Arc<dyn Store>) {
         b"Subject: two\r\n\r\n2\r\n"
     );
 }
+
+pub async fn sender_verdicts(store: Arc<dyn Store>) {
+    let (a, _) = setup_account(store.clone(), "a@example.test").await;
+    let (b, _) = setup_account(store.clone(), "b@example.test").await;
+    assert_eq!(
+        store.sender_verdict(a.id, "x@far.test").await.unwrap(),
+        None
+    );
+    store
+        .sender_verdict_set(a.id, "X@Far.test", Some(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sender_verdict(a.id, "x@far.test").await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        store.sender_verdict(b.id, "x@far.test").await.unwrap(),
+        None
+    );
+    store
+        .sender_verdict_set(a.id, "x@far.test", Some(false))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sender_verdict(a.id, "x@far.test").await.unwrap(),
+        Some(false)
+    );
+    store
+        .sender_verdict_set(a.id, "x@far.test", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sender_verdict(a.id, "x@far.test").await.unwrap(),
+        None
+    );
+}
