@@ -338,3 +338,22 @@ def test_users_teach_junk_by_moving_mail(trust):
     assert send(s, GOOD_IP, "bob@far.test", signed(message("bob@far.test", "three")))[0] == 250
     junk = folder(s, "Junk")
     assert len(junk) == 3 and b"Subject: three" in junk[-1]
+
+
+def test_arc_chain_verified(trust):
+    dns, make = trust
+    s = make()
+    # A forwarder (mx.far.test) recorded its results and sealed them (dkimpy's ARC signer).
+    msg = (b"Authentication-Results: mx.far.test; spf=pass smtp.mailfrom=y@nowhere.test\r\n"
+           + message("y@nowhere.test", "forwarded"))
+    seal = dkim.arc_sign(msg, b"s1", b"far.test", KEY_PEM, b"mx.far.test",
+                         include_headers=[b"from", b"to", b"subject"])
+    sealed = b"".join(seal) + msg
+    assert send(s, GOOD_IP, "list@far.test", sealed)[0] == 250
+    ar = header(folder(s, "INBOX")[0], "Authentication-Results")
+    assert "arc=pass" in ar[0], ar
+    # A seal over a changed message fails.
+    assert send(s, GOOD_IP, "list@far.test", sealed.replace(b"Hello Alice.", b"Hello Bob.")
+                )[0] == 250
+    ar = header(folder(s, "INBOX")[1], "Authentication-Results")
+    assert "arc=neutral" in ar[0] or "arc=fail" in ar[0], ar[0]
