@@ -357,3 +357,17 @@ def test_arc_chain_verified(trust):
                 )[0] == 250
     ar = header(folder(s, "INBOX")[1], "Authentication-Results")
     assert "arc=neutral" in ar[0] or "arc=fail" in ar[0], ar[0]
+
+
+def test_connection_rate_per_ip(make_server):
+    s = make_server(listeners=("smtp",), extra_config="[smtp]\nmax_connection_rate_per_ip = 3\npregreet_wait_ms = 0")
+    s.start()
+    greetings = []
+    for _ in range(5):  # bounded
+        with socket.create_connection(("127.0.0.1", s.port("smtp")), timeout=10) as c:
+            greetings.append(c.makefile("rb").readline())
+    assert all(g.startswith(b"220 ") for g in greetings[:2]), greetings
+    assert greetings[4].startswith(b"421 4.7.0") and b"this minute" in greetings[4], greetings
+    # Other addresses are not held back.
+    with socket.create_connection(("127.0.0.1", s.port("smtp")), timeout=10, source_address=("127.0.0.8", 0)) as c:
+        assert c.makefile("rb").readline().startswith(b"220 ")

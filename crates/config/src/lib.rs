@@ -519,6 +519,8 @@ pub struct Smtp {
     /// Networks ("10.0.0.0/8", "192.0.2.7") whose clients may relay through the MX listener
     /// without logging in (printers, application servers). Empty: nobody.
     pub relay_networks: Vec<String>,
+    /// New connections one IP may open per minute (0: no limit).
+    pub max_connection_rate_per_ip: u32,
     /// Messages one logged-in user may send per hour (0: no limit).
     pub max_messages_per_hour: u32,
     /// Recipients one logged-in user may send to per hour (0: no limit).
@@ -608,6 +610,7 @@ impl Default for Smtp {
             reject_bare_lf: true,
             pregreet_wait_ms: 100,
             relay_networks: Vec::new(),
+            max_connection_rate_per_ip: 0,
             max_messages_per_hour: 1000,
             max_recipients_per_hour: 5000,
         }
@@ -1057,6 +1060,7 @@ min_data_rate = 500      # bytes/s: slower message data is cut off (after timeou
 reject_bare_lf = true    # refuse bare CR/LF in message data (SMTP smuggling defence)
 pregreet_wait_ms = 100   # MX: drop clients that talk before the banner (0 = off)
 relay_networks = []      # networks that may send to any domain without logging in, e.g. ["10.0.0.0/8"]
+max_connection_rate_per_ip = 0  # new connections per IP per minute (0 = no limit)
 max_messages_per_hour = 1000    # per logged-in user (0 = no limit): a stolen password sends little
 max_recipients_per_hour = 5000
 

@@ -241,6 +241,7 @@ impl HttpServer {
         let limits = ConnLimits {
             max_connections: self.config.http.max_connections,
             max_per_ip: self.config.http.max_connections_per_ip,
+            max_rate_per_ip: 0,
         };
         let me = self.clone();
         postern_net::serve(

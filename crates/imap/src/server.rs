@@ -113,6 +113,7 @@ impl ImapServer {
         let limits = ConnLimits {
             max_connections: c.max_connections,
             max_per_ip: c.max_connections_per_ip,
+            max_rate_per_ip: 0,
         };
         let shared = Arc::new(Shared {
             config: self.config.clone(),

@@ -47,6 +47,7 @@ impl ManageSieveServer {
         let limits = ConnLimits {
             max_connections: c.max_connections,
             max_per_ip: c.max_connections_per_ip,
+            max_rate_per_ip: 0,
         };
         let me = self.clone();
         postern_net::serve(

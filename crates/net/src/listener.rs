@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -50,6 +50,8 @@ impl Shutdown {
 pub struct ConnLimits {
     pub max_connections: usize,
     pub max_per_ip: usize,
+    /// New connections one IP may open per minute (0: no limit).
+    pub max_rate_per_ip: u32,
 }
 
 /// Counts live sessions of every listener, so shutdown can wait for them.
@@ -152,6 +154,8 @@ pub async fn serve<F, Fut>(
         total: 0,
         per_ip: HashMap::new(),
     }));
+    // Connections per IP in the current minute.
+    let mut rates: HashMap<IpAddr, (Instant, u32)> = HashMap::new();
     let handle = Arc::new(handle);
     loop {
         let accepted = tokio::select! {
@@ -168,7 +172,21 @@ pub async fn serve<F, Fut>(
             }
         };
         let ip = canonical_ip(peer.ip());
-        let admission = {
+        let too_fast = limits.max_rate_per_ip > 0 && {
+            let now = Instant::now();
+            if rates.len() > 100_000 {
+                rates.retain(|_, (start, _)| now - *start < MINUTE);
+            }
+            let r = rates.entry(ip).or_insert((now, 0));
+            if now - r.0 >= MINUTE {
+                *r = (now, 0);
+            }
+            r.1 += 1;
+            r.1 > limits.max_rate_per_ip
+        };
+        let admission = if too_fast {
+            Admission::TooMany("too many new connections from your IP address this minute")
+        } else {
             let mut c = counts.lock().unwrap();
             let per = c.per_ip.get(&ip).copied().unwrap_or(0);
             if c.total >= limits.max_connections {
@@ -194,6 +212,8 @@ pub async fn serve<F, Fut>(
         });
     }
 }
+
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// IPv4 clients on a dual-stack socket arrive as ::ffff:a.b.c.d.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {

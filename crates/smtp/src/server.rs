@@ -76,6 +76,7 @@ impl SmtpServer {
         let limits = ConnLimits {
             max_connections: c.max_connections,
             max_per_ip: c.max_connections_per_ip,
+            max_rate_per_ip: c.max_connection_rate_per_ip,
         };
         let shutdown = self.shutdown.clone();
         let me = self.clone();
