@@ -584,6 +584,15 @@ impl Cidr {
     }
 }
 
+impl Http {
+    pub fn metrics_allowed(&self, ip: std::net::IpAddr) -> bool {
+        self.metrics_networks
+            .iter()
+            .filter_map(|n| n.parse::<Cidr>().ok())
+            .any(|c| c.contains(ip))
+    }
+}
+
 impl Smtp {
     pub fn relay_allowed(&self, ip: std::net::IpAddr) -> bool {
         self.relay_networks
@@ -735,6 +744,8 @@ pub struct Http {
     pub max_connections_per_ip: usize,
     /// A request's headers must arrive within this.
     pub header_timeout: Seconds,
+    /// Clients that may read `/metrics` (Prometheus).
+    pub metrics_networks: Vec<String>,
 }
 
 impl Default for Http {
@@ -743,6 +754,7 @@ impl Default for Http {
             max_connections: 2000,
             max_connections_per_ip: 100,
             header_timeout: Seconds(30),
+            metrics_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
     }
 }
@@ -1105,6 +1117,7 @@ tls = "starttls"         # starttls, tls (port 465), opportunistic, none
 max_connections = 2000
 max_connections_per_ip = 100
 header_timeout = "30s"   # a request's headers must arrive within this
+metrics_networks = ["127.0.0.0/8", "::1/128"]   # who may read /metrics (Prometheus)
 
 [mta_sts]
 mode = "testing"         # policy served at /.well-known/mta-sts.txt: testing, enforce, none

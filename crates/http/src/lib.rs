@@ -205,6 +205,67 @@ async fn index(State(s): State<Arc<AppState>>) -> Response {
     r
 }
 
+/// The client's address, for handlers that serve some networks only.
+#[derive(Clone, Copy)]
+struct Peer(std::net::IpAddr);
+
+/// Prometheus metrics: what the counters say, plus storage and queue state read now.
+async fn metrics(
+    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
+    axum::Extension(Peer(ip)): axum::Extension<Peer>,
+) -> Response {
+    if !st.config.http.metrics_allowed(ip) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "metrics are served to http.metrics_networks only\n",
+        );
+    }
+    use std::fmt::Write;
+    let mut out = String::with_capacity(8192);
+    postern_net::metrics::METRICS.render(&mut out);
+    let store = st.directory.store();
+    let s = store.stats();
+    let _ = writeln!(
+        out,
+        "# HELP postern_storage_commits_total Write transactions committed.\n\
+         # TYPE postern_storage_commits_total counter\npostern_storage_commits_total {}\n\
+         # HELP postern_storage_writes_total Write requests carried by those commits.\n\
+         # TYPE postern_storage_writes_total counter\npostern_storage_writes_total {}\n\
+         # HELP postern_storage_fsyncs_total fsync calls.\n\
+         # TYPE postern_storage_fsyncs_total counter\npostern_storage_fsyncs_total {}",
+        s.commits, s.writes, s.fsyncs
+    );
+    if let Ok(q) = store.queue_list().await {
+        let now = postern_store::now();
+        let oldest = q.iter().map(|e| now - e.created).max().unwrap_or(0).max(0);
+        let recipients: usize = q
+            .iter()
+            .map(|e| {
+                e.recipients
+                    .iter()
+                    .filter(|r| r.state == postern_store::RecipientState::Pending)
+                    .count()
+            })
+            .sum();
+        let _ = writeln!(
+            out,
+            "# HELP postern_queue_messages Messages on the outbound queue.\n\
+             # TYPE postern_queue_messages gauge\npostern_queue_messages {}\n\
+             # HELP postern_queue_recipients Recipients still to be delivered.\n\
+             # TYPE postern_queue_recipients gauge\npostern_queue_recipients {recipients}\n\
+             # HELP postern_queue_oldest_seconds Age of the oldest queued message.\n\
+             # TYPE postern_queue_oldest_seconds gauge\npostern_queue_oldest_seconds {oldest}",
+            q.len()
+        );
+    }
+    let mut r = (StatusCode::OK, out).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
 async fn not_found() -> Response {
     text(StatusCode::NOT_FOUND, "not found\n")
 }
@@ -227,6 +288,7 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/apple/profile.mobileconfig", get(apple))
         .route("/.well-known/mta-sts.txt", get(mta_sts))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -242,6 +304,7 @@ impl HttpServer {
             max_connections: self.config.http.max_connections,
             max_per_ip: self.config.http.max_connections_per_ip,
             max_rate_per_ip: 0,
+            protocol: "http",
         };
         let me = self.clone();
         postern_net::serve(
@@ -262,13 +325,16 @@ impl HttpServer {
     async fn connection(
         self: Arc<Self>,
         stream: TcpStream,
-        _peer: SocketAddr,
+        peer: SocketAddr,
         adm: Admission,
         app: Router,
     ) {
         if let Admission::TooMany(_) = adm {
             return;
         }
+        let app = app.layer(axum::Extension(Peer(postern_net::listener::canonical_ip(
+            peer.ip(),
+        ))));
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app);
         let mut shutdown = self.shutdown.clone();

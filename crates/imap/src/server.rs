@@ -114,6 +114,7 @@ impl ImapServer {
             max_connections: c.max_connections,
             max_per_ip: c.max_connections_per_ip,
             max_rate_per_ip: 0,
+            protocol: "imap",
         };
         let shared = Arc::new(Shared {
             config: self.config.clone(),

@@ -546,6 +546,7 @@ impl Session {
                 self.ok(out, tag, &format!("[CAPABILITY {caps}] Logged in"))
             }
             AuthOutcome::Failed => {
+                postern_net::metrics::METRICS.auth_failures.add("imap", 1);
                 tokio::time::sleep(d.failure_delay()).await;
                 self.errors += 1;
                 no(

@@ -48,6 +48,7 @@ impl ManageSieveServer {
             max_connections: c.max_connections,
             max_per_ip: c.max_connections_per_ip,
             max_rate_per_ip: 0,
+            protocol: "managesieve",
         };
         let me = self.clone();
         postern_net::serve(
@@ -231,6 +232,9 @@ impl ManageSieveServer {
                         (true, String::new())
                     }
                     Ok(AuthOutcome::Failed) => {
+                        postern_net::metrics::METRICS
+                            .auth_failures
+                            .add("managesieve", 1);
                         tokio::time::sleep(self.directory.failure_delay()).await;
                         (
                             false,

@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod metrics;
 pub mod tls;
 
 pub use conn::{Conn, Io, LineError, Pace, TlsInfo, time_left};

@@ -52,6 +52,8 @@ pub struct ConnLimits {
     pub max_per_ip: usize,
     /// New connections one IP may open per minute (0: no limit).
     pub max_rate_per_ip: u32,
+    /// The protocol's name in metrics.
+    pub protocol: &'static str,
 }
 
 /// Counts live sessions of every listener, so shutdown can wait for them.
@@ -123,10 +125,12 @@ struct Counts {
 struct Slot {
     counts: Arc<Mutex<Counts>>,
     ip: IpAddr,
+    protocol: &'static str,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        crate::metrics::METRICS.session_closed(self.protocol);
         let mut c = self.counts.lock().unwrap();
         c.total -= 1;
         if let Some(n) = c.per_ip.get_mut(&self.ip) {
@@ -199,9 +203,13 @@ pub async fn serve<F, Fut>(
                 Admission::Accepted
             }
         };
-        let slot = matches!(admission, Admission::Accepted).then(|| Slot {
-            counts: counts.clone(),
-            ip,
+        let slot = matches!(admission, Admission::Accepted).then(|| {
+            crate::metrics::METRICS.session_opened(limits.protocol);
+            Slot {
+                counts: counts.clone(),
+                ip,
+                protocol: limits.protocol,
+            }
         });
         let guard = tracker.enter();
         let handle = handle.clone();

@@ -53,6 +53,7 @@ impl Pop3Server {
             max_connections: c.max_connections,
             max_per_ip: c.max_connections_per_ip,
             max_rate_per_ip: 0,
+            protocol: "pop3",
         };
         let me = self.clone();
         postern_net::serve(
@@ -300,6 +301,7 @@ impl Pop3Server {
         let account = match self.directory.authenticate(user, password, ip).await {
             Ok(AuthOutcome::Ok(a)) => a,
             Ok(AuthOutcome::Failed) => {
+                postern_net::metrics::METRICS.auth_failures.add("pop3", 1);
                 tokio::time::sleep(self.directory.failure_delay()).await;
                 return core.login_failed(
                     "[AUTH] Wrong user name or password: the user name is your full email address",

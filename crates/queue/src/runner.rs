@@ -192,8 +192,19 @@ impl QueueRunner {
                 groups.entry(d).or_default().push(i);
             }
             for (domain, idx) in groups {
+                let started = std::time::Instant::now();
                 let outcomes = self.deliver_group(&entry, &domain, &idx, &body).await;
+                let m = &postern_net::metrics::METRICS;
+                m.delivery.observe(started.elapsed());
                 for (i, o) in idx.iter().zip(outcomes) {
+                    m.outbound.add(
+                        match &o {
+                            Outcome::Delivered(_) => "delivered",
+                            Outcome::Failed { .. } => "bounced",
+                            Outcome::Deferred(_) => "deferred",
+                        },
+                        1,
+                    );
                     let r = &mut entry.recipients[*i];
                     match &o {
                         Outcome::Delivered(reply) => {

@@ -633,6 +633,10 @@ pub async fn commit(
     match result {
         Ok(mut reps) => {
             let rep = reps.swap_remove(0);
+            let stored = rep.targets.iter().filter(|t| t.is_ok()).count() as u64;
+            postern_net::metrics::METRICS
+                .delivered_local
+                .fetch_add(stored, std::sync::atomic::Ordering::Relaxed);
             for (t, r) in target_accounts.iter().zip(&rep.targets) {
                 if r.is_ok() {
                     quota_warning(store, t, size).await;

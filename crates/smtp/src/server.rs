@@ -77,6 +77,7 @@ impl SmtpServer {
             max_connections: c.max_connections,
             max_per_ip: c.max_connections_per_ip,
             max_rate_per_ip: c.max_connection_rate_per_ip,
+            protocol: "smtp",
         };
         let shutdown = self.shutdown.clone();
         let me = self.clone();
@@ -651,6 +652,7 @@ impl SmtpServer {
                 Flow::Continue
             }
             Ok(AuthOutcome::Failed) => {
+                postern_net::metrics::METRICS.auth_failures.add("smtp", 1);
                 tokio::time::sleep(self.directory.failure_delay()).await;
                 reply(
                     io,
@@ -1121,6 +1123,7 @@ impl SmtpServer {
     }
 
     async fn store_message(&self, core: &mut Core, io: &mut Io, rx: Receiving, ip: IpAddr) -> Flow {
+        let started = std::time::Instant::now();
         let arrival = self.arrival(core, io, ip);
         let message_id = ingest::message_id(rx.sink.original_head());
         let prefix_len = rx.sink.prefix_len;
@@ -1178,6 +1181,14 @@ impl SmtpServer {
                         let _ = std::fs::remove_file(p);
                     }
                     info!(id = %rx.trace_id, from = %tx.from.address, reply = %reply.summary(), "message refused by the inbound checks");
+                    postern_net::metrics::METRICS.refused.add(
+                        if reply.code == 550 {
+                            "authentication"
+                        } else {
+                            "dns"
+                        },
+                        1,
+                    );
                     let mut e = TraceEvent::new(
                         &rx.trace_id,
                         "refused",
@@ -1246,8 +1257,22 @@ impl SmtpServer {
                 warn!(id = %rx.trace_id, error = %e, reply = %reply.summary(), "message not stored")
             }
         }
+        let m = &postern_net::metrics::METRICS;
+        m.smtp_accept.observe(started.elapsed());
+        match reply.code {
+            250 => m.received.add(self.role_name(), 1),
+            550 => m.refused.add("filter", 1),
+            _ => m.refused.add("storage", 1),
+        }
         io.write(&reply.to_bytes());
         Flow::Continue
+    }
+
+    fn role_name(&self) -> &'static str {
+        match self.settings.role {
+            Role::Mx => "mx",
+            Role::Submission => "submission",
+        }
     }
 }
 
