@@ -221,16 +221,34 @@ timeout = "1s"
 
 def test_block_and_allow_lists(trust):
     dns, make = trust
-    s = make(extra='[inbound]\nblock = ["spam.test", "eve@far.test"]\nallow = ["quar.test"]')
+    s = make(extra='[inbound]\nblock = ["spam.test", "eve@far.test"]\nallow = ["quar.test", "127.0.0.7"]')
     with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30) as c:
         c.ehlo("client.test")
         code, text = c.mail("x@mail.spam.test")
         assert code == 550 and b"5.7.1" in text and b"administrator" in text
         code, _ = c.mail("eve@far.test")
         assert code == 550
-    # An allowed domain's failing mail is not put in Junk.
-    assert send(s, BAD_IP, "eve@quar.test", message("eve@quar.test", "allowed"))[0] == 250
-    assert len(folder(s, "INBOX")) == 1 and folder(s, "Junk") == []
+    # An allowed domain counts only when proven: quar.test's SPF passes for GOOD_IP, so its
+    # mail is accepted even with a From that fails DMARC...
+    assert send(s, GOOD_IP, "eve@quar.test", message("boss@far.test", "allowed"))[0] == 250
+    # ...but anyone can claim quar.test from elsewhere: judged as usual (quarantine: Junk).
+    assert send(s, BAD_IP, "eve@quar.test", message("eve@quar.test", "claimed"))[0] == 250
+    # An allowed network is the client's own address: no proof needed.
+    assert send(s, "127.0.0.7", "x@loose.test", message("x@loose.test", "from the network"))[0] == 250
+    inbox = folder(s, "INBOX")
+    assert [b"allowed" in m for m in inbox] == [True, False] and b"from the network" in inbox[1]
+    junk = folder(s, "Junk")
+    assert len(junk) == 1 and b"claimed" in junk[0]
+
+
+def test_several_authors_go_to_junk(trust):
+    dns, make = trust
+    s = make()
+    m = message("y@nowhere.test", "two authors").replace(b"From: <y@nowhere.test>",
+                                                         b"From: <y@nowhere.test>, <ceo@far.test>")
+    assert send(s, GOOD_IP, "bob@far.test", m)[0] == 250
+    junk = folder(s, "Junk")
+    assert len(junk) == 1 and "MULTIPLE_FROM" in header(junk[0], "X-Spam-Status")[0]
 
 
 def test_hourly_limits_of_logged_in_users(make_server):
@@ -371,3 +389,43 @@ def test_connection_rate_per_ip(make_server):
     # Other addresses are not held back.
     with socket.create_connection(("127.0.0.1", s.port("smtp")), timeout=10, source_address=("127.0.0.8", 0)) as c:
         assert c.makefile("rb").readline().startswith(b"220 ")
+
+
+def test_no_vacation_or_forged_results_for_junk_and_submissions(trust):
+    dns, make = trust
+    s = make()
+    s.cli("sieve", "put", ALICE, "away", "-", "--activate",
+          input='require "vacation"; vacation :days 1 "Away.";')
+    # Junk (SPF fail, no DMARC): no reply to its probably forged sender.
+    assert send(s, BAD_IP, "x@loose.test", message("x@loose.test", "junk"))[0] == 250
+    assert "x@loose.test" not in s.cli("queue", "list").stdout
+    # Ordinary mail gets its reply (queued for nowhere.test).
+    assert send(s, BAD_IP, "y@nowhere.test", message("y@nowhere.test", "hello"))[0] == 250
+    assert "y@nowhere.test" in s.cli("queue", "list").stdout
+    # A vacation :from that is not the user's own address sends nothing.
+    s.cli("sieve", "put", ALICE, "away", "-", "--activate",
+          input='require "vacation"; vacation :from "ceo@bank.test" "Wire the money.";')
+    assert send(s, BAD_IP, "z@nowhere.test", message("z@nowhere.test", "hi"))[0] == 250
+    assert "z@nowhere.test" not in s.cli("queue", "list").stdout
+    assert "is not one of the user's addresses" in s.cli("trace", "--to", ALICE).stdout
+    # A logged-in user cannot slip in results in our name either.
+    import helpers
+    helpers.submit(s, ALICE, [ALICE], message(ALICE, "self", extra=(
+        "Authentication-Results: mail.example.test; dmarc=pass header.from=bank.test\r\n")))
+    got = [m for m in folder(s, "INBOX") if b"Subject: self" in m][0]
+    assert b"bank.test" not in got and header(got, "Authentication-Results") == []
+
+
+def test_large_spooled_message_checked_by_its_header(trust):
+    dns, make = trust
+    s = make(extra='[storage]\nspool_threshold = "4K"\n[inbound]\nmax_verify_size = "8K"')
+    body = "".join(f"line {i:05d} of a large message\r\n" for i in range(3000))
+    m = message("y@nowhere.test", "large", extra=(
+        "Authentication-Results: mail.example.test; dkim=pass header.d=bank.test\r\n")
+    ).replace(b"Hello Alice.\r\n", body.encode())
+    assert send(s, BAD_IP, "y@nowhere.test", m)[0] == 250
+    got = folder(s, "INBOX")[0]
+    ar = header(got, "Authentication-Results")
+    assert len(ar) == 1 and "bank.test" not in ar[0] and "spf=none" in ar[0], ar
+    assert got.endswith(body.encode()), "the body streamed through whole"
+    assert got.count(b"Subject: large") == 1

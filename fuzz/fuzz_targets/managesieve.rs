@@ -20,14 +20,14 @@ fuzz_target!(|data: &[u8]| {
         mode & 4 != 0,
     );
     if mode & 8 != 0 {
-        core.login_done(true, "");
+        core.login_done(true, "", false);
     }
     for cmd in rest.split_inclusive(|&b| b == b'\n') {
         let _ = literal_len(cmd);
         match core.command(cmd) {
             Action::Reply(b) | Action::Close(b) => assert!(b.ends_with(b"\r\n")),
             Action::Login { user, .. } => {
-                let r = core.login_done(!user.is_empty(), "no");
+                let r = core.login_done(!user.is_empty(), "no", false);
                 assert!(r.ends_with(b"\r\n"));
             }
             Action::StartTls => core.tls_started(),

@@ -74,6 +74,8 @@ pub struct Sieve {
     pub vacation_default_days: u64,
     pub idle_timeout: Seconds,
     pub login_timeout: Seconds,
+    /// A client that takes none of our output for this long is disconnected.
+    pub write_timeout: Seconds,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub max_errors: u32,
@@ -91,6 +93,7 @@ impl Default for Sieve {
             vacation_default_days: 7,
             idle_timeout: Seconds(600),
             login_timeout: Seconds(180),
+            write_timeout: Seconds(300),
             max_connections: 500,
             max_connections_per_ip: 20,
             max_errors: 10,
@@ -401,8 +404,9 @@ pub struct Inbound {
     pub spam_threshold: f32,
     /// Larger messages get SPF, DMARC (by SPF) and iprev only, no DKIM check.
     pub max_verify_size: ByteSize,
-    /// Senders (addresses or domains) whose mail is never refused or put in Junk for its
-    /// authentication results.
+    /// Whose mail is never refused or put in Junk for its authentication results: networks
+    /// ("192.0.2.0/24": the connecting client), or addresses and domains (counted only when
+    /// SPF or DMARC proves them, since anyone can claim them).
     pub allow: Vec<String>,
     /// Senders (addresses or domains) refused at MAIL FROM.
     pub block: Vec<String>,
@@ -436,7 +440,7 @@ impl Inbound {
     fn listed(list: &[String], sender: &str) -> bool {
         let sender = sender.to_ascii_lowercase();
         let domain = sender.rsplit_once('@').map_or("", |(_, d)| d);
-        list.iter().any(|e| {
+        list.iter().filter(|e| e.parse::<Cidr>().is_err()).any(|e| {
             let e = e.trim().to_ascii_lowercase();
             let e = e.strip_prefix('@').unwrap_or(&e);
             if e.contains('@') {
@@ -447,8 +451,17 @@ impl Inbound {
         })
     }
 
+    /// An address or domain entry of `allow` (to be honoured only once proven).
     pub fn allowed(&self, sender: &str) -> bool {
         Self::listed(&self.allow, sender)
+    }
+
+    /// A network entry of `allow` holds the client.
+    pub fn allowed_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.allow
+            .iter()
+            .filter_map(|e| e.parse::<Cidr>().ok())
+            .any(|c| c.contains(ip))
     }
 
     pub fn blocked(&self, sender: &str) -> bool {
@@ -1042,7 +1055,7 @@ dmarc_quarantine = true  # ... and put it in Junk when the domain says p=quarant
 spf_fail = "junk"        # what an SPF fail (-all) alone does: reject, junk or accept
 spam_threshold = 5.0     # X-Spam-Score at which mail goes to Junk
 max_verify_size = "25M"  # larger messages get no DKIM check
-allow = []               # senders or domains never refused or put in Junk for these checks
+allow = []               # networks, or senders and domains proven by SPF or DMARC, never refused or put in Junk
 block = []               # senders or domains refused at MAIL FROM
 greylist = false         # delay mail from unknown (network, sender, recipient) once
 greylist_delay = "5m"
@@ -1140,6 +1153,7 @@ max_out_messages = 3     # vacation replies and notices per message
 vacation_default_days = 7  # one vacation reply per sender this often, unless the script says
 idle_timeout = "10m"     # ManageSieve sessions
 login_timeout = "3m"
+write_timeout = "5m"
 max_connections = 500
 max_connections_per_ip = 20
 max_errors = 10

@@ -211,6 +211,9 @@ fn name(t: &Token) -> Result<String, &'static str> {
     if s.len() > MAX_NAME {
         return Err("script name too long");
     }
+    if s.is_empty() {
+        return Err("a script needs a name");
+    }
     Ok(s.to_string())
 }
 
@@ -262,15 +265,16 @@ impl Core {
         self.tls = true;
     }
 
-    /// After [`Action::Login`]: the reply to send.
-    pub fn login_done(&mut self, ok: bool, why: &str) -> Vec<u8> {
+    /// After [`Action::Login`]: the reply to send (`temporary`: a lockout or a server error,
+    /// worth trying again later).
+    pub fn login_done(&mut self, ok: bool, why: &str, temporary: bool) -> Vec<u8> {
         if ok {
             self.state = State::Authenticated;
             self.errors = 0;
             response("OK", None, "Logged in")
         } else {
             self.state = State::NotAuthenticated;
-            response("NO", Some("AUTH"), why)
+            response("NO", temporary.then_some("TRYLATER"), why)
         }
     }
 
@@ -500,7 +504,7 @@ mod tests {
             }
         );
         assert!(
-            String::from_utf8(c.login_done(true, ""))
+            String::from_utf8(c.login_done(true, "", false))
                 .unwrap()
                 .starts_with("OK")
         );
@@ -531,7 +535,7 @@ mod tests {
                 password: "b".into()
             }
         );
-        c.login_done(false, "Wrong user or password");
+        c.login_done(false, "Wrong user or password", false);
         assert!(reply(c.command(b"BOGUS\r\n")).starts_with("NO"));
         assert!(reply(c.command(b"\"unterminated\r\n")).starts_with("NO"));
         assert!(reply(c.command(b"BOGUS\r\n")).starts_with("BYE"));
@@ -540,7 +544,7 @@ mod tests {
     #[test]
     fn bad_names_refused() {
         let mut c = core(true);
-        c.login_done(true, "");
+        c.login_done(true, "", false);
         assert!(reply(c.command(b"GETSCRIPT \"a\x01b\"\r\n")).starts_with("NO"));
         assert!(reply(c.command(b"GETSCRIPT \"\xff\"\r\n")).starts_with("NO"));
     }

@@ -87,7 +87,7 @@ impl ManageSieveServer {
         io.write(&core.capabilities());
         info!("connected");
         let idle = c.sieve.idle_timeout.duration();
-        io.set_write_timeout(c.pop3.write_timeout.duration());
+        io.set_write_timeout(c.sieve.write_timeout.duration());
         let login_by = Instant::now().checked_add(c.sieve.login_timeout.duration());
         let mut account: Option<Account> = None;
         let mut shutdown = self.shutdown.clone();
@@ -150,8 +150,15 @@ impl ManageSieveServer {
         let mut pace = Pace::new(timeout, MIN_LITERAL_RATE);
         loop {
             let line = io.read_line(MAX_LINE, pace.limit(timeout)).await?;
-            buf.extend_from_slice(&line);
-            buf.extend_from_slice(b"\r\n");
+            pace.add(line.len());
+            if too_big.is_none() {
+                buf.extend_from_slice(&line);
+                buf.extend_from_slice(b"\r\n");
+            }
+            // Lines chained by literals count too: a whole command stays bounded.
+            if buf.len() as u64 > max_script + 2 * MAX_LINE as u64 {
+                return Err(LineError::TooLong);
+            }
             let Some(n) = proto::literal_len(&line) else {
                 break;
             };
@@ -261,7 +268,8 @@ impl ManageSieveServer {
                         (false, "Temporary server error; try again later".into())
                     }
                 };
-                io.write(&core.login_done(ok, &why));
+                let temporary = why.starts_with("Too many") || why.starts_with("Temporary");
+                io.write(&core.login_done(ok, &why, temporary));
             }
             Action::Op(op) => {
                 let Some(a) = account.as_ref() else {

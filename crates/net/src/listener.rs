@@ -158,8 +158,6 @@ pub async fn serve<F, Fut>(
         total: 0,
         per_ip: HashMap::new(),
     }));
-    // Connections per IP in the current minute.
-    let mut rates: HashMap<IpAddr, (Instant, u32)> = HashMap::new();
     let handle = Arc::new(handle);
     loop {
         let accepted = tokio::select! {
@@ -178,10 +176,11 @@ pub async fn serve<F, Fut>(
         let ip = canonical_ip(peer.ip());
         let too_fast = limits.max_rate_per_ip > 0 && {
             let now = Instant::now();
+            let mut rates = RATES.lock().unwrap();
             if rates.len() > 100_000 {
                 rates.retain(|_, (start, _)| now - *start < MINUTE);
             }
-            let r = rates.entry(ip).or_insert((now, 0));
+            let r = rates.entry((limits.protocol, ip)).or_insert((now, 0));
             if now - r.0 >= MINUTE {
                 *r = (now, 0);
             }
@@ -222,6 +221,14 @@ pub async fn serve<F, Fut>(
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// New connections per (protocol, IP) in the current minute, shared by every listener of a
+/// protocol (SMTP on 25, 587 and 465 counts once).
+static RATES: std::sync::LazyLock<Mutex<RateMap>> =
+    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// (protocol, IP) → (start of the minute, connections in it).
+type RateMap = HashMap<(&'static str, IpAddr), (Instant, u32)>;
 
 /// IPv4 clients on a dual-stack socket arrive as ::ffff:a.b.c.d.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {

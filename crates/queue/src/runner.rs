@@ -231,8 +231,13 @@ impl QueueRunner {
         self.settle(entry, notices).await;
     }
 
-    /// DKIM-signs mail from our domains (the From domain, else the envelope sender's).
+    /// DKIM-signs mail from our domains (the From domain, else the envelope sender's) that we
+    /// vouch for: sent by a logged-in user or a relay network, or written by us. Mail passing
+    /// through (aliases, forwards, redirects) keeps its own signatures and gets none of ours.
     fn signed(&self, entry: &QueueEntry, body: Vec<u8>) -> Vec<u8> {
+        if entry.authenticated.is_none() {
+            return body;
+        }
         let domain = dkim::from_domain(&body)
             .filter(|d| self.dkim.selector(d).is_some())
             .or_else(|| Some(postern_directory::domain_of(&entry.sender).to_ascii_lowercase()));
@@ -704,7 +709,8 @@ impl QueueRunner {
                     envid: None,
                     ret: None,
                     trace_id,
-                    authenticated: None,
+                    // Our own report: ours to sign.
+                    authenticated: Some("postern (delivery report)".into()),
                     requiretls: false,
                     body_offset: return_path.len() as u64,
                 }),

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const HOUR: Duration = Duration::from_secs(3600);
+const MINUTE: Duration = Duration::from_secs(60);
 const MAX_ENTRIES: usize = 200_000;
 /// A triple that got through is let through at once for this long.
 const GREYLIST_PASS: Duration = Duration::from_secs(35 * 86400);
@@ -28,7 +29,13 @@ struct Triple {
 #[derive(Default)]
 pub struct Abuse {
     hourly: Mutex<HashMap<String, Window>>,
-    greylist: Mutex<HashMap<(String, String, String), Triple>>,
+    greylist: Mutex<Greylist>,
+}
+
+#[derive(Default)]
+struct Greylist {
+    triples: HashMap<(String, String, String), Triple>,
+    pruned: Option<Instant>,
 }
 
 /// Why a limit said no, and until when.
@@ -98,14 +105,20 @@ impl Abuse {
             from.to_ascii_lowercase(),
             rcpt.to_ascii_lowercase(),
         );
-        let mut m = self.greylist.lock().unwrap();
-        if m.len() > MAX_ENTRIES {
-            m.retain(|_, t| match t.passed {
+        let mut g = self.greylist.lock().unwrap();
+        // Pruned at most once a minute; when still full, new triples pass untracked rather
+        // than grow the table (a flood of made-up senders costs no memory).
+        if g.triples.len() >= MAX_ENTRIES && g.pruned.is_none_or(|p| now - p > MINUTE) {
+            g.triples.retain(|_, t| match t.passed {
                 Some(p) => now - p < GREYLIST_PASS,
                 None => now - t.first < GREYLIST_FORGET,
             });
+            g.pruned = Some(now);
         }
-        let t = m.entry(key).or_insert(Triple {
+        if g.triples.len() >= MAX_ENTRIES && !g.triples.contains_key(&key) {
+            return None;
+        }
+        let t = g.triples.entry(key).or_insert(Triple {
             first: now,
             passed: None,
         });

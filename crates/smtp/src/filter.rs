@@ -35,6 +35,8 @@ pub struct Send {
     pub message: usize,
     /// The envelope sender: empty for vacation replies and notices, SRS for redirects.
     pub sender: String,
+    /// A vacation reply (ours), not a redirect (someone else's message).
+    pub auto_reply: bool,
     pub dests: Vec<Destination>,
 }
 
@@ -140,6 +142,7 @@ pub async fn plan(
     size: u64,
     return_path_len: usize,
     folders: &HashMap<AccountId, String>,
+    junk: bool,
 ) -> Plans {
     let mut out = Plans::default();
     // Each account once, with the address the message came to it by.
@@ -247,7 +250,7 @@ pub async fn plan(
                 }
             }
         };
-        let p = to_plan(directory, from, &acc, &name, outcome, &boxes, folders).await;
+        let p = to_plan(directory, junk, from, &acc, &name, outcome, &boxes, folders).await;
         out.by_account.insert(acc.id, p);
     }
     out
@@ -260,8 +263,10 @@ fn keep_folder(folders: &HashMap<AccountId, String>, id: AccountId) -> String {
         .unwrap_or_else(|| postern_store::INBOX.into())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn to_plan(
     directory: &Directory,
+    junk: bool,
     from: &str,
     acc: &Account,
     script: &str,
@@ -282,6 +287,7 @@ async fn to_plan(
         messages: o.messages,
         ..Default::default()
     };
+    let mut keep_junk = false;
     if let Some(e) = &o.error {
         p.notes.push(format!(
             "{who}: Sieve script \"{script}\" failed ({e}); kept in INBOX"
@@ -329,13 +335,20 @@ async fn to_plan(
                 p.notes.push(format!(
                     "{who}: Sieve script \"{script}\" rejects it: {reason}"
                 ));
-                if !from.is_empty() {
+                // Junk has forged senders: telling them would be backscatter.
+                if !from.is_empty() && !junk {
                     p.reject_notice = Some((
                         reject_notice(who, from, &reason),
                         resolve(directory, from).await,
                     ));
                 }
                 p.reject = Some(reason);
+            }
+            Action::Redirect { to, .. } if junk => {
+                p.notes.push(format!(
+                    "{who}: Sieve script \"{script}\" would redirect it to {to}; junk is not sent on, it is kept"
+                ));
+                keep_junk = true;
             }
             Action::Redirect { to, message } => {
                 let dests = resolve(directory, &to).await;
@@ -345,10 +358,34 @@ async fn to_plan(
                 p.sends.push(Send {
                     message,
                     sender: redirect_sender.clone(),
+                    auto_reply: false,
                     dests,
                 });
             }
+            Action::Reply { .. } if junk => {
+                p.notes.push(format!(
+                    "{who}: no vacation reply: the message looks like junk"
+                ));
+            }
             Action::Reply { to, message } => {
+                // A reply speaks for the user: it may come from the user's addresses only.
+                let author = message
+                    .checked_sub(1)
+                    .and_then(|i| p.messages.get(i))
+                    .and_then(|m| postern_message::parse(m))
+                    .and_then(|m| {
+                        m.from()
+                            .and_then(|f| f.first())
+                            .and_then(|a| a.address())
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default();
+                if !directory.may_send_as(acc, &author).await.unwrap_or(false) {
+                    p.notes.push(format!(
+                        "{who}: no vacation reply: its From <{author}> is not one of the user's addresses"
+                    ));
+                    continue;
+                }
                 let dests = resolve(directory, &to).await;
                 p.notes.push(format!(
                     "{who}: Sieve script \"{script}\" sends a vacation reply to {to}"
@@ -356,11 +393,20 @@ async fn to_plan(
                 p.sends.push(Send {
                     message,
                     sender: String::new(),
+                    auto_reply: true,
                     dests,
                 });
             }
         }
     }
+    if keep_junk && p.stores.is_empty() && p.reject.is_none() {
+        p.stores
+            .push((0, keep_folder(folders, acc.id), Flags::default(), false));
+    }
+    // One copy per mailbox (RFC 5228 2.10.3): `keep; fileinto "INBOX"` stores once.
+    let mut seen = HashSet::new();
+    p.stores
+        .retain(|(m, folder, _, _)| seen.insert((*m, folder.to_lowercase())));
     if p.stores.is_empty() && p.reject.is_none() && o.error.is_none() {
         p.notes
             .push(format!("{who}: Sieve script \"{script}\" discards it"));

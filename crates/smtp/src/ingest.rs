@@ -323,7 +323,9 @@ fn inbox_target(account: AccountId, folder: String, flags: Flags, create: bool) 
 
 /// A message a filter sends (redirect, vacation reply, rejection notice): stored for our own
 /// users, queued for the rest, committed together with the message that caused it.
+#[allow(clippy::too_many_arguments)]
 async fn send_delivery(
+    ours: bool,
     bytes: Vec<u8>,
     return_path_len: usize,
     sender: &str,
@@ -390,7 +392,8 @@ async fn send_delivery(
             envid: None,
             ret: None,
             trace_id: trace_id.to_string(),
-            authenticated: None,
+            // Vacation replies and notices are ours to sign; redirected mail is not.
+            authenticated: ours.then(|| "postern (automatic reply)".to_string()),
             requiretls: false,
             body_offset: return_path_len as u64,
         }),
@@ -505,7 +508,7 @@ pub async fn commit(
                         }
                     }
                     for snd in &p.sends {
-                        let what = if snd.sender.is_empty() {
+                        let what = if snd.auto_reply {
                             "vacation reply"
                         } else {
                             "redirected copy"
@@ -519,6 +522,7 @@ pub async fn commit(
                             },
                         };
                         if let Some(d) = send_delivery(
+                            snd.auto_reply,
                             bytes,
                             rp,
                             &snd.sender,
@@ -558,11 +562,22 @@ pub async fn commit(
     }
     // Every recipient's filter rejected it: refuse it now, so the sender's server tells them.
     if !taken && !rejections.is_empty() {
-        let reason = rejections
+        // The script's words, as one short ASCII line (RFC 5321 4.5.3.1.5).
+        let reason: String = rejections
             .iter()
             .map(|(_, r)| r.as_str())
             .collect::<Vec<_>>()
-            .join("; ");
+            .join("; ")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    ' '
+                }
+            })
+            .take(300)
+            .collect();
         let reply = Reply::new(
             550,
             "5.7.1",
@@ -580,6 +595,7 @@ pub async fn commit(
         if let Some((n, dests)) = &p.reject_notice {
             let (bytes, rp) = with_return_path("", n);
             if let Some(d) = send_delivery(
+                true,
                 bytes,
                 rp,
                 "",

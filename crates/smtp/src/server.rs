@@ -285,7 +285,7 @@ impl SmtpServer {
                 Action::CheckSender(m) => {
                     let mut r = self.check_sender(core, &m).await;
                     if r.is_ok() {
-                        r = self.sender_limits(core, &m, ip).await;
+                        r = self.sender_limits(core, ip).await;
                     }
                     core.sender_checked(m, r)
                 }
@@ -403,7 +403,7 @@ impl SmtpServer {
     }
 
     /// Hourly limits of logged-in users; blocklists on the MX.
-    async fn sender_limits(&self, core: &Core, m: &MailFrom, ip: IpAddr) -> Result<(), Reply> {
+    async fn sender_limits(&self, core: &Core, ip: IpAddr) -> Result<(), Reply> {
         if let Some(user) = core.user() {
             let max = self.config.smtp.max_messages_per_hour;
             return self.abuse.message(user, max).map_err(|w| {
@@ -420,7 +420,7 @@ impl SmtpServer {
         }
         if self.settings.role == Role::Mx
             && !self.config.smtp.relay_allowed(ip)
-            && !self.config.inbound.allowed(&m.address)
+            && !self.config.inbound.allowed_ip(ip)
             && let Some(checker) = &self.trust
             && let Some((zone, code)) = checker.dnsbl(ip).await
         {
@@ -460,7 +460,7 @@ impl SmtpServer {
         if inbound.greylist
             && self.settings.role == Role::Mx
             && !self.config.smtp.relay_allowed(ip)
-            && !inbound.allowed(&from)
+            && !inbound.allowed_ip(ip)
             && let Some(left) =
                 self.abuse
                     .greylist(ip, &from, &a.address, inbound.greylist_delay.duration())
@@ -1031,7 +1031,8 @@ impl SmtpServer {
 
     /// The inbound checks of a message from another server: the message as it will be stored
     /// (with Authentication-Results, without forged ones) and whether it goes to Junk; or the
-    /// reply refusing it.
+    /// reply refusing it. A message larger than `inbound.max_verify_size` is read only as far
+    /// as its header.
     #[allow(clippy::too_many_arguments)]
     async fn check_inbound(
         &self,
@@ -1040,26 +1041,25 @@ impl SmtpServer {
         ip: IpAddr,
         from: &str,
         data: BlobData,
+        size: u64,
         prefix_len: usize,
         rp_len: usize,
     ) -> Result<Checked, (Reply, BlobData)> {
-        let bytes = match &data {
-            BlobData::Memory(b) => std::borrow::Cow::Borrowed(b.as_slice()),
-            BlobData::File(p) => match tokio::fs::read(p).await {
-                Ok(b) => std::borrow::Cow::Owned(b),
-                Err(e) => {
-                    warn!(error = %e, "cannot read the spooled message");
-                    return Err((
-                        ingest::temp_failure(&postern_store::StoreError::Io(e)),
-                        data,
-                    ));
-                }
-            },
+        let complete = size <= self.config.inbound.max_verify_size.0;
+        let bytes = match read_start(&data, if complete { usize::MAX } else { HEAD_READ }).await {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "cannot read the spooled message");
+                return Err((
+                    ingest::temp_failure(&postern_store::StoreError::Io(e)),
+                    data,
+                ));
+            }
         };
         let prefix_len = prefix_len.min(bytes.len());
         let original = &bytes[prefix_len..];
         let helo = core.helo_name().unwrap_or("");
-        let v = checker.check(ip, helo, from, original).await;
+        let v = checker.check(ip, helo, from, original, complete).await;
         match &v.decision {
             postern_trust::Decision::Reject(why) => {
                 return Err((Reply::new(550, "5.7.1", why.clone()), data));
@@ -1069,57 +1069,20 @@ impl SmtpServer {
             }
             _ => {}
         }
-        let stripped = postern_trust::strip_our_results(original, &self.config.hostname);
-        let rp_len = rp_len.min(prefix_len);
-        let mut out = Vec::with_capacity(bytes.len() + v.headers.len());
-        out.extend_from_slice(&bytes[..rp_len]);
-        out.extend_from_slice(v.headers.as_bytes());
-        out.extend_from_slice(&bytes[rp_len..prefix_len]);
-        out.extend_from_slice(stripped.as_deref().unwrap_or(original));
-        let size = out.len() as u64;
-        let junk = v.decision == postern_trust::Decision::Junk;
+        let stripped = postern_trust::strip_our_results_head(original, &self.config.hostname);
         drop(bytes);
-        let data = match data {
-            BlobData::Memory(_) => BlobData::Memory(out),
-            BlobData::File(old) => {
-                let new = old.with_extension("checked");
-                let written = tokio::task::spawn_blocking({
-                    let new = new.clone();
-                    move || -> std::io::Result<()> {
-                        use std::io::Write;
-                        let mut f = std::fs::File::create(&new)?;
-                        f.write_all(&out)?;
-                        f.sync_data()
-                    }
-                })
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r);
-                match written {
-                    Ok(()) => {
-                        let _ = std::fs::remove_file(&old);
-                        BlobData::File(new)
-                    }
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&new);
-                        let e = if e.raw_os_error() == Some(28) {
-                            postern_store::StoreError::DiskFull
-                        } else {
-                            postern_store::StoreError::Io(e)
-                        };
-                        return Err((ingest::temp_failure(&e), BlobData::File(old)));
-                    }
-                }
-            }
-        };
-        Ok(Checked {
-            data,
-            size,
-            junk,
-            summary: v.summary,
-            author: v.header_from,
-            author_verified: v.author_verified,
-        })
+        let junk = v.decision == postern_trust::Decision::Junk;
+        match rewrite(data, rp_len, prefix_len, v.headers.as_bytes(), stripped).await {
+            Ok((data, size)) => Ok(Checked {
+                data,
+                size,
+                junk,
+                summary: v.summary,
+                author: v.header_from,
+                author_verified: v.author_verified,
+            }),
+            Err((e, data)) => Err((ingest::temp_failure(&e), data)),
+        }
     }
 
     async fn store_message(&self, core: &mut Core, io: &mut Io, rx: Receiving, ip: IpAddr) -> Flow {
@@ -1164,6 +1127,7 @@ impl SmtpServer {
                     ip,
                     &tx.from.address,
                     data,
+                    size,
                     prefix_len,
                     body_offset as usize,
                 )
@@ -1203,6 +1167,28 @@ impl SmtpServer {
                     return Flow::Continue;
                 }
             }
+        } else {
+            // Unchecked mail (logged-in users, relay networks, checks off) may not speak for
+            // us either: Authentication-Results claiming our name go (RFC 8601 section 5).
+            let head = read_start(&data, HEAD_READ).await.unwrap_or_default();
+            let original = &head[prefix_len.min(head.len())..];
+            if let Some(h) = postern_trust::strip_our_results_head(original, &self.config.hostname)
+            {
+                match rewrite(data, body_offset as usize, prefix_len, b"", Some(h)).await {
+                    Ok((d, n)) => {
+                        data = d;
+                        size = n;
+                    }
+                    Err((e, d)) => {
+                        if let BlobData::File(p) = d {
+                            let _ = std::fs::remove_file(p);
+                        }
+                        let reply = ingest::temp_failure(&e);
+                        io.write(&reply.to_bytes());
+                        return Flow::Continue;
+                    }
+                }
+            }
         }
         let queue_sender = self
             .forwarding_sender(core, &tx.from.address, &tx.rcpts)
@@ -1223,8 +1209,14 @@ impl SmtpServer {
             size,
             body_offset as usize,
             &folders,
+            junk,
         )
         .await;
+        // Who vouches for it (and gets it DKIM-signed): a logged-in user or a relay network.
+        let submitter = core.user().map(str::to_string).or_else(|| {
+            (self.settings.role == Role::Mx && self.config.smtp.relay_allowed(ip))
+                .then(|| format!("relay network client {ip}"))
+        });
         let (reply, result) = ingest::commit(
             &self.store,
             &tx.from,
@@ -1238,7 +1230,7 @@ impl SmtpServer {
                 message_id,
                 checks,
             },
-            core.user(),
+            submitter.as_deref(),
             queue_sender,
             &folders,
             plans,
@@ -1288,4 +1280,96 @@ async fn discard(io: &mut Io, mut left: u64, t: Duration, min_rate: u64) -> Resu
         left -= n as u64;
     }
     Ok(())
+}
+
+/// How much of a large message the checks read: its header, and then some.
+const HEAD_READ: usize = 256 << 10;
+
+/// The first `max` bytes of a message (all of it with `usize::MAX`).
+async fn read_start(data: &BlobData, max: usize) -> std::io::Result<Vec<u8>> {
+    match data {
+        BlobData::Memory(b) => Ok(b[..b.len().min(max)].to_vec()),
+        BlobData::File(p) => {
+            let p = p.clone();
+            tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut out = Vec::new();
+                std::fs::File::open(&p)?
+                    .take(max as u64)
+                    .read_to_end(&mut out)?;
+                Ok(out)
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        }
+    }
+}
+
+/// The message with `insert` after our Return-Path line and, when `new_head` says so, the
+/// original's header (of the given length) replaced. A spooled message is copied into a new
+/// file as it streams, never held whole in memory.
+async fn rewrite(
+    data: BlobData,
+    rp_len: usize,
+    prefix_len: usize,
+    insert: &[u8],
+    new_head: Option<(usize, Vec<u8>)>,
+) -> Result<(BlobData, u64), (postern_store::StoreError, BlobData)> {
+    let rp_len = rp_len.min(prefix_len);
+    let (skip, head) = match new_head {
+        Some((old_len, h)) => (old_len, h),
+        None => (0, Vec::new()),
+    };
+    match data {
+        BlobData::Memory(b) => {
+            let prefix_len = prefix_len.min(b.len());
+            let mut out = Vec::with_capacity(b.len() + insert.len());
+            out.extend_from_slice(&b[..rp_len]);
+            out.extend_from_slice(insert);
+            out.extend_from_slice(&b[rp_len..prefix_len]);
+            out.extend_from_slice(&head);
+            out.extend_from_slice(&b[(prefix_len + skip).min(b.len())..]);
+            let n = out.len() as u64;
+            Ok((BlobData::Memory(out), n))
+        }
+        BlobData::File(old) => {
+            let new = old.with_extension("checked");
+            let insert = insert.to_vec();
+            let (o, n2) = (old.clone(), new.clone());
+            let written = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+                use std::io::{Read, Seek, SeekFrom, Write};
+                let mut src = std::fs::File::open(&o)?;
+                let mut dst = std::io::BufWriter::new(std::fs::File::create(&n2)?);
+                let mut prefix = vec![0; prefix_len];
+                src.read_exact(&mut prefix)?;
+                dst.write_all(&prefix[..rp_len])?;
+                dst.write_all(&insert)?;
+                dst.write_all(&prefix[rp_len..])?;
+                dst.write_all(&head)?;
+                src.seek(SeekFrom::Start((prefix_len + skip) as u64))?;
+                std::io::copy(&mut src, &mut dst)?;
+                let f = dst.into_inner().map_err(|e| e.into_error())?;
+                f.sync_data()?;
+                f.metadata().map(|m| m.len())
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+            match written {
+                Ok(n) => {
+                    let _ = std::fs::remove_file(&old);
+                    Ok((BlobData::File(new), n))
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&new);
+                    let e = if e.raw_os_error() == Some(28) {
+                        postern_store::StoreError::DiskFull
+                    } else {
+                        postern_store::StoreError::Io(e)
+                    };
+                    Err((e, BlobData::File(old)))
+                }
+            }
+        }
+    }
 }

@@ -141,11 +141,20 @@ impl Checker {
     }
 
     /// Checks a message as it arrived from `ip` (without our own trace headers).
-    pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, message: &[u8]) -> Verdict {
+    /// `complete` is false when `message` is only the start of a message too large to read
+    /// whole (`inbound.max_verify_size`): no DKIM or ARC check then.
+    pub async fn check(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+        message: &[u8],
+        complete: bool,
+    ) -> Verdict {
         let host = self.hostname.as_str();
         let helo = if helo.is_empty() { "unknown" } else { helo };
         let parsed = AuthenticatedMessage::parse(message);
-        let verify_dkim = message.len() as u64 <= self.cfg.max_verify_size.0;
+        let verify_dkim = complete && message.len() as u64 <= self.cfg.max_verify_size.0;
         let spf_helo = self
             .auth
             .verify_spf(SpfParameters::verify_ehlo(ip, helo, host));
@@ -255,10 +264,19 @@ impl Checker {
         if header_from.is_empty() {
             add(2.0, "MISSING_FROM");
         }
+        // RFC 7489 6.6.1: several authors make DMARC inapplicable, a way around p=reject.
+        let many_authors = parsed.as_ref().is_some_and(|m| m.froms().len() > 1);
+        if many_authors {
+            add(5.0, "MULTIPLE_FROM");
+        }
         let score = (score * 10.0).round() / 10.0;
         let junk_by_score = score >= self.cfg.spam_threshold;
 
-        let allowed = self.cfg.allowed(mail_from) || self.cfg.allowed(&header_from);
+        // Names anyone can claim count only when proven; networks are the client's own.
+        let allowed = self.cfg.allowed_ip(ip)
+            || (self.cfg.allowed(mail_from) && spf_mail.result() == SpfResult::Pass)
+            || (self.cfg.allowed(&header_from) && dmarc_w == "pass");
+
         let policy = dmarc.as_ref().map(|d| d.policy());
         let from_domain = domain_of(&header_from).to_string();
         let dmarc_failed = matches!(dmarc_result, Some(DmarcResult::Fail(_)));
@@ -289,7 +307,10 @@ impl Checker {
                 "{ip} is not allowed to send mail for {spf_domain} (SPF fail); the sender's \
                  administrator must add it to the domain's SPF record"
             ))
-        } else if (spf_fail && dmarc_w != "pass" && self.cfg.spf_fail == "junk") || junk_by_score {
+        } else if (spf_fail && dmarc_w != "pass" && self.cfg.spf_fail == "junk")
+            || junk_by_score
+            || many_authors
+        {
             Decision::Junk
         } else {
             Decision::Accept
@@ -347,12 +368,20 @@ fn has_field(message: &[u8], name: &str) -> bool {
 /// The message with every Authentication-Results field that claims our authserv-id removed
 /// (RFC 8601 section 5): only we may speak for ourselves. `None` when there is none.
 pub fn strip_our_results(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
+    let (old, mut new) = strip_our_results_head(message, authserv_id)?;
+    new.extend_from_slice(&message[old..]);
+    Some(new)
+}
+
+/// Like [`strip_our_results`] for the header alone, which may be all the caller read of a
+/// large message: the length of the header it replaces, and the new header.
+pub fn strip_our_results_head(message: &[u8], authserv_id: &str) -> Option<(usize, Vec<u8>)> {
     let end = message
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(message.len(), |p| p + 2);
     let head = &message[..end];
-    let mut out = Vec::with_capacity(message.len());
+    let mut out = Vec::with_capacity(end);
     let mut removed = false;
     let mut i = 0;
     while i < head.len() {
@@ -378,8 +407,7 @@ pub fn strip_our_results(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
         }
         i = j;
     }
-    out.extend_from_slice(&message[end..]);
-    removed.then_some(out)
+    removed.then_some((end, out))
 }
 
 fn is_our_results(field: &[u8], authserv_id: &str) -> bool {
