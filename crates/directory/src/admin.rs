@@ -94,6 +94,14 @@ pub enum AdminRequest {
         address: String,
         name: String,
     },
+    /// A new API token; the reply is the only time its secret is shown.
+    TokenCreate {
+        name: String,
+    },
+    TokenList,
+    TokenDelete {
+        name: String,
+    },
     QueueList,
     QueueShow {
         id: u64,
@@ -667,6 +675,64 @@ impl Directory {
                 groups.sort();
                 Ok(AdminReply::Groups { groups })
             }
+            AdminRequest::TokenCreate { name } => {
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(AdminError::new(
+                        "a token name is 1 to 64 letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                let mut secret = [0u8; 32];
+                rand::Rng::fill(&mut rand::rng(), &mut secret[..]);
+                let token = format!(
+                    "pst_{}",
+                    base64::Engine::encode(
+                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                        secret
+                    )
+                );
+                match store
+                    .token_put(postern_store::ApiToken {
+                        name: name.clone(),
+                        hash: crate::token_hash(&token),
+                        created: postern_store::now(),
+                    })
+                    .await
+                {
+                    Ok(()) => Ok(AdminReply::Done { message: token }),
+                    Err(StoreError::AlreadyExists(_)) => Err(AdminError::new(format!(
+                        "a token named {name} exists; delete it first (postern token delete {name})"
+                    ))),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            AdminRequest::TokenList => {
+                let mut l = store.token_list().await?;
+                l.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(AdminReply::Done {
+                    message: if l.is_empty() {
+                        "no API tokens".into()
+                    } else {
+                        l.iter()
+                            .map(|t| format!("{}  created {}", t.name, t.created))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    },
+                })
+            }
+            AdminRequest::TokenDelete { name } => match store.token_delete(&name).await {
+                Ok(()) => Ok(AdminReply::Done {
+                    message: format!("token {name} deleted: it no longer opens the API"),
+                }),
+                Err(StoreError::NotFound(_)) => {
+                    Err(AdminError::new(format!("there is no token named {name}")))
+                }
+                Err(e) => Err(e.into()),
+            },
             AdminRequest::SieveList { address } => {
                 let a = self.require_user(&normalize_address(&address)?).await?;
                 let l = store.sieve_list(a.id).await?;

@@ -13,6 +13,15 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// SHA-256 of an API token, hex: what is stored instead of the token.
+pub fn token_hash(token: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub use address::{AddressError, domain_of, normalize_address, validate_new_address};
 pub use limiter::LoginLimiter;
 pub use password::{hash_password, password_problem, verify_password};
@@ -542,6 +551,21 @@ impl Directory {
     pub fn forwarding_sender(&self, sender: &str, our_domain: &str) -> Option<String> {
         let srs = self.srs.as_ref()?;
         srs.forward(sender, our_domain, srs::today())
+    }
+
+    /// The name of the API token with this secret, if any.
+    pub async fn token_name(&self, token: &str) -> Result<Option<String>, StoreError> {
+        if !token.starts_with("pst_") {
+            return Ok(None);
+        }
+        let h = token_hash(token);
+        Ok(self
+            .store
+            .token_list()
+            .await?
+            .into_iter()
+            .find(|t| t.hash == h)
+            .map(|t| t.name))
     }
 
     /// The account for an address, trying it without its detail (`alice+news@`) too.

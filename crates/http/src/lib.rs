@@ -1,6 +1,7 @@
 //! HTTP and HTTPS: client autoconfiguration (Thunderbird autoconfig, Outlook Autodiscover,
 //! Apple profiles), the MTA-STS policy, and the setup page for people.
 
+mod api;
 pub mod docs;
 
 use std::net::SocketAddr;
@@ -29,7 +30,7 @@ pub struct HttpServer {
     pub shutdown: Shutdown,
 }
 
-struct AppState {
+pub(crate) struct AppState {
     config: Arc<Config>,
     directory: Arc<Directory>,
 }
@@ -205,14 +206,15 @@ async fn index(State(s): State<Arc<AppState>>) -> Response {
     r
 }
 
-/// The client's address, for handlers that serve some networks only.
+/// The client's address, for handlers that serve some networks only, and whether the
+/// connection is TLS.
 #[derive(Clone, Copy)]
-struct Peer(std::net::IpAddr);
+struct Peer(std::net::IpAddr, bool);
 
 /// Prometheus metrics: what the counters say, plus storage and queue state read now.
 async fn metrics(
     axum::extract::State(st): axum::extract::State<Arc<AppState>>,
-    axum::Extension(Peer(ip)): axum::Extension<Peer>,
+    axum::Extension(Peer(ip, _)): axum::Extension<Peer>,
 ) -> Response {
     if !st.config.http.metrics_allowed(ip) {
         return text(
@@ -289,6 +291,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/apple/profile.mobileconfig", get(apple))
         .route("/.well-known/mta-sts.txt", get(mta_sts))
         .route("/metrics", get(metrics))
+        .nest("/api/v1", api::router())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -332,9 +335,10 @@ impl HttpServer {
         if let Admission::TooMany(_) = adm {
             return;
         }
-        let app = app.layer(axum::Extension(Peer(postern_net::listener::canonical_ip(
-            peer.ip(),
-        ))));
+        let app = app.layer(axum::Extension(Peer(
+            postern_net::listener::canonical_ip(peer.ip()),
+            self.implicit_tls,
+        )));
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app);
         let mut shutdown = self.shutdown.clone();

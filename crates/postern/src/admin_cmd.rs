@@ -11,7 +11,7 @@ use postern_store::embedded::{EmbeddedStore, Options};
 use postern_store::{Store, StoreError};
 
 use crate::cli::{
-    AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, SieveCmd, UserCmd,
+    AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, SieveCmd, TokenCmd, UserCmd,
 };
 use crate::control;
 
@@ -393,6 +393,16 @@ pub async fn forward(cfg: &Config, c: ForwardCmd) -> anyhow::Result<()> {
             to: None,
             keep_copy: false,
         },
+    };
+    print(run(cfg, req).await?);
+    Ok(())
+}
+
+pub async fn token(cfg: &Config, c: TokenCmd) -> anyhow::Result<()> {
+    let req = match c {
+        TokenCmd::Create { name } => AdminRequest::TokenCreate { name },
+        TokenCmd::List => AdminRequest::TokenList,
+        TokenCmd::Delete { name } => AdminRequest::TokenDelete { name },
     };
     print(run(cfg, req).await?);
     Ok(())

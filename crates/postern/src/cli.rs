@@ -52,6 +52,9 @@ pub enum Command {
     /// A user's Sieve filters: folders, vacation replies, redirects
     #[command(subcommand)]
     Sieve(SieveCmd),
+    /// Tokens for the JSON API (/api/v1)
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Where mail to ADDRESS would go, step by step, and why
     Route { address: String },
     /// The story of messages: received, routed, delivered, queued, each delivery attempt...
@@ -282,6 +285,19 @@ pub enum ForwardCmd {
     },
     /// Stop forwarding USER's mail
     Clear { user: String },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// A new token named NAME; its secret is printed once, keep it
+    Create {
+        name: String,
+    },
+    List,
+    /// The token no longer opens the API
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -95,6 +95,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (_, cfg) = load_config(cli.config)?;
             admin_cmd::forward(&cfg, c).await
         }
+        Command::Token(c) => {
+            let (_, cfg) = load_config(cli.config)?;
+            admin_cmd::token(&cfg, c).await
+        }
         Command::Sieve(c) => {
             let (_, cfg) = load_config(cli.config)?;
             admin_cmd::sieve(&cfg, c).await

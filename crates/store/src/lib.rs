@@ -205,6 +205,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn sender_verdict(&self, account: AccountId, sender: &str) -> Result<Option<bool>>;
 
+    // API tokens (`postern token create`): only a hash of each is kept.
+    async fn token_put(&self, token: ApiToken) -> Result<()>;
+    async fn token_list(&self) -> Result<Vec<ApiToken>>;
+    async fn token_delete(&self, name: &str) -> Result<()>;
+
     /// One POP3 session per maildrop: `None` while another holds it.
     fn lock_maildrop(&self, account: AccountId) -> Option<MaildropLock>;
     /// Changes committed from now on, from any session.

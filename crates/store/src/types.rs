@@ -480,3 +480,11 @@ pub struct SieveScript {
     pub active: bool,
     pub size: u64,
 }
+
+/// An API token: its name, the SHA-256 of its secret (hex), when it was made (seconds).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiToken {
+    pub name: String,
+    pub hash: String,
+    pub created: i64,
+}

@@ -350,6 +350,7 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(SIEVE_ACTIVE).map_err(db_err)?;
         w.open_table(SEEN).map_err(db_err)?;
         w.open_table(SENDERS).map_err(db_err)?;
+        w.open_table(TOKENS).map_err(db_err)?;
     }
     w.commit().map_err(db_err)?;
     Ok(())
@@ -654,6 +655,18 @@ impl Store for EmbeddedStore {
         self.write(Job::SieveRename(account, from.into(), to.into()))
             .await
             .map(|_| ())
+    }
+
+    async fn token_put(&self, token: ApiToken) -> Result<()> {
+        self.write(Job::TokenPut(token)).await.map(|_| ())
+    }
+
+    async fn token_list(&self) -> Result<Vec<ApiToken>> {
+        self.list_json(TOKENS)
+    }
+
+    async fn token_delete(&self, name: &str) -> Result<()> {
+        self.write(Job::TokenDelete(name.into())).await.map(|_| ())
     }
 
     async fn sender_verdict_set(

@@ -45,6 +45,9 @@ pub const SEEN: TableDefinition<(u64, &str), i64> = TableDefinition::new("seen")
 /// (account, sender address) → 1 junk, 0 trusted: taught by moving mail into or out of Junk.
 pub const SENDERS: TableDefinition<(u64, &str), u8> = TableDefinition::new("senders");
 
+/// name → API token record (JSON).
+pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+
 pub const NEXT_ACCOUNT: &str = "next_account";
 pub const NEXT_MAILBOX: &str = "next_mailbox";
 pub const NEXT_BLOB: &str = "next_blob";

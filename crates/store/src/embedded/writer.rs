@@ -40,6 +40,8 @@ pub enum Job {
     SieveDelete(AccountId, String),
     SieveRename(AccountId, String, String),
     SenderVerdict(AccountId, String, Option<bool>),
+    TokenPut(ApiToken),
+    TokenDelete(String),
     SeenMark {
         account: AccountId,
         key: String,
@@ -303,6 +305,7 @@ struct Tables<'t> {
     sieve_active: Table<'t, u64, &'static str>,
     seen: Table<'t, (u64, &'static str), i64>,
     senders: Table<'t, (u64, &'static str), u8>,
+    tokens: Table<'t, &'static str, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -328,6 +331,7 @@ impl<'t> Tables<'t> {
             sieve_active: w.open_table(SIEVE_ACTIVE).map_err(db_err)?,
             seen: w.open_table(SEEN).map_err(db_err)?,
             senders: w.open_table(SENDERS).map_err(db_err)?,
+            tokens: w.open_table(TOKENS).map_err(db_err)?,
         })
     }
 
@@ -446,6 +450,21 @@ impl<'t> Tables<'t> {
                     self.sieve_active
                         .insert(account, to.as_str())
                         .map_err(db_err)?;
+                }
+                Ok(Output::Unit)
+            }
+            Job::TokenPut(t) => {
+                if self.tokens.get(t.name.as_str()).map_err(db_err)?.is_some() {
+                    return Err(StoreError::AlreadyExists(format!("token {}", t.name)));
+                }
+                self.tokens
+                    .insert(t.name.as_str(), json(&t).as_slice())
+                    .map_err(db_err)?;
+                Ok(Output::Unit)
+            }
+            Job::TokenDelete(name) => {
+                if self.tokens.remove(name.as_str()).map_err(db_err)?.is_none() {
+                    return Err(StoreError::NotFound(format!("token {name}")));
                 }
                 Ok(Output::Unit)
             }
