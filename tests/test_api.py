@@ -99,3 +99,58 @@ def test_every_endpoint_is_documented():
     routes = set(re.findall(r'\.route\(\s*"(/[^"]+)"', (ROOT / "crates/http/src/api.rs").read_text()))
     documented = set(re.findall(r"^  (/\S+):$", (ROOT / "docs/openapi.yaml").read_text(), re.M))
     assert routes and routes == documented, (routes ^ documented)
+
+
+def test_self_service_and_role_separation(make_server):
+    import base64
+    s = make_server(listeners=("smtp", "submissions", "imaps", "pop3s", "http"),
+                    extra_config='[smtp]\npregreet_wait_ms = 0\n[auth]\nfailure_delay_ms = 0')
+    s.add_user(ALICE)
+    s.add_user(BOB)
+    s.start()
+
+    def me(method, path, body=None, user=ALICE, password=PASSWORD):
+        c = http.client.HTTPConnection("127.0.0.1", s.port("http"), timeout=20)
+        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+        c.request(method, "/api/v1" + path, body=json.dumps(body) if body is not None else None,
+                  headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
+        r = c.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+
+    st, body = me("GET", "/me")
+    assert st == 200 and body["address"] == ALICE and body["vacation"] is False
+    assert any(e["service"] == "IMAP" and e["port"] == s.port("imaps") and e["security"] == "SSL/TLS"
+               for e in body["settings"]), body["settings"]
+    # A wrong password says nothing about whether the account exists.
+    st1, b1 = me("GET", "/me", password="wrong")
+    st2, b2 = me("GET", "/me", user="nobody@example.test", password="wrong")
+    assert st1 == st2 == 401 and b1 == b2
+    # A user's password opens no admin endpoint; a token opens no /me.
+    c = http.client.HTTPConnection("127.0.0.1", s.port("http"), timeout=20)
+    c.request("GET", "/api/v1/users", headers={
+        "Authorization": "Basic " + base64.b64encode(f"{ALICE}:{PASSWORD}".encode()).decode()})
+    assert c.getresponse().status == 401
+    token = s.cli("token", "create", "t").stdout.strip()
+    assert api(s, "GET", "/me", token=token)[0] == 401
+    # Vacation: on, replies once; off, and the script active before is active again.
+    s.cli("sieve", "put", ALICE, "mine", "-", "--activate", input='require "fileinto"; keep;')
+    st, body = me("PUT", "/me/vacation", {"text": "I am away.", "subject": "Away", "days": 3})
+    assert st == 200, body
+    assert me("GET", "/me")[1]["vacation"] is True
+    import helpers
+    helpers.submit(s, BOB, [ALICE], f"From: {BOB}\r\nTo: {ALICE}\r\nSubject: hi\r\n\r\nx\r\n".encode(), user=BOB)
+    replies = [m for m in helpers.inbox(s, BOB) if b"Subject: Away" in m]
+    assert len(replies) == 1 and b"I am away." in replies[0]
+    assert len(helpers.inbox(s, ALICE)) == 1, "the script active before still keeps the mail"
+    st, body = me("DELETE", "/me/vacation")
+    assert st == 200
+    assert "mine  ACTIVE" in s.cli("sieve", "list", ALICE).stdout
+    # Forwarding and password.
+    assert me("PUT", "/me/forward", {"to": BOB, "keep_copy": True})[0] == 200
+    assert me("GET", "/me")[1]["forward"] == {"to": BOB, "keep_copy": True}
+    assert me("DELETE", "/me/forward")[0] == 200
+    st, body = me("PUT", "/me/password", {"password": "x"})
+    assert st == 400 and "at least" in body["error"], body
+    assert me("PUT", "/me/password", {"password": "an0ther-passw0rd"})[0] == 200
+    with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx()) as c:
+        assert c.login(ALICE, "an0ther-passw0rd")[0] == "OK"

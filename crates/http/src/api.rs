@@ -1,7 +1,8 @@
 //! The JSON API under `/api/v1` (docs/openapi.yaml): every admin operation of the CLI, each a
 //! thin mapping onto the same [`AdminRequest`] the CLI sends, so both share one
 //! implementation. Authenticated with tokens from `postern token create`
-//! (`Authorization: Bearer pst_...`), over TLS or from loopback only.
+//! (`Authorization: Bearer pst_...`), over TLS or from loopback only. Under `/me`, a mail
+//! user manages their own account with their address and password instead.
 
 use std::sync::Arc;
 
@@ -225,6 +226,13 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/queue/{id}/retry", post(queue_retry))
         .route("/queue/{id}/bounce", post(queue_bounce))
         .route("/trace", get(trace))
+        .route("/me", get(me_get))
+        .route("/me/password", put(me_password))
+        .route("/me/forward", put(me_forward_set).delete(me_forward_clear))
+        .route(
+            "/me/vacation",
+            put(me_vacation_set).delete(me_vacation_clear),
+        )
 }
 
 async fn domains(st: St, h: HeaderMap, p: Ext) -> Response {
@@ -512,4 +520,254 @@ async fn trace(st: St, h: HeaderMap, p: Ext, Query(q): Query<TraceQuery>) -> Res
         limit: q.limit.unwrap_or(20).min(1000),
     };
     run(st, h, p, req, StatusCode::OK).await
+}
+
+// Self-service: a mail user with their own address and password (HTTP Basic), over TLS or
+// from loopback. These endpoints reach that account only; admin endpoints take tokens only.
+
+/// The logged-in account, or the status and words refusing the request.
+async fn user_login(
+    st: &AppState,
+    headers: &HeaderMap,
+    peer: Peer,
+) -> Result<postern_store::Account, (StatusCode, String)> {
+    let Peer(ip, tls) = peer;
+    if !tls && !ip.is_loopback() && !st.config.auth.allow_plaintext {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "passwords are taken over HTTPS only (or from this machine)".into(),
+        ));
+    }
+    let creds = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some((user, password)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "log in with your email address and password (HTTP Basic)".into(),
+        ));
+    };
+    use postern_directory::AuthOutcome;
+    match st.directory.authenticate(user, password, ip).await {
+        Ok(AuthOutcome::Ok(a)) => Ok(a),
+        Ok(AuthOutcome::Failed) => {
+            tokio::time::sleep(st.directory.failure_delay()).await;
+            Err((
+                StatusCode::UNAUTHORIZED,
+                "wrong user name or password: the user name is your full email address".into(),
+            ))
+        }
+        Ok(AuthOutcome::Disabled) => Err((
+            StatusCode::UNAUTHORIZED,
+            "this account is disabled; ask your mail administrator".into(),
+        )),
+        Ok(AuthOutcome::LockedOut(w)) => Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed logins; try again in {} minute(s)",
+                w.as_secs().div_ceil(60)
+            ),
+        )),
+        Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+macro_rules! me {
+    ($st:expr, $h:expr, $p:expr) => {
+        match user_login(&$st, &$h, $p.0).await {
+            Ok(a) => a,
+            Err((status, m)) => {
+                let mut r = error(status, &m);
+                if status == StatusCode::UNAUTHORIZED {
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Basic realm=\"postern\""),
+                    );
+                }
+                return r;
+            }
+        }
+    };
+}
+
+async fn as_user(st: &AppState, req: AdminRequest) -> Response {
+    match st.directory.admin(req).await {
+        Ok(reply) => json(StatusCode::OK, &reply),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.message),
+    }
+}
+
+/// The account: usage, quota, forwarding, vacation, and the settings for a mail program.
+async fn me_get(st: St, h: HeaderMap, p: Ext) -> Response {
+    let a = me!(st, h, p);
+    let store = st.directory.store();
+    let usage = store.account_usage(a.id).await.ok();
+    let active = store.sieve_active(a.id).await.ok().flatten();
+    let settings: Vec<serde_json::Value> = postern_config::settings::endpoints(&st.config)
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "service": e.service.label(),
+                "host": e.host,
+                "port": e.port,
+                "security": e.security.label(),
+                "username": a.address,
+            })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "address": a.address,
+            "quota_bytes": a.quota_bytes,
+            "quota_messages": a.quota_messages,
+            "used_bytes": usage.as_ref().map(|u| u.bytes),
+            "messages": usage.as_ref().map(|u| u.messages),
+            "forward": a.forward.as_ref().map(|f| serde_json::json!({"to": f.to, "keep_copy": f.keep_copy})),
+            "vacation": active.as_ref().is_some_and(|(n, _)| n == VACATION),
+            "sieve_active": active.map(|(n, _)| n),
+            "settings": settings,
+        }),
+    )
+}
+
+async fn me_password(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
+    let a = me!(st, h, p);
+    let b = with_body!(b, PasswordBody);
+    as_user(
+        &st,
+        AdminRequest::UserPasswd {
+            address: a.address,
+            password: b.password,
+        },
+    )
+    .await
+}
+
+async fn me_forward_set(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
+    let a = me!(st, h, p);
+    let b = with_body!(b, ForwardBody);
+    as_user(
+        &st,
+        AdminRequest::Forward {
+            address: a.address,
+            to: Some(b.to),
+            keep_copy: b.keep_copy,
+        },
+    )
+    .await
+}
+
+async fn me_forward_clear(st: St, h: HeaderMap, p: Ext) -> Response {
+    let a = me!(st, h, p);
+    as_user(
+        &st,
+        AdminRequest::Forward {
+            address: a.address,
+            to: None,
+            keep_copy: false,
+        },
+    )
+    .await
+}
+
+/// The name of the script `PUT /me/vacation` writes.
+const VACATION: &str = "vacation";
+
+#[derive(Deserialize)]
+struct VacationBody {
+    text: String,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default = "default_days")]
+    days: u32,
+}
+
+fn default_days() -> u32 {
+    7
+}
+
+/// A Sieve string literal.
+fn sieve_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Turns on a vacation reply: a script that replies, then runs the script that was active
+/// before (kept by name in its first line, so turning vacation off brings it back).
+async fn me_vacation_set(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
+    let a = me!(st, h, p);
+    let b = with_body!(b, VacationBody);
+    let store = st.directory.store();
+    let previous = match store.sieve_active(a.id).await {
+        Ok(Some((n, src))) if n == VACATION => previous_of(&src),
+        Ok(Some((n, _))) => Some(n),
+        Ok(None) => None,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let mut src = format!(
+        "# previous: {}\r\nrequire [\"vacation\", \"include\"];\r\nvacation :days {}",
+        previous.as_deref().unwrap_or(""),
+        b.days.clamp(1, 365)
+    );
+    if let Some(s) = &b.subject {
+        src.push_str(&format!(" :subject {}", sieve_string(s)));
+    }
+    src.push_str(&format!(" {};\r\n", sieve_string(&b.text)));
+    if let Some(prev) = &previous {
+        src.push_str(&format!("include :personal {};\r\n", sieve_string(prev)));
+    }
+    as_user(
+        &st,
+        AdminRequest::SievePut {
+            address: a.address,
+            name: VACATION.into(),
+            source: src,
+            activate: true,
+        },
+    )
+    .await
+}
+
+fn previous_of(src: &str) -> Option<String> {
+    src.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# previous: "))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Turns the vacation reply off and makes the script active before it active again.
+async fn me_vacation_clear(st: St, h: HeaderMap, p: Ext) -> Response {
+    let a = me!(st, h, p);
+    let store = st.directory.store();
+    let Ok(Some((name, src))) = store.sieve_active(a.id).await else {
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({"kind": "done", "message": "no vacation reply was on"}),
+        );
+    };
+    if name != VACATION {
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({"kind": "done", "message": "no vacation reply was on"}),
+        );
+    }
+    let previous = previous_of(&src);
+    let r = async {
+        store.sieve_activate(a.id, previous.as_deref()).await?;
+        store.sieve_delete(a.id, VACATION).await
+    }
+    .await;
+    match r {
+        Ok(()) => json(
+            StatusCode::OK,
+            &serde_json::json!({"kind": "done", "message": "vacation reply off"}),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
 }
