@@ -154,3 +154,34 @@ def test_self_service_and_role_separation(make_server):
     assert me("PUT", "/me/password", {"password": "an0ther-passw0rd"})[0] == 200
     with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx()) as c:
         assert c.login(ALICE, "an0ther-passw0rd")[0] == "OK"
+
+
+def test_doctor_and_dns_records(make_server):
+    from peers import Dns
+    from conftest import free_port
+    dns = Dns(free_port())
+    dns.start(mx=[(DOMAIN, "mail." + DOMAIN, 10)], a=[("mail." + DOMAIN, "127.0.0.1")])
+    try:
+        s = make_server(listeners=("smtp", "http"), extra_config=f"""
+[dns]
+nameservers = ["127.0.0.1:{dns.port}"]
+[doctor]
+probe_domain = ""
+ntp_server = ""
+public_ip = "127.0.0.1"
+""")
+        s.start()
+        token = s.cli("token", "create", "t").stdout.strip()
+        st, body = api(s, "GET", f"/dns/{DOMAIN}?check=true", token=token)
+        assert st == 200 and body["domain"] == DOMAIN
+        mx = [r for r in body["records"] if r["type"] == "MX"][0]
+        assert mx["status"] == "ok", mx
+        spf = [r for r in body["records"] if r["type"] == "TXT" and "v=spf1" in r["value"]][0]
+        assert spf["status"] == "missing"
+        st, body = api(s, "GET", f"/dns/{DOMAIN}", token=token)
+        assert all(r["status"] == "unchecked" for r in body["records"])
+        st, body = api(s, "GET", "/doctor", token=token)
+        assert st == 200 and isinstance(body, dict) and body, body
+        assert api(s, "GET", "/doctor")[0] == 401
+    finally:
+        dns.stop()

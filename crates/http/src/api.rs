@@ -226,6 +226,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/queue/{id}/retry", post(queue_retry))
         .route("/queue/{id}/bounce", post(queue_bounce))
         .route("/trace", get(trace))
+        .route("/doctor", get(doctor))
+        .route("/dns/{domain}", get(dns))
         .route("/me", get(me_get))
         .route("/me/password", put(me_password))
         .route("/me/forward", put(me_forward_set).delete(me_forward_clear))
@@ -520,6 +522,49 @@ async fn trace(st: St, h: HeaderMap, p: Ext, Query(q): Query<TraceQuery>) -> Res
         limit: q.limit.unwrap_or(20).min(1000),
     };
     run(st, h, p, req, StatusCode::OK).await
+}
+
+/// A JSON report from a hook, for a caller with a token.
+async fn report(
+    st: &AppState,
+    h: &HeaderMap,
+    p: Peer,
+    make: Option<crate::JsonFuture>,
+) -> Response {
+    if let Err((status, m)) = authorize(st, h, p).await {
+        return error(status, &m);
+    }
+    match make {
+        Some(f) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            f.await,
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, "not available in this server"),
+    }
+}
+
+async fn doctor(st: St, h: HeaderMap, p: Ext) -> Response {
+    let f = st.hooks.doctor.as_ref().map(|d| d());
+    report(&st, &h, p.0, f).await
+}
+
+#[derive(Deserialize)]
+struct CheckQuery {
+    #[serde(default)]
+    check: bool,
+}
+
+async fn dns(
+    st: St,
+    h: HeaderMap,
+    p: Ext,
+    Path(domain): Path<String>,
+    Query(q): Query<CheckQuery>,
+) -> Response {
+    let f = st.hooks.dns.as_ref().map(|d| d(domain, q.check));
+    report(&st, &h, p.0, f).await
 }
 
 // Self-service: a mail user with their own address and password (HTTP Basic), over TLS or

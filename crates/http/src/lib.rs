@@ -28,11 +28,25 @@ pub struct HttpServer {
     pub tls: Option<Arc<TlsStore>>,
     pub implicit_tls: bool,
     pub shutdown: Shutdown,
+    pub hooks: Hooks,
+}
+
+/// A report made by the server outside this crate, as JSON.
+pub type JsonFuture = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+
+/// What the API asks of the running server beyond the directory.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// `postern doctor --json`.
+    pub doctor: Option<Arc<dyn Fn() -> JsonFuture + Send + Sync>>,
+    /// `postern dns DOMAIN [--check]`, as JSON.
+    pub dns: Option<Arc<dyn Fn(String, bool) -> JsonFuture + Send + Sync>>,
 }
 
 pub(crate) struct AppState {
     config: Arc<Config>,
     directory: Arc<Directory>,
+    hooks: Hooks,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +316,7 @@ impl HttpServer {
         let app = router(Arc::new(AppState {
             config: self.config.clone(),
             directory: self.directory.clone(),
+            hooks: self.hooks.clone(),
         }));
         let limits = ConnLimits {
             max_connections: self.config.http.max_connections,

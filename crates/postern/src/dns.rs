@@ -392,3 +392,35 @@ pub async fn run(cfg: &Config, domain: Option<String>, check: bool) -> anyhow::R
     }
     Ok(all_ok)
 }
+
+/// The records of one domain as JSON (the API's `/dns/{domain}`), each judged against DNS
+/// when `check` is set.
+pub async fn records_json(cfg: &Config, domain: &str, check: bool) -> String {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let resolver = if check {
+        postern_queue::route::resolver(&cfg.dns.nameservers).ok()
+    } else {
+        None
+    };
+    let mut out = Vec::new();
+    for r in records(cfg, &domain) {
+        let (status, detail) = match &resolver {
+            None => ("unchecked", String::new()),
+            Some(res) => match judge(&r, res, &cfg.hostname).await {
+                Verdict::Ok(d) => ("ok", d),
+                Verdict::Missing => ("missing", String::new()),
+                Verdict::Wrong(d) => ("wrong", d),
+                Verdict::Skipped => ("unchecked", String::new()),
+            },
+        };
+        out.push(serde_json::json!({
+            "name": r.name,
+            "type": r.kind,
+            "value": r.value,
+            "why": r.why,
+            "status": status,
+            "detail": detail,
+        }));
+    }
+    serde_json::json!({ "domain": domain, "records": out }).to_string()
+}

@@ -77,6 +77,7 @@ pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Ser
                 tls: s.tls.clone(),
                 implicit_tls: kind.implicit_tls(),
                 shutdown: s.shutdown.clone(),
+                hooks: s.hooks.clone(),
             });
             tokio::spawn(server.run(listener, tracker));
         }

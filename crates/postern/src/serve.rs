@@ -30,6 +30,8 @@ pub struct Services {
     pub tracker: Tracker,
     pub trust: Option<Arc<postern_trust::Checker>>,
     pub abuse: Arc<postern_smtp::abuse::Abuse>,
+    /// Doctor and DNS reports for the JSON API.
+    pub hooks: postern_http::Hooks,
 }
 
 fn init_logging(cfg: &Config) {
@@ -187,6 +189,17 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             Box::pin(async move { crate::doctor::run(&cfg, &access).await.to_json() })
         })
     };
+    let hooks = postern_http::Hooks {
+        doctor: Some(doctor.clone()),
+        dns: Some({
+            let cfg = Arc::new(cfg.clone());
+            Arc::new(move |domain: String, check: bool| {
+                let cfg = cfg.clone();
+                Box::pin(async move { crate::dns::records_json(&cfg, &domain, check).await })
+                    as postern_http::JsonFuture
+            })
+        }),
+    };
     control::listen(
         &cfg.data_dir,
         directory.clone(),
@@ -209,6 +222,7 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         None
     };
     let services = Services {
+        hooks,
         trust,
         abuse: Default::default(),
         config: Arc::new(cfg),
