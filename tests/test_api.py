@@ -29,6 +29,10 @@ def test_api_end_to_end(make_server):
     # No token, a wrong one, another network without TLS: refused.
     st, body = api(s, "GET", "/domains")
     assert st == 401 and "postern token create" in body["error"]
+    # Credentials come first: a bad body or id without a token is 401, never a parse error.
+    assert api(s, "POST", "/users", {"nonsense": 1})[0] == 401
+    assert api(s, "GET", "/queue/not-a-number")[0] == 401
+    assert api(s, "GET", "/trace?limit=-1")[0] == 401
     assert api(s, "GET", "/domains", token="pst_wrong")[0] == 401
     st, body = api(s, "GET", "/domains", token=token, source="127.0.0.2")
     assert st == 200, "127.0.0.2 is loopback too"
@@ -75,7 +79,9 @@ def test_api_end_to_end(make_server):
     assert st == 400 and "error" in body["error"]
     st, body = api(s, "GET", "/users/carol@other.test/sieve/main", token=token)
     assert body["message"] == 'require "fileinto"; fileinto "Work";'
-    assert api(s, "PUT", "/users/carol@other.test/sieve/active", {"name": None}, token)[0] == 200
+    assert api(s, "PUT", "/users/carol@other.test/sieve-active", {"name": None}, token)[0] == 200
+    st, body = api(s, "PUT", "/users/carol@other.test/sieve-active", {"source": "keep;"}, token)
+    assert st == 400 and "unknown field" in body["error"], body
     assert api(s, "DELETE", "/users/carol@other.test/sieve/main", token=token)[0] == 200
     assert api(s, "GET", "/users/carol@other.test/sieve/main", token=token)[0] == 404
     # Queue and trace.
@@ -85,6 +91,9 @@ def test_api_end_to_end(make_server):
     st, body = api(s, "GET", "/queue", token=token)
     assert st == 200 and body["entries"] == []
     assert api(s, "GET", "/queue/12345", token=token)[0] == 404
+    assert api(s, "GET", "/queue/not-a-number", token=token)[0] == 404
+    st, body = api(s, "GET", "/trace?limit=-1", token=token)
+    assert st == 400 and "error" in body
     # Deleting: the user, then the domain; the token last.
     assert api(s, "DELETE", "/aliases/info@other.test", token=token)[0] == 200
     assert api(s, "DELETE", "/users/carol@other.test", token=token)[0] == 200
@@ -145,6 +154,12 @@ def test_self_service_and_role_separation(make_server):
     st, body = me("DELETE", "/me/vacation")
     assert st == 200
     assert "mine  ACTIVE" in s.cli("sieve", "list", ALICE).stdout
+    # Vacation on, the script it runs after deleted meanwhile: off still works.
+    assert me("PUT", "/me/vacation", {"text": "Away again."})[0] == 200
+    assert "postern-vacation  ACTIVE" in s.cli("sieve", "list", ALICE).stdout
+    s.cli("sieve", "delete", ALICE, "mine")
+    assert me("DELETE", "/me/vacation")[0] == 200
+    assert "no Sieve scripts" in s.cli("sieve", "list", ALICE).stdout
     # Forwarding and password.
     assert me("PUT", "/me/forward", {"to": BOB, "keep_copy": True})[0] == 200
     assert me("GET", "/me")[1]["forward"] == {"to": BOB, "keep_copy": True}
@@ -180,6 +195,7 @@ public_ip = "127.0.0.1"
         assert spf["status"] == "missing"
         st, body = api(s, "GET", f"/dns/{DOMAIN}", token=token)
         assert all(r["status"] == "unchecked" for r in body["records"])
+        assert api(s, "GET", "/dns/elsewhere.test", token=token)[0] == 404
         st, body = api(s, "GET", "/doctor", token=token)
         assert st == 200 and isinstance(body, dict) and body, body
         assert api(s, "GET", "/doctor")[0] == 401

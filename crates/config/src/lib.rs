@@ -924,6 +924,20 @@ impl Config {
                 self.inbound.spf_fail
             ));
         }
+        for n in &self.http.metrics_networks {
+            if n.parse::<Cidr>().is_err() {
+                return Err(format!(
+                    "http.metrics_networks: {n:?} is not a network such as \"127.0.0.0/8\""
+                ));
+            }
+        }
+        for n in &self.inbound.allow {
+            if n.contains('/') && n.parse::<Cidr>().is_err() {
+                return Err(format!(
+                    "inbound.allow: {n:?} is neither a network nor an address or domain"
+                ));
+            }
+        }
         if self.dns.timeout.0 == 0 {
             return Err("dns.timeout must be at least 1s".into());
         }

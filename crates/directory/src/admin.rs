@@ -200,17 +200,41 @@ pub enum AdminReply {
 #[error("{message}")]
 pub struct AdminError {
     pub message: String,
+    /// The storage failed for now: worth trying again (HTTP 503), not a refusal.
+    #[serde(default)]
+    pub temporary: bool,
 }
 
 impl AdminError {
     fn new(m: impl Into<String>) -> Self {
-        AdminError { message: m.into() }
+        AdminError {
+            message: m.into(),
+            temporary: false,
+        }
+    }
+
+    /// Whether the error says that what was named does not exist (HTTP 404).
+    pub fn is_not_found(&self) -> bool {
+        let m = self.message.to_ascii_lowercase();
+        [
+            "does not exist",
+            "no such",
+            "not found",
+            "has no script",
+            "there is no",
+            "no queued",
+        ]
+        .iter()
+        .any(|w| m.contains(w))
     }
 }
 
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
-        AdminError::new(e.to_string())
+        AdminError {
+            temporary: e.is_temporary(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -514,7 +538,9 @@ impl Directory {
                 limit,
             } => {
                 let now_ms = postern_store::now() * 1000;
-                let since = since_secs.map(|s| now_ms - s as i64 * 1000).unwrap_or(0);
+                let since = since_secs
+                    .map(|s| now_ms.saturating_sub((s.min(1 << 40) as i64).saturating_mul(1000)))
+                    .unwrap_or(0);
                 let limit = limit.clamp(1, 1000);
                 let norm =
                     |a: String| normalize_address(&a).unwrap_or_else(|_| a.to_ascii_lowercase());

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -57,8 +58,9 @@ async fn authorize(
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .unwrap_or("");
     match st.directory.token_name(token).await {
         Ok(Some(name)) => Ok(name),
@@ -71,31 +73,41 @@ async fn authorize(
     }
 }
 
-/// Runs one admin request for an authorized caller.
-async fn run(st: St, headers: HeaderMap, peer: Ext, req: AdminRequest, ok: StatusCode) -> Response {
-    let name = match authorize(&st, &headers, peer.0).await {
-        Ok(n) => n,
-        Err((status, m)) => return error(status, &m),
-    };
-    tracing::info!(token = %name, "api request");
+/// The reply to an admin request: 404 for what does not exist, 503 when storage failed for
+/// now, 400 for any other refusal.
+async fn exec(st: &AppState, req: AdminRequest, ok: StatusCode) -> Response {
     match st.directory.admin(req).await {
         Ok(reply) => json(ok, &reply),
-        Err(e) => {
-            let m = e.message.to_ascii_lowercase();
-            let status = if m.contains("does not exist")
-                || m.contains("no such")
-                || m.contains("not found")
-                || m.contains("has no script")
-                || m.contains("there is no")
-                || m.starts_with("no queued")
-            {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            error(status, &e.message)
-        }
+        Err(e) if e.temporary => error(StatusCode::SERVICE_UNAVAILABLE, &e.message),
+        Err(e) if e.is_not_found() => error(StatusCode::NOT_FOUND, &e.message),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.message),
     }
+}
+
+/// Authenticates the token before anything of the request is looked at.
+macro_rules! auth {
+    ($st:expr, $h:expr, $p:expr) => {
+        match authorize(&$st, &$h, $p.0).await {
+            Ok(name) => tracing::info!(token = %name, "api request"),
+            Err((status, m)) => return error(status, &m),
+        }
+    };
+}
+
+/// An extractor's result, after authentication: a JSON 400 when it failed.
+macro_rules! extracted {
+    ($r:expr) => {
+        match $r {
+            Ok(v) => v,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+        }
+    };
+}
+
+/// A numeric id from the path: anything else names nothing.
+fn id_of(s: &str) -> Result<u64, Response> {
+    s.parse()
+        .map_err(|_| error(StatusCode::NOT_FOUND, &format!("no queued message {s}")))
 }
 
 fn body<T: DeserializeOwned>(b: &Bytes) -> Result<T, String> {
@@ -112,11 +124,13 @@ macro_rules! with_body {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NameBody {
     name: String,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UserBody {
     address: String,
     password: String,
@@ -125,11 +139,13 @@ struct UserBody {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PasswordBody {
     password: String,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct QuotaBody {
     bytes: u64,
     #[serde(default)]
@@ -137,6 +153,7 @@ struct QuotaBody {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ForwardBody {
     to: String,
     #[serde(default)]
@@ -144,6 +161,7 @@ struct ForwardBody {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AliasBody {
     alias: String,
     targets: Vec<String>,
@@ -155,6 +173,7 @@ struct TargetQuery {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GroupBody {
     group: String,
     members: Vec<String>,
@@ -165,6 +184,7 @@ struct GroupBody {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PolicyBody {
     policy: String,
     #[serde(default)]
@@ -176,6 +196,7 @@ fn default_policy() -> String {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ScriptBody {
     source: String,
     #[serde(default)]
@@ -183,6 +204,7 @@ struct ScriptBody {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ActiveBody {
     name: Option<String>,
 }
@@ -210,7 +232,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
             put(forward_set).delete(forward_clear),
         )
         .route("/users/{address}/sieve", get(sieve_list))
-        .route("/users/{address}/sieve/active", put(sieve_activate))
+        .route("/users/{address}/sieve-active", put(sieve_activate))
         .route(
             "/users/{address}/sieve/{name}",
             get(sieve_get).put(sieve_put).delete(sieve_delete),
@@ -238,15 +260,15 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 }
 
 async fn domains(st: St, h: HeaderMap, p: Ext) -> Response {
-    run(st, h, p, AdminRequest::DomainList, StatusCode::OK).await
+    auth!(st, h, p);
+    exec(&st, AdminRequest::DomainList, StatusCode::OK).await
 }
 
 async fn domain_add(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
+    auth!(st, h, p);
     let b = with_body!(b, NameBody);
-    run(
-        st,
-        h,
-        p,
+    exec(
+        &st,
         AdminRequest::DomainAdd { name: b.name },
         StatusCode::CREATED,
     )
@@ -254,25 +276,29 @@ async fn domain_add(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
 }
 
 async fn domain_del(st: St, h: HeaderMap, p: Ext, Path(name): Path<String>) -> Response {
-    run(st, h, p, AdminRequest::DomainDel { name }, StatusCode::OK).await
+    auth!(st, h, p);
+    exec(&st, AdminRequest::DomainDel { name }, StatusCode::OK).await
 }
 
 async fn users(st: St, h: HeaderMap, p: Ext) -> Response {
-    run(st, h, p, AdminRequest::UserList, StatusCode::OK).await
+    auth!(st, h, p);
+    exec(&st, AdminRequest::UserList, StatusCode::OK).await
 }
 
 async fn user_add(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
+    auth!(st, h, p);
     let b = with_body!(b, UserBody);
     let req = AdminRequest::UserAdd {
         address: b.address,
         password: b.password,
         quota: b.quota,
     };
-    run(st, h, p, req, StatusCode::CREATED).await
+    exec(&st, req, StatusCode::CREATED).await
 }
 
 async fn user_del(st: St, h: HeaderMap, p: Ext, Path(address): Path<String>) -> Response {
-    run(st, h, p, AdminRequest::UserDel { address }, StatusCode::OK).await
+    auth!(st, h, p);
+    exec(&st, AdminRequest::UserDel { address }, StatusCode::OK).await
 }
 
 async fn user_password(
@@ -282,12 +308,13 @@ async fn user_password(
     Path(address): Path<String>,
     b: Bytes,
 ) -> Response {
+    auth!(st, h, p);
     let b = with_body!(b, PasswordBody);
     let req = AdminRequest::UserPasswd {
         address,
         password: b.password,
     };
-    run(st, h, p, req, StatusCode::OK).await
+    exec(&st, req, StatusCode::OK).await
 }
 
 async fn user_quota(
@@ -297,13 +324,14 @@ async fn user_quota(
     Path(address): Path<String>,
     b: Bytes,
 ) -> Response {
+    auth!(st, h, p);
     let b = with_body!(b, QuotaBody);
     let req = AdminRequest::UserQuota {
         address,
         quota: b.bytes,
         messages: b.messages,
     };
-    run(st, h, p, req, StatusCode::OK).await
+    exec(&st, req, StatusCode::OK).await
 }
 
 async fn forward_set(
@@ -313,33 +341,29 @@ async fn forward_set(
     Path(address): Path<String>,
     b: Bytes,
 ) -> Response {
+    auth!(st, h, p);
     let b = with_body!(b, ForwardBody);
     let req = AdminRequest::Forward {
         address,
         to: Some(b.to),
         keep_copy: b.keep_copy,
     };
-    run(st, h, p, req, StatusCode::OK).await
+    exec(&st, req, StatusCode::OK).await
 }
 
 async fn forward_clear(st: St, h: HeaderMap, p: Ext, Path(address): Path<String>) -> Response {
+    auth!(st, h, p);
     let req = AdminRequest::Forward {
         address,
         to: None,
         keep_copy: false,
     };
-    run(st, h, p, req, StatusCode::OK).await
+    exec(&st, req, StatusCode::OK).await
 }
 
 async fn sieve_list(st: St, h: HeaderMap, p: Ext, Path(address): Path<String>) -> Response {
-    run(
-        st,
-        h,
-        p,
-        AdminRequest::SieveList { address },
-        StatusCode::OK,
-    )
-    .await
+    auth!(st, h, p);
+    exec(&st, AdminRequest::SieveList { address }, StatusCode::OK).await
 }
 
 async fn sieve_get(
@@ -348,10 +372,9 @@ async fn sieve_get(
     p: Ext,
     Path((address, name)): Path<(String, String)>,
 ) -> Response {
-    run(
-        st,
-        h,
-        p,
+    auth!(st, h, p);
+    exec(
+        &st,
         AdminRequest::SieveGet { address, name },
         StatusCode::OK,
     )
@@ -365,6 +388,7 @@ async fn sieve_put(
     Path((address, name)): Path<(String, String)>,
     b: Bytes,
 ) -> Response {
+    auth!(st, h, p);
     let b = with_body!(b, ScriptBody);
     let req = AdminRequest::SievePut {
         address,
@@ -372,7 +396,7 @@ async fn sieve_put(
         source: b.source,
         activate: b.activate,
     };
-    run(st, h, p, req, StatusCode::OK).await
+    exec(&st, req, StatusCode::OK).await
 }
 
 async fn sieve_delete(
@@ -381,10 +405,9 @@ async fn sieve_delete(
     p: Ext,
     Path((address, name)): Path<(String, String)>,
 ) -> Response {
-    run(
-        st,
-        h,
-        p,
+    auth!(st, h, p);
+    exec(
+        &st,
         AdminRequest::SieveDelete { address, name },
         StatusCode::OK,
     )
@@ -398,11 +421,10 @@ async fn sieve_activate(
     Path(address): Path<String>,
     b: Bytes,
 ) -> Response {
+    auth!(st, h, p);
     let b = with_body!(b, ActiveBody);
-    run(
-        st,
-        h,
-        p,
+    exec(
+        &st,
         AdminRequest::SieveActivate {
             address,
             name: b.name,
@@ -413,16 +435,18 @@ async fn sieve_activate(
 }
 
 async fn aliases(st: St, h: HeaderMap, p: Ext) -> Response {
-    run(st, h, p, AdminRequest::AliasList, StatusCode::OK).await
+    auth!(st, h, p);
+    exec(&st, AdminRequest::AliasList, StatusCode::OK).await
 }
 
 async fn alias_add(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
+    auth!(st, h, p);
     let b = with_body!(b, AliasBody);
     let req = AdminRequest::AliasAdd {
         alias: b.alias,
         targets: b.targets,
     };
-    run(st, h, p, req, StatusCode::CREATED).await
+    exec(&st, req, StatusCode::CREATED).await
 }
 
 async fn alias_del(
@@ -430,20 +454,24 @@ async fn alias_del(
     h: HeaderMap,
     p: Ext,
     Path(alias): Path<String>,
-    Query(q): Query<TargetQuery>,
+    q: Result<Query<TargetQuery>, QueryRejection>,
 ) -> Response {
+    auth!(st, h, p);
+    let Query(q) = extracted!(q);
     let req = AdminRequest::AliasDel {
         alias,
         target: q.target,
     };
-    run(st, h, p, req, StatusCode::OK).await
+    exec(&st, req, StatusCode::OK).await
 }
 
 async fn groups(st: St, h: HeaderMap, p: Ext) -> Response {
-    run(st, h, p, AdminRequest::GroupList, StatusCode::OK).await
+    auth!(st, h, p);
+    exec(&st, AdminRequest::GroupList, StatusCode::OK).await
 }
 
 async fn group_add(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
+    auth!(st, h, p);
     let b = with_body!(b, GroupBody);
     let req = AdminRequest::GroupAdd {
         group: b.group,
@@ -451,7 +479,7 @@ async fn group_add(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
         policy: b.policy,
         senders: b.senders,
     };
-    run(st, h, p, req, StatusCode::CREATED).await
+    exec(&st, req, StatusCode::CREATED).await
 }
 
 async fn group_policy(
@@ -461,32 +489,43 @@ async fn group_policy(
     Path(group): Path<String>,
     b: Bytes,
 ) -> Response {
+    auth!(st, h, p);
     let b = with_body!(b, PolicyBody);
     let req = AdminRequest::GroupPolicy {
         group,
         policy: b.policy,
         senders: b.senders,
     };
-    run(st, h, p, req, StatusCode::OK).await
+    exec(&st, req, StatusCode::OK).await
 }
 
 async fn route(st: St, h: HeaderMap, p: Ext, Path(address): Path<String>) -> Response {
-    run(st, h, p, AdminRequest::Route { address }, StatusCode::OK).await
+    auth!(st, h, p);
+    exec(&st, AdminRequest::Route { address }, StatusCode::OK).await
 }
 
 async fn queue(st: St, h: HeaderMap, p: Ext) -> Response {
-    run(st, h, p, AdminRequest::QueueList, StatusCode::OK).await
+    auth!(st, h, p);
+    exec(&st, AdminRequest::QueueList, StatusCode::OK).await
 }
 
-async fn queue_show(st: St, h: HeaderMap, p: Ext, Path(id): Path<u64>) -> Response {
-    run(st, h, p, AdminRequest::QueueShow { id }, StatusCode::OK).await
+async fn queue_show(st: St, h: HeaderMap, p: Ext, Path(id): Path<String>) -> Response {
+    auth!(st, h, p);
+    let id = match id_of(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    exec(&st, AdminRequest::QueueShow { id }, StatusCode::OK).await
 }
 
-async fn queue_retry(st: St, h: HeaderMap, p: Ext, Path(id): Path<u64>) -> Response {
-    run(
-        st,
-        h,
-        p,
+async fn queue_retry(st: St, h: HeaderMap, p: Ext, Path(id): Path<String>) -> Response {
+    auth!(st, h, p);
+    let id = match id_of(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    exec(
+        &st,
         AdminRequest::QueueRetry { id: Some(id) },
         StatusCode::OK,
     )
@@ -494,25 +533,36 @@ async fn queue_retry(st: St, h: HeaderMap, p: Ext, Path(id): Path<u64>) -> Respo
 }
 
 async fn queue_retry_all(st: St, h: HeaderMap, p: Ext) -> Response {
-    run(
-        st,
-        h,
-        p,
-        AdminRequest::QueueRetry { id: None },
-        StatusCode::OK,
-    )
-    .await
+    auth!(st, h, p);
+    exec(&st, AdminRequest::QueueRetry { id: None }, StatusCode::OK).await
 }
 
-async fn queue_delete(st: St, h: HeaderMap, p: Ext, Path(id): Path<u64>) -> Response {
-    run(st, h, p, AdminRequest::QueueDelete { id }, StatusCode::OK).await
+async fn queue_delete(st: St, h: HeaderMap, p: Ext, Path(id): Path<String>) -> Response {
+    auth!(st, h, p);
+    let id = match id_of(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    exec(&st, AdminRequest::QueueDelete { id }, StatusCode::OK).await
 }
 
-async fn queue_bounce(st: St, h: HeaderMap, p: Ext, Path(id): Path<u64>) -> Response {
-    run(st, h, p, AdminRequest::QueueBounce { id }, StatusCode::OK).await
+async fn queue_bounce(st: St, h: HeaderMap, p: Ext, Path(id): Path<String>) -> Response {
+    auth!(st, h, p);
+    let id = match id_of(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    exec(&st, AdminRequest::QueueBounce { id }, StatusCode::OK).await
 }
 
-async fn trace(st: St, h: HeaderMap, p: Ext, Query(q): Query<TraceQuery>) -> Response {
+async fn trace(
+    st: St,
+    h: HeaderMap,
+    p: Ext,
+    q: Result<Query<TraceQuery>, QueryRejection>,
+) -> Response {
+    auth!(st, h, p);
+    let Query(q) = extracted!(q);
     let req = AdminRequest::Trace {
         id: q.id,
         message_id: q.message_id,
@@ -521,7 +571,7 @@ async fn trace(st: St, h: HeaderMap, p: Ext, Query(q): Query<TraceQuery>) -> Res
         since_secs: q.since_secs,
         limit: q.limit.unwrap_or(20).min(1000),
     };
-    run(st, h, p, req, StatusCode::OK).await
+    exec(&st, req, StatusCode::OK).await
 }
 
 /// A JSON report from a hook, for a caller with a token.
@@ -561,8 +611,23 @@ async fn dns(
     h: HeaderMap,
     p: Ext,
     Path(domain): Path<String>,
-    Query(q): Query<CheckQuery>,
+    q: Result<Query<CheckQuery>, QueryRejection>,
 ) -> Response {
+    if let Err((status, m)) = authorize(&st, &h, p.0).await {
+        return error(status, &m);
+    }
+    let Query(q) = extracted!(q);
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    match st.directory.is_local_domain(&domain).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("{domain} is not a domain of this server"),
+            );
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
     let f = st.hooks.dns.as_ref().map(|d| d(domain, q.check));
     report(&st, &h, p.0, f).await
 }
@@ -586,8 +651,9 @@ async fn user_login(
     let creds = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .and_then(|(_, b)| {
             base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok()
         })
         .and_then(|b| String::from_utf8(b).ok());
@@ -601,6 +667,7 @@ async fn user_login(
     match st.directory.authenticate(user, password, ip).await {
         Ok(AuthOutcome::Ok(a)) => Ok(a),
         Ok(AuthOutcome::Failed) => {
+            postern_net::metrics::METRICS.auth_failures.add("http", 1);
             tokio::time::sleep(st.directory.failure_delay()).await;
             Err((
                 StatusCode::UNAUTHORIZED,
@@ -641,10 +708,7 @@ macro_rules! me {
 }
 
 async fn as_user(st: &AppState, req: AdminRequest) -> Response {
-    match st.directory.admin(req).await {
-        Ok(reply) => json(StatusCode::OK, &reply),
-        Err(e) => error(StatusCode::BAD_REQUEST, &e.message),
-    }
+    exec(st, req, StatusCode::OK).await
 }
 
 /// The account: usage, quota, forwarding, vacation, and the settings for a mail program.
@@ -721,10 +785,11 @@ async fn me_forward_clear(st: St, h: HeaderMap, p: Ext) -> Response {
     .await
 }
 
-/// The name of the script `PUT /me/vacation` writes.
-const VACATION: &str = "vacation";
+/// The name of the script `PUT /me/vacation` writes: one a user is unlikely to choose.
+const VACATION: &str = "postern-vacation";
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct VacationBody {
     text: String,
     #[serde(default)]
@@ -764,7 +829,10 @@ async fn me_vacation_set(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     }
     src.push_str(&format!(" {};\r\n", sieve_string(&b.text)));
     if let Some(prev) = &previous {
-        src.push_str(&format!("include :personal {};\r\n", sieve_string(prev)));
+        src.push_str(&format!(
+            "include :personal :optional {};\r\n",
+            sieve_string(prev)
+        ));
     }
     as_user(
         &st,
@@ -778,11 +846,12 @@ async fn me_vacation_set(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     .await
 }
 
+/// The script the vacation script runs after its reply (names may have spaces at the ends).
 fn previous_of(src: &str) -> Option<String> {
-    src.lines()
+    src.split("\r\n")
         .next()
         .and_then(|l| l.strip_prefix("# previous: "))
-        .map(|s| s.trim().to_string())
+        .map(str::to_string)
         .filter(|s| !s.is_empty())
 }
 
@@ -790,29 +859,32 @@ fn previous_of(src: &str) -> Option<String> {
 async fn me_vacation_clear(st: St, h: HeaderMap, p: Ext) -> Response {
     let a = me!(st, h, p);
     let store = st.directory.store();
-    let Ok(Some((name, src))) = store.sieve_active(a.id).await else {
-        return json(
+    let done = |m: &str| {
+        json(
             StatusCode::OK,
-            &serde_json::json!({"kind": "done", "message": "no vacation reply was on"}),
-        );
+            &serde_json::json!({"kind": "done", "message": m}),
+        )
+    };
+    let (name, src) = match store.sieve_active(a.id).await {
+        Ok(Some(x)) => x,
+        Ok(None) => return done("no vacation reply was on"),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
     if name != VACATION {
-        return json(
-            StatusCode::OK,
-            &serde_json::json!({"kind": "done", "message": "no vacation reply was on"}),
-        );
+        return done("no vacation reply was on");
     }
+    // The script it ran after may be gone meanwhile (deleted over ManageSieve): then none.
     let previous = previous_of(&src);
     let r = async {
-        store.sieve_activate(a.id, previous.as_deref()).await?;
+        match store.sieve_activate(a.id, previous.as_deref()).await {
+            Err(postern_store::StoreError::NotFound(_)) => store.sieve_activate(a.id, None).await,
+            r => r,
+        }?;
         store.sieve_delete(a.id, VACATION).await
     }
     .await;
     match r {
-        Ok(()) => json(
-            StatusCode::OK,
-            &serde_json::json!({"kind": "done", "message": "vacation reply off"}),
-        ),
+        Ok(()) => done("vacation reply off"),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }

@@ -79,7 +79,10 @@ async fn handle(
         let reply = match serde_json::from_str::<AdminRequest>(&line) {
             Ok(AdminRequest::Reload) => match reload() {
                 Ok(message) => Reply::Ok(AdminReply::Done { message }),
-                Err(message) => Reply::Err(AdminError { message }),
+                Err(message) => Reply::Err(AdminError {
+                    message,
+                    temporary: false,
+                }),
             },
             Ok(AdminRequest::Doctor) => Reply::Ok(AdminReply::Report {
                 json: doctor().await,
@@ -90,6 +93,7 @@ async fn handle(
             },
             Err(e) => Reply::Err(AdminError {
                 message: format!("bad request: {e}"),
+                temporary: false,
             }),
         };
         let mut out = serde_json::to_vec(&reply)?;
