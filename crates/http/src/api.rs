@@ -105,9 +105,8 @@ macro_rules! extracted {
 }
 
 /// A numeric id from the path: anything else names nothing.
-fn id_of(s: &str) -> Result<u64, Response> {
-    s.parse()
-        .map_err(|_| error(StatusCode::NOT_FOUND, &format!("no queued message {s}")))
+fn id_of(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| format!("no queued message {s}"))
 }
 
 fn body<T: DeserializeOwned>(b: &Bytes) -> Result<T, String> {
@@ -513,7 +512,7 @@ async fn queue_show(st: St, h: HeaderMap, p: Ext, Path(id): Path<String>) -> Res
     auth!(st, h, p);
     let id = match id_of(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::NOT_FOUND, &m),
     };
     exec(&st, AdminRequest::QueueShow { id }, StatusCode::OK).await
 }
@@ -522,7 +521,7 @@ async fn queue_retry(st: St, h: HeaderMap, p: Ext, Path(id): Path<String>) -> Re
     auth!(st, h, p);
     let id = match id_of(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::NOT_FOUND, &m),
     };
     exec(
         &st,
@@ -541,7 +540,7 @@ async fn queue_delete(st: St, h: HeaderMap, p: Ext, Path(id): Path<String>) -> R
     auth!(st, h, p);
     let id = match id_of(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::NOT_FOUND, &m),
     };
     exec(&st, AdminRequest::QueueDelete { id }, StatusCode::OK).await
 }
@@ -550,7 +549,7 @@ async fn queue_bounce(st: St, h: HeaderMap, p: Ext, Path(id): Path<String>) -> R
     auth!(st, h, p);
     let id = match id_of(&id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::NOT_FOUND, &m),
     };
     exec(&st, AdminRequest::QueueBounce { id }, StatusCode::OK).await
 }
