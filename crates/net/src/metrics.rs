@@ -68,7 +68,12 @@ impl Labeled {
     pub fn add(&self, label: &str, n: u64) {
         let mut m = self.0.lock().unwrap();
         // Label values come from our own code, never from clients: the map stays small.
-        *m.entry(label.to_string()).or_insert(0) += n;
+        match m.get_mut(label) {
+            Some(v) => *v += n,
+            None => {
+                m.insert(label.to_string(), n);
+            }
+        }
     }
 
     fn render(&self, out: &mut String, name: &str, label: &str, help: &str, kind: &str) {

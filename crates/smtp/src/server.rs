@@ -1170,10 +1170,17 @@ impl SmtpServer {
         } else {
             // Unchecked mail (logged-in users, relay networks, checks off) may not speak for
             // us either: Authentication-Results claiming our name go (RFC 8601 section 5).
-            let head = read_start(&data, HEAD_READ).await.unwrap_or_default();
+            let read;
+            let head: &[u8] = match &data {
+                BlobData::Memory(b) => b,
+                BlobData::File(_) => {
+                    read = read_start(&data, HEAD_READ).await.unwrap_or_default();
+                    &read
+                }
+            };
             let original = &head[prefix_len.min(head.len())..];
-            if let Some(h) = postern_trust::strip_our_results_head(original, &self.config.hostname)
-            {
+            let stripped = postern_trust::strip_our_results_head(original, &self.config.hostname);
+            if let Some(h) = stripped {
                 match rewrite(data, body_offset as usize, prefix_len, b"", Some(h)).await {
                     Ok((d, n)) => {
                         data = d;
