@@ -215,3 +215,22 @@ fn child_writer(dir: &std::path::Path) {
         while tasks.join_next().await.is_some() {}
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_scripts_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, _) = suite::setup_account(store.clone(), "a@example.test").await;
+    store.sieve_put(a.id, "main", "keep;").await.unwrap();
+    store.sieve_activate(a.id, Some("main")).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.sieve_active(a.id).await.unwrap(),
+        Some(("main".into(), "keep;".into()))
+    );
+    store.sieve_activate(a.id, None).await.unwrap();
+    assert_eq!(store.sieve_active(a.id).await.unwrap(), None);
+    store.close().await.unwrap();
+}

@@ -44,6 +44,9 @@ pub(crate) struct Shared {
     pub commits: AtomicU64,
     pub writes: AtomicU64,
     pub fsyncs: Arc<AtomicU64>,
+    /// Accounts with an active Sieve script: most have none, and delivery asks for every
+    /// recipient, so the answer "none" comes from memory.
+    pub sieve_accounts: Mutex<HashSet<u64>>,
 }
 
 pub struct EmbeddedStore {
@@ -201,12 +204,22 @@ impl EmbeddedStore {
             BlobFiles::new(dir.join("blobs"), fsyncs.clone()).map_err(StoreError::from_io)?;
         recover_blob_files(&db, &blobs)?;
         let (events, _) = broadcast::channel(4096);
+        let sieve_accounts = {
+            let r = db.begin_read().map_err(db_err)?;
+            let t = r.open_table(SIEVE_ACTIVE).map_err(db_err)?;
+            let mut set = HashSet::new();
+            for x in t.iter().map_err(db_err)? {
+                set.insert(x.map_err(db_err)?.0.value());
+            }
+            set
+        };
         let shared = Arc::new(Shared {
             blobs,
             events,
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             fsyncs,
+            sieve_accounts: Mutex::new(sieve_accounts),
         });
         let (tx, rx) = mpsc::channel(opts.max_batch.max(1) * 4);
         let writer = {
@@ -626,6 +639,15 @@ impl Store for EmbeddedStore {
     }
 
     async fn sieve_active(&self, account: AccountId) -> Result<Option<(String, String)>> {
+        if !self
+            .shared
+            .sieve_accounts
+            .lock()
+            .unwrap()
+            .contains(&account)
+        {
+            return Ok(None);
+        }
         self.read(|r| {
             let active = r.open_table(SIEVE_ACTIVE).map_err(db_err)?;
             let Some(name) = active

@@ -165,6 +165,8 @@ struct Effects {
     /// Files to remove once the commit is durable.
     freed_files: Vec<PathBuf>,
     freed_segments: Vec<u64>,
+    /// Accounts whose active script came or went: (account, has one now).
+    sieve_changes: Vec<(AccountId, bool)>,
     events: Vec<StoreEvent>,
 }
 
@@ -185,6 +187,7 @@ fn commit_batch(
         new_files: Vec::new(),
         freed_files: Vec::new(),
         freed_segments: Vec::new(),
+        sieve_changes: Vec::new(),
         events: Vec::new(),
     };
     let result = (|| {
@@ -245,6 +248,16 @@ fn commit_batch(
     for s in &fx.freed_segments {
         blobs.forget_segment(*s);
         let _ = fs::remove_file(blobs.segment_path(*s));
+    }
+    if !fx.sieve_changes.is_empty() {
+        let mut set = shared.sieve_accounts.lock().unwrap();
+        for (account, active) in &fx.sieve_changes {
+            if *active {
+                set.insert(*account);
+            } else {
+                set.remove(account);
+            }
+        }
     }
     Ok((outputs, fx.events))
 }
@@ -404,9 +417,11 @@ impl<'t> Tables<'t> {
                         self.sieve_active
                             .insert(account, n.as_str())
                             .map_err(db_err)?;
+                        fx.sieve_changes.push((account, true));
                     }
                     None => {
                         self.sieve_active.remove(account).map_err(db_err)?;
+                        fx.sieve_changes.push((account, false));
                     }
                 }
                 Ok(Output::Unit)
@@ -750,6 +765,7 @@ impl<'t> Tables<'t> {
         }
         self.accounts.remove(id).map_err(db_err)?;
         self.sieve_active.remove(id).map_err(db_err)?;
+        fx.sieve_changes.push((id, false));
         self.sieve
             .retain_in((id, "")..(id + 1, ""), |_, _| false)
             .map_err(db_err)?;
