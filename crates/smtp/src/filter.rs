@@ -256,7 +256,7 @@ pub async fn plan(
     out
 }
 
-fn keep_folder(folders: &HashMap<AccountId, String>, id: AccountId) -> String {
+pub(crate) fn keep_folder(folders: &HashMap<AccountId, String>, id: AccountId) -> String {
     folders
         .get(&id)
         .cloned()

@@ -309,6 +309,16 @@ fn trace_events(from: &MailFrom, rcpts: &[Accepted], msg: &Complete) -> Vec<Trac
     events
 }
 
+/// The trace event of a copy stored in an account's folder.
+fn delivered(trace_id: &str, address: &str, folder: &str) -> TraceEvent {
+    TraceEvent::new(
+        trace_id,
+        "delivered",
+        format!("to {address}, folder {folder}"),
+    )
+    .key(format!("to:{address}"))
+}
+
 fn inbox_target(account: AccountId, folder: String, flags: Flags, create: bool) -> DeliveryTarget {
     DeliveryTarget {
         account,
@@ -441,18 +451,8 @@ pub async fn commit(
                     }
                     handled.push(acc.id);
                     let Some(p) = plans.by_account.get(&acc.id) else {
-                        let folder = folders
-                            .get(&acc.id)
-                            .cloned()
-                            .unwrap_or_else(|| postern_store::INBOX.into());
-                        trace.push(
-                            TraceEvent::new(
-                                &trace_id,
-                                "delivered",
-                                format!("to {}, folder {folder}", acc.address),
-                            )
-                            .key(format!("to:{}", acc.address)),
-                        );
+                        let folder = crate::filter::keep_folder(folders, acc.id);
+                        trace.push(delivered(&trace_id, &acc.address, &folder));
                         targets.push(inbox_target(acc.id, folder, Flags::default(), false));
                         target_accounts.push(acc.clone());
                         taken = true;
@@ -470,14 +470,7 @@ pub async fn commit(
                         taken = true;
                     }
                     for (m, folder, flags, create) in &p.stores {
-                        trace.push(
-                            TraceEvent::new(
-                                &trace_id,
-                                "delivered",
-                                format!("to {}, folder {folder}", acc.address),
-                            )
-                            .key(format!("to:{}", acc.address)),
-                        );
+                        trace.push(delivered(&trace_id, &acc.address, folder));
                         if *m == 0 {
                             targets.push(inbox_target(
                                 acc.id,
