@@ -725,6 +725,14 @@ pub struct Delivery {
     pub max_lifetime: Seconds,
     /// Tell senders who asked (NOTIFY=DELAY) that delivery is delayed after this long; 0 = never.
     pub delay_warning: Seconds,
+    /// Honour DANE (RFC 7672) when the resolver validates DNSSEC (sets the AD bit).
+    pub dane: bool,
+    /// Honour MTA-STS policies (RFC 8461) of domains without DANE.
+    pub mta_sts: bool,
+    /// The HTTPS port of `mta-sts.<domain>` (443; other values are for tests).
+    pub mta_sts_port: u16,
+    /// More certificate authorities (PEM) trusted for MTA-STS, beside the system's.
+    pub ca_file: String,
 }
 
 impl Default for Delivery {
@@ -746,6 +754,10 @@ impl Default for Delivery {
             ],
             max_lifetime: Seconds(5 * 86400),
             delay_warning: Seconds(4 * 3600),
+            dane: true,
+            mta_sts: true,
+            mta_sts_port: 443,
+            ca_file: String::new(),
         }
     }
 }
@@ -861,7 +873,11 @@ impl Config {
             }
         };
         self.data_dir = abs(&self.data_dir);
-        for s in [&mut self.tls.cert, &mut self.tls.key] {
+        for s in [
+            &mut self.tls.cert,
+            &mut self.tls.key,
+            &mut self.delivery.ca_file,
+        ] {
             if !s.is_empty() {
                 *s = abs(Path::new(s)).to_string_lossy().into_owned();
             }
@@ -1133,6 +1149,10 @@ command_timeout = "5m"
 retry = ["5m", "10m", "20m", "40m", "1h", "2h", "4h"]   # the last pause repeats
 max_lifetime = "5d"      # then the sender is told
 delay_warning = "4h"     # tell senders who asked for it (NOTIFY=DELAY)
+dane = true              # DANE (RFC 7672) when the resolver validates DNSSEC
+mta_sts = true           # MTA-STS policies (RFC 8461) of domains without DANE
+mta_sts_port = 443
+ca_file = ""             # more CAs (PEM) for MTA-STS, beside the system's
 
 [relay]
 host = ""                # "smtp.provider.example:587": send all outgoing mail through it

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -144,6 +145,8 @@ pub struct SmtpClient {
     pub host: String,
     pub caps: Capabilities,
     pub tls: Option<String>,
+    /// The certificate was checked (DANE or MTA-STS), not just accepted.
+    pub verified: bool,
     timeouts: Timeouts,
 }
 
@@ -165,8 +168,14 @@ impl SmtpClient {
         host: &str,
         helo: &str,
         mode: TlsMode,
+        verifier: Option<Arc<dyn ServerCertVerifier>>,
         timeouts: Timeouts,
     ) -> Result<SmtpClient, ClientError> {
+        // A certificate to check means TLS cannot be skipped.
+        let mode = match (&verifier, mode) {
+            (Some(_), TlsMode::Opportunistic | TlsMode::Off) => TlsMode::Required,
+            (_, m) => m,
+        };
         let label = format!("{host}[{}]", addr.ip());
         let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
             .await
@@ -179,10 +188,11 @@ impl SmtpClient {
             host: label,
             caps: Capabilities::default(),
             tls: None,
+            verified: false,
             timeouts,
         };
         if mode == TlsMode::Implicit {
-            c.start_tls(host).await?;
+            c.start_tls(host, verifier.clone()).await?;
         }
         let greeting = c.reply().await?;
         if !greeting.is_ok() {
@@ -197,7 +207,7 @@ impl SmtpClient {
         if want_tls && c.caps.starttls {
             let r = c.command("STARTTLS").await?;
             if r.is_ok() {
-                c.start_tls(host).await?;
+                c.start_tls(host, verifier).await?;
                 c.ehlo(helo).await?;
             } else if mode == TlsMode::Required {
                 return Err(ClientError::Rejected {
@@ -214,7 +224,11 @@ impl SmtpClient {
         Ok(c)
     }
 
-    async fn start_tls(&mut self, host: &str) -> Result<(), ClientError> {
+    async fn start_tls(
+        &mut self,
+        host: &str,
+        verifier: Option<Arc<dyn ServerCertVerifier>>,
+    ) -> Result<(), ClientError> {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err(ClientError::Protocol("TLS is already active".into()));
         };
@@ -222,7 +236,11 @@ impl SmtpClient {
             .with_safe_default_protocol_versions()
             .map_err(|e| ClientError::Tls(self.host.clone(), e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+            .with_custom_certificate_verifier(
+                verifier
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(AnyCertificate) as Arc<dyn ServerCertVerifier>),
+            )
             .with_no_client_auth();
         let name = ServerName::try_from(host.to_string())
             .unwrap_or_else(|_| ServerName::try_from("localhost".to_string()).expect("valid name"));
@@ -244,6 +262,7 @@ impl SmtpClient {
                 .unwrap_or("")
         ));
         self.stream = Stream::Tls(Box::new(tls));
+        self.verified = verifier.is_some();
         self.buf.clear();
         Ok(())
     }

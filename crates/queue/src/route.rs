@@ -99,6 +99,10 @@ impl Router {
         Arc::new(Router { resolver, port })
     }
 
+    pub fn resolver(&self) -> &TokioResolver {
+        &self.resolver
+    }
+
     async fn addrs(&self, host: &str) -> Result<Vec<SocketAddr>, RouteError> {
         let fqdn = format!("{}.", host.trim_end_matches('.'));
         match self.resolver.lookup_ip(fqdn.as_str()).await {

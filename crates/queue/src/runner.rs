@@ -21,12 +21,14 @@ use crate::client::{ClientError, RemoteReply, SmtpClient, Timeouts, TlsMode, Tra
 use crate::dkim::{self, DkimKeys};
 use crate::dsn::{self, Action, Report};
 use crate::route::{Host, RouteError, Router};
+use crate::tls_policy::{Security, Target, TlsPolicy};
 
 pub struct QueueRunner {
     config: Arc<Config>,
     store: SharedStore,
     directory: Arc<Directory>,
     router: Arc<Router>,
+    tls_policy: TlsPolicy,
     pub dkim: Arc<DkimKeys>,
     in_flight: Mutex<HashSet<QueueId>>,
     slots: Arc<Semaphore>,
@@ -38,6 +40,32 @@ pub struct QueueRunner {
 
 /// How long an idle connection waits for another message.
 const IDLE_REUSE: Duration = Duration::from_secs(5);
+
+/// DANE and MTA-STS as the configuration asks.
+fn tls_policy(config: &Config, router: &Router) -> TlsPolicy {
+    let d = &config.delivery;
+    let dns = d.dane.then(|| {
+        crate::secure_dns::SecureDns::new(&config.dns.nameservers, config.dns.timeout.duration())
+    });
+    let sts = if d.mta_sts {
+        match crate::mta_sts::roots(&d.ca_file) {
+            Ok(roots) => Some(crate::mta_sts::MtaSts::new(
+                router.resolver().clone(),
+                Arc::new(roots),
+                d.mta_sts_port,
+                d.connect_timeout.duration(),
+                Some(config.data_dir.join("mta-sts.json")),
+            )),
+            Err(e) => {
+                warn!(error = %e, "MTA-STS is off");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    TlsPolicy::new(dns, sts, d.remote_port)
+}
 
 /// What became of one recipient in one attempt.
 enum Outcome {
@@ -59,11 +87,13 @@ impl QueueRunner {
         dkim: Arc<DkimKeys>,
     ) -> Arc<QueueRunner> {
         let slots = Arc::new(Semaphore::new(config.delivery.max_concurrency.max(1)));
+        let tls_policy = tls_policy(&config, &router);
         Arc::new(QueueRunner {
             config,
             store,
             directory,
             router,
+            tls_policy,
             dkim,
             in_flight: Mutex::new(HashSet::new()),
             slots,
@@ -267,7 +297,16 @@ impl QueueRunner {
         body: &[u8],
     ) -> Vec<Outcome> {
         let all = |o: &dyn Fn() -> Outcome| idx.iter().map(|_| o()).collect::<Vec<_>>();
-        let hosts = match self.hosts(domain).await {
+        let targets = match self.hosts(domain).await {
+            Ok(h) if domain.is_empty() => Ok(TlsPolicy::none(h)),
+            Ok(h) => self
+                .tls_policy
+                .plan(domain, h)
+                .await
+                .map_err(RouteError::Temporary),
+            Err(e) => Err(e),
+        };
+        let targets = match targets {
             Ok(h) => h,
             Err(RouteError::Permanent(why)) => {
                 return all(&|| Outcome::Failed {
@@ -312,20 +351,34 @@ impl QueueRunner {
             eight_bit: body.iter().any(|&b| b >= 0x80),
         };
         let mut last = String::from("no mail server answered");
-        for h in &hosts {
+        for Target { host: h, security } in &targets {
+            let verifier = match security {
+                Security::Verified { verifier, .. } => Some(verifier.clone()),
+                Security::Opportunistic => None,
+            };
             for addr in &h.addrs {
                 let timeouts = Timeouts {
                     connect: c.connect_timeout.duration(),
                     command: c.command_timeout.duration(),
                     data: c.command_timeout.duration(),
                 };
-                let reused = self.take_idle(*addr).await;
+                let reused = self
+                    .take_idle(*addr)
+                    .await
+                    .filter(|c| c.verified || !security.is_verified());
                 let fresh = reused.is_none();
                 let connected = match reused {
                     Some(c) => Ok(c),
                     None => {
-                        SmtpClient::connect(*addr, &h.name, &self.config.hostname, mode, timeouts)
-                            .await
+                        SmtpClient::connect(
+                            *addr,
+                            &h.name,
+                            &self.config.hostname,
+                            mode,
+                            verifier.clone(),
+                            timeouts,
+                        )
+                        .await
                     }
                 };
                 let mut client = match connected {
@@ -338,7 +391,14 @@ impl QueueRunner {
                         continue;
                     }
                     Err(e) => {
-                        last = e.to_string();
+                        last = match security {
+                            Security::Verified { why, .. }
+                                if matches!(e, ClientError::Tls(..) | ClientError::Rejected { .. }) =>
+                            {
+                                format!("{e} (TLS with a checked certificate is required by {why})")
+                            }
+                            _ => e.to_string(),
+                        };
                         continue;
                     }
                 };
