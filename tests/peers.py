@@ -91,7 +91,7 @@ class _Handler(socketserver.StreamRequestHandler):
         sink = self.server.sink
         sink.connections += 1
         self.reply("220 sink.test ESMTP")
-        mail, rcpts, authed = None, [], False
+        mail, rcpts, authed, secure = None, [], False, False
         while True:
             raw = self.rfile.readline(4096)
             if not raw:
@@ -110,10 +110,22 @@ class _Handler(socketserver.StreamRequestHandler):
                 caps = ["250-sink.test", "250-PIPELINING", "250-8BITMIME", "250-SIZE 10000000", "250-DSN"]
                 if sink.auth:
                     caps.append("250-AUTH PLAIN")
+                if sink.tls and not secure:
+                    caps.append("250-STARTTLS")
                 caps.append("250 ENHANCEDSTATUSCODES")
                 for c in caps:
                     self.wfile.write(c.encode() + b"\r\n")
                 self.wfile.flush()
+            elif cmd == "STARTTLS" and sink.tls and not secure:
+                self.reply("220 2.0.0 go ahead")
+                try:
+                    self.connection = sink.tls.wrap_socket(self.connection, server_side=True)
+                except (OSError, ValueError) as e:
+                    sink.tls_errors.append(str(e))
+                    return
+                self.rfile = self.connection.makefile("rb")
+                self.wfile = self.connection.makefile("wb")
+                secure, mail, rcpts = True, None, []
             elif cmd == "AUTH":
                 import base64
                 creds = base64.b64decode(line.split()[2]).split(b"\0")
@@ -149,6 +161,7 @@ class _Handler(socketserver.StreamRequestHandler):
                     self.reply(end)
                 else:
                     sink.messages.append((mail, list(rcpts), bytes(data)))
+                    sink.secure.append(secure)
                     self.reply("250 2.0.0 queued")
                 mail, rcpts = None, []
             elif cmd == "RSET":
@@ -168,11 +181,13 @@ class _Server(socketserver.ThreadingTCPServer):
 
 class Sink:
     """An SMTP server on ip:port. `script(cmd, line, sink)` may return a reply to use instead;
-    cmd "END" is the end of data."""
+    cmd "END" is the end of data. With `tls` (an ssl.SSLContext) it offers STARTTLS; `secure`
+    says, for each message received, whether it came over TLS."""
 
-    def __init__(self, ip, port, script=None, auth=None):
+    def __init__(self, ip, port, script=None, auth=None, tls=None):
         self.messages, self.commands, self.connections = [], [], 0
-        self.script, self.auth = script, auth
+        self.secure, self.tls_errors = [], []
+        self.script, self.auth, self.tls = script, auth, tls
         self.server = _Server((ip, port), _Handler)
         self.server.sink = self
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -217,3 +232,185 @@ class Ntp:
         self.running = False
         self.thread.join(2)
         self.sock.close()
+
+
+class Pki:
+    """A certificate authority, and certificates it (or nobody) issues, as PEM files in `dir`."""
+
+    def __init__(self, dir):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        self.dir = Path(dir)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Postern Test CA")])
+        now = __import__("datetime").datetime.now(__import__("datetime").timezone.utc)
+        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(now - __import__("datetime").timedelta(days=1))
+                     .not_valid_after(now + __import__("datetime").timedelta(days=30))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+                     .sign(self.key, hashes.SHA256()))
+        self.ca_file = self.dir / "ca.pem"
+        self.ca_file.write_bytes(self.pem(self.cert))
+
+    @staticmethod
+    def pem(cert):
+        from cryptography.hazmat.primitives import serialization
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    @staticmethod
+    def der(cert):
+        from cryptography.hazmat.primitives import serialization
+        return cert.public_bytes(serialization.Encoding.DER)
+
+    @staticmethod
+    def spki(cert):
+        from cryptography.hazmat.primitives import serialization
+        return cert.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def issue(self, names, self_signed=False):
+        """A certificate for `names`; returns (cert, an ssl.SSLContext serving it)."""
+        import datetime
+        import ssl
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(subject)
+                .issuer_name(subject if self_signed else self.cert.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+                .sign(key if self_signed else self.key, hashes.SHA256()))
+        stem = self.dir / (names[0] + (".self" if self_signed else ""))
+        chain = self.pem(cert) + (b"" if self_signed else self.pem(self.cert))
+        Path(f"{stem}.crt").write_bytes(chain)
+        Path(f"{stem}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(f"{stem}.crt", f"{stem}.key")
+        return cert, ctx
+
+
+class PolicyServer:
+    """An HTTPS server on 127.0.0.1 serving /.well-known/mta-sts.txt from `policies`, a dict
+    of Host header to policy text (a missing host gets 404)."""
+
+    def __init__(self, port, ctx, policies):
+        import http.server
+        self.policies, self.requests = policies, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                host = (self.headers.get("Host") or "").split(":")[0]
+                outer.requests.append((host, self.path))
+                body = outer.policies.get(host)
+                if self.path != "/.well-known/mta-sts.txt" or body is None:
+                    self.send_error(404)
+                    return
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.running = True
+
+    def stop(self):
+        if self.running:
+            self.running = False
+            self.server.shutdown()
+            self.server.server_close()
+
+
+class SignedDns:
+    """unbound on 127.0.0.1 validating DNSSEC: it serves `records` (zone file lines relative to
+    `origin`) as a zone signed with a fresh key it trusts, so its answers carry the AD bit.
+    `tamper(old, new)` rewrites a signed record's text after signing (a bogus answer)."""
+
+    def __init__(self, port, origin, records, tamper=()):
+        import dns.dnssec
+        import dns.zone
+        from cryptography.hazmat.primitives.asymmetric import ec
+        self.port, self.origin = port, origin.rstrip(".") + "."
+        self.dir = Path(tempfile.mkdtemp(prefix="postern-unbound-"))
+        text = (f"$ORIGIN {self.origin}\n$TTL 300\n"
+                f"@ SOA ns.{self.origin} admin.{self.origin} 1 3600 600 86400 300\n"
+                f"@ NS ns.{self.origin}\nns A 127.0.0.1\n" + "\n".join(records) + "\n")
+        zone = dns.zone.from_text(text, origin=self.origin)
+        key = ec.generate_private_key(ec.SECP256R1())
+        dnskey = dns.dnssec.make_dnskey(key.public_key(), dns.dnssec.Algorithm.ECDSAP256SHA256, flags=257)
+        with zone.writer() as txn:
+            dns.dnssec.sign_zone(zone, txn=txn, keys=[(key, dnskey)], lifetime=30 * 86400)
+        signed = zone.to_text()
+        for old, new in tamper:
+            assert old in signed, old
+            signed = signed.replace(old, new)
+        (self.dir / "zone").write_text(signed)
+        (self.dir / "unbound.conf").write_text(f"""server:
+  interface: 127.0.0.1
+  port: {port}
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{self.dir}"
+  pidfile: "{self.dir}/pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 1
+  do-not-query-localhost: no
+  module-config: "validator iterator"
+  trust-anchor: "{self.origin} DNSKEY {dnskey.to_text()}"
+  local-zone: "test." nodefault
+  access-control: 127.0.0.0/8 allow
+auth-zone:
+  name: "{self.origin}"
+  zonefile: "{self.dir}/zone"
+  for-downstream: no
+  for-upstream: yes
+  fallback-enabled: no
+remote-control:
+  control-enable: no
+""")
+        self.proc = subprocess.Popen(["unbound", "-d", "-c", str(self.dir / "unbound.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        import dns.flags
+        import dns.message
+        import dns.query
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("unbound exited: " + self.proc.stderr.read().decode())
+            try:
+                q = dns.message.make_query(self.origin, "SOA", want_dnssec=True)
+                r = dns.query.udp(q, "127.0.0.1", port=port, timeout=1)
+                if r.flags & dns.flags.AD:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("unbound did not answer with validated data")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
