@@ -117,8 +117,10 @@ impl DaneVerifier {
             return false;
         };
         self.names.iter().any(|n| {
-            ServerName::try_from(n.clone())
-                .is_ok_and(|name| v.verify_server_cert(end, intermediates, &name, &[], now).is_ok())
+            ServerName::try_from(n.clone()).is_ok_and(|name| {
+                v.verify_server_cert(end, intermediates, &name, &[], now)
+                    .is_ok()
+            })
         })
     }
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
 use hickory_resolver::TokioResolver;
+use http_body_util::{BodyExt, Empty, Limited};
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
@@ -337,7 +337,12 @@ impl MtaSts {
             .map_err(|e| format!("reading the policy from {host}: {e}"))?
             .to_bytes();
         let text = std::str::from_utf8(&body).map_err(|_| "the policy is not UTF-8".to_string())?;
-        parse_policy(text).map_err(|e| format!("the policy of {domain} is invalid: {e}", domain = host.trim_start_matches("mta-sts.")))
+        parse_policy(text).map_err(|e| {
+            format!(
+                "the policy of {domain} is invalid: {e}",
+                domain = host.trim_start_matches("mta-sts.")
+            )
+        })
     }
 }
 
@@ -372,7 +377,10 @@ mod tests {
             t(&["v=STSv1; id=20160831085700Z;"]).as_deref(),
             Some("20160831085700Z")
         );
-        assert_eq!(t(&["v=spf1 -all", "v=STSv1; id=abc"]).as_deref(), Some("abc"));
+        assert_eq!(
+            t(&["v=spf1 -all", "v=STSv1; id=abc"]).as_deref(),
+            Some("abc")
+        );
         assert_eq!(t(&["v=STSv1; id=a", "v=STSv1; id=b"]), None);
         assert_eq!(t(&["v=STSv1; id=bad-id"]), None);
         assert_eq!(t(&["v=STSv2; id=a"]), None);

@@ -393,7 +393,10 @@ impl QueueRunner {
                     Err(e) => {
                         last = match security {
                             Security::Verified { why, .. }
-                                if matches!(e, ClientError::Tls(..) | ClientError::Rejected { .. }) =>
+                                if matches!(
+                                    e,
+                                    ClientError::Tls(..) | ClientError::Rejected { .. }
+                                ) =>
                             {
                                 format!("{e} (TLS with a checked certificate is required by {why})")
                             }

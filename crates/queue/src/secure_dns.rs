@@ -56,8 +56,8 @@ impl SecureDns {
     /// Looks up `name`'s records of type `rtype` (CNAMEs followed by the resolver).
     pub async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Answer, LookupFailed> {
         let fqdn = format!("{}.", name.trim_end_matches('.'));
-        let qname = Name::from_utf8(&fqdn)
-            .map_err(|e| LookupFailed(format!("bad name {name:?}: {e}")))?;
+        let qname =
+            Name::from_utf8(&fqdn).map_err(|e| LookupFailed(format!("bad name {name:?}: {e}")))?;
         let mut last = LookupFailed("no nameserver configured".into());
         for server in &self.servers {
             for _ in 0..2 {
