@@ -771,6 +771,14 @@ pub struct Http {
     pub header_timeout: Seconds,
     /// Clients that may read `/metrics` (Prometheus).
     pub metrics_networks: Vec<String>,
+    /// Mail accounts that log in to the web interface as administrators.
+    pub admins: Vec<String>,
+    /// A web session ends after this long without a request...
+    pub session_idle: Seconds,
+    /// ... and after this long in any case.
+    pub session_max_age: Seconds,
+    /// Web sessions kept at once; the least recently used goes first beyond this.
+    pub max_sessions: usize,
 }
 
 impl Default for Http {
@@ -780,6 +788,10 @@ impl Default for Http {
             max_connections_per_ip: 100,
             header_timeout: Seconds(30),
             metrics_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            admins: Vec::new(),
+            session_idle: Seconds(30 * 60),
+            session_max_age: Seconds(12 * 3600),
+            max_sessions: 10_000,
         }
     }
 }
@@ -1165,6 +1177,10 @@ max_connections = 2000
 max_connections_per_ip = 100
 header_timeout = "30s"   # a request's headers must arrive within this
 metrics_networks = ["127.0.0.0/8", "::1/128"]   # who may read /metrics (Prometheus)
+admins = []              # accounts that log in to the web admin ("postmaster@example.com")
+session_idle = "30m"     # a web session ends after this long unused
+session_max_age = "12h"  # ... and after this long in any case
+max_sessions = 10000
 
 [mta_sts]
 mode = "testing"         # policy served at /.well-known/mta-sts.txt: testing, enforce, none

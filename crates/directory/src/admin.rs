@@ -31,6 +31,11 @@ pub enum AdminRequest {
         address: String,
         password: String,
     },
+    /// Stop (or allow again) an account's logins; its mail still arrives.
+    UserDisable {
+        address: String,
+        disabled: bool,
+    },
     UserQuota {
         address: String,
         quota: u64,
@@ -395,6 +400,23 @@ impl Directory {
                     )
                     .await?;
                 done(format!("password of {address} changed"))
+            }
+            AdminRequest::UserDisable { address, disabled } => {
+                let address = normalize_address(&address)?;
+                let a = self.require_user(&address).await?;
+                store
+                    .account_update(
+                        a.id,
+                        AccountUpdate {
+                            disabled: Some(disabled),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                done(format!(
+                    "{address} {}",
+                    if disabled { "disabled" } else { "enabled" }
+                ))
             }
             AdminRequest::UserQuota {
                 address,

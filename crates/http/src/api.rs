@@ -17,7 +17,74 @@ use postern_directory::admin::AdminRequest;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::session::{self, SESSIONS};
 use crate::{AppState, Peer};
+
+/// The session of `token` and its account, while the account exists, may log in and (for the
+/// admin role) is still one of `http.admins`.
+async fn web_session(
+    st: &AppState,
+    token: &str,
+) -> Result<Option<(session::Session, postern_store::Account)>, String> {
+    let Some(mut s) = SESSIONS.get(token, &st.session_limits()) else {
+        return Ok(None);
+    };
+    match st.directory.store().account_by_address(&s.address).await {
+        Ok(Some(a)) if !a.disabled => {
+            s.admin = s.admin && st.is_admin(&a.address);
+            Ok(Some((s, a)))
+        }
+        Ok(_) => {
+            SESSIONS.remove(token);
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Requests that change something with a session cookie must carry the session's CSRF token
+/// and, when the browser says where they come from, come from this site.
+pub(crate) async fn csrf(
+    State(st): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let h = req.headers();
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let login = *req.method() == Method::POST && req.uri().path().ends_with("/session");
+    if safe || h.contains_key(header::AUTHORIZATION) {
+        return next.run(req).await;
+    }
+    if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let origin_host = origin.split_once("://").map_or(origin, |(_, r)| r);
+        if !origin_host.eq_ignore_ascii_case(host) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "this request comes from another site and is refused",
+            );
+        }
+    }
+    if login {
+        return next.run(req).await;
+    }
+    if let Some(token) = session::token_of(h)
+        && let Some(s) = SESSIONS.get(&token, &st.session_limits())
+    {
+        let sent = h
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !session::same(sent, &s.csrf) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "missing or wrong X-CSRF-Token for this session; reload the page",
+            );
+        }
+    }
+    next.run(req).await
+}
 
 type St = State<Arc<AppState>>;
 type Ext = axum::Extension<Peer>;
@@ -54,6 +121,22 @@ async fn authorize(
             StatusCode::FORBIDDEN,
             "the API takes tokens over HTTPS only (or from this machine)".into(),
         ));
+    }
+    if !headers.contains_key(header::AUTHORIZATION)
+        && let Some(token) = session::token_of(headers)
+    {
+        return match web_session(st, &token).await {
+            Ok(Some((s, _))) if s.admin => Ok(format!("web session of {}", s.address)),
+            Ok(Some(_)) => Err((
+                StatusCode::FORBIDDEN,
+                "this needs an administrator; you are logged in as a user".into(),
+            )),
+            Ok(None) => Err((
+                StatusCode::UNAUTHORIZED,
+                "your session has ended; log in again".into(),
+            )),
+            Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e)),
+        };
     }
     let token = headers
         .get(header::AUTHORIZATION)
@@ -226,6 +309,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/users/{address}", axum::routing::delete(user_del))
         .route("/users/{address}/password", put(user_password))
         .route("/users/{address}/quota", put(user_quota))
+        .route("/users/{address}/disabled", put(user_disabled))
         .route(
             "/users/{address}/forward",
             put(forward_set).delete(forward_clear),
@@ -249,6 +333,11 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/trace", get(trace))
         .route("/doctor", get(doctor))
         .route("/dns/{domain}", get(dns))
+        .route("/dashboard", get(dashboard))
+        .route(
+            "/session",
+            get(session_get).post(session_login).delete(session_logout),
+        )
         .route("/me", get(me_get))
         .route("/me/password", put(me_password))
         .route("/me/forward", put(me_forward_set).delete(me_forward_clear))
@@ -295,9 +384,44 @@ async fn user_add(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     exec(&st, req, StatusCode::CREATED).await
 }
 
+/// Ends the web sessions of an account whose password, state or existence an admin changed.
+fn end_sessions(r: Response, address: &str) -> Response {
+    if r.status().is_success()
+        && let Ok(a) = postern_directory::normalize_address(address)
+    {
+        SESSIONS.remove_user(&a, None);
+    }
+    r
+}
+
 async fn user_del(st: St, h: HeaderMap, p: Ext, Path(address): Path<String>) -> Response {
     auth!(st, h, p);
-    exec(&st, AdminRequest::UserDel { address }, StatusCode::OK).await
+    let req = AdminRequest::UserDel {
+        address: address.clone(),
+    };
+    end_sessions(exec(&st, req, StatusCode::OK).await, &address)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisabledBody {
+    disabled: bool,
+}
+
+async fn user_disabled(
+    st: St,
+    h: HeaderMap,
+    p: Ext,
+    Path(address): Path<String>,
+    b: Bytes,
+) -> Response {
+    auth!(st, h, p);
+    let b = with_body!(b, DisabledBody);
+    let req = AdminRequest::UserDisable {
+        address: address.clone(),
+        disabled: b.disabled,
+    };
+    end_sessions(exec(&st, req, StatusCode::OK).await, &address)
 }
 
 async fn user_password(
@@ -310,10 +434,10 @@ async fn user_password(
     auth!(st, h, p);
     let b = with_body!(b, PasswordBody);
     let req = AdminRequest::UserPasswd {
-        address,
+        address: address.clone(),
         password: b.password,
     };
-    exec(&st, req, StatusCode::OK).await
+    end_sessions(exec(&st, req, StatusCode::OK).await, &address)
 }
 
 async fn user_quota(
@@ -647,6 +771,18 @@ async fn user_login(
             "passwords are taken over HTTPS only (or from this machine)".into(),
         ));
     }
+    if !headers.contains_key(header::AUTHORIZATION)
+        && let Some(token) = session::token_of(headers)
+    {
+        return match web_session(st, &token).await {
+            Ok(Some((_, a))) => Ok(a),
+            Ok(None) => Err((
+                StatusCode::UNAUTHORIZED,
+                "your session has ended; log in again".into(),
+            )),
+            Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e)),
+        };
+    }
     let creds = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -662,6 +798,17 @@ async fn user_login(
             "log in with your email address and password (HTTP Basic)".into(),
         ));
     };
+    check_password(st, user, password, ip).await
+}
+
+/// The account whose address and password these are; refusals say the same whether the
+/// account exists or not.
+async fn check_password(
+    st: &AppState,
+    user: &str,
+    password: &str,
+    ip: std::net::IpAddr,
+) -> Result<postern_store::Account, (StatusCode, String)> {
     use postern_directory::AuthOutcome;
     match st.directory.authenticate(user, password, ip).await {
         Ok(AuthOutcome::Ok(a)) => Ok(a),
@@ -694,7 +841,8 @@ macro_rules! me {
             Ok(a) => a,
             Err((status, m)) => {
                 let mut r = error(status, &m);
-                if status == StatusCode::UNAUTHORIZED {
+                // A browser with a session cookie must not be shown a password dialog.
+                if status == StatusCode::UNAUTHORIZED && session::token_of(&$h).is_none() {
                     r.headers_mut().insert(
                         header::WWW_AUTHENTICATE,
                         header::HeaderValue::from_static("Basic realm=\"postern\""),
@@ -747,14 +895,19 @@ async fn me_get(st: St, h: HeaderMap, p: Ext) -> Response {
 async fn me_password(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     let a = me!(st, h, p);
     let b = with_body!(b, PasswordBody);
-    as_user(
+    let r = as_user(
         &st,
         AdminRequest::UserPasswd {
-            address: a.address,
+            address: a.address.clone(),
             password: b.password,
         },
     )
-    .await
+    .await;
+    if r.status().is_success() {
+        // Whoever else was logged in with the old password is not any more.
+        SESSIONS.remove_user(&a.address, session::token_of(&h).as_deref());
+    }
+    r
 }
 
 async fn me_forward_set(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
@@ -886,4 +1039,116 @@ async fn me_vacation_clear(st: St, h: HeaderMap, p: Ext) -> Response {
         Ok(()) => done("vacation reply off"),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+// Web sessions: the admin interface and the self-service pages log in here with an address
+// and password, over TLS (or from loopback), and get a session cookie and a CSRF token.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    address: String,
+    password: String,
+}
+
+fn session_json(s: &session::Session) -> serde_json::Value {
+    serde_json::json!({"address": s.address, "admin": s.admin, "csrf": s.csrf})
+}
+
+async fn session_login(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
+    let Peer(ip, tls) = p.0;
+    if !tls && !ip.is_loopback() && !st.config.auth.allow_plaintext {
+        return error(
+            StatusCode::FORBIDDEN,
+            "passwords are taken over HTTPS only (or from this machine)",
+        );
+    }
+    // A form on another site cannot send JSON without asking first (CORS): no login CSRF.
+    let json_body = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json_body {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send {\"address\": ..., \"password\": ...} as application/json",
+        );
+    }
+    let b = with_body!(b, LoginBody);
+    let a = match check_password(&st, &b.address, &b.password, ip).await {
+        Ok(a) => a,
+        Err((status, m)) => return error(status, &m),
+    };
+    let admin = st.is_admin(&a.address);
+    let limits = st.session_limits();
+    let (token, s) = SESSIONS.create(&a.address, admin, &limits);
+    tracing::info!(user = %a.address, admin, "web login");
+    let mut r = json(StatusCode::OK, &session_json(&s));
+    if let Ok(v) = header::HeaderValue::from_str(&session::cookie(Some(&token), limits.max_age)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn session_get(st: St, h: HeaderMap) -> Response {
+    let Some(token) = session::token_of(&h) else {
+        return error(StatusCode::UNAUTHORIZED, "not logged in");
+    };
+    match web_session(&st, &token).await {
+        Ok(Some((s, _))) => json(StatusCode::OK, &session_json(&s)),
+        Ok(None) => error(StatusCode::UNAUTHORIZED, "your session has ended; log in again"),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    }
+}
+
+async fn session_logout(h: HeaderMap) -> Response {
+    if let Some(token) = session::token_of(&h) {
+        SESSIONS.remove(&token);
+    }
+    let mut r = json(
+        StatusCode::OK,
+        &serde_json::json!({"kind": "done", "message": "logged out"}),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&session::cookie(None, Default::default())) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// What the admin's first page shows: traffic since the server started, today's messages,
+/// the queue, disk space and open sessions.
+async fn dashboard(st: St, h: HeaderMap, p: Ext) -> Response {
+    auth!(st, h, p);
+    let m = &postern_net::metrics::METRICS;
+    let store = st.directory.store();
+    let now = postern_store::now();
+    let midnight = now - now.rem_euclid(86400);
+    let today = store
+        .trace_recent(midnight * 1000, 100_000)
+        .await
+        .map(|v| v.len())
+        .ok();
+    let queue = store.queue_list().await.ok().map(|q| {
+        let oldest = q.iter().map(|e| now - e.created).max().unwrap_or(0).max(0);
+        let failing = q.iter().filter(|e| e.attempts > 0).count();
+        serde_json::json!({"messages": q.len(), "oldest_secs": oldest, "retrying": failing})
+    });
+    let disk = postern_net::disk_space(&st.config.data_dir);
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "hostname": st.config.hostname,
+            "started": crate::started(),
+            "received": m.received.snapshot(),
+            "refused": m.refused.snapshot(),
+            "delivered_local": m.delivered_local.load(std::sync::atomic::Ordering::Relaxed),
+            "outbound": m.outbound.snapshot(),
+            "auth_failures": m.auth_failures.snapshot(),
+            "sessions": m.sessions(),
+            "messages_today": today,
+            "queue": queue,
+            "disk": disk.map(|(free, total)| serde_json::json!({"free_bytes": free, "total_bytes": total})),
+        }),
+    )
 }

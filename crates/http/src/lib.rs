@@ -1,8 +1,11 @@
 //! HTTP and HTTPS: client autoconfiguration (Thunderbird autoconfig, Outlook Autodiscover,
-//! Apple profiles), the MTA-STS policy, and the setup page for people.
+//! Apple profiles), the MTA-STS policy, the setup page for people, the JSON API, and the web
+//! interface for administrators and users.
 
 mod api;
 pub mod docs;
+pub mod session;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,7 +76,32 @@ fn xml(body: String) -> Response {
         .into_response()
 }
 
+/// When this server started serving HTTP (Unix time).
+static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+pub(crate) fn started() -> i64 {
+    *STARTED.get_or_init(postern_store::now)
+}
+
 impl AppState {
+    fn session_limits(&self) -> session::Limits {
+        let h = &self.config.http;
+        session::Limits {
+            idle: h.session_idle.duration(),
+            max_age: h.session_max_age.duration(),
+            max_sessions: h.max_sessions,
+        }
+    }
+
+    /// Whether `address` logs in to the web interface as an administrator.
+    fn is_admin(&self, address: &str) -> bool {
+        self.config
+            .http
+            .admins
+            .iter()
+            .any(|a| a.trim().eq_ignore_ascii_case(address))
+    }
+
     fn endpoints(&self) -> Vec<postern_config::settings::Endpoint> {
         postern_config::settings::endpoints(&self.config)
     }
@@ -305,7 +333,16 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/apple/profile.mobileconfig", get(apple))
         .route("/.well-known/mta-sts.txt", get(mta_sts))
         .route("/metrics", get(metrics))
-        .nest("/api/v1", api::router())
+        .route("/account", get(ui::page))
+        .route("/admin", get(ui::page))
+        .route("/ui/{file}", get(ui::asset))
+        .nest(
+            "/api/v1",
+            api::router().layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                api::csrf,
+            )),
+        )
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -313,6 +350,7 @@ fn router(state: Arc<AppState>) -> Router {
 
 impl HttpServer {
     pub async fn run(self: Arc<Self>, listener: TcpListener, tracker: Tracker) {
+        started();
         let app = router(Arc::new(AppState {
             config: self.config.clone(),
             directory: self.directory.clone(),

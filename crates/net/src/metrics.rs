@@ -76,6 +76,11 @@ impl Labeled {
         }
     }
 
+    /// Every label with its count now.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap().clone()
+    }
+
     fn render(&self, out: &mut String, name: &str, label: &str, help: &str, kind: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (v, n) in self.0.lock().unwrap().iter() {
@@ -115,6 +120,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
 });
 
 impl Metrics {
+    /// Open sessions per protocol now.
+    pub fn sessions(&self) -> BTreeMap<&'static str, i64> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (*k, v.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     pub fn session_opened(&self, protocol: &'static str) {
         let mut m = self.sessions.lock().unwrap();
         m.entry(protocol)

@@ -372,6 +372,14 @@ pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
             quota: parse_size(&size)?,
             messages,
         },
+        UserCmd::Disable { address } => AdminRequest::UserDisable {
+            address,
+            disabled: true,
+        },
+        UserCmd::Enable { address } => AdminRequest::UserDisable {
+            address,
+            disabled: false,
+        },
     };
     print(run(cfg, req).await?);
     Ok(())

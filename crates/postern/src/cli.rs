@@ -271,6 +271,10 @@ pub enum UserCmd {
         #[arg(long)]
         messages: Option<u64>,
     },
+    /// Stop an account from logging in (its mail still arrives and is kept)
+    Disable { address: String },
+    /// Let a disabled account log in again
+    Enable { address: String },
 }
 
 #[derive(Subcommand)]

@@ -893,16 +893,7 @@ fn human_age(secs: u64) -> String {
 }
 
 fn free_space(path: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the struct we pass; the path is a valid C string.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
-            return None;
-        }
-        Some(st.f_bavail as u64 * st.f_frsize as u64)
-    }
+    postern_net::disk_space(path).map(|(free, _)| free)
 }
 
 async fn blocklists(cfg: &Config, r: &TokioResolver) -> Section {

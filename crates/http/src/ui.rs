@@ -1,0 +1,43 @@
+//! The web interface: one page and its script and style, built into the binary (no build step
+//! anywhere). It logs in through `/api/v1/session` and then uses the same JSON API as scripts
+//! do: administrators get the admin pages, every user their own account's page.
+
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+const PAGE: &str = include_str!("../ui/index.html");
+const SCRIPT: &str = include_str!("../ui/app.js");
+const STYLE: &str = include_str!("../ui/app.css");
+
+/// Nothing from elsewhere runs, frames or is posted to.
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; \
+    base-uri 'none'";
+
+fn served(body: &'static str, kind: &'static str) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+pub(crate) async fn page() -> Response {
+    served(PAGE, "text/html; charset=utf-8")
+}
+
+pub(crate) async fn asset(Path(file): Path<String>) -> Response {
+    match file.as_str() {
+        "app.js" => served(SCRIPT, "text/javascript; charset=utf-8"),
+        "app.css" => served(STYLE, "text/css; charset=utf-8"),
+        _ => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}

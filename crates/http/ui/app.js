@@ -1,0 +1,448 @@
+// Postern's web interface: administrators manage the server, every user their own account.
+// It speaks only the JSON API (/api/v1), with a session cookie and the session's CSRF token.
+"use strict";
+
+const state = { address: null, admin: false, csrf: null };
+
+// Builds an element; strings become text (never markup).
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === false || v === null || v === undefined) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "class") e.className = v;
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+function say(text, kind) {
+  const s = document.getElementById("status");
+  s.textContent = text || "";
+  s.className = kind || "";
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  if (method !== "GET" && state.csrf) opts.headers["X-CSRF-Token"] = state.csrf;
+  const r = await fetch("/api/v1" + path, opts);
+  let data = null;
+  try { data = await r.json(); } catch (_) { data = null; }
+  if (!r.ok) {
+    const why = (data && data.error) || r.statusText;
+    if (r.status === 401 && path !== "/session") {
+      state.address = null;
+      showLogin(why);
+    }
+    throw new Error(why);
+  }
+  return data;
+}
+
+// Runs an action, reporting its outcome; returns its result (undefined on failure).
+async function act(what, fn) {
+  say(what + "…");
+  try {
+    const r = await fn();
+    say((r && r.message) || "Done.", "done");
+    return r || true;
+  } catch (e) {
+    say(e.message, "error");
+    return undefined;
+  }
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return "—";
+  const u = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + " " + u[i];
+}
+
+function parseSize(s) {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$/i.exec(s || "");
+  if (!m) return null;
+  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2].toLowerCase()];
+  return Math.round(parseFloat(m[1]) * mult);
+}
+
+function ago(secs) {
+  if (secs < 90) return secs + " s";
+  if (secs < 5400) return Math.round(secs / 60) + " min";
+  if (secs < 172800) return Math.round(secs / 3600) + " h";
+  return Math.round(secs / 86400) + " days";
+}
+
+function when(unix) {
+  return new Date(unix * 1000).toLocaleString();
+}
+
+function sum(map) {
+  return Object.values(map || {}).reduce((a, b) => a + b, 0);
+}
+
+function view(title, ...content) {
+  const main = document.getElementById("main");
+  main.replaceChildren(el("h1", {}, title), ...content);
+  document.title = title + " — Postern";
+  main.focus();
+}
+
+function table(headers, rows, empty) {
+  if (!rows.length) return el("p", { class: "muted" }, empty);
+  return el("table", {},
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, c))))));
+}
+
+function field(label, attrs) {
+  return el("label", {}, label, el("input", attrs));
+}
+
+function formValues(form) {
+  return Object.fromEntries(new FormData(form).entries());
+}
+
+// --- login ---------------------------------------------------------------------------------
+
+function showLogin(why) {
+  document.getElementById("nav").hidden = true;
+  document.getElementById("who").textContent = "";
+  const form = el("form", { class: "stack", id: "login", onsubmit: login },
+    field("Email address", { name: "address", type: "email", autocomplete: "username", required: true, id: "login-address" }),
+    field("Password", { name: "password", type: "password", autocomplete: "current-password", required: true, id: "login-password" }),
+    el("button", { type: "submit" }, "Log in"));
+  view("Log in", el("p", {}, "Log in with your full email address and the password of your mail account."), form);
+  if (why) say(why, "error");
+  document.getElementById("login-address").focus();
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  const v = formValues(ev.target);
+  say("Logging in…");
+  try {
+    const s = await api("POST", "/session", { address: v.address, password: v.password });
+    Object.assign(state, s);
+    say("");
+    start();
+  } catch (e) {
+    say(e.message, "error");
+  }
+}
+
+async function logout() {
+  await act("Logging out", () => api("DELETE", "/session"));
+  state.address = state.csrf = null;
+  state.admin = false;
+  location.hash = "";
+  showLogin();
+  say("Logged out.", "done");
+}
+
+// --- navigation ----------------------------------------------------------------------------
+
+const ADMIN_PAGES = [
+  ["dashboard", "Dashboard", dashboard],
+  ["domains", "Domains", domains],
+  ["users", "Users", users],
+  ["aliases", "Aliases & groups", aliases],
+  ["queue", "Queue", queue],
+  ["trace", "Message trace", trace],
+];
+const USER_PAGES = [["account", "My account", account]];
+
+function pages() {
+  return state.admin ? ADMIN_PAGES.concat(USER_PAGES) : USER_PAGES;
+}
+
+function start() {
+  const nav = document.getElementById("nav");
+  nav.replaceChildren(
+    ...pages().map(([id, label]) => el("a", { href: "#" + id, id: "nav-" + id }, label)),
+    el("a", { href: "#", id: "nav-logout", onclick: (e) => { e.preventDefault(); logout(); } }, "Log out"));
+  nav.hidden = false;
+  document.getElementById("who").textContent = state.address + (state.admin ? " (administrator)" : "");
+  route();
+}
+
+function route() {
+  if (!state.address) return;
+  const id = location.hash.slice(1).split("/")[0];
+  const all = pages();
+  const page = all.find(([p]) => p === id) || all[0];
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.getAttribute("href") === "#" + page[0]) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  page[2]().catch((e) => say(e.message, "error"));
+}
+
+window.addEventListener("hashchange", route);
+
+// --- admin pages ---------------------------------------------------------------------------
+
+async function dashboard() {
+  const d = await api("GET", "/dashboard");
+  const q = d.queue || { messages: 0, oldest_secs: 0, retrying: 0 };
+  const card = (n, l, id) => el("div", { class: "card", id }, el("div", { class: "n" }, n), el("div", { class: "l" }, l));
+  const out = d.outbound || {};
+  const doctorOut = el("div", { id: "doctor" });
+  view("Dashboard",
+    el("p", { class: "muted" }, `${d.hostname}: counts since the server started (${when(d.started)}).`),
+    el("div", { class: "cards" },
+      card(d.messages_today ?? "—", "messages today", "card-today"),
+      card(sum(d.received), "received", "card-received"),
+      card(d.delivered_local, "stored in mailboxes", "card-local"),
+      card(out.delivered || 0, "sent to other servers", "card-sent"),
+      card(out.deferred || 0, "deferred (will retry)", "card-deferred"),
+      card(out.bounced || 0, "bounced", "card-bounced"),
+      card(sum(d.refused), "refused", "card-refused"),
+      card(sum(d.auth_failures), "failed logins", "card-auth"),
+      card(q.messages, q.messages ? `queued, oldest ${ago(q.oldest_secs)}` : "queued", "card-queue"),
+      card(d.disk ? bytes(d.disk.free_bytes) : "—", d.disk ? `free of ${bytes(d.disk.total_bytes)}` : "disk", "card-disk")),
+    el("h2", {}, "Doctor"),
+    el("p", {}, "Checks this server as the internet sees it: listeners, certificate, DNS, relaying, port 25, blocklists."),
+    el("button", { type: "button", id: "run-doctor", onclick: () => runDoctor(doctorOut) }, "Run the doctor"),
+    doctorOut);
+}
+
+async function runDoctor(out) {
+  out.replaceChildren(el("p", {}, "Running… this can take a minute."));
+  const r = await act("Running the doctor", () => api("GET", "/doctor"));
+  if (!r) { out.replaceChildren(); return; }
+  say(r.ok ? "The doctor found no failure." : `The doctor found ${r.failures} failure(s).`, r.ok ? "done" : "error");
+  const mark = { ok: ["✓", "mark-ok"], info: ["i", "muted"], warn: ["!", "mark-warn"], fail: ["✗", "mark-bad"] };
+  out.replaceChildren(...(r.sections || []).map((s) => el("section", {},
+    el("h2", {}, s.title),
+    table(["", "Finding", "What to do"], s.findings.map((f) => [
+      el("span", { class: mark[f.level][1], "aria-label": f.level }, mark[f.level][0]), f.what, f.fix || ""]), "Nothing to report."))));
+}
+
+async function domains() {
+  const r = await api("GET", "/domains");
+  const add = el("form", { id: "domain-add", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    if (await act("Adding " + v.name, () => api("POST", "/domains", { name: v.name }))) domains();
+  } }, field("New domain", { name: "name", required: true, placeholder: "example.com", id: "domain-name" }),
+  el("button", { type: "submit" }, "Add domain"));
+  const records = el("div", { id: "records" });
+  view("Domains", add,
+    table(["Domain", ""], r.names.map((n) => [n, el("div", { class: "actions" },
+      el("button", { type: "button", class: "quiet", onclick: () => dnsRecords(n, records) }, "DNS records"),
+      el("button", { type: "button", class: "danger", onclick: async () => {
+        if (confirm(`Delete the domain ${n}? Its accounts must be deleted first.`) &&
+            await act("Deleting " + n, () => api("DELETE", "/domains/" + encodeURIComponent(n)))) domains();
+      } }, "Delete"))]), "No domain yet: add the first one above."),
+    records);
+}
+
+async function dnsRecords(domain, out) {
+  out.replaceChildren(el("p", {}, "Checking the DNS records of " + domain + "…"));
+  const r = await act("Checking DNS", () => api("GET", `/dns/${encodeURIComponent(domain)}?check=true`));
+  if (!r) { out.replaceChildren(); return; }
+  say("");
+  const mark = { ok: ["✓ ok", "mark-ok"], missing: ["✗ missing", "mark-bad"], wrong: ["✗ wrong", "mark-bad"], unchecked: ["? unchecked", "muted"] };
+  out.replaceChildren(el("h2", { id: "records-title" }, "DNS records for " + domain),
+    table(["Status", "Name", "Type", "Value", "Why"], r.records.map((x) => [
+      el("span", { class: mark[x.status][1] }, mark[x.status][0], x.detail ? el("div", { class: "muted" }, x.detail) : null),
+      el("span", { class: "mono" }, x.name), x.type, el("span", { class: "mono" }, x.value), x.why]), "No records."));
+}
+
+async function users() {
+  const r = await api("GET", "/users");
+  const add = el("form", { id: "user-add", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    const body = { address: v.address, password: v.password };
+    if (v.quota) {
+      body.quota = parseSize(v.quota);
+      if (body.quota === null) { say("Quota: a size like 2G or 500M", "error"); return; }
+    }
+    if (await act("Creating " + v.address, () => api("POST", "/users", body))) users();
+  } },
+  field("Address", { name: "address", type: "email", required: true, id: "user-address", autocomplete: "off" }),
+  field("Password", { name: "password", type: "password", required: true, id: "user-password", autocomplete: "new-password" }),
+  field("Quota (optional)", { name: "quota", placeholder: "2G", id: "user-quota" }),
+  el("button", { type: "submit" }, "Create account"));
+  const u = (a) => "/users/" + encodeURIComponent(a);
+  view("Users", add, table(["Address", "Used", "Quota", "State", ""], r.users.map((x) => [
+    x.address,
+    `${bytes(x.used_bytes)} in ${x.messages} message(s)`,
+    x.quota_bytes ? bytes(x.quota_bytes) : "unlimited",
+    x.disabled ? el("span", { class: "mark-bad" }, "disabled") : "active",
+    el("div", { class: "actions" },
+      el("button", { type: "button", class: "quiet", onclick: async () => {
+        const p = prompt(`New password for ${x.address}:`);
+        if (p) await act("Setting the password", () => api("PUT", u(x.address) + "/password", { password: p }));
+      } }, "Reset password"),
+      el("button", { type: "button", class: "quiet", onclick: async () => {
+        const q = prompt(`Quota for ${x.address} (like 2G; 0 = unlimited):`, x.quota_bytes ? bytes(x.quota_bytes).replace(" ", "") : "0");
+        if (q === null) return;
+        const n = parseSize(q);
+        if (n === null) { say("Quota: a size like 2G or 500M", "error"); return; }
+        if (await act("Setting the quota", () => api("PUT", u(x.address) + "/quota", { bytes: n }))) users();
+      } }, "Quota"),
+      el("button", { type: "button", class: "quiet", onclick: async () => {
+        if (await act(x.disabled ? "Enabling" : "Disabling", () => api("PUT", u(x.address) + "/disabled", { disabled: !x.disabled }))) users();
+      } }, x.disabled ? "Enable" : "Disable"),
+      el("button", { type: "button", class: "danger", onclick: async () => {
+        if (confirm(`Delete ${x.address} and all its mail?`) && await act("Deleting", () => api("DELETE", u(x.address)))) users();
+      } }, "Delete"))]), "No accounts yet."));
+}
+
+async function aliases() {
+  const [a, g] = await Promise.all([api("GET", "/aliases"), api("GET", "/groups")]);
+  const list = (s) => s.split(/[\s,]+/).filter(Boolean);
+  const addAlias = el("form", { id: "alias-add", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    if (await act("Adding the alias", () => api("POST", "/aliases", { alias: v.alias, targets: list(v.targets) }))) aliases();
+  } }, field("Alias", { name: "alias", required: true, placeholder: "sales@example.com or @example.com" }),
+  field("Delivers to (comma-separated)", { name: "targets", required: true, size: 40 }),
+  el("button", { type: "submit" }, "Add alias"));
+  const addGroup = el("form", { id: "group-add", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    if (await act("Adding the group", () => api("POST", "/groups", { group: v.group, members: list(v.members), policy: v.policy }))) aliases();
+  } }, field("Group", { name: "group", required: true, placeholder: "team@example.com" }),
+  field("Members (comma-separated)", { name: "members", required: true, size: 40 }),
+  el("label", {}, "Who may write to it", el("select", { name: "policy" },
+    el("option", { value: "domain" }, "anyone in its domain"),
+    el("option", { value: "members" }, "its members"),
+    el("option", { value: "anyone" }, "anyone"))),
+  el("button", { type: "submit" }, "Add group"));
+  const del = (name) => el("button", { type: "button", class: "danger", onclick: async () => {
+    if (confirm(`Delete ${name}?`) && await act("Deleting", () => api("DELETE", "/aliases/" + encodeURIComponent(name)))) aliases();
+  } }, "Delete");
+  view("Aliases & groups",
+    el("h2", {}, "Aliases"), addAlias,
+    table(["Alias", "Delivers to", ""], a.aliases.map(([n, t]) => [n, t.join(", "), del(n)]), "No aliases."),
+    el("h2", {}, "Groups"), addGroup,
+    table(["Group", "Who may write", "Members", ""], g.groups.map(([n, p, m]) => [n, p, m.join(", "), del(n)]), "No groups."));
+}
+
+async function queue() {
+  const r = await api("GET", "/queue");
+  const now = Date.now() / 1000;
+  const one = (id, verb, method, path) => el("button", { type: "button", class: verb === "Delete" ? "danger" : "quiet", onclick: async () => {
+    if ((verb === "Retry" || confirm(`${verb} message ${id}?`)) && await act(verb, () => api(method, path))) queue();
+  } }, verb);
+  view("Queue",
+    el("p", {}, "Mail waiting to go to other servers, and why it waits."),
+    el("button", { type: "button", class: "quiet", onclick: async () => {
+      if (await act("Retrying everything", () => api("POST", "/queue/retry"))) queue();
+    } }, "Retry all now"),
+    table(["Id", "From", "To", "Age", "Next try", "Last error", ""], r.entries.map((e) => [
+      el("span", { class: "mono" }, String(e.id)),
+      e.sender || "<>",
+      el("div", {}, e.recipients.map(([a, st, err]) => el("div", {}, `${a} (${st})`, err ? el("div", { class: "muted" }, err) : null))),
+      ago(Math.max(0, Math.round(now - e.created))),
+      e.next_attempt > now ? "in " + ago(Math.round(e.next_attempt - now)) : "now",
+      e.last_error || "",
+      el("div", { class: "actions" },
+        one(e.id, "Retry", "POST", `/queue/${e.id}/retry`),
+        one(e.id, "Bounce", "POST", `/queue/${e.id}/bounce`),
+        one(e.id, "Delete", "DELETE", `/queue/${e.id}`))]), "The queue is empty."));
+}
+
+async function trace() {
+  const results = el("div", { id: "trace-results" });
+  const form = el("form", { id: "trace-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    const q = new URLSearchParams();
+    for (const k of ["id", "message_id", "from", "to"]) if (v[k]) q.set(k, v[k]);
+    q.set("since_secs", String(Number(v.hours || 24) * 3600));
+    const r = await act("Searching", () => api("GET", "/trace?" + q.toString()));
+    if (!r) return;
+    say(`${r.traces.length} message(s) found.`, "done");
+    results.replaceChildren(...r.traces.map(([id, events]) => el("section", {},
+      el("h2", {}, "Message " + id),
+      el("ol", { class: "timeline" }, events.map((ev) => el("li", {},
+        el("span", { class: "kind" }, ev.kind), " ",
+        el("span", { class: "muted" }, new Date(ev.time).toLocaleString()),
+        el("div", {}, ev.text)))))));
+    if (!r.traces.length) results.replaceChildren(el("p", { class: "muted" }, "No message matches."));
+  } },
+  field("From", { name: "from", placeholder: "sender address" }),
+  field("To", { name: "to", placeholder: "recipient address" }),
+  field("Message-ID", { name: "message_id" }),
+  field("Trace id", { name: "id" }),
+  field("In the last hours", { name: "hours", type: "number", min: 1, value: 24 }),
+  el("button", { type: "submit" }, "Search"));
+  view("Message trace", el("p", {}, "Where did a message go? Every step from arrival to delivery, with the remote servers' replies."), form, results);
+}
+
+// --- the user's own account ----------------------------------------------------------------
+
+async function account() {
+  const me = await api("GET", "/me");
+  const pw = el("form", { class: "stack", id: "password-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    if (v.password !== v.again) { say("The two passwords differ.", "error"); return; }
+    if (await act("Changing the password", () => api("PUT", "/me/password", { password: v.password }))) e.target.reset();
+  } },
+  field("New password", { name: "password", type: "password", required: true, autocomplete: "new-password", id: "new-password" }),
+  field("New password again", { name: "again", type: "password", required: true, autocomplete: "new-password", id: "new-password-again" }),
+  el("button", { type: "submit", id: "password-submit" }, "Change password"));
+  const fwd = el("form", { id: "forward-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    if (await act("Setting forwarding", () => api("PUT", "/me/forward", { to: v.to, keep_copy: v.keep === "on" }))) account();
+  } },
+  field("Forward my mail to", { name: "to", type: "email", required: true, value: me.forward ? me.forward.to : "" }),
+  el("label", { class: "inline" }, el("input", { type: "checkbox", name: "keep", checked: !me.forward || me.forward.keep_copy }), "keep a copy here"),
+  el("button", { type: "submit" }, "Forward"),
+  me.forward ? el("button", { type: "button", class: "quiet", onclick: async () => {
+    if (await act("Stopping forwarding", () => api("DELETE", "/me/forward"))) account();
+  } }, "Stop forwarding") : null);
+  const vac = el("form", { class: "stack", id: "vacation-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    const body = { text: v.text, days: Number(v.days || 7) };
+    if (v.subject) body.subject = v.subject;
+    if (await act("Turning the vacation reply on", () => api("PUT", "/me/vacation", body))) account();
+  } },
+  field("Subject (optional)", { name: "subject" }),
+  el("label", {}, "Reply", el("textarea", { name: "text", required: true })),
+  field("Reply to each sender once every (days)", { name: "days", type: "number", min: 1, max: 365, value: 7 }),
+  el("button", { type: "submit" }, "Turn the reply on"),
+  me.vacation ? el("button", { type: "button", class: "quiet", onclick: async () => {
+    if (await act("Turning the vacation reply off", () => api("DELETE", "/me/vacation"))) account();
+  } }, "Turn the reply off") : null);
+  const quota = me.quota_bytes ? `${bytes(me.used_bytes)} of ${bytes(me.quota_bytes)} used` : `${bytes(me.used_bytes)} used (no limit)`;
+  view("My account",
+    el("p", {}, el("strong", {}, me.address), " — ", quota, `, ${me.messages ?? 0} message(s).`),
+    el("h2", {}, "Settings for your mail program"),
+    table(["Service", "Server", "Port", "Security", "User name"], me.settings.map((s) => [s.service, el("span", { class: "mono" }, s.host), String(s.port), s.security, s.username]), "No mail service is configured."),
+    el("p", { class: "muted" }, "The password is the one you log in here with."),
+    el("h2", {}, "Password"), pw,
+    el("h2", {}, "Forwarding"), el("p", {}, me.forward ? `Your mail goes to ${me.forward.to}${me.forward.keep_copy ? " and a copy stays here" : ""}.` : "Your mail is not forwarded."), fwd,
+    el("h2", {}, "Vacation reply"), el("p", {}, me.vacation ? "A vacation reply is on." : "No vacation reply is on."), vac);
+}
+
+// --- start ---------------------------------------------------------------------------------
+
+(async function boot() {
+  try {
+    const r = await fetch("/api/v1/session", { credentials: "same-origin" });
+    if (r.ok) {
+      Object.assign(state, await r.json());
+      start();
+      return;
+    }
+  } catch (_) { /* not logged in */ }
+  showLogin();
+})();
