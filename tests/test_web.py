@@ -65,6 +65,8 @@ admins = ["{BOSS}"]
 [auth]
 failure_delay_ms = 10
 max_failures = 5
+[relay]
+password = "not-shown-anywhere"
 {extra}""")
     s.add_user(ALICE)
     s.add_user(BOSS)
@@ -141,6 +143,11 @@ def test_sessions_csrf_roles_and_limits(make_server):
     assert admin.api("POST", "/domains", {"name": "newco.test"}, csrf=False)[0] == 403
     assert admin.api("GET", "/domains")[1]["names"].count("newco.test") == 0
     assert admin.api("POST", "/domains", {"name": "newco.test"})[0] == 201
+    st, conf = admin.api("GET", "/settings")
+    assert st == 200 and "[http]" in conf["text"] and conf["path"].endswith("postern.toml")
+    assert "not-shown-anywhere" not in conf["text"] and 'password = "********"' in conf["text"]
+    assert b.api("GET", "/settings")[0] == 403 and b.api("POST", "/reload")[0] == 403
+    assert admin.api("POST", "/reload")[0] == 200
     st, d = admin.api("GET", "/dashboard")
     assert st == 200 and d["hostname"] == s.hostname and "queue" in d and d["disk"]["total_bytes"] > 0
     # A token still works for scripts, with no CSRF token (it is not sent by browsers by itself).
@@ -240,6 +247,11 @@ def test_admin_and_user_in_a_real_browser(make_server):
 
             page.get_by_role("link", name="Queue").click()
             expect(page.get_by_text("The queue is empty.")).to_be_visible()
+            page.get_by_role("link", name="Settings").click()
+            expect(page.locator("#config-text")).to_contain_text("[http]")
+            page.get_by_role("button", name="Reload the certificate and DKIM keys").click()
+            expect(page.locator("#status")).to_contain_text("reloaded")
+            shot(page, "05-settings")
             page.get_by_role("link", name="Log out").click()
             expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
@@ -255,11 +267,11 @@ def test_admin_and_user_in_a_real_browser(make_server):
             page.get_by_label("New password again").fill("second-pass-456")
             page.get_by_role("button", name="Change password").click()
             expect(page.locator("#status")).to_have_text("password of carol@newco.test changed")
-            shot(page, "05-account")
+            shot(page, "06-account")
         finally:
             browser.close()
 
     wait_for(lambda: imap_login(s, "carol@newco.test", "second-pass-456"), timeout=10)
     assert not imap_login(s, "carol@newco.test", "first-pass-123")
-    for n in ("01-dashboard", "02-domains", "03-users", "04-trace", "05-account"):
+    for n in ("01-dashboard", "02-domains", "03-users", "04-trace", "05-settings", "06-account"):
         assert (SHOTS / f"{n}.png").stat().st_size > 5000

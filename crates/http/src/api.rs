@@ -334,6 +334,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/doctor", get(doctor))
         .route("/dns/{domain}", get(dns))
         .route("/dashboard", get(dashboard))
+        .route("/settings", get(settings))
+        .route("/reload", post(reload))
         .route(
             "/session",
             get(session_get).post(session_login).delete(session_logout),
@@ -1151,4 +1153,58 @@ async fn dashboard(st: St, h: HeaderMap, p: Ext) -> Response {
             "disk": disk.map(|(free, total)| serde_json::json!({"free_bytes": free, "total_bytes": total})),
         }),
     )
+}
+
+/// The configuration file in use, with passwords and secrets masked.
+async fn settings(st: St, h: HeaderMap, p: Ext) -> Response {
+    auth!(st, h, p);
+    let Some(path) = st.hooks.config_path.clone() else {
+        return error(StatusCode::NOT_FOUND, "not available in this server");
+    };
+    let text = match tokio::fs::read_to_string(&path).await {
+        Ok(t) => mask_secrets(&t),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{}: {e}", path.display())),
+    };
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"path": path.display().to_string(), "text": text}),
+    )
+}
+
+/// `key = "..."` lines whose key names a password or secret, with the value hidden.
+fn mask_secrets(toml: &str) -> String {
+    toml.lines()
+        .map(|l| match l.split_once('=') {
+            Some((k, _))
+                if ["password", "secret"]
+                    .iter()
+                    .any(|w| k.to_ascii_lowercase().contains(w)) =>
+            {
+                format!("{k}= \"********\"")
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reloads the TLS certificate and the DKIM keys now.
+async fn reload(st: St, h: HeaderMap, p: Ext) -> Response {
+    auth!(st, h, p);
+    match st.hooks.reload.as_ref().map(|r| r()) {
+        Some(Ok(m)) => json(StatusCode::OK, &serde_json::json!({"kind": "done", "message": m})),
+        Some(Err(m)) => error(StatusCode::BAD_REQUEST, &m),
+        None => error(StatusCode::NOT_FOUND, "not available in this server"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_are_masked() {
+        let t = "[relay]\nhost = \"smtp.example\"\npassword = \"hunter2\"\n  client_secret=\"x\"";
+        let m = super::mask_secrets(t);
+        assert!(!m.contains("hunter2") && !m.contains("\"x\""), "{m}");
+        assert!(m.contains("host = \"smtp.example\"") && m.contains("password = \"********\""));
+    }
 }

@@ -44,6 +44,10 @@ pub struct Hooks {
     pub doctor: Option<Arc<dyn Fn() -> JsonFuture + Send + Sync>>,
     /// `postern dns DOMAIN [--check]`, as JSON.
     pub dns: Option<Arc<dyn Fn(String, bool) -> JsonFuture + Send + Sync>>,
+    /// Reloads the TLS certificate and DKIM keys (as SIGHUP does).
+    pub reload: Option<Arc<dyn Fn() -> Result<String, String> + Send + Sync>>,
+    /// The configuration file the server was started with.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 pub(crate) struct AppState {

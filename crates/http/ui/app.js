@@ -158,6 +158,7 @@ const ADMIN_PAGES = [
   ["aliases", "Aliases & groups", aliases],
   ["queue", "Queue", queue],
   ["trace", "Message trace", trace],
+  ["settings", "Settings", settings],
 ];
 const USER_PAGES = [["account", "My account", account]];
 
@@ -382,6 +383,19 @@ async function trace() {
   field("In the last hours", { name: "hours", type: "number", min: 1, value: 24 }),
   el("button", { type: "submit" }, "Search"));
   view("Message trace", el("p", {}, "Where did a message go? Every step from arrival to delivery, with the remote servers' replies."), form, results);
+}
+
+async function settings() {
+  const r = await api("GET", "/settings");
+  view("Settings",
+    el("p", {}, "Accounts, domains, aliases, groups, quotas and forwarding (the other pages) change at once. " +
+      "The settings below are in the configuration file; edit it on the server and restart Postern for them to take effect. " +
+      "A new TLS certificate or DKIM key is picked up without a restart:"),
+    el("button", { type: "button", id: "reload", onclick: () => act("Reloading", () => api("POST", "/reload")) },
+      "Reload the certificate and DKIM keys"),
+    el("h2", {}, "Configuration file"),
+    el("p", { class: "mono" }, r.path),
+    el("pre", { class: "mono", id: "config-text" }, r.text));
 }
 
 // --- the user's own account ----------------------------------------------------------------

@@ -199,6 +199,8 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
                     as postern_http::JsonFuture
             })
         }),
+        reload: Some(reload.clone()),
+        config_path: Some(config_path.clone()),
     };
     control::listen(
         &cfg.data_dir,
