@@ -172,6 +172,10 @@ def test_sessions_csrf_roles_and_limits(make_server):
     assert one.api("GET", "/me")[0] == 200
     assert two.api("GET", "/me")[0] == 401
     assert imap_login(s, ALICE, "brand-new-pass-1") and not imap_login(s, ALICE, PASSWORD)
+    # However the password changes (here by the CLI), the sessions made with the old one end.
+    s.cli("user", "passwd", ALICE, "--password-stdin", input="third-pass-2\n")
+    assert one.api("GET", "/me")[0] == 401
+    assert one.login(ALICE, "third-pass-2")[0] == 200
 
     # Logging out ends the session and clears the cookie.
     assert one.api("DELETE", "/session")[0] == 200
@@ -236,8 +240,14 @@ def test_admin_and_user_in_a_real_browser(make_server):
             page.get_by_role("button", name="Create account").click()
             expect(page.get_by_role("cell", name="carol@newco.test")).to_be_visible()
             expect(page.get_by_role("row", name="carol@newco.test")).to_contain_text("1.0 GB")
-            shot(page, "03-users")
             assert imap_login(s, "carol@newco.test", "first-pass-123")
+            row = page.get_by_role("row", name="carol@newco.test")
+            row.get_by_role("button", name="Reset password").click()
+            row.get_by_label("New password for carol@newco.test").fill("reset-pass-789")
+            shot(page, "03-users")
+            row.get_by_role("button", name="Set").click()
+            expect(page.locator("#status")).to_have_text("password of carol@newco.test changed")
+            assert imap_login(s, "carol@newco.test", "reset-pass-789")
 
             page.get_by_role("link", name="Message trace").click()
             page.get_by_label("To").fill(ALICE)
@@ -258,7 +268,7 @@ def test_admin_and_user_in_a_real_browser(make_server):
             # The new user: their own page only, where they change their password.
             page.goto(base + "/account")
             page.get_by_label("Email address").fill("carol@newco.test")
-            page.get_by_label("Password").fill("first-pass-123")
+            page.get_by_label("Password").fill("reset-pass-789")
             page.get_by_role("button", name="Log in").click()
             expect(page.get_by_role("heading", name="My account")).to_be_visible()
             expect(page.get_by_role("link", name="Users")).to_have_count(0)
@@ -272,6 +282,6 @@ def test_admin_and_user_in_a_real_browser(make_server):
             browser.close()
 
     wait_for(lambda: imap_login(s, "carol@newco.test", "second-pass-456"), timeout=10)
-    assert not imap_login(s, "carol@newco.test", "first-pass-123")
+    assert not imap_login(s, "carol@newco.test", "reset-pass-789")
     for n in ("01-dashboard", "02-domains", "03-users", "04-trace", "05-settings", "06-account"):
         assert (SHOTS / f"{n}.png").stat().st_size > 5000

@@ -30,7 +30,7 @@ async fn web_session(
         return Ok(None);
     };
     match st.directory.store().account_by_address(&s.address).await {
-        Ok(Some(a)) if !a.disabled => {
+        Ok(Some(a)) if !a.disabled && session::password_digest(&a.password_hash) == s.password => {
             s.admin = s.admin && st.is_admin(&a.address);
             Ok(Some((s, a)))
         }
@@ -57,7 +57,10 @@ pub(crate) async fn csrf(
         return next.run(req).await;
     }
     if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let origin_host = origin.split_once("://").map_or(origin, |(_, r)| r);
         if !origin_host.eq_ignore_ascii_case(host) {
             return error(
@@ -906,8 +909,16 @@ async fn me_password(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     )
     .await;
     if r.status().is_success() {
-        // Whoever else was logged in with the old password is not any more.
-        SESSIONS.remove_user(&a.address, session::token_of(&h).as_deref());
+        // Whoever else was logged in with the old password is not any more; this session
+        // (if the change came with one) goes on.
+        let token = session::token_of(&h);
+        SESSIONS.remove_user(&a.address, token.as_deref());
+        if let (Some(t), Ok(Some(now))) = (
+            token,
+            st.directory.store().account_by_address(&a.address).await,
+        ) {
+            SESSIONS.set_password(&t, session::password_digest(&now.password_hash));
+        }
     }
     r
 }
@@ -1084,7 +1095,12 @@ async fn session_login(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     };
     let admin = st.is_admin(&a.address);
     let limits = st.session_limits();
-    let (token, s) = SESSIONS.create(&a.address, admin, &limits);
+    let (token, s) = SESSIONS.create(
+        &a.address,
+        admin,
+        session::password_digest(&a.password_hash),
+        &limits,
+    );
     tracing::info!(user = %a.address, admin, "web login");
     let mut r = json(StatusCode::OK, &session_json(&s));
     if let Ok(v) = header::HeaderValue::from_str(&session::cookie(Some(&token), limits.max_age)) {
@@ -1099,7 +1115,10 @@ async fn session_get(st: St, h: HeaderMap) -> Response {
     };
     match web_session(&st, &token).await {
         Ok(Some((s, _))) => json(StatusCode::OK, &session_json(&s)),
-        Ok(None) => error(StatusCode::UNAUTHORIZED, "your session has ended; log in again"),
+        Ok(None) => error(
+            StatusCode::UNAUTHORIZED,
+            "your session has ended; log in again",
+        ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
     }
 }
@@ -1163,7 +1182,12 @@ async fn settings(st: St, h: HeaderMap, p: Ext) -> Response {
     };
     let text = match tokio::fs::read_to_string(&path).await {
         Ok(t) => mask_secrets(&t),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("{}: {e}", path.display())),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{}: {e}", path.display()),
+            );
+        }
     };
     json(
         StatusCode::OK,
@@ -1192,7 +1216,10 @@ fn mask_secrets(toml: &str) -> String {
 async fn reload(st: St, h: HeaderMap, p: Ext) -> Response {
     auth!(st, h, p);
     match st.hooks.reload.as_ref().map(|r| r()) {
-        Some(Ok(m)) => json(StatusCode::OK, &serde_json::json!({"kind": "done", "message": m})),
+        Some(Ok(m)) => json(
+            StatusCode::OK,
+            &serde_json::json!({"kind": "done", "message": m}),
+        ),
         Some(Err(m)) => error(StatusCode::BAD_REQUEST, &m),
         None => error(StatusCode::NOT_FOUND, "not available in this server"),
     }

@@ -16,6 +16,9 @@ pub struct Session {
     pub address: String,
     pub admin: bool,
     pub csrf: String,
+    /// A digest of the account's password hash at login: a session ends when the password
+    /// changes, however it was changed.
+    pub password: u64,
     created: Instant,
     used: Instant,
 }
@@ -45,13 +48,20 @@ fn alive(s: &Session, l: &Limits, now: Instant) -> bool {
 
 impl Sessions {
     /// A new session; returns its token (for the cookie) and the session.
-    pub fn create(&self, address: &str, admin: bool, l: &Limits) -> (String, Session) {
+    pub fn create(
+        &self,
+        address: &str,
+        admin: bool,
+        password: u64,
+        l: &Limits,
+    ) -> (String, Session) {
         let now = Instant::now();
         let token = random_token();
         let s = Session {
             address: address.to_string(),
             admin,
             csrf: random_token(),
+            password,
             created: now,
             used: now,
         };
@@ -86,6 +96,13 @@ impl Sessions {
         Some(s.clone())
     }
 
+    /// Keeps the session of `token` after its own password change.
+    pub fn set_password(&self, token: &str, password: u64) {
+        if let Some(s) = self.map.lock().unwrap().get_mut(token) {
+            s.password = password;
+        }
+    }
+
     pub fn remove(&self, token: &str) {
         self.map.lock().unwrap().remove(token);
     }
@@ -97,6 +114,12 @@ impl Sessions {
             .unwrap()
             .retain(|t, s| s.address != address || Some(t.as_str()) == keep);
     }
+}
+
+/// The digest sessions keep of a password hash (never the hash itself).
+pub fn password_digest(hash: &str) -> u64 {
+    let d = ring::digest::digest(&ring::digest::SHA256, hash.as_bytes());
+    u64::from_be_bytes(d.as_ref()[..8].try_into().expect("32 bytes"))
 }
 
 /// The session token the request's cookies carry, if any.
@@ -148,16 +171,16 @@ mod tests {
     fn sessions_expire_and_are_bounded() {
         let s = Sessions::default();
         let l = limits(60_000, 2);
-        let (a, _) = s.create("a@x", false, &l);
-        let (b, _) = s.create("b@x", true, &l);
+        let (a, _) = s.create("a@x", false, 0, &l);
+        let (b, _) = s.create("b@x", true, 0, &l);
         assert!(s.get(&a, &l).is_some());
-        let (c, _) = s.create("c@x", false, &l);
+        let (c, _) = s.create("c@x", false, 0, &l);
         assert!(s.get(&b, &l).is_none(), "the least recently used went");
         assert!(s.get(&a, &l).is_some() && s.get(&c, &l).is_some());
         s.remove_user("a@x", None);
         assert!(s.get(&a, &l).is_none());
         let short = limits(1, 10);
-        let (d, _) = s.create("d@x", false, &short);
+        let (d, _) = s.create("d@x", false, 0, &short);
         std::thread::sleep(Duration::from_millis(5));
         assert!(s.get(&d, &short).is_none(), "idle too long");
     }

@@ -201,7 +201,7 @@ async function dashboard() {
   view("Dashboard",
     el("p", { class: "muted" }, `${d.hostname}: counts since the server started (${when(d.started)}).`),
     el("div", { class: "cards" },
-      card(d.messages_today ?? "—", "messages today", "card-today"),
+      card(d.messages_today ?? "—", "messages today (UTC)", "card-today"),
       card(sum(d.received), "received", "card-received"),
       card(d.delivered_local, "stored in mailboxes", "card-local"),
       card(out.delivered || 0, "sent to other servers", "card-sent"),
@@ -283,10 +283,7 @@ async function users() {
     x.quota_bytes ? bytes(x.quota_bytes) : "unlimited",
     x.disabled ? el("span", { class: "mark-bad" }, "disabled") : "active",
     el("div", { class: "actions" },
-      el("button", { type: "button", class: "quiet", onclick: async () => {
-        const p = prompt(`New password for ${x.address}:`);
-        if (p) await act("Setting the password", () => api("PUT", u(x.address) + "/password", { password: p }));
-      } }, "Reset password"),
+      el("button", { type: "button", class: "quiet", onclick: (e) => resetPassword(e.target, x.address) }, "Reset password"),
       el("button", { type: "button", class: "quiet", onclick: async () => {
         const q = prompt(`Quota for ${x.address} (like 2G; 0 = unlimited):`, x.quota_bytes ? bytes(x.quota_bytes).replace(" ", "") : "0");
         if (q === null) return;
@@ -300,6 +297,23 @@ async function users() {
       el("button", { type: "button", class: "danger", onclick: async () => {
         if (confirm(`Delete ${x.address} and all its mail?`) && await act("Deleting", () => api("DELETE", u(x.address)))) users();
       } }, "Delete"))]), "No accounts yet."));
+}
+
+// Replaces the row's buttons with a password form until it is used or cancelled.
+function resetPassword(button, address) {
+  const actions = button.closest(".actions");
+  const saved = Array.from(actions.childNodes);
+  const input = el("input", { type: "password", name: "password", required: true, autocomplete: "new-password",
+    "aria-label": "New password for " + address });
+  const form = el("form", { onsubmit: async (e) => {
+    e.preventDefault();
+    if (await act("Setting the password", () => api("PUT", "/users/" + encodeURIComponent(address) + "/password", { password: input.value }))) {
+      actions.replaceChildren(...saved);
+    }
+  } }, input, el("button", { type: "submit" }, "Set"),
+  el("button", { type: "button", class: "quiet", onclick: () => actions.replaceChildren(...saved) }, "Cancel"));
+  actions.replaceChildren(form);
+  input.focus();
 }
 
 async function aliases() {
