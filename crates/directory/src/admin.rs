@@ -123,6 +123,16 @@ pub enum AdminRequest {
     },
     /// Re-read certificates and DKIM keys (handled by the running server).
     Reload,
+    /// Copy a Maildir tree (Dovecot, Courier) into an account (handled by the binary).
+    MaildirImport {
+        address: String,
+        path: String,
+    },
+    /// Write an account's mail as a Maildir tree (handled by the binary).
+    MaildirExport {
+        address: String,
+        path: String,
+    },
     /// Run postern doctor inside the server (handled by the running server).
     Doctor,
     /// Messages and their stories, by any of: trace id, Message-ID, sender, recipient.
@@ -211,7 +221,7 @@ pub struct AdminError {
 }
 
 impl AdminError {
-    fn new(m: impl Into<String>) -> Self {
+    pub fn new(m: impl Into<String>) -> Self {
         AdminError {
             message: m.into(),
             temporary: false,
@@ -548,6 +558,9 @@ impl Directory {
             AdminRequest::Reload => Err(AdminError::new(
                 "reload needs a running server (postern serve)",
             )),
+            AdminRequest::MaildirImport { .. } | AdminRequest::MaildirExport { .. } => Err(
+                AdminError::new("Maildir import and export run in the postern binary"),
+            ),
             AdminRequest::Doctor => Err(AdminError::new(
                 "the doctor over the admin API needs a running server; run postern doctor",
             )),

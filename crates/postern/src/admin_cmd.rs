@@ -385,6 +385,36 @@ pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Maildir import and export: in the running server (through its control socket), else with
+/// the store opened here.
+pub async fn storage(cfg: &Config, c: crate::cli::StorageCmd) -> anyhow::Result<()> {
+    use crate::cli::StorageCmd;
+    let abs = |p: std::path::PathBuf| -> anyhow::Result<String> {
+        Ok(std::path::absolute(&p)?.to_string_lossy().into_owned())
+    };
+    let req = match c {
+        StorageCmd::ImportMaildir { address, dir } => AdminRequest::MaildirImport {
+            address,
+            path: abs(dir)?,
+        },
+        StorageCmd::ExportMaildir { address, dir } => AdminRequest::MaildirExport {
+            address,
+            path: abs(dir)?,
+        },
+    };
+    if let Some(r) = control::request(&cfg.data_dir, &req).await? {
+        print(r?);
+        return Ok(());
+    }
+    let store = EmbeddedStore::open(&cfg.data_dir, Options::default())
+        .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
+    let shared: postern_store::SharedStore = store.clone();
+    let r = crate::maildir::run(&shared, &cfg.hostname, req).await;
+    store.close().await?;
+    print(r?);
+    Ok(())
+}
+
 pub async fn forward(cfg: &Config, c: ForwardCmd) -> anyhow::Result<()> {
     let req = match c {
         ForwardCmd::Set {

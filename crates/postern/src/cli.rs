@@ -55,6 +55,9 @@ pub enum Command {
     /// Tokens for the JSON API (/api/v1)
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Move mail in and out: Maildir trees (Dovecot, Courier)
+    #[command(subcommand)]
+    Storage(StorageCmd),
     /// Where mail to ADDRESS would go, step by step, and why
     Route { address: String },
     /// The story of messages: received, routed, delivered, queued, each delivery attempt...
@@ -289,6 +292,15 @@ pub enum ForwardCmd {
     },
     /// Stop forwarding USER's mail
     Clear { user: String },
+}
+
+#[derive(Subcommand)]
+pub enum StorageCmd {
+    /// Copy a Maildir tree (e.g. Dovecot's ~/Maildir) into an account: folders, flags,
+    /// keywords and received dates
+    ImportMaildir { address: String, dir: PathBuf },
+    /// Write an account's mail as a Maildir tree in a new directory
+    ExportMaildir { address: String, dir: PathBuf },
 }
 
 #[derive(Subcommand)]

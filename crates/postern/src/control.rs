@@ -87,6 +87,12 @@ async fn handle(
             Ok(AdminRequest::Doctor) => Reply::Ok(AdminReply::Report {
                 json: doctor().await,
             }),
+            Ok(req @ (AdminRequest::MaildirImport { .. } | AdminRequest::MaildirExport { .. })) => {
+                match crate::maildir::run(dir.store(), &dir.config().hostname, req).await {
+                    Ok(r) => Reply::Ok(r),
+                    Err(e) => Reply::Err(e),
+                }
+            }
             Ok(req) => match dir.admin(req).await {
                 Ok(r) => Reply::Ok(r),
                 Err(e) => Reply::Err(e),

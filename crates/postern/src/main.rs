@@ -8,6 +8,7 @@ mod dns;
 mod doctor;
 mod init;
 mod listeners;
+mod maildir;
 mod serve;
 
 use std::path::PathBuf;
@@ -94,6 +95,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Forward(c) => {
             let (_, cfg) = load_config(cli.config)?;
             admin_cmd::forward(&cfg, c).await
+        }
+        Command::Storage(c) => {
+            let (_, cfg) = load_config(cli.config)?;
+            admin_cmd::storage(&cfg, c).await
         }
         Command::Token(c) => {
             let (_, cfg) = load_config(cli.config)?;
