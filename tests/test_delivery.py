@@ -15,7 +15,7 @@ import pytest
 
 from conftest import PASSWORD, ROOT, free_port
 from helpers import ALICE, BOB, inbox, mx_send, submit, wait_for
-from peers import Dns, Sink
+from peers import Dns, Pki, Sink
 
 from conftest import PEER_SCRIPT
 
@@ -140,17 +140,26 @@ def test_no_mx_falls_back_to_a_and_multiple_mx_first_down(net):
         second.stop()
 
 
-def test_smarthost_with_auth(net):
+def test_smarthost_with_auth(net, tmp_root):
     dns, rport, make = net
     dns.start()
-    sink = Sink("127.0.0.7", rport, auth=("relayuser", "relay-pass"))
+    # Without TLS the password is never sent: the mail waits and the queue says why.
+    plain = Sink("127.0.0.7", rport, auth=("relayuser", "relay-pass"))
     s = make(extra=f'[relay]\nhost = "127.0.0.7:{rport}"\nusername = "relayuser"\npassword = "relay-pass"\ntls = "opportunistic"\n')
     s.start()
     try:
         submit(s, ALICE, ["anyone@anywhere.test"], msg("via smarthost"))
+        wait_for(lambda: "our password was not sent in the clear" in queue_list(s), timeout=30)
+        assert not any(c.startswith("AUTH") for c in plain.commands) and not plain.messages
+    finally:
+        plain.stop()
+    sink = Sink("127.0.0.7", rport, auth=("relayuser", "relay-pass"),
+                tls=Pki(tmp_root).issue(["smarthost.test"], self_signed=True)[1])
+    try:
+        s.cli("queue", "retry", "--all")
         wait_for(lambda: sink.messages, timeout=30)
         assert any(c.startswith("AUTH PLAIN") for c in sink.commands)
-        assert sink.messages[0][1] == ["anyone@anywhere.test"]
+        assert sink.messages[0][1] == ["anyone@anywhere.test"] and sink.secure == [True]
     finally:
         sink.stop()
 

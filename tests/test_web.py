@@ -168,6 +168,10 @@ def test_sessions_csrf_roles_and_limits(make_server):
     one, two = Browser(s), Browser(s)
     assert one.login(ALICE)[0] == 200 and two.login(ALICE)[0] == 200
     st, r = one.api("PUT", "/me/password", {"password": "brand-new-pass-1"})
+    assert st == 400 and "current" in r["error"], "a session alone does not change the password"
+    st, r = one.api("PUT", "/me/password", {"password": "brand-new-pass-1", "current": "not-it-at-all"})
+    assert st == 403, r
+    st, r = one.api("PUT", "/me/password", {"password": "brand-new-pass-1", "current": PASSWORD})
     assert st == 200, r
     assert one.api("GET", "/me")[0] == 200
     assert two.api("GET", "/me")[0] == 401
@@ -273,6 +277,7 @@ def test_admin_and_user_in_a_real_browser(make_server):
             expect(page.get_by_role("heading", name="My account")).to_be_visible()
             expect(page.get_by_role("link", name="Users")).to_have_count(0)
             expect(page.locator("main table").first).to_contain_text("carol@newco.test")
+            page.get_by_label("Current password").fill("reset-pass-789")
             page.get_by_label("New password", exact=True).fill("second-pass-456")
             page.get_by_label("New password again").fill("second-pass-456")
             page.get_by_role("button", name="Change password").click()

@@ -52,8 +52,9 @@ pub(crate) async fn csrf(
     use axum::http::Method;
     let h = req.headers();
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let login = *req.method() == Method::POST && req.uri().path().ends_with("/session");
-    if safe || h.contains_key(header::AUTHORIZATION) {
+    let login = *req.method() == Method::POST && req.uri().path() == "/session";
+    // A bearer token is never sent by a browser on its own; a cookie or Basic credentials are.
+    if safe || bearer(h).is_some() {
         return next.run(req).await;
     }
     if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
@@ -112,6 +113,25 @@ fn error(status: StatusCode, message: &str) -> Response {
     r
 }
 
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+}
+
+/// Whether the request carries HTTP Basic credentials.
+fn basic(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+}
+
 /// The token's name, or the status and words refusing the request.
 async fn authorize(
     st: &AppState,
@@ -125,7 +145,7 @@ async fn authorize(
             "the API takes tokens over HTTPS only (or from this machine)".into(),
         ));
     }
-    if !headers.contains_key(header::AUTHORIZATION)
+    if bearer(headers).is_none()
         && let Some(token) = session::token_of(headers)
     {
         return match web_session(st, &token).await {
@@ -141,13 +161,7 @@ async fn authorize(
             Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e)),
         };
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .unwrap_or("");
+    let token = bearer(headers).unwrap_or("");
     match st.directory.token_name(token).await {
         Ok(Some(name)) => Ok(name),
         Ok(None) => Err((
@@ -776,7 +790,7 @@ async fn user_login(
             "passwords are taken over HTTPS only (or from this machine)".into(),
         ));
     }
-    if !headers.contains_key(header::AUTHORIZATION)
+    if !basic(headers)
         && let Some(token) = session::token_of(headers)
     {
         return match web_session(st, &token).await {
@@ -846,8 +860,13 @@ macro_rules! me {
             Ok(a) => a,
             Err((status, m)) => {
                 let mut r = error(status, &m);
-                // A browser with a session cookie must not be shown a password dialog.
-                if status == StatusCode::UNAUTHORIZED && session::token_of(&$h).is_none() {
+                // A browser with a session cookie, or the page's own script, must not be shown
+                // a password dialog.
+                let script = $h
+                    .get("sec-fetch-mode")
+                    .is_some_and(|v| v.as_bytes() == b"cors");
+                if status == StatusCode::UNAUTHORIZED && session::token_of(&$h).is_none() && !script
+                {
                     r.headers_mut().insert(
                         header::WWW_AUTHENTICATE,
                         header::HeaderValue::from_static("Basic realm=\"postern\""),
@@ -897,9 +916,39 @@ async fn me_get(st: St, h: HeaderMap, p: Ext) -> Response {
     )
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MePasswordBody {
+    password: String,
+    /// Needed with a session cookie (a session left open is not the password).
+    #[serde(default)]
+    current: Option<String>,
+}
+
 async fn me_password(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     let a = me!(st, h, p);
-    let b = with_body!(b, PasswordBody);
+    let b = with_body!(b, MePasswordBody);
+    if !basic(&h) {
+        let Some(current) = b.current.as_deref() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give your current password too (\"current\")",
+            );
+        };
+        if let Err((status, m)) = check_password(&st, &a.address, current, p.0.0).await {
+            let status = if status == StatusCode::UNAUTHORIZED {
+                StatusCode::FORBIDDEN
+            } else {
+                status
+            };
+            let m = if status == StatusCode::FORBIDDEN {
+                "your current password is not right".to_string()
+            } else {
+                m
+            };
+            return error(status, &m);
+        }
+    }
     let r = as_user(
         &st,
         AdminRequest::UserPasswd {
@@ -1070,10 +1119,11 @@ fn session_json(s: &session::Session) -> serde_json::Value {
 
 async fn session_login(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     let Peer(ip, tls) = p.0;
-    if !tls && !ip.is_loopback() && !st.config.auth.allow_plaintext {
+    if !tls && !ip.is_loopback() {
+        // Even with auth.allow_plaintext: browsers keep the Secure cookie over HTTPS only.
         return error(
             StatusCode::FORBIDDEN,
-            "passwords are taken over HTTPS only (or from this machine)",
+            "log in to the web interface over HTTPS (https://this-server/admin)",
         );
     }
     // A form on another site cannot send JSON without asking first (CORS): no login CSRF.
@@ -1095,6 +1145,9 @@ async fn session_login(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     };
     let admin = st.is_admin(&a.address);
     let limits = st.session_limits();
+    if let Some(old) = session::token_of(&h) {
+        SESSIONS.remove(&old);
+    }
     let (token, s) = SESSIONS.create(
         &a.address,
         admin,
@@ -1146,7 +1199,7 @@ async fn dashboard(st: St, h: HeaderMap, p: Ext) -> Response {
     let now = postern_store::now();
     let midnight = now - now.rem_euclid(86400);
     let today = store
-        .trace_recent(midnight * 1000, 100_000)
+        .trace_recent(midnight * 1000, 10_000)
         .await
         .map(|v| v.len())
         .ok();
@@ -1181,7 +1234,9 @@ async fn settings(st: St, h: HeaderMap, p: Ext) -> Response {
         return error(StatusCode::NOT_FOUND, "not available in this server");
     };
     let text = match tokio::fs::read_to_string(&path).await {
-        Ok(t) => mask_secrets(&t),
+        Ok(t) => mask_secrets(&t).unwrap_or_else(|| {
+            "(the file does not parse as TOML now; it is not shown)".to_string()
+        }),
         Err(e) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -1195,33 +1250,64 @@ async fn settings(st: St, h: HeaderMap, p: Ext) -> Response {
     )
 }
 
-/// `key = "..."` lines whose key names a password or secret, with the value hidden.
-fn mask_secrets(toml: &str) -> String {
-    toml.lines()
-        .map(|l| match l.split_once('=') {
-            Some((k, _))
-                if ["password", "secret"]
-                    .iter()
-                    .any(|w| k.to_ascii_lowercase().contains(w)) =>
-            {
-                format!("{k}= \"********\"")
+/// The configuration text with the value of every key naming a password or secret hidden,
+/// at any depth (inline tables, multi-line strings); None when it does not parse.
+fn mask_secrets(text: &str) -> Option<String> {
+    fn secret(k: &str) -> bool {
+        let k = k.to_ascii_lowercase();
+        k.contains("password") || k.contains("secret")
+    }
+    fn collect(t: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in t {
+            match v {
+                toml::Value::String(s) if secret(k) => out.push(s.clone()),
+                toml::Value::Table(t) => collect(t, out),
+                toml::Value::Array(a) => a.iter().for_each(|v| {
+                    if let toml::Value::Table(t) = v {
+                        collect(t, out)
+                    }
+                }),
+                _ => {}
             }
+        }
+    }
+    let table: toml::Table = text.parse().ok()?;
+    let mut values = Vec::new();
+    collect(&table, &mut values);
+    let mut out: String = text
+        .lines()
+        .map(|l| match l.split_once('=') {
+            Some((k, _)) if secret(k) => format!("{k}= \"********\""),
             _ => l.to_string(),
         })
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    for v in values.iter().filter(|v| !v.is_empty()) {
+        for quoted in [format!("\"{v}\""), format!("'{v}'")] {
+            out = out.replace(&quoted, "\"********\"");
+        }
+        // Multi-line and escaped forms: the bare text, when it is long enough to be unambiguous.
+        if v.len() >= 8 {
+            out = out.replace(v.as_str(), "********");
+        }
+    }
+    Some(out)
 }
 
 /// Reloads the TLS certificate and the DKIM keys now.
 async fn reload(st: St, h: HeaderMap, p: Ext) -> Response {
     auth!(st, h, p);
-    match st.hooks.reload.as_ref().map(|r| r()) {
+    let Some(hook) = st.hooks.reload.clone() else {
+        return error(StatusCode::NOT_FOUND, "not available in this server");
+    };
+    // Reading certificate and key files blocks.
+    match tokio::task::spawn_blocking(move || hook()).await.ok() {
         Some(Ok(m)) => json(
             StatusCode::OK,
             &serde_json::json!({"kind": "done", "message": m}),
         ),
         Some(Err(m)) => error(StatusCode::BAD_REQUEST, &m),
-        None => error(StatusCode::NOT_FOUND, "not available in this server"),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "the reload did not finish"),
     }
 }
 
@@ -1230,7 +1316,14 @@ mod tests {
     #[test]
     fn secrets_are_masked() {
         let t = "[relay]\nhost = \"smtp.example\"\npassword = \"hunter2\"\n  client_secret=\"x\"";
-        let m = super::mask_secrets(t);
+        let m = super::mask_secrets(t).unwrap();
+        let inline = "[relay]\nx = { password = \"in-line-secret\" }\ny = \"\"\"\nok\"\"\"\n";
+        assert!(
+            !super::mask_secrets(inline)
+                .unwrap()
+                .contains("in-line-secret")
+        );
+        assert!(super::mask_secrets("password = ").is_none());
         assert!(!m.contains("hunter2") && !m.contains("\"x\""), "{m}");
         assert!(m.contains("host = \"smtp.example\"") && m.contains("password = \"********\""));
     }

@@ -11,6 +11,9 @@ use base64::Engine;
 
 pub const COOKIE: &str = "__Host-postern_session";
 
+/// Sessions one account keeps at once (browsers, devices).
+const PER_ACCOUNT: usize = 10;
+
 #[derive(Debug, Clone)]
 pub struct Session {
     pub address: String,
@@ -66,6 +69,18 @@ impl Sessions {
             used: now,
         };
         let mut map = self.map.lock().unwrap();
+        // One account cannot push everyone else out: its own oldest sessions go first.
+        let mut own: Vec<(Instant, String)> = map
+            .iter()
+            .filter(|(_, s)| s.address == address)
+            .map(|(t, s)| (s.used, t.clone()))
+            .collect();
+        if own.len() >= PER_ACCOUNT {
+            own.sort();
+            for (_, t) in own.iter().take(own.len() + 1 - PER_ACCOUNT) {
+                map.remove(t);
+            }
+        }
         if map.len() >= l.max_sessions.max(1) {
             map.retain(|_, s| alive(s, l, now));
         }
@@ -183,6 +198,16 @@ mod tests {
         let (d, _) = s.create("d@x", false, 0, &short);
         std::thread::sleep(Duration::from_millis(5));
         assert!(s.get(&d, &short).is_none(), "idle too long");
+        let many = limits(60_000, 1000);
+        let first = s.create("e@x", false, 0, &many).0;
+        for _ in 0..PER_ACCOUNT {
+            s.create("e@x", false, 0, &many);
+        }
+        assert!(
+            s.get(&first, &many).is_none(),
+            "an account's oldest session makes room"
+        );
+        assert!(s.get(&c, &l).is_some(), "other accounts' sessions stay");
     }
 
     #[test]

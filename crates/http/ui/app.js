@@ -420,8 +420,9 @@ async function account() {
     e.preventDefault();
     const v = formValues(e.target);
     if (v.password !== v.again) { say("The two passwords differ.", "error"); return; }
-    if (await act("Changing the password", () => api("PUT", "/me/password", { password: v.password }))) e.target.reset();
+    if (await act("Changing the password", () => api("PUT", "/me/password", { password: v.password, current: v.current }))) e.target.reset();
   } },
+  field("Current password", { name: "current", type: "password", required: true, autocomplete: "current-password", id: "current-password" }),
   field("New password", { name: "password", type: "password", required: true, autocomplete: "new-password", id: "new-password" }),
   field("New password again", { name: "again", type: "password", required: true, autocomplete: "new-password", id: "new-password-again" }),
   el("button", { type: "submit", id: "password-submit" }, "Change password"));

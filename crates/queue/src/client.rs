@@ -145,8 +145,6 @@ pub struct SmtpClient {
     pub host: String,
     pub caps: Capabilities,
     pub tls: Option<String>,
-    /// The certificate was checked (DANE or MTA-STS), not just accepted.
-    pub verified: bool,
     timeouts: Timeouts,
 }
 
@@ -188,7 +186,6 @@ impl SmtpClient {
             host: label,
             caps: Capabilities::default(),
             tls: None,
-            verified: false,
             timeouts,
         };
         if mode == TlsMode::Implicit {
@@ -262,7 +259,6 @@ impl SmtpClient {
                 .unwrap_or("")
         ));
         self.stream = Stream::Tls(Box::new(tls));
-        self.verified = verifier.is_some();
         self.buf.clear();
         Ok(())
     }

@@ -99,9 +99,10 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
 
 /// The policy id of the `_mta-sts` TXT records, when exactly one is an STSv1 record.
 pub fn parse_txt(records: &[String]) -> Option<String> {
+    // "v=STSv1", then fields separated by ";" with optional blanks around it.
     let sts: Vec<&String> = records
         .iter()
-        .filter(|r| r.starts_with("v=STSv1;") || r.trim() == "v=STSv1")
+        .filter(|r| r.split(';').next().map(str::trim) == Some("v=STSv1"))
         .collect();
     if sts.len() != 1 {
         return None;
@@ -123,7 +124,14 @@ struct Cached {
     policy: Policy,
     /// Unix time after which the policy no longer applies.
     expires: i64,
+    /// When it was last fetched: it is fetched again daily, so it never lapses while the
+    /// domain keeps publishing it (RFC 8461 5.1).
+    #[serde(default)]
+    fetched: i64,
 }
+
+/// How often a cached policy is fetched again even when its id is unchanged.
+const REFRESH: i64 = 86400;
 
 pub struct MtaSts {
     resolver: TokioResolver,
@@ -132,6 +140,7 @@ pub struct MtaSts {
     timeout: Duration,
     path: Option<PathBuf>,
     cache: Mutex<HashMap<String, Cached>>,
+    write_lock: Arc<Mutex<()>>,
 }
 
 /// The system's certificate authorities, and those of `ca_file` (PEM) when set.
@@ -164,11 +173,15 @@ impl MtaSts {
         timeout: Duration,
         path: Option<PathBuf>,
     ) -> MtaSts {
-        let cache = path
-            .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|b| serde_json::from_slice::<HashMap<String, Cached>>(&b).ok())
-            .unwrap_or_default();
+        let cache = match path.as_ref().map(std::fs::read) {
+            Some(Ok(b)) => {
+                serde_json::from_slice::<HashMap<String, Cached>>(&b).unwrap_or_else(|e| {
+                    warn!(error = %e, "the kept MTA-STS policies are unreadable; starting afresh");
+                    HashMap::new()
+                })
+            }
+            _ => HashMap::new(),
+        };
         MtaSts {
             resolver,
             roots,
@@ -176,6 +189,7 @@ impl MtaSts {
             timeout,
             path,
             cache: Mutex::new(cache),
+            write_lock: Arc::new(Mutex::new(())),
         }
     }
 
@@ -220,6 +234,7 @@ impl MtaSts {
         };
         if let Some(c) = &cached
             && c.id == id
+            && now - c.fetched < REFRESH
         {
             return Some(c.policy.clone());
         }
@@ -259,16 +274,24 @@ impl MtaSts {
                     id,
                     policy,
                     expires,
+                    fetched: now,
                 },
             );
             serde_json::to_vec(&*cache).ok()
         };
-        if let (Some(path), Some(bytes)) = (&self.path, snapshot) {
-            let tmp = path.with_extension("json.tmp");
-            let written = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-            if let Err(e) = written {
-                warn!(path = %path.display(), error = %e, "cannot keep MTA-STS policies");
-            }
+        if let (Some(path), Some(bytes)) = (self.path.clone(), snapshot) {
+            // One writer at a time, off the async threads; each through its own temporary file.
+            let lock = self.write_lock.clone();
+            tokio::task::spawn_blocking(move || {
+                let _one = lock.lock().unwrap();
+                let tmp = path.with_extension(format!("json.{}", rand::random::<u32>()));
+                let written =
+                    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path));
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&tmp);
+                    warn!(path = %path.display(), error = %e, "cannot keep MTA-STS policies");
+                }
+            });
         }
     }
 
@@ -282,10 +305,14 @@ impl MtaSts {
             .await
             .map_err(|e| format!("looking up {host}: {e}"))?;
         let mut last = format!("{host} has no address");
-        for ip in ips.iter() {
-            match self.fetch_from(&host, ip).await {
-                Ok(p) => return Ok(p),
-                Err(e) => last = e,
+        let addrs: Vec<std::net::IpAddr> = ips.iter().collect();
+        // Each address gets its share of the time, so one that drops packets leaves some.
+        let share = self.timeout / addrs.len().max(1) as u32;
+        for ip in addrs {
+            match tokio::time::timeout(share, self.fetch_from(&host, ip)).await {
+                Ok(Ok(p)) => return Ok(p),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = format!("{host}[{ip}] did not answer in time"),
             }
         }
         Err(last)
@@ -309,7 +336,7 @@ impl MtaSts {
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
                 .map_err(|e| format!("HTTP with {host}: {e}"))?;
-        tokio::spawn(conn);
+        tokio::spawn(tokio::time::timeout(self.timeout, conn));
         let req = hyper::Request::get("/.well-known/mta-sts.txt")
             .header(hyper::header::HOST, host)
             .header(hyper::header::USER_AGENT, "postern")
@@ -384,5 +411,6 @@ mod tests {
         assert_eq!(t(&["v=STSv1; id=a", "v=STSv1; id=b"]), None);
         assert_eq!(t(&["v=STSv1; id=bad-id"]), None);
         assert_eq!(t(&["v=STSv2; id=a"]), None);
+        assert_eq!(t(&["v=STSv1 ; id=abc ;"]).as_deref(), Some("abc"));
     }
 }

@@ -34,7 +34,9 @@ pub struct QueueRunner {
     slots: Arc<Semaphore>,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Open connections kept a few seconds for the next message to the same host.
-    idle: Mutex<HashMap<SocketAddr, Vec<(SmtpClient, Instant)>>>,
+    /// Keyed by address and whether it is the smarthost; only connections whose certificate
+    /// nobody had to check are kept, so none is reused where a policy needs a checked one.
+    idle: Mutex<HashMap<(SocketAddr, bool), Vec<(SmtpClient, Instant)>>>,
     wake: Notify,
 }
 
@@ -44,9 +46,20 @@ const IDLE_REUSE: Duration = Duration::from_secs(5);
 /// DANE and MTA-STS as the configuration asks.
 fn tls_policy(config: &Config, router: &Router) -> TlsPolicy {
     let d = &config.delivery;
-    let dns = d.dane.then(|| {
-        crate::secure_dns::SecureDns::new(&config.dns.nameservers, config.dns.timeout.duration())
-    });
+    let dns = d
+        .dane
+        .then(|| {
+            crate::secure_dns::SecureDns::new(
+                &config.dns.nameservers,
+                config.dns.timeout.duration(),
+            )
+        })
+        .filter(|dns| {
+            if !dns.is_usable() {
+                warn!("DANE is off: no resolver to ask (set [dns] nameservers)");
+            }
+            dns.is_usable()
+        });
     let sts = if d.mta_sts {
         match crate::mta_sts::roots(&d.ca_file) {
             Ok(roots) => Some(crate::mta_sts::MtaSts::new(
@@ -362,10 +375,12 @@ impl QueueRunner {
                     command: c.command_timeout.duration(),
                     data: c.command_timeout.duration(),
                 };
-                let reused = self
-                    .take_idle(*addr)
-                    .await
-                    .filter(|c| c.verified || !security.is_verified());
+                let pool = (*addr, smarthost);
+                let reused = if security.is_verified() {
+                    None
+                } else {
+                    self.take_idle(pool).await
+                };
                 let fresh = reused.is_none();
                 let connected = match reused {
                     Some(c) => Ok(c),
@@ -408,6 +423,18 @@ impl QueueRunner {
                 if fresh
                     && smarthost
                     && !self.config.relay.username.is_empty()
+                    && client.tls.is_none()
+                    && self.config.relay.tls != "none"
+                {
+                    client.quit().await;
+                    let text = "the smarthost offered no TLS, so our password was not sent in \
+                                the clear (relay.tls = \"none\" allows it)"
+                        .to_string();
+                    return all(&|| Outcome::Deferred(text.clone()));
+                }
+                if fresh
+                    && smarthost
+                    && !self.config.relay.username.is_empty()
                     && let Err(e) = client
                         .auth_plain(&self.config.relay.username, &self.config.relay.password)
                         .await
@@ -419,8 +446,8 @@ impl QueueRunner {
                 let host_label = client.host.clone();
                 let result = client.deliver(&t).await;
                 match &result {
-                    Ok(_) => self.put_idle(*addr, client),
-                    Err(_) => client.quit().await,
+                    Ok(_) if !security.is_verified() => self.put_idle(pool, client),
+                    _ => client.quit().await,
                 }
                 return match result {
                     Ok(replies) => replies
@@ -442,7 +469,7 @@ impl QueueRunner {
     }
 
     /// A connection left open by an earlier delivery to `addr`, still willing (RSET answered).
-    async fn take_idle(&self, addr: SocketAddr) -> Option<SmtpClient> {
+    async fn take_idle(&self, addr: (SocketAddr, bool)) -> Option<SmtpClient> {
         loop {
             let (client, since) = {
                 let mut idle = self.idle.lock().unwrap();
@@ -464,7 +491,7 @@ impl QueueRunner {
         }
     }
 
-    fn put_idle(&self, addr: SocketAddr, client: SmtpClient) {
+    fn put_idle(&self, addr: (SocketAddr, bool), client: SmtpClient) {
         let max = self.config.delivery.max_per_domain.max(1);
         let mut idle = self.idle.lock().unwrap();
         let list = idle.entry(addr).or_default();

@@ -41,6 +41,12 @@ impl SecureDns {
                     .or_else(|| ns.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
             })
             .collect();
+        if servers.len() < nameservers.len() {
+            tracing::warn!(
+                ?nameservers,
+                "some [dns] nameservers are not \"ip\" or \"ip:port\""
+            );
+        }
         if nameservers.is_empty() {
             let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             servers = conf
@@ -50,7 +56,19 @@ impl SecureDns {
                 .map(|ip| SocketAddr::new(ip, 53))
                 .collect();
         }
+        if let Some(far) = servers.iter().find(|s| !s.ip().is_loopback()) {
+            tracing::warn!(
+                resolver = %far,
+                "DANE trusts the DNSSEC verdict (AD bit) of a resolver on another machine; \
+                 the path to it is not protected: run a validating resolver here"
+            );
+        }
         SecureDns { servers, timeout }
+    }
+
+    /// Whether there is any resolver to ask.
+    pub fn is_usable(&self) -> bool {
+        !self.servers.is_empty()
     }
 
     /// Looks up `name`'s records of type `rtype` (CNAMEs followed by the resolver).
@@ -102,7 +120,7 @@ impl SecureDns {
             loop {
                 let n = sock.recv(&mut buf).await.map_err(fail)?;
                 if let Ok(m) = Message::from_vec(&buf[..n])
-                    && m.metadata.id == q.metadata.id
+                    && answers(&m, &q)
                 {
                     return Ok(m);
                 }
@@ -122,12 +140,33 @@ impl SecureDns {
             let len = s.read_u16().await.map_err(fail)? as usize;
             let mut buf = vec![0u8; len];
             s.read_exact(&mut buf).await.map_err(fail)?;
-            Message::from_vec(&buf).map_err(|e| LookupFailed(format!("bad answer: {e}")))
+            let m =
+                Message::from_vec(&buf).map_err(|e| LookupFailed(format!("bad answer: {e}")))?;
+            if answers(&m, &q) {
+                Ok(m)
+            } else {
+                Err(LookupFailed(format!("{server} answered another question")))
+            }
         };
         tokio::time::timeout(self.timeout, tcp)
             .await
             .map_err(|_| LookupFailed(format!("{server} did not answer in time")))?
     }
+}
+
+/// Whether `m` is the response to `q`: same id, a response, the same question.
+fn answers(m: &Message, q: &Message) -> bool {
+    use hickory_resolver::proto::op::MessageType;
+    m.metadata.id == q.metadata.id
+        && m.metadata.message_type == MessageType::Response
+        && m.queries.len() == 1
+        && q.queries.first().is_some_and(|a| {
+            let b = &m.queries[0];
+            b.query_type() == a.query_type()
+                && b.name()
+                    .to_ascii()
+                    .eq_ignore_ascii_case(&a.name().to_ascii())
+        })
 }
 
 fn interpret(m: Message, rtype: RecordType, name: &str) -> Result<Answer, LookupFailed> {

@@ -60,75 +60,75 @@ impl TlsPolicy {
     }
 
     /// The hosts to try for `domain`, each with its rule; Err says why none may be tried.
+    /// DANE decides per host (RFC 7672); hosts without it follow the domain's MTA-STS policy
+    /// (RFC 8461 2), else opportunistic TLS.
     pub async fn plan(&self, domain: &str, hosts: Vec<Host>) -> Result<Vec<Target>, String> {
+        let dane = match &self.dns {
+            Some(dns) => self.dane(dns, domain, &hosts).await?,
+            None => hosts.iter().map(|_| HostDane::None).collect(),
+        };
+        let policy = if dane.iter().any(|d| matches!(d, HostDane::None)) {
+            match &self.sts {
+                Some(sts) => sts.policy(domain).await.filter(|p| p.mode != Mode::None),
+                None => None,
+            }
+        } else {
+            None
+        };
         let mut targets = Vec::new();
         let mut skipped = Vec::new();
-        if let Some(dns) = &self.dns
-            && let Some(dane) = self.dane(dns, domain, &hosts).await
-        {
-            for (host, d) in hosts.into_iter().zip(dane) {
-                match d {
-                    HostDane::None => targets.push(Target {
+        for (host, d) in hosts.into_iter().zip(dane) {
+            match d {
+                HostDane::Required(records) => {
+                    let why = format!("the DANE TLSA records of {}", host.name);
+                    let names = vec![host.name.clone(), domain.to_string()];
+                    targets.push(Target {
                         host,
-                        security: Security::Opportunistic,
-                    }),
-                    HostDane::Required(records) => {
-                        let why = format!("the DANE TLSA records of {}", host.name);
-                        let names = vec![host.name.clone(), domain.to_string()];
+                        security: Security::Verified {
+                            verifier: Arc::new(DaneVerifier::new(records, names)),
+                            why,
+                        },
+                    });
+                }
+                HostDane::Failed(why) => skipped.push(why),
+                HostDane::None => match &policy {
+                    Some(p) if p.mode == Mode::Enforce && !p.allows(&host.name) => {
+                        skipped.push(format!(
+                            "{} is not one of the MX hosts the MTA-STS policy of {domain} allows ({})",
+                            host.name,
+                            p.mx.join(", ")
+                        ))
+                    }
+                    Some(p) if p.mode == Mode::Enforce => {
+                        let sts = self.sts.as_ref().expect("a policy comes from MTA-STS");
+                        let verifier = WebPkiServerVerifier::builder_with_provider(
+                            sts.roots(),
+                            postern_net::tls::provider(),
+                        )
+                        .build()
+                        .map_err(|e| format!("cannot check certificates: {e}"))?;
                         targets.push(Target {
                             host,
                             security: Security::Verified {
-                                verifier: Arc::new(DaneVerifier::new(records, names)),
-                                why,
+                                verifier,
+                                why: format!("the MTA-STS policy of {domain}"),
                             },
                         });
                     }
-                    HostDane::Failed(why) => skipped.push(why),
-                }
-            }
-            return if targets.is_empty() {
-                Err(skipped.join("; "))
-            } else {
-                Ok(targets)
-            };
-        }
-        let policy = match &self.sts {
-            Some(sts) => sts.policy(domain).await,
-            None => None,
-        };
-        let Some(policy) = policy.filter(|p| p.mode != Mode::None) else {
-            return Ok(Self::none(hosts));
-        };
-        let sts = self.sts.as_ref().expect("a policy comes from MTA-STS");
-        for host in hosts {
-            if policy.mode == Mode::Testing {
-                if !policy.allows(&host.name) {
-                    warn!(%domain, host = %host.name, "MX not in the domain's MTA-STS policy (testing mode: delivered anyway)");
-                }
-                targets.push(Target {
-                    host,
-                    security: Security::Opportunistic,
-                });
-            } else if policy.allows(&host.name) {
-                let verifier = WebPkiServerVerifier::builder_with_provider(
-                    sts.roots(),
-                    postern_net::tls::provider(),
-                )
-                .build()
-                .map_err(|e| format!("cannot check certificates: {e}"))?;
-                targets.push(Target {
-                    host,
-                    security: Security::Verified {
-                        verifier,
-                        why: format!("the MTA-STS policy of {domain}"),
-                    },
-                });
-            } else {
-                skipped.push(format!(
-                    "{} is not one of the MX hosts the MTA-STS policy of {domain} allows ({})",
-                    host.name,
-                    policy.mx.join(", ")
-                ));
+                    Some(p) => {
+                        if !p.allows(&host.name) {
+                            warn!(%domain, host = %host.name, "MX not in the domain's MTA-STS policy (testing mode: delivered anyway)");
+                        }
+                        targets.push(Target {
+                            host,
+                            security: Security::Opportunistic,
+                        });
+                    }
+                    None => targets.push(Target {
+                        host,
+                        security: Security::Opportunistic,
+                    }),
+                },
             }
         }
         if targets.is_empty() {
@@ -137,34 +137,40 @@ impl TlsPolicy {
         Ok(targets)
     }
 
-    /// DANE for each host, or None when the domain's MX records are not DNSSEC-authentic (or
-    /// no host has TLSA records): then DANE does not apply to the domain.
-    async fn dane(&self, dns: &SecureDns, domain: &str, hosts: &[Host]) -> Option<Vec<HostDane>> {
-        let literal = domain.starts_with('[');
-        if literal {
-            return None;
+    /// DANE for each host. A domain whose MX records are not DNSSEC-authentic has none; a
+    /// lookup that fails (SERVFAIL for bogus data, a timeout) never counts as insecure: the
+    /// domain's mail waits (RFC 7672 2.1.1), or that host gets none.
+    async fn dane(
+        &self,
+        dns: &SecureDns,
+        domain: &str,
+        hosts: &[Host],
+    ) -> Result<Vec<HostDane>, String> {
+        let none = || hosts.iter().map(|_| HostDane::None).collect();
+        if domain.starts_with('[') {
+            return Ok(none());
         }
-        let mx = match dns.lookup(domain, RecordType::MX).await {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(%domain, error = %e, "DNSSEC status of the MX unknown: no DANE");
-                return None;
-            }
-        };
+        let mx = dns.lookup(domain, RecordType::MX).await.map_err(|e| {
+            format!("the DNSSEC status of {domain}'s MX records is unknown ({e}); trying later")
+        })?;
         if !mx.secure {
-            return None;
+            return Ok(none());
         }
         let mut out = Vec::new();
         for h in hosts {
             out.push(self.host_dane(dns, &h.name).await);
         }
-        out.iter()
-            .any(|d| !matches!(d, HostDane::None))
-            .then_some(out)
+        Ok(out)
     }
 
     /// RFC 7672 2.2: an authentic address, then the TLSA records at _port._tcp.host.
     async fn host_dane(&self, dns: &SecureDns, host: &str) -> HostDane {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            HostDane::Failed(format!(
+                "the {what} of {host} could not be looked up ({e}), so it gets no mail \
+                 (RFC 7672 2.2)"
+            ))
+        };
         let mut secure_address = false;
         for t in [RecordType::A, RecordType::AAAA] {
             match dns.lookup(host, t).await {
@@ -173,7 +179,7 @@ impl TlsPolicy {
                     break;
                 }
                 Ok(_) => {}
-                Err(_) => return HostDane::None,
+                Err(e) => return failed("addresses", &e),
             }
         }
         if !secure_address {
@@ -196,10 +202,7 @@ impl TlsPolicy {
                     .collect(),
             ),
             Ok(_) => HostDane::None,
-            Err(e) => HostDane::Failed(format!(
-                "the TLSA records of {host} could not be looked up ({e}), so it gets no mail \
-                 (RFC 7672 2.2)"
-            )),
+            Err(e) => failed("TLSA records", &e),
         }
     }
 }

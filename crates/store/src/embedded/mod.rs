@@ -954,13 +954,14 @@ impl Store for EmbeddedStore {
         self.read(|r| {
             let t = r.open_table(TRACE_KEYS).map_err(db_err)?;
             let mut out: Vec<String> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for x in t
                 .range((key, since, "")..=(key, i64::MAX, "\u{10ffff}"))
                 .map_err(db_err)?
                 .rev()
             {
                 let id = x.map_err(db_err)?.0.value().2.to_string();
-                if !out.contains(&id) {
+                if seen.insert(id.clone()) {
                     out.push(id);
                     if out.len() >= limit {
                         break;
@@ -975,9 +976,10 @@ impl Store for EmbeddedStore {
         self.read(|r| {
             let t = r.open_table(TRACE_TIME).map_err(db_err)?;
             let mut out: Vec<String> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for x in t.range((since, "", 0u64)..).map_err(db_err)?.rev() {
                 let id = x.map_err(db_err)?.0.value().1.to_string();
-                if !out.contains(&id) {
+                if seen.insert(id.clone()) {
                     out.push(id);
                     if out.len() >= limit {
                         break;
