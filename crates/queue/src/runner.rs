@@ -36,9 +36,12 @@ pub struct QueueRunner {
     /// Open connections kept a few seconds for the next message to the same host.
     /// Keyed by address and whether it is the smarthost; only connections whose certificate
     /// nobody had to check are kept, so none is reused where a policy needs a checked one.
-    idle: Mutex<HashMap<(SocketAddr, bool), Vec<(SmtpClient, Instant)>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<(SmtpClient, Instant)>>>,
     wake: Notify,
 }
+
+/// An idle connection's address, and whether it is the smarthost.
+type PoolKey = (SocketAddr, bool);
 
 /// How long an idle connection waits for another message.
 const IDLE_REUSE: Duration = Duration::from_secs(5);
@@ -469,7 +472,7 @@ impl QueueRunner {
     }
 
     /// A connection left open by an earlier delivery to `addr`, still willing (RSET answered).
-    async fn take_idle(&self, addr: (SocketAddr, bool)) -> Option<SmtpClient> {
+    async fn take_idle(&self, addr: PoolKey) -> Option<SmtpClient> {
         loop {
             let (client, since) = {
                 let mut idle = self.idle.lock().unwrap();
@@ -491,7 +494,7 @@ impl QueueRunner {
         }
     }
 
-    fn put_idle(&self, addr: (SocketAddr, bool), client: SmtpClient) {
+    fn put_idle(&self, addr: PoolKey, client: SmtpClient) {
         let max = self.config.delivery.max_per_domain.max(1);
         let mut idle = self.idle.lock().unwrap();
         let list = idle.entry(addr).or_default();
