@@ -143,6 +143,11 @@ def test_sessions_csrf_roles_and_limits(make_server):
     assert admin.api("POST", "/domains", {"name": "newco.test"}, csrf=False)[0] == 403
     assert admin.api("GET", "/domains")[1]["names"].count("newco.test") == 0
     assert admin.api("POST", "/domains", {"name": "newco.test"})[0] == 201
+    # Logging in again needs no CSRF token, and ends the browser's previous session.
+    again = Browser(s)
+    assert again.login(BOSS)[0] == 200
+    st, _ = again.api("POST", "/session", {"address": BOSS, "password": PASSWORD}, csrf=False)
+    assert st == 200 and again.api("GET", "/session")[0] == 401, "the old cookie's session ended"
     st, conf = admin.api("GET", "/settings")
     assert st == 200 and "[http]" in conf["text"] and conf["path"].endswith("postern.toml")
     assert "not-shown-anywhere" not in conf["text"] and 'password = "********"' in conf["text"]
