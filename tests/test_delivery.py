@@ -164,6 +164,31 @@ def test_smarthost_with_auth(net, tmp_root):
         sink.stop()
 
 
+def test_smarthost_certificate_is_checked(net, tmp_root):
+    dns, rport, make = net
+    dns.start(a=[("relay.test", "127.0.0.9")])
+    pki = Pki(tmp_root)
+    # A certificate nobody vouches for: the mail waits, and the queue says why.
+    forged = Sink("127.0.0.9", rport, tls=pki.issue(["relay.test"], self_signed=True)[1])
+    # The first line of `extra` still belongs to [delivery].
+    s = make(extra=f'ca_file = "{pki.ca_file}"\n[relay]\nhost = "relay.test:{rport}"\ntls = "starttls"\n')
+    s.start()
+    try:
+        submit(s, ALICE, ["anyone@anywhere.test"], msg("checked smarthost"))
+        wait_for(lambda: "invalid peer certificate" in queue_list(s), timeout=30)
+        assert not forged.messages
+    finally:
+        forged.stop()
+    # One from the authority in delivery.ca_file, for the smarthost's name: delivered.
+    good = Sink("127.0.0.9", rport, tls=pki.issue(["relay.test"])[1])
+    try:
+        s.cli("queue", "retry", "--all")
+        wait_for(lambda: good.messages, timeout=30)
+        assert good.secure == [True]
+    finally:
+        good.stop()
+
+
 def test_dot_stuffing_round_trip_and_no_smuggling(net):
     dns, rport, make = net
     dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.8")])

@@ -815,7 +815,7 @@ impl Default for MtaSts {
 }
 
 /// A smarthost: all outgoing mail goes through another server (where port 25 is blocked).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Relay {
     /// "host:port"; empty = deliver directly to each domain's MX.
@@ -824,6 +824,21 @@ pub struct Relay {
     pub password: String,
     /// "starttls" (required, the default), "tls" (implicit, port 465), "opportunistic", "none".
     pub tls: String,
+    /// With "starttls" or "tls": the smarthost's certificate must be valid for its name (system
+    /// authorities and `delivery.ca_file`).
+    pub verify: bool,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            host: String::new(),
+            username: String::new(),
+            password: String::new(),
+            tls: String::new(),
+            verify: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -1171,6 +1186,7 @@ host = ""                # "smtp.provider.example:587": send all outgoing mail t
 username = ""
 password = ""
 tls = "starttls"         # starttls, tls (port 465), opportunistic, none
+verify = true            # with starttls/tls: its certificate must be valid for its name
 
 [http]
 max_connections = 2000

@@ -29,6 +29,8 @@ pub struct QueueRunner {
     directory: Arc<Directory>,
     router: Arc<Router>,
     tls_policy: TlsPolicy,
+    /// Checks the smarthost's certificate (relay.verify with TLS required).
+    relay_verifier: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
     pub dkim: Arc<DkimKeys>,
     in_flight: Mutex<HashSet<QueueId>>,
     slots: Arc<Semaphore>,
@@ -45,6 +47,34 @@ type PoolKey = (SocketAddr, bool);
 
 /// How long an idle connection waits for another message.
 const IDLE_REUSE: Duration = Duration::from_secs(5);
+
+/// The smarthost's certificate is checked when TLS with it is required and relay.verify is on.
+fn relay_verifier(config: &Config) -> Option<Arc<dyn rustls::client::danger::ServerCertVerifier>> {
+    let r = &config.relay;
+    if r.host.is_empty() || !r.verify || !matches!(r.tls.as_str(), "" | "starttls" | "tls") {
+        return None;
+    }
+    let roots = match crate::mta_sts::roots(&config.delivery.ca_file) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "the smarthost's certificate cannot be checked: no authorities");
+            rustls::RootCertStore::empty()
+        }
+    };
+    match rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        postern_net::tls::provider(),
+    )
+    .build()
+    {
+        Ok(v) => Some(v),
+        Err(e) => {
+            // Fail closed: with no authority every certificate is refused, and the queue says so.
+            warn!(error = %e, "the smarthost's certificate cannot be checked");
+            Some(Arc::new(crate::client::NoAuthorities))
+        }
+    }
+}
 
 /// DANE and MTA-STS as the configuration asks.
 fn tls_policy(config: &Config, router: &Router) -> TlsPolicy {
@@ -104,12 +134,14 @@ impl QueueRunner {
     ) -> Arc<QueueRunner> {
         let slots = Arc::new(Semaphore::new(config.delivery.max_concurrency.max(1)));
         let tls_policy = tls_policy(&config, &router);
+        let relay_verifier = relay_verifier(&config);
         Arc::new(QueueRunner {
             config,
             store,
             directory,
             router,
             tls_policy,
+            relay_verifier,
             dkim,
             in_flight: Mutex::new(HashSet::new()),
             slots,
@@ -370,6 +402,7 @@ impl QueueRunner {
         for Target { host: h, security } in &targets {
             let verifier = match security {
                 Security::Verified { verifier, .. } => Some(verifier.clone()),
+                Security::Opportunistic if smarthost => self.relay_verifier.clone(),
                 Security::Opportunistic => None,
             };
             for addr in &h.addrs {
