@@ -180,6 +180,10 @@ def test_quickstart_sets_up_and_prints_settings(tmp_root):
     assert "(or port 30143 with STARTTLS)" in out
     assert "Outgoing mail (SMTP)   server mail.example.test  port 30465  security SSL/TLS" in out
     assert "alice@example.test" in run("-c", d / "postern.toml", "user", "list").stdout
+    # The first account runs the server in the browser too.
+    assert "Manage the server in your browser" in out
+    assert "https://mail.example.test:30443/admin" in out
+    assert 'admins = ["alice@example.test"]' in (d / "postern.toml").read_text()
 
 
 def test_sighup_reloads_the_certificate(make_server):

@@ -17,7 +17,6 @@ use crate::cli::{InitArgs, QuickstartArgs};
 
 pub struct Initialized {
     pub config_path: PathBuf,
-    pub config: Config,
 }
 
 fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
@@ -252,10 +251,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<Initialized> {
         config_path.display()
     );
     println!("  postern -c {} serve", config_path.display());
-    Ok(Initialized {
-        config_path,
-        config,
-    })
+    Ok(Initialized { config_path })
 }
 
 fn generate_password() -> String {
@@ -291,7 +287,12 @@ pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
             port_offset,
         })
         .await?;
-        (init.config_path, init.config)
+        // The first account administers the server in the web interface too.
+        let text = std::fs::read_to_string(&init.config_path)?;
+        let admins = format!("admins = [\"{address}\"]");
+        std::fs::write(&init.config_path, text.replacen("admins = []", &admins, 1))?;
+        let cfg = Config::load(&init.config_path)?;
+        (init.config_path, cfg)
     };
     let password = generate_password();
     let created = {
@@ -331,6 +332,31 @@ pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
         println!("  Password        (unchanged; the account existed already)");
     }
     print!("{}", settings_table(&cfg));
+    if let Some(port) = cfg
+        .listen
+        .https
+        .first()
+        .and_then(|a| a.rsplit_once(':'))
+        .map(|(_, p)| p)
+    {
+        println!();
+        if cfg
+            .http
+            .admins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&address))
+        {
+            println!("Manage the server in your browser (log in with this address and password):");
+        } else {
+            println!(
+                "Manage your account in your browser (log in with this address and password):"
+            );
+        }
+        println!("  https://{}:{port}/admin", cfg.hostname);
+        println!(
+            "  (on this machine: https://127.0.0.1:{port}/admin; the certificate is self-signed)"
+        );
+    }
     println!();
     if args.no_serve {
         println!(
