@@ -6,6 +6,7 @@
 //! commits (group commit).
 
 pub mod embedded;
+pub mod postgres;
 mod types;
 
 use async_trait::async_trait;

@@ -574,10 +574,12 @@ pub async fn concurrent_writers(store: Arc<dyn Store>) {
         "group commit: {n} concurrent appends in {commits} commits with {fsyncs} fsyncs ({:.1} appends per fsync)",
         n as f64 / fsyncs.max(1) as f64
     );
+    // Group commit is the embedded backend's own (it makes its fsyncs); a database server
+    // commits each transaction and shares its log flushes among them itself.
     if fsyncs > 0 {
         assert!(fsyncs < n as u64 / 4, "{fsyncs} fsyncs for {n} appends");
+        assert!(commits < n as u64 / 4, "{commits} commits for {n} appends");
     }
-    assert!(commits < n as u64 / 4, "{commits} commits for {n} appends");
     assert_eq!(
         store.mailbox_get(inbox.id).await.unwrap().unwrap().messages,
         n

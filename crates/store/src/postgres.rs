@@ -1,0 +1,2124 @@
+//! The PostgreSQL backend: every record in tables of a versioned schema (migrated at start),
+//! reached through a connection pool. Each write is one transaction; rows that order writes
+//! (an account for its quota, a mailbox for its UIDs and modseqs) are locked with FOR UPDATE,
+//! always in id order, so concurrent writers never deadlock.
+//!
+//! Still to come for several nodes on one database: queue leases, change notifications
+//! (LISTEN/NOTIFY) and the POP3 maildrop lock across nodes; today they hold within one node.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::broadcast;
+use tokio_postgres::{GenericClient, NoTls, Row, Transaction};
+
+use crate::*;
+
+/// The schema, one migration per version; applied in order, each in its own transaction.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL);
+INSERT INTO meta VALUES ('last_uidvalidity', 0);
+CREATE TABLE domains (name text PRIMARY KEY, created bigint NOT NULL);
+CREATE TABLE accounts (
+    id bigserial PRIMARY KEY,
+    address text NOT NULL UNIQUE,
+    password_hash text NOT NULL,
+    quota_bytes bigint NOT NULL,
+    quota_messages bigint NOT NULL,
+    disabled boolean NOT NULL DEFAULT false,
+    created bigint NOT NULL,
+    forward_to text,
+    forward_keep boolean NOT NULL DEFAULT false
+);
+CREATE TABLE aliases (address text PRIMARY KEY, targets text[] NOT NULL, created bigint NOT NULL, policy text);
+CREATE TABLE mailboxes (
+    id bigserial PRIMARY KEY,
+    account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name text NOT NULL,
+    uidvalidity bigint NOT NULL,
+    uidnext bigint NOT NULL DEFAULT 1,
+    highest_modseq bigint NOT NULL DEFAULT 1,
+    special_use text,
+    subscribed boolean NOT NULL DEFAULT true,
+    messages bigint NOT NULL DEFAULT 0,
+    unseen bigint NOT NULL DEFAULT 0,
+    size bigint NOT NULL DEFAULT 0,
+    UNIQUE (account, name)
+);
+CREATE TABLE blobs (id bigserial PRIMARY KEY, size bigint NOT NULL, meta bytea NOT NULL, data bytea NOT NULL, refs integer NOT NULL);
+CREATE TABLE messages (
+    mailbox bigint NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid bigint NOT NULL,
+    blob bigint NOT NULL,
+    size bigint NOT NULL,
+    internal_date bigint NOT NULL,
+    modseq bigint NOT NULL,
+    flags smallint NOT NULL,
+    keywords text[] NOT NULL,
+    PRIMARY KEY (mailbox, uid)
+);
+CREATE INDEX messages_by_modseq ON messages (mailbox, modseq);
+CREATE TABLE expunged (
+    mailbox bigint NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    modseq bigint NOT NULL,
+    uid bigint NOT NULL
+);
+CREATE INDEX expunged_by_modseq ON expunged (mailbox, modseq);
+CREATE TABLE queue (id bigserial PRIMARY KEY, entry text NOT NULL);
+CREATE TABLE trace (
+    seq bigserial PRIMARY KEY,
+    trace_id text NOT NULL,
+    time bigint NOT NULL,
+    event text NOT NULL,
+    keys text[] NOT NULL
+);
+CREATE INDEX trace_by_id ON trace (trace_id, seq);
+CREATE INDEX trace_by_time ON trace (time);
+CREATE INDEX trace_by_key ON trace USING gin (keys);
+CREATE TABLE sieve (
+    account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name text NOT NULL,
+    source text NOT NULL,
+    PRIMARY KEY (account, name)
+);
+CREATE TABLE sieve_active (account bigint PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE, name text NOT NULL);
+CREATE TABLE seen (account bigint NOT NULL, key text NOT NULL, expires bigint NOT NULL, PRIMARY KEY (account, key));
+CREATE TABLE senders (
+    account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    sender text NOT NULL,
+    junk boolean NOT NULL,
+    PRIMARY KEY (account, sender)
+);
+CREATE TABLE tokens (name text PRIMARY KEY, token text NOT NULL);
+"#];
+
+/// An arbitrary number all nodes agree on: one of them migrates at a time.
+const MIGRATION_LOCK: i64 = 0x706f_7374_6572_6e01;
+
+pub struct Options {
+    pub max_connections: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_connections: 16,
+        }
+    }
+}
+
+pub struct PgStore {
+    pool: Pool,
+    events: broadcast::Sender<StoreEvent>,
+    commits: AtomicU64,
+    maildrops: Arc<Mutex<HashSet<AccountId>>>,
+}
+
+fn pg(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("records serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Backend(format!("corrupt record: {e}")))
+}
+
+fn special_use_name(s: SpecialUse) -> &'static str {
+    match s {
+        SpecialUse::Drafts => "Drafts",
+        SpecialUse::Sent => "Sent",
+        SpecialUse::Trash => "Trash",
+        SpecialUse::Junk => "Junk",
+        SpecialUse::Archive => "Archive",
+    }
+}
+
+fn special_use_of(s: Option<&str>) -> Option<SpecialUse> {
+    Some(match s? {
+        "Drafts" => SpecialUse::Drafts,
+        "Sent" => SpecialUse::Sent,
+        "Trash" => SpecialUse::Trash,
+        "Junk" => SpecialUse::Junk,
+        "Archive" => SpecialUse::Archive,
+        _ => return None,
+    })
+}
+
+const ACCOUNT_COLS: &str = "id, address, password_hash, quota_bytes, quota_messages, disabled, \
+                            created, forward_to, forward_keep";
+const MAILBOX_COLS: &str = "id, account, name, uidvalidity, uidnext, highest_modseq, \
+                            special_use, subscribed, messages, unseen, size";
+const MESSAGE_COLS: &str = "uid, blob, size, internal_date, modseq, flags, keywords";
+
+fn account_of(r: &Row) -> Account {
+    let forward_to: Option<String> = r.get(7);
+    Account {
+        id: r.get::<_, i64>(0) as u64,
+        address: r.get(1),
+        password_hash: r.get(2),
+        quota_bytes: r.get::<_, i64>(3) as u64,
+        quota_messages: r.get::<_, i64>(4) as u64,
+        disabled: r.get(5),
+        created: r.get(6),
+        forward: forward_to.map(|to| Forward {
+            to,
+            keep_copy: r.get(8),
+        }),
+    }
+}
+
+fn mailbox_of(r: &Row) -> Mailbox {
+    Mailbox {
+        id: r.get::<_, i64>(0) as u64,
+        account: r.get::<_, i64>(1) as u64,
+        name: r.get(2),
+        uidvalidity: r.get::<_, i64>(3) as u32,
+        uidnext: r.get::<_, i64>(4) as u32,
+        highest_modseq: r.get::<_, i64>(5) as u64,
+        special_use: special_use_of(r.get::<_, Option<&str>>(6)),
+        subscribed: r.get(7),
+        messages: r.get::<_, i64>(8) as u32,
+        unseen: r.get::<_, i64>(9) as u32,
+        size: r.get::<_, i64>(10) as u64,
+    }
+}
+
+fn message_of(r: &Row) -> MessageEntry {
+    MessageEntry {
+        uid: r.get::<_, i64>(0) as u32,
+        blob: r.get::<_, i64>(1) as u64,
+        size: r.get::<_, i64>(2) as u64,
+        internal_date: r.get(3),
+        modseq: r.get::<_, i64>(4) as u64,
+        flags: Flags {
+            bits: r.get::<_, i16>(5) as u8,
+            keywords: r.get(6),
+        },
+    }
+}
+
+fn alias_of(r: &Row) -> Result<Alias> {
+    let policy: Option<String> = r.get(3);
+    Ok(Alias {
+        address: r.get(0),
+        targets: r.get(1),
+        created: r.get(2),
+        policy: policy.map(|p| from_json(&p)).transpose()?,
+    })
+}
+
+/// Events of a transaction, sent once it committed.
+#[derive(Default)]
+struct Effects {
+    events: Vec<StoreEvent>,
+}
+
+impl PgStore {
+    /// Connects to `url` (postgres://user@host/db) and brings the schema up to date.
+    pub async fn connect(url: &str, options: Options) -> Result<Arc<PgStore>> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("storage.url: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .build()
+            .map_err(pg)?;
+        let store = Arc::new(PgStore {
+            pool,
+            events: broadcast::channel(4096).0,
+            commits: AtomicU64::new(0),
+            maildrops: Arc::new(Mutex::new(HashSet::new())),
+        });
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations this database has not had yet; returns the schema version.
+    pub async fn migrate(&self) -> Result<usize> {
+        let mut c = self.pool.get().await.map_err(pg)?;
+        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg)?;
+        let r = async {
+            c.batch_execute("CREATE TABLE IF NOT EXISTS postern_schema (version integer NOT NULL)")
+                .await
+                .map_err(pg)?;
+            let version: i64 = c
+                .query_one("SELECT count(*) FROM postern_schema", &[])
+                .await
+                .map_err(pg)?
+                .get(0);
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                let tx = c.transaction().await.map_err(pg)?;
+                tx.batch_execute(m).await.map_err(pg)?;
+                tx.execute(
+                    "INSERT INTO postern_schema (version) VALUES ($1)",
+                    &[&(i as i32 + 1)],
+                )
+                .await
+                .map_err(pg)?;
+                tx.commit().await.map_err(pg)?;
+            }
+            Ok(MIGRATIONS.len())
+        }
+        .await;
+        let _ = c
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        r
+    }
+
+    /// Runs `f` in one transaction and sends its events after the commit.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: for<'a> FnOnce(
+            &'a Transaction<'a>,
+            &'a mut Effects,
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>,
+    {
+        let mut c = self.pool.get().await.map_err(pg)?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let mut fx = Effects::default();
+        let out = f(&tx, &mut fx).await?;
+        tx.commit().await.map_err(pg)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        for e in fx.events {
+            let _ = self.events.send(e);
+        }
+        Ok(out)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pg)
+    }
+}
+
+async fn account<C: GenericClient>(c: &C, id: AccountId, lock: bool) -> Result<Account> {
+    let q = format!(
+        "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    match c.query_opt(&q, &[&(id as i64)]).await.map_err(pg)? {
+        Some(r) => Ok(account_of(&r)),
+        None => Err(StoreError::NotFound(format!("account {id}"))),
+    }
+}
+
+async fn mailbox<C: GenericClient>(c: &C, id: MailboxId, lock: bool) -> Result<Mailbox> {
+    let q = format!(
+        "SELECT {MAILBOX_COLS} FROM mailboxes WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    match c.query_opt(&q, &[&(id as i64)]).await.map_err(pg)? {
+        Some(r) => Ok(mailbox_of(&r)),
+        None => Err(StoreError::NotFound(format!("mailbox {id}"))),
+    }
+}
+
+async fn mailbox_id_by_name<C: GenericClient>(
+    c: &C,
+    account: AccountId,
+    name: &str,
+) -> Result<Option<MailboxId>> {
+    Ok(c.query_opt(
+        "SELECT id FROM mailboxes WHERE account = $1 AND name = $2",
+        &[&(account as i64), &name],
+    )
+    .await
+    .map_err(pg)?
+    .map(|r| r.get::<_, i64>(0) as u64))
+}
+
+async fn put_mailbox_counts(tx: &Transaction<'_>, mb: &Mailbox) -> Result<()> {
+    tx.execute(
+        "UPDATE mailboxes SET uidnext = $2, highest_modseq = $3, messages = $4, unseen = $5, \
+         size = $6 WHERE id = $1",
+        &[
+            &(mb.id as i64),
+            &(mb.uidnext as i64),
+            &(mb.highest_modseq as i64),
+            &(mb.messages as i64),
+            &(mb.unseen as i64),
+            &(mb.size as i64),
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+async fn usage<C: GenericClient>(c: &C, account: AccountId) -> Result<Usage> {
+    let r = c
+        .query_one(
+            "SELECT coalesce(sum(size), 0)::bigint, coalesce(sum(messages), 0)::bigint \
+             FROM mailboxes WHERE account = $1",
+            &[&(account as i64)],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(Usage {
+        bytes: r.get::<_, i64>(0) as u64,
+        messages: r.get::<_, i64>(1) as u64,
+    })
+}
+
+async fn mailbox_create_tx(
+    tx: &Transaction<'_>,
+    account: AccountId,
+    name: &str,
+    su: Option<SpecialUse>,
+) -> Result<Mailbox> {
+    let name = crate::embedded::normalize_mailbox_name(name);
+    if mailbox_id_by_name(tx, account, &name).await?.is_some() {
+        return Err(StoreError::AlreadyExists(format!("mailbox {name}")));
+    }
+    let uidvalidity: i64 = tx
+        .query_one(
+            "UPDATE meta SET value = greatest($1, value + 1) & 4294967295 \
+             WHERE key = 'last_uidvalidity' RETURNING value",
+            &[&now()],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    let r = tx
+        .query_one(
+            &format!(
+                "INSERT INTO mailboxes (account, name, uidvalidity, special_use) \
+                 VALUES ($1, $2, $3, $4) RETURNING {MAILBOX_COLS}"
+            ),
+            &[
+                &(account as i64),
+                &name,
+                &uidvalidity.max(1),
+                &su.map(special_use_name),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(mailbox_of(&r))
+}
+
+/// One reference fewer to each blob (once per occurrence); blobs nobody holds go.
+async fn release_blobs(tx: &Transaction<'_>, blobs: &[BlobId]) -> Result<()> {
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = blobs.iter().map(|&b| b as i64).collect();
+    tx.execute(
+        "UPDATE blobs SET refs = refs - c.n FROM \
+         (SELECT id, count(*)::int AS n FROM unnest($1::bigint[]) AS id GROUP BY id) c \
+         WHERE blobs.id = c.id",
+        &[&ids],
+    )
+    .await
+    .map_err(pg)?;
+    tx.execute(
+        "DELETE FROM blobs WHERE id = ANY($1) AND refs <= 0",
+        &[&ids],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// Removes a mailbox and its messages, releasing their blobs.
+async fn mailbox_remove(tx: &Transaction<'_>, id: MailboxId) -> Result<()> {
+    let blobs: Vec<BlobId> = tx
+        .query(
+            "SELECT blob FROM messages WHERE mailbox = $1",
+            &[&(id as i64)],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.get::<_, i64>(0) as u64)
+        .collect();
+    release_blobs(tx, &blobs).await?;
+    tx.execute("DELETE FROM mailboxes WHERE id = $1", &[&(id as i64)])
+        .await
+        .map_err(pg)?;
+    Ok(())
+}
+
+async fn append_entry(
+    tx: &Transaction<'_>,
+    mb: &mut Mailbox,
+    blob: BlobId,
+    size: u64,
+    internal_date: i64,
+    flags: Flags,
+) -> Result<Uid> {
+    let uid = mb.uidnext;
+    mb.uidnext += 1;
+    mb.highest_modseq += 1;
+    mb.messages += 1;
+    mb.size += size;
+    if !flags.seen() {
+        mb.unseen += 1;
+    }
+    tx.execute(
+        "INSERT INTO messages (mailbox, uid, blob, size, internal_date, modseq, flags, keywords) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &(mb.id as i64),
+            &(uid as i64),
+            &(blob as i64),
+            &(size as i64),
+            &internal_date,
+            &(mb.highest_modseq as i64),
+            &(flags.bits as i16),
+            &flags.keywords,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    put_mailbox_counts(tx, mb).await?;
+    Ok(uid)
+}
+
+async fn entries_of<C: GenericClient>(
+    c: &C,
+    mailbox: MailboxId,
+    uids: &[Uid],
+) -> Result<Vec<MessageEntry>> {
+    let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
+    Ok(c.query(
+        &format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE mailbox = $1 AND uid = ANY($2) ORDER BY uid"
+        ),
+        &[&(mailbox as i64), &uids],
+    )
+    .await
+    .map_err(pg)?
+    .iter()
+    .map(message_of)
+    .collect())
+}
+
+async fn expunge_tx(
+    tx: &Transaction<'_>,
+    mb: &mut Mailbox,
+    uids: &[Uid],
+    fx: &mut Effects,
+) -> Result<Vec<Uid>> {
+    let found = entries_of(tx, mb.id, uids).await?;
+    // In the order asked, as the embedded store answers.
+    let by_uid: HashMap<Uid, &MessageEntry> = found.iter().map(|e| (e.uid, e)).collect();
+    let mut gone = Vec::new();
+    let mut seen_uids = HashSet::new();
+    for &uid in uids {
+        let Some(e) = by_uid.get(&uid) else { continue };
+        if !seen_uids.insert(uid) {
+            continue;
+        }
+        gone.push((uid, *e));
+    }
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    mb.highest_modseq += 1;
+    let m = mb.highest_modseq as i64;
+    let list: Vec<i64> = gone.iter().map(|(u, _)| *u as i64).collect();
+    tx.execute(
+        "DELETE FROM messages WHERE mailbox = $1 AND uid = ANY($2)",
+        &[&(mb.id as i64), &list],
+    )
+    .await
+    .map_err(pg)?;
+    tx.execute(
+        "INSERT INTO expunged (mailbox, modseq, uid) SELECT $1, $2, unnest($3::bigint[])",
+        &[&(mb.id as i64), &m, &list],
+    )
+    .await
+    .map_err(pg)?;
+    for (_, e) in &gone {
+        mb.messages = mb.messages.saturating_sub(1);
+        mb.size = mb.size.saturating_sub(e.size);
+        if !e.flags.seen() {
+            mb.unseen = mb.unseen.saturating_sub(1);
+        }
+    }
+    let blobs: Vec<BlobId> = gone.iter().map(|(_, e)| e.blob).collect();
+    release_blobs(tx, &blobs).await?;
+    put_mailbox_counts(tx, mb).await?;
+    fx.events.push(StoreEvent::Mailbox {
+        account: mb.account,
+        mailbox: mb.id,
+        highest_modseq: mb.highest_modseq,
+    });
+    Ok(gone.into_iter().map(|(u, _)| u).collect())
+}
+
+async fn trace_append_tx<C: GenericClient>(c: &C, events: &[TraceEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.trace_id.as_str()).collect();
+    let times: Vec<i64> = events.iter().map(|e| e.time).collect();
+    let bodies: Vec<String> = events.iter().map(json).collect();
+    // Arrays of arrays must be rectangular: the keys go as one text each, split again in SQL.
+    let keys: Vec<String> = events.iter().map(|e| e.keys.join("\n")).collect();
+    c.execute(
+        "INSERT INTO trace (trace_id, time, event, keys) \
+         SELECT i, t, e, CASE WHEN k = '' THEN '{}'::text[] ELSE string_to_array(k, E'\\n') END \
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS x(i, t, e, k)",
+        &[&ids, &times, &bodies, &keys],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// The mailbox a delivery target names (resolved, checked against the account), or why not.
+async fn target_mailbox(
+    tx: &Transaction<'_>,
+    t: &DeliveryTarget,
+    fx: &mut Effects,
+) -> Result<MailboxId> {
+    match &t.mailbox {
+        MailboxTarget::Id(id) => {
+            let mb = mailbox(tx, *id, false).await?;
+            if mb.account != t.account {
+                return Err(StoreError::NotFound(format!("mailbox {id}")));
+            }
+            Ok(mb.id)
+        }
+        MailboxTarget::Name { name, create } => {
+            let n = crate::embedded::normalize_mailbox_name(name);
+            match mailbox_id_by_name(tx, t.account, &n).await? {
+                Some(id) => Ok(id),
+                None if *create => {
+                    let mb = mailbox_create_tx(tx, t.account, &n, None).await?;
+                    fx.events
+                        .push(StoreEvent::MailboxList { account: t.account });
+                    Ok(mb.id)
+                }
+                None => mailbox_id_by_name(tx, t.account, INBOX)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound("INBOX".into())),
+            }
+        }
+    }
+}
+
+async fn deliver_tx(tx: &Transaction<'_>, d: Delivery, fx: &mut Effects) -> Result<DeliveryReport> {
+    let size = d.blob.size;
+    // Accounts first, in id order: a quota is checked against a stable usage.
+    let mut ids: Vec<AccountId> = d.targets.iter().map(|t| t.account).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut accounts: HashMap<AccountId, Account> = HashMap::new();
+    for id in ids {
+        if let Ok(a) = account(tx, id, true).await {
+            accounts.insert(id, a);
+        }
+    }
+    let mut targets: Vec<Result<MailboxId>> = Vec::with_capacity(d.targets.len());
+    let mut pending: Vec<(AccountId, u64)> = Vec::new();
+    let mut usages: HashMap<AccountId, Usage> = HashMap::new();
+    for t in &d.targets {
+        let r = async {
+            let Some(a) = accounts.get(&t.account) else {
+                return Err(StoreError::NotFound(format!("account {}", t.account)));
+            };
+            let mb = target_mailbox(tx, t, fx).await?;
+            if t.enforce_quota && (a.quota_bytes > 0 || a.quota_messages > 0) {
+                let u = match usages.get(&a.id) {
+                    Some(u) => *u,
+                    None => {
+                        let u = usage(tx, a.id).await?;
+                        usages.insert(a.id, u);
+                        u
+                    }
+                };
+                let extra: u64 = pending.iter().filter(|p| p.0 == a.id).map(|p| p.1).sum();
+                let count = pending.iter().filter(|p| p.0 == a.id).count() as u64;
+                if (a.quota_bytes > 0 && u.bytes + extra + size > a.quota_bytes)
+                    || (a.quota_messages > 0 && u.messages + count + 1 > a.quota_messages)
+                {
+                    return Err(StoreError::QuotaExceeded);
+                }
+            }
+            pending.push((a.id, size));
+            Ok(mb)
+        }
+        .await;
+        targets.push(r);
+    }
+    let ok = targets.iter().filter(|t| t.is_ok()).count() as i32;
+    let queued = d.queue.is_some();
+    trace_append_tx(tx, &d.trace).await?;
+    if ok == 0 && !queued {
+        return Ok(DeliveryReport {
+            blob: 0,
+            targets: targets.into_iter().map(|t| t.map(|_| (0, 0))).collect(),
+            queue_id: None,
+        });
+    }
+    let (bytes, spool) = match d.blob.data {
+        BlobData::Memory(b) => (b, None),
+        BlobData::File(p) => (
+            tokio::fs::read(&p).await.map_err(StoreError::from_io)?,
+            Some(p),
+        ),
+    };
+    let blob: i64 = tx
+        .query_one(
+            "INSERT INTO blobs (size, meta, data, refs) VALUES ($1, $2, $3, $4) RETURNING id",
+            &[&(size as i64), &d.blob.meta, &bytes, &(ok + queued as i32)],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    let blob = blob as u64;
+    // Mailboxes in id order too.
+    let mut order: Vec<MailboxId> = targets
+        .iter()
+        .filter_map(|t| t.as_ref().ok())
+        .copied()
+        .collect();
+    order.sort_unstable();
+    order.dedup();
+    let mut boxes: HashMap<MailboxId, Mailbox> = HashMap::new();
+    for id in order {
+        boxes.insert(id, mailbox(tx, id, true).await?);
+    }
+    let mut out = Vec::with_capacity(targets.len());
+    for (i, t) in targets.into_iter().enumerate() {
+        match t {
+            Ok(id) => {
+                let mb = boxes.get_mut(&id).expect("locked above");
+                let flags = d.targets[i].flags.clone();
+                let uid = append_entry(tx, mb, blob, size, d.internal_date, flags).await?;
+                fx.events.push(StoreEvent::Mailbox {
+                    account: mb.account,
+                    mailbox: mb.id,
+                    highest_modseq: mb.highest_modseq,
+                });
+                out.push(Ok((mb.id, uid)));
+            }
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    let queue_id = match d.queue {
+        Some(q) => {
+            let created = now();
+            let id: i64 = tx
+                .query_one("SELECT nextval('queue_id_seq')", &[])
+                .await
+                .map_err(pg)?
+                .get(0);
+            let entry = QueueEntry {
+                id: id as u64,
+                blob,
+                size,
+                sender: q.sender,
+                recipients: q.recipients,
+                envid: q.envid,
+                ret: q.ret,
+                trace_id: q.trace_id,
+                authenticated: q.authenticated,
+                requiretls: q.requiretls,
+                body_offset: q.body_offset,
+                created,
+                next_attempt: created,
+                attempts: 0,
+                last_error: None,
+                warned: false,
+                bounce: false,
+            };
+            tx.execute(
+                "INSERT INTO queue (id, entry) VALUES ($1, $2)",
+                &[&id, &json(&entry)],
+            )
+            .await
+            .map_err(pg)?;
+            fx.events.push(StoreEvent::Queue);
+            Some(id as u64)
+        }
+        None => None,
+    };
+    if let Some(p) = spool {
+        // The bytes are in the database now; the spool file is ours to remove (after commit
+        // would be tidier, but a leftover spool file is only garbage).
+        let _ = tokio::fs::remove_file(p).await;
+    }
+    Ok(DeliveryReport {
+        blob,
+        targets: out,
+        queue_id,
+    })
+}
+
+macro_rules! tx {
+    (|$tx:ident, $fx:ident| $body:expr) => {
+        move |$tx, $fx| Box::pin(async move { $body })
+    };
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn domain_add(&self, name: &str) -> Result<Domain> {
+        let name = name.to_string();
+        self.write(tx!(|tx, fx| {
+            let d = Domain {
+                name,
+                created: now(),
+            };
+            let n = tx
+                .execute(
+                    "INSERT INTO domains (name, created) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&d.name, &d.created],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!("domain {}", d.name)));
+            }
+            fx.events.push(StoreEvent::Directory);
+            Ok(d)
+        }))
+        .await
+    }
+
+    async fn domain_delete(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(tx!(|tx, fx| {
+            if tx
+                .query_opt("SELECT 1 FROM domains WHERE name = $1 FOR UPDATE", &[&name])
+                .await
+                .map_err(pg)?
+                .is_none()
+            {
+                return Err(StoreError::NotFound(format!("domain {name}")));
+            }
+            let suffix = format!("@{name}");
+            let r = tx
+                .query_one(
+                    "SELECT (SELECT count(*) FROM accounts WHERE right(address, length($1)) = $1), \
+                            (SELECT count(*) FROM aliases WHERE right(address, length($1)) = $1)",
+                    &[&suffix],
+                )
+                .await
+                .map_err(pg)?;
+            let (users, aliases): (i64, i64) = (r.get(0), r.get(1));
+            if users + aliases > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "domain {name} still has {users} account(s) and {aliases} alias(es); delete them first"
+                )));
+            }
+            tx.execute("DELETE FROM domains WHERE name = $1", &[&name])
+                .await
+                .map_err(pg)?;
+            fx.events.push(StoreEvent::Directory);
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn domain_get(&self, name: &str) -> Result<Option<Domain>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT name, created FROM domains WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| Domain {
+            name: r.get(0),
+            created: r.get(1),
+        }))
+    }
+
+    async fn domain_list(&self) -> Result<Vec<Domain>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT name, created FROM domains ORDER BY name COLLATE \"C\"",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| Domain {
+            name: r.get(0),
+            created: r.get(1),
+        })
+        .collect())
+    }
+
+    async fn account_create(&self, new: NewAccount) -> Result<Account> {
+        self.write(tx!(|tx, fx| {
+            let address = new.address;
+            let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            if tx
+                .query_opt(
+                    "SELECT 1 FROM domains WHERE name = $1 FOR SHARE",
+                    &[&domain],
+                )
+                .await
+                .map_err(pg)?
+                .is_none()
+            {
+                return Err(StoreError::NotFound(format!("domain {domain}")));
+            }
+            if tx
+                .query_opt("SELECT 1 FROM aliases WHERE address = $1", &[&address])
+                .await
+                .map_err(pg)?
+                .is_some()
+            {
+                return Err(StoreError::AlreadyExists(format!("alias {address}")));
+            }
+            let r = tx
+                .query_one(
+                    &format!(
+                        "INSERT INTO accounts (address, password_hash, quota_bytes, \
+                         quota_messages, created) VALUES ($1, $2, $3, $4, $5) \
+                         RETURNING {ACCOUNT_COLS}"
+                    ),
+                    &[
+                        &address,
+                        &new.password_hash,
+                        &(new.quota_bytes as i64),
+                        &(new.quota_messages as i64),
+                        &now(),
+                    ],
+                )
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::AlreadyExists(format!("account {address}"))
+                    } else {
+                        pg(e)
+                    }
+                })?;
+            let a = account_of(&r);
+            mailbox_create_tx(tx, a.id, INBOX, None).await?;
+            for (name, su) in SpecialUse::DEFAULTS {
+                mailbox_create_tx(tx, a.id, name, Some(su)).await?;
+            }
+            fx.events.push(StoreEvent::Directory);
+            Ok(a)
+        }))
+        .await
+    }
+
+    async fn account_get(&self, id: AccountId) -> Result<Option<Account>> {
+        let c = self.client().await?;
+        match account(&**c, id, false).await {
+            Ok(a) => Ok(Some(a)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn account_by_address(&self, address: &str) -> Result<Option<Account>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE address = $1"),
+            &[&address],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| account_of(&r)))
+    }
+
+    async fn account_list(&self) -> Result<Vec<Account>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            &format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY id"),
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(account_of)
+        .collect())
+    }
+
+    async fn account_update(&self, id: AccountId, up: AccountUpdate) -> Result<Account> {
+        self.write(tx!(|tx, fx| {
+            let mut a = account(tx, id, true).await?;
+            if let Some(h) = up.password_hash {
+                a.password_hash = h;
+            }
+            if let Some(q) = up.quota_bytes {
+                a.quota_bytes = q;
+            }
+            if let Some(q) = up.quota_messages {
+                a.quota_messages = q;
+            }
+            if let Some(d) = up.disabled {
+                a.disabled = d;
+            }
+            if let Some(f) = up.forward {
+                a.forward = f;
+            }
+            tx.execute(
+                "UPDATE accounts SET password_hash = $2, quota_bytes = $3, quota_messages = $4, \
+                 disabled = $5, forward_to = $6, forward_keep = $7 WHERE id = $1",
+                &[
+                    &(id as i64),
+                    &a.password_hash,
+                    &(a.quota_bytes as i64),
+                    &(a.quota_messages as i64),
+                    &a.disabled,
+                    &a.forward.as_ref().map(|f| f.to.clone()),
+                    &a.forward.as_ref().is_some_and(|f| f.keep_copy),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            fx.events.push(StoreEvent::Directory);
+            Ok(a)
+        }))
+        .await
+    }
+
+    async fn account_delete(&self, id: AccountId) -> Result<()> {
+        self.write(tx!(|tx, fx| {
+            account(tx, id, true).await?;
+            let boxes: Vec<MailboxId> = tx
+                .query(
+                    "SELECT id FROM mailboxes WHERE account = $1 ORDER BY id FOR UPDATE",
+                    &[&(id as i64)],
+                )
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .collect();
+            for mb in boxes {
+                mailbox_remove(tx, mb).await?;
+            }
+            tx.execute("DELETE FROM seen WHERE account = $1", &[&(id as i64)])
+                .await
+                .map_err(pg)?;
+            tx.execute("DELETE FROM accounts WHERE id = $1", &[&(id as i64)])
+                .await
+                .map_err(pg)?;
+            fx.events.push(StoreEvent::Directory);
+            fx.events.push(StoreEvent::MailboxList { account: id });
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn account_usage(&self, id: AccountId) -> Result<Usage> {
+        let c = self.client().await?;
+        usage(&**c, id).await
+    }
+
+    async fn alias_set(&self, address: &str, targets: Vec<String>) -> Result<Alias> {
+        let address = address.to_string();
+        self.write(tx!(|tx, fx| {
+            let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            if tx
+                .query_opt(
+                    "SELECT 1 FROM domains WHERE name = $1 FOR SHARE",
+                    &[&domain],
+                )
+                .await
+                .map_err(pg)?
+                .is_none()
+            {
+                return Err(StoreError::NotFound(format!("domain {domain}")));
+            }
+            if tx
+                .query_opt("SELECT 1 FROM accounts WHERE address = $1", &[&address])
+                .await
+                .map_err(pg)?
+                .is_some()
+            {
+                return Err(StoreError::AlreadyExists(format!("account {address}")));
+            }
+            let r = tx
+                .query_one(
+                    "INSERT INTO aliases (address, targets, created) VALUES ($1, $2, $3) \
+                     ON CONFLICT (address) DO UPDATE SET targets = EXCLUDED.targets \
+                     RETURNING address, targets, created, policy",
+                    &[&address, &targets, &now()],
+                )
+                .await
+                .map_err(pg)?;
+            fx.events.push(StoreEvent::Directory);
+            alias_of(&r)
+        }))
+        .await
+    }
+
+    async fn alias_set_policy(&self, address: &str, policy: Option<SendPolicy>) -> Result<Alias> {
+        let address = address.to_string();
+        self.write(tx!(|tx, fx| {
+            let r = tx
+                .query_opt(
+                    "UPDATE aliases SET policy = $2 WHERE address = $1 \
+                     RETURNING address, targets, created, policy",
+                    &[&address, &policy.as_ref().map(json)],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(r) = r else {
+                return Err(StoreError::NotFound(format!("alias {address}")));
+            };
+            fx.events.push(StoreEvent::Directory);
+            alias_of(&r)
+        }))
+        .await
+    }
+
+    async fn alias_get(&self, address: &str) -> Result<Option<Alias>> {
+        let c = self.client().await?;
+        c.query_opt(
+            "SELECT address, targets, created, policy FROM aliases WHERE address = $1",
+            &[&address],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| alias_of(&r))
+        .transpose()
+    }
+
+    async fn alias_list(&self) -> Result<Vec<Alias>> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT address, targets, created, policy FROM aliases ORDER BY address COLLATE \"C\"",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(alias_of)
+        .collect()
+    }
+
+    async fn alias_delete(&self, address: &str) -> Result<()> {
+        let address = address.to_string();
+        self.write(tx!(|tx, fx| {
+            if tx
+                .execute("DELETE FROM aliases WHERE address = $1", &[&address])
+                .await
+                .map_err(pg)?
+                == 0
+            {
+                return Err(StoreError::NotFound(format!("alias {address}")));
+            }
+            fx.events.push(StoreEvent::Directory);
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn mailbox_list(&self, account: AccountId) -> Result<Vec<Mailbox>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            &format!(
+                "SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = $1 ORDER BY name COLLATE \"C\""
+            ),
+            &[&(account as i64)],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(mailbox_of)
+        .collect())
+    }
+
+    async fn mailbox_get(&self, id: MailboxId) -> Result<Option<Mailbox>> {
+        let c = self.client().await?;
+        match mailbox(&**c, id, false).await {
+            Ok(m) => Ok(Some(m)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn mailbox_by_name(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
+        let name = crate::embedded::normalize_mailbox_name(name);
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            &format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = $1 AND name = $2"),
+            &[&(account as i64), &name],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| mailbox_of(&r)))
+    }
+
+    async fn mailbox_create(
+        &self,
+        account_id: AccountId,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<Mailbox> {
+        let name = name.to_string();
+        self.write(tx!(|tx, fx| {
+            account(tx, account_id, true).await?;
+            let mb = mailbox_create_tx(tx, account_id, &name, special_use).await?;
+            fx.events.push(StoreEvent::MailboxList {
+                account: account_id,
+            });
+            Ok(mb)
+        }))
+        .await
+    }
+
+    async fn mailbox_delete(&self, id: MailboxId) -> Result<()> {
+        self.write(tx!(|tx, fx| {
+            let mb = mailbox(tx, id, true).await?;
+            if mb.name == INBOX {
+                return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
+            }
+            mailbox_remove(tx, id).await?;
+            fx.events.push(StoreEvent::MailboxList {
+                account: mb.account,
+            });
+            fx.events.push(StoreEvent::Mailbox {
+                account: mb.account,
+                mailbox: mb.id,
+                highest_modseq: mb.highest_modseq + 1,
+            });
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn mailbox_rename(&self, id: MailboxId, new_name: &str) -> Result<()> {
+        let new_name = crate::embedded::normalize_mailbox_name(new_name);
+        self.write(tx!(|tx, fx| {
+            let mb = mailbox(tx, id, true).await?;
+            if mb.name == INBOX {
+                return Err(StoreError::Invalid("INBOX cannot be renamed here".into()));
+            }
+            if new_name == INBOX || new_name.starts_with(&format!("{}/", mb.name)) {
+                return Err(StoreError::Invalid(format!(
+                    "cannot rename {} to {new_name}",
+                    mb.name
+                )));
+            }
+            let prefix = format!("{}/", mb.name);
+            let mut moves = vec![(mb.id, new_name.clone())];
+            let children = tx
+                .query(
+                    "SELECT id, name FROM mailboxes WHERE account = $1 AND left(name, length($2)) = $2",
+                    &[&(mb.account as i64), &prefix],
+                )
+                .await
+                .map_err(pg)?;
+            for r in &children {
+                let name: String = r.get(1);
+                moves.push((
+                    r.get::<_, i64>(0) as u64,
+                    format!("{new_name}/{}", &name[prefix.len()..]),
+                ));
+            }
+            let moving: HashSet<MailboxId> = moves.iter().map(|m| m.0).collect();
+            for (_, n) in &moves {
+                if let Some(other) = mailbox_id_by_name(tx, mb.account, n).await?
+                    && !moving.contains(&other)
+                {
+                    return Err(StoreError::AlreadyExists(format!("mailbox {n}")));
+                }
+            }
+            // Through temporary names, so a child and its new name never collide midway.
+            for (id, _) in &moves {
+                tx.execute(
+                    "UPDATE mailboxes SET name = '\u{1}' || id::text WHERE id = $1",
+                    &[&(*id as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            for (id, n) in &moves {
+                tx.execute(
+                    "UPDATE mailboxes SET name = $2 WHERE id = $1",
+                    &[&(*id as i64), n],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            fx.events.push(StoreEvent::MailboxList {
+                account: mb.account,
+            });
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn mailbox_subscribe(&self, id: MailboxId, subscribed: bool) -> Result<()> {
+        self.write(tx!(|tx, fx| {
+            let mb = mailbox(tx, id, true).await?;
+            tx.execute(
+                "UPDATE mailboxes SET subscribed = $2 WHERE id = $1",
+                &[&(id as i64), &subscribed],
+            )
+            .await
+            .map_err(pg)?;
+            fx.events.push(StoreEvent::MailboxList {
+                account: mb.account,
+            });
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn deliver(&self, delivery: Delivery) -> Result<DeliveryReport> {
+        let spool = match &delivery.blob.data {
+            BlobData::File(p) => Some(p.clone()),
+            BlobData::Memory(_) => None,
+        };
+        let r = self
+            .write(tx!(|tx, fx| deliver_tx(tx, delivery, fx).await))
+            .await;
+        if let (Some(p), Ok(rep)) = (&spool, &r)
+            && rep.blob == 0
+        {
+            let _ = tokio::fs::remove_file(p).await;
+        }
+        r
+    }
+
+    async fn deliver_many(&self, deliveries: Vec<Delivery>) -> Result<Vec<DeliveryReport>> {
+        let spools: Vec<Option<std::path::PathBuf>> = deliveries
+            .iter()
+            .map(|d| match &d.blob.data {
+                BlobData::File(p) => Some(p.clone()),
+                BlobData::Memory(_) => None,
+            })
+            .collect();
+        let r = self
+            .write(tx!(|tx, fx| {
+                let mut out = Vec::with_capacity(deliveries.len());
+                for d in deliveries {
+                    out.push(deliver_tx(tx, d, fx).await?);
+                }
+                Ok(out)
+            }))
+            .await;
+        if let Ok(reps) = &r {
+            for (p, rep) in spools.iter().zip(reps) {
+                if let Some(p) = p
+                    && rep.blob == 0
+                {
+                    let _ = tokio::fs::remove_file(p).await;
+                }
+            }
+        }
+        r
+    }
+
+    async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageEntry>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            &format!("SELECT {MESSAGE_COLS} FROM messages WHERE mailbox = $1 ORDER BY uid"),
+            &[&(mailbox as i64)],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(message_of)
+        .collect())
+    }
+
+    async fn message_get(&self, mailbox: MailboxId, uid: Uid) -> Result<Option<MessageEntry>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            &format!("SELECT {MESSAGE_COLS} FROM messages WHERE mailbox = $1 AND uid = $2"),
+            &[&(mailbox as i64), &(uid as i64)],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| message_of(&r)))
+    }
+
+    async fn message_changes(&self, mailbox_id: MailboxId, since: ModSeq) -> Result<Changes> {
+        let mut c = self.client().await?;
+        // One snapshot for the three reads.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg)?;
+        let mb = mailbox(&*tx, mailbox_id, false).await?;
+        let changed = tx
+            .query(
+                &format!(
+                    "SELECT {MESSAGE_COLS} FROM messages WHERE mailbox = $1 AND modseq > $2 \
+                     ORDER BY uid"
+                ),
+                &[&(mailbox_id as i64), &(since as i64)],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(message_of)
+            .collect();
+        let expunged = tx
+            .query(
+                "SELECT uid FROM expunged WHERE mailbox = $1 AND modseq > $2 ORDER BY uid",
+                &[&(mailbox_id as i64), &(since as i64)],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get::<_, i64>(0) as u32)
+            .collect();
+        tx.commit().await.map_err(pg)?;
+        Ok(Changes {
+            changed,
+            expunged,
+            highest_modseq: mb.highest_modseq,
+        })
+    }
+
+    async fn flags_update(&self, u: FlagsUpdate) -> Result<FlagsResult> {
+        self.write(tx!(|tx, fx| {
+            let mut mb = mailbox(tx, u.mailbox, true).await?;
+            let entries = entries_of(tx, mb.id, &u.uids).await?;
+            let by_uid: HashMap<Uid, MessageEntry> =
+                entries.into_iter().map(|e| (e.uid, e)).collect();
+            let mut res = FlagsResult::default();
+            let mut modseq = None;
+            let mut done = HashSet::new();
+            for uid in u.uids {
+                let Some(e) = by_uid.get(&uid) else { continue };
+                if !done.insert(uid) {
+                    continue;
+                }
+                if let Some(since) = u.unchanged_since
+                    && e.modseq > since
+                {
+                    res.modified.push(uid);
+                    continue;
+                }
+                let flags = e.flags.apply(u.op, &u.flags);
+                if flags == e.flags {
+                    continue;
+                }
+                let m = *modseq.get_or_insert_with(|| {
+                    mb.highest_modseq += 1;
+                    mb.highest_modseq
+                });
+                match (e.flags.seen(), flags.seen()) {
+                    (false, true) => mb.unseen = mb.unseen.saturating_sub(1),
+                    (true, false) => mb.unseen += 1,
+                    _ => {}
+                }
+                tx.execute(
+                    "UPDATE messages SET flags = $3, keywords = $4, modseq = $5 \
+                     WHERE mailbox = $1 AND uid = $2",
+                    &[
+                        &(mb.id as i64),
+                        &(uid as i64),
+                        &(flags.bits as i16),
+                        &flags.keywords,
+                        &(m as i64),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+                res.updated.push((uid, flags, m));
+            }
+            if modseq.is_some() {
+                put_mailbox_counts(tx, &mb).await?;
+                fx.events.push(StoreEvent::Mailbox {
+                    account: mb.account,
+                    mailbox: mb.id,
+                    highest_modseq: mb.highest_modseq,
+                });
+            }
+            Ok(res)
+        }))
+        .await
+    }
+
+    async fn expunge(&self, mailbox_id: MailboxId, uids: Vec<Uid>) -> Result<Vec<Uid>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(tx!(|tx, fx| {
+            let mut mb = mailbox(tx, mailbox_id, true).await?;
+            expunge_tx(tx, &mut mb, &uids, fx).await
+        }))
+        .await
+    }
+
+    async fn copy(
+        &self,
+        from: MailboxId,
+        uids: Vec<Uid>,
+        to: MailboxId,
+        remove_source: bool,
+    ) -> Result<Vec<(Uid, Uid)>> {
+        self.write(tx!(|tx, fx| {
+            // Both mailboxes, in id order.
+            let (first, second) = (from.min(to), from.max(to));
+            let mut locked = vec![mailbox(tx, first, true).await?];
+            if second != first {
+                locked.push(mailbox(tx, second, true).await?);
+            }
+            let take = |id: MailboxId| locked.iter().find(|m| m.id == id).cloned().expect("locked");
+            let mut src = take(from);
+            let mut dst = take(to);
+            let found = entries_of(tx, from, &uids).await?;
+            let by_uid: HashMap<Uid, MessageEntry> =
+                found.into_iter().map(|e| (e.uid, e)).collect();
+            let entries: Vec<MessageEntry> =
+                uids.iter().filter_map(|u| by_uid.get(u).cloned()).collect();
+            let a = account(tx, dst.account, true).await?;
+            if a.quota_bytes > 0 || a.quota_messages > 0 {
+                let u = usage(tx, a.id).await?;
+                let (add_bytes, add_msgs) = if remove_source && src.account == dst.account {
+                    (0, 0)
+                } else {
+                    (
+                        entries.iter().map(|e| e.size).sum::<u64>(),
+                        entries.len() as u64,
+                    )
+                };
+                if (a.quota_bytes > 0 && add_bytes > 0 && u.bytes + add_bytes > a.quota_bytes)
+                    || (a.quota_messages > 0
+                        && add_msgs > 0
+                        && u.messages + add_msgs > a.quota_messages)
+                {
+                    return Err(StoreError::QuotaExceeded);
+                }
+            }
+            let mut pairs = Vec::with_capacity(entries.len());
+            if !entries.is_empty() {
+                let blobs: Vec<i64> = entries.iter().map(|e| e.blob as i64).collect();
+                tx.execute(
+                    "UPDATE blobs SET refs = refs + c.n FROM \
+                     (SELECT id, count(*)::int AS n FROM unnest($1::bigint[]) AS id GROUP BY id) c \
+                     WHERE blobs.id = c.id",
+                    &[&blobs],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            for e in &entries {
+                let uid = append_entry(
+                    tx,
+                    &mut dst,
+                    e.blob,
+                    e.size,
+                    e.internal_date,
+                    e.flags.clone(),
+                )
+                .await?;
+                pairs.push((e.uid, uid));
+            }
+            if !pairs.is_empty() {
+                fx.events.push(StoreEvent::Mailbox {
+                    account: dst.account,
+                    mailbox: dst.id,
+                    highest_modseq: dst.highest_modseq,
+                });
+            }
+            if remove_source {
+                let moved: Vec<Uid> = pairs.iter().map(|p| p.0).collect();
+                if from == to {
+                    src = dst.clone();
+                }
+                expunge_tx(tx, &mut src, &moved, fx).await?;
+            }
+            Ok(pairs)
+        }))
+        .await
+    }
+
+    async fn blob_info(&self, id: BlobId) -> Result<BlobInfo> {
+        let c = self.client().await?;
+        match c
+            .query_opt(
+                "SELECT size, meta FROM blobs WHERE id = $1",
+                &[&(id as i64)],
+            )
+            .await
+            .map_err(pg)?
+        {
+            Some(r) => Ok(BlobInfo {
+                id,
+                size: r.get::<_, i64>(0) as u64,
+                meta: Arc::new(r.get(1)),
+            }),
+            None => Err(StoreError::NotFound(format!("blob {id}"))),
+        }
+    }
+
+    async fn blob_read(&self, id: BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let c = self.client().await?;
+        // substring counts from 1; a length beyond the end stops at the end.
+        match c
+            .query_opt(
+                "SELECT substring(data FROM $2 FOR $3) FROM blobs WHERE id = $1",
+                &[
+                    &(id as i64),
+                    &(offset.min(i32::MAX as u64) as i32 + 1),
+                    &(len.min(i32::MAX as u64) as i32),
+                ],
+            )
+            .await
+            .map_err(pg)?
+        {
+            Some(r) => Ok(r.get(0)),
+            None => Err(StoreError::NotFound(format!("blob {id}"))),
+        }
+    }
+
+    async fn blob_head(
+        &self,
+        id: BlobId,
+        head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
+    ) -> Result<Vec<u8>> {
+        self.blob_heads(&[id], head_len)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::NotFound(format!("blob {id}"))))
+    }
+
+    async fn blob_heads(
+        &self,
+        ids: &[BlobId],
+        head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
+        let c = self.client().await?;
+        let list: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        // Two queries for any number of blobs: their metadata, then the heads it measures.
+        let metas: HashMap<u64, (u64, Vec<u8>)> = c
+            .query(
+                "SELECT id, size, meta FROM blobs WHERE id = ANY($1)",
+                &[&list],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, i64>(0) as u64,
+                    (r.get::<_, i64>(1) as u64, r.get::<_, Vec<u8>>(2)),
+                )
+            })
+            .collect();
+        let mut want_ids = Vec::new();
+        let mut want_lens = Vec::new();
+        for (id, (size, meta)) in &metas {
+            want_ids.push(*id as i64);
+            want_lens.push(
+                head_len(meta)
+                    .unwrap_or(*size)
+                    .min(*size)
+                    .min(i32::MAX as u64) as i32,
+            );
+        }
+        let heads: HashMap<u64, Vec<u8>> = c
+            .query(
+                "SELECT b.id, substring(b.data FROM 1 FOR w.n) FROM blobs b \
+                 JOIN unnest($1::bigint[], $2::int[]) AS w(id, n) ON b.id = w.id",
+                &[&want_ids, &want_lens],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, Vec<u8>>(1)))
+            .collect();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                heads
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| StoreError::NotFound(format!("blob {id}")))
+            })
+            .collect())
+    }
+
+    async fn blob_infos(&self, ids: &[BlobId]) -> Result<Vec<Result<BlobInfo>>> {
+        let c = self.client().await?;
+        let list: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let found: HashMap<u64, (u64, Arc<Vec<u8>>)> = c
+            .query(
+                "SELECT id, size, meta FROM blobs WHERE id = ANY($1)",
+                &[&list],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, i64>(0) as u64,
+                    (r.get::<_, i64>(1) as u64, Arc::new(r.get::<_, Vec<u8>>(2))),
+                )
+            })
+            .collect();
+        Ok(ids
+            .iter()
+            .map(|&id| match found.get(&id) {
+                Some((size, meta)) => Ok(BlobInfo {
+                    id,
+                    size: *size,
+                    meta: meta.clone(),
+                }),
+                None => Err(StoreError::NotFound(format!("blob {id}"))),
+            })
+            .collect())
+    }
+
+    async fn queue_list(&self) -> Result<Vec<QueueEntry>> {
+        let c = self.client().await?;
+        c.query("SELECT entry FROM queue ORDER BY id", &[])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| from_json(r.get::<_, &str>(0)))
+            .collect()
+    }
+
+    async fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>> {
+        let c = self.client().await?;
+        c.query_opt("SELECT entry FROM queue WHERE id = $1", &[&(id as i64)])
+            .await
+            .map_err(pg)?
+            .map(|r| from_json(r.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    async fn queue_update(&self, entry: QueueEntry) -> Result<()> {
+        self.write(tx!(|tx, fx| {
+            if tx
+                .execute(
+                    "UPDATE queue SET entry = $2 WHERE id = $1",
+                    &[&(entry.id as i64), &json(&entry)],
+                )
+                .await
+                .map_err(pg)?
+                == 0
+            {
+                return Err(StoreError::NotFound(format!("queue entry {}", entry.id)));
+            }
+            fx.events.push(StoreEvent::Queue);
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn queue_delete(&self, id: QueueId) -> Result<()> {
+        self.write(tx!(|tx, _fx| {
+            let Some(r) = tx
+                .query_opt(
+                    "DELETE FROM queue WHERE id = $1 RETURNING entry",
+                    &[&(id as i64)],
+                )
+                .await
+                .map_err(pg)?
+            else {
+                return Err(StoreError::NotFound(format!("queue entry {id}")));
+            };
+            let entry: QueueEntry = from_json(r.get::<_, &str>(0))?;
+            release_blobs(tx, &[entry.blob]).await
+        }))
+        .await
+    }
+
+    async fn trace_append(&self, events: Vec<TraceEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.write(tx!(|tx, _fx| trace_append_tx(tx, &events).await))
+            .await
+    }
+
+    async fn trace_get(&self, trace_id: &str) -> Result<Vec<TraceEvent>> {
+        let c = self.client().await?;
+        let mut v: Vec<TraceEvent> = c
+            .query(
+                "SELECT event FROM trace WHERE trace_id = $1 ORDER BY seq",
+                &[&trace_id],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| from_json(r.get::<_, &str>(0)))
+            .collect::<Result<_>>()?;
+        v.sort_by_key(|e| e.time);
+        Ok(v)
+    }
+
+    async fn trace_find(&self, key: &str, since: i64, limit: usize) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT trace_id FROM trace WHERE keys @> ARRAY[$1::text] AND time >= $2 \
+             GROUP BY trace_id ORDER BY max(time) DESC, trace_id DESC LIMIT $3",
+            &[&key, &since, &(limit as i64)],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
+    async fn trace_recent(&self, since: i64, limit: usize) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT trace_id FROM trace WHERE time >= $1 \
+             GROUP BY trace_id ORDER BY max(time) DESC, trace_id DESC LIMIT $2",
+            &[&since, &(limit as i64)],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
+    async fn trace_prune(&self, before: i64) -> Result<u64> {
+        self.write(tx!(|tx, _fx| {
+            let n = tx
+                .execute("DELETE FROM trace WHERE time < $1", &[&before])
+                .await
+                .map_err(pg)?;
+            tx.execute("DELETE FROM seen WHERE expires <= $1", &[&(before / 1000)])
+                .await
+                .map_err(pg)?;
+            Ok(n)
+        }))
+        .await
+    }
+
+    async fn sieve_put(&self, account_id: AccountId, name: &str, source: &str) -> Result<()> {
+        let (name, source) = (name.to_string(), source.to_string());
+        self.write(tx!(|tx, _fx| {
+            account(tx, account_id, false).await?;
+            tx.execute(
+                "INSERT INTO sieve (account, name, source) VALUES ($1, $2, $3) \
+                 ON CONFLICT (account, name) DO UPDATE SET source = EXCLUDED.source",
+                &[&(account_id as i64), &name, &source],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn sieve_get(&self, account: AccountId, name: &str) -> Result<Option<String>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT source FROM sieve WHERE account = $1 AND name = $2",
+            &[&(account as i64), &name],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| r.get(0)))
+    }
+
+    async fn sieve_list(&self, account: AccountId) -> Result<Vec<SieveScript>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT s.name, octet_length(s.source)::bigint, a.name IS NOT NULL FROM sieve s \
+             LEFT JOIN sieve_active a ON a.account = s.account AND a.name = s.name \
+             WHERE s.account = $1 ORDER BY s.name COLLATE \"C\"",
+            &[&(account as i64)],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| SieveScript {
+            name: r.get(0),
+            size: r.get::<_, i64>(1) as u64,
+            active: r.get(2),
+        })
+        .collect())
+    }
+
+    async fn sieve_activate(&self, account_id: AccountId, name: Option<&str>) -> Result<()> {
+        let name = name.map(str::to_string);
+        self.write(tx!(|tx, _fx| {
+            account(tx, account_id, true).await?;
+            match name {
+                Some(n) => {
+                    if tx
+                        .query_opt(
+                            "SELECT 1 FROM sieve WHERE account = $1 AND name = $2",
+                            &[&(account_id as i64), &n],
+                        )
+                        .await
+                        .map_err(pg)?
+                        .is_none()
+                    {
+                        return Err(StoreError::NotFound(format!("script {n}")));
+                    }
+                    tx.execute(
+                        "INSERT INTO sieve_active (account, name) VALUES ($1, $2) \
+                         ON CONFLICT (account) DO UPDATE SET name = EXCLUDED.name",
+                        &[&(account_id as i64), &n],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+                None => {
+                    tx.execute(
+                        "DELETE FROM sieve_active WHERE account = $1",
+                        &[&(account_id as i64)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+            }
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn sieve_active(&self, account: AccountId) -> Result<Option<(String, String)>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT s.name, s.source FROM sieve_active a JOIN sieve s \
+             ON s.account = a.account AND s.name = a.name WHERE a.account = $1",
+            &[&(account as i64)],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| (r.get(0), r.get(1))))
+    }
+
+    async fn sieve_delete(&self, account_id: AccountId, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(tx!(|tx, _fx| {
+            if tx
+                .query_opt(
+                    "SELECT 1 FROM sieve_active WHERE account = $1 AND name = $2",
+                    &[&(account_id as i64), &name],
+                )
+                .await
+                .map_err(pg)?
+                .is_some()
+            {
+                return Err(StoreError::Invalid(format!("script {name} is active")));
+            }
+            if tx
+                .execute(
+                    "DELETE FROM sieve WHERE account = $1 AND name = $2",
+                    &[&(account_id as i64), &name],
+                )
+                .await
+                .map_err(pg)?
+                == 0
+            {
+                return Err(StoreError::NotFound(format!("script {name}")));
+            }
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn sieve_rename(&self, account_id: AccountId, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.write(tx!(|tx, _fx| {
+            let a = account_id as i64;
+            if tx
+                .query_opt(
+                    "SELECT 1 FROM sieve WHERE account = $1 AND name = $2",
+                    &[&a, &to],
+                )
+                .await
+                .map_err(pg)?
+                .is_some()
+            {
+                return Err(StoreError::AlreadyExists(format!("script {to}")));
+            }
+            // The active pointer follows the script (no foreign key holds it back).
+            let active = tx
+                .query_opt(
+                    "DELETE FROM sieve_active WHERE account = $1 AND name = $2 RETURNING 1",
+                    &[&a, &from],
+                )
+                .await
+                .map_err(pg)?
+                .is_some();
+            if tx
+                .execute(
+                    "UPDATE sieve SET name = $3 WHERE account = $1 AND name = $2",
+                    &[&a, &from, &to],
+                )
+                .await
+                .map_err(pg)?
+                == 0
+            {
+                return Err(StoreError::NotFound(format!("script {from}")));
+            }
+            if active {
+                tx.execute(
+                    "INSERT INTO sieve_active (account, name) VALUES ($1, $2)",
+                    &[&a, &to],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn seen_mark(
+        &self,
+        account: AccountId,
+        key: &str,
+        now: i64,
+        expires: i64,
+    ) -> Result<bool> {
+        let key = key.to_string();
+        self.write(tx!(|tx, _fx| {
+            // Inserted or taken over when expired; a live mark is left as it is.
+            let took = tx
+                .query_opt(
+                    "INSERT INTO seen (account, key, expires) VALUES ($1, $2, $4) \
+                     ON CONFLICT (account, key) DO UPDATE SET expires = EXCLUDED.expires \
+                     WHERE seen.expires <= $3 RETURNING 1",
+                    &[&(account as i64), &key, &now, &expires],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(took.is_none())
+        }))
+        .await
+    }
+
+    async fn sender_verdict_set(
+        &self,
+        account_id: AccountId,
+        sender: &str,
+        junk: Option<bool>,
+    ) -> Result<()> {
+        let sender = sender.to_ascii_lowercase();
+        self.write(tx!(|tx, _fx| {
+            match junk {
+                Some(j) => {
+                    account(tx, account_id, false).await?;
+                    tx.execute(
+                        "INSERT INTO senders (account, sender, junk) VALUES ($1, $2, $3) \
+                         ON CONFLICT (account, sender) DO UPDATE SET junk = EXCLUDED.junk",
+                        &[&(account_id as i64), &sender, &j],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+                None => {
+                    tx.execute(
+                        "DELETE FROM senders WHERE account = $1 AND sender = $2",
+                        &[&(account_id as i64), &sender],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+            }
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn sender_verdict(&self, account: AccountId, sender: &str) -> Result<Option<bool>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT junk FROM senders WHERE account = $1 AND sender = $2",
+            &[&(account as i64), &sender.to_ascii_lowercase()],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| r.get(0)))
+    }
+
+    async fn token_put(&self, token: ApiToken) -> Result<()> {
+        self.write(tx!(|tx, _fx| {
+            let n = tx
+                .execute(
+                    "INSERT INTO tokens (name, token) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&token.name, &json(&token)],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!("token {}", token.name)));
+            }
+            Ok(())
+        }))
+        .await
+    }
+
+    async fn token_list(&self) -> Result<Vec<ApiToken>> {
+        let c = self.client().await?;
+        c.query("SELECT token FROM tokens ORDER BY name COLLATE \"C\"", &[])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| from_json(r.get::<_, &str>(0)))
+            .collect()
+    }
+
+    async fn token_delete(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(tx!(|tx, _fx| {
+            if tx
+                .execute("DELETE FROM tokens WHERE name = $1", &[&name])
+                .await
+                .map_err(pg)?
+                == 0
+            {
+                return Err(StoreError::NotFound(format!("token {name}")));
+            }
+            Ok(())
+        }))
+        .await
+    }
+
+    fn lock_maildrop(&self, account: AccountId) -> Option<MaildropLock> {
+        let set = self.maildrops.clone();
+        if !set.lock().unwrap().insert(account) {
+            return None;
+        }
+        Some(MaildropLock::new(move || {
+            set.lock().unwrap().remove(&account);
+        }))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    fn stats(&self) -> StoreStats {
+        let commits = self.commits.load(Ordering::Relaxed);
+        StoreStats {
+            commits,
+            writes: commits,
+            // The database's own: not counted here.
+            fsyncs: 0,
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.pool.close();
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! The storage conformance suite, run against the PostgreSQL backend: each test in a database
+//! of its own, made for it and dropped after. PostgreSQL is found at $POSTERN_TEST_POSTGRES
+//! (a URL of a database whose user may create databases), else postgres://postgres@127.0.0.1:5432/postgres.
+
+mod suite;
+
+use std::sync::Arc;
+
+use postern_store::postgres::{Options, PgStore};
+use postern_store::*;
+
+fn admin_url() -> String {
+    std::env::var("POSTERN_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database; dropped when the guard goes.
+struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn new() -> TestDb {
+        let name = format!("postern_test_{:016x}", rand::random::<u64>());
+        let (c, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL at $POSTERN_TEST_POSTGRES or 127.0.0.1:5432 (user postgres)");
+        tokio::spawn(conn);
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let base = admin_url();
+        let url = match base.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("bad URL {base}"),
+        };
+        TestDb { name, url }
+    }
+
+    async fn drop_db(self) {
+        let (c, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let db = TestDb::new().await;
+            let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+            suite::$name(store.clone() as Arc<dyn Store>).await;
+            store.close().await.unwrap();
+            db.drop_db().await;
+        }
+    )*};
+}
+
+conformance!(
+    domains,
+    accounts,
+    aliases,
+    mailboxes,
+    shared_blob_delivery,
+    flags_and_changes,
+    copy_and_move,
+    quota,
+    queue,
+    concurrent_writers,
+    events,
+    disabled_and_passwords,
+    trace,
+    sieve_scripts,
+    deliver_many,
+    sender_verdicts,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_and_again_safely() {
+    let db = TestDb::new().await;
+    let a = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    // A second node starting on the same database finds the schema up to date.
+    let b = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    assert_eq!(b.migrate().await.unwrap(), a.migrate().await.unwrap());
+    a.domain_add("example.test").await.unwrap();
+    assert_eq!(b.domain_list().await.unwrap().len(), 1);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    db.drop_db().await;
+}
