@@ -356,6 +356,8 @@ pub struct Storage {
     pub spool_threshold: ByteSize,
     /// Memory the embedded store may use to cache its pages (the OS caches the file too).
     pub cache_size: ByteSize,
+    /// Connections to PostgreSQL this node keeps at most.
+    pub max_connections: usize,
 }
 
 impl Default for Storage {
@@ -366,6 +368,7 @@ impl Default for Storage {
             max_batch: 512,
             spool_threshold: ByteSize(1 << 20),
             cache_size: ByteSize(64 << 20),
+            max_connections: 16,
         }
     }
 }
@@ -1096,6 +1099,7 @@ handshake_timeout = "30s"
 backend = "embedded"     # or "postgres"
 url = ""                 # postgres://user@host/db for the postgres backend
 max_batch = 512          # most writes that share one commit (group commit)
+max_connections = 16     # connections to PostgreSQL at most (postgres backend)
 spool_threshold = "1M"   # larger incoming messages go to a file while they arrive
 cache_size = "64M"       # memory for the embedded store's page cache
 

@@ -7,8 +7,7 @@ use anyhow::{Context, bail};
 use postern_config::Config;
 use postern_directory::admin::{AdminReply, AdminRequest};
 use postern_directory::{Directory, DirectoryConfig};
-use postern_store::embedded::{EmbeddedStore, Options};
-use postern_store::{Store, StoreError};
+use postern_store::StoreError;
 
 use crate::cli::{
     AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, SieveCmd, TokenCmd, UserCmd,
@@ -83,15 +82,14 @@ pub async fn run(cfg: &Config, req: AdminRequest) -> anyhow::Result<AdminReply> 
     if let Some(r) = control::request(&cfg.data_dir, &req).await? {
         return Ok(r?);
     }
-    let store = match EmbeddedStore::open(&cfg.data_dir, Options::default()) {
-        Ok(s) => s,
-        Err(e @ StoreError::Locked { .. }) => {
-            bail!("{e}, and its control socket does not answer; is it still starting?")
-        }
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()));
-        }
+    let store = match crate::open_store::open(cfg).await {
+        Ok(o) => o.store,
+        Err(e) => match e.root_cause().downcast_ref::<StoreError>() {
+            Some(l @ StoreError::Locked { .. }) => {
+                bail!("{l}, and its control socket does not answer; is it still starting?")
+            }
+            _ => return Err(e),
+        },
     };
     let dir = Directory::new(store.clone(), directory_config(cfg));
     let r = dir.admin(req).await;
@@ -406,10 +404,8 @@ pub async fn storage(cfg: &Config, c: crate::cli::StorageCmd) -> anyhow::Result<
         print(r?);
         return Ok(());
     }
-    let store = EmbeddedStore::open(&cfg.data_dir, Options::default())
-        .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
-    let shared: postern_store::SharedStore = store.clone();
-    let r = crate::maildir::run(&shared, &cfg.hostname, req).await;
+    let store = crate::open_store::open(cfg).await?.store;
+    let r = crate::maildir::run(&store, &cfg.hostname, req).await;
     store.close().await?;
     print(r?);
     Ok(())

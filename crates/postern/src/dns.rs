@@ -3,11 +3,8 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use postern_config::Config;
 use postern_config::settings::{self, Security, Service};
-use postern_store::Store;
-use postern_store::embedded::{EmbeddedStore, Options};
 
 use crate::admin_cmd;
 
@@ -334,10 +331,7 @@ pub async fn run(cfg: &Config, domain: Option<String>, check: bool) -> anyhow::R
             match reply {
                 Ok(postern_directory::admin::AdminReply::Domains { names }) => names,
                 _ => {
-                    let store = EmbeddedStore::open(&cfg.data_dir, Options::default())
-                        .with_context(|| {
-                            format!("cannot open the store in {}", cfg.data_dir.display())
-                        })?;
+                    let store = crate::open_store::open(cfg).await?.store;
                     let n = store
                         .domain_list()
                         .await?

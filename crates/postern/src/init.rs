@@ -296,7 +296,7 @@ pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
     };
     let password = generate_password();
     let created = {
-        let store = EmbeddedStore::open(&cfg.data_dir, Options::default())?;
+        let store = crate::open_store::open(&cfg).await?.store;
         let dir = Directory::new(store.clone(), directory_config(&cfg));
         let _ = dir
             .admin(AdminRequest::DomainAdd {

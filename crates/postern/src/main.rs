@@ -9,6 +9,7 @@ mod doctor;
 mod init;
 mod listeners;
 mod maildir;
+mod open_store;
 mod serve;
 
 use std::path::PathBuf;

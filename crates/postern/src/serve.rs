@@ -6,12 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use postern_config::{Config, ListenerKind};
 use postern_directory::Directory;
 use postern_net::{ShutdownHandle, TlsStore, Tracker};
 use postern_store::SharedStore;
-use postern_store::embedded::{EmbeddedStore, Options};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -146,14 +145,7 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             std::path::Path::new(&cfg.tls.key),
         )?)
     };
-    let store = EmbeddedStore::open(
-        &cfg.data_dir,
-        Options {
-            max_batch: cfg.storage.max_batch,
-            cache_size: cfg.storage.cache_size.0 as usize,
-        },
-    )
-    .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
+    let crate::open_store::Opened { store, spool_dir } = crate::open_store::open(&cfg).await?;
     // The data directory lock first, so a second server on it is told so; then every
     // listener, before anything runs.
     let mut listeners = Vec::new();
@@ -163,8 +155,6 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             .map_err(|e| bind_error(kind, addr, e))?;
         listeners.push((kind, addr, l));
     }
-    let spool_dir = store.spool_dir().to_path_buf();
-    let store: SharedStore = store;
     let directory = Directory::new(store.clone(), directory_config(&cfg));
     let (shutdown_handle, shutdown) = ShutdownHandle::new();
     let control_socket = control::socket_path(&cfg.data_dir);
