@@ -736,6 +736,9 @@ pub struct Delivery {
     pub mta_sts_port: u16,
     /// More certificate authorities (PEM) trusted for MTA-STS, beside the system's.
     pub ca_file: String,
+    /// How long a node's claim on a message it delivers lasts; when a node dies, another takes
+    /// its messages over after this (several nodes on one database).
+    pub claim_timeout: Seconds,
 }
 
 impl Default for Delivery {
@@ -761,6 +764,7 @@ impl Default for Delivery {
             mta_sts: true,
             mta_sts_port: 443,
             ca_file: String::new(),
+            claim_timeout: Seconds(15 * 60),
         }
     }
 }
@@ -1184,6 +1188,7 @@ dane = true              # DANE (RFC 7672) when the resolver validates DNSSEC
 mta_sts = true           # MTA-STS policies (RFC 8461) of domains without DANE
 mta_sts_port = 443
 ca_file = ""             # more CAs (PEM) for MTA-STS, beside the system's
+claim_timeout = "15m"    # a dead node's messages go to another node after this
 
 [relay]
 host = ""                # "smtp.provider.example:587": send all outgoing mail through it

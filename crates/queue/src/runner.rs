@@ -35,6 +35,8 @@ pub struct QueueRunner {
     in_flight: Mutex<HashSet<QueueId>>,
     slots: Arc<Semaphore>,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// This node's name in queue claims (several nodes may share one database).
+    node: String,
     /// Open connections kept a few seconds for the next message to the same host.
     /// Keyed by address and whether it is the smarthost; only connections whose certificate
     /// nobody had to check are kept, so none is reused where a policy needs a checked one.
@@ -135,7 +137,14 @@ impl QueueRunner {
         let slots = Arc::new(Semaphore::new(config.delivery.max_concurrency.max(1)));
         let tls_policy = tls_policy(&config, &router);
         let relay_verifier = relay_verifier(&config);
+        let node = format!(
+            "{}/{}/{:08x}",
+            config.hostname,
+            std::process::id(),
+            rand::random::<u32>()
+        );
         Arc::new(QueueRunner {
+            node,
             config,
             store,
             directory,
@@ -201,12 +210,36 @@ impl QueueRunner {
             let me = self.clone();
             tokio::spawn(async move {
                 let id = e.id;
-                me.attempt(e).await;
+                me.claimed_attempt(id).await;
                 me.in_flight.lock().unwrap().remove(&id);
                 me.wake.notify_one();
             });
         }
         Ok(next)
+    }
+
+    /// One attempt, if no other node is making it: claimed first, then read again (another
+    /// node may have delivered or rescheduled it since the list was read), released after.
+    async fn claimed_attempt(&self, id: QueueId) {
+        let until = now() + self.config.delivery.claim_timeout.0 as i64;
+        match self.store.queue_claim(id, &self.node, until).await {
+            Ok(true) => {}
+            Ok(false) | Err(postern_store::StoreError::NotFound(_)) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot claim a queued message");
+                return;
+            }
+        }
+        match self.store.queue_get(id).await {
+            Ok(Some(e)) if e.next_attempt <= now() => self.attempt(e).await,
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "queued message unreadable"),
+        }
+        if let Err(e) = self.store.queue_claim(id, &self.node, 0).await
+            && !matches!(e, postern_store::StoreError::NotFound(_))
+        {
+            warn!(error = %e, "cannot release a queued message");
+        }
     }
 
     fn domain_slot(&self, domain: &str) -> Arc<Semaphore> {

@@ -159,6 +159,11 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_update(&self, entry: QueueEntry) -> Result<()>;
     /// Removes the entry and releases its blob.
     async fn queue_delete(&self, id: QueueId) -> Result<()>;
+    /// Takes the entry for one delivery attempt until `until` (seconds), unless another
+    /// holder's claim is still running; `false` then. Several nodes on one database so deliver
+    /// each message once; a node that dies loses its claims when they run out. An `until` in
+    /// the past releases the holder's claim.
+    async fn queue_claim(&self, id: QueueId, holder: &str, until: i64) -> Result<bool>;
 
     // Message trace.
     /// Records events durably (batched with other writes).

@@ -3,8 +3,10 @@
 //! (an account for its quota, a mailbox for its UIDs and modseqs) are locked with FOR UPDATE,
 //! always in id order, so concurrent writers never deadlock.
 //!
-//! Still to come for several nodes on one database: queue leases, change notifications
-//! (LISTEN/NOTIFY) and the POP3 maildrop lock across nodes; today they hold within one node.
+//! Several nodes may share one database: every commit's events (new mail, flag changes,
+//! queue work) go to the other nodes with NOTIFY, so IDLE and the queue runner see them at
+//! once; queue entries are claimed for each attempt (`queue_claim`). The POP3 maildrop lock
+//! still holds within one node only.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +95,8 @@ CREATE TABLE senders (
     PRIMARY KEY (account, sender)
 );
 CREATE TABLE tokens (name text PRIMARY KEY, token text NOT NULL);
+"#, r#"
+ALTER TABLE queue ADD COLUMN claim_holder text, ADD COLUMN claim_until bigint NOT NULL DEFAULT 0;
 "#];
 
 /// An arbitrary number all nodes agree on: one of them migrates at a time.
@@ -115,6 +119,59 @@ pub struct PgStore {
     events: broadcast::Sender<StoreEvent>,
     commits: AtomicU64,
     maildrops: Arc<Mutex<HashSet<AccountId>>>,
+    /// This process, in the notifications it sends (its own come back and are skipped).
+    node: String,
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The channel commits announce their events on.
+const CHANNEL: &str = "postern_events";
+/// Events per notification: a payload stays well under PostgreSQL's 8000 bytes.
+const EVENTS_PER_NOTIFY: usize = 40;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Announcement {
+    node: String,
+    events: Vec<StoreEvent>,
+}
+
+/// Listens for other nodes' events and passes them on as if they were ours; reconnects when
+/// the connection drops.
+async fn listen(url: String, node: String, events: broadcast::Sender<StoreEvent>) {
+    loop {
+        if let Ok((client, mut conn)) = tokio_postgres::connect(&url, NoTls).await {
+            // The connection is driven here, in this task: aborting it ends both.
+            let sql = format!("LISTEN {CHANNEL}");
+            let mut listening = std::pin::pin!(client.batch_execute(&sql));
+            let mut listened = false;
+            loop {
+                tokio::select! {
+                    r = &mut listening, if !listened => {
+                        if r.is_err() {
+                            break;
+                        }
+                        listened = true;
+                    }
+                    m = std::future::poll_fn(|cx| conn.poll_message(cx)) => match m {
+                        Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                            let Ok(a) = serde_json::from_str::<Announcement>(n.payload()) else {
+                                continue;
+                            };
+                            if a.node != node {
+                                for e in a.events {
+                                    let _ = events.send(e);
+                                }
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            tracing::warn!("lost the PostgreSQL notification connection; reconnecting");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 fn pg(e: impl std::fmt::Display) -> StoreError {
@@ -240,11 +297,16 @@ impl PgStore {
             .max_size(options.max_connections.max(1))
             .build()
             .map_err(pg)?;
+        let events = broadcast::channel(4096).0;
+        let node = format!("{}/{:016x}", std::process::id(), rand::random::<u64>());
+        let listener = tokio::spawn(listen(url.to_string(), node.clone(), events.clone()));
         let store = Arc::new(PgStore {
             pool,
-            events: broadcast::channel(4096).0,
+            events,
             commits: AtomicU64::new(0),
             maildrops: Arc::new(Mutex::new(HashSet::new())),
+            node,
+            listener: Mutex::new(Some(listener)),
         });
         store.migrate().await?;
         Ok(store)
@@ -298,6 +360,16 @@ impl PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         let mut fx = Effects::default();
         let out = f(&tx, &mut fx).await?;
+        // Delivered to the listening nodes when (and only if) the transaction commits.
+        for chunk in fx.events.chunks(EVENTS_PER_NOTIFY) {
+            let a = Announcement {
+                node: self.node.clone(),
+                events: chunk.to_vec(),
+            };
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &json(&a)])
+                .await
+                .map_err(pg)?;
+        }
         tx.commit().await.map_err(pg)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         for e in fx.events {
@@ -1741,6 +1813,35 @@ impl Store for PgStore {
         .await
     }
 
+    async fn queue_claim(&self, id: QueueId, holder: &str, until: i64) -> Result<bool> {
+        let holder = holder.to_string();
+        self.write(tx!(|tx, _fx| {
+            let now = now();
+            let Some(r) = tx
+                .query_opt(
+                    "SELECT claim_holder, claim_until FROM queue WHERE id = $1 FOR UPDATE",
+                    &[&(id as i64)],
+                )
+                .await
+                .map_err(pg)?
+            else {
+                return Err(StoreError::NotFound(format!("queue entry {id}")));
+            };
+            let (h, u): (Option<String>, i64) = (r.get(0), r.get(1));
+            if u > now && h.as_deref() != Some(holder.as_str()) {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE queue SET claim_holder = $2, claim_until = $3 WHERE id = $1",
+                &[&(id as i64), &holder, &until.max(0)],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(true)
+        }))
+        .await
+    }
+
     async fn trace_append(&self, events: Vec<TraceEvent>) -> Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -2118,6 +2219,9 @@ impl Store for PgStore {
     }
 
     async fn close(&self) -> Result<()> {
+        if let Some(l) = self.listener.lock().unwrap().take() {
+            l.abort();
+        }
         self.pool.close();
         Ok(())
     }

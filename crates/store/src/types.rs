@@ -420,7 +420,7 @@ pub struct QueueEntry {
     pub bounce: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StoreEvent {
     /// Messages were added, changed or removed in a mailbox.
     Mailbox {

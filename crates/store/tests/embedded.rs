@@ -40,6 +40,7 @@ conformance!(
     sieve_scripts,
     deliver_many,
     sender_verdicts,
+    queue_claims,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,7 @@ conformance!(
     sieve_scripts,
     deliver_many,
     sender_verdicts,
+    queue_claims,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,6 +94,38 @@ async fn migrations_run_once_and_again_safely() {
     assert_eq!(b.migrate().await.unwrap(), a.migrate().await.unwrap());
     a.domain_add("example.test").await.unwrap();
     assert_eq!(b.domain_list().await.unwrap().len(), 1);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_the_other_nodes() {
+    let db = TestDb::new().await;
+    let a = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let b = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let mut on_b = b.subscribe();
+    // The listener connects in the background: wait until B hears A.
+    let (acct, inbox) = suite::setup_account(a.clone(), "n@example.test").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        a.deliver(suite::delivery(b"x\r\n", &[acct.id])).await.unwrap();
+        match tokio::time::timeout(std::time::Duration::from_millis(500), async {
+            loop {
+                if let Ok(StoreEvent::Mailbox { mailbox, .. }) = on_b.recv().await
+                    && mailbox == inbox.id
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        {
+            Ok(()) => break,
+            Err(_) if std::time::Instant::now() < deadline => continue,
+            Err(_) => panic!("node B never heard of node A's delivery"),
+        }
+    }
     a.close().await.unwrap();
     b.close().await.unwrap();
     db.drop_db().await;

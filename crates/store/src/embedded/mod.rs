@@ -55,6 +55,8 @@ pub struct EmbeddedStore {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     maildrops: Arc<Mutex<HashSet<AccountId>>>,
+    /// Queue claims: one process owns the data directory, so they live in its memory.
+    claims: Mutex<std::collections::HashMap<QueueId, (String, i64)>>,
     tmp_dir: PathBuf,
     _lock: File,
 }
@@ -237,6 +239,7 @@ impl EmbeddedStore {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             maildrops: Arc::new(Mutex::new(HashSet::new())),
+            claims: Mutex::new(std::collections::HashMap::new()),
             tmp_dir,
             _lock: lock,
         }))
@@ -929,6 +932,26 @@ impl Store for EmbeddedStore {
 
     async fn queue_delete(&self, id: QueueId) -> Result<()> {
         self.write(Job::QueueDelete(id)).await.map(|_| ())
+    }
+
+    async fn queue_claim(&self, id: QueueId, holder: &str, until: i64) -> Result<bool> {
+        if self.queue_get(id).await?.is_none() {
+            return Err(StoreError::NotFound(format!("queue entry {id}")));
+        }
+        let now = now();
+        let mut claims = self.claims.lock().unwrap();
+        claims.retain(|_, (_, u)| *u > now);
+        match claims.get(&id) {
+            Some((h, _)) if h != holder => Ok(false),
+            _ => {
+                if until > now {
+                    claims.insert(id, (holder.to_string(), until));
+                } else {
+                    claims.remove(&id);
+                }
+                Ok(true)
+            }
+        }
     }
 
     async fn trace_append(&self, events: Vec<TraceEvent>) -> Result<()> {

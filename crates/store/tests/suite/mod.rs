@@ -804,3 +804,38 @@ pub async fn sender_verdicts(store: Arc<dyn Store>) {
         None
     );
 }
+
+pub async fn queue_claims(store: Arc<dyn Store>) {
+    let (_, _) = setup_account(store.clone(), "q@example.test").await;
+    let mut d = delivery(b"x\r\n", &[]);
+    d.queue = Some(NewQueueEntry {
+        sender: "q@example.test".into(),
+        recipients: vec![QueueRecipient {
+            address: "r@far.test".into(),
+            state: RecipientState::Pending,
+            notify: None,
+            orcpt: None,
+            last_error: None,
+        }],
+        envid: None,
+        ret: None,
+        trace_id: "t1".into(),
+        authenticated: None,
+        requiretls: false,
+        body_offset: 0,
+    });
+    let id = store.deliver(d).await.unwrap().queue_id.unwrap();
+    let t = now();
+    assert!(store.queue_claim(id, "node-a", t + 60).await.unwrap());
+    assert!(!store.queue_claim(id, "node-b", t + 60).await.unwrap(), "A holds it");
+    assert!(store.queue_claim(id, "node-a", t + 120).await.unwrap(), "A may renew");
+    assert!(store.queue_claim(id, "node-a", 0).await.unwrap(), "A releases it");
+    assert!(store.queue_claim(id, "node-b", t + 1).await.unwrap(), "free again");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(store.queue_claim(id, "node-c", t + 60).await.unwrap(), "B's claim ran out");
+    store.queue_delete(id).await.unwrap();
+    assert!(matches!(
+        store.queue_claim(id, "node-c", t + 60).await,
+        Err(StoreError::NotFound(_))
+    ));
+}

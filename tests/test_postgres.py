@@ -1,0 +1,122 @@
+"""Postern on PostgreSQL, as several nodes on one database: mail taken by one node is read on
+another, and the outbound queue is worked by all of them with each message delivered once,
+also when a node is killed in the middle of a delivery. PostgreSQL runs on 127.0.0.1:5432
+(user postgres, trust); each test makes its own database and drops it."""
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import DOMAIN, PASSWORD, free_port
+from helpers import ALICE, BOB, imap, mx_send, pop3, submit, wait_for
+from peers import Dns, Sink
+
+PG = os.environ.get("POSTERN_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def psql(sql):
+    r = subprocess.run(["psql", PG, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture
+def database():
+    if not shutil.which("psql"):
+        pytest.fail("psql is missing: PostgreSQL's client is needed for these tests")
+    name = "postern_test_" + secrets.token_hex(8)
+    psql(f"CREATE DATABASE {name}")
+    yield PG.rsplit("/", 1)[0] + "/" + name
+    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def node(make_server, url, extra=""):
+    s = make_server(extra_config=f"""
+[storage]
+backend = "postgres"
+url = "{url}"
+{extra}""")
+    return s
+
+
+def test_two_nodes_one_database(make_server, database):
+    a = node(make_server, database)
+    b = node(make_server, database)
+    assert "added" in a.cli("domain", "add", DOMAIN).stdout
+    a.add_user(ALICE)
+    a.add_user(BOB)
+    # Node B sees what node A wrote: the same accounts.
+    assert ALICE in b.cli("user", "list").stdout
+    a.start()
+    b.start()
+    mx_send(a, "someone@far.test", [ALICE], b"Subject: via node A\r\n\r\nHello.\r\n")
+    c = imap(b)
+    typ, data = c.select("INBOX")
+    assert data[0] == b"1"
+    typ, msg = c.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")
+    assert b"via node A" in msg[0][1]
+    c.store("1", "+FLAGS", "(\\Flagged)")
+    c.logout()
+    p = pop3(a)
+    assert p.stat()[0] == 1
+    p.quit()
+    c = imap(a)
+    c.select("INBOX")
+    typ, flags = c.fetch("1", "(FLAGS)")
+    assert b"\\Flagged" in flags[0], "a flag set on node B is seen on node A"
+    c.logout()
+
+
+def test_queue_worked_by_two_nodes_once_each_even_when_one_dies(make_server, database):
+    dns = Dns(free_port())
+    rport = free_port()
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.5")])
+    first_try = {}
+
+    def stall_then_accept(cmd, line, sink):
+        # The first connection of the run hangs at MAIL, so the node delivering it can be killed
+        # before anything was accepted; later ones get through.
+        if cmd == "MAIL" and not first_try:
+            first_try["at"] = time.time()
+            time.sleep(30)
+            return "421 4.3.2 too late"
+        return None
+
+    sink = Sink("127.0.0.5", rport, script=stall_then_accept)
+    extra = f"""[dns]
+nameservers = ["127.0.0.1:{dns.port}"]
+[delivery]
+remote_port = {rport}
+retry = ["1s"]
+connect_timeout = "2s"
+command_timeout = "60s"
+claim_timeout = "4s"
+"""
+    a = node(make_server, database, extra)
+    b = node(make_server, database, extra)
+    a.cli("domain", "add", DOMAIN)
+    a.add_user(ALICE)
+    try:
+        a.start()
+        b.start()
+        n = 12
+        for i in range(n):
+            submit(a, ALICE, [f"r{i}@far.test"], (f"From: {ALICE}\r\nTo: r{i}@far.test\r\nSubject: m{i}\r\n"
+                                                 f"Message-ID: <m{i}@example.test>\r\n\r\nbody {i}\r\n").encode())
+        # Whichever node took the stalled delivery dies now, before the remote accepted it.
+        wait_for(lambda: first_try, timeout=30)
+        time.sleep(0.5)
+        a.kill()
+        wait_for(lambda: len(sink.messages) >= n, timeout=90)
+        time.sleep(3)
+        ids = sorted(m[2].split(b"Message-ID: <")[1].split(b">")[0].decode() for m in sink.messages)
+        assert ids == sorted(f"m{i}@example.test" for i in range(n)), ids
+        assert "the queue is empty" in b.cli("queue", "list").stdout
+    finally:
+        sink.stop()
+        dns.stop()
