@@ -12,7 +12,9 @@ import time
 import pytest
 
 from conftest import DOMAIN, PASSWORD, free_port
-from helpers import ALICE, BOB, imap, mx_send, pop3, submit, wait_for
+import imaplib
+
+from helpers import ALICE, BOB, insecure_ctx, mx_send, pop3, submit, wait_for
 from peers import Dns, Sink
 
 PG = os.environ.get("POSTERN_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -33,6 +35,12 @@ def database():
     psql(f"CREATE DATABASE {name}")
     yield PG.rsplit("/", 1)[0] + "/" + name
     psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def imap(server, user=ALICE):
+    c = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=insecure_ctx(), timeout=30)
+    c.login(user, PASSWORD)
+    return c
 
 
 def node(make_server, url, extra=""):

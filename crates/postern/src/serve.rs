@@ -122,12 +122,6 @@ fn raise_fd_limit(cfg: &Config) {
 pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     init_logging(&cfg);
     raise_fd_limit(&cfg);
-    if cfg.storage.backend != "embedded" {
-        bail!(
-            "storage.backend {:?} is not available in this build; use \"embedded\"",
-            cfg.storage.backend
-        );
-    }
     let tls = if cfg.tls.cert.is_empty() {
         if let Some(k) = ListenerKind::ALL
             .into_iter()
