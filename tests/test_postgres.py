@@ -14,7 +14,7 @@ import pytest
 from conftest import DOMAIN, PASSWORD, free_port
 import imaplib
 
-from helpers import ALICE, BOB, insecure_ctx, mx_send, pop3, submit, wait_for
+from helpers import ALICE, BOB, Raw, insecure_ctx, mx_send, pop3, submit, wait_for
 from peers import Dns, Sink
 
 PG = os.environ.get("POSTERN_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -78,6 +78,20 @@ def test_two_nodes_one_database(make_server, database):
     typ, flags = c.fetch("1", "(FLAGS)")
     assert b"\\Flagged" in flags[0], "a flag set on node B is seen on node A"
     c.logout()
+    # IDLE on node B hears of a delivery made on node A.
+    r = Raw(b.port("imaps"), tls=True)
+    r.line()
+    r.send(f'a LOGIN {ALICE} "{PASSWORD}"\r\nb SELECT INBOX\r\n'.encode())
+    while not r.line().startswith(b"b OK"):
+        pass
+    r.send(b"c IDLE\r\n")
+    assert r.line().startswith(b"+")
+    started = time.time()
+    mx_send(a, "someone@far.test", [ALICE], b"Subject: second\r\n\r\nHello again.\r\n")
+    r.sock.settimeout(5)
+    assert r.line() == b"* 2 EXISTS"
+    assert time.time() - started < 3, "within a second or two"
+    r.send(b"DONE\r\n")
 
 
 def test_queue_worked_by_two_nodes_once_each_even_when_one_dies(make_server, database):
