@@ -20,7 +20,8 @@ use tokio_postgres::{GenericClient, NoTls, Row, Transaction};
 use crate::*;
 
 /// The schema, one migration per version; applied in order, each in its own transaction.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL);
 INSERT INTO meta VALUES ('last_uidvalidity', 0);
 CREATE TABLE domains (name text PRIMARY KEY, created bigint NOT NULL);
@@ -95,9 +96,11 @@ CREATE TABLE senders (
     PRIMARY KEY (account, sender)
 );
 CREATE TABLE tokens (name text PRIMARY KEY, token text NOT NULL);
-"#, r#"
+"#,
+    r#"
 ALTER TABLE queue ADD COLUMN claim_holder text, ADD COLUMN claim_until bigint NOT NULL DEFAULT 0;
-"#];
+"#,
+];
 
 /// An arbitrary number all nodes agree on: one of them migrates at a time.
 const MIGRATION_LOCK: i64 = 0x706f_7374_6572_6e01;

@@ -109,7 +109,9 @@ async fn events_reach_the_other_nodes() {
     let (acct, inbox) = suite::setup_account(a.clone(), "n@example.test").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        a.deliver(suite::delivery(b"x\r\n", &[acct.id])).await.unwrap();
+        a.deliver(suite::delivery(b"x\r\n", &[acct.id]))
+            .await
+            .unwrap();
         match tokio::time::timeout(std::time::Duration::from_millis(500), async {
             loop {
                 if let Ok(StoreEvent::Mailbox { mailbox, .. }) = on_b.recv().await

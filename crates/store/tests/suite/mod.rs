@@ -827,12 +827,27 @@ pub async fn queue_claims(store: Arc<dyn Store>) {
     let id = store.deliver(d).await.unwrap().queue_id.unwrap();
     let t = now();
     assert!(store.queue_claim(id, "node-a", t + 60).await.unwrap());
-    assert!(!store.queue_claim(id, "node-b", t + 60).await.unwrap(), "A holds it");
-    assert!(store.queue_claim(id, "node-a", t + 120).await.unwrap(), "A may renew");
-    assert!(store.queue_claim(id, "node-a", 0).await.unwrap(), "A releases it");
-    assert!(store.queue_claim(id, "node-b", t + 1).await.unwrap(), "free again");
+    assert!(
+        !store.queue_claim(id, "node-b", t + 60).await.unwrap(),
+        "A holds it"
+    );
+    assert!(
+        store.queue_claim(id, "node-a", t + 120).await.unwrap(),
+        "A may renew"
+    );
+    assert!(
+        store.queue_claim(id, "node-a", 0).await.unwrap(),
+        "A releases it"
+    );
+    assert!(
+        store.queue_claim(id, "node-b", t + 1).await.unwrap(),
+        "free again"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert!(store.queue_claim(id, "node-c", t + 60).await.unwrap(), "B's claim ran out");
+    assert!(
+        store.queue_claim(id, "node-c", t + 60).await.unwrap(),
+        "B's claim ran out"
+    );
     store.queue_delete(id).await.unwrap();
     assert!(matches!(
         store.queue_claim(id, "node-c", t + 60).await,
