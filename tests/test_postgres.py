@@ -4,6 +4,7 @@ also when a node is killed in the middle of a delivery. PostgreSQL runs on 127.0
 (user postgres, trust); each test makes its own database and drops it."""
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -142,3 +143,47 @@ claim_timeout = "4s"
     finally:
         sink.stop()
         dns.stop()
+
+
+def test_embedded_store_moves_to_postgres(make_server, database):
+    s = make_server()
+    s.add_user(ALICE)
+    s.add_user(BOB)
+    s.cli("alias", "add", "info@" + DOMAIN, ALICE)
+    script = s.root / "filter.sieve"
+    script.write_text('require ["fileinto", "mailbox"]; '
+                      'if header :contains "subject" "work" { fileinto :create "Work"; }\n')
+    s.cli("sieve", "put", ALICE, "main", str(script), "--activate")
+    s.start()
+    for i in range(5):
+        mx_send(s, "someone@far.test", [ALICE], f"Subject: note {i}\r\n\r\nHello {i}.\r\n".encode())
+    mx_send(s, "someone@far.test", [ALICE], b"Subject: work item\r\n\r\nFiled.\r\n")
+    c = imap(s)
+    c.select("INBOX")
+    c.store("2", "+FLAGS", "(\\Flagged $Label1)")
+    c.logout()
+    s.stop()
+
+    r = s.cli("storage", "export", database)
+    assert "copied; the counts agree" in r.stdout, r.stdout + r.stderr
+    assert re.search(r"messages\s+6\s+6", r.stdout), r.stdout
+    again = s.cli("storage", "export", database, check=False)
+    assert again.returncode == 1 and "not empty" in again.stderr
+
+    # The same server, now on PostgreSQL: the same mail, flags, folders, alias and filter.
+    s.extra_config += f'\n[storage]\nbackend = "postgres"\nurl = "{database}"\n'
+    s.write_config()
+    s.start()
+    c = imap(s)
+    typ, data = c.select("INBOX")
+    assert data[0] == b"5"
+    typ, flags = c.fetch("2", "(FLAGS)")
+    assert b"\\Flagged" in flags[0] and b"$Label1" in flags[0]
+    typ, data = c.select("Work")
+    assert data[0] == b"1", "the filtered message is in its folder"
+    c.logout()
+    assert "main" in s.cli("sieve", "list", ALICE).stdout
+    mx_send(s, "someone@far.test", ["info@" + DOMAIN], b"Subject: work again\r\n\r\nx\r\n")
+    c = imap(s)
+    wait_for(lambda: c.select("Work")[1][0] == b"2", timeout=10)
+    c.logout()

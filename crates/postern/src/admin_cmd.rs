@@ -391,6 +391,20 @@ pub async fn storage(cfg: &Config, c: crate::cli::StorageCmd) -> anyhow::Result<
         Ok(std::path::absolute(&p)?.to_string_lossy().into_owned())
     };
     let req = match c {
+        StorageCmd::Migrate => {
+            if cfg.storage.backend != "postgres" {
+                println!(
+                    "the embedded store needs no migration: it is brought up to date when opened"
+                );
+                return Ok(());
+            }
+            let s = crate::open_store::open(cfg).await?.store;
+            s.close().await?;
+            println!("the database schema of storage.url is up to date");
+            return Ok(());
+        }
+        StorageCmd::Export { target } => return copy_stores(cfg, None, Some(&target)).await,
+        StorageCmd::Import { source } => return copy_stores(cfg, Some(&source), None).await,
         StorageCmd::ImportMaildir { address, dir } => AdminRequest::MaildirImport {
             address,
             path: abs(dir)?,
@@ -408,6 +422,43 @@ pub async fn storage(cfg: &Config, c: crate::cli::StorageCmd) -> anyhow::Result<
     let r = crate::maildir::run(&store, &cfg.hostname, req).await;
     store.close().await?;
     print(r?);
+    Ok(())
+}
+
+/// Export (this store into `target`) or import (`source` into this store).
+async fn copy_stores(
+    cfg: &Config,
+    source: Option<&str>,
+    target: Option<&str>,
+) -> anyhow::Result<()> {
+    let ours = match crate::open_store::open(cfg).await {
+        Ok(o) => o.store,
+        Err(e) => match e.root_cause().downcast_ref::<StoreError>() {
+            Some(StoreError::Locked { .. }) => {
+                bail!("the server is running on this store; stop it first (postern serve)")
+            }
+            _ => return Err(e),
+        },
+    };
+    let other = match source.or(target) {
+        Some(spec) => crate::copy_store::open_other(cfg, spec).await?,
+        None => unreachable!("export or import names another store"),
+    };
+    let (from, to) = if source.is_some() {
+        (&other, &ours)
+    } else {
+        (&ours, &other)
+    };
+    let r = crate::copy_store::copy(from, to).await;
+    ours.close().await?;
+    other.close().await?;
+    let (a, b) = r?;
+    let (table, same) = crate::copy_store::report(&a, &b);
+    print!("{table}");
+    if !same {
+        bail!("the copy differs from its source (see above)");
+    }
+    println!("copied; the counts agree");
     Ok(())
 }
 

@@ -301,6 +301,14 @@ pub enum StorageCmd {
     ImportMaildir { address: String, dir: PathBuf },
     /// Write an account's mail as a Maildir tree in a new directory
     ExportMaildir { address: String, dir: PathBuf },
+    /// Create or update the database schema of storage.url (also done at every start)
+    Migrate,
+    /// Copy everything of this server's store into another, empty one (a postgres:// URL or
+    /// an embedded store's directory), then compare the counts; stop the server first
+    Export { target: String },
+    /// Copy everything of another store (a postgres:// URL or a directory) into this server's
+    /// empty store, then compare the counts; stop the server first
+    Import { source: String },
 }
 
 #[derive(Subcommand)]

@@ -4,6 +4,7 @@ mod admin_cmd;
 mod check_cmd;
 mod cli;
 mod control;
+mod copy_store;
 mod dns;
 mod doctor;
 mod init;

@@ -1,0 +1,233 @@
+//! `postern storage export|import`: everything of one store copied into another, empty one
+//! (the embedded store into PostgreSQL, say), then counted on both sides.
+//!
+//! Messages get new UIDs (and their mailboxes a new UIDVALIDITY), so IMAP clients fetch their
+//! cache again once; flags, keywords, received dates, folders and subscriptions are kept. A
+//! message shared by several mailboxes is stored once per mailbox in the copy.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use postern_config::Config;
+use postern_store::{
+    AccountUpdate, BlobData, Delivery, DeliveryTarget, MailboxTarget, NewAccount, NewBlob,
+    NewQueueEntry, SharedStore,
+};
+
+/// Messages (or bytes) per commit while copying.
+const BATCH: usize = 64;
+const BATCH_BYTES: u64 = 16 << 20;
+
+/// A store named on the command line: a postgres:// URL, or an embedded store's directory.
+pub async fn open_other(cfg: &Config, spec: &str) -> anyhow::Result<SharedStore> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        let s = postern_store::postgres::PgStore::connect(
+            spec,
+            postern_store::postgres::Options {
+                max_connections: cfg.storage.max_connections,
+            },
+        )
+        .await
+        .with_context(|| "cannot use that PostgreSQL database".to_string())?;
+        return Ok(s);
+    }
+    let dir = Path::new(spec);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {spec}"))?;
+    let s = postern_store::embedded::EmbeddedStore::open(dir, Default::default())
+        .with_context(|| format!("cannot open the store in {spec}"))?;
+    Ok(s)
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    domains: usize,
+    accounts: usize,
+    aliases: usize,
+    mailboxes: usize,
+    messages: u64,
+    bytes: u64,
+    scripts: usize,
+    tokens: usize,
+    queued: usize,
+}
+
+async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
+    let mut c = Counts {
+        domains: s.domain_list().await?.len(),
+        aliases: s.alias_list().await?.len(),
+        tokens: s.token_list().await?.len(),
+        queued: s.queue_list().await?.len(),
+        ..Default::default()
+    };
+    for a in s.account_list().await? {
+        c.accounts += 1;
+        c.scripts += s.sieve_list(a.id).await?.len();
+        for m in s.mailbox_list(a.id).await? {
+            c.mailboxes += 1;
+            c.messages += m.messages as u64;
+            c.bytes += m.size;
+        }
+    }
+    Ok(c)
+}
+
+/// Copies everything of `from` into the empty `to`; returns the counts of both.
+pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Counts, Counts)> {
+    if !to.domain_list().await?.is_empty() || !to.account_list().await?.is_empty() {
+        bail!("the target store is not empty; copy into a new database or directory");
+    }
+    for d in from.domain_list().await? {
+        to.domain_add(&d.name).await?;
+    }
+    for a in from.account_list().await? {
+        let b = to
+            .account_create(NewAccount {
+                address: a.address.clone(),
+                password_hash: a.password_hash.clone(),
+                quota_bytes: a.quota_bytes,
+                quota_messages: a.quota_messages,
+            })
+            .await?;
+        to.account_update(
+            b.id,
+            AccountUpdate {
+                disabled: Some(a.disabled),
+                forward: Some(a.forward.clone()),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let mut boxes = from.mailbox_list(a.id).await?;
+        boxes.sort_by(|x, y| x.name.cmp(&y.name));
+        for m in boxes {
+            let target = match to.mailbox_by_name(b.id, &m.name).await? {
+                Some(t) => t,
+                None => to.mailbox_create(b.id, &m.name, m.special_use).await?,
+            };
+            to.mailbox_subscribe(target.id, m.subscribed).await?;
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            for e in from.message_list(m.id).await? {
+                let info = from.blob_info(e.blob).await?;
+                let data = from.blob_read(e.blob, 0, info.size).await?;
+                bytes += info.size;
+                batch.push(Delivery {
+                    blob: NewBlob {
+                        data: BlobData::Memory(data),
+                        size: info.size,
+                        meta: info.meta.to_vec(),
+                    },
+                    internal_date: e.internal_date,
+                    targets: vec![DeliveryTarget {
+                        account: b.id,
+                        mailbox: MailboxTarget::Id(target.id),
+                        flags: e.flags.clone(),
+                        enforce_quota: false,
+                    }],
+                    queue: None,
+                    trace: Vec::new(),
+                });
+                if batch.len() >= BATCH || bytes >= BATCH_BYTES {
+                    store_all(to, std::mem::take(&mut batch)).await?;
+                    bytes = 0;
+                }
+            }
+            store_all(to, batch).await?;
+        }
+        let scripts = from.sieve_list(a.id).await?;
+        for s in &scripts {
+            if let Some(src) = from.sieve_get(a.id, &s.name).await? {
+                to.sieve_put(b.id, &s.name, &src).await?;
+            }
+        }
+        if let Some(active) = scripts.iter().find(|s| s.active) {
+            to.sieve_activate(b.id, Some(&active.name)).await?;
+        }
+    }
+    for al in from.alias_list().await? {
+        to.alias_set(&al.address, al.targets.clone()).await?;
+        if al.policy.is_some() {
+            to.alias_set_policy(&al.address, al.policy.clone()).await?;
+        }
+    }
+    for t in from.token_list().await? {
+        to.token_put(t).await?;
+    }
+    for q in from.queue_list().await? {
+        let data = from.blob_read(q.blob, 0, q.size).await?;
+        let meta = from.blob_info(q.blob).await?.meta.to_vec();
+        let rep = to
+            .deliver(Delivery {
+                blob: NewBlob {
+                    data: BlobData::Memory(data),
+                    size: q.size,
+                    meta,
+                },
+                internal_date: q.created,
+                targets: Vec::new(),
+                queue: Some(NewQueueEntry {
+                    sender: q.sender.clone(),
+                    recipients: q.recipients.clone(),
+                    envid: q.envid.clone(),
+                    ret: q.ret,
+                    trace_id: q.trace_id.clone(),
+                    authenticated: q.authenticated.clone(),
+                    requiretls: q.requiretls,
+                    body_offset: q.body_offset,
+                }),
+                trace: Vec::new(),
+            })
+            .await?;
+        let id = rep.queue_id.context("the target did not queue a message")?;
+        let mut copied = q.clone();
+        copied.id = id;
+        copied.blob = rep.blob;
+        to.queue_update(copied).await?;
+    }
+    // The message trace, oldest stories first.
+    let mut ids = from.trace_recent(0, usize::MAX).await?;
+    ids.reverse();
+    for chunk in ids.chunks(256) {
+        let mut events = Vec::new();
+        for id in chunk {
+            events.extend(from.trace_get(id).await?);
+        }
+        to.trace_append(events).await?;
+    }
+    Ok((count(from).await?, count(to).await?))
+}
+
+async fn store_all(to: &SharedStore, batch: Vec<Delivery>) -> anyhow::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    for r in to.deliver_many(batch).await? {
+        for t in r.targets {
+            t?;
+        }
+    }
+    Ok(())
+}
+
+/// The counts side by side, and whether they agree.
+pub fn report(from: &Counts, to: &Counts) -> (String, bool) {
+    let rows = [
+        ("domains", from.domains as u64, to.domains as u64),
+        ("accounts", from.accounts as u64, to.accounts as u64),
+        ("aliases and groups", from.aliases as u64, to.aliases as u64),
+        ("mailboxes", from.mailboxes as u64, to.mailboxes as u64),
+        ("messages", from.messages, to.messages),
+        ("message bytes", from.bytes, to.bytes),
+        ("Sieve scripts", from.scripts as u64, to.scripts as u64),
+        ("API tokens", from.tokens as u64, to.tokens as u64),
+        ("queued messages", from.queued as u64, to.queued as u64),
+    ];
+    let mut out = format!("{:<20} {:>12} {:>12}\n", "", "source", "copy");
+    let mut same = true;
+    for (what, a, b) in rows {
+        let mark = if a == b { "" } else { "  <- differs" };
+        same &= a == b;
+        out.push_str(&format!("{what:<20} {a:>12} {b:>12}{mark}\n"));
+    }
+    (out, same)
+}
