@@ -4,6 +4,7 @@ also when a node is killed in the middle of a delivery. PostgreSQL runs on 127.0
 (user postgres, trust); each test makes its own database and drops it."""
 
 import os
+import poplib
 import re
 import secrets
 import shutil
@@ -73,7 +74,18 @@ def test_two_nodes_one_database(make_server, database):
     c.logout()
     p = pop3(a)
     assert p.stat()[0] == 1
+    # One POP3 session per maildrop, across nodes.
+    with pytest.raises(poplib.error_proto, match="IN-USE"):
+        pop3(b)
     p.quit()
+
+    def b_gets_it():
+        try:
+            pop3(b).quit()
+            return True
+        except poplib.error_proto:
+            return False
+    wait_for(b_gets_it, timeout=10)
     c = imap(a)
     c.select("INBOX")
     typ, flags = c.fetch("1", "(FLAGS)")

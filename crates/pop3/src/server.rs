@@ -323,11 +323,18 @@ impl Pop3Server {
                 return core.login_failed("[SYS/TEMP] Temporary server error; try again later");
             }
         };
-        let Some(lock) = self.store.lock_maildrop(account.id) else {
-            info!(user = %account.address, "maildrop in use");
-            return core.login_failed(
-                "[IN-USE] Your mailbox is open in another POP3 session: close the other mail program, or wait for it to finish",
-            );
+        let lock = match self.store.lock_maildrop(account.id).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                info!(user = %account.address, "maildrop in use");
+                return core.login_failed(
+                    "[IN-USE] Your mailbox is open in another POP3 session: close the other mail program, or wait for it to finish",
+                );
+            }
+            Err(e) => {
+                warn!(error = %e, "maildrop lock failed");
+                return core.login_failed("[SYS/TEMP] Temporary server error; try again later");
+            }
         };
         let loaded = async {
             let inbox = self

@@ -216,8 +216,8 @@ pub trait Store: Send + Sync + 'static {
     async fn token_list(&self) -> Result<Vec<ApiToken>>;
     async fn token_delete(&self, name: &str) -> Result<()>;
 
-    /// One POP3 session per maildrop: `None` while another holds it.
-    fn lock_maildrop(&self, account: AccountId) -> Option<MaildropLock>;
+    /// One POP3 session per maildrop: `None` while another holds it (on any node).
+    async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>>;
     /// Changes committed from now on, from any session.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
     fn stats(&self) -> StoreStats;

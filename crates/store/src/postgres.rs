@@ -5,8 +5,8 @@
 //!
 //! Several nodes may share one database: every commit's events (new mail, flag changes,
 //! queue work) go to the other nodes with NOTIFY, so IDLE and the queue runner see them at
-//! once; queue entries are claimed for each attempt (`queue_claim`). The POP3 maildrop lock
-//! still holds within one node only.
+//! once; queue entries are claimed for each attempt (`queue_claim`), and POP3 maildrops are
+//! leased in the database.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,7 +100,14 @@ CREATE TABLE tokens (name text PRIMARY KEY, token text NOT NULL);
     r#"
 ALTER TABLE queue ADD COLUMN claim_holder text, ADD COLUMN claim_until bigint NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE TABLE maildrop_locks (account bigint PRIMARY KEY, holder text NOT NULL, until bigint NOT NULL);
+"#,
 ];
+
+/// A POP3 maildrop lock lasts this long unless renewed (every third of it while held): a node
+/// that dies frees its users' maildrops after this.
+const MAILDROP_LEASE: i64 = 60;
 
 /// An arbitrary number all nodes agree on: one of them migrates at a time.
 const MIGRATION_LOCK: i64 = 0x706f_7374_6572_6e01;
@@ -2197,14 +2204,78 @@ impl Store for PgStore {
         .await
     }
 
-    fn lock_maildrop(&self, account: AccountId) -> Option<MaildropLock> {
+    async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>> {
         let set = self.maildrops.clone();
         if !set.lock().unwrap().insert(account) {
-            return None;
+            return Ok(None);
         }
-        Some(MaildropLock::new(move || {
-            set.lock().unwrap().remove(&account);
-        }))
+        let local = {
+            let set = set.clone();
+            move || {
+                set.lock().unwrap().remove(&account);
+            }
+        };
+        let holder = format!("{}/{:08x}", self.node, rand::random::<u32>());
+        let took = async {
+            let c = self.client().await?;
+            let now = now();
+            c.query_opt(
+                "INSERT INTO maildrop_locks (account, holder, until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (account) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until \
+                 WHERE maildrop_locks.until <= $4 RETURNING 1",
+                &[&(account as i64), &holder, &(now + MAILDROP_LEASE), &now],
+            )
+            .await
+            .map_err(pg)
+            .map(|r| r.is_some())
+        }
+        .await;
+        match took {
+            Ok(true) => {}
+            Ok(false) => {
+                local();
+                return Ok(None);
+            }
+            Err(e) => {
+                local();
+                return Err(e);
+            }
+        }
+        // Renewed while held; released (and the renewal stopped) when the lock is dropped.
+        let pool = self.pool.clone();
+        let renew = {
+            let (pool, holder) = (pool.clone(), holder.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(MAILDROP_LEASE as u64 / 3))
+                        .await;
+                    if let Ok(c) = pool.get().await {
+                        let _ = c
+                            .execute(
+                                "UPDATE maildrop_locks SET until = $3 WHERE account = $1 AND holder = $2",
+                                &[&(account as i64), &holder, &(now() + MAILDROP_LEASE)],
+                            )
+                            .await;
+                    }
+                }
+            })
+        };
+        Ok(Some(MaildropLock::new(move || {
+            renew.abort();
+            local();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Ok(c) = pool.get().await {
+                        let _ = c
+                            .execute(
+                                "DELETE FROM maildrop_locks WHERE account = $1 AND holder = $2",
+                                &[&(account as i64), &holder],
+                            )
+                            .await;
+                    }
+                });
+            }
+        })))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

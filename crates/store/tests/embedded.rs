@@ -41,6 +41,7 @@ conformance!(
     deliver_many,
     sender_verdicts,
     queue_claims,
+    maildrop_lock,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

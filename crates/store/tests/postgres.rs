@@ -83,6 +83,7 @@ conformance!(
     deliver_many,
     sender_verdicts,
     queue_claims,
+    maildrop_lock,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,6 +128,29 @@ async fn events_reach_the_other_nodes() {
             Err(_) if std::time::Instant::now() < deadline => continue,
             Err(_) => panic!("node B never heard of node A's delivery"),
         }
+    }
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maildrop_lock_holds_across_nodes() {
+    let db = TestDb::new().await;
+    let a = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let b = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let (acct, _) = suite::setup_account(a.clone(), "p@example.test").await;
+    let held = a.lock_maildrop(acct.id).await.unwrap();
+    assert!(held.is_some());
+    assert!(
+        b.lock_maildrop(acct.id).await.unwrap().is_none(),
+        "node B sees node A's POP3 session"
+    );
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while b.lock_maildrop(acct.id).await.unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "never released");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     a.close().await.unwrap();
     b.close().await.unwrap();

@@ -1017,14 +1017,14 @@ impl Store for EmbeddedStore {
         expect_output!(self.write(Job::TracePrune(before)).await?, Count)
     }
 
-    fn lock_maildrop(&self, account: AccountId) -> Option<MaildropLock> {
+    async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>> {
         let set = self.maildrops.clone();
         if !set.lock().unwrap().insert(account) {
-            return None;
+            return Ok(None);
         }
-        Some(MaildropLock::new(move || {
+        Ok(Some(MaildropLock::new(move || {
             set.lock().unwrap().remove(&account);
-        }))
+        })))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

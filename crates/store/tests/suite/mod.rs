@@ -854,3 +854,26 @@ pub async fn queue_claims(store: Arc<dyn Store>) {
         Err(StoreError::NotFound(_))
     ));
 }
+
+pub async fn maildrop_lock(store: Arc<dyn Store>) {
+    let (a, _) = setup_account(store.clone(), "pop@example.test").await;
+    let first = store.lock_maildrop(a.id).await.unwrap();
+    assert!(first.is_some());
+    assert!(
+        store.lock_maildrop(a.id).await.unwrap().is_none(),
+        "one session at a time"
+    );
+    drop(first);
+    // Released; a backend may release in the background, so allow it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if store.lock_maildrop(a.id).await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the maildrop stays locked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
