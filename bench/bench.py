@@ -14,6 +14,7 @@ relay: messages/s accepted and relayed to a smarthost (Postfix's smtp-sink), unt
 """
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import resource
 import os
 import signal
@@ -139,8 +140,9 @@ protocol imap {
 
 
 class Server:
-    def __init__(self, root: Path, users: int, relay_port: int):
-        self.root = root / "postern"
+    def __init__(self, root: Path, users: int, relay_port: int, name: str = "postern", storage: str = "",
+                 setup: bool = True):
+        self.root = root / name
         self.data = self.root / "data"
         self.root.mkdir(parents=True)
         subprocess.run([str(BIN), "init", "--domain", DOMAIN, "--data-dir", str(self.data), "--listen-ip",
@@ -171,8 +173,12 @@ max_connections_per_ip = 100000
 max_connections = 100000
 [log]
 level = "warn"
+{storage}
 """)
-        for i in range(1, users + 1):
+        if storage and setup:
+            subprocess.run([str(BIN), "-c", str(self.config), "domain", "add", DOMAIN], check=True,
+                           capture_output=True)
+        for i in range(1, users + 1 if setup else 1):
             subprocess.run([str(BIN), "-c", str(self.config), "user", "add", f"user{i}@{DOMAIN}", "--password", PW],
                            check=True, capture_output=True)
         self.proc = None
@@ -371,6 +377,50 @@ def bench_relay(root, pn, args, results, relay_port):
         sink.terminate()
 
 
+def psql(sql):
+    url = os.environ.get("POSTERN_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
+    subprocess.run(["psql", url, "-qAt", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True)
+    return url.rsplit("/", 1)[0]
+
+
+def bench_storage(root, args, results):
+    """SMTP acceptance and IMAP FETCH on the embedded store, on PostgreSQL with one node, and
+    with two nodes sharing one database (SMTP split between them, FETCH on the second)."""
+    n, s, size = args.messages, args.sessions, args.size
+    print(f"STORAGE: {n} messages of {size} bytes by {s} SMTP sessions, then FETCH of the INBOX")
+    dbs = [f"postern_bench_{os.getpid()}_{i}" for i in (1, 2)]
+    server = psql(f"CREATE DATABASE {dbs[0]}")
+    psql(f"CREATE DATABASE {dbs[1]}")
+    conf = lambda db: f'[storage]\nbackend = "postgres"\nurl = "{server}/{db}"\nmax_connections = 32'
+    setups = {
+        "embedded": [Server(root, 2, 1, "st-embedded")],
+        "postgres, 1 node": [Server(root, 2, 1, "st-pg1", conf(dbs[0]))],
+        "postgres, 2 nodes": [Server(root, 2, 1, "st-pg2a", conf(dbs[1])),
+                              Server(root, 2, 1, "st-pg2b", conf(dbs[1]), setup=False)],
+    }
+    u = f"user1@{DOMAIN}"
+    try:
+        for label, nodes in setups.items():
+            for x in nodes:
+                x.start()
+            for x in nodes:
+                smtp_source(x.ports["smtp"], 10, 2, size, f"user2@{DOMAIN}")
+            t0 = time.time()
+            with ThreadPoolExecutor(len(nodes)) as ex:
+                list(ex.map(lambda x: smtp_source(x.ports["smtp"], n // len(nodes), max(1, s // len(nodes)),
+                                                  size, u), nodes))
+            acc = n / (time.time() - t0)
+            got, ft = min((imapbench.fetch_headers(nodes[-1].ports["imap"], u, PW) for _ in range(3)),
+                          key=lambda r: r[1])
+            print(f"  {label:<18} SMTP {acc:8.0f} msg/s accepted   FETCH {ft:7.3f} s for {got} messages")
+            results.setdefault("storage", {})[label] = (acc, ft)
+            for x in nodes:
+                x.stop()
+    finally:
+        for db in dbs:
+            psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("what", nargs="*", default=["smtp", "pop3", "imap", "relay"])
@@ -392,6 +442,10 @@ def main():
     with tempfile.TemporaryDirectory(prefix="postern-bench-") as d:
         root = Path(d)
         os.chmod(root, 0o755)
+        if "storage" in args.what:
+            bench_storage(root, args, results)
+            if args.what == ["storage"]:
+                return results
         users = max(args.users, 2, args.idle_users + 2 if "imap" in args.what else 0)
         relay_port = free_port()
         peer = Peer(root, users)
