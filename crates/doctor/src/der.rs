@@ -1,26 +1,7 @@
 //! The few facts of an X.509 certificate the checks report (validity, self-signed), read from
 //! its DER without a full parser.
 
-/// One DER element: (tag, content, rest).
-fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *b.first()?;
-    let first = *b.get(1)? as usize;
-    let (len, head) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7f;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *b.get(2 + i)? as usize;
-        }
-        (len, 2 + n)
-    };
-    let end = head.checked_add(len)?;
-    Some((tag, b.get(head..end)?, b.get(end..)?))
-}
+use postern_net::der::tlv;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertFacts {

@@ -2,6 +2,7 @@
 //! STARTTLS upgrade, connection limits and graceful shutdown.
 
 pub mod conn;
+pub mod der;
 pub mod listener;
 pub mod metrics;
 pub mod tls;

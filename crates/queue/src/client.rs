@@ -535,7 +535,7 @@ pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
 /// Opportunistic TLS (RFC 7435): encrypt with whoever answers. Policies that need an
 /// authenticated peer (MTA-STS, DANE) use a verifying configuration instead.
 #[derive(Debug)]
-struct AnyCertificate;
+pub(crate) struct AnyCertificate;
 
 /// Refuses every certificate: checking was asked for, and there is nothing to check against.
 #[derive(Debug)]

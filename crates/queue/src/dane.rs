@@ -45,45 +45,7 @@ impl Tlsa {
     }
 }
 
-/// One DER element at the start of `b`: (tag, header length, whole length).
-fn der_element(b: &[u8]) -> Option<(u8, usize, usize)> {
-    let tag = *b.first()?;
-    let first = *b.get(1)? as usize;
-    let (len, header) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7f;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *b.get(2 + i)? as usize;
-        }
-        (len, 2 + n)
-    };
-    let total = header.checked_add(len)?;
-    (total <= b.len()).then_some((tag, header, total))
-}
-
-/// The SubjectPublicKeyInfo of an X.509 certificate (RFC 5280 4.1), as DER.
-pub fn spki(cert: &[u8]) -> Option<&[u8]> {
-    let (_, h, _) = der_element(cert)?; // Certificate
-    let tbs = &cert[h..];
-    let (_, h, len) = der_element(tbs)?; // TBSCertificate
-    let mut rest = &tbs[h..len];
-    // [0] version (optional), serialNumber, signature, issuer, validity, subject, then SPKI.
-    if rest.first() == Some(&0xa0) {
-        let (_, _, l) = der_element(rest)?;
-        rest = &rest[l..];
-    }
-    for _ in 0..5 {
-        let (_, _, l) = der_element(rest)?;
-        rest = &rest[l..];
-    }
-    let (tag, _, l) = der_element(rest)?;
-    (tag == 0x30).then(|| &rest[..l])
-}
+pub use postern_net::der::spki;
 
 /// Accepts the certificate chain that matches one of the records (RFC 7672 3.1).
 #[derive(Debug)]
@@ -163,18 +125,14 @@ impl ServerCertVerifier for DaneVerifier {
         ))
     }
 
+    // The handshake's signatures are checked as for any certificate.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &postern_net::tls::provider().signature_verification_algorithms,
-        )
+        crate::client::AnyCertificate.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -183,18 +141,11 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &postern_net::tls::provider().signature_verification_algorithms,
-        )
+        crate::client::AnyCertificate.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        postern_net::tls::provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        crate::client::AnyCertificate.supported_verify_schemes()
     }
 }
 

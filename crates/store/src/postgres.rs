@@ -393,6 +393,30 @@ impl PgStore {
     }
 }
 
+/// Whether the query finds a row.
+async fn exists<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<bool> {
+    Ok(c.query_opt(sql, params).await.map_err(pg)?.is_some())
+}
+
+/// The domain of `address` must be ours (and stays so until the transaction ends).
+async fn require_domain(tx: &Transaction<'_>, address: &str) -> Result<()> {
+    let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    if !exists(
+        tx,
+        "SELECT 1 FROM domains WHERE name = $1 FOR SHARE",
+        &[&domain],
+    )
+    .await?
+    {
+        return Err(StoreError::NotFound(format!("domain {domain}")));
+    }
+    Ok(())
+}
+
 async fn account<C: GenericClient>(c: &C, id: AccountId, lock: bool) -> Result<Account> {
     let q = format!(
         "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1{}",
@@ -885,12 +909,7 @@ impl Store for PgStore {
     async fn domain_delete(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.write(tx!(|tx, fx| {
-            if tx
-                .query_opt("SELECT 1 FROM domains WHERE name = $1 FOR UPDATE", &[&name])
-                .await
-                .map_err(pg)?
-                .is_none()
-            {
+            if !exists(tx, "SELECT 1 FROM domains WHERE name = $1 FOR UPDATE", &[&name]).await? {
                 return Err(StoreError::NotFound(format!("domain {name}")));
             }
             let suffix = format!("@{name}");
@@ -950,24 +969,8 @@ impl Store for PgStore {
     async fn account_create(&self, new: NewAccount) -> Result<Account> {
         self.write(tx!(|tx, fx| {
             let address = new.address;
-            let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            if tx
-                .query_opt(
-                    "SELECT 1 FROM domains WHERE name = $1 FOR SHARE",
-                    &[&domain],
-                )
-                .await
-                .map_err(pg)?
-                .is_none()
-            {
-                return Err(StoreError::NotFound(format!("domain {domain}")));
-            }
-            if tx
-                .query_opt("SELECT 1 FROM aliases WHERE address = $1", &[&address])
-                .await
-                .map_err(pg)?
-                .is_some()
-            {
+            require_domain(tx, &address).await?;
+            if exists(tx, "SELECT 1 FROM aliases WHERE address = $1", &[&address]).await? {
                 return Err(StoreError::AlreadyExists(format!("alias {address}")));
             }
             let r = tx
@@ -1113,24 +1116,8 @@ impl Store for PgStore {
     async fn alias_set(&self, address: &str, targets: Vec<String>) -> Result<Alias> {
         let address = address.to_string();
         self.write(tx!(|tx, fx| {
-            let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            if tx
-                .query_opt(
-                    "SELECT 1 FROM domains WHERE name = $1 FOR SHARE",
-                    &[&domain],
-                )
-                .await
-                .map_err(pg)?
-                .is_none()
-            {
-                return Err(StoreError::NotFound(format!("domain {domain}")));
-            }
-            if tx
-                .query_opt("SELECT 1 FROM accounts WHERE address = $1", &[&address])
-                .await
-                .map_err(pg)?
-                .is_some()
-            {
+            require_domain(tx, &address).await?;
+            if exists(tx, "SELECT 1 FROM accounts WHERE address = $1", &[&address]).await? {
                 return Err(StoreError::AlreadyExists(format!("account {address}")));
             }
             let r = tx
@@ -1970,14 +1957,12 @@ impl Store for PgStore {
             account(tx, account_id, true).await?;
             match name {
                 Some(n) => {
-                    if tx
-                        .query_opt(
-                            "SELECT 1 FROM sieve WHERE account = $1 AND name = $2",
-                            &[&(account_id as i64), &n],
-                        )
-                        .await
-                        .map_err(pg)?
-                        .is_none()
+                    if !exists(
+                        tx,
+                        "SELECT 1 FROM sieve WHERE account = $1 AND name = $2",
+                        &[&(account_id as i64), &n],
+                    )
+                    .await?
                     {
                         return Err(StoreError::NotFound(format!("script {n}")));
                     }
@@ -2018,14 +2003,12 @@ impl Store for PgStore {
     async fn sieve_delete(&self, account_id: AccountId, name: &str) -> Result<()> {
         let name = name.to_string();
         self.write(tx!(|tx, _fx| {
-            if tx
-                .query_opt(
-                    "SELECT 1 FROM sieve_active WHERE account = $1 AND name = $2",
-                    &[&(account_id as i64), &name],
-                )
-                .await
-                .map_err(pg)?
-                .is_some()
+            if exists(
+                tx,
+                "SELECT 1 FROM sieve_active WHERE account = $1 AND name = $2",
+                &[&(account_id as i64), &name],
+            )
+            .await?
             {
                 return Err(StoreError::Invalid(format!("script {name} is active")));
             }
@@ -2049,14 +2032,12 @@ impl Store for PgStore {
         let (from, to) = (from.to_string(), to.to_string());
         self.write(tx!(|tx, _fx| {
             let a = account_id as i64;
-            if tx
-                .query_opt(
-                    "SELECT 1 FROM sieve WHERE account = $1 AND name = $2",
-                    &[&a, &to],
-                )
-                .await
-                .map_err(pg)?
-                .is_some()
+            if exists(
+                tx,
+                "SELECT 1 FROM sieve WHERE account = $1 AND name = $2",
+                &[&a, &to],
+            )
+            .await?
             {
                 return Err(StoreError::AlreadyExists(format!("script {to}")));
             }
