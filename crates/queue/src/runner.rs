@@ -204,8 +204,16 @@ impl QueueRunner {
                 next = next.min(e.next_attempt);
                 continue;
             }
-            if !self.in_flight.lock().unwrap().insert(e.id) {
-                continue;
+            {
+                let mut in_flight = self.in_flight.lock().unwrap();
+                // No more claims than can be worked on: the rest is left to other nodes.
+                if in_flight.len() >= self.config.delivery.max_concurrency.max(1) {
+                    next = t;
+                    break;
+                }
+                if !in_flight.insert(e.id) {
+                    continue;
+                }
             }
             let me = self.clone();
             tokio::spawn(async move {
@@ -303,6 +311,12 @@ impl QueueRunner {
                 groups.entry(d).or_default().push(i);
             }
             for (domain, idx) in groups {
+                // The claim is renewed for each destination; lost, the attempt stops here.
+                let until = now() + self.config.delivery.claim_timeout.0 as i64;
+                if let Ok(false) = self.store.queue_claim(entry.id, &self.node, until).await {
+                    warn!(id = %entry.trace_id, "another node took this message over");
+                    return;
+                }
                 let started = std::time::Instant::now();
                 let outcomes = self.deliver_group(&entry, &domain, &idx, &body).await;
                 let m = &postern_net::metrics::METRICS;

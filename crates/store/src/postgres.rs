@@ -184,8 +184,16 @@ async fn listen(url: String, node: String, events: broadcast::Sender<StoreEvent>
     }
 }
 
-fn pg(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// The error with its causes: tokio-postgres says "db error", the server says what.
+fn pg(e: impl std::error::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    StoreError::Backend(text)
 }
 
 fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
@@ -288,6 +296,8 @@ fn alias_of(r: &Row) -> Result<Alias> {
 #[derive(Default)]
 struct Effects {
     events: Vec<StoreEvent>,
+    /// Spool files whose bytes the transaction stored: removed once it committed.
+    spools: Vec<std::path::PathBuf>,
 }
 
 impl PgStore {
@@ -382,6 +392,9 @@ impl PgStore {
         }
         tx.commit().await.map_err(pg)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
+        for p in fx.spools {
+            let _ = tokio::fs::remove_file(p).await;
+        }
         for e in fx.events {
             let _ = self.events.send(e);
         }
@@ -402,12 +415,13 @@ async fn exists<C: GenericClient>(
     Ok(c.query_opt(sql, params).await.map_err(pg)?.is_some())
 }
 
-/// The domain of `address` must be ours (and stays so until the transaction ends).
+/// The domain of `address` must be ours; its row stays locked until the transaction ends, so
+/// an account and an alias of one address are never made at once.
 async fn require_domain(tx: &Transaction<'_>, address: &str) -> Result<()> {
     let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
     if !exists(
         tx,
-        "SELECT 1 FROM domains WHERE name = $1 FOR SHARE",
+        "SELECT 1 FROM domains WHERE name = $1 FOR UPDATE",
         &[&domain],
     )
     .await?
@@ -863,11 +877,7 @@ async fn deliver_tx(tx: &Transaction<'_>, d: Delivery, fx: &mut Effects) -> Resu
         }
         None => None,
     };
-    if let Some(p) = spool {
-        // The bytes are in the database now; the spool file is ours to remove (after commit
-        // would be tidier, but a leftover spool file is only garbage).
-        let _ = tokio::fs::remove_file(p).await;
-    }
+    fx.spools.extend(spool);
     Ok(DeliveryReport {
         blob,
         targets: out,
@@ -1278,6 +1288,9 @@ impl Store for PgStore {
             if mb.name == INBOX {
                 return Err(StoreError::Invalid("INBOX cannot be renamed here".into()));
             }
+            if new_name == mb.name {
+                return Err(StoreError::AlreadyExists(format!("mailbox {new_name}")));
+            }
             if new_name == INBOX || new_name.starts_with(&format!("{}/", mb.name)) {
                 return Err(StoreError::Invalid(format!(
                     "cannot rename {} to {new_name}",
@@ -1376,6 +1389,19 @@ impl Store for PgStore {
             .collect();
         let r = self
             .write(tx!(|tx, fx| {
+                // Every account of every delivery first, in id order, as single deliveries do.
+                let mut ids: Vec<i64> = deliveries
+                    .iter()
+                    .flat_map(|d| d.targets.iter().map(|t| t.account as i64))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                tx.query(
+                    "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                    &[&ids],
+                )
+                .await
+                .map_err(pg)?;
                 let mut out = Vec::with_capacity(deliveries.len());
                 for d in deliveries {
                     out.push(deliver_tx(tx, d, fx).await?);
@@ -1541,7 +1567,15 @@ impl Store for PgStore {
         remove_source: bool,
     ) -> Result<Vec<(Uid, Uid)>> {
         self.write(tx!(|tx, fx| {
-            // Both mailboxes, in id order.
+            // The accounts first (in id order), then both mailboxes, as deliveries lock them.
+            let src_account = mailbox(tx, from, false).await?.account;
+            let dst_account = mailbox(tx, to, false).await?.account;
+            tx.query(
+                "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&vec![src_account as i64, dst_account as i64]],
+            )
+            .await
+            .map_err(pg)?;
             let (first, second) = (from.min(to), from.max(to));
             let mut locked = vec![mailbox(tx, first, true).await?];
             if second != first {
@@ -1644,7 +1678,7 @@ impl Store for PgStore {
                 "SELECT substring(data FROM $2 FOR $3) FROM blobs WHERE id = $1",
                 &[
                     &(id as i64),
-                    &(offset.min(i32::MAX as u64) as i32 + 1),
+                    &(offset.min(i32::MAX as u64 - 1) as i32 + 1),
                     &(len.min(i32::MAX as u64) as i32),
                 ],
             )
@@ -1868,7 +1902,7 @@ impl Store for PgStore {
         Ok(c.query(
             "SELECT trace_id FROM trace WHERE keys @> ARRAY[$1::text] AND time >= $2 \
              GROUP BY trace_id ORDER BY max(time) DESC, trace_id DESC LIMIT $3",
-            &[&key, &since, &(limit as i64)],
+            &[&key, &since, &i64::try_from(limit).unwrap_or(i64::MAX)],
         )
         .await
         .map_err(pg)?
@@ -1882,7 +1916,7 @@ impl Store for PgStore {
         Ok(c.query(
             "SELECT trace_id FROM trace WHERE time >= $1 \
              GROUP BY trace_id ORDER BY max(time) DESC, trace_id DESC LIMIT $2",
-            &[&since, &(limit as i64)],
+            &[&since, &i64::try_from(limit).unwrap_or(i64::MAX)],
         )
         .await
         .map_err(pg)?

@@ -84,6 +84,7 @@ conformance!(
     sender_verdicts,
     queue_claims,
     maildrop_lock,
+    crossing_writers,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

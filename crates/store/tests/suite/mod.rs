@@ -877,3 +877,55 @@ pub async fn maildrop_lock(store: Arc<dyn Store>) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+pub async fn crossing_writers(store: Arc<dyn Store>) {
+    // Deliveries naming accounts in opposite orders, and copies between them, all at once:
+    // every one must succeed (no deadlock between them).
+    let (a, a_inbox) = setup_account(store.clone(), "x1@example.test").await;
+    let (b, b_inbox) = setup_account(store.clone(), "x2@example.test").await;
+    store.deliver(delivery(b"seed\r\n", &[a.id])).await.unwrap();
+    store.deliver(delivery(b"seed\r\n", &[b.id])).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60u32 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            match i % 3 {
+                0 => store
+                    .deliver_many(vec![
+                        delivery(b"1\r\n", &[a.id]),
+                        delivery(b"2\r\n", &[b.id]),
+                    ])
+                    .await
+                    .map(|_| ()),
+                1 => store
+                    .deliver_many(vec![
+                        delivery(b"3\r\n", &[b.id]),
+                        delivery(b"4\r\n", &[a.id]),
+                    ])
+                    .await
+                    .map(|_| ()),
+                _ => store
+                    .copy(a_inbox.id, vec![1], b_inbox.id, false)
+                    .await
+                    .and(store.copy(b_inbox.id, vec![1], a_inbox.id, false).await)
+                    .map(|_| ()),
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let total = store
+        .mailbox_get(a_inbox.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .messages
+        + store
+            .mailbox_get(b_inbox.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .messages;
+    assert_eq!(total, 2 + 40 * 2 + 20 * 2);
+}
