@@ -403,22 +403,11 @@ async fn user_add(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     exec(&st, req, StatusCode::CREATED).await
 }
 
-/// Ends the web sessions of an account whose password, state or existence an admin changed.
-fn end_sessions(r: Response, address: &str) -> Response {
-    if r.status().is_success()
-        && let Ok(a) = postern_directory::normalize_address(address)
-    {
-        SESSIONS.remove_user(&a, None);
-    }
-    r
-}
-
 async fn user_del(st: St, h: HeaderMap, p: Ext, Path(address): Path<String>) -> Response {
     auth!(st, h, p);
-    let req = AdminRequest::UserDel {
-        address: address.clone(),
-    };
-    end_sessions(exec(&st, req, StatusCode::OK).await, &address)
+    // Its web sessions end at their next request (`web_session` checks the account).
+    let req = AdminRequest::UserDel { address };
+    exec(&st, req, StatusCode::OK).await
 }
 
 #[derive(Deserialize)]
@@ -437,10 +426,10 @@ async fn user_disabled(
     auth!(st, h, p);
     let b = with_body!(b, DisabledBody);
     let req = AdminRequest::UserDisable {
-        address: address.clone(),
+        address,
         disabled: b.disabled,
     };
-    end_sessions(exec(&st, req, StatusCode::OK).await, &address)
+    exec(&st, req, StatusCode::OK).await
 }
 
 async fn user_password(
@@ -453,10 +442,10 @@ async fn user_password(
     auth!(st, h, p);
     let b = with_body!(b, PasswordBody);
     let req = AdminRequest::UserPasswd {
-        address: address.clone(),
+        address,
         password: b.password,
     };
-    end_sessions(exec(&st, req, StatusCode::OK).await, &address)
+    exec(&st, req, StatusCode::OK).await
 }
 
 async fn user_quota(
@@ -958,12 +947,10 @@ async fn me_password(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     )
     .await;
     if r.status().is_success() {
-        // Whoever else was logged in with the old password is not any more; this session
-        // (if the change came with one) goes on.
-        let token = session::token_of(&h);
-        SESSIONS.remove_user(&a.address, token.as_deref());
+        // Sessions made with the old password end (`web_session` compares digests); this
+        // one, if the change came with one, goes on.
         if let (Some(t), Ok(Some(now))) = (
-            token,
+            session::token_of(&h),
             st.directory.store().account_by_address(&a.address).await,
         ) {
             SESSIONS.set_password(&t, session::password_digest(&now.password_hash));

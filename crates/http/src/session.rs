@@ -121,14 +121,6 @@ impl Sessions {
     pub fn remove(&self, token: &str) {
         self.map.lock().unwrap().remove(token);
     }
-
-    /// Ends every session of `address` but `keep` (after its password changed, say).
-    pub fn remove_user(&self, address: &str, keep: Option<&str>) {
-        self.map
-            .lock()
-            .unwrap()
-            .retain(|t, s| s.address != address || Some(t.as_str()) == keep);
-    }
 }
 
 /// The digest sessions keep of a password hash (never the hash itself).
@@ -192,7 +184,7 @@ mod tests {
         let (c, _) = s.create("c@x", false, 0, &l);
         assert!(s.get(&b, &l).is_none(), "the least recently used went");
         assert!(s.get(&a, &l).is_some() && s.get(&c, &l).is_some());
-        s.remove_user("a@x", None);
+        s.remove(&a);
         assert!(s.get(&a, &l).is_none());
         let short = limits(1, 10);
         let (d, _) = s.create("d@x", false, 0, &short);
