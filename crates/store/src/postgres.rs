@@ -415,6 +415,19 @@ async fn exists<C: GenericClient>(
     Ok(c.query_opt(sql, params).await.map_err(pg)?.is_some())
 }
 
+/// Runs a statement that must touch a row: NotFound(`what`) when it touches none.
+async fn one_row(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    if tx.execute(sql, params).await.map_err(pg)? == 0 {
+        return Err(StoreError::NotFound(what()));
+    }
+    Ok(())
+}
+
 /// The domain of `address` must be ours; its row stays locked until the transaction ends, so
 /// an account and an alias of one address are never made at once.
 async fn require_domain(tx: &Transaction<'_>, address: &str) -> Result<()> {
@@ -1193,14 +1206,13 @@ impl Store for PgStore {
     async fn alias_delete(&self, address: &str) -> Result<()> {
         let address = address.to_string();
         self.write(tx!(|tx, fx| {
-            if tx
-                .execute("DELETE FROM aliases WHERE address = $1", &[&address])
-                .await
-                .map_err(pg)?
-                == 0
-            {
-                return Err(StoreError::NotFound(format!("alias {address}")));
-            }
+            one_row(
+                tx,
+                "DELETE FROM aliases WHERE address = $1",
+                &[&address],
+                || format!("alias {address}"),
+            )
+            .await?;
             fx.events.push(StoreEvent::Directory);
             Ok(())
         }))
@@ -1809,17 +1821,13 @@ impl Store for PgStore {
 
     async fn queue_update(&self, entry: QueueEntry) -> Result<()> {
         self.write(tx!(|tx, fx| {
-            if tx
-                .execute(
-                    "UPDATE queue SET entry = $2 WHERE id = $1",
-                    &[&(entry.id as i64), &json(&entry)],
-                )
-                .await
-                .map_err(pg)?
-                == 0
-            {
-                return Err(StoreError::NotFound(format!("queue entry {}", entry.id)));
-            }
+            one_row(
+                tx,
+                "UPDATE queue SET entry = $2 WHERE id = $1",
+                &[&(entry.id as i64), &json(&entry)],
+                || format!("queue entry {}", entry.id),
+            )
+            .await?;
             fx.events.push(StoreEvent::Queue);
             Ok(())
         }))
@@ -2046,17 +2054,13 @@ impl Store for PgStore {
             {
                 return Err(StoreError::Invalid(format!("script {name} is active")));
             }
-            if tx
-                .execute(
-                    "DELETE FROM sieve WHERE account = $1 AND name = $2",
-                    &[&(account_id as i64), &name],
-                )
-                .await
-                .map_err(pg)?
-                == 0
-            {
-                return Err(StoreError::NotFound(format!("script {name}")));
-            }
+            one_row(
+                tx,
+                "DELETE FROM sieve WHERE account = $1 AND name = $2",
+                &[&(account_id as i64), &name],
+                || format!("script {name}"),
+            )
+            .await?;
             Ok(())
         }))
         .await
@@ -2084,17 +2088,13 @@ impl Store for PgStore {
                 .await
                 .map_err(pg)?
                 .is_some();
-            if tx
-                .execute(
-                    "UPDATE sieve SET name = $3 WHERE account = $1 AND name = $2",
-                    &[&a, &from, &to],
-                )
-                .await
-                .map_err(pg)?
-                == 0
-            {
-                return Err(StoreError::NotFound(format!("script {from}")));
-            }
+            one_row(
+                tx,
+                "UPDATE sieve SET name = $3 WHERE account = $1 AND name = $2",
+                &[&a, &from, &to],
+                || format!("script {from}"),
+            )
+            .await?;
             if active {
                 tx.execute(
                     "INSERT INTO sieve_active (account, name) VALUES ($1, $2)",
@@ -2206,14 +2206,10 @@ impl Store for PgStore {
     async fn token_delete(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.write(tx!(|tx, _fx| {
-            if tx
-                .execute("DELETE FROM tokens WHERE name = $1", &[&name])
-                .await
-                .map_err(pg)?
-                == 0
-            {
-                return Err(StoreError::NotFound(format!("token {name}")));
-            }
+            one_row(tx, "DELETE FROM tokens WHERE name = $1", &[&name], || {
+                format!("token {name}")
+            })
+            .await?;
             Ok(())
         }))
         .await
