@@ -49,23 +49,43 @@ def pytest_terminal_summary(terminalreporter):
 LISTENERS = ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http", "https"]
 
 
-def free_port(host="127.0.0.1"):
-    """A port nobody listens on, below the kernel's range for outgoing connections: a port
-    the kernel hands out (bind to 0) can meanwhile become the source port of one of the
-    thousands of client connections other tests open."""
+_HANDED_OUT: set[int] = set()
+
+
+def _port_range():
+    """This worker's own slice of the ports below the kernel's range for outgoing connections,
+    so parallel workers never pick the same port between choosing it and binding it."""
     low = 32768
     try:
         low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
     except (OSError, ValueError, IndexError):
         pass
-    for _ in range(200):
-        port = random.randrange(10000, max(low, 10001))
+    low = max(low, 12000)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    width = (low - 10000) // max(workers, 1)
+    start = 10000 + width * (index % max(workers, 1))
+    return start, start + width
+
+
+def free_port(host="127.0.0.1"):
+    """A port nobody listens on, below the kernel's range for outgoing connections: a port
+    the kernel hands out (bind to 0) can meanwhile become the source port of one of the
+    thousands of client connections other tests open. A port is handed out once per run, as
+    servers of one test pick all their ports before any of them binds."""
+    start, end = _port_range()
+    for _ in range(500):
+        port = random.randrange(start, end)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
-                return port
             except OSError:
                 continue
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
