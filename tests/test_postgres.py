@@ -5,6 +5,7 @@ also when a node is killed in the middle of a delivery. PostgreSQL runs on 127.0
 
 import os
 import poplib
+import smtplib
 import re
 import secrets
 import shutil
@@ -45,8 +46,8 @@ def imap(server, user=ALICE):
     return c
 
 
-def node(make_server, url, extra=""):
-    s = make_server(extra_config=f"""
+def node(make_server, url, extra="", **kw):
+    s = make_server(**kw, extra_config=f"""
 [storage]
 backend = "postgres"
 url = "{url}"
@@ -199,3 +200,64 @@ def test_embedded_store_moves_to_postgres(make_server, database):
     c = imap(s)
     wait_for(lambda: c.select("Work")[1][0] == b"2", timeout=10)
     c.logout()
+
+
+def test_limits_lockouts_and_greylisting_are_shared_by_the_nodes(make_server, database):
+    extra = """[auth]
+max_failures = 3
+lockout = "60s"
+failure_delay_ms = 0
+[smtp]
+max_messages_per_hour = 4
+[inbound]
+check = false
+greylist = true
+greylist_delay = "2s"
+"""
+    a = node(make_server, database, extra, inbound_checks=True)
+    b = node(make_server, database, extra, inbound_checks=True)
+    a.cli("domain", "add", DOMAIN)
+    a.add_user(ALICE)
+    a.add_user(BOB)
+    a.start()
+    b.start()
+
+    # Hourly sending limit: two messages through each node, then both refuse.
+    for server in (a, b, a, b):
+        assert submit(server, ALICE, [BOB], b"Subject: counted\r\n\r\nx\r\n") == {}
+    for server in (a, b):
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:
+            submit(server, ALICE, [BOB], b"Subject: one too many\r\n\r\nx\r\n")
+        assert e.value.smtp_code == 451 and b"max_messages_per_hour" in e.value.smtp_error
+
+    # Failed logins on node A lock the account out on node B too, even with the right password.
+    for i in range(3):
+        with pytest.raises(imaplib.IMAP4.error):
+            imaplib.IMAP4_SSL("127.0.0.1", a.port("imaps"), ssl_context=insecure_ctx(),
+                              timeout=30).login(BOB, f"wrong-{i}")
+    with pytest.raises(poplib.error_proto, match="Too many failed logins"):
+        pop3(b, user=BOB)
+    # The address that failed is locked out on B as well, for any account.
+    with pytest.raises(imaplib.IMAP4.error, match="Too many failed logins"):
+        imap(b, user=ALICE)
+
+    # Greylisting: a first try on node A is delayed; the retry on node B gets through.
+    source = "127.0.0.9"
+
+    def mx_try(server, subject):
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30,
+                          source_address=(source, 0)) as c:
+            c.ehlo("mx.far.test")
+            assert c.mail("someone@far.test")[0] == 250
+            code, text = c.rcpt(ALICE)
+            if code != 250:
+                return code, text
+            return c.data(f"Subject: {subject}\r\n\r\nx\r\n".encode())
+
+    code, text = mx_try(a, "first")
+    assert code == 451 and b"Greylisted" in text, text
+    code, text = mx_try(b, "too soon")
+    assert code == 451 and b"Greylisted" in text, text
+    time.sleep(2.2)
+    assert mx_try(b, "retried")[0] == 250
+    assert mx_try(a, "known now")[0] == 250

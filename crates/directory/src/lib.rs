@@ -156,7 +156,8 @@ impl Directory {
         let rng = ring::rand::SystemRandom::new();
         let cache_key =
             ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).expect("system random source");
-        let limiter = LoginLimiter::with_max(
+        let limiter = LoginLimiter::new(
+            store.clone(),
             config.max_failures,
             config.failure_window,
             config.lockout,
@@ -612,7 +613,7 @@ impl Directory {
         ip: IpAddr,
     ) -> Result<AuthOutcome, StoreError> {
         let address = normalize_address(username).unwrap_or_else(|_| username.to_ascii_lowercase());
-        if let Some(wait) = self.limiter.locked(ip, &address) {
+        if let Some(wait) = self.limiter.locked(ip, &address).await {
             return Ok(AuthOutcome::LockedOut(wait));
         }
         let account = self.store.account_by_address(&address).await?;
@@ -629,11 +630,11 @@ impl Directory {
                 if a.disabled {
                     return Ok(AuthOutcome::Disabled);
                 }
-                self.limiter.success(ip, &address);
+                self.limiter.success(ip, &address).await;
                 Ok(AuthOutcome::Ok(a))
             }
             _ => {
-                self.limiter.failure(ip, &address);
+                self.limiter.failure(ip, &address).await;
                 tracing::info!(%ip, user = %address, "login failed");
                 Ok(AuthOutcome::Failed)
             }

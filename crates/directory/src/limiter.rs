@@ -1,167 +1,192 @@
 //! Failed-login counting per client IP and per account, with temporary lockouts that grow:
 //! each lockout within a day of the last lasts twice as long, up to a maximum.
+//!
+//! The counts live in the store, so every node on one database sees the same failures and
+//! lockouts. When the store cannot keep them, logins are not refused for that reason.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-#[derive(Default)]
-struct Record {
-    failures: u32,
-    window_start: Option<Instant>,
-    locked_until: Option<Instant>,
-    /// Lockouts so far, and when the last one began.
-    bans: u32,
-    last_ban: Option<Instant>,
-}
+use postern_store::{Counter, SharedStore, now_ms};
 
 pub struct LoginLimiter {
+    store: SharedStore,
     max_failures: u32,
-    window: Duration,
+    window: i64,
     lockout: Duration,
     max_lockout: Duration,
-    ips: Mutex<HashMap<IpAddr, Record>>,
-    accounts: Mutex<HashMap<String, Record>>,
 }
 
-impl LoginLimiter {
-    pub fn new(max_failures: u32, window: Duration, lockout: Duration) -> Self {
-        Self::with_max(
-            max_failures,
-            window,
-            lockout,
-            lockout.max(Duration::from_secs(86400)),
-        )
-    }
+const DAY: i64 = 86_400_000;
 
-    pub fn with_max(
+impl LoginLimiter {
+    pub fn new(
+        store: SharedStore,
         max_failures: u32,
         window: Duration,
         lockout: Duration,
         max_lockout: Duration,
     ) -> Self {
         LoginLimiter {
+            store,
             max_failures: max_failures.max(1),
-            window,
+            window: window.as_millis() as i64,
             lockout,
             max_lockout: max_lockout.max(lockout),
-            ips: Mutex::new(HashMap::new()),
-            accounts: Mutex::new(HashMap::new()),
         }
     }
 
     /// How long the IP (or the account) stays locked out, if it is.
-    pub fn locked(&self, ip: IpAddr, account: &str) -> Option<Duration> {
-        let now = Instant::now();
-        let ip_wait = Self::wait(self.ips.lock().unwrap().get(&ip), now);
-        let acc_wait = Self::wait(self.accounts.lock().unwrap().get(account), now);
+    pub async fn locked(&self, ip: IpAddr, account: &str) -> Option<Duration> {
+        let ip_wait = self.wait(&ip_key(ip)).await;
+        let acc_wait = self.wait(&account_key(account)).await;
         ip_wait.max(acc_wait)
     }
 
     /// Whether this IP is locked out, whatever account it tries.
-    pub fn ip_locked(&self, ip: IpAddr) -> Option<Duration> {
-        Self::wait(self.ips.lock().unwrap().get(&ip), Instant::now())
+    pub async fn ip_locked(&self, ip: IpAddr) -> Option<Duration> {
+        self.wait(&ip_key(ip)).await
     }
 
-    fn wait(r: Option<&Record>, now: Instant) -> Option<Duration> {
-        r.and_then(|r| r.locked_until)
-            .filter(|&u| u > now)
-            .map(|u| u - now)
+    async fn wait(&self, key: &str) -> Option<Duration> {
+        let c = match self.store.counter_get(key).await {
+            Ok(c) => c?,
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "login limits unavailable");
+                return None;
+            }
+        };
+        let left = c.until - now_ms();
+        (left > 0).then(|| Duration::from_millis(left as u64))
     }
 
-    pub fn failure(&self, ip: IpAddr, account: &str) {
-        let now = Instant::now();
-        self.bump(&mut self.ips.lock().unwrap(), ip, now);
+    pub async fn failure(&self, ip: IpAddr, account: &str) {
+        self.strike(&ip_key(ip)).await;
         if !account.is_empty() {
-            self.bump(&mut self.accounts.lock().unwrap(), account.to_string(), now);
+            self.strike(&account_key(account)).await;
         }
     }
 
-    fn bump<K: std::hash::Hash + Eq>(&self, map: &mut HashMap<K, Record>, key: K, now: Instant) {
-        if map.len() > 100_000 {
-            // Bounded memory under a spray of addresses: drop records that no longer matter.
-            map.retain(|_, r| {
-                r.locked_until.is_some_and(|u| u > now)
-                    || r.window_start.is_some_and(|s| now - s < self.window)
-                    || r.last_ban.is_some_and(|b| now - b < DAY)
-            });
+    async fn strike(&self, key: &str) {
+        let step = |c: Option<Counter>| Some(self.next(c, now_ms()));
+        if let Err(e) = self.store.counter_update(key, &step).await {
+            tracing::warn!(%key, error = %e, "login failure not counted");
         }
-        let r = map.entry(key).or_default();
-        if r.window_start.is_none_or(|s| now - s > self.window) {
-            r.window_start = Some(now);
-            r.failures = 0;
+    }
+
+    /// The record after one more failure at `now`.
+    fn next(&self, c: Option<Counter>, now: i64) -> Counter {
+        let mut c = c.unwrap_or_default();
+        if c.count == 0 || now - c.since > self.window {
+            c.since = now;
+            c.count = 0;
         }
-        r.failures += 1;
-        if r.failures >= self.max_failures {
-            if r.last_ban.is_none_or(|b| now - b > DAY) {
-                r.bans = 0;
+        c.count += 1;
+        if c.count >= self.max_failures {
+            if now - c.at > DAY {
+                c.strikes = 0;
             }
             let d = self
                 .lockout
-                .saturating_mul(1 << r.bans.min(16))
+                .saturating_mul(1 << c.strikes.min(16))
                 .min(self.max_lockout);
-            r.bans += 1;
-            r.last_ban = Some(now);
-            r.locked_until = Some(now + d);
-            r.failures = 0;
-            r.window_start = None;
+            c.strikes += 1;
+            c.at = now;
+            c.until = now + d.as_millis() as i64;
+            c.count = 0;
         }
+        // Kept while it still matters: a running window, a lockout, or a lockout within a day.
+        c.expires = (c.since + self.window)
+            .max(c.until)
+            .max(if c.strikes > 0 { c.at + DAY } else { 0 })
+            .max(now + 1);
+        c
     }
 
-    pub fn success(&self, ip: IpAddr, account: &str) {
+    pub async fn success(&self, ip: IpAddr, account: &str) {
         let _ = ip;
-        self.accounts.lock().unwrap().remove(account);
+        let key = account_key(account);
+        // Most logins succeed with nothing to forget: a read spares the write.
+        if let Ok(None) = self.store.counter_get(&key).await {
+            return;
+        }
+        if let Err(e) = self.store.counter_update(&key, &|_| None).await {
+            tracing::warn!(%key, error = %e, "login failures not reset");
+        }
     }
 }
 
-const DAY: Duration = Duration::from_secs(86400);
+fn ip_key(ip: IpAddr) -> String {
+    format!("login-ip:{ip}")
+}
+
+fn account_key(account: &str) -> String {
+    format!("login-account:{}", account.to_ascii_lowercase())
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_store::embedded::{EmbeddedStore, Options};
 
-    #[test]
-    fn locks_after_max_failures() {
-        let l = LoginLimiter::new(3, Duration::from_secs(60), Duration::from_secs(60));
+    fn limiter(
+        dir: &std::path::Path,
+        max: u32,
+        lockout: Duration,
+        max_lockout: Duration,
+    ) -> LoginLimiter {
+        let store = EmbeddedStore::open(dir, Options::default()).unwrap();
+        LoginLimiter::new(store, max, Duration::from_secs(60), lockout, max_lockout)
+    }
+
+    #[tokio::test]
+    async fn locks_after_max_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = limiter(
+            dir.path(),
+            3,
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        l.failure(ip, "a@x.test");
-        l.failure(ip, "b@x.test");
-        assert!(l.locked(ip, "c@x.test").is_none());
-        l.failure(ip, "c@x.test");
-        assert!(l.locked(ip, "d@x.test").is_some(), "the IP is locked");
+        l.failure(ip, "a@x.test").await;
+        l.failure(ip, "b@x.test").await;
+        assert!(l.locked(ip, "c@x.test").await.is_none());
+        l.failure(ip, "c@x.test").await;
+        assert!(l.locked(ip, "d@x.test").await.is_some(), "the IP is locked");
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(l.locked(other, "d@x.test").is_none());
+        assert!(l.locked(other, "d@x.test").await.is_none());
         for _ in 0..3 {
-            l.failure(other, "victim@x.test");
+            l.failure(other, "victim@x.test").await;
         }
         let third: IpAddr = "127.0.0.3".parse().unwrap();
         assert!(
-            l.locked(third, "victim@x.test").is_some(),
+            l.locked(third, "Victim@x.test").await.is_some(),
             "the account is locked"
         );
     }
 
-    #[test]
-    fn lockouts_grow_to_the_maximum() {
-        let l = LoginLimiter::with_max(
+    #[tokio::test]
+    async fn lockouts_grow_to_the_maximum() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = limiter(
+            dir.path(),
             1,
-            Duration::from_secs(60),
-            Duration::from_millis(20),
-            Duration::from_millis(50),
+            Duration::from_millis(40),
+            Duration::from_millis(100),
         );
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
         let mut waits = Vec::new();
         for _ in 0..4 {
-            l.failure(ip, "");
-            let w = l.ip_locked(ip).unwrap();
+            l.failure(ip, "").await;
+            let w = l.ip_locked(ip).await.unwrap();
             waits.push(w.as_millis());
-            std::thread::sleep(w + Duration::from_millis(5));
+            tokio::time::sleep(w + Duration::from_millis(5)).await;
         }
         assert!(
-            waits[0] <= 20 && waits[1] > 20 && waits[1] <= 40,
+            waits[0] <= 40 && waits[1] > 40 && waits[1] <= 80,
             "{waits:?}"
         );
-        assert!(waits[2] > 40 && waits[3] <= 50, "{waits:?}");
+        assert!(waits[2] > 80 && waits[3] <= 100, "{waits:?}");
     }
 }

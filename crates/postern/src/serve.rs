@@ -210,7 +210,7 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let services = Services {
         hooks,
         trust,
-        abuse: Default::default(),
+        abuse: Arc::new(postern_smtp::abuse::Abuse::new(store.clone())),
         config: Arc::new(cfg),
         store: store.clone(),
         spool_dir,

@@ -1,41 +1,22 @@
 //! Abuse limits shared by all SMTP listeners: messages and recipients per logged-in user per
 //! hour, and greylisting (RFC 6647) of (network, sender, recipient) triples on the MX.
-//! Memory stays bounded: old entries are dropped when a map grows large.
+//! The counts live in the store, so every node on one database applies the same limits; when
+//! the store cannot keep them, mail is let through rather than refused for that reason.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-const HOUR: Duration = Duration::from_secs(3600);
-const MINUTE: Duration = Duration::from_secs(60);
-const MAX_ENTRIES: usize = 200_000;
+use postern_store::{Counter, SharedStore, now_ms};
+
+const HOUR: i64 = 3_600_000;
 /// A triple that got through is let through at once for this long.
-const GREYLIST_PASS: Duration = Duration::from_secs(35 * 86400);
+const GREYLIST_PASS: i64 = 35 * 86_400_000;
 /// A triple whose sender never came back is forgotten after this.
-const GREYLIST_FORGET: Duration = Duration::from_secs(86400);
+const GREYLIST_FORGET: i64 = 86_400_000;
 
-struct Window {
-    start: Instant,
-    messages: u32,
-    recipients: u32,
-}
-
-struct Triple {
-    first: Instant,
-    passed: Option<Instant>,
-}
-
-#[derive(Default)]
 pub struct Abuse {
-    hourly: Mutex<HashMap<String, Window>>,
-    greylist: Mutex<Greylist>,
-}
-
-#[derive(Default)]
-struct Greylist {
-    triples: HashMap<(String, String, String), Triple>,
-    pruned: Option<Instant>,
+    store: SharedStore,
 }
 
 /// Why a limit said no, and until when.
@@ -46,97 +27,97 @@ pub struct Wait {
 }
 
 impl Abuse {
-    fn count(&self, who: &str, max: u32, recipient: bool) -> Result<(), Wait> {
+    pub fn new(store: SharedStore) -> Self {
+        Abuse { store }
+    }
+
+    async fn count(&self, key: String, max: u32) -> Result<(), Wait> {
         if max == 0 {
             return Ok(());
         }
-        let now = Instant::now();
-        let mut m = self.hourly.lock().unwrap();
-        if m.len() > MAX_ENTRIES {
-            m.retain(|_, w| now - w.start < HOUR);
-        }
-        let w = m.entry(who.to_ascii_lowercase()).or_insert(Window {
-            start: now,
-            messages: 0,
-            recipients: 0,
-        });
-        if now - w.start >= HOUR {
-            *w = Window {
-                start: now,
-                messages: 0,
-                recipients: 0,
-            };
-        }
-        let n = if recipient {
-            &mut w.recipients
-        } else {
-            &mut w.messages
-        };
-        if *n >= max {
-            return Err(Wait {
-                count: *n,
-                left: HOUR.saturating_sub(now - w.start),
+        let now = now_ms();
+        let refused = AtomicBool::new(false);
+        let step = |c: Option<Counter>| {
+            let mut c = c.filter(|c| now - c.since < HOUR).unwrap_or(Counter {
+                since: now,
+                expires: now + HOUR,
+                ..Default::default()
             });
+            let full = c.count >= max;
+            refused.store(full, Ordering::Relaxed);
+            if !full {
+                c.count += 1;
+            }
+            Some(c)
+        };
+        match self.store.counter_update(&key, &step).await {
+            Ok(Some(c)) if refused.load(Ordering::Relaxed) => Err(Wait {
+                count: c.count,
+                left: Duration::from_millis((c.since + HOUR - now).max(0) as u64),
+            }),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "sending limits unavailable");
+                Ok(())
+            }
         }
-        *n += 1;
-        Ok(())
     }
 
     /// One more message from `who` this hour, or how long until it may send again.
-    pub fn message(&self, who: &str, max: u32) -> Result<(), Wait> {
-        self.count(who, max, false)
+    pub async fn message(&self, who: &str, max: u32) -> Result<(), Wait> {
+        self.count(format!("hourly-messages:{}", who.to_ascii_lowercase()), max)
+            .await
     }
 
-    pub fn recipient(&self, who: &str, max: u32) -> Result<(), Wait> {
-        self.count(who, max, true)
+    pub async fn recipient(&self, who: &str, max: u32) -> Result<(), Wait> {
+        self.count(
+            format!("hourly-recipients:{}", who.to_ascii_lowercase()),
+            max,
+        )
+        .await
     }
 
     /// `None` when the triple may pass; else how long until its retry is accepted.
-    pub fn greylist(
+    pub async fn greylist(
         &self,
         ip: IpAddr,
         from: &str,
         rcpt: &str,
         delay: Duration,
     ) -> Option<Duration> {
-        let now = Instant::now();
-        let key = (
+        let now = now_ms();
+        let delay = delay.as_millis() as i64;
+        let key = format!(
+            "greylist:{}|{}|{}",
             network(ip),
             from.to_ascii_lowercase(),
-            rcpt.to_ascii_lowercase(),
+            rcpt.to_ascii_lowercase()
         );
-        let mut g = self.greylist.lock().unwrap();
-        // Pruned at most once a minute; when still full, new triples pass untracked rather
-        // than grow the table (a flood of made-up senders costs no memory).
-        if g.triples.len() >= MAX_ENTRIES && g.pruned.is_none_or(|p| now - p > MINUTE) {
-            g.triples.retain(|_, t| match t.passed {
-                Some(p) => now - p < GREYLIST_PASS,
-                None => now - t.first < GREYLIST_FORGET,
+        // `since`: first seen; `at`: last let through.
+        let step = |c: Option<Counter>| {
+            let mut t = c.unwrap_or(Counter {
+                since: now,
+                ..Default::default()
             });
-            g.pruned = Some(now);
-        }
-        if g.triples.len() >= MAX_ENTRIES && !g.triples.contains_key(&key) {
-            return None;
-        }
-        let t = g.triples.entry(key).or_insert(Triple {
-            first: now,
-            passed: None,
-        });
-        if let Some(p) = t.passed
-            && now - p < GREYLIST_PASS
-        {
-            t.passed = Some(now);
-            return None;
-        }
-        if now - t.first > GREYLIST_FORGET {
-            t.first = now;
-        }
-        let waited = now - t.first;
-        if waited >= delay {
-            t.passed = Some(now);
-            None
-        } else {
-            Some(delay - waited)
+            // Let through: it passed before (and recently), or it waited long enough now.
+            let passes = (t.at > 0 && now - t.at < GREYLIST_PASS) || now - t.since >= delay;
+            t.at = if passes { now } else { 0 };
+            t.expires = if t.at > 0 {
+                t.at + GREYLIST_PASS
+            } else {
+                t.since + GREYLIST_FORGET
+            };
+            Some(t)
+        };
+        match self.store.counter_update(&key, &step).await {
+            Ok(Some(t)) if t.at == 0 => Some(Duration::from_millis(
+                (delay - (now - t.since)).max(1) as u64,
+            )),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "greylisting unavailable: mail let through");
+                None
+            }
         }
     }
 }
@@ -168,43 +149,53 @@ pub fn in_words(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_store::embedded::{EmbeddedStore, Options};
 
-    #[test]
-    fn hourly_counts_per_user() {
-        let a = Abuse::default();
-        assert!(a.message("Alice@x.test", 2).is_ok());
-        assert!(a.message("alice@x.test", 2).is_ok());
-        let w = a.message("alice@x.test", 2).unwrap_err();
-        assert_eq!(w.count, 2);
-        assert!(w.left <= HOUR && w.left > HOUR - Duration::from_secs(5));
-        assert!(a.message("bob@x.test", 2).is_ok());
-        assert!(a.recipient("alice@x.test", 1).is_ok());
-        assert!(a.recipient("alice@x.test", 1).is_err());
-        assert!(a.message("carol@x.test", 0).is_ok(), "0 is no limit");
+    fn abuse(dir: &std::path::Path) -> Abuse {
+        Abuse::new(EmbeddedStore::open(dir, Options::default()).unwrap())
     }
 
-    #[test]
-    fn greylist_by_network() {
-        let a = Abuse::default();
+    #[tokio::test]
+    async fn hourly_counts_per_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = abuse(dir.path());
+        assert!(a.message("Alice@x.test", 2).await.is_ok());
+        assert!(a.message("alice@x.test", 2).await.is_ok());
+        let w = a.message("alice@x.test", 2).await.unwrap_err();
+        assert_eq!(w.count, 2);
+        let hour = Duration::from_millis(HOUR as u64);
+        assert!(w.left <= hour && w.left > hour - Duration::from_secs(5));
+        assert!(a.message("bob@x.test", 2).await.is_ok());
+        assert!(a.recipient("alice@x.test", 1).await.is_ok());
+        assert!(a.recipient("alice@x.test", 1).await.is_err());
+        assert!(a.message("carol@x.test", 0).await.is_ok(), "0 is no limit");
+    }
+
+    #[tokio::test]
+    async fn greylist_by_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = abuse(dir.path());
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let d = Duration::from_millis(50);
-        assert!(a.greylist(ip, "s@far.test", "r@x.test", d).is_some());
+        assert!(a.greylist(ip, "s@far.test", "r@x.test", d).await.is_some());
         assert!(
-            a.greylist(ip, "s@far.test", "r@x.test", d).is_some(),
+            a.greylist(ip, "s@far.test", "r@x.test", d).await.is_some(),
             "too soon"
         );
-        std::thread::sleep(d);
+        tokio::time::sleep(d).await;
         let other: IpAddr = "192.0.2.99".parse().unwrap();
         assert!(
-            a.greylist(other, "S@far.test", "r@x.test", d).is_none(),
+            a.greylist(other, "S@far.test", "r@x.test", d)
+                .await
+                .is_none(),
             "same /24, later"
         );
         assert!(
-            a.greylist(ip, "s@far.test", "r@x.test", d).is_none(),
+            a.greylist(ip, "s@far.test", "r@x.test", d).await.is_none(),
             "passed stays passed"
         );
         assert!(
-            a.greylist(ip, "t@far.test", "r@x.test", d).is_some(),
+            a.greylist(ip, "t@far.test", "r@x.test", d).await.is_some(),
             "another sender"
         );
     }

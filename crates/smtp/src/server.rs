@@ -292,7 +292,7 @@ impl SmtpServer {
                 Action::CheckRecipient(r) => {
                     let mut res = self.check_recipient(core, r, ip).await;
                     if let Ok(a) = &res
-                        && let Err(reply) = self.recipient_limits(core, a, ip)
+                        && let Err(reply) = self.recipient_limits(core, a, ip).await
                     {
                         res = Err(reply);
                     }
@@ -406,7 +406,7 @@ impl SmtpServer {
     async fn sender_limits(&self, core: &Core, ip: IpAddr) -> Result<(), Reply> {
         if let Some(user) = core.user() {
             let max = self.config.smtp.max_messages_per_hour;
-            return self.abuse.message(user, max).map_err(|w| {
+            return self.abuse.message(user, max).await.map_err(|w| {
                 Reply::new(
                     451,
                     "4.7.1",
@@ -437,10 +437,10 @@ impl SmtpServer {
     }
 
     /// Hourly recipient limits of logged-in users; greylisting on the MX.
-    fn recipient_limits(&self, core: &Core, a: &Accepted, ip: IpAddr) -> Result<(), Reply> {
+    async fn recipient_limits(&self, core: &Core, a: &Accepted, ip: IpAddr) -> Result<(), Reply> {
         if let Some(user) = core.user() {
             let max = self.config.smtp.max_recipients_per_hour;
-            return self.abuse.recipient(user, max).map_err(|w| {
+            return self.abuse.recipient(user, max).await.map_err(|w| {
                 Reply::new(
                     451,
                     "4.7.1",
@@ -461,9 +461,10 @@ impl SmtpServer {
             && self.settings.role == Role::Mx
             && !self.config.smtp.relay_allowed(ip)
             && !inbound.allowed_ip(ip)
-            && let Some(left) =
-                self.abuse
-                    .greylist(ip, &from, &a.address, inbound.greylist_delay.duration())
+            && let Some(left) = self
+                .abuse
+                .greylist(ip, &from, &a.address, inbound.greylist_delay.duration())
+                .await
         {
             return Err(Reply::new(
                 451,

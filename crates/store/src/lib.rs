@@ -216,6 +216,12 @@ pub trait Store: Send + Sync + 'static {
     async fn token_list(&self) -> Result<Vec<ApiToken>>;
     async fn token_delete(&self, name: &str) -> Result<()>;
 
+    // Rate limits and bans: shared by every node on one database.
+    /// One atomic read-modify-write of the counter under `key`; returns what was kept.
+    async fn counter_update(&self, key: &str, step: CounterStep<'_>) -> Result<Option<Counter>>;
+    /// The counter under `key`, unless absent or expired.
+    async fn counter_get(&self, key: &str) -> Result<Option<Counter>>;
+
     /// One POP3 session per maildrop: `None` while another holds it (on any node).
     async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>>;
     /// Changes committed from now on, from any session.

@@ -13,9 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
+};
 use tokio::sync::broadcast;
-use tokio_postgres::{GenericClient, NoTls, Row, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
 use crate::*;
 
@@ -103,7 +106,22 @@ ALTER TABLE queue ADD COLUMN claim_holder text, ADD COLUMN claim_until bigint NO
     r#"
 CREATE TABLE maildrop_locks (account bigint PRIMARY KEY, holder text NOT NULL, until bigint NOT NULL);
 "#,
+    r#"
+CREATE TABLE counters (
+    key text PRIMARY KEY,
+    since_ms bigint NOT NULL DEFAULT 0,
+    hits integer NOT NULL DEFAULT 0,
+    blocked_until bigint NOT NULL DEFAULT 0,
+    strikes integer NOT NULL DEFAULT 0,
+    at_ms bigint NOT NULL DEFAULT 0,
+    expires bigint NOT NULL
+);
+CREATE INDEX counters_expires ON counters (expires);
+"#,
 ];
+
+/// Expired rate-limit counters are swept after this many counter writes of a node.
+const COUNTER_SWEEP_EVERY: u64 = 1000;
 
 /// A POP3 maildrop lock lasts this long unless renewed (every third of it while held): a node
 /// that dies frees its users' maildrops after this.
@@ -132,6 +150,7 @@ pub struct PgStore {
     /// This process, in the notifications it sends (its own come back and are skipped).
     node: String,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    counter_writes: AtomicU64,
 }
 
 /// The channel commits announce their events on.
@@ -183,6 +202,49 @@ async fn listen(url: String, node: String, events: broadcast::Sender<StoreEvent>
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
+
+/// Queries by their text, each prepared once per connection and kept (the pool's statement
+/// cache): one round trip per query instead of a parse and then an execution.
+#[async_trait]
+trait Prepared: GenericClient + Sync {
+    async fn rows(
+        &self,
+        sql: &str,
+        p: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query(&st, p).await
+    }
+
+    async fn row(
+        &self,
+        sql: &str,
+        p: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_one(&st, p).await
+    }
+
+    async fn maybe_row(
+        &self,
+        sql: &str,
+        p: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_opt(&st, p).await
+    }
+
+    async fn run(
+        &self,
+        sql: &str,
+        p: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.execute(&st, p).await
+    }
+}
+
+impl<C: GenericClient + Sync> Prepared for C {}
 
 /// The error with its causes: tokio-postgres says "db error", the server says what.
 fn pg(e: impl std::error::Error) -> StoreError {
@@ -327,6 +389,7 @@ impl PgStore {
             maildrops: Arc::new(Mutex::new(HashSet::new())),
             node,
             listener: Mutex::new(Some(listener)),
+            counter_writes: AtomicU64::new(0),
         });
         store.migrate().await?;
         Ok(store)
@@ -335,7 +398,7 @@ impl PgStore {
     /// Applies the migrations this database has not had yet; returns the schema version.
     pub async fn migrate(&self) -> Result<usize> {
         let mut c = self.pool.get().await.map_err(pg)?;
-        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        c.run("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(pg)?;
         let r = async {
@@ -343,14 +406,14 @@ impl PgStore {
                 .await
                 .map_err(pg)?;
             let version: i64 = c
-                .query_one("SELECT count(*) FROM postern_schema", &[])
+                .row("SELECT count(*) FROM postern_schema", &[])
                 .await
                 .map_err(pg)?
                 .get(0);
             for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
                 let tx = c.transaction().await.map_err(pg)?;
                 tx.batch_execute(m).await.map_err(pg)?;
-                tx.execute(
+                tx.run(
                     "INSERT INTO postern_schema (version) VALUES ($1)",
                     &[&(i as i32 + 1)],
                 )
@@ -362,7 +425,7 @@ impl PgStore {
         }
         .await;
         let _ = c
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .run("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await;
         r
     }
@@ -386,7 +449,7 @@ impl PgStore {
                 node: self.node.clone(),
                 events: chunk.to_vec(),
             };
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &json(&a)])
+            tx.run("SELECT pg_notify($1, $2)", &[&CHANNEL, &json(&a)])
                 .await
                 .map_err(pg)?;
         }
@@ -406,23 +469,34 @@ impl PgStore {
     }
 }
 
+fn counter_of(r: &Row) -> Counter {
+    Counter {
+        since: r.get(0),
+        count: r.get::<_, i32>(1).max(0) as u32,
+        until: r.get(2),
+        strikes: r.get::<_, i32>(3).max(0) as u32,
+        at: r.get(4),
+        expires: r.get(5),
+    }
+}
+
 /// Whether the query finds a row.
-async fn exists<C: GenericClient>(
+async fn exists<C: GenericClient + Sync>(
     c: &C,
     sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    params: &[&(dyn ToSql + Sync)],
 ) -> Result<bool> {
-    Ok(c.query_opt(sql, params).await.map_err(pg)?.is_some())
+    Ok(c.maybe_row(sql, params).await.map_err(pg)?.is_some())
 }
 
 /// Runs a statement that must touch a row: NotFound(`what`) when it touches none.
 async fn one_row(
     tx: &Transaction<'_>,
     sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    params: &[&(dyn ToSql + Sync)],
     what: impl FnOnce() -> String,
 ) -> Result<()> {
-    if tx.execute(sql, params).await.map_err(pg)? == 0 {
+    if tx.run(sql, params).await.map_err(pg)? == 0 {
         return Err(StoreError::NotFound(what()));
     }
     Ok(())
@@ -444,34 +518,34 @@ async fn require_domain(tx: &Transaction<'_>, address: &str) -> Result<()> {
     Ok(())
 }
 
-async fn account<C: GenericClient>(c: &C, id: AccountId, lock: bool) -> Result<Account> {
+async fn account<C: GenericClient + Sync>(c: &C, id: AccountId, lock: bool) -> Result<Account> {
     let q = format!(
         "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    match c.query_opt(&q, &[&(id as i64)]).await.map_err(pg)? {
+    match c.maybe_row(&q, &[&(id as i64)]).await.map_err(pg)? {
         Some(r) => Ok(account_of(&r)),
         None => Err(StoreError::NotFound(format!("account {id}"))),
     }
 }
 
-async fn mailbox<C: GenericClient>(c: &C, id: MailboxId, lock: bool) -> Result<Mailbox> {
+async fn mailbox<C: GenericClient + Sync>(c: &C, id: MailboxId, lock: bool) -> Result<Mailbox> {
     let q = format!(
         "SELECT {MAILBOX_COLS} FROM mailboxes WHERE id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    match c.query_opt(&q, &[&(id as i64)]).await.map_err(pg)? {
+    match c.maybe_row(&q, &[&(id as i64)]).await.map_err(pg)? {
         Some(r) => Ok(mailbox_of(&r)),
         None => Err(StoreError::NotFound(format!("mailbox {id}"))),
     }
 }
 
-async fn mailbox_id_by_name<C: GenericClient>(
+async fn mailbox_id_by_name<C: GenericClient + Sync>(
     c: &C,
     account: AccountId,
     name: &str,
 ) -> Result<Option<MailboxId>> {
-    Ok(c.query_opt(
+    Ok(c.maybe_row(
         "SELECT id FROM mailboxes WHERE account = $1 AND name = $2",
         &[&(account as i64), &name],
     )
@@ -481,7 +555,7 @@ async fn mailbox_id_by_name<C: GenericClient>(
 }
 
 async fn put_mailbox_counts(tx: &Transaction<'_>, mb: &Mailbox) -> Result<()> {
-    tx.execute(
+    tx.run(
         "UPDATE mailboxes SET uidnext = $2, highest_modseq = $3, messages = $4, unseen = $5, \
          size = $6 WHERE id = $1",
         &[
@@ -498,9 +572,9 @@ async fn put_mailbox_counts(tx: &Transaction<'_>, mb: &Mailbox) -> Result<()> {
     Ok(())
 }
 
-async fn usage<C: GenericClient>(c: &C, account: AccountId) -> Result<Usage> {
+async fn usage<C: GenericClient + Sync>(c: &C, account: AccountId) -> Result<Usage> {
     let r = c
-        .query_one(
+        .row(
             "SELECT coalesce(sum(size), 0)::bigint, coalesce(sum(messages), 0)::bigint \
              FROM mailboxes WHERE account = $1",
             &[&(account as i64)],
@@ -524,7 +598,7 @@ async fn mailbox_create_tx(
         return Err(StoreError::AlreadyExists(format!("mailbox {name}")));
     }
     let uidvalidity: i64 = tx
-        .query_one(
+        .row(
             "UPDATE meta SET value = greatest($1, value + 1) & 4294967295 \
              WHERE key = 'last_uidvalidity' RETURNING value",
             &[&now()],
@@ -533,7 +607,7 @@ async fn mailbox_create_tx(
         .map_err(pg)?
         .get(0);
     let r = tx
-        .query_one(
+        .row(
             &format!(
                 "INSERT INTO mailboxes (account, name, uidvalidity, special_use) \
                  VALUES ($1, $2, $3, $4) RETURNING {MAILBOX_COLS}"
@@ -556,7 +630,7 @@ async fn release_blobs(tx: &Transaction<'_>, blobs: &[BlobId]) -> Result<()> {
         return Ok(());
     }
     let ids: Vec<i64> = blobs.iter().map(|&b| b as i64).collect();
-    tx.execute(
+    tx.run(
         "UPDATE blobs SET refs = refs - c.n FROM \
          (SELECT id, count(*)::int AS n FROM unnest($1::bigint[]) AS id GROUP BY id) c \
          WHERE blobs.id = c.id",
@@ -564,7 +638,7 @@ async fn release_blobs(tx: &Transaction<'_>, blobs: &[BlobId]) -> Result<()> {
     )
     .await
     .map_err(pg)?;
-    tx.execute(
+    tx.run(
         "DELETE FROM blobs WHERE id = ANY($1) AND refs <= 0",
         &[&ids],
     )
@@ -576,7 +650,7 @@ async fn release_blobs(tx: &Transaction<'_>, blobs: &[BlobId]) -> Result<()> {
 /// Removes a mailbox and its messages, releasing their blobs.
 async fn mailbox_remove(tx: &Transaction<'_>, id: MailboxId) -> Result<()> {
     let blobs: Vec<BlobId> = tx
-        .query(
+        .rows(
             "SELECT blob FROM messages WHERE mailbox = $1",
             &[&(id as i64)],
         )
@@ -586,7 +660,7 @@ async fn mailbox_remove(tx: &Transaction<'_>, id: MailboxId) -> Result<()> {
         .map(|r| r.get::<_, i64>(0) as u64)
         .collect();
     release_blobs(tx, &blobs).await?;
-    tx.execute("DELETE FROM mailboxes WHERE id = $1", &[&(id as i64)])
+    tx.run("DELETE FROM mailboxes WHERE id = $1", &[&(id as i64)])
         .await
         .map_err(pg)?;
     Ok(())
@@ -608,7 +682,7 @@ async fn append_entry(
     if !flags.seen() {
         mb.unseen += 1;
     }
-    tx.execute(
+    tx.run(
         "INSERT INTO messages (mailbox, uid, blob, size, internal_date, modseq, flags, keywords) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
@@ -628,13 +702,13 @@ async fn append_entry(
     Ok(uid)
 }
 
-async fn entries_of<C: GenericClient>(
+async fn entries_of<C: GenericClient + Sync>(
     c: &C,
     mailbox: MailboxId,
     uids: &[Uid],
 ) -> Result<Vec<MessageEntry>> {
     let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
-    Ok(c.query(
+    Ok(c.rows(
         &format!(
             "SELECT {MESSAGE_COLS} FROM messages WHERE mailbox = $1 AND uid = ANY($2) ORDER BY uid"
         ),
@@ -671,13 +745,13 @@ async fn expunge_tx(
     mb.highest_modseq += 1;
     let m = mb.highest_modseq as i64;
     let list: Vec<i64> = gone.iter().map(|(u, _)| *u as i64).collect();
-    tx.execute(
+    tx.run(
         "DELETE FROM messages WHERE mailbox = $1 AND uid = ANY($2)",
         &[&(mb.id as i64), &list],
     )
     .await
     .map_err(pg)?;
-    tx.execute(
+    tx.run(
         "INSERT INTO expunged (mailbox, modseq, uid) SELECT $1, $2, unnest($3::bigint[])",
         &[&(mb.id as i64), &m, &list],
     )
@@ -701,7 +775,7 @@ async fn expunge_tx(
     Ok(gone.into_iter().map(|(u, _)| u).collect())
 }
 
-async fn trace_append_tx<C: GenericClient>(c: &C, events: &[TraceEvent]) -> Result<()> {
+async fn trace_append_tx<C: GenericClient + Sync>(c: &C, events: &[TraceEvent]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -710,7 +784,7 @@ async fn trace_append_tx<C: GenericClient>(c: &C, events: &[TraceEvent]) -> Resu
     let bodies: Vec<String> = events.iter().map(json).collect();
     // Arrays of arrays must be rectangular: the keys go as one text each, split again in SQL.
     let keys: Vec<String> = events.iter().map(|e| e.keys.join("\n")).collect();
-    c.execute(
+    c.run(
         "INSERT INTO trace (trace_id, time, event, keys) \
          SELECT i, t, e, CASE WHEN k = '' THEN '{}'::text[] ELSE string_to_array(k, E'\\n') END \
          FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS x(i, t, e, k)",
@@ -815,7 +889,7 @@ async fn deliver_tx(tx: &Transaction<'_>, d: Delivery, fx: &mut Effects) -> Resu
         ),
     };
     let blob: i64 = tx
-        .query_one(
+        .row(
             "INSERT INTO blobs (size, meta, data, refs) VALUES ($1, $2, $3, $4) RETURNING id",
             &[&(size as i64), &d.blob.meta, &bytes, &(ok + queued as i32)],
         )
@@ -856,7 +930,7 @@ async fn deliver_tx(tx: &Transaction<'_>, d: Delivery, fx: &mut Effects) -> Resu
         Some(q) => {
             let created = now();
             let id: i64 = tx
-                .query_one("SELECT nextval('queue_id_seq')", &[])
+                .row("SELECT nextval('queue_id_seq')", &[])
                 .await
                 .map_err(pg)?
                 .get(0);
@@ -879,7 +953,7 @@ async fn deliver_tx(tx: &Transaction<'_>, d: Delivery, fx: &mut Effects) -> Resu
                 warned: false,
                 bounce: false,
             };
-            tx.execute(
+            tx.run(
                 "INSERT INTO queue (id, entry) VALUES ($1, $2)",
                 &[&id, &json(&entry)],
             )
@@ -914,7 +988,7 @@ impl Store for PgStore {
                 created: now(),
             };
             let n = tx
-                .execute(
+                .run(
                     "INSERT INTO domains (name, created) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                     &[&d.name, &d.created],
                 )
@@ -937,7 +1011,7 @@ impl Store for PgStore {
             }
             let suffix = format!("@{name}");
             let r = tx
-                .query_one(
+                .row(
                     "SELECT (SELECT count(*) FROM accounts WHERE right(address, length($1)) = $1), \
                             (SELECT count(*) FROM aliases WHERE right(address, length($1)) = $1)",
                     &[&suffix],
@@ -950,7 +1024,7 @@ impl Store for PgStore {
                     "domain {name} still has {users} account(s) and {aliases} alias(es); delete them first"
                 )));
             }
-            tx.execute("DELETE FROM domains WHERE name = $1", &[&name])
+            tx.run("DELETE FROM domains WHERE name = $1", &[&name])
                 .await
                 .map_err(pg)?;
             fx.events.push(StoreEvent::Directory);
@@ -961,7 +1035,7 @@ impl Store for PgStore {
 
     async fn domain_get(&self, name: &str) -> Result<Option<Domain>> {
         let c = self.client().await?;
-        Ok(c.query_opt(
+        Ok(c.maybe_row(
             "SELECT name, created FROM domains WHERE name = $1",
             &[&name],
         )
@@ -975,7 +1049,7 @@ impl Store for PgStore {
 
     async fn domain_list(&self) -> Result<Vec<Domain>> {
         let c = self.client().await?;
-        Ok(c.query(
+        Ok(c.rows(
             "SELECT name, created FROM domains ORDER BY name COLLATE \"C\"",
             &[],
         )
@@ -997,7 +1071,7 @@ impl Store for PgStore {
                 return Err(StoreError::AlreadyExists(format!("alias {address}")));
             }
             let r = tx
-                .query_one(
+                .row(
                     &format!(
                         "INSERT INTO accounts (address, password_hash, quota_bytes, \
                          quota_messages, created) VALUES ($1, $2, $3, $4, $5) \
@@ -1032,7 +1106,7 @@ impl Store for PgStore {
 
     async fn account_get(&self, id: AccountId) -> Result<Option<Account>> {
         let c = self.client().await?;
-        match account(&**c, id, false).await {
+        match account(&c, id, false).await {
             Ok(a) => Ok(Some(a)),
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -1041,7 +1115,7 @@ impl Store for PgStore {
 
     async fn account_by_address(&self, address: &str) -> Result<Option<Account>> {
         let c = self.client().await?;
-        Ok(c.query_opt(
+        Ok(c.maybe_row(
             &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE address = $1"),
             &[&address],
         )
@@ -1052,7 +1126,7 @@ impl Store for PgStore {
 
     async fn account_list(&self) -> Result<Vec<Account>> {
         let c = self.client().await?;
-        Ok(c.query(
+        Ok(c.rows(
             &format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY id"),
             &[],
         )
@@ -1081,7 +1155,7 @@ impl Store for PgStore {
             if let Some(f) = up.forward {
                 a.forward = f;
             }
-            tx.execute(
+            tx.run(
                 "UPDATE accounts SET password_hash = $2, quota_bytes = $3, quota_messages = $4, \
                  disabled = $5, forward_to = $6, forward_keep = $7 WHERE id = $1",
                 &[
@@ -1106,7 +1180,7 @@ impl Store for PgStore {
         self.write(tx!(|tx, fx| {
             account(tx, id, true).await?;
             let boxes: Vec<MailboxId> = tx
-                .query(
+                .rows(
                     "SELECT id FROM mailboxes WHERE account = $1 ORDER BY id FOR UPDATE",
                     &[&(id as i64)],
                 )
@@ -1118,10 +1192,10 @@ impl Store for PgStore {
             for mb in boxes {
                 mailbox_remove(tx, mb).await?;
             }
-            tx.execute("DELETE FROM seen WHERE account = $1", &[&(id as i64)])
+            tx.run("DELETE FROM seen WHERE account = $1", &[&(id as i64)])
                 .await
                 .map_err(pg)?;
-            tx.execute("DELETE FROM accounts WHERE id = $1", &[&(id as i64)])
+            tx.run("DELETE FROM accounts WHERE id = $1", &[&(id as i64)])
                 .await
                 .map_err(pg)?;
             fx.events.push(StoreEvent::Directory);
@@ -1133,7 +1207,7 @@ impl Store for PgStore {
 
     async fn account_usage(&self, id: AccountId) -> Result<Usage> {
         let c = self.client().await?;
-        usage(&**c, id).await
+        usage(&c, id).await
     }
 
     async fn alias_set(&self, address: &str, targets: Vec<String>) -> Result<Alias> {
@@ -1144,7 +1218,7 @@ impl Store for PgStore {
                 return Err(StoreError::AlreadyExists(format!("account {address}")));
             }
             let r = tx
-                .query_one(
+                .row(
                     "INSERT INTO aliases (address, targets, created) VALUES ($1, $2, $3) \
                      ON CONFLICT (address) DO UPDATE SET targets = EXCLUDED.targets \
                      RETURNING address, targets, created, policy",
@@ -1162,7 +1236,7 @@ impl Store for PgStore {
         let address = address.to_string();
         self.write(tx!(|tx, fx| {
             let r = tx
-                .query_opt(
+                .maybe_row(
                     "UPDATE aliases SET policy = $2 WHERE address = $1 \
                      RETURNING address, targets, created, policy",
                     &[&address, &policy.as_ref().map(json)],
@@ -1180,7 +1254,7 @@ impl Store for PgStore {
 
     async fn alias_get(&self, address: &str) -> Result<Option<Alias>> {
         let c = self.client().await?;
-        c.query_opt(
+        c.maybe_row(
             "SELECT address, targets, created, policy FROM aliases WHERE address = $1",
             &[&address],
         )
@@ -1192,7 +1266,7 @@ impl Store for PgStore {
 
     async fn alias_list(&self) -> Result<Vec<Alias>> {
         let c = self.client().await?;
-        c.query(
+        c.rows(
             "SELECT address, targets, created, policy FROM aliases ORDER BY address COLLATE \"C\"",
             &[],
         )
@@ -1221,7 +1295,7 @@ impl Store for PgStore {
 
     async fn mailbox_list(&self, account: AccountId) -> Result<Vec<Mailbox>> {
         let c = self.client().await?;
-        Ok(c.query(
+        Ok(c.rows(
             &format!(
                 "SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = $1 ORDER BY name COLLATE \"C\""
             ),
@@ -1236,7 +1310,7 @@ impl Store for PgStore {
 
     async fn mailbox_get(&self, id: MailboxId) -> Result<Option<Mailbox>> {
         let c = self.client().await?;
-        match mailbox(&**c, id, false).await {
+        match mailbox(&c, id, false).await {
             Ok(m) => Ok(Some(m)),
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -1246,7 +1320,7 @@ impl Store for PgStore {
     async fn mailbox_by_name(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
         let name = crate::embedded::normalize_mailbox_name(name);
         let c = self.client().await?;
-        Ok(c.query_opt(
+        Ok(c.maybe_row(
             &format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = $1 AND name = $2"),
             &[&(account as i64), &name],
         )
@@ -1312,7 +1386,7 @@ impl Store for PgStore {
             let prefix = format!("{}/", mb.name);
             let mut moves = vec![(mb.id, new_name.clone())];
             let children = tx
-                .query(
+                .rows(
                     "SELECT id, name FROM mailboxes WHERE account = $1 AND left(name, length($2)) = $2",
                     &[&(mb.account as i64), &prefix],
                 )
@@ -1335,7 +1409,7 @@ impl Store for PgStore {
             }
             // Through temporary names, so a child and its new name never collide midway.
             for (id, _) in &moves {
-                tx.execute(
+                tx.run(
                     "UPDATE mailboxes SET name = '\u{1}' || id::text WHERE id = $1",
                     &[&(*id as i64)],
                 )
@@ -1343,7 +1417,7 @@ impl Store for PgStore {
                 .map_err(pg)?;
             }
             for (id, n) in &moves {
-                tx.execute(
+                tx.run(
                     "UPDATE mailboxes SET name = $2 WHERE id = $1",
                     &[&(*id as i64), n],
                 )
@@ -1361,7 +1435,7 @@ impl Store for PgStore {
     async fn mailbox_subscribe(&self, id: MailboxId, subscribed: bool) -> Result<()> {
         self.write(tx!(|tx, fx| {
             let mb = mailbox(tx, id, true).await?;
-            tx.execute(
+            tx.run(
                 "UPDATE mailboxes SET subscribed = $2 WHERE id = $1",
                 &[&(id as i64), &subscribed],
             )
@@ -1408,7 +1482,7 @@ impl Store for PgStore {
                     .collect();
                 ids.sort_unstable();
                 ids.dedup();
-                tx.query(
+                tx.rows(
                     "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
                     &[&ids],
                 )
@@ -1435,7 +1509,7 @@ impl Store for PgStore {
 
     async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageEntry>> {
         let c = self.client().await?;
-        Ok(c.query(
+        Ok(c.rows(
             &format!("SELECT {MESSAGE_COLS} FROM messages WHERE mailbox = $1 ORDER BY uid"),
             &[&(mailbox as i64)],
         )
@@ -1448,7 +1522,7 @@ impl Store for PgStore {
 
     async fn message_get(&self, mailbox: MailboxId, uid: Uid) -> Result<Option<MessageEntry>> {
         let c = self.client().await?;
-        Ok(c.query_opt(
+        Ok(c.maybe_row(
             &format!("SELECT {MESSAGE_COLS} FROM messages WHERE mailbox = $1 AND uid = $2"),
             &[&(mailbox as i64), &(uid as i64)],
         )
@@ -1467,9 +1541,9 @@ impl Store for PgStore {
             .start()
             .await
             .map_err(pg)?;
-        let mb = mailbox(&*tx, mailbox_id, false).await?;
+        let mb = mailbox(&tx, mailbox_id, false).await?;
         let changed = tx
-            .query(
+            .rows(
                 &format!(
                     "SELECT {MESSAGE_COLS} FROM messages WHERE mailbox = $1 AND modseq > $2 \
                      ORDER BY uid"
@@ -1482,7 +1556,7 @@ impl Store for PgStore {
             .map(message_of)
             .collect();
         let expunged = tx
-            .query(
+            .rows(
                 "SELECT uid FROM expunged WHERE mailbox = $1 AND modseq > $2 ORDER BY uid",
                 &[&(mailbox_id as i64), &(since as i64)],
             )
@@ -1532,7 +1606,7 @@ impl Store for PgStore {
                     (true, false) => mb.unseen += 1,
                     _ => {}
                 }
-                tx.execute(
+                tx.run(
                     "UPDATE messages SET flags = $3, keywords = $4, modseq = $5 \
                      WHERE mailbox = $1 AND uid = $2",
                     &[
@@ -1582,7 +1656,7 @@ impl Store for PgStore {
             // The accounts first (in id order), then both mailboxes, as deliveries lock them.
             let src_account = mailbox(tx, from, false).await?.account;
             let dst_account = mailbox(tx, to, false).await?.account;
-            tx.query(
+            tx.rows(
                 "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
                 &[&vec![src_account as i64, dst_account as i64]],
             )
@@ -1623,7 +1697,7 @@ impl Store for PgStore {
             let mut pairs = Vec::with_capacity(entries.len());
             if !entries.is_empty() {
                 let blobs: Vec<i64> = entries.iter().map(|e| e.blob as i64).collect();
-                tx.execute(
+                tx.run(
                     "UPDATE blobs SET refs = refs + c.n FROM \
                      (SELECT id, count(*)::int AS n FROM unnest($1::bigint[]) AS id GROUP BY id) c \
                      WHERE blobs.id = c.id",
@@ -1666,7 +1740,7 @@ impl Store for PgStore {
     async fn blob_info(&self, id: BlobId) -> Result<BlobInfo> {
         let c = self.client().await?;
         match c
-            .query_opt(
+            .maybe_row(
                 "SELECT size, meta FROM blobs WHERE id = $1",
                 &[&(id as i64)],
             )
@@ -1686,7 +1760,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         // substring counts from 1; a length beyond the end stops at the end.
         match c
-            .query_opt(
+            .maybe_row(
                 "SELECT substring(data FROM $2 FOR $3) FROM blobs WHERE id = $1",
                 &[
                     &(id as i64),
@@ -1722,7 +1796,7 @@ impl Store for PgStore {
         let list: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         // Two queries for any number of blobs: their metadata, then the heads it measures.
         let metas: HashMap<u64, (u64, Vec<u8>)> = c
-            .query(
+            .rows(
                 "SELECT id, size, meta FROM blobs WHERE id = ANY($1)",
                 &[&list],
             )
@@ -1748,7 +1822,7 @@ impl Store for PgStore {
             );
         }
         let heads: HashMap<u64, Vec<u8>> = c
-            .query(
+            .rows(
                 "SELECT b.id, substring(b.data FROM 1 FOR w.n) FROM blobs b \
                  JOIN unnest($1::bigint[], $2::int[]) AS w(id, n) ON b.id = w.id",
                 &[&want_ids, &want_lens],
@@ -1773,7 +1847,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let list: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         let found: HashMap<u64, (u64, Arc<Vec<u8>>)> = c
-            .query(
+            .rows(
                 "SELECT id, size, meta FROM blobs WHERE id = ANY($1)",
                 &[&list],
             )
@@ -1802,7 +1876,7 @@ impl Store for PgStore {
 
     async fn queue_list(&self) -> Result<Vec<QueueEntry>> {
         let c = self.client().await?;
-        c.query("SELECT entry FROM queue ORDER BY id", &[])
+        c.rows("SELECT entry FROM queue ORDER BY id", &[])
             .await
             .map_err(pg)?
             .iter()
@@ -1812,7 +1886,7 @@ impl Store for PgStore {
 
     async fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>> {
         let c = self.client().await?;
-        c.query_opt("SELECT entry FROM queue WHERE id = $1", &[&(id as i64)])
+        c.maybe_row("SELECT entry FROM queue WHERE id = $1", &[&(id as i64)])
             .await
             .map_err(pg)?
             .map(|r| from_json(r.get::<_, &str>(0)))
@@ -1837,7 +1911,7 @@ impl Store for PgStore {
     async fn queue_delete(&self, id: QueueId) -> Result<()> {
         self.write(tx!(|tx, _fx| {
             let Some(r) = tx
-                .query_opt(
+                .maybe_row(
                     "DELETE FROM queue WHERE id = $1 RETURNING entry",
                     &[&(id as i64)],
                 )
@@ -1857,7 +1931,7 @@ impl Store for PgStore {
         self.write(tx!(|tx, _fx| {
             let now = now();
             let Some(r) = tx
-                .query_opt(
+                .maybe_row(
                     "SELECT claim_holder, claim_until FROM queue WHERE id = $1 FOR UPDATE",
                     &[&(id as i64)],
                 )
@@ -1870,7 +1944,7 @@ impl Store for PgStore {
             if u > now && h.as_deref() != Some(holder.as_str()) {
                 return Ok(false);
             }
-            tx.execute(
+            tx.run(
                 "UPDATE queue SET claim_holder = $2, claim_until = $3 WHERE id = $1",
                 &[&(id as i64), &holder, &until.max(0)],
             )
@@ -1892,7 +1966,7 @@ impl Store for PgStore {
     async fn trace_get(&self, trace_id: &str) -> Result<Vec<TraceEvent>> {
         let c = self.client().await?;
         let mut v: Vec<TraceEvent> = c
-            .query(
+            .rows(
                 "SELECT event FROM trace WHERE trace_id = $1 ORDER BY seq",
                 &[&trace_id],
             )
@@ -1907,7 +1981,7 @@ impl Store for PgStore {
 
     async fn trace_find(&self, key: &str, since: i64, limit: usize) -> Result<Vec<String>> {
         let c = self.client().await?;
-        Ok(c.query(
+        Ok(c.rows(
             "SELECT trace_id FROM trace WHERE keys @> ARRAY[$1::text] AND time >= $2 \
              GROUP BY trace_id ORDER BY max(time) DESC, trace_id DESC LIMIT $3",
             &[&key, &since, &i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -1921,7 +1995,7 @@ impl Store for PgStore {
 
     async fn trace_recent(&self, since: i64, limit: usize) -> Result<Vec<String>> {
         let c = self.client().await?;
-        Ok(c.query(
+        Ok(c.rows(
             "SELECT trace_id FROM trace WHERE time >= $1 \
              GROUP BY trace_id ORDER BY max(time) DESC, trace_id DESC LIMIT $2",
             &[&since, &i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -1936,10 +2010,10 @@ impl Store for PgStore {
     async fn trace_prune(&self, before: i64) -> Result<u64> {
         self.write(tx!(|tx, _fx| {
             let n = tx
-                .execute("DELETE FROM trace WHERE time < $1", &[&before])
+                .run("DELETE FROM trace WHERE time < $1", &[&before])
                 .await
                 .map_err(pg)?;
-            tx.execute("DELETE FROM seen WHERE expires <= $1", &[&(before / 1000)])
+            tx.run("DELETE FROM seen WHERE expires <= $1", &[&(before / 1000)])
                 .await
                 .map_err(pg)?;
             Ok(n)
@@ -1951,7 +2025,7 @@ impl Store for PgStore {
         let (name, source) = (name.to_string(), source.to_string());
         self.write(tx!(|tx, _fx| {
             account(tx, account_id, false).await?;
-            tx.execute(
+            tx.run(
                 "INSERT INTO sieve (account, name, source) VALUES ($1, $2, $3) \
                  ON CONFLICT (account, name) DO UPDATE SET source = EXCLUDED.source",
                 &[&(account_id as i64), &name, &source],
@@ -1965,7 +2039,7 @@ impl Store for PgStore {
 
     async fn sieve_get(&self, account: AccountId, name: &str) -> Result<Option<String>> {
         let c = self.client().await?;
-        Ok(c.query_opt(
+        Ok(c.maybe_row(
             "SELECT source FROM sieve WHERE account = $1 AND name = $2",
             &[&(account as i64), &name],
         )
@@ -1976,7 +2050,7 @@ impl Store for PgStore {
 
     async fn sieve_list(&self, account: AccountId) -> Result<Vec<SieveScript>> {
         let c = self.client().await?;
-        Ok(c.query(
+        Ok(c.rows(
             "SELECT s.name, octet_length(s.source)::bigint, a.name IS NOT NULL FROM sieve s \
              LEFT JOIN sieve_active a ON a.account = s.account AND a.name = s.name \
              WHERE s.account = $1 ORDER BY s.name COLLATE \"C\"",
@@ -2008,7 +2082,7 @@ impl Store for PgStore {
                     {
                         return Err(StoreError::NotFound(format!("script {n}")));
                     }
-                    tx.execute(
+                    tx.run(
                         "INSERT INTO sieve_active (account, name) VALUES ($1, $2) \
                          ON CONFLICT (account) DO UPDATE SET name = EXCLUDED.name",
                         &[&(account_id as i64), &n],
@@ -2017,7 +2091,7 @@ impl Store for PgStore {
                     .map_err(pg)?;
                 }
                 None => {
-                    tx.execute(
+                    tx.run(
                         "DELETE FROM sieve_active WHERE account = $1",
                         &[&(account_id as i64)],
                     )
@@ -2032,7 +2106,7 @@ impl Store for PgStore {
 
     async fn sieve_active(&self, account: AccountId) -> Result<Option<(String, String)>> {
         let c = self.client().await?;
-        Ok(c.query_opt(
+        Ok(c.maybe_row(
             "SELECT s.name, s.source FROM sieve_active a JOIN sieve s \
              ON s.account = a.account AND s.name = a.name WHERE a.account = $1",
             &[&(account as i64)],
@@ -2081,7 +2155,7 @@ impl Store for PgStore {
             }
             // The active pointer follows the script (no foreign key holds it back).
             let active = tx
-                .query_opt(
+                .maybe_row(
                     "DELETE FROM sieve_active WHERE account = $1 AND name = $2 RETURNING 1",
                     &[&a, &from],
                 )
@@ -2096,7 +2170,7 @@ impl Store for PgStore {
             )
             .await?;
             if active {
-                tx.execute(
+                tx.run(
                     "INSERT INTO sieve_active (account, name) VALUES ($1, $2)",
                     &[&a, &to],
                 )
@@ -2119,7 +2193,7 @@ impl Store for PgStore {
         self.write(tx!(|tx, _fx| {
             // Inserted or taken over when expired; a live mark is left as it is.
             let took = tx
-                .query_opt(
+                .maybe_row(
                     "INSERT INTO seen (account, key, expires) VALUES ($1, $2, $4) \
                      ON CONFLICT (account, key) DO UPDATE SET expires = EXCLUDED.expires \
                      WHERE seen.expires <= $3 RETURNING 1",
@@ -2143,7 +2217,7 @@ impl Store for PgStore {
             match junk {
                 Some(j) => {
                     account(tx, account_id, false).await?;
-                    tx.execute(
+                    tx.run(
                         "INSERT INTO senders (account, sender, junk) VALUES ($1, $2, $3) \
                          ON CONFLICT (account, sender) DO UPDATE SET junk = EXCLUDED.junk",
                         &[&(account_id as i64), &sender, &j],
@@ -2152,7 +2226,7 @@ impl Store for PgStore {
                     .map_err(pg)?;
                 }
                 None => {
-                    tx.execute(
+                    tx.run(
                         "DELETE FROM senders WHERE account = $1 AND sender = $2",
                         &[&(account_id as i64), &sender],
                     )
@@ -2167,7 +2241,7 @@ impl Store for PgStore {
 
     async fn sender_verdict(&self, account: AccountId, sender: &str) -> Result<Option<bool>> {
         let c = self.client().await?;
-        Ok(c.query_opt(
+        Ok(c.maybe_row(
             "SELECT junk FROM senders WHERE account = $1 AND sender = $2",
             &[&(account as i64), &sender.to_ascii_lowercase()],
         )
@@ -2179,7 +2253,7 @@ impl Store for PgStore {
     async fn token_put(&self, token: ApiToken) -> Result<()> {
         self.write(tx!(|tx, _fx| {
             let n = tx
-                .execute(
+                .run(
                     "INSERT INTO tokens (name, token) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                     &[&token.name, &json(&token)],
                 )
@@ -2195,7 +2269,7 @@ impl Store for PgStore {
 
     async fn token_list(&self) -> Result<Vec<ApiToken>> {
         let c = self.client().await?;
-        c.query("SELECT token FROM tokens ORDER BY name COLLATE \"C\"", &[])
+        c.rows("SELECT token FROM tokens ORDER BY name COLLATE \"C\"", &[])
             .await
             .map_err(pg)?
             .iter()
@@ -2215,6 +2289,71 @@ impl Store for PgStore {
         .await
     }
 
+    async fn counter_update(&self, key: &str, step: CounterStep<'_>) -> Result<Option<Counter>> {
+        let now = now_ms();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Inserted when missing and locked in one statement: two nodes never both start one.
+        let row = tx
+            .row(
+                "INSERT INTO counters (key, expires) VALUES ($1, 0) \
+                 ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key \
+                 RETURNING since_ms, hits, blocked_until, strikes, at_ms, expires",
+                &[&key],
+            )
+            .await
+            .map_err(pg)?;
+        let current = Some(counter_of(&row)).filter(|c| c.expires > now);
+        let next = step(current).filter(|c| c.expires > now);
+        match &next {
+            Some(n) => {
+                tx.run(
+                    "UPDATE counters SET since_ms = $2, hits = $3, blocked_until = $4, \
+                     strikes = $5, at_ms = $6, expires = $7 WHERE key = $1",
+                    &[
+                        &key,
+                        &n.since,
+                        &(n.count.min(i32::MAX as u32) as i32),
+                        &n.until,
+                        &(n.strikes.min(i32::MAX as u32) as i32),
+                        &n.at,
+                        &n.expires,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            None => {
+                tx.run("DELETE FROM counters WHERE key = $1", &[&key])
+                    .await
+                    .map_err(pg)?;
+            }
+        }
+        tx.commit().await.map_err(pg)?;
+        if self
+            .counter_writes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(COUNTER_SWEEP_EVERY)
+        {
+            c.run("DELETE FROM counters WHERE expires <= $1", &[&now])
+                .await
+                .map_err(pg)?;
+        }
+        Ok(next)
+    }
+
+    async fn counter_get(&self, key: &str) -> Result<Option<Counter>> {
+        let c = self.client().await?;
+        Ok(c.maybe_row(
+            "SELECT since_ms, hits, blocked_until, strikes, at_ms, expires FROM counters \
+                 WHERE key = $1 AND expires > $2",
+            &[&key, &now_ms()],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| counter_of(&r)))
+    }
+
     async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>> {
         let set = self.maildrops.clone();
         if !set.lock().unwrap().insert(account) {
@@ -2230,7 +2369,7 @@ impl Store for PgStore {
         let took = async {
             let c = self.client().await?;
             let now = now();
-            c.query_opt(
+            c.maybe_row(
                 "INSERT INTO maildrop_locks (account, holder, until) VALUES ($1, $2, $3) \
                  ON CONFLICT (account) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until \
                  WHERE maildrop_locks.until <= $4 RETURNING 1",
@@ -2262,7 +2401,7 @@ impl Store for PgStore {
                         .await;
                     if let Ok(c) = pool.get().await {
                         let _ = c
-                            .execute(
+                            .run(
                                 "UPDATE maildrop_locks SET until = $3 WHERE account = $1 AND holder = $2",
                                 &[&(account as i64), &holder, &(now() + MAILDROP_LEASE)],
                             )
@@ -2278,7 +2417,7 @@ impl Store for PgStore {
                 rt.spawn(async move {
                     if let Ok(c) = pool.get().await {
                         let _ = c
-                            .execute(
+                            .run(
                                 "DELETE FROM maildrop_locks WHERE account = $1 AND holder = $2",
                                 &[&(account as i64), &holder],
                             )

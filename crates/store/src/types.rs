@@ -488,3 +488,32 @@ pub struct ApiToken {
     pub hash: String,
     pub created: i64,
 }
+
+/// Short-lived state of a rate limit or a ban (login failures and lockouts, hourly sending
+/// counts, greylisted triples), kept under a key such as `login-ip:192.0.2.1` and shared by
+/// every node on one database. Times are Unix milliseconds; what each field means is the
+/// rule's business.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// When the current window began.
+    pub since: i64,
+    pub count: u32,
+    /// Blocked until then (0: not blocked).
+    pub until: i64,
+    /// Lockouts so far, and when the last one began (or another moment the rule keeps).
+    pub strikes: u32,
+    pub at: i64,
+    /// Forgotten after this.
+    pub expires: i64,
+}
+
+/// A rule's step: the counter as it is (`None` when absent or expired) to what to keep.
+pub type CounterStep<'a> = &'a (dyn Fn(Option<Counter>) -> Option<Counter> + Send + Sync);
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

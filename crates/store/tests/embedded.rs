@@ -43,6 +43,7 @@ conformance!(
     queue_claims,
     maildrop_lock,
     crossing_writers,
+    counters,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

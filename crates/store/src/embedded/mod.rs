@@ -57,9 +57,14 @@ pub struct EmbeddedStore {
     maildrops: Arc<Mutex<HashSet<AccountId>>>,
     /// Queue claims: one process owns the data directory, so they live in its memory.
     claims: Mutex<std::collections::HashMap<QueueId, (String, i64)>>,
+    /// Rate limits and bans: one process, so in its memory, bounded (`MAX_COUNTERS`).
+    counters: Mutex<std::collections::HashMap<String, Counter>>,
     tmp_dir: PathBuf,
     _lock: File,
 }
+
+/// Rate-limit counters kept at most (about 100 bytes each).
+const MAX_COUNTERS: usize = 200_000;
 
 pub(crate) fn db_err(e: impl Into<redb::Error>) -> StoreError {
     match e.into() {
@@ -240,6 +245,7 @@ impl EmbeddedStore {
             writer: Mutex::new(Some(writer)),
             maildrops: Arc::new(Mutex::new(HashSet::new())),
             claims: Mutex::new(std::collections::HashMap::new()),
+            counters: Mutex::new(std::collections::HashMap::new()),
             tmp_dir,
             _lock: lock,
         }))
@@ -1015,6 +1021,40 @@ impl Store for EmbeddedStore {
 
     async fn trace_prune(&self, before: i64) -> Result<u64> {
         expect_output!(self.write(Job::TracePrune(before)).await?, Count)
+    }
+
+    async fn counter_update(&self, key: &str, step: CounterStep<'_>) -> Result<Option<Counter>> {
+        let now = now_ms();
+        let mut map = self.counters.lock().unwrap();
+        let current = map.get(key).filter(|c| c.expires > now).cloned();
+        let next = step(current).filter(|c| c.expires > now);
+        match &next {
+            Some(c) => {
+                if !map.contains_key(key) && map.len() >= MAX_COUNTERS {
+                    map.retain(|_, c| c.expires > now);
+                    if map.len() >= MAX_COUNTERS {
+                        // A flood of made-up keys costs no more memory; callers let it pass.
+                        return Err(StoreError::Backend("too many rate-limit counters".into()));
+                    }
+                }
+                map.insert(key.to_string(), c.clone());
+            }
+            None => {
+                map.remove(key);
+            }
+        }
+        Ok(next)
+    }
+
+    async fn counter_get(&self, key: &str) -> Result<Option<Counter>> {
+        let now = now_ms();
+        Ok(self
+            .counters
+            .lock()
+            .unwrap()
+            .get(key)
+            .filter(|c| c.expires > now)
+            .cloned())
     }
 
     async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>> {

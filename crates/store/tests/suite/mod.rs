@@ -929,3 +929,73 @@ pub async fn crossing_writers(store: Arc<dyn Store>) {
             .messages;
     assert_eq!(total, 2 + 40 * 2 + 20 * 2);
 }
+
+pub async fn counters(store: Arc<dyn Store>) {
+    let now = now_ms();
+    let bump = move |c: Option<Counter>| {
+        let mut c = c.unwrap_or(Counter {
+            since: now,
+            expires: now + 60_000,
+            ..Default::default()
+        });
+        c.count += 1;
+        Some(c)
+    };
+    assert_eq!(store.counter_get("k").await.unwrap(), None);
+    let first = store.counter_update("k", &bump).await.unwrap().unwrap();
+    assert_eq!((first.count, first.since), (1, now));
+    assert_eq!(store.counter_get("k").await.unwrap(), Some(first));
+    // Every increment counts, however many writers at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for _ in 0..10 {
+                store.counter_update("k", &bump).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(store.counter_get("k").await.unwrap().unwrap().count, 101);
+    // An expired counter is gone for readers and for the next step.
+    let expired = |_: Option<Counter>| {
+        Some(Counter {
+            count: 7,
+            expires: now_ms() - 1,
+            ..Default::default()
+        })
+    };
+    assert_eq!(store.counter_update("old", &expired).await.unwrap(), None);
+    assert_eq!(store.counter_get("old").await.unwrap(), None);
+    let seen = std::sync::Mutex::new(Vec::new());
+    store
+        .counter_update("old", &|c| {
+            seen.lock().unwrap().push(c.clone());
+            c
+        })
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![None]);
+    // A step returning None forgets the counter; others are untouched.
+    store.counter_update("other", &bump).await.unwrap();
+    assert_eq!(store.counter_update("k", &|_| None).await.unwrap(), None);
+    assert_eq!(store.counter_get("k").await.unwrap(), None);
+    assert_eq!(store.counter_get("other").await.unwrap().unwrap().count, 1);
+    // Every field is kept as given.
+    let full = Counter {
+        since: now - 5,
+        count: 3,
+        until: now + 9_000,
+        strikes: 2,
+        at: now - 7,
+        expires: now + 86_400_000,
+    };
+    let f2 = full.clone();
+    store
+        .counter_update("full", &move |_| Some(f2.clone()))
+        .await
+        .unwrap();
+    assert_eq!(store.counter_get("full").await.unwrap(), Some(full));
+}
