@@ -261,3 +261,41 @@ greylist_delay = "2s"
     time.sleep(2.2)
     assert mx_try(b, "retried")[0] == 250
     assert mx_try(a, "known now")[0] == 250
+
+
+def test_web_sessions_are_shared_by_the_nodes(make_server, database):
+    from test_web import BOSS, Browser
+    extra = f'[http]\nadmins = ["{BOSS}"]\n'
+    a = node(make_server, database, extra, listeners=("imaps", "https"))
+    b = node(make_server, database, extra, listeners=("imaps", "https"))
+    a.cli("domain", "add", DOMAIN)
+    a.add_user(BOSS)
+    a.start()
+    b.start()
+    browser = Browser(a)
+    st, body = browser.login(BOSS)
+    assert st == 200 and body["admin"] is True
+    # The database keeps a digest of the token, never the cookie's token itself.
+    token = browser.cookie.split("=", 1)[1]
+    ids = psql_in(database, "SELECT id FROM web_sessions").split()
+    assert len(ids) == 1 and token not in ids
+    # The load balancer sends the next requests to node B: the same session, the same CSRF rule.
+    browser.server = b
+    st, body = browser.api("GET", "/session")
+    assert st == 200 and body["address"] == BOSS
+    st, r = browser.api("POST", "/domains", {"name": "second.test"}, csrf=False)
+    assert st == 403 and "X-CSRF-Token" in r["error"]
+    st, r = browser.api("POST", "/domains", {"name": "second.test"})
+    assert st in (200, 201), r
+    assert "second.test" in a.cli("domain", "list").stdout
+    # Logging out on B ends the session on A too.
+    assert browser.api("DELETE", "/session")[0] == 200
+    browser.server = a
+    assert browser.api("GET", "/session")[0] == 401
+
+
+def psql_in(url, sql):
+    r = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout

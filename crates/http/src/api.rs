@@ -17,7 +17,7 @@ use postern_directory::admin::AdminRequest;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::session::{self, SESSIONS};
+use crate::session;
 use crate::{AppState, Peer};
 
 /// The session of `token` and its account, while the account exists, may log in and (for the
@@ -26,16 +26,22 @@ async fn web_session(
     st: &AppState,
     token: &str,
 ) -> Result<Option<(session::Session, postern_store::Account)>, String> {
-    let Some(mut s) = SESSIONS.get(token, &st.session_limits()) else {
+    let store = st.directory.store();
+    let Some(mut s) = session::get(&**store, token, &st.session_limits())
+        .await
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(None);
     };
-    match st.directory.store().account_by_address(&s.address).await {
+    match store.account_by_address(&s.address).await {
         Ok(Some(a)) if !a.disabled && session::password_digest(&a.password_hash) == s.password => {
             s.admin = s.admin && st.is_admin(&a.address);
             Ok(Some((s, a)))
         }
         Ok(_) => {
-            SESSIONS.remove(token);
+            session::remove(&**store, token)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(None)
         }
         Err(e) => Err(e.to_string()),
@@ -74,7 +80,8 @@ pub(crate) async fn csrf(
         return next.run(req).await;
     }
     if let Some(token) = session::token_of(h)
-        && let Some(s) = SESSIONS.get(&token, &st.session_limits())
+        && let Ok(Some(s)) =
+            session::get(&**st.directory.store(), &token, &st.session_limits()).await
     {
         let sent = h
             .get("x-csrf-token")
@@ -953,7 +960,10 @@ async fn me_password(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
             session::token_of(&h),
             st.directory.store().account_by_address(&a.address).await,
         ) {
-            SESSIONS.set_password(&t, session::password_digest(&now.password_hash));
+            let digest = session::password_digest(&now.password_hash);
+            if let Err(e) = session::set_password(&**st.directory.store(), &t, digest).await {
+                tracing::warn!(error = %e, "session not kept after a password change");
+            }
         }
     }
     r
@@ -1132,15 +1142,22 @@ async fn session_login(st: St, h: HeaderMap, p: Ext, b: Bytes) -> Response {
     };
     let admin = st.is_admin(&a.address);
     let limits = st.session_limits();
+    let store = st.directory.store();
     if let Some(old) = session::token_of(&h) {
-        SESSIONS.remove(&old);
+        let _ = session::remove(&**store, &old).await;
     }
-    let (token, s) = SESSIONS.create(
+    let (token, s) = match session::create(
+        &**store,
         &a.address,
         admin,
         session::password_digest(&a.password_hash),
         &limits,
-    );
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
     tracing::info!(user = %a.address, admin, "web login");
     let mut r = json(StatusCode::OK, &session_json(&s));
     if let Ok(v) = header::HeaderValue::from_str(&session::cookie(Some(&token), limits.max_age)) {
@@ -1163,9 +1180,11 @@ async fn session_get(st: St, h: HeaderMap) -> Response {
     }
 }
 
-async fn session_logout(h: HeaderMap) -> Response {
-    if let Some(token) = session::token_of(&h) {
-        SESSIONS.remove(&token);
+async fn session_logout(st: St, h: HeaderMap) -> Response {
+    if let Some(token) = session::token_of(&h)
+        && let Err(e) = session::remove(&**st.directory.store(), &token).await
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
     }
     let mut r = json(
         StatusCode::OK,

@@ -2,29 +2,18 @@
 //! SameSite=Strict, no Domain) names who logged in and with which role; every state change
 //! made with it must also carry the session's CSRF token in `X-CSRF-Token`.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use base64::Engine;
+use postern_store::{Result, Store, WebSession, now_ms};
 
 pub const COOKIE: &str = "__Host-postern_session";
 
 /// Sessions one account keeps at once (browsers, devices).
 const PER_ACCOUNT: usize = 10;
 
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub address: String,
-    pub admin: bool,
-    pub csrf: String,
-    /// A digest of the account's password hash at login: a session ends when the password
-    /// changes, however it was changed.
-    pub password: u64,
-    created: Instant,
-    used: Instant,
-}
+pub type Session = WebSession;
 
 pub struct Limits {
     pub idle: Duration,
@@ -32,95 +21,93 @@ pub struct Limits {
     pub max_sessions: usize,
 }
 
-#[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
-}
+impl Limits {
+    fn expires(&self, created: i64, used: i64) -> i64 {
+        (used + self.idle.as_millis() as i64).min(created + self.max_age.as_millis() as i64)
+    }
 
-/// Every listener of the server shares one set of sessions.
-pub static SESSIONS: LazyLock<Sessions> = LazyLock::new(Sessions::default);
+    /// How stale the last-use time may get before it is written again: a request need not
+    /// cost a write.
+    fn touch_every(&self) -> i64 {
+        (self.idle.as_millis() as i64 / 10).clamp(1, 60_000)
+    }
+}
 
 fn random_token() -> String {
     let bytes: [u8; 32] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn alive(s: &Session, l: &Limits, now: Instant) -> bool {
-    now.duration_since(s.used) < l.idle && now.duration_since(s.created) < l.max_age
+/// What the store knows a token by.
+fn id_of(token: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
 }
 
-impl Sessions {
-    /// A new session; returns its token (for the cookie) and the session.
-    pub fn create(
-        &self,
-        address: &str,
-        admin: bool,
-        password: u64,
-        l: &Limits,
-    ) -> (String, Session) {
-        let now = Instant::now();
-        let token = random_token();
-        let s = Session {
-            address: address.to_string(),
-            admin,
-            csrf: random_token(),
-            password,
-            created: now,
-            used: now,
-        };
-        let mut map = self.map.lock().unwrap();
-        // One account cannot push everyone else out: its own oldest sessions go first.
-        let mut own: Vec<(Instant, String)> = map
-            .iter()
-            .filter(|(_, s)| s.address == address)
-            .map(|(t, s)| (s.used, t.clone()))
-            .collect();
-        if own.len() >= PER_ACCOUNT {
-            own.sort();
-            for (_, t) in own.iter().take(own.len() + 1 - PER_ACCOUNT) {
-                map.remove(t);
-            }
+/// A new session; returns its token (for the cookie) and the session.
+pub async fn create(
+    store: &dyn Store,
+    address: &str,
+    admin: bool,
+    password: u64,
+    l: &Limits,
+) -> Result<(String, Session)> {
+    let now = now_ms();
+    let token = random_token();
+    let s = WebSession {
+        id: id_of(&token),
+        address: address.to_string(),
+        admin,
+        csrf: random_token(),
+        password,
+        created: now,
+        used: now,
+        expires: l.expires(now, now),
+    };
+    // One account cannot push everyone else out: its own oldest sessions go first.
+    let mut own = store.web_session_list(address).await?;
+    if own.len() >= PER_ACCOUNT {
+        own.sort_by_key(|s| s.used);
+        for old in own.iter().take(own.len() + 1 - PER_ACCOUNT) {
+            store.web_session_delete(&old.id).await?;
         }
-        if map.len() >= l.max_sessions.max(1) {
-            map.retain(|_, s| alive(s, l, now));
-        }
-        while map.len() >= l.max_sessions.max(1) {
-            let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.used)
-                .map(|(t, _)| t.clone())
-            else {
-                break;
-            };
-            map.remove(&oldest);
-        }
-        map.insert(token.clone(), s.clone());
-        (token, s)
     }
+    store
+        .web_session_put(s.clone(), Some(l.max_sessions.max(1)))
+        .await?;
+    Ok((token, s))
+}
 
-    /// The live session of `token`, marked as used now.
-    pub fn get(&self, token: &str, l: &Limits) -> Option<Session> {
-        let now = Instant::now();
-        let mut map = self.map.lock().unwrap();
-        let s = map.get_mut(token)?;
-        if !alive(s, l, now) {
-            map.remove(token);
-            return None;
-        }
+/// The live session of `token`, marked as used now.
+pub async fn get(store: &dyn Store, token: &str, l: &Limits) -> Result<Option<Session>> {
+    let now = now_ms();
+    let Some(mut s) = store.web_session_get(&id_of(token)).await? else {
+        return Ok(None);
+    };
+    // Limits may have been lowered since the session began.
+    if l.expires(s.created, s.used) <= now {
+        store.web_session_delete(&s.id).await?;
+        return Ok(None);
+    }
+    if now - s.used >= l.touch_every() {
         s.used = now;
-        Some(s.clone())
+        s.expires = l.expires(s.created, now);
+        store.web_session_put(s.clone(), None).await?;
     }
+    Ok(Some(s))
+}
 
-    /// Keeps the session of `token` after its own password change.
-    pub fn set_password(&self, token: &str, password: u64) {
-        if let Some(s) = self.map.lock().unwrap().get_mut(token) {
-            s.password = password;
-        }
+/// Keeps the session of `token` after its own password change.
+pub async fn set_password(store: &dyn Store, token: &str, password: u64) -> Result<()> {
+    if let Some(mut s) = store.web_session_get(&id_of(token)).await? {
+        s.password = password;
+        store.web_session_put(s, None).await?;
     }
+    Ok(())
+}
 
-    pub fn remove(&self, token: &str) {
-        self.map.lock().unwrap().remove(token);
-    }
+pub async fn remove(store: &dyn Store, token: &str) -> Result<()> {
+    store.web_session_delete(&id_of(token)).await
 }
 
 /// The digest sessions keep of a password hash (never the hash itself).
@@ -174,32 +161,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sessions_expire_and_are_bounded() {
-        let s = Sessions::default();
+    #[tokio::test]
+    async fn sessions_expire_and_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            postern_store::embedded::EmbeddedStore::open(dir.path(), Default::default()).unwrap();
+        let s = &*store;
         let l = limits(60_000, 2);
-        let (a, _) = s.create("a@x", false, 0, &l);
-        let (b, _) = s.create("b@x", true, 0, &l);
-        assert!(s.get(&a, &l).is_some());
-        let (c, _) = s.create("c@x", false, 0, &l);
-        assert!(s.get(&b, &l).is_none(), "the least recently used went");
-        assert!(s.get(&a, &l).is_some() && s.get(&c, &l).is_some());
-        s.remove(&a);
-        assert!(s.get(&a, &l).is_none());
+        let (a, _) = create(s, "a@x", false, 0, &l).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (b, sb) = create(s, "b@x", true, 0, &l).await.unwrap();
+        assert!(
+            sb.admin && !sb.csrf.is_empty() && sb.id != b,
+            "the store keeps no token"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (c, _) = create(s, "c@x", false, 0, &l).await.unwrap();
+        assert!(
+            get(s, &a, &l).await.unwrap().is_none(),
+            "the least recently used went"
+        );
+        assert!(get(s, &b, &l).await.unwrap().is_some() && get(s, &c, &l).await.unwrap().is_some());
+        remove(s, &b).await.unwrap();
+        assert!(get(s, &b, &l).await.unwrap().is_none());
         let short = limits(1, 10);
-        let (d, _) = s.create("d@x", false, 0, &short);
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(s.get(&d, &short).is_none(), "idle too long");
+        let (d, _) = create(s, "d@x", false, 0, &short).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(get(s, &d, &short).await.unwrap().is_none(), "idle too long");
         let many = limits(60_000, 1000);
-        let first = s.create("e@x", false, 0, &many).0;
+        let first = create(s, "e@x", false, 0, &many).await.unwrap().0;
         for _ in 0..PER_ACCOUNT {
-            s.create("e@x", false, 0, &many);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            create(s, "e@x", false, 0, &many).await.unwrap();
         }
         assert!(
-            s.get(&first, &many).is_none(),
+            get(s, &first, &many).await.unwrap().is_none(),
             "an account's oldest session makes room"
         );
-        assert!(s.get(&c, &l).is_some(), "other accounts' sessions stay");
+        assert!(
+            get(s, &c, &l).await.unwrap().is_some(),
+            "other accounts' sessions stay"
+        );
     }
 
     #[test]

@@ -222,6 +222,16 @@ pub trait Store: Send + Sync + 'static {
     /// The counter under `key`, unless absent or expired.
     async fn counter_get(&self, key: &str) -> Result<Option<Counter>>;
 
+    // Web sessions: shared by every node.
+    /// Stores the session, replacing the one with its id. With `limit`, the least recently
+    /// used sessions beyond it are forgotten.
+    async fn web_session_put(&self, session: WebSession, limit: Option<usize>) -> Result<()>;
+    /// The session, unless absent or expired.
+    async fn web_session_get(&self, id: &str) -> Result<Option<WebSession>>;
+    async fn web_session_delete(&self, id: &str) -> Result<()>;
+    /// The live sessions of one account.
+    async fn web_session_list(&self, address: &str) -> Result<Vec<WebSession>>;
+
     /// One POP3 session per maildrop: `None` while another holds it (on any node).
     async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>>;
     /// Changes committed from now on, from any session.

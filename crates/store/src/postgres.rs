@@ -117,6 +117,18 @@ CREATE TABLE counters (
     expires bigint NOT NULL
 );
 CREATE INDEX counters_expires ON counters (expires);
+CREATE TABLE web_sessions (
+    id text PRIMARY KEY,
+    address text NOT NULL,
+    admin boolean NOT NULL,
+    csrf text NOT NULL,
+    password bigint NOT NULL,
+    created bigint NOT NULL,
+    used bigint NOT NULL,
+    expires bigint NOT NULL
+);
+CREATE INDEX web_sessions_address ON web_sessions (address);
+CREATE INDEX web_sessions_used ON web_sessions (used);
 "#,
 ];
 
@@ -466,6 +478,21 @@ impl PgStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pg)
+    }
+}
+
+const WEB_SESSION_COLS: &str = "id, address, admin, csrf, password, created, used, expires";
+
+fn web_session_of(r: &Row) -> WebSession {
+    WebSession {
+        id: r.get(0),
+        address: r.get(1),
+        admin: r.get(2),
+        csrf: r.get(3),
+        password: r.get::<_, i64>(4) as u64,
+        created: r.get(5),
+        used: r.get(6),
+        expires: r.get(7),
     }
 }
 
@@ -2352,6 +2379,76 @@ impl Store for PgStore {
         .await
         .map_err(pg)?
         .map(|r| counter_of(&r)))
+    }
+
+    async fn web_session_put(&self, session: WebSession, limit: Option<usize>) -> Result<()> {
+        let c = self.client().await?;
+        c.run(
+            "INSERT INTO web_sessions (id, address, admin, csrf, password, created, used, expires) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
+             address = EXCLUDED.address, admin = EXCLUDED.admin, csrf = EXCLUDED.csrf, \
+             password = EXCLUDED.password, used = EXCLUDED.used, expires = EXCLUDED.expires",
+            &[
+                &session.id,
+                &session.address,
+                &session.admin,
+                &session.csrf,
+                &(session.password as i64),
+                &session.created,
+                &session.used,
+                &session.expires,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        if let Some(limit) = limit {
+            // At logins only: the expired go, then the least recently used beyond the limit.
+            c.run("DELETE FROM web_sessions WHERE expires <= $1", &[&now_ms()])
+                .await
+                .map_err(pg)?;
+            c.run(
+                "DELETE FROM web_sessions WHERE id IN \
+                 (SELECT id FROM web_sessions ORDER BY used DESC, id OFFSET $1)",
+                &[&(limit.max(1) as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        Ok(())
+    }
+
+    async fn web_session_get(&self, id: &str) -> Result<Option<WebSession>> {
+        let c = self.client().await?;
+        Ok(c.maybe_row(
+            &format!("SELECT {WEB_SESSION_COLS} FROM web_sessions WHERE id = $1 AND expires > $2"),
+            &[&id, &now_ms()],
+        )
+        .await
+        .map_err(pg)?
+        .map(|r| web_session_of(&r)))
+    }
+
+    async fn web_session_delete(&self, id: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.run("DELETE FROM web_sessions WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn web_session_list(&self, address: &str) -> Result<Vec<WebSession>> {
+        let c = self.client().await?;
+        Ok(c.rows(
+            &format!(
+                "SELECT {WEB_SESSION_COLS} FROM web_sessions WHERE address = $1 AND expires > $2"
+            ),
+            &[&address, &now_ms()],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(web_session_of)
+        .collect())
     }
 
     async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>> {

@@ -517,3 +517,19 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A login to the web pages (admin or account), shared by every node. `id` is a digest of the
+/// cookie's token: the store never holds a token that could be replayed. Times in Unix ms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSession {
+    pub id: String,
+    pub address: String,
+    pub admin: bool,
+    /// What every state change made with the session must carry.
+    pub csrf: String,
+    /// A digest of the account's password hash at login: the session ends when it changes.
+    pub password: u64,
+    pub created: i64,
+    pub used: i64,
+    pub expires: i64,
+}

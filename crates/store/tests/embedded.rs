@@ -44,6 +44,7 @@ conformance!(
     maildrop_lock,
     crossing_writers,
     counters,
+    web_sessions,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,7 @@ pub struct EmbeddedStore {
     claims: Mutex<std::collections::HashMap<QueueId, (String, i64)>>,
     /// Rate limits and bans: one process, so in its memory, bounded (`MAX_COUNTERS`).
     counters: Mutex<std::collections::HashMap<String, Counter>>,
+    web_sessions: Mutex<std::collections::HashMap<String, WebSession>>,
     tmp_dir: PathBuf,
     _lock: File,
 }
@@ -246,6 +247,7 @@ impl EmbeddedStore {
             maildrops: Arc::new(Mutex::new(HashSet::new())),
             claims: Mutex::new(std::collections::HashMap::new()),
             counters: Mutex::new(std::collections::HashMap::new()),
+            web_sessions: Mutex::new(std::collections::HashMap::new()),
             tmp_dir,
             _lock: lock,
         }))
@@ -1055,6 +1057,54 @@ impl Store for EmbeddedStore {
             .get(key)
             .filter(|c| c.expires > now)
             .cloned())
+    }
+
+    async fn web_session_put(&self, session: WebSession, limit: Option<usize>) -> Result<()> {
+        let now = now_ms();
+        let mut map = self.web_sessions.lock().unwrap();
+        map.insert(session.id.clone(), session);
+        if let Some(limit) = limit
+            && map.len() > limit.max(1)
+        {
+            map.retain(|_, s| s.expires > now);
+            if map.len() > limit.max(1) {
+                let mut by_use: Vec<(i64, String)> =
+                    map.values().map(|s| (s.used, s.id.clone())).collect();
+                by_use.sort();
+                for (_, id) in by_use.iter().take(map.len() - limit.max(1)) {
+                    map.remove(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn web_session_get(&self, id: &str) -> Result<Option<WebSession>> {
+        let now = now_ms();
+        Ok(self
+            .web_sessions
+            .lock()
+            .unwrap()
+            .get(id)
+            .filter(|s| s.expires > now)
+            .cloned())
+    }
+
+    async fn web_session_delete(&self, id: &str) -> Result<()> {
+        self.web_sessions.lock().unwrap().remove(id);
+        Ok(())
+    }
+
+    async fn web_session_list(&self, address: &str) -> Result<Vec<WebSession>> {
+        let now = now_ms();
+        Ok(self
+            .web_sessions
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.address == address && s.expires > now)
+            .cloned()
+            .collect())
     }
 
     async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>> {

@@ -999,3 +999,66 @@ pub async fn counters(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(store.counter_get("full").await.unwrap(), Some(full));
 }
+
+pub async fn web_sessions(store: Arc<dyn Store>) {
+    let now = now_ms();
+    let session = |id: &str, address: &str, used: i64| WebSession {
+        id: id.into(),
+        address: address.into(),
+        admin: id.starts_with("admin"),
+        csrf: format!("csrf-{id}"),
+        password: u64::MAX - 5,
+        created: now - 1000,
+        used,
+        expires: now + 60_000,
+    };
+    store
+        .web_session_put(session("admin-1", "a@x.test", now - 30), Some(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.web_session_get("admin-1").await.unwrap(),
+        Some(session("admin-1", "a@x.test", now - 30)),
+        "every field comes back as it was"
+    );
+    store
+        .web_session_put(session("s2", "b@x.test", now - 20), Some(3))
+        .await
+        .unwrap();
+    store
+        .web_session_put(session("s3", "b@x.test", now - 10), Some(3))
+        .await
+        .unwrap();
+    // Used again: no longer the least recently used; a touch keeps the limit as it is.
+    store
+        .web_session_put(session("admin-1", "a@x.test", now), None)
+        .await
+        .unwrap();
+    store
+        .web_session_put(session("s4", "c@x.test", now), Some(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.web_session_get("s2").await.unwrap(),
+        None,
+        "least recently used"
+    );
+    let mut of_b: Vec<String> = store
+        .web_session_list("b@x.test")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    of_b.sort();
+    assert_eq!(of_b, ["s3"]);
+    store.web_session_delete("s3").await.unwrap();
+    assert_eq!(store.web_session_get("s3").await.unwrap(), None);
+    assert!(store.web_session_get("admin-1").await.unwrap().is_some());
+    // An expired session is gone for readers.
+    let mut old = session("old", "b@x.test", now - 50);
+    old.expires = now - 1;
+    store.web_session_put(old, None).await.unwrap();
+    assert_eq!(store.web_session_get("old").await.unwrap(), None);
+    assert!(store.web_session_list("b@x.test").await.unwrap().is_empty());
+}
