@@ -1922,6 +1922,18 @@ impl Store for PgStore {
 
     async fn queue_update(&self, entry: QueueEntry) -> Result<()> {
         self.write(tx!(|tx, fx| {
+            let Some(r) = tx
+                .maybe_row(
+                    "SELECT entry FROM queue WHERE id = $1 FOR UPDATE",
+                    &[&(entry.id as i64)],
+                )
+                .await
+                .map_err(pg)?
+            else {
+                return Err(StoreError::NotFound(format!("queue entry {}", entry.id)));
+            };
+            let stored: QueueEntry = from_json(r.get::<_, &str>(0))?;
+            let entry = entry.keeping_outcomes_of(&stored);
             one_row(
                 tx,
                 "UPDATE queue SET entry = $2 WHERE id = $1",

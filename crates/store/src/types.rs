@@ -420,6 +420,27 @@ pub struct QueueEntry {
     pub bounce: bool,
 }
 
+impl QueueEntry {
+    /// This entry as an update of `stored`: an outcome already recorded for a recipient is
+    /// kept, and a bounce or a delay warning stays done, so a writer holding an older copy (a
+    /// node whose claim ran out, an administrator's retry) never has a recipient sent to twice.
+    pub fn keeping_outcomes_of(mut self, stored: &QueueEntry) -> QueueEntry {
+        for (r, s) in self.recipients.iter_mut().zip(&stored.recipients) {
+            if r.address == s.address
+                && r.state == RecipientState::Pending
+                && s.state != RecipientState::Pending
+            {
+                r.state = s.state;
+                r.last_error = s.last_error.clone();
+            }
+        }
+        self.bounce |= stored.bounce;
+        self.warned |= stored.warned;
+        self.attempts = self.attempts.max(stored.attempts);
+        self
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StoreEvent {
     /// Messages were added, changed or removed in a mailbox.

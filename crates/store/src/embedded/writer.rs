@@ -531,9 +531,11 @@ impl<'t> Tables<'t> {
                 remove_source,
             } => self.copy(from, &uids, to, remove_source, fx, files),
             Job::QueueUpdate(entry) => {
-                if self.queue.get(entry.id).map_err(db_err)?.is_none() {
-                    return Err(StoreError::NotFound(format!("queue entry {}", entry.id)));
-                }
+                let stored: QueueEntry = match self.queue.get(entry.id).map_err(db_err)? {
+                    Some(v) => from_json(v.value())?,
+                    None => return Err(StoreError::NotFound(format!("queue entry {}", entry.id))),
+                };
+                let entry = entry.keeping_outcomes_of(&stored);
                 self.queue
                     .insert(entry.id, json(&entry).as_slice())
                     .map_err(db_err)?;

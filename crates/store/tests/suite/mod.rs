@@ -519,6 +519,21 @@ pub async fn queue(store: Arc<dyn Store>) {
     e.last_error = Some("451 try later".into());
     store.queue_update(e.clone()).await.unwrap();
     assert_eq!(store.queue_get(qid).await.unwrap().unwrap(), e);
+    // A writer holding an older copy (a node whose claim ran out, an administrator's retry)
+    // cannot undo a recorded outcome.
+    let stale = e.clone();
+    e.recipients[0].state = RecipientState::Delivered;
+    e.recipients[0].last_error = Some("250 2.0.0 taken".into());
+    e.warned = true;
+    store.queue_update(e.clone()).await.unwrap();
+    let mut retried = stale.clone();
+    retried.next_attempt = 12345;
+    store.queue_update(retried).await.unwrap();
+    let now = store.queue_get(qid).await.unwrap().unwrap();
+    assert_eq!(now.recipients[0].state, RecipientState::Delivered);
+    assert_eq!(now.recipients[0].last_error.as_deref(), Some("250 2.0.0 taken"));
+    assert!(now.warned);
+    assert_eq!(now.next_attempt, 12345, "the rest of the update is applied");
     // The local copy and the queue share the blob; dropping one keeps the other readable.
     let inbox = store.mailbox_by_name(a.id, "INBOX").await.unwrap().unwrap();
     store.expunge(inbox.id, vec![1]).await.unwrap();
