@@ -358,6 +358,9 @@ pub struct Storage {
     pub cache_size: ByteSize,
     /// Connections to PostgreSQL this node keeps at most.
     pub max_connections: usize,
+    /// How long a POP3 maildrop stays locked for a node that stopped renewing it (postgres
+    /// backend): a dead node's users get their maildrops back after this.
+    pub maildrop_lease: Seconds,
 }
 
 impl Default for Storage {
@@ -369,6 +372,7 @@ impl Default for Storage {
             spool_threshold: ByteSize(1 << 20),
             cache_size: ByteSize(64 << 20),
             max_connections: 16,
+            maildrop_lease: Seconds(60),
         }
     }
 }
@@ -1104,6 +1108,7 @@ backend = "embedded"     # or "postgres"
 url = ""                 # postgres://user@host/db for the postgres backend
 max_batch = 512          # most writes that share one commit (group commit)
 max_connections = 16     # connections to PostgreSQL at most (postgres backend)
+maildrop_lease = "60s"   # a POP3 maildrop held by a node that died is free after this
 spool_threshold = "1M"   # larger incoming messages go to a file while they arrive
 cache_size = "64M"       # memory for the embedded store's page cache
 

@@ -32,7 +32,7 @@ pub struct Pop3Server {
 struct Maildrop {
     mailbox: MailboxId,
     entries: Vec<MessageEntry>,
-    _lock: MaildropLock,
+    lock: MaildropLock,
 }
 
 enum Flow {
@@ -234,6 +234,13 @@ impl Pop3Server {
                 let Some(d) = drop.take() else {
                     return Flow::Close;
                 };
+                if !d.lock.held() {
+                    // Another session may own the maildrop now: change nothing.
+                    warn!("maildrop lock lost during the session; nothing deleted");
+                    io.write(b"-ERR [IN-USE] This session lost its lock on the maildrop; nothing was deleted, log in again\r\n");
+                    let _ = io.flush().await;
+                    return Flow::Close;
+                }
                 let result = async {
                     if !seen.is_empty() {
                         self.store
@@ -367,7 +374,7 @@ impl Pop3Server {
         *drop = Some(Maildrop {
             mailbox: inbox.id,
             entries,
-            _lock: lock,
+            lock,
         });
         core.logged_in(list)
     }

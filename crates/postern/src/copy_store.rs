@@ -25,6 +25,7 @@ pub async fn open_other(cfg: &Config, spec: &str) -> anyhow::Result<SharedStore>
             spec,
             postern_store::postgres::Options {
                 max_connections: cfg.storage.max_connections,
+                ..Default::default()
             },
         )
         .await

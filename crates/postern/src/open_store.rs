@@ -19,6 +19,7 @@ pub async fn open(cfg: &Config) -> anyhow::Result<Opened> {
             &cfg.storage.url,
             postern_store::postgres::Options {
                 max_connections: cfg.storage.max_connections,
+                maildrop_lease: std::time::Duration::from_secs(cfg.storage.maildrop_lease.0),
             },
         )
         .await

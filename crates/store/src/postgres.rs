@@ -135,21 +135,24 @@ CREATE INDEX web_sessions_used ON web_sessions (used);
 /// Expired rate-limit counters are swept after this many counter writes of a node.
 const COUNTER_SWEEP_EVERY: u64 = 1000;
 
-/// A POP3 maildrop lock lasts this long unless renewed (every third of it while held): a node
-/// that dies frees its users' maildrops after this.
-const MAILDROP_LEASE: i64 = 60;
+/// The database's clock in seconds: leases are timed by one clock, whatever the nodes' say.
+const DB_NOW: &str = "extract(epoch from clock_timestamp())::bigint";
 
 /// An arbitrary number all nodes agree on: one of them migrates at a time.
 const MIGRATION_LOCK: i64 = 0x706f_7374_6572_6e01;
 
 pub struct Options {
     pub max_connections: usize,
+    /// A POP3 maildrop lock lasts this long unless renewed (every third of it while held): a
+    /// node that dies frees its users' maildrops after this.
+    pub maildrop_lease: std::time::Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             max_connections: 16,
+            maildrop_lease: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -163,6 +166,8 @@ pub struct PgStore {
     node: String,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
     counter_writes: AtomicU64,
+    /// Seconds, at least 3.
+    maildrop_lease: i64,
 }
 
 /// The channel commits announce their events on.
@@ -402,6 +407,7 @@ impl PgStore {
             node,
             listener: Mutex::new(Some(listener)),
             counter_writes: AtomicU64::new(0),
+            maildrop_lease: (options.maildrop_lease.as_secs() as i64).max(3),
         });
         store.migrate().await?;
         Ok(store)
@@ -2475,14 +2481,16 @@ impl Store for PgStore {
             }
         };
         let holder = format!("{}/{:08x}", self.node, rand::random::<u32>());
+        let lease = self.maildrop_lease;
         let took = async {
             let c = self.client().await?;
-            let now = now();
             c.maybe_row(
-                "INSERT INTO maildrop_locks (account, holder, until) VALUES ($1, $2, $3) \
-                 ON CONFLICT (account) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until \
-                 WHERE maildrop_locks.until <= $4 RETURNING 1",
-                &[&(account as i64), &holder, &(now + MAILDROP_LEASE), &now],
+                &format!(
+                    "INSERT INTO maildrop_locks (account, holder, until) VALUES ($1, $2, {DB_NOW} + $3) \
+                     ON CONFLICT (account) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until \
+                     WHERE maildrop_locks.until <= {DB_NOW} RETURNING 1"
+                ),
+                &[&(account as i64), &holder, &lease],
             )
             .await
             .map_err(pg)
@@ -2501,40 +2509,65 @@ impl Store for PgStore {
             }
         }
         // Renewed while held; released (and the renewal stopped) when the lock is dropped.
+        // Lost when another holder has it or when no renewal got through for a whole lease.
+        let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let pool = self.pool.clone();
         let renew = {
-            let (pool, holder) = (pool.clone(), holder.clone());
+            let (pool, holder, held) = (pool.clone(), holder.clone(), held.clone());
             tokio::spawn(async move {
+                let every = std::time::Duration::from_secs(lease as u64 / 3);
+                let mut renewed = std::time::Instant::now();
                 loop {
-                    tokio::time::sleep(std::time::Duration::from_secs(MAILDROP_LEASE as u64 / 3))
-                        .await;
-                    if let Ok(c) = pool.get().await {
-                        let _ = c
+                    tokio::time::sleep(every).await;
+                    let r = match pool.get().await {
+                        Ok(c) => c
                             .run(
-                                "UPDATE maildrop_locks SET until = $3 WHERE account = $1 AND holder = $2",
-                                &[&(account as i64), &holder, &(now() + MAILDROP_LEASE)],
+                                &format!(
+                                    "UPDATE maildrop_locks SET until = {DB_NOW} + $3 \
+                                     WHERE account = $1 AND holder = $2"
+                                ),
+                                &[&(account as i64), &holder, &lease],
                             )
-                            .await;
+                            .await
+                            .map_err(pg),
+                        Err(e) => Err(pg(e)),
+                    };
+                    match r {
+                        Ok(1) => renewed = std::time::Instant::now(),
+                        Ok(_) => {
+                            tracing::warn!(account, "POP3 maildrop lock taken over");
+                            held.store(false, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(e) if renewed.elapsed().as_secs() as i64 >= lease - 1 => {
+                            tracing::warn!(account, error = %e, "POP3 maildrop lock lost");
+                            held.store(false, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(_) => {}
                     }
                 }
             })
         };
-        Ok(Some(MaildropLock::new(move || {
-            renew.abort();
-            local();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if let Ok(c) = pool.get().await {
-                        let _ = c
-                            .run(
-                                "DELETE FROM maildrop_locks WHERE account = $1 AND holder = $2",
-                                &[&(account as i64), &holder],
-                            )
-                            .await;
-                    }
-                });
-            }
-        })))
+        Ok(Some(MaildropLock::with_flag(
+            move || {
+                renew.abort();
+                local();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        if let Ok(c) = pool.get().await {
+                            let _ = c
+                                .run(
+                                    "DELETE FROM maildrop_locks WHERE account = $1 AND holder = $2",
+                                    &[&(account as i64), &holder],
+                                )
+                                .await;
+                        }
+                    });
+                }
+            },
+            held,
+        )))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

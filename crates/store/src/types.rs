@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 pub type AccountId = u64;
 pub type MailboxId = u64;
@@ -470,13 +471,26 @@ pub struct StoreStats {
 /// Held while a POP3 session owns a maildrop; dropping it releases the maildrop.
 pub struct MaildropLock {
     release: Option<Box<dyn FnOnce() + Send + Sync>>,
+    held: Arc<AtomicBool>,
 }
 
 impl MaildropLock {
     pub fn new(release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self::with_flag(release, Arc::new(AtomicBool::new(true)))
+    }
+
+    /// A lock that may be lost while held (a lease that could not be renewed): the backend
+    /// clears `held` then.
+    pub fn with_flag(release: impl FnOnce() + Send + Sync + 'static, held: Arc<AtomicBool>) -> Self {
         MaildropLock {
             release: Some(Box::new(release)),
+            held,
         }
+    }
+
+    /// Whether the maildrop is still this session's: changes are made only while it is.
+    pub fn held(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

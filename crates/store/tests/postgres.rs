@@ -159,3 +159,36 @@ async fn maildrop_lock_holds_across_nodes() {
     b.close().await.unwrap();
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maildrop_lease_is_renewed_and_its_loss_is_noticed() {
+    let db = TestDb::new().await;
+    let options = || Options {
+        maildrop_lease: std::time::Duration::from_secs(3),
+        ..Default::default()
+    };
+    let a = PgStore::connect(&db.url, options()).await.unwrap();
+    let b = PgStore::connect(&db.url, options()).await.unwrap();
+    let (acct, _) = suite::setup_account(a.clone(), "lease@example.test").await;
+    let lock = a.lock_maildrop(acct.id).await.unwrap().unwrap();
+    // Held past two lease lengths: renewed, and no other node gets it.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    assert!(lock.held());
+    assert!(b.lock_maildrop(acct.id).await.unwrap().is_none());
+    // Taken away (an operator's DELETE, a node that thought it had expired): the holder
+    // learns at its next renewal, and changes nothing after that.
+    let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute("DELETE FROM maildrop_locks").await.unwrap();
+    let other = b.lock_maildrop(acct.id).await.unwrap();
+    assert!(other.is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(!lock.held(), "the lost lease is noticed");
+    assert!(other.unwrap().held());
+    drop(lock);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    db.drop_db().await;
+}
