@@ -171,15 +171,25 @@ def test_embedded_store_moves_to_postgres(make_server, database):
     for i in range(5):
         mx_send(s, "someone@far.test", [ALICE], f"Subject: note {i}\r\n\r\nHello {i}.\r\n".encode())
     mx_send(s, "someone@far.test", [ALICE], b"Subject: work item\r\n\r\nFiled.\r\n")
+    # One message for two mailboxes: its bytes are kept once, in the copy too.
+    mx_send(s, "someone@far.test", [ALICE, BOB], b"Subject: for both\r\n\r\nShared.\r\n")
+    mx_send(s, "spammer@far.test", [ALICE], b"From: <spammer@far.test>\r\nSubject: junk\r\n\r\nBuy.\r\n")
     c = imap(s)
     c.select("INBOX")
     c.store("2", "+FLAGS", "(\\Flagged $Label1)")
+    # Alice teaches the junk filter about a sender by moving its mail to Junk.
+    assert c.copy("7", "Junk")[0] == "OK"
+    c.store("7", "+FLAGS", "(\\Deleted)")
+    c.expunge()
     c.logout()
     s.stop()
 
     r = s.cli("storage", "export", database)
     assert "copied; the counts agree" in r.stdout, r.stdout + r.stderr
-    assert re.search(r"messages\s+6\s+6", r.stdout), r.stdout
+    assert re.search(r"messages\s+9\s+9", r.stdout), r.stdout
+    assert psql_in(database, "SELECT count(*) FROM messages").strip() == "9"
+    assert psql_in(database, "SELECT count(*) FROM blobs").strip() == "8", "the shared message is stored once"
+    assert psql_in(database, "SELECT sender, junk FROM senders").split() == ["spammer@far.test|t"]
     again = s.cli("storage", "export", database, check=False)
     assert again.returncode == 1 and "not empty" in again.stderr
 
@@ -189,7 +199,7 @@ def test_embedded_store_moves_to_postgres(make_server, database):
     s.start()
     c = imap(s)
     typ, data = c.select("INBOX")
-    assert data[0] == b"5"
+    assert data[0] == b"6"
     typ, flags = c.fetch("2", "(FLAGS)")
     assert b"\\Flagged" in flags[0] and b"$Label1" in flags[0]
     typ, data = c.select("Work")

@@ -2,16 +2,19 @@
 //! (the embedded store into PostgreSQL, say), then counted on both sides.
 //!
 //! Messages get new UIDs (and their mailboxes a new UIDVALIDITY), so IMAP clients fetch their
-//! cache again once; flags, keywords, received dates, folders and subscriptions are kept. A
-//! message shared by several mailboxes is stored once per mailbox in the copy.
+//! cache again once; flags, keywords, received dates, folders, subscriptions and what users
+//! taught the junk filter are kept. A message shared by several mailboxes is stored once in the
+//! copy too. Not copied: web sessions, rate-limit counts and vacation-reply memory, which start
+//! afresh; a queued message's bytes are stored apart from its local copies.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use postern_config::Config;
 use postern_store::{
-    AccountUpdate, BlobData, Delivery, DeliveryTarget, MailboxTarget, NewAccount, NewBlob,
-    NewQueueEntry, SharedStore,
+    AccountUpdate, BlobData, BlobId, Delivery, DeliveryTarget, FlagOp, FlagsUpdate, MailboxId,
+    MailboxTarget, MessageEntry, NewAccount, NewBlob, NewQueueEntry, SharedStore, StoreError, Uid,
 };
 
 /// Messages (or bytes) per commit while copying.
@@ -80,6 +83,8 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
     for d in from.domain_list().await? {
         to.domain_add(&d.name).await?;
     }
+    // Where each source blob went in the copy: (mailbox, uid).
+    let mut copied: HashMap<BlobId, (MailboxId, Uid)> = HashMap::new();
     for a in from.account_list().await? {
         let b = to
             .account_create(NewAccount {
@@ -106,13 +111,22 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
                 None => to.mailbox_create(b.id, &m.name, m.special_use).await?,
             };
             to.mailbox_subscribe(target.id, m.subscribed).await?;
-            let mut batch = Vec::new();
-            let mut bytes = 0u64;
+            let mut batch = Batch::default();
             for e in from.message_list(m.id).await? {
+                // A message stored once for several mailboxes is stored once in the copy too.
+                if batch.blobs.contains(&e.blob) {
+                    batch.flush(to, &mut copied).await?;
+                }
+                if let Some(&(mb, uid)) = copied.get(&e.blob)
+                    && share(to, (mb, uid), target.id, &e).await?
+                {
+                    continue;
+                }
                 let info = from.blob_info(e.blob).await?;
                 let data = from.blob_read(e.blob, 0, info.size).await?;
-                bytes += info.size;
-                batch.push(Delivery {
+                batch.bytes += info.size;
+                batch.blobs.push(e.blob);
+                batch.deliveries.push(Delivery {
                     blob: NewBlob {
                         data: BlobData::Memory(data),
                         size: info.size,
@@ -128,12 +142,14 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
                     queue: None,
                     trace: Vec::new(),
                 });
-                if batch.len() >= BATCH || bytes >= BATCH_BYTES {
-                    store_all(to, std::mem::take(&mut batch)).await?;
-                    bytes = 0;
+                if batch.deliveries.len() >= BATCH || batch.bytes >= BATCH_BYTES {
+                    batch.flush(to, &mut copied).await?;
                 }
             }
-            store_all(to, batch).await?;
+            batch.flush(to, &mut copied).await?;
+        }
+        for (sender, junk) in from.sender_verdict_list(a.id).await? {
+            to.sender_verdict_set(b.id, &sender, Some(junk)).await?;
         }
         let scripts = from.sieve_list(a.id).await?;
         for s in &scripts {
@@ -198,16 +214,72 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
     Ok((count(from).await?, count(to).await?))
 }
 
-async fn store_all(to: &SharedStore, batch: Vec<Delivery>) -> anyhow::Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    for r in to.deliver_many(batch).await? {
-        for t in r.targets {
-            t?;
+/// Deliveries waiting to be stored together, with the source blob of each.
+#[derive(Default)]
+struct Batch {
+    deliveries: Vec<Delivery>,
+    blobs: Vec<BlobId>,
+    bytes: u64,
+}
+
+impl Batch {
+    async fn flush(
+        &mut self,
+        to: &SharedStore,
+        copied: &mut HashMap<BlobId, (MailboxId, Uid)>,
+    ) -> anyhow::Result<()> {
+        self.bytes = 0;
+        let blobs = std::mem::take(&mut self.blobs);
+        let deliveries = std::mem::take(&mut self.deliveries);
+        if deliveries.is_empty() {
+            return Ok(());
         }
+        for (r, blob) in to.deliver_many(deliveries).await?.into_iter().zip(blobs) {
+            for t in r.targets {
+                copied.entry(blob).or_insert(t?);
+            }
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Adds the message already copied at `at` to `mailbox` as well, sharing its bytes, with the
+/// flags and date `e` has; `false` when the target refuses (an account over its quota), for the
+/// caller to store the message on its own.
+async fn share(
+    to: &SharedStore,
+    at: (MailboxId, Uid),
+    mailbox: MailboxId,
+    e: &MessageEntry,
+) -> anyhow::Result<bool> {
+    let pairs = match to.copy(at.0, vec![at.1], mailbox, false).await {
+        Ok(p) => p,
+        Err(StoreError::QuotaExceeded) => return Ok(false),
+        Err(err) => return Err(err.into()),
+    };
+    let Some(&(_, uid)) = pairs.first() else {
+        return Ok(false);
+    };
+    let new = to.message_get(mailbox, uid).await?;
+    if new
+        .as_ref()
+        .is_some_and(|n| n.internal_date != e.internal_date)
+    {
+        // Copies keep the first one's date; this one had another: stored on its own instead.
+        to.expunge(mailbox, vec![uid]).await?;
+        return Ok(false);
+    }
+    if new.is_some_and(|n| n.flags != e.flags) {
+        to.flags_update(FlagsUpdate {
+            mailbox,
+            uids: vec![uid],
+            op: FlagOp::Replace,
+            flags: e.flags.clone(),
+            unchanged_since: None,
+        })
+        .await?;
+    }
+    Ok(true)
 }
 
 /// The counts side by side, and whether they agree.

@@ -210,6 +210,8 @@ pub trait Store: Send + Sync + 'static {
         junk: Option<bool>,
     ) -> Result<()>;
     async fn sender_verdict(&self, account: AccountId, sender: &str) -> Result<Option<bool>>;
+    /// Every sender the account's owner taught about, with the verdict, by sender.
+    async fn sender_verdict_list(&self, account: AccountId) -> Result<Vec<(String, bool)>>;
 
     // API tokens (`postern token create`): only a hash of each is kept.
     async fn token_put(&self, token: ApiToken) -> Result<()>;

@@ -2295,6 +2295,19 @@ impl Store for PgStore {
         .map(|r| r.get(0)))
     }
 
+    async fn sender_verdict_list(&self, account: AccountId) -> Result<Vec<(String, bool)>> {
+        let c = self.client().await?;
+        Ok(c.rows(
+            "SELECT sender, junk FROM senders WHERE account = $1 ORDER BY sender",
+            &[&(account as i64)],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+    }
+
     async fn token_put(&self, token: ApiToken) -> Result<()> {
         self.write(tx!(|tx, _fx| {
             let n = tx

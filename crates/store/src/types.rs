@@ -481,7 +481,10 @@ impl MaildropLock {
 
     /// A lock that may be lost while held (a lease that could not be renewed): the backend
     /// clears `held` then.
-    pub fn with_flag(release: impl FnOnce() + Send + Sync + 'static, held: Arc<AtomicBool>) -> Self {
+    pub fn with_flag(
+        release: impl FnOnce() + Send + Sync + 'static,
+        held: Arc<AtomicBool>,
+    ) -> Self {
         MaildropLock {
             release: Some(Box::new(release)),
             held,

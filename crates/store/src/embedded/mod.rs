@@ -727,6 +727,18 @@ impl Store for EmbeddedStore {
         })
     }
 
+    async fn sender_verdict_list(&self, account: AccountId) -> Result<Vec<(String, bool)>> {
+        self.read(|r| {
+            let t = r.open_table(SENDERS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in t.range((account, "")..(account + 1, "")).map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                out.push((k.value().1.to_string(), v.value() == 1));
+            }
+            Ok(out)
+        })
+    }
+
     async fn seen_mark(
         &self,
         account: AccountId,

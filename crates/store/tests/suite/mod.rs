@@ -531,7 +531,10 @@ pub async fn queue(store: Arc<dyn Store>) {
     store.queue_update(retried).await.unwrap();
     let now = store.queue_get(qid).await.unwrap().unwrap();
     assert_eq!(now.recipients[0].state, RecipientState::Delivered);
-    assert_eq!(now.recipients[0].last_error.as_deref(), Some("250 2.0.0 taken"));
+    assert_eq!(
+        now.recipients[0].last_error.as_deref(),
+        Some("250 2.0.0 taken")
+    );
     assert!(now.warned);
     assert_eq!(now.next_attempt, 12345, "the rest of the update is applied");
     // The local copy and the queue share the blob; dropping one keeps the other readable.
@@ -810,6 +813,21 @@ pub async fn sender_verdicts(store: Arc<dyn Store>) {
         store.sender_verdict(a.id, "x@far.test").await.unwrap(),
         Some(false)
     );
+    store
+        .sender_verdict_set(a.id, "Y@far.test", Some(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sender_verdict_list(a.id).await.unwrap(),
+        vec![
+            ("x@far.test".to_string(), false),
+            ("y@far.test".to_string(), true)
+        ]
+    );
+    store
+        .sender_verdict_set(a.id, "y@far.test", None)
+        .await
+        .unwrap();
     store
         .sender_verdict_set(a.id, "x@far.test", None)
         .await
