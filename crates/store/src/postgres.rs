@@ -166,6 +166,9 @@ pub struct PgStore {
     node: String,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
     counter_writes: AtomicU64,
+    announced: Announced,
+    /// Numbers this node's transactions for their announcements.
+    sequence: AtomicU64,
     /// Seconds, at least 3.
     maildrop_lease: i64,
 }
@@ -178,12 +181,27 @@ const EVENTS_PER_NOTIFY: usize = 40;
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Announcement {
     node: String,
+    /// This node's number for the commit.
+    #[serde(default)]
+    commit: u64,
     events: Vec<StoreEvent>,
 }
 
+/// Commits whose events this node passed on itself, by number, and when.
+type Announced = Arc<Mutex<HashMap<u64, std::time::Instant>>>;
+
+/// How long an own commit's announcement waits for the writer to have passed its events on.
+const OWN_EVENTS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Listens for other nodes' events and passes them on as if they were ours; reconnects when
-/// the connection drops.
-async fn listen(url: String, node: String, events: broadcast::Sender<StoreEvent>) {
+/// the connection drops. This node's own events are passed on by the writer after its commit;
+/// when the writer was cancelled while committing, its announcement passes them on instead.
+async fn listen(
+    url: String,
+    node: String,
+    events: broadcast::Sender<StoreEvent>,
+    announced: Announced,
+) {
     loop {
         if let Ok((client, mut conn)) = tokio_postgres::connect(&url, NoTls).await {
             // The connection is driven here, in this task: aborting it ends both.
@@ -207,6 +225,16 @@ async fn listen(url: String, node: String, events: broadcast::Sender<StoreEvent>
                                 for e in a.events {
                                     let _ = events.send(e);
                                 }
+                            } else if !announced.lock().unwrap().contains_key(&a.commit) {
+                                let (events, announced) = (events.clone(), announced.clone());
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(OWN_EVENTS_GRACE).await;
+                                    if !announced.lock().unwrap().contains_key(&a.commit) {
+                                        for e in a.events {
+                                            let _ = events.send(e);
+                                        }
+                                    }
+                                });
                             }
                         }
                         Some(Ok(_)) => {}
@@ -398,7 +426,13 @@ impl PgStore {
             .map_err(pg)?;
         let events = broadcast::channel(4096).0;
         let node = format!("{}/{:016x}", std::process::id(), rand::random::<u64>());
-        let listener = tokio::spawn(listen(url.to_string(), node.clone(), events.clone()));
+        let announced: Announced = Default::default();
+        let listener = tokio::spawn(listen(
+            url.to_string(),
+            node.clone(),
+            events.clone(),
+            announced.clone(),
+        ));
         let store = Arc::new(PgStore {
             pool,
             events,
@@ -407,6 +441,8 @@ impl PgStore {
             node,
             listener: Mutex::new(Some(listener)),
             counter_writes: AtomicU64::new(0),
+            announced,
+            sequence: AtomicU64::new(0),
             maildrop_lease: (options.maildrop_lease.as_secs() as i64).max(3),
         });
         store.migrate().await?;
@@ -462,9 +498,11 @@ impl PgStore {
         let mut fx = Effects::default();
         let out = f(&tx, &mut fx).await?;
         // Delivered to the listening nodes when (and only if) the transaction commits.
+        let commit = self.sequence.fetch_add(1, Ordering::Relaxed);
         for chunk in fx.events.chunks(EVENTS_PER_NOTIFY) {
             let a = Announcement {
                 node: self.node.clone(),
+                commit,
                 events: chunk.to_vec(),
             };
             tx.run("SELECT pg_notify($1, $2)", &[&CHANNEL, &json(&a)])
@@ -473,11 +511,20 @@ impl PgStore {
         }
         tx.commit().await.map_err(pg)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
-        for p in fx.spools {
-            let _ = tokio::fs::remove_file(p).await;
+        // No await between the commit and passing its events on.
+        if !fx.events.is_empty() {
+            let now = std::time::Instant::now();
+            let mut announced = self.announced.lock().unwrap();
+            if announced.len() >= 4096 {
+                announced.retain(|_, at| now.duration_since(*at) < OWN_EVENTS_GRACE * 10);
+            }
+            announced.insert(commit, now);
         }
         for e in fx.events {
             let _ = self.events.send(e);
+        }
+        for p in fx.spools {
+            let _ = tokio::fs::remove_file(p).await;
         }
         Ok(out)
     }
@@ -1403,7 +1450,11 @@ impl Store for PgStore {
     async fn mailbox_rename(&self, id: MailboxId, new_name: &str) -> Result<()> {
         let new_name = crate::embedded::normalize_mailbox_name(new_name);
         self.write(tx!(|tx, fx| {
-            let mb = mailbox(tx, id, true).await?;
+            // The account first, then the mailbox and its children in id order: the order
+            // every writer locks in.
+            let owner = mailbox(tx, id, false).await?.account;
+            account(tx, owner, true).await?;
+            let mb = mailbox(tx, id, false).await?;
             if mb.name == INBOX {
                 return Err(StoreError::Invalid("INBOX cannot be renamed here".into()));
             }
@@ -1418,14 +1469,15 @@ impl Store for PgStore {
             }
             let prefix = format!("{}/", mb.name);
             let mut moves = vec![(mb.id, new_name.clone())];
-            let children = tx
+            let locked = tx
                 .rows(
-                    "SELECT id, name FROM mailboxes WHERE account = $1 AND left(name, length($2)) = $2",
-                    &[&(mb.account as i64), &prefix],
+                    "SELECT id, name FROM mailboxes WHERE account = $1 \
+                     AND (id = $3 OR left(name, length($2)) = $2) ORDER BY id FOR UPDATE",
+                    &[&(mb.account as i64), &prefix, &(mb.id as i64)],
                 )
                 .await
                 .map_err(pg)?;
-            for r in &children {
+            for r in locked.iter().filter(|r| r.get::<_, i64>(0) as u64 != mb.id) {
                 let name: String = r.get(1);
                 moves.push((
                     r.get::<_, i64>(0) as u64,

@@ -192,3 +192,55 @@ async fn a_maildrop_lease_is_renewed_and_its_loss_is_noticed() {
     b.close().await.unwrap();
     db.drop_db().await;
 }
+
+/// A writer cancelled while its commit is on the way (a client that went away) still has its
+/// events passed on to this node's sessions, as the embedded store's writer thread does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_cancelled_writer_still_arrive() {
+    let db = TestDb::new().await;
+    let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let (acct, inbox) = suite::setup_account(store.clone(), "c@example.test").await;
+    let mut events = store.subscribe();
+    let mut caught = 0;
+    let mut micros = 50u64;
+    for _ in 0..400 {
+        let before = store.mailbox_get(inbox.id).await.unwrap().unwrap().messages;
+        while events.try_recv().is_ok() {}
+        let cut = tokio::time::timeout(
+            std::time::Duration::from_micros(micros),
+            store.deliver(suite::delivery(b"Subject: cut\r\n\r\nx\r\n", &[acct.id])),
+        )
+        .await
+        .is_err();
+        // Whatever commits was announced: wait for the mailbox's event when it did.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let after = store.mailbox_get(inbox.id).await.unwrap().unwrap().messages;
+        if after > before {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+                loop {
+                    if let Ok(StoreEvent::Mailbox { mailbox, .. }) = events.recv().await
+                        && mailbox == inbox.id
+                    {
+                        break;
+                    }
+                }
+            })
+            .await;
+            assert!(
+                got.is_ok(),
+                "a committed delivery's event went missing (cut: {cut})"
+            );
+            if cut {
+                caught += 1;
+                if caught >= 3 {
+                    break;
+                }
+            }
+        } else {
+            micros += 50;
+        }
+    }
+    eprintln!("cancelled after committing: {caught} time(s)");
+    store.close().await.unwrap();
+    db.drop_db().await;
+}
