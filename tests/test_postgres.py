@@ -71,6 +71,11 @@ def test_two_nodes_one_database(make_server, database):
     assert data[0] == b"1"
     typ, msg = c.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)])")
     assert b"via node A" in msg[0][1]
+    # Searches by header, by date sent and by body, on PostgreSQL.
+    assert c.search(None, "SUBJECT", '"via node"')[1] == [b"1"]
+    assert c.search(None, "SUBJECT", "elsewhere")[1] == [b""]
+    assert c.search(None, "SENTBEFORE", "1-Jan-2099")[1] == [b""], "no Date header: never sent"
+    assert c.search(None, "BODY", "Hello")[1] == [b"1"]
     c.store("1", "+FLAGS", "(\\Flagged)")
     c.logout()
     p = pop3(a)

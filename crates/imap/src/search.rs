@@ -196,49 +196,65 @@ pub async fn search(
     let max_uid = sel.uids.last().copied().unwrap_or(0);
     let mut hits: Vec<(u32, Uid, u64)> = Vec::new();
     let empty = Content::default();
-    for (i, &u) in sel.uids.iter().enumerate() {
-        let Ok(j) = all.binary_search_by_key(&u, |e| e.uid) else {
-            continue;
-        };
-        let e = &all[j];
-        let content = match need {
-            Need::Nothing => None,
+    let present: Vec<(u32, &MessageEntry)> = sel
+        .uids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &u)| {
+            let j = all.binary_search_by_key(&u, |e| e.uid).ok()?;
+            Some((i as u32 + 1, &all[j]))
+        })
+        .collect();
+    // Storage lookups in batches: one per 512 messages for dates and headers.
+    for chunk in present.chunks(512) {
+        let blobs: Vec<u64> = chunk.iter().map(|(_, e)| e.blob).collect();
+        let contents: Vec<Option<Content>> = match need {
+            Need::Nothing => chunk.iter().map(|_| None).collect(),
             Need::Meta => {
-                let info = store.blob_info(e.blob).await?;
-                let sent = match MessageMeta::decode(&info.meta) {
-                    Some(m) => m.sent,
-                    None => {
-                        postern_message::meta::compute(&store.blob_read(e.blob, 0, e.size).await?)
+                let infos = store.blob_infos(&blobs).await?;
+                let mut v = Vec::with_capacity(chunk.len());
+                for ((_, e), info) in chunk.iter().zip(infos) {
+                    let sent = match info.ok().and_then(|i| MessageMeta::decode(&i.meta)) {
+                        Some(m) => m.sent,
+                        None => {
+                            postern_message::meta::compute(
+                                &store.blob_read(e.blob, 0, e.size).await?,
+                            )
                             .sent
-                    }
-                };
-                Some(Content {
-                    sent,
-                    ..Default::default()
-                })
+                        }
+                    };
+                    v.push(Some(Content {
+                        sent,
+                        ..Default::default()
+                    }));
+                }
+                v
             }
-            Need::Header | Need::Full => {
-                let raw = if need == Need::Full {
-                    store.blob_read(e.blob, 0, e.size).await?
-                } else {
-                    let info = store.blob_info(e.blob).await?;
-                    let hl = MessageMeta::decode(&info.meta)
-                        .map(|m| m.header_len as u64)
-                        .unwrap_or(e.size);
-                    store.blob_read(e.blob, 0, hl).await?
-                };
-                Some(load(&raw, need == Need::Full))
+            Need::Header => store
+                .blob_heads(&blobs, MessageMeta::header_len_of)
+                .await?
+                .into_iter()
+                .map(|h| h.map(|raw| Some(load(&raw, false))))
+                .collect::<Result<_, _>>()?,
+            Need::Full => {
+                let mut v = Vec::with_capacity(chunk.len());
+                for (_, e) in chunk {
+                    v.push(Some(load(&store.blob_read(e.blob, 0, e.size).await?, true)));
+                }
+                v
             }
         };
-        let ctx = Ctx {
-            seq: i as u32 + 1,
-            e,
-            max_seq,
-            max_uid,
-            c: content.as_ref().unwrap_or(&empty),
-        };
-        if eval(&key, &ctx) {
-            hits.push((i as u32 + 1, u, e.modseq));
+        for ((seq, e), content) in chunk.iter().zip(&contents) {
+            let ctx = Ctx {
+                seq: *seq,
+                e,
+                max_seq,
+                max_uid,
+                c: content.as_ref().unwrap_or(&empty),
+            };
+            if eval(&key, &ctx) {
+                hits.push((*seq, e.uid, e.modseq));
+            }
         }
     }
     let nums: Vec<u32> = hits.iter().map(|h| if uid { h.1 } else { h.0 }).collect();
