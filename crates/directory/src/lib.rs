@@ -184,7 +184,7 @@ impl Directory {
             handle.spawn(async move {
                 loop {
                     match rx.recv().await {
-                        Ok(StoreEvent::Directory)
+                        Ok(StoreEvent::Directory | StoreEvent::Missed)
                         | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             match weak.upgrade() {
                                 Some(d) => d.verified.lock().unwrap().clear(),

@@ -972,6 +972,7 @@ impl Session {
                 ev = self.events.recv() => {
                     let relevant = match &ev {
                         Ok(StoreEvent::Mailbox { mailbox, .. }) => self.selected.as_ref().is_some_and(|s| s.mailbox.id == *mailbox),
+                        Ok(StoreEvent::Missed) => true,
                         Ok(_) => false,
                         Err(broadcast::error::RecvError::Lagged(_)) => true,
                         Err(broadcast::error::RecvError::Closed) => return Err(Fail::Bye("Server shutting down".into())),

@@ -185,7 +185,7 @@ impl QueueRunner {
                     if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
                         return;
                     }
-                    if !matches!(ev, Ok(StoreEvent::Queue) | Err(_)) {
+                    if !matches!(ev, Ok(StoreEvent::Queue | StoreEvent::Missed) | Err(_)) {
                         continue;
                     }
                     // Let a burst of new mail gather before scanning.

@@ -202,6 +202,7 @@ async fn listen(
     events: broadcast::Sender<StoreEvent>,
     announced: Announced,
 ) {
+    let mut reconnecting = false;
     loop {
         if let Ok((client, mut conn)) = tokio_postgres::connect(&url, NoTls).await {
             // The connection is driven here, in this task: aborting it ends both.
@@ -215,6 +216,11 @@ async fn listen(
                             break;
                         }
                         listened = true;
+                        // What other nodes announced while this node was not listening is
+                        // lost: every session looks again.
+                        if reconnecting {
+                            let _ = events.send(StoreEvent::Missed);
+                        }
                     }
                     m = std::future::poll_fn(|cx| conn.poll_message(cx)) => match m {
                         Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
@@ -244,6 +250,7 @@ async fn listen(
             }
             tracing::warn!("lost the PostgreSQL notification connection; reconnecting");
         }
+        reconnecting = true;
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

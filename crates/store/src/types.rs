@@ -456,6 +456,9 @@ pub enum StoreEvent {
     Directory,
     /// The outbound queue got new work.
     Queue,
+    /// Events may have been missed (another node's could not be heard for a while): anything
+    /// may have changed.
+    Missed,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

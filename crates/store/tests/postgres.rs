@@ -244,3 +244,50 @@ async fn events_of_a_cancelled_writer_still_arrive() {
     store.close().await.unwrap();
     db.drop_db().await;
 }
+
+/// When the connection that hears other nodes drops, what they said meanwhile is lost: the
+/// node says so (`Missed`), and sessions look again, once it listens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_connection_is_reported() {
+    let db = TestDb::new().await;
+    let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let mut events = store.subscribe();
+    let (c, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The listener connects in the background; cut it once it is there.
+    loop {
+        let n = c
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND query LIKE 'LISTEN%'",
+                &[&db.name],
+            )
+            .await
+            .unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no listening connection"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Ok(StoreEvent::Missed) = events.recv().await {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        got.is_ok(),
+        "no Missed event after the listener reconnected"
+    );
+    store.close().await.unwrap();
+    db.drop_db().await;
+}
