@@ -79,10 +79,13 @@ pub(crate) async fn csrf(
     if login {
         return next.run(req).await;
     }
-    if let Some(token) = session::token_of(h)
-        && let Ok(Some(s)) =
-            session::get(&**st.directory.store(), &token, &st.session_limits()).await
-    {
+    if let Some(token) = session::token_of(h) {
+        // Unchecked is refused: the handler could find the session a moment later.
+        let s = match session::get(&**st.directory.store(), &token, &st.session_limits()).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return next.run(req).await,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        };
         let sent = h
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
