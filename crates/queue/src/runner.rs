@@ -310,7 +310,9 @@ impl QueueRunner {
                 };
                 groups.entry(d).or_default().push(i);
             }
+            let mut groups_left = groups.len();
             for (domain, idx) in groups {
+                groups_left -= 1;
                 // The claim is renewed for each destination; lost, the attempt stops here.
                 let until = now() + self.config.delivery.claim_timeout.0 as i64;
                 if let Ok(false) = self.store.queue_claim(entry.id, &self.node, until).await {
@@ -345,7 +347,19 @@ impl QueueRunner {
                     notices.push((*i, o));
                 }
                 // The remote answers are recorded before anything else happens, so a crash
-                // now never sends the message twice to those recipients.
+                // now never sends the message twice to those recipients. When all went and
+                // nobody asked to be told, removing the entry (next) records it instead.
+                let done = groups_left == 0
+                    && entry.recipients.iter().all(|r| {
+                        r.state == RecipientState::Delivered
+                            && !r
+                                .notify
+                                .as_deref()
+                                .is_some_and(|n| n.split(',').any(|x| x == "SUCCESS"))
+                    });
+                if done {
+                    continue;
+                }
                 if let Err(e) = self.store.queue_update(entry.clone()).await {
                     warn!(id = %entry.trace_id, error = %e, "cannot record delivery results");
                     return;
@@ -766,14 +780,19 @@ impl QueueRunner {
             );
         }
         events.extend(notice_event);
-        if let Err(e) = self.store.trace_append(events).await {
-            warn!(id = %entry.trace_id, error = %e, "cannot record the trace");
-        }
         if !pending || expired {
+            // Removed first: once it is gone nothing is sent again, whatever becomes of the
+            // trace.
             if let Err(e) = self.store.queue_delete(entry.id).await {
                 warn!(id = %entry.trace_id, error = %e, "cannot remove a finished queue entry");
             }
+            if let Err(e) = self.store.trace_append(events).await {
+                warn!(id = %entry.trace_id, error = %e, "cannot record the trace");
+            }
             return;
+        }
+        if let Err(e) = self.store.trace_append(events).await {
+            warn!(id = %entry.trace_id, error = %e, "cannot record the trace");
         }
         entry.warned |= warn_delay;
         entry.last_error = entry
