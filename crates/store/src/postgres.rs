@@ -769,23 +769,35 @@ async fn append_entry(
     if !flags.seen() {
         mb.unseen += 1;
     }
-    tx.run(
-        "INSERT INTO messages (mailbox, uid, blob, size, internal_date, modseq, flags, keywords) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[
-            &(mb.id as i64),
-            &(uid as i64),
-            &(blob as i64),
-            &(size as i64),
-            &internal_date,
-            &(mb.highest_modseq as i64),
-            &(flags.bits as i16),
-            &flags.keywords,
-        ],
-    )
-    .await
-    .map_err(pg)?;
-    put_mailbox_counts(tx, mb).await?;
+    // The row and the counters in one round trip.
+    let row = (
+        mb.id as i64,
+        uid as i64,
+        blob as i64,
+        size as i64,
+        mb.highest_modseq as i64,
+        flags.bits as i16,
+    );
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &row.0,
+        &row.1,
+        &row.2,
+        &row.3,
+        &internal_date,
+        &row.4,
+        &row.5,
+        &flags.keywords,
+    ];
+    let (inserted, counted) = tokio::join!(
+        tx.run(
+            "INSERT INTO messages (mailbox, uid, blob, size, internal_date, modseq, flags, keywords) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &params,
+        ),
+        put_mailbox_counts(tx, mb),
+    );
+    inserted.map_err(pg)?;
+    counted?;
     Ok(uid)
 }
 
@@ -916,25 +928,71 @@ async fn target_mailbox(
 
 async fn deliver_tx(tx: &Transaction<'_>, d: Delivery, fx: &mut Effects) -> Result<DeliveryReport> {
     let size = d.blob.size;
-    // Accounts first, in id order: a quota is checked against a stable usage.
+    let queued = d.queue.is_some();
+    let (bytes, spool) = match d.blob.data {
+        BlobData::Memory(b) => (b, None),
+        BlobData::File(p) => (
+            tokio::fs::read(&p).await.map_err(StoreError::from_io)?,
+            Some(p),
+        ),
+    };
+    // What needs no lock goes first, the bytes and the trace in one round trip (statements
+    // sent together run in order), so the locks below are held for as short a time as can be.
+    let refs = d.targets.len() as i32 + queued as i32;
+    let stored_size = size as i64;
+    let params: [&(dyn ToSql + Sync); 4] = [&stored_size, &d.blob.meta, &bytes, &refs];
+    let (blob, traced) = tokio::join!(
+        tx.row(
+            "INSERT INTO blobs (size, meta, data, refs) VALUES ($1, $2, $3, $4) RETURNING id",
+            &params,
+        ),
+        trace_append_tx(tx, &d.trace),
+    );
+    let blob = blob.map_err(pg)?.get::<_, i64>(0) as u64;
+    traced?;
+    drop(bytes);
+    // Accounts first, in id order: a quota is checked against a stable usage. For one account
+    // (most deliveries), its mailboxes are looked up in the same round trip, after the lock.
     let mut ids: Vec<AccountId> = d.targets.iter().map(|t| t.account).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut accounts: HashMap<AccountId, Account> = HashMap::new();
-    for id in ids {
-        if let Ok(a) = account(tx, id, true).await {
-            accounts.insert(id, a);
+    let one_account = ids.len() == 1;
+    let lock_accounts = async {
+        let mut accounts: HashMap<AccountId, Account> = HashMap::new();
+        for id in ids {
+            match account(tx, id, true).await {
+                Ok(a) => {
+                    accounts.insert(id, a);
+                }
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
-    }
+        Ok(accounts)
+    };
+    let resolve = async {
+        let mut found = Vec::with_capacity(d.targets.len());
+        for t in &d.targets {
+            found.push(target_mailbox(tx, t, fx).await);
+        }
+        found
+    };
+    let (accounts, found) = if one_account {
+        tokio::join!(lock_accounts, resolve)
+    } else {
+        let accounts = lock_accounts.await;
+        (accounts, resolve.await)
+    };
+    let accounts = accounts?;
     let mut targets: Vec<Result<MailboxId>> = Vec::with_capacity(d.targets.len());
     let mut pending: Vec<(AccountId, u64)> = Vec::new();
     let mut usages: HashMap<AccountId, Usage> = HashMap::new();
-    for t in &d.targets {
+    for (t, mb) in d.targets.iter().zip(found) {
         let r = async {
             let Some(a) = accounts.get(&t.account) else {
                 return Err(StoreError::NotFound(format!("account {}", t.account)));
             };
-            let mb = target_mailbox(tx, t, fx).await?;
+            let mb = mb?;
             if t.enforce_quota && (a.quota_bytes > 0 || a.quota_messages > 0) {
                 let u = match usages.get(&a.id) {
                     Some(u) => *u,
@@ -959,31 +1017,25 @@ async fn deliver_tx(tx: &Transaction<'_>, d: Delivery, fx: &mut Effects) -> Resu
         targets.push(r);
     }
     let ok = targets.iter().filter(|t| t.is_ok()).count() as i32;
-    let queued = d.queue.is_some();
-    trace_append_tx(tx, &d.trace).await?;
     if ok == 0 && !queued {
+        // Stored for nobody: the bytes go again (rare: every target refused).
+        tx.run("DELETE FROM blobs WHERE id = $1", &[&(blob as i64)])
+            .await
+            .map_err(pg)?;
         return Ok(DeliveryReport {
             blob: 0,
             targets: targets.into_iter().map(|t| t.map(|_| (0, 0))).collect(),
             queue_id: None,
         });
     }
-    let (bytes, spool) = match d.blob.data {
-        BlobData::Memory(b) => (b, None),
-        BlobData::File(p) => (
-            tokio::fs::read(&p).await.map_err(StoreError::from_io)?,
-            Some(p),
-        ),
-    };
-    let blob: i64 = tx
-        .row(
-            "INSERT INTO blobs (size, meta, data, refs) VALUES ($1, $2, $3, $4) RETURNING id",
-            &[&(size as i64), &d.blob.meta, &bytes, &(ok + queued as i32)],
+    if ok + queued as i32 != refs {
+        tx.run(
+            "UPDATE blobs SET refs = $2 WHERE id = $1",
+            &[&(blob as i64), &(ok + queued as i32)],
         )
         .await
-        .map_err(pg)?
-        .get(0);
-    let blob = blob as u64;
+        .map_err(pg)?;
+    }
     // Mailboxes in id order too.
     let mut order: Vec<MailboxId> = targets
         .iter()

@@ -482,10 +482,23 @@ pub async fn quota(store: Arc<dyn Store>) {
     assert!(r.targets[0].is_ok());
     let r = store.deliver(delivery(&msg, &[a.id])).await.unwrap();
     assert!(matches!(r.targets[0], Err(StoreError::QuotaExceeded)));
+    assert_eq!(r.blob, 0, "refused everywhere: nothing stored");
     assert_eq!(store.account_usage(a.id).await.unwrap().bytes, 60);
     store.expunge(inbox.id, vec![1]).await.unwrap();
     let r = store.deliver(delivery(&msg, &[a.id])).await.unwrap();
     assert!(r.targets[0].is_ok(), "deliverable again after deletion");
+    // Taken by one of two accounts: the bytes belong to that one message alone, and go with it.
+    let (b, b_inbox) = setup_account(store.clone(), "q2@example.test").await;
+    let r = store.deliver(delivery(&msg, &[a.id, b.id])).await.unwrap();
+    assert!(matches!(r.targets[0], Err(StoreError::QuotaExceeded)));
+    let (mb, uid) = *r.targets[1].as_ref().unwrap();
+    assert_eq!(mb, b_inbox.id);
+    assert_eq!(store.blob_read(r.blob, 0, 3).await.unwrap(), b"xxx");
+    store.expunge(mb, vec![uid]).await.unwrap();
+    assert!(
+        store.blob_info(r.blob).await.is_err(),
+        "the bytes went with their last message"
+    );
 }
 
 pub async fn queue(store: Arc<dyn Store>) {
