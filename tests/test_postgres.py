@@ -314,3 +314,20 @@ def psql_in(url, sql):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def test_doctor_reports_the_database(make_server, database):
+    a = node(make_server, database)
+    a.cli("domain", "add", DOMAIN)
+    a.start()
+    r = a.cli("doctor", check=False)
+    storage = next(b for b in r.stdout.split("\n\n") if "Storage" in b.splitlines()[0])
+    assert re.search(r"PostgreSQL \d+.*schema version \d+; nodes running on this database: 1", storage), storage
+    assert re.search(r"\d+ of PostgreSQL's \d+ connections in use", storage), storage
+    # A database that is not there: said plainly, with what to check.
+    gone = database.rsplit("/", 1)[0] + "/postern_missing_" + secrets.token_hex(4)
+    b = node(make_server, gone)
+    r = b.cli("doctor", check=False)
+    assert r.returncode != 0
+    assert "cannot use the PostgreSQL database of storage.url" in r.stdout, r.stdout
+    assert "pg_hba.conf" in r.stdout

@@ -804,6 +804,9 @@ async fn storage(cfg: &Config, access: &Access) -> Section {
         )),
         None => {}
     }
+    if cfg.storage.backend == "postgres" {
+        database(cfg, &mut s).await;
+    }
     let entries: Vec<QueueInfo> = match admin(cfg, access, AdminRequest::QueueList).await {
         Ok(AdminReply::Queue { entries }) => entries,
         Ok(_) => Vec::new(),
@@ -857,6 +860,66 @@ async fn storage(cfg: &Config, access: &Access) -> Section {
         s.ok(summary);
     }
     s
+}
+
+/// The PostgreSQL database of `storage.url`: reachable, its schema this build's, room for
+/// every node's connections.
+async fn database(cfg: &Config, s: &mut Section) {
+    let h = match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        postern_store::postgres::inspect(&cfg.storage.url),
+    )
+    .await
+    {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            s.fail(
+                format!("cannot use the PostgreSQL database of storage.url: {e}"),
+                "Check storage.url (host, port, user, database name), that PostgreSQL runs and accepts this host in pg_hba.conf, and the password.",
+            );
+            return;
+        }
+        Err(_) => {
+            s.fail(
+                "the PostgreSQL server of storage.url does not answer within 10 s",
+                "Check that PostgreSQL runs and that a firewall lets this host reach its port.",
+            );
+            return;
+        }
+    };
+    let version = format!("PostgreSQL {}", h.server_version);
+    if h.schema > h.schema_wanted {
+        s.warn(
+            format!("{version}: the database's schema (version {}) is newer than this node's (version {})", h.schema, h.schema_wanted),
+            "Another node runs a newer Postern: upgrade this one too, so all nodes read the data the same way.",
+        );
+    } else if h.schema < h.schema_wanted {
+        s.ok(format!(
+            "{version}: schema version {} (this node updates it to {} when it starts; postern storage migrate does it now)",
+            h.schema, h.schema_wanted
+        ));
+    } else {
+        s.ok(format!(
+            "{version}: schema version {}; nodes running on this database: {}",
+            h.schema, h.nodes
+        ));
+    }
+    let per_node = cfg.storage.max_connections as i64 + 1;
+    let room = h.max_connections - h.connections;
+    if h.max_connections > 0 && room < per_node {
+        s.warn(
+            format!(
+                "{} of PostgreSQL's {} connections in use: not enough left for another node's {per_node}",
+                h.connections, h.max_connections
+            ),
+            "Raise max_connections in postgresql.conf, or lower storage.max_connections on each node (each node keeps that many plus one for events).",
+        );
+    } else if h.max_connections > 0 {
+        s.ok(format!(
+            "{} of PostgreSQL's {} connections in use",
+            h.connections, h.max_connections
+        ));
+    }
 }
 
 /// The running server's open-file limit (from /proc), or, with no server running, the

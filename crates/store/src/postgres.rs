@@ -173,6 +173,73 @@ pub struct PgStore {
     maildrop_lease: i64,
 }
 
+/// What `postern doctor` reports of a database, read without changing anything.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub server_version: String,
+    /// The schema version of the database, and the one this build migrates to.
+    pub schema: usize,
+    pub schema_wanted: usize,
+    /// Nodes listening for each other's events (one connection each).
+    pub nodes: i64,
+    pub connections: i64,
+    pub max_connections: i64,
+}
+
+/// Connects once and reads the database's state (no migration).
+pub async fn inspect(url: &str) -> Result<Health> {
+    let (c, conn) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
+    let driver = tokio::spawn(conn);
+    let r = async {
+        let version: String = c
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let schema: i64 = match c
+            .query_one("SELECT count(*) FROM postern_schema", &[])
+            .await
+        {
+            Ok(r) => r.get(0),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+            Err(e) => return Err(pg(e)),
+        };
+        let nodes: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query = $1",
+                &[&format!("LISTEN {CHANNEL}")],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let connections: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let max: String = c
+            .query_one("SHOW max_connections", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(Health {
+            server_version: version,
+            schema: schema.max(0) as usize,
+            schema_wanted: MIGRATIONS.len(),
+            nodes,
+            connections,
+            max_connections: max.parse().unwrap_or(0),
+        })
+    }
+    .await;
+    driver.abort();
+    r
+}
+
 /// The channel commits announce their events on.
 const CHANNEL: &str = "postern_events";
 /// Events per notification: a payload stays well under PostgreSQL's 8000 bytes.
@@ -471,6 +538,13 @@ impl PgStore {
                 .await
                 .map_err(pg)?
                 .get(0);
+            if version as usize > MIGRATIONS.len() {
+                tracing::warn!(
+                    database = version,
+                    this_build = MIGRATIONS.len(),
+                    "the database's schema is newer than this build's: upgrade this node"
+                );
+            }
             for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
                 let tx = c.transaction().await.map_err(pg)?;
                 tx.batch_execute(m).await.map_err(pg)?;
