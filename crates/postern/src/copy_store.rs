@@ -113,8 +113,9 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
             to.mailbox_subscribe(target.id, m.subscribed).await?;
             let mut batch = Batch::default();
             for e in from.message_list(m.id).await? {
-                // A message stored once for several mailboxes is stored once in the copy too.
-                if batch.blobs.contains(&e.blob) {
+                // A message stored once for several mailboxes is stored once in the copy too;
+                // what came before it in this mailbox is stored first, to keep the order.
+                if batch.blobs.contains(&e.blob) || copied.contains_key(&e.blob) {
                     batch.flush(to, &mut copied).await?;
                 }
                 if let Some(&(mb, uid)) = copied.get(&e.blob)

@@ -52,6 +52,20 @@ impl StoreError {
     }
 }
 
+/// Counter keys longer than this are kept as a digest: they may carry addresses of any length,
+/// and an index entry's size is limited.
+const MAX_COUNTER_KEY: usize = 200;
+
+pub(crate) fn counter_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.len() <= MAX_COUNTER_KEY {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    let kind = key.split(':').next().unwrap_or_default();
+    let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    std::borrow::Cow::Owned(format!("{}:sha256:{hex}", &kind[..kind.len().min(40)]))
+}
+
 pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(28) | Some(122)) // ENOSPC, EDQUOT
         || e.kind() == std::io::ErrorKind::StorageFull
@@ -225,8 +239,9 @@ pub trait Store: Send + Sync + 'static {
     async fn counter_get(&self, key: &str) -> Result<Option<Counter>>;
 
     // Web sessions: shared by every node.
-    /// Stores the session, replacing the one with its id. With `limit`, the least recently
-    /// used sessions beyond it are forgotten.
+    /// With `limit`, stores a new session and forgets the least recently used beyond the limit.
+    /// Without, changes the session with its id if it is still there (a touch never brings
+    /// back a session ended meanwhile).
     async fn web_session_put(&self, session: WebSession, limit: Option<usize>) -> Result<()>;
     /// The session, unless absent or expired.
     async fn web_session_get(&self, id: &str) -> Result<Option<WebSession>>;

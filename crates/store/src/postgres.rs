@@ -136,7 +136,7 @@ CREATE INDEX web_sessions_used ON web_sessions (used);
 const COUNTER_SWEEP_EVERY: u64 = 1000;
 
 /// The database's clock in seconds: leases are timed by one clock, whatever the nodes' say.
-const DB_NOW: &str = "extract(epoch from clock_timestamp())::bigint";
+const DB_NOW: &str = "floor(extract(epoch from clock_timestamp()))::bigint";
 
 /// An arbitrary number all nodes agree on: one of them migrates at a time.
 const MIGRATION_LOCK: i64 = 0x706f_7374_6572_6e01;
@@ -1026,11 +1026,16 @@ async fn deliver_tx(tx: &Transaction<'_>, d: Delivery, fx: &mut Effects) -> Resu
     traced?;
     drop(bytes);
     // Accounts first, in id order: a quota is checked against a stable usage. For one account
-    // (most deliveries), its mailboxes are looked up in the same round trip, after the lock.
+    // and no mailbox to create (most deliveries), its mailboxes are looked up in the same round
+    // trip; else after the locks, for the accounts that are there.
     let mut ids: Vec<AccountId> = d.targets.iter().map(|t| t.account).collect();
     ids.sort_unstable();
     ids.dedup();
-    let one_account = ids.len() == 1;
+    let creates = d
+        .targets
+        .iter()
+        .any(|t| matches!(t.mailbox, MailboxTarget::Name { create: true, .. }));
+    let pipelined = ids.len() == 1 && !creates;
     let lock_accounts = async {
         let mut accounts: HashMap<AccountId, Account> = HashMap::new();
         for id in ids {
@@ -1044,20 +1049,28 @@ async fn deliver_tx(tx: &Transaction<'_>, d: Delivery, fx: &mut Effects) -> Resu
         }
         Ok(accounts)
     };
-    let resolve = async {
+    let (accounts, found) = if pipelined {
+        let resolve = async {
+            let mut found = Vec::with_capacity(d.targets.len());
+            for t in &d.targets {
+                found.push(target_mailbox(tx, t, fx).await);
+            }
+            found
+        };
+        let (accounts, found) = tokio::join!(lock_accounts, resolve);
+        (accounts?, found)
+    } else {
+        let accounts = lock_accounts.await?;
         let mut found = Vec::with_capacity(d.targets.len());
         for t in &d.targets {
-            found.push(target_mailbox(tx, t, fx).await);
+            found.push(if accounts.contains_key(&t.account) {
+                target_mailbox(tx, t, fx).await
+            } else {
+                Err(StoreError::NotFound(format!("account {}", t.account)))
+            });
         }
-        found
+        (accounts, found)
     };
-    let (accounts, found) = if one_account {
-        tokio::join!(lock_accounts, resolve)
-    } else {
-        let accounts = lock_accounts.await;
-        (accounts, resolve.await)
-    };
-    let accounts = accounts?;
     let mut targets: Vec<Result<MailboxId>> = Vec::with_capacity(d.targets.len());
     let mut pending: Vec<(AccountId, u64)> = Vec::new();
     let mut usages: HashMap<AccountId, Usage> = HashMap::new();
@@ -2533,6 +2546,7 @@ impl Store for PgStore {
     }
 
     async fn counter_update(&self, key: &str, step: CounterStep<'_>) -> Result<Option<Counter>> {
+        let key = &*counter_key(key);
         let now = now_ms();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
@@ -2577,15 +2591,18 @@ impl Store for PgStore {
             .counter_writes
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(COUNTER_SWEEP_EVERY)
-        {
-            c.run("DELETE FROM counters WHERE expires <= $1", &[&now])
+            && let Err(e) = c
+                .run("DELETE FROM counters WHERE expires <= $1", &[&now])
                 .await
-                .map_err(pg)?;
+        {
+            // The update itself is committed: only the sweep waits for another time.
+            tracing::warn!(error = %pg(e), "expired rate-limit counters not swept");
         }
         Ok(next)
     }
 
     async fn counter_get(&self, key: &str) -> Result<Option<Counter>> {
+        let key = &*counter_key(key);
         let c = self.client().await?;
         Ok(c.maybe_row(
             "SELECT since_ms, hits, blocked_until, strikes, at_ms, expires FROM counters \
@@ -2599,6 +2616,24 @@ impl Store for PgStore {
 
     async fn web_session_put(&self, session: WebSession, limit: Option<usize>) -> Result<()> {
         let c = self.client().await?;
+        if limit.is_none() {
+            c.run(
+                "UPDATE web_sessions SET address = $2, admin = $3, csrf = $4, password = $5, \
+                 used = $6, expires = $7 WHERE id = $1",
+                &[
+                    &session.id,
+                    &session.address,
+                    &session.admin,
+                    &session.csrf,
+                    &(session.password as i64),
+                    &session.used,
+                    &session.expires,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            return Ok(());
+        }
         c.run(
             "INSERT INTO web_sessions (id, address, admin, csrf, password, created, used, expires) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
@@ -2706,48 +2741,55 @@ impl Store for PgStore {
                 return Err(e);
             }
         }
-        // Renewed while held; released (and the renewal stopped) when the lock is dropped.
-        // Lost when another holder has it or when no renewal got through for a whole lease.
-        let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        // Renewed every third of the lease while held; released (and the renewal stopped) when
+        // the lock is dropped. Held until a lease counted from before the last renewal that got
+        // through, less a margin (the database rounds its clock down to the second), runs out,
+        // or until another holder has it.
+        let lease_ms = lease as u64 * 1000;
+        let margin_ms = (lease_ms / 6).max(1500);
+        let base = std::time::Instant::now();
+        let valid_until = Arc::new(AtomicU64::new(lease_ms.saturating_sub(margin_ms)));
         let pool = self.pool.clone();
         let renew = {
-            let (pool, holder, held) = (pool.clone(), holder.clone(), held.clone());
+            let (pool, holder, valid_until) = (pool.clone(), holder.clone(), valid_until.clone());
             tokio::spawn(async move {
-                let every = std::time::Duration::from_secs(lease as u64 / 3);
-                let mut renewed = std::time::Instant::now();
+                let every = std::time::Duration::from_millis(lease_ms / 3);
                 loop {
                     tokio::time::sleep(every).await;
-                    let r = match pool.get().await {
-                        Ok(c) => c
-                            .run(
-                                &format!(
-                                    "UPDATE maildrop_locks SET until = {DB_NOW} + $3 \
-                                     WHERE account = $1 AND holder = $2"
-                                ),
-                                &[&(account as i64), &holder, &lease],
-                            )
-                            .await
-                            .map_err(pg),
-                        Err(e) => Err(pg(e)),
-                    };
+                    let started = base.elapsed().as_millis() as u64;
+                    let r = tokio::time::timeout(every, async {
+                        let c = pool.get().await.map_err(pg)?;
+                        c.run(
+                            &format!(
+                                "UPDATE maildrop_locks SET until = {DB_NOW} + $3 \
+                                 WHERE account = $1 AND holder = $2"
+                            ),
+                            &[&(account as i64), &holder, &lease],
+                        )
+                        .await
+                        .map_err(pg)
+                    })
+                    .await;
                     match r {
-                        Ok(1) => renewed = std::time::Instant::now(),
-                        Ok(_) => {
+                        Ok(Ok(1)) => valid_until.store(
+                            started + lease_ms.saturating_sub(margin_ms),
+                            Ordering::SeqCst,
+                        ),
+                        Ok(Ok(_)) => {
                             tracing::warn!(account, "POP3 maildrop lock taken over");
-                            held.store(false, Ordering::SeqCst);
+                            valid_until.store(0, Ordering::SeqCst);
                             return;
                         }
-                        Err(e) if renewed.elapsed().as_secs() as i64 >= lease - 1 => {
-                            tracing::warn!(account, error = %e, "POP3 maildrop lock lost");
-                            held.store(false, Ordering::SeqCst);
-                            return;
+                        Ok(Err(e)) => {
+                            tracing::warn!(account, error = %e, "POP3 maildrop lock not renewed")
                         }
-                        Err(_) => {}
+                        Err(_) => tracing::warn!(account, "POP3 maildrop lock renewal timed out"),
                     }
                 }
             })
         };
-        Ok(Some(MaildropLock::with_flag(
+        let held = move || (base.elapsed().as_millis() as u64) < valid_until.load(Ordering::SeqCst);
+        Ok(Some(MaildropLock::with_check(
             move || {
                 renew.abort();
                 local();

@@ -1,7 +1,6 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 pub type AccountId = u64;
 pub type MailboxId = u64;
@@ -474,29 +473,29 @@ pub struct StoreStats {
 /// Held while a POP3 session owns a maildrop; dropping it releases the maildrop.
 pub struct MaildropLock {
     release: Option<Box<dyn FnOnce() + Send + Sync>>,
-    held: Arc<AtomicBool>,
+    held: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl MaildropLock {
     pub fn new(release: impl FnOnce() + Send + Sync + 'static) -> Self {
-        Self::with_flag(release, Arc::new(AtomicBool::new(true)))
+        Self::with_check(release, || true)
     }
 
-    /// A lock that may be lost while held (a lease that could not be renewed): the backend
-    /// clears `held` then.
-    pub fn with_flag(
+    /// A lock that may be lost while held (a lease that was not renewed in time): `held`
+    /// says whether it still is.
+    pub fn with_check(
         release: impl FnOnce() + Send + Sync + 'static,
-        held: Arc<AtomicBool>,
+        held: impl Fn() -> bool + Send + Sync + 'static,
     ) -> Self {
         MaildropLock {
             release: Some(Box::new(release)),
-            held,
+            held: Box::new(held),
         }
     }
 
     /// Whether the maildrop is still this session's: changes are made only while it is.
     pub fn held(&self) -> bool {
-        self.held.load(std::sync::atomic::Ordering::SeqCst)
+        (self.held)()
     }
 }
 

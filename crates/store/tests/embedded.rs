@@ -239,3 +239,54 @@ async fn active_scripts_survive_reopening() {
     assert_eq!(store.sieve_active(a.id).await.unwrap(), None);
     store.close().await.unwrap();
 }
+
+/// Counters are bounded per kind: a flood of made-up greylist senders is let through untracked
+/// and never pushes out login failures, which keep being counted however many there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_are_bounded_per_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = now_ms();
+    let start = move |c: Option<Counter>| {
+        let mut c = c.unwrap_or(Counter {
+            since: now,
+            expires: now + 3_600_000,
+            ..Default::default()
+        });
+        c.count += 1;
+        Some(c)
+    };
+    let cap = 100_000;
+    for i in 0..cap {
+        store
+            .counter_update(&format!("greylist:{i}"), &start)
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .counter_update("greylist:one-more", &start)
+            .await
+            .is_err(),
+        "greylisting is full: the caller lets the newcomer through"
+    );
+    store.counter_update("login-ip:a", &start).await.unwrap();
+    for i in 0..cap + 10 {
+        store
+            .counter_update(&format!("login-account:{i}"), &start)
+            .await
+            .unwrap();
+    }
+    let last = format!("login-account:{}", cap + 9);
+    assert_eq!(store.counter_get(&last).await.unwrap().unwrap().count, 1);
+    assert_eq!(
+        store
+            .counter_get("login-ip:a")
+            .await
+            .unwrap()
+            .unwrap()
+            .count,
+        1
+    );
+    store.close().await.unwrap();
+}

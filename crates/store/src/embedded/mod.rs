@@ -58,14 +58,53 @@ pub struct EmbeddedStore {
     /// Queue claims: one process owns the data directory, so they live in its memory.
     claims: Mutex<std::collections::HashMap<QueueId, (String, i64)>>,
     /// Rate limits and bans: one process, so in its memory, bounded (`MAX_COUNTERS`).
-    counters: Mutex<std::collections::HashMap<String, Counter>>,
+    counters: Mutex<std::collections::HashMap<String, CounterFamily>>,
     web_sessions: Mutex<std::collections::HashMap<String, WebSession>>,
     tmp_dir: PathBuf,
     _lock: File,
 }
 
-/// Rate-limit counters kept at most (about 100 bytes each).
-const MAX_COUNTERS: usize = 200_000;
+/// Rate-limit counters kept at most of one kind (the key's part before ':'), about 150 bytes
+/// each.
+const MAX_COUNTERS: usize = 100_000;
+
+/// The counters of one kind: a flood of one kind (made-up senders to greylist) never pushes
+/// out another (login failures).
+#[derive(Default)]
+struct CounterFamily {
+    map: std::collections::HashMap<String, Counter>,
+    pruned: Option<std::time::Instant>,
+}
+
+impl CounterFamily {
+    /// Room for one more: the expired go (at most once a minute); then greylisting lets the
+    /// newcomer through untracked, while other kinds (logins, sending limits) drop the counter
+    /// that would expire soonest, so they never stop counting.
+    fn make_room(&mut self, key: &str, now: i64) -> Result<()> {
+        if self
+            .pruned
+            .is_none_or(|p| p.elapsed() > std::time::Duration::from_secs(60))
+        {
+            self.map.retain(|_, c| c.expires > now);
+            self.pruned = Some(std::time::Instant::now());
+        }
+        if self.map.len() < MAX_COUNTERS {
+            return Ok(());
+        }
+        if key.starts_with("greylist:") {
+            return Err(StoreError::Backend("too many greylisted senders".into()));
+        }
+        if let Some(soonest) = self
+            .map
+            .iter()
+            .min_by_key(|(_, c)| c.expires)
+            .map(|(k, _)| k.clone())
+        {
+            self.map.remove(&soonest);
+        }
+        Ok(())
+    }
+}
 
 pub(crate) fn db_err(e: impl Into<redb::Error>) -> StoreError {
     match e.into() {
@@ -1038,35 +1077,35 @@ impl Store for EmbeddedStore {
     }
 
     async fn counter_update(&self, key: &str, step: CounterStep<'_>) -> Result<Option<Counter>> {
+        let key = &*counter_key(key);
         let now = now_ms();
-        let mut map = self.counters.lock().unwrap();
-        let current = map.get(key).filter(|c| c.expires > now).cloned();
+        let mut counters = self.counters.lock().unwrap();
+        let family = counters
+            .entry(key.split(':').next().unwrap_or(key).to_string())
+            .or_default();
+        let current = family.map.get(key).filter(|c| c.expires > now).cloned();
         let next = step(current).filter(|c| c.expires > now);
         match &next {
             Some(c) => {
-                if !map.contains_key(key) && map.len() >= MAX_COUNTERS {
-                    map.retain(|_, c| c.expires > now);
-                    if map.len() >= MAX_COUNTERS {
-                        // A flood of made-up keys costs no more memory; callers let it pass.
-                        return Err(StoreError::Backend("too many rate-limit counters".into()));
-                    }
+                if !family.map.contains_key(key) && family.map.len() >= MAX_COUNTERS {
+                    family.make_room(key, now)?;
                 }
-                map.insert(key.to_string(), c.clone());
+                family.map.insert(key.to_string(), c.clone());
             }
             None => {
-                map.remove(key);
+                family.map.remove(key);
             }
         }
         Ok(next)
     }
 
     async fn counter_get(&self, key: &str) -> Result<Option<Counter>> {
+        let key = &*counter_key(key);
         let now = now_ms();
-        Ok(self
-            .counters
-            .lock()
-            .unwrap()
-            .get(key)
+        let counters = self.counters.lock().unwrap();
+        Ok(counters
+            .get(key.split(':').next().unwrap_or(key))
+            .and_then(|f| f.map.get(key))
             .filter(|c| c.expires > now)
             .cloned())
     }
@@ -1074,6 +1113,12 @@ impl Store for EmbeddedStore {
     async fn web_session_put(&self, session: WebSession, limit: Option<usize>) -> Result<()> {
         let now = now_ms();
         let mut map = self.web_sessions.lock().unwrap();
+        if limit.is_none() {
+            if let Some(s) = map.get_mut(&session.id) {
+                *s = session;
+            }
+            return Ok(());
+        }
         map.insert(session.id.clone(), session);
         if let Some(limit) = limit
             && map.len() > limit.max(1)

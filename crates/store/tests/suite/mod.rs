@@ -1044,6 +1044,14 @@ pub async fn counters(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(store.counter_get("full").await.unwrap(), Some(full));
+    // Keys of any length (they may carry an address of any length), each its own counter.
+    let long = format!("greylist:{}", "x".repeat(6000));
+    let longer = format!("{long}y");
+    store.counter_update(&long, &bump).await.unwrap();
+    store.counter_update(&long, &bump).await.unwrap();
+    store.counter_update(&longer, &bump).await.unwrap();
+    assert_eq!(store.counter_get(&long).await.unwrap().unwrap().count, 2);
+    assert_eq!(store.counter_get(&longer).await.unwrap().unwrap().count, 1);
 }
 
 pub async fn web_sessions(store: Arc<dyn Store>) {
@@ -1099,6 +1107,12 @@ pub async fn web_sessions(store: Arc<dyn Store>) {
     of_b.sort();
     assert_eq!(of_b, ["s3"]);
     store.web_session_delete("s3").await.unwrap();
+    assert_eq!(store.web_session_get("s3").await.unwrap(), None);
+    // A touch racing a logout does not bring the session back.
+    store
+        .web_session_put(session("s3", "b@x.test", now + 5), None)
+        .await
+        .unwrap();
     assert_eq!(store.web_session_get("s3").await.unwrap(), None);
     assert!(store.web_session_get("admin-1").await.unwrap().is_some());
     // An expired session is gone for readers.
