@@ -15,11 +15,7 @@ use std::time::{Duration, Instant};
 
 /// SHA-256 of an API token, hex: what is stored instead of the token.
 pub fn token_hash(token: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    postern_store::sha256_hex(token)
 }
 
 pub use address::{AddressError, domain_of, normalize_address, validate_new_address};

@@ -40,8 +40,7 @@ fn random_token() -> String {
 
 /// What the store knows a token by.
 fn id_of(token: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
+    postern_store::sha256_hex(token)
 }
 
 /// A new session; returns its token (for the cookie) and the session.

@@ -61,9 +61,21 @@ pub(crate) fn counter_key(key: &str) -> std::borrow::Cow<'_, str> {
         return std::borrow::Cow::Borrowed(key);
     }
     let kind = key.split(':').next().unwrap_or_default();
-    let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    std::borrow::Cow::Owned(format!("{}:sha256:{hex}", &kind[..kind.len().min(40)]))
+    std::borrow::Cow::Owned(format!(
+        "{}:sha256:{}",
+        &kind[..kind.len().min(40)],
+        sha256_hex(key)
+    ))
+}
+
+/// SHA-256 in hex: what is kept instead of a secret (an API or session token) or of a key too
+/// long to index.
+pub fn sha256_hex(text: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {

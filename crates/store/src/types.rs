@@ -324,10 +324,7 @@ impl TraceEvent {
     pub fn new(trace_id: &str, kind: &str, text: impl Into<String>) -> TraceEvent {
         TraceEvent {
             trace_id: trace_id.to_string(),
-            time: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            time: now_ms(),
             kind: kind.to_string(),
             text: text.into(),
             keys: Vec::new(),
