@@ -17,3 +17,11 @@ pub fn parse(raw: &[u8]) -> Option<mail_parser::Message<'_>> {
 pub use trace::{
     ReceivedInfo, count_received, new_trace_id, received_header, return_path_header, rfc5322_date,
 };
+
+/// The first author's address of a message we made (a vacation reply), as written.
+pub fn first_from(raw: &[u8]) -> Option<String> {
+    let m = std::panic::catch_unwind(|| mail_parser::MessageParser::default().parse_headers(raw))
+        .ok()
+        .flatten()?;
+    m.from()?.first()?.address().map(str::to_string)
+}

@@ -65,6 +65,29 @@ impl MessageMeta {
     pub fn part(&self, section: &[u32]) -> Option<&Part> {
         self.parts.iter().find(|p| p.section == section)
     }
+
+    /// The same message with `delta` bytes more (or fewer) in its top-level header: what
+    /// ingest adds there (Return-Path, Authentication-Results) or takes away (forged results)
+    /// after parsing. Every offset but the message's start lies past the header, so all of
+    /// them move by `delta`.
+    pub fn moved(mut self, delta: i64) -> MessageMeta {
+        let mv = |o: &mut u32| {
+            if *o != 0 {
+                *o = (*o as i64 + delta).clamp(0, u32::MAX as i64) as u32;
+            }
+        };
+        mv(&mut self.header_len);
+        for p in &mut self.parts {
+            mv(&mut p.header);
+            mv(&mut p.body);
+            mv(&mut p.end);
+            if let Some((h, b)) = &mut p.message {
+                mv(h);
+                mv(b);
+            }
+        }
+        self
+    }
 }
 
 /// IMAP quoted string or literal for arbitrary bytes.
@@ -153,7 +176,12 @@ fn first_visits(children: &[u32], seen: &mut [bool]) -> Vec<usize> {
 const MAX_NESTING: usize = 32;
 
 pub fn compute(raw: &[u8]) -> MessageMeta {
-    let Some(msg) = crate::parse(raw) else {
+    compute_parsed(crate::parse(raw).as_ref(), raw)
+}
+
+/// The structure of a message already parsed (`None`: it could not be).
+pub fn compute_parsed(msg: Option<&Message>, raw: &[u8]) -> MessageMeta {
+    let Some(msg) = msg else {
         return MessageMeta {
             version: META_VERSION,
             header_len: raw.len() as u32,
@@ -166,13 +194,13 @@ pub fn compute(raw: &[u8]) -> MessageMeta {
     };
     let root = &msg.parts[0];
     let mut parts = Vec::new();
-    number(&msg, raw, &[], &mut parts, 0);
+    number(msg, raw, &[], &mut parts, 0);
     MessageMeta {
         version: META_VERSION,
         header_len: root.offset_body,
         envelope: envelope(root, raw),
-        body: structure(&msg, 0, raw, false, 0, &mut root_seen(&msg)),
-        bodystructure: structure(&msg, 0, raw, true, 0, &mut root_seen(&msg)),
+        body: structure(msg, 0, raw, false, 0, &mut root_seen(msg)),
+        bodystructure: structure(msg, 0, raw, true, 0, &mut root_seen(msg)),
         parts,
         sent: msg.date().map(|d| d.to_timestamp()),
     }

@@ -34,6 +34,7 @@ pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Ser
                 shutdown: s.shutdown.clone(),
                 trust: s.trust.clone(),
                 abuse: s.abuse.clone(),
+                ingest: s.ingest.clone(),
             });
             tokio::spawn(server.run(listener, tracker));
         }

@@ -29,6 +29,8 @@ pub struct Services {
     pub tracker: Tracker,
     pub trust: Option<Arc<postern_trust::Checker>>,
     pub abuse: Arc<postern_smtp::abuse::Abuse>,
+    /// Where every complete message goes.
+    pub ingest: Arc<postern_ingest::Ingest>,
     /// Doctor and DNS reports for the JSON API.
     pub hooks: postern_http::Hooks,
 }
@@ -207,11 +209,19 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let cfg = Arc::new(cfg);
+    let ingest = Arc::new(postern_ingest::Ingest {
+        store: store.clone(),
+        directory: directory.clone(),
+        trust: trust.clone(),
+        config: cfg.clone(),
+    });
     let services = Services {
         hooks,
         trust,
+        ingest,
         abuse: Arc::new(postern_smtp::abuse::Abuse::new(store.clone())),
-        config: Arc::new(cfg),
+        config: cfg,
         store: store.clone(),
         spool_dir,
         directory,

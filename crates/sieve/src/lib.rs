@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use mail_parser::Message;
 use sieve::compiler::grammar::actions::action_redirect::Notify;
 use sieve::compiler::grammar::{Capability, Comparator};
 use sieve::{Compiler, Envelope as SieveEnvelope, Event, Input, Recipient, Runtime, Script};
@@ -171,14 +172,30 @@ impl Engine {
         Ok(script)
     }
 
-    /// Runs `script` on `raw` for one recipient account.
-    pub fn run(&self, script: Arc<Sieve>, raw: &[u8], env: &Envelope, host: &dyn Host) -> Outcome {
-        let quiet = env.from.is_empty() || !may_auto_reply(raw);
-        let parsed = postern_message::parse(raw);
-        let mut ctx = match parsed {
-            Some(m) => self.runtime.filter_parsed(m),
-            None => self.runtime.filter(b""),
-        };
+    /// Runs `script` on a message in bytes (a dry run, a test): parsed here.
+    pub fn run_bytes(
+        &self,
+        script: Arc<Sieve>,
+        raw: &[u8],
+        env: &Envelope,
+        host: &dyn Host,
+    ) -> Outcome {
+        match postern_message::parse(raw) {
+            Some(m) => self.run(script, m, env, host),
+            None => self.run(script, Message::default(), env, host),
+        }
+    }
+
+    /// Runs `script` for one recipient account on the message ingest parsed.
+    pub fn run(
+        &self,
+        script: Arc<Sieve>,
+        message: Message<'_>,
+        env: &Envelope,
+        host: &dyn Host,
+    ) -> Outcome {
+        let quiet = env.from.is_empty() || !may_auto_reply(&message);
+        let mut ctx = self.runtime.filter_parsed(message);
         if !env.from.is_empty() {
             ctx.set_envelope(SieveEnvelope::From, env.from.as_str());
         }
@@ -311,19 +328,22 @@ impl Engine {
 }
 
 /// RFC 5230 section 4.5 and RFC 3834: no automatic reply to automatic mail, lists or bulk.
-fn may_auto_reply(raw: &[u8]) -> bool {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(raw.len());
-    let head = String::from_utf8_lossy(&raw[..end])
-        .replace("\r\n ", " ")
-        .replace("\r\n\t", " ");
-    for line in head.split("\r\n") {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
+fn may_auto_reply(message: &Message) -> bool {
+    let Some(root) = message.parts.first() else {
+        return true;
+    };
+    for h in &root.headers {
+        let name = h.name.as_str().to_ascii_lowercase();
+        // Fields ingest added carry their value as text; the sender's are read as written.
+        let value = match message
+            .raw_message
+            .get(h.offset_start as usize..h.offset_end as usize)
+        {
+            Some(v) if h.offset_end > h.offset_start => String::from_utf8_lossy(v)
+                .replace("\r\n ", " ")
+                .replace("\r\n\t", " "),
+            _ => h.value.as_text().unwrap_or_default().to_string(),
         };
-        let name = name.trim().to_ascii_lowercase();
         let value = value.trim().to_ascii_lowercase();
         let refuse = match name.as_str() {
             "auto-submitted" => value.split(';').next().is_some_and(|v| v.trim() != "no"),

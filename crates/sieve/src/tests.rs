@@ -44,7 +44,7 @@ fn env() -> Envelope {
 fn run(src: &str, msg: &[u8], host: &FakeHost) -> Outcome {
     let e = engine();
     let s = e.compile(src).unwrap();
-    e.run(s, msg, &env(), host)
+    e.run_bytes(s, msg, &env(), host)
 }
 
 #[test]
@@ -167,7 +167,7 @@ Message-ID: <2@far.test>\r\n\r\nhello\r\n";
     let mut e = env();
     e.from = "carol@far.test".into();
     let en = engine();
-    let o = en.run(en.compile(src).unwrap(), auto, &e, &h);
+    let o = en.run_bytes(en.compile(src).unwrap(), auto, &e, &h);
     assert!(o.actions.iter().all(|a| !matches!(a, Action::Reply { .. })));
 }
 
@@ -215,7 +215,7 @@ fn mailbox_include_and_errors_keep() {
     let s = e
         .compile(r#"require "fileinto"; if true {} if true {} if true {} if true {} fileinto "X";"#)
         .unwrap();
-    let o = e.run(s, MSG, &env(), &h);
+    let o = e.run_bytes(s, MSG, &env(), &h);
     assert!(o.error.unwrap().contains("max_instructions"));
     assert_eq!(o.actions.len(), 1);
 }

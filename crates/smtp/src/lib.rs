@@ -1,8 +1,7 @@
 //! SMTP: receiving as MX and submission for users (RFC 5321, 6409, 8314).
 
 pub mod abuse;
-mod filter;
-mod ingest;
+mod content;
 pub mod proto;
 mod server;
 

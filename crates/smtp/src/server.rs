@@ -9,14 +9,15 @@ use postern_config::Config;
 use postern_directory::{
     AuthOutcome, Destination, Directory, Routed, domain_of, normalize_address, sasl,
 };
+use postern_ingest::{Arrival, Client, Incoming, Ingest, MessageSink, Outcome, Recipient};
 use postern_net::{Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsStore, Tracker};
-use postern_store::{BlobData, SharedStore, TraceEvent};
+use postern_store::{DsnRet, SharedStore, TraceEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, info, warn};
 
-use crate::ingest::{self, Accepted, MessageSink};
+use crate::content::{self, temp_failure};
 use crate::proto::{
-    Action, CoreConfig, DataDecoder, MailFrom, RcptTo, Reply, Role, Sink, SmtpCore,
+    Action, CoreConfig, DataDecoder, MailFrom, RcptTo, Reply, Ret, Role, Sink, SmtpCore,
 };
 
 /// RFC 4954 4: an AUTH line (with its initial response) may be up to 12288 octets.
@@ -44,18 +45,19 @@ pub struct SmtpServer {
     pub trust: Option<Arc<postern_trust::Checker>>,
     /// Hourly sending limits and greylisting, shared by every listener.
     pub abuse: Arc<crate::abuse::Abuse>,
+    /// Where complete messages go.
+    pub ingest: Arc<Ingest>,
 }
 
-type Core = SmtpCore<Accepted>;
+type Core = SmtpCore<Recipient>;
 
-/// A message from another server after the inbound checks.
-struct Checked {
-    data: BlobData,
-    size: u64,
-    junk: bool,
-    summary: String,
-    author: String,
-    author_verified: bool,
+/// The message sink writes what the DATA decoder gives it.
+struct SinkOf<'a>(&'a mut MessageSink);
+
+impl Sink for SinkOf<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.put(bytes)
+    }
 }
 
 enum Flow {
@@ -67,7 +69,7 @@ enum Flow {
 struct Receiving {
     sink: MessageSink,
     trace_id: String,
-    bare: ingest::BareScan,
+    bare: content::BareScan,
 }
 
 impl SmtpServer {
@@ -386,7 +388,7 @@ impl SmtpServer {
                     "Your account is gone; log in again",
                 ));
             }
-            Err(e) => return Err(ingest::temp_failure(&e)),
+            Err(e) => return Err(temp_failure(&e)),
         };
         match self.directory.may_send_as(&account, &m.address).await {
             Ok(true) => Ok(()),
@@ -398,7 +400,7 @@ impl SmtpServer {
                     m.address
                 ),
             )),
-            Err(e) => Err(ingest::temp_failure(&e)),
+            Err(e) => Err(temp_failure(&e)),
         }
     }
 
@@ -437,7 +439,7 @@ impl SmtpServer {
     }
 
     /// Hourly recipient limits of logged-in users; greylisting on the MX.
-    async fn recipient_limits(&self, core: &Core, a: &Accepted, ip: IpAddr) -> Result<(), Reply> {
+    async fn recipient_limits(&self, core: &Core, a: &Recipient, ip: IpAddr) -> Result<(), Reply> {
         if let Some(user) = core.user() {
             let max = self.config.smtp.max_recipients_per_hour;
             return self.abuse.recipient(user, max).await.map_err(|w| {
@@ -488,7 +490,12 @@ impl SmtpServer {
         Some(format!("postmaster@{}", d.name))
     }
 
-    async fn check_recipient(&self, core: &Core, r: RcptTo, ip: IpAddr) -> Result<Accepted, Reply> {
+    async fn check_recipient(
+        &self,
+        core: &Core,
+        r: RcptTo,
+        ip: IpAddr,
+    ) -> Result<Recipient, Reply> {
         let raw = if r.address == "postmaster" {
             match self.postmaster_address().await {
                 Some(a) => a,
@@ -521,7 +528,7 @@ impl SmtpServer {
         }
         let local = match self.directory.is_local_domain(&domain).await {
             Ok(l) => l,
-            Err(e) => return Err(ingest::temp_failure(&e)),
+            Err(e) => return Err(temp_failure(&e)),
         };
         if !local {
             if core.user().is_none()
@@ -531,9 +538,10 @@ impl SmtpServer {
             }
             let address =
                 normalize_address(&raw).map_err(|e| Reply::new(553, "5.1.3", e.to_string()))?;
-            return Ok(Accepted {
-                rcpt: r,
+            return Ok(Recipient {
                 address: address.clone(),
+                orcpt: r.orcpt,
+                notify: r.notify,
                 dests: vec![Destination::Remote(address)],
             });
         }
@@ -568,9 +576,10 @@ impl SmtpServer {
                     }
                 }
                 let address = normalize_address(&raw).unwrap_or(raw);
-                Ok(Accepted {
-                    rcpt: r,
+                Ok(Recipient {
                     address,
+                    orcpt: r.orcpt,
+                    notify: r.notify,
                     dests,
                 })
             }
@@ -579,7 +588,7 @@ impl SmtpServer {
                 "5.1.1",
                 format!("<{raw}>: Recipient address rejected: no mailbox by this name at {domain}"),
             )),
-            Err(e) => Err(ingest::temp_failure(&e)),
+            Err(e) => Err(temp_failure(&e)),
         }
     }
 
@@ -690,7 +699,7 @@ impl SmtpServer {
                 self.count_error(core, io)
             }
             Err(e) => {
-                reply(io, ingest::temp_failure(&e));
+                reply(io, temp_failure(&e));
                 Flow::Continue
             }
         }
@@ -744,7 +753,7 @@ impl SmtpServer {
                 &self.spool_dir,
             ),
             trace_id,
-            bare: ingest::BareScan::default(),
+            bare: content::BareScan::default(),
         }
     }
 
@@ -785,7 +794,7 @@ impl SmtpServer {
                 }
             };
             let n = chunk.len();
-            match dec.feed(chunk, &mut rx.sink) {
+            match dec.feed(chunk, &mut SinkOf(&mut rx.sink)) {
                 Some(end) => {
                     io.consume(end);
                     break;
@@ -798,7 +807,7 @@ impl SmtpServer {
         }
         let report = dec.into_report();
         let received = postern_message::count_received(rx.sink.original_head());
-        if let Some(r) = ingest::check_content(
+        if let Some(r) = content::check_content(
             &report,
             received,
             c.max_received_headers,
@@ -876,7 +885,7 @@ impl SmtpServer {
             bare_lf: rx.bare.finish(),
             ..Default::default()
         };
-        if let Some(r) = ingest::check_content(
+        if let Some(r) = content::check_content(
             &report,
             received,
             c.max_received_headers,
@@ -927,344 +936,80 @@ impl SmtpServer {
         let _ = self.store.trace_append(vec![e]).await;
     }
 
-    /// Mail from another domain that one of our addresses sends on to another domain
-    /// (forwarding, aliases) leaves with an SRS sender of ours, so SPF passes there.
-    async fn forwarding_sender(
-        &self,
-        core: &Core,
-        from: &str,
-        rcpts: &[Accepted],
-    ) -> Option<String> {
-        if core.user().is_some() || from.is_empty() {
-            return None;
-        }
-        if self
-            .directory
-            .is_local_domain(domain_of(from))
-            .await
-            .unwrap_or(true)
-        {
-            return None;
-        }
-        // A recipient whose expansion reaches another domain (not a relayed recipient itself).
-        let via = rcpts.iter().find(|a| {
-            a.dests
-                .iter()
-                .any(|d| matches!(d, Destination::Remote(r) if *r != a.address))
-        })?;
-        self.directory
-            .forwarding_sender(from, domain_of(&via.address))
-    }
-
-    /// Mail the inbound checks judged junk goes into each recipient's Junk folder, unless the
-    /// recipient taught that its author is trusted (by moving such mail out of Junk); mail
-    /// from an author the recipient taught is junk goes there whatever the checks said.
-    async fn junk_folders(
-        &self,
-        rcpts: &[Accepted],
-        out: &mut std::collections::HashMap<postern_store::AccountId, String>,
-        junk: bool,
-        author: &str,
-        author_verified: bool,
-    ) {
-        for d in rcpts.iter().flat_map(|a| &a.dests) {
-            let Destination::Local(acc) = d else { continue };
-            let taught = if author.is_empty() {
-                None
-            } else {
-                self.store
-                    .sender_verdict(acc.id, author)
-                    .await
-                    .ok()
-                    .flatten()
-            };
-            // Trust needs a proven From header: a forger must not borrow it.
-            let to_junk = match taught {
-                Some(true) => true,
-                Some(false) if author_verified => false,
-                _ => junk,
-            };
-            if !to_junk {
-                continue;
-            }
-            if let Ok(boxes) = self.store.mailbox_list(acc.id).await
-                && let Some(mb) = boxes
-                    .iter()
-                    .find(|m| m.special_use == Some(postern_store::SpecialUse::Junk))
-            {
-                out.insert(acc.id, mb.name.clone());
-            }
-        }
-    }
-
-    /// With `routing.subaddress_folder`: `alice+news@` goes into alice's folder "news" when
-    /// she has one (any case), else to her INBOX.
-    async fn subaddress_folders(
-        &self,
-        rcpts: &[Accepted],
-    ) -> std::collections::HashMap<postern_store::AccountId, String> {
-        let mut out = std::collections::HashMap::new();
-        let r = &self.config.routing;
-        let Some(sep) = r.separator().filter(|_| r.subaddress_folder) else {
-            return out;
-        };
-        for a in rcpts {
-            let (local, domain) = a.address.rsplit_once('@').unwrap_or(("", ""));
-            let Some((base, detail)) = local.split_once(sep) else {
-                continue;
-            };
-            let base = format!("{base}@{domain}");
-            for d in &a.dests {
-                if let Destination::Local(acc) = d
-                    && acc.address == base
-                    && let Ok(boxes) = self.store.mailbox_list(acc.id).await
-                    // Not Sent, Drafts, Trash...: strangers must not file mail there.
-                    && let Some(mb) = boxes
-                        .iter()
-                        .find(|m| m.special_use.is_none() && m.name.eq_ignore_ascii_case(detail))
-                {
-                    out.entry(acc.id).or_insert_with(|| mb.name.clone());
-                }
-            }
-        }
-        out
-    }
-
-    /// The inbound checks of a message from another server: the message as it will be stored
-    /// (with Authentication-Results, without forged ones) and whether it goes to Junk; or the
-    /// reply refusing it. A message larger than `inbound.max_verify_size` is read only as far
-    /// as its header.
-    #[allow(clippy::too_many_arguments)]
-    async fn check_inbound(
-        &self,
-        checker: &postern_trust::Checker,
-        core: &Core,
-        ip: IpAddr,
-        from: &str,
-        data: BlobData,
-        size: u64,
-        prefix_len: usize,
-        rp_len: usize,
-    ) -> Result<Checked, (Reply, BlobData)> {
-        let complete = size <= self.config.inbound.max_verify_size.0;
-        let bytes = match read_start(&data, if complete { usize::MAX } else { HEAD_READ }).await {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(error = %e, "cannot read the spooled message");
-                return Err((
-                    ingest::temp_failure(&postern_store::StoreError::Io(e)),
-                    data,
-                ));
-            }
-        };
-        let prefix_len = prefix_len.min(bytes.len());
-        let original = &bytes[prefix_len..];
-        let helo = core.helo_name().unwrap_or("");
-        let v = checker.check(ip, helo, from, original, complete).await;
-        match &v.decision {
-            postern_trust::Decision::Reject(why) => {
-                return Err((Reply::new(550, "5.7.1", why.clone()), data));
-            }
-            postern_trust::Decision::Defer(why) => {
-                return Err((Reply::new(451, "4.4.3", why.clone()), data));
-            }
-            _ => {}
-        }
-        let stripped = postern_trust::strip_our_results_head(original, &self.config.hostname);
-        drop(bytes);
-        let junk = v.decision == postern_trust::Decision::Junk;
-        match rewrite(data, rp_len, prefix_len, v.headers.as_bytes(), stripped).await {
-            Ok((data, size)) => Ok(Checked {
-                data,
-                size,
-                junk,
-                summary: v.summary,
-                author: v.header_from,
-                author_verified: v.author_verified,
-            }),
-            Err((e, data)) => Err((ingest::temp_failure(&e), data)),
-        }
-    }
-
     async fn store_message(&self, core: &mut Core, io: &mut Io, rx: Receiving, ip: IpAddr) -> Flow {
         let started = std::time::Instant::now();
         let arrival = self.arrival(core, io, ip);
-        let message_id = ingest::message_id(rx.sink.original_head());
-        let prefix_len = rx.sink.prefix_len;
+        let helo = core.helo_name().unwrap_or("").to_string();
         let Some(tx) = core.transaction_done() else {
             return Flow::Continue;
         };
-        let mut size = rx.sink.len();
-        let body_offset = rx.sink.return_path_len as u64;
-        let data = match rx.sink.finish().await {
-            Ok(d) => d,
+        let return_path_len = rx.sink.return_path_len;
+        let raw = match rx.sink.finish().await {
+            Ok(r) => r,
             Err(e) => {
-                let e = postern_store::StoreError::Io(e);
-                let r = if matches!(e, postern_store::StoreError::Io(ref io) if io.raw_os_error() == Some(28))
-                {
-                    ingest::temp_failure(&postern_store::StoreError::DiskFull)
-                } else {
-                    ingest::temp_failure(&e)
-                };
                 warn!(error = %e, "cannot spool message");
+                let r = temp_failure(&postern_store::StoreError::from_io(e));
                 io.write(&r.to_bytes());
                 return Flow::Continue;
             }
         };
-        let mut data = data;
-        let mut junk = false;
-        let mut checks = None;
-        let mut author = None;
-        if let Some(checker) = &self.trust
+        let size = raw.len();
+        let from = tx.from.address.clone();
+        // Mail from other servers is checked; logged-in users and relay networks are ours.
+        let check = (self.trust.is_some()
             && self.config.inbound.check
             && self.settings.role == Role::Mx
             && core.user().is_none()
-            && !self.config.smtp.relay_allowed(ip)
-        {
-            match self
-                .check_inbound(
-                    checker,
-                    core,
-                    ip,
-                    &tx.from.address,
-                    data,
-                    size,
-                    prefix_len,
-                    body_offset as usize,
-                )
-                .await
-            {
-                Ok(c) => {
-                    data = c.data;
-                    size = c.size;
-                    junk = c.junk;
-                    checks = Some(c.summary);
-                    author = Some((c.author, c.author_verified));
-                }
-                Err((reply, d)) => {
-                    if let BlobData::File(p) = d {
-                        let _ = std::fs::remove_file(p);
-                    }
-                    info!(id = %rx.trace_id, from = %tx.from.address, reply = %reply.summary(), "message refused by the inbound checks");
-                    postern_net::metrics::METRICS.refused.add(
-                        if reply.code == 550 {
-                            "authentication"
-                        } else {
-                            "dns"
-                        },
-                        1,
-                    );
-                    let mut e = TraceEvent::new(
-                        &rx.trace_id,
-                        "refused",
-                        format!("{arrival}: {}", reply.summary()),
-                    )
-                    .key(format!("from:{}", tx.from.address.to_ascii_lowercase()));
-                    for a in &tx.rcpts {
-                        e = e.key(format!("to:{}", a.address));
-                    }
-                    let _ = self.store.trace_append(vec![e]).await;
-                    io.write(&reply.to_bytes());
-                    return Flow::Continue;
-                }
-            }
-        } else {
-            // Unchecked mail (logged-in users, relay networks, checks off) may not speak for
-            // us either: Authentication-Results claiming our name go (RFC 8601 section 5).
-            let read;
-            let head: &[u8] = match &data {
-                BlobData::Memory(b) => b,
-                BlobData::File(_) => {
-                    read = read_start(&data, HEAD_READ).await.unwrap_or_default();
-                    &read
-                }
-            };
-            let original = &head[prefix_len.min(head.len())..];
-            let stripped = postern_trust::strip_our_results_head(original, &self.config.hostname);
-            if let Some(h) = stripped {
-                match rewrite(data, body_offset as usize, prefix_len, b"", Some(h)).await {
-                    Ok((d, n)) => {
-                        data = d;
-                        size = n;
-                    }
-                    Err((e, d)) => {
-                        if let BlobData::File(p) = d {
-                            let _ = std::fs::remove_file(p);
-                        }
-                        let reply = ingest::temp_failure(&e);
-                        io.write(&reply.to_bytes());
-                        return Flow::Continue;
-                    }
-                }
-            }
-        }
-        let queue_sender = self
-            .forwarding_sender(core, &tx.from.address, &tx.rcpts)
-            .await;
-        let mut folders = self.subaddress_folders(&tx.rcpts).await;
-        if let Some((from, verified)) = &author {
-            self.junk_folders(&tx.rcpts, &mut folders, junk, from, *verified)
-                .await;
-        }
-        let plans = crate::filter::plan(
-            &self.directory.sieve,
-            &self.directory,
-            &self.store,
-            self.config.sieve.max_message_size.0,
-            &tx.from.address,
-            &tx.rcpts,
-            &data,
-            size,
-            body_offset as usize,
-            &folders,
-            junk,
-        )
-        .await;
+            && !self.config.smtp.relay_allowed(ip))
+        .then_some(Client { ip, helo });
         // Who vouches for it (and gets it DKIM-signed): a logged-in user or a relay network.
         let submitter = core.user().map(str::to_string).or_else(|| {
             (self.settings.role == Role::Mx && self.config.smtp.relay_allowed(ip))
                 .then(|| format!("relay network client {ip}"))
         });
-        let (reply, result) = ingest::commit(
-            &self.store,
-            &tx.from,
-            &tx.rcpts,
-            ingest::Complete {
-                data,
-                size,
-                body_offset,
-                trace_id: rx.trace_id.clone(),
-                arrival,
-                message_id,
-                checks,
-            },
-            submitter.as_deref(),
-            queue_sender,
-            &folders,
-            plans,
-            body_offset as usize,
-        )
-        .await;
-        match result {
-            Ok(()) => info!(
-                id = %rx.trace_id,
-                from = %tx.from.address,
-                rcpts = tx.rcpts.len(),
-                size,
-                "message accepted"
-            ),
-            Err(e) => {
-                warn!(id = %rx.trace_id, error = %e, reply = %reply.summary(), "message not stored")
+        let outcome = self
+            .ingest
+            .accept(Incoming {
+                raw,
+                return_path_len,
+                ours: 1,
+                envelope: postern_ingest::Envelope {
+                    from: tx.from.address,
+                    envid: tx.from.envid,
+                    ret: tx.from.ret.map(|r| match r {
+                        Ret::Full => DsnRet::Full,
+                        Ret::Hdrs => DsnRet::Headers,
+                    }),
+                    rcpts: tx.rcpts,
+                },
+                arrival: Arrival {
+                    trace_id: rx.trace_id.clone(),
+                    text: arrival,
+                    message_id: None,
+                    checks: None,
+                },
+                check,
+                submitter,
+                logged_in: core.user().is_some(),
+            })
+            .await;
+        let m = &postern_net::metrics::METRICS;
+        match &outcome {
+            Outcome::Taken(_) => {
+                info!(id = %rx.trace_id, %from, size, "message accepted");
+                m.received.add(self.role_name(), 1);
+            }
+            Outcome::Refused { status, why } => {
+                info!(id = %rx.trace_id, %from, reply = %status.summary(), "message refused");
+                m.refused.add(why, 1);
+            }
+            Outcome::Failed { status, error } => {
+                warn!(id = %rx.trace_id, %error, reply = %status.summary(), "message not stored");
+                m.refused.add("storage", 1);
             }
         }
-        let m = &postern_net::metrics::METRICS;
         m.smtp_accept.observe(started.elapsed());
-        match reply.code {
-            250 => m.received.add(self.role_name(), 1),
-            550 => m.refused.add("filter", 1),
-            _ => m.refused.add("storage", 1),
-        }
-        io.write(&reply.to_bytes());
+        io.write(&content::reply(outcome.status()).to_bytes());
         Flow::Continue
     }
 
@@ -1288,96 +1033,4 @@ async fn discard(io: &mut Io, mut left: u64, t: Duration, min_rate: u64) -> Resu
         left -= n as u64;
     }
     Ok(())
-}
-
-/// How much of a large message the checks read: its header, and then some.
-const HEAD_READ: usize = 256 << 10;
-
-/// The first `max` bytes of a message (all of it with `usize::MAX`).
-async fn read_start(data: &BlobData, max: usize) -> std::io::Result<Vec<u8>> {
-    match data {
-        BlobData::Memory(b) => Ok(b[..b.len().min(max)].to_vec()),
-        BlobData::File(p) => {
-            let p = p.clone();
-            tokio::task::spawn_blocking(move || {
-                use std::io::Read;
-                let mut out = Vec::new();
-                std::fs::File::open(&p)?
-                    .take(max as u64)
-                    .read_to_end(&mut out)?;
-                Ok(out)
-            })
-            .await
-            .map_err(std::io::Error::other)?
-        }
-    }
-}
-
-/// The message with `insert` after our Return-Path line and, when `new_head` says so, the
-/// original's header (of the given length) replaced. A spooled message is copied into a new
-/// file as it streams, never held whole in memory.
-async fn rewrite(
-    data: BlobData,
-    rp_len: usize,
-    prefix_len: usize,
-    insert: &[u8],
-    new_head: Option<(usize, Vec<u8>)>,
-) -> Result<(BlobData, u64), (postern_store::StoreError, BlobData)> {
-    let rp_len = rp_len.min(prefix_len);
-    let (skip, head) = match new_head {
-        Some((old_len, h)) => (old_len, h),
-        None => (0, Vec::new()),
-    };
-    match data {
-        BlobData::Memory(b) => {
-            let prefix_len = prefix_len.min(b.len());
-            let mut out = Vec::with_capacity(b.len() + insert.len());
-            out.extend_from_slice(&b[..rp_len]);
-            out.extend_from_slice(insert);
-            out.extend_from_slice(&b[rp_len..prefix_len]);
-            out.extend_from_slice(&head);
-            out.extend_from_slice(&b[(prefix_len + skip).min(b.len())..]);
-            let n = out.len() as u64;
-            Ok((BlobData::Memory(out), n))
-        }
-        BlobData::File(old) => {
-            let new = old.with_extension("checked");
-            let insert = insert.to_vec();
-            let (o, n2) = (old.clone(), new.clone());
-            let written = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-                use std::io::{Read, Seek, SeekFrom, Write};
-                let mut src = std::fs::File::open(&o)?;
-                let mut dst = std::io::BufWriter::new(std::fs::File::create(&n2)?);
-                let mut prefix = vec![0; prefix_len];
-                src.read_exact(&mut prefix)?;
-                dst.write_all(&prefix[..rp_len])?;
-                dst.write_all(&insert)?;
-                dst.write_all(&prefix[rp_len..])?;
-                dst.write_all(&head)?;
-                src.seek(SeekFrom::Start((prefix_len + skip) as u64))?;
-                std::io::copy(&mut src, &mut dst)?;
-                let f = dst.into_inner().map_err(|e| e.into_error())?;
-                f.sync_data()?;
-                f.metadata().map(|m| m.len())
-            })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
-            match written {
-                Ok(n) => {
-                    let _ = std::fs::remove_file(&old);
-                    Ok((BlobData::File(new), n))
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&new);
-                    let e = if e.raw_os_error() == Some(28) {
-                        postern_store::StoreError::DiskFull
-                    } else {
-                        postern_store::StoreError::Io(e)
-                    };
-                    Err((e, BlobData::File(old)))
-                }
-            }
-        }
-    }
 }

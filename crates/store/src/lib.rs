@@ -78,14 +78,14 @@ pub fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+pub fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(28) | Some(122)) // ENOSPC, EDQUOT
         || e.kind() == std::io::ErrorKind::StorageFull
         || e.kind() == std::io::ErrorKind::QuotaExceeded
 }
 
 impl StoreError {
-    pub(crate) fn from_io(e: std::io::Error) -> StoreError {
+    pub fn from_io(e: std::io::Error) -> StoreError {
         if is_disk_full(&e) {
             StoreError::DiskFull
         } else {

@@ -12,6 +12,7 @@ use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, IprevResult,
     MessageAuthenticator, SpfResult, dmarc::verify::DmarcParameters,
 };
+use mail_parser::Message;
 use postern_config::Inbound;
 
 /// What the checks say to do with the message.
@@ -140,21 +141,23 @@ impl Checker {
         None
     }
 
-    /// Checks a message as it arrived from `ip` (without our own trace headers).
-    /// `complete` is false when `message` is only the start of a message too large to read
-    /// whole (`inbound.max_verify_size`): no DKIM or ARC check then.
+    /// Checks a message as it arrived from `ip`, parsed by ingest: `sent` is the sender's
+    /// header (our own trace fields left out; `None` when it has no fields), with offsets
+    /// into `raw`. `complete` is false for a message larger than `inbound.max_verify_size`:
+    /// no DKIM or ARC check then.
     pub async fn check(
         &self,
         ip: IpAddr,
         helo: &str,
         mail_from: &str,
-        message: &[u8],
+        sent: Option<&Message<'_>>,
+        raw: &[u8],
         complete: bool,
     ) -> Verdict {
         let host = self.hostname.as_str();
         let helo = if helo.is_empty() { "unknown" } else { helo };
-        let parsed = AuthenticatedMessage::parse(message);
-        let verify_dkim = complete && message.len() as u64 <= self.cfg.max_verify_size.0;
+        let parsed = sent.map(|m| AuthenticatedMessage::from_parsed(m, raw, true));
+        let verify_dkim = complete;
         let spf_helo = self
             .auth
             .verify_spf(SpfParameters::verify_ehlo(ip, helo, host));
@@ -255,10 +258,10 @@ impl Checker {
             IprevResult::Pass => {}
             _ => {}
         }
-        if !has_field(message, "message-id") {
+        if !parsed.as_ref().is_some_and(|m| m.message_id_header_present) {
             add(1.0, "MISSING_MESSAGE_ID");
         }
-        if !has_field(message, "date") {
+        if !parsed.as_ref().is_some_and(|m| m.date_header_present) {
             add(1.0, "MISSING_DATE");
         }
         if header_from.is_empty() {
@@ -353,64 +356,9 @@ impl Checker {
     }
 }
 
-/// Whether the header has a field of this (lower-case) name.
-fn has_field(message: &[u8], name: &str) -> bool {
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |p| p + 2);
-    message[..end]
-        .split(|&b| b == b'\n')
-        .filter_map(|l| l.iter().position(|&b| b == b':').map(|c| &l[..c]))
-        .any(|n| n.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-}
-
-/// The message with every Authentication-Results field that claims our authserv-id removed
-/// (RFC 8601 section 5): only we may speak for ourselves. `None` when there is none.
-pub fn strip_our_results(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
-    let (old, mut new) = strip_our_results_head(message, authserv_id)?;
-    new.extend_from_slice(&message[old..]);
-    Some(new)
-}
-
-/// Like [`strip_our_results`] for the header alone, which may be all the caller read of a
-/// large message: the length of the header it replaces, and the new header.
-pub fn strip_our_results_head(message: &[u8], authserv_id: &str) -> Option<(usize, Vec<u8>)> {
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |p| p + 2);
-    let head = &message[..end];
-    let mut out = Vec::with_capacity(end);
-    let mut removed = false;
-    let mut i = 0;
-    while i < head.len() {
-        // One field: its first line and every continuation line.
-        let mut j = i;
-        loop {
-            match head[j..].windows(2).position(|w| w == b"\r\n") {
-                Some(p) => j += p + 2,
-                None => {
-                    j = head.len();
-                    break;
-                }
-            }
-            if j >= head.len() || !matches!(head[j], b' ' | b'\t') {
-                break;
-            }
-        }
-        let field = &head[i..j];
-        if is_our_results(field, authserv_id) {
-            removed = true;
-        } else {
-            out.extend_from_slice(field);
-        }
-        i = j;
-    }
-    removed.then_some((end, out))
-}
-
-fn is_our_results(field: &[u8], authserv_id: &str) -> bool {
+/// Whether a header field (name, value and line ends) is an Authentication-Results field that
+/// claims `authserv_id`.
+pub fn is_our_results(field: &[u8], authserv_id: &str) -> bool {
     let Some(colon) = field.iter().position(|&b| b == b':') else {
         return false;
     };
@@ -438,18 +386,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strips_only_our_authentication_results() {
-        let m = b"Received: x\r\nAuthentication-Results: mx.example.test;\r\n\tspf=pass smtp.mailfrom=a@b\r\n\
-Authentication-Results: other.test; dkim=pass\r\nauthentication-results: (c) MX.Example.Test; dmarc=pass\r\n\
-Subject: hi\r\n\r\nAuthentication-Results: mx.example.test; in the body\r\n";
-        let out = strip_our_results(m, "mx.example.test").unwrap();
-        let s = String::from_utf8(out).unwrap();
-        assert_eq!(
-            s,
-            "Received: x\r\nAuthentication-Results: other.test; dkim=pass\r\nSubject: hi\r\n\r\n\
-Authentication-Results: mx.example.test; in the body\r\n"
-        );
-        assert!(strip_our_results(b"Subject: x\r\n\r\nbody", "mx.example.test").is_none());
+    fn knows_our_authentication_results() {
+        let ours = [
+            &b"Authentication-Results: mx.example.test;\r\n\tspf=pass smtp.mailfrom=a@b\r\n"[..],
+            b"authentication-results: (c) MX.Example.Test; dmarc=pass\r\n",
+        ];
+        for f in ours {
+            assert!(is_our_results(f, "mx.example.test"), "{f:?}");
+        }
+        let theirs = [
+            &b"Authentication-Results: other.test; dkim=pass\r\n"[..],
+            b"Received: from mx.example.test\r\n",
+            b"Authentication-Results-Extra: mx.example.test\r\n",
+        ];
+        for f in theirs {
+            assert!(!is_our_results(f, "mx.example.test"), "{f:?}");
+        }
     }
 
     #[test]

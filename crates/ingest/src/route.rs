@@ -1,17 +1,19 @@
-//! Users' Sieve filters at delivery: each local recipient account with an active script has
-//! it run on the message, and the outcome becomes a plan of where the message is stored and
-//! what is sent (redirects, vacation replies, rejection notices). Nothing is written here: the
-//! plan is committed with the message itself, all at once.
+//! Routing at delivery: which folder each local recipient's copy goes to (subaddress
+//! folders, Junk) and each recipient account's Sieve filter, run on the message ingest parsed.
+//! The outcome is a plan of where the message is stored and what is sent (redirects, vacation
+//! replies, rejection notices). Nothing is written here: the plan is committed with the
+//! message itself, all at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use mail_parser::Message;
 use postern_directory::{Destination, Directory, domain_of};
 use postern_sieve::{Action, Engine, Envelope, Host};
-use postern_store::{Account, AccountId, BlobData, Flags, SharedStore};
+use postern_store::{Account, AccountId, Flags, SharedStore};
 use tracing::warn;
 
-use crate::ingest::Accepted;
+use crate::Recipient;
 
 /// Where one account's copy goes, as its filter decided.
 #[derive(Debug, Default)]
@@ -43,8 +45,6 @@ pub struct Send {
 #[derive(Default)]
 pub struct Plans {
     pub by_account: HashMap<AccountId, Plan>,
-    /// The message as it arrived (with our Return-Path line) when a filter ran.
-    pub raw: Option<Arc<Vec<u8>>>,
 }
 
 struct StoreHost {
@@ -122,25 +122,18 @@ fn flags(names: &[String]) -> Flags {
     f
 }
 
-async fn read_all(data: &BlobData) -> std::io::Result<Vec<u8>> {
-    match data {
-        BlobData::Memory(b) => Ok(b.clone()),
-        BlobData::File(p) => tokio::fs::read(p).await,
-    }
-}
-
-/// Runs the active filter of every local recipient account that has one.
+/// Runs the active filter of every local recipient account that has one, each on its own
+/// copy of the parsed message (`message` makes one).
 #[allow(clippy::too_many_arguments)]
-pub async fn plan(
+pub async fn plan<'m>(
     engine: &Arc<Engine>,
     directory: &Directory,
     store: &SharedStore,
     max_size: u64,
     from: &str,
-    rcpts: &[Accepted],
-    data: &BlobData,
+    rcpts: &[Recipient],
+    message: &(dyn Fn() -> Message<'m> + Sync),
     size: u64,
-    return_path_len: usize,
     folders: &HashMap<AccountId, String>,
     junk: bool,
 ) -> Plans {
@@ -183,14 +176,6 @@ pub async fn plan(
         }
         return out;
     }
-    let raw = match read_all(data).await {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            warn!(error = %e, "cannot read the message for filters");
-            return out;
-        }
-    };
-    out.raw = Some(raw.clone());
     for (acc, to, name, src) in scripts {
         let script = match engine.compile(&src) {
             Ok(s) => s,
@@ -225,21 +210,13 @@ pub async fn plan(
             to,
             user: acc.address.clone(),
         };
-        let engine = engine.clone();
-        let raw2 = raw.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            engine.run(
-                script,
-                &raw2[return_path_len.min(raw2.len())..],
-                &env,
-                &host,
-            )
-        })
-        .await;
-        let outcome = match outcome {
+        // The run answers storage questions (vacation's memory) by blocking on them: it runs
+        // off the session's thread.
+        let run = std::panic::AssertUnwindSafe(|| engine.run(script, message(), &env, &host));
+        let outcome = match crate::blocking(|| std::panic::catch_unwind(run)) {
             Ok(o) => o,
-            Err(e) => {
-                warn!(account = %acc.address, error = %e, "Sieve run failed");
+            Err(_) => {
+                warn!(account = %acc.address, "Sieve run failed");
                 postern_sieve::Outcome {
                     actions: vec![Action::Keep {
                         flags: vec![],
@@ -254,6 +231,103 @@ pub async fn plan(
         out.by_account.insert(acc.id, p);
     }
     out
+}
+
+/// With `routing.subaddress_folder`: `alice+news@` goes into alice's folder "news" when she
+/// has one (any case), else to her INBOX.
+pub async fn subaddress_folders(
+    store: &SharedStore,
+    routing: &postern_config::Routing,
+    rcpts: &[Recipient],
+) -> HashMap<AccountId, String> {
+    let mut out = HashMap::new();
+    let Some(sep) = routing.separator().filter(|_| routing.subaddress_folder) else {
+        return out;
+    };
+    for a in rcpts {
+        let (local, domain) = a.address.rsplit_once('@').unwrap_or(("", ""));
+        let Some((base, detail)) = local.split_once(sep) else {
+            continue;
+        };
+        let base = format!("{base}@{domain}");
+        for d in &a.dests {
+            if let Destination::Local(acc) = d
+                && acc.address == base
+                && let Ok(boxes) = store.mailbox_list(acc.id).await
+                // Not Sent, Drafts, Trash...: strangers must not file mail there.
+                && let Some(mb) = boxes
+                    .iter()
+                    .find(|m| m.special_use.is_none() && m.name.eq_ignore_ascii_case(detail))
+            {
+                out.entry(acc.id).or_insert_with(|| mb.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Mail the inbound checks judged junk goes into each recipient's Junk folder, unless the
+/// recipient taught that its author is trusted (by moving such mail out of Junk); mail from an
+/// author the recipient taught is junk goes there whatever the checks said.
+pub async fn junk_folders(
+    store: &SharedStore,
+    rcpts: &[Recipient],
+    out: &mut HashMap<AccountId, String>,
+    junk: bool,
+    author: &str,
+    author_verified: bool,
+) {
+    for d in rcpts.iter().flat_map(|a| &a.dests) {
+        let Destination::Local(acc) = d else { continue };
+        let taught = if author.is_empty() {
+            None
+        } else {
+            store.sender_verdict(acc.id, author).await.ok().flatten()
+        };
+        // Trust needs a proven From header: a forger must not borrow it.
+        let to_junk = match taught {
+            Some(true) => true,
+            Some(false) if author_verified => false,
+            _ => junk,
+        };
+        if !to_junk {
+            continue;
+        }
+        if let Ok(boxes) = store.mailbox_list(acc.id).await
+            && let Some(mb) = boxes
+                .iter()
+                .find(|m| m.special_use == Some(postern_store::SpecialUse::Junk))
+        {
+            out.insert(acc.id, mb.name.clone());
+        }
+    }
+}
+
+/// Mail from another domain that one of our addresses sends on to another domain
+/// (forwarding, aliases) leaves with an SRS sender of ours, so SPF passes there.
+pub async fn forwarding_sender(
+    directory: &Directory,
+    logged_in: bool,
+    from: &str,
+    rcpts: &[Recipient],
+) -> Option<String> {
+    if logged_in || from.is_empty() {
+        return None;
+    }
+    if directory
+        .is_local_domain(domain_of(from))
+        .await
+        .unwrap_or(true)
+    {
+        return None;
+    }
+    // A recipient whose expansion reaches another domain (not a relayed recipient itself).
+    let via = rcpts.iter().find(|a| {
+        a.dests
+            .iter()
+            .any(|d| matches!(d, Destination::Remote(r) if *r != a.address))
+    })?;
+    directory.forwarding_sender(from, domain_of(&via.address))
 }
 
 pub(crate) fn keep_folder(folders: &HashMap<AccountId, String>, id: AccountId) -> String {
@@ -372,13 +446,7 @@ async fn to_plan(
                 let author = message
                     .checked_sub(1)
                     .and_then(|i| p.messages.get(i))
-                    .and_then(|m| postern_message::parse(m))
-                    .and_then(|m| {
-                        m.from()
-                            .and_then(|f| f.first())
-                            .and_then(|a| a.address())
-                            .map(str::to_string)
-                    })
+                    .and_then(|m| postern_message::first_from(m))
                     .unwrap_or_default();
                 if !directory.may_send_as(acc, &author).await.unwrap_or(false) {
                     p.notes.push(format!(
