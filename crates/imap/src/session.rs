@@ -9,8 +9,7 @@ use postern_config::Config;
 use postern_directory::{AuthOutcome, Directory, sasl};
 use postern_net::{Io, LineError, TlsStore};
 use postern_store::{
-    Account, BlobData, Delivery, DeliveryTarget, INBOX, Mailbox, MailboxTarget, NewBlob,
-    SharedStore, SpecialUse, StoreError, StoreEvent, Uid,
+    Account, INBOX, Mailbox, SharedStore, SpecialUse, StoreError, StoreEvent, Uid,
 };
 use tokio::sync::broadcast;
 use tracing::{info, warn};
@@ -905,27 +904,15 @@ impl Session {
             if data.len() as u64 > self.sh.config.imap.max_literal.0 {
                 return no("[TOOBIG] Message larger than APPENDLIMIT");
             }
-            let meta = std::panic::catch_unwind(|| postern_message::meta::compute(&data).encode())
-                .unwrap_or_default();
-            let size = data.len() as u64;
+            let message = postern_ingest::Prepared::new(data);
             let r = self
                 .store()
-                .deliver(Delivery {
-                    blob: NewBlob {
-                        data: BlobData::Memory(data),
-                        size,
-                        meta,
-                    },
-                    internal_date: m.date.unwrap_or_else(postern_store::now),
-                    targets: vec![DeliveryTarget {
-                        account: acc,
-                        mailbox: MailboxTarget::Id(mb.id),
-                        flags,
-                        enforce_quota: true,
-                    }],
-                    queue: None,
-                    trace: Vec::new(),
-                })
+                .deliver(message.deliver(
+                    m.date.unwrap_or_else(postern_store::now),
+                    vec![postern_ingest::into_mailbox(acc, mb.id, flags, true)],
+                    None,
+                    Vec::new(),
+                ))
                 .await;
             let uid = match r.map(|mut rep| rep.targets.remove(0)) {
                 Ok(Ok((_, uid))) => uid,

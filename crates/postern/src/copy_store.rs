@@ -12,9 +12,10 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use postern_config::Config;
+use postern_ingest::Prepared;
 use postern_store::{
-    AccountUpdate, BlobData, BlobId, Delivery, DeliveryTarget, FlagOp, FlagsUpdate, MailboxId,
-    MailboxTarget, MessageEntry, NewAccount, NewBlob, NewQueueEntry, SharedStore, StoreError, Uid,
+    AccountUpdate, BlobData, BlobId, Delivery, FlagOp, FlagsUpdate, MailboxId, MessageEntry,
+    NewAccount, NewQueueEntry, SharedStore, StoreError, Uid,
 };
 
 /// Messages (or bytes) per commit while copying.
@@ -127,22 +128,20 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
                 let data = from.blob_read(e.blob, 0, info.size).await?;
                 batch.bytes += info.size;
                 batch.blobs.push(e.blob);
-                batch.deliveries.push(Delivery {
-                    blob: NewBlob {
-                        data: BlobData::Memory(data),
-                        size: info.size,
-                        meta: info.meta.to_vec(),
-                    },
-                    internal_date: e.internal_date,
-                    targets: vec![DeliveryTarget {
-                        account: b.id,
-                        mailbox: MailboxTarget::Id(target.id),
-                        flags: e.flags.clone(),
-                        enforce_quota: false,
-                    }],
-                    queue: None,
-                    trace: Vec::new(),
-                });
+                // Parsed when it first arrived: its structure comes along.
+                let message =
+                    Prepared::parsed(BlobData::Memory(data), info.size, info.meta.to_vec());
+                batch.deliveries.push(message.deliver(
+                    e.internal_date,
+                    vec![postern_ingest::into_mailbox(
+                        b.id,
+                        target.id,
+                        e.flags.clone(),
+                        false,
+                    )],
+                    None,
+                    Vec::new(),
+                ));
                 if batch.deliveries.len() >= BATCH || batch.bytes >= BATCH_BYTES {
                     batch.flush(to, &mut copied).await?;
                 }
@@ -175,26 +174,23 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
         let data = from.blob_read(q.blob, 0, q.size).await?;
         let meta = from.blob_info(q.blob).await?.meta.to_vec();
         let rep = to
-            .deliver(Delivery {
-                blob: NewBlob {
-                    data: BlobData::Memory(data),
-                    size: q.size,
-                    meta,
-                },
-                internal_date: q.created,
-                targets: Vec::new(),
-                queue: Some(NewQueueEntry {
-                    sender: q.sender.clone(),
-                    recipients: q.recipients.clone(),
-                    envid: q.envid.clone(),
-                    ret: q.ret,
-                    trace_id: q.trace_id.clone(),
-                    authenticated: q.authenticated.clone(),
-                    requiretls: q.requiretls,
-                    body_offset: q.body_offset,
-                }),
-                trace: Vec::new(),
-            })
+            .deliver(
+                Prepared::parsed(BlobData::Memory(data), q.size, meta).deliver(
+                    q.created,
+                    Vec::new(),
+                    Some(NewQueueEntry {
+                        sender: q.sender.clone(),
+                        recipients: q.recipients.clone(),
+                        envid: q.envid.clone(),
+                        ret: q.ret,
+                        trace_id: q.trace_id.clone(),
+                        authenticated: q.authenticated.clone(),
+                        requiretls: q.requiretls,
+                        body_offset: q.body_offset,
+                    }),
+                    Vec::new(),
+                ),
+            )
             .await?;
         let id = rep.queue_id.context("the target did not queue a message")?;
         let mut copied = q.clone();

@@ -8,9 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use postern_directory::admin::{AdminError, AdminReply, AdminRequest};
 use postern_directory::normalize_address;
-use postern_store::{
-    AccountId, BlobData, Delivery, DeliveryTarget, Flags, MailboxTarget, NewBlob, SharedStore,
-};
+use postern_store::{AccountId, Delivery, Flags, SharedStore};
 
 /// Messages stored per commit while importing.
 const BATCH: usize = 64;
@@ -233,26 +231,16 @@ async fn import(store: &SharedStore, address: &str, root: &Path) -> Result<Strin
                     continue;
                 }
             };
-            let meta = std::panic::catch_unwind(|| postern_message::meta::compute(&data).encode())
-                .unwrap_or_default();
-            let size = data.len() as u64;
-            batch_bytes += size;
-            batch.push(Delivery {
-                blob: NewBlob {
-                    data: BlobData::Memory(data),
-                    size,
-                    meta,
-                },
-                internal_date: f.mtime,
-                targets: vec![DeliveryTarget {
-                    account,
-                    mailbox: MailboxTarget::Id(mailbox),
-                    flags: f.flags,
-                    enforce_quota: false,
-                }],
-                queue: None,
-                trace: Vec::new(),
-            });
+            let message = postern_ingest::Prepared::new(data);
+            batch_bytes += message.size();
+            batch.push(message.deliver(
+                f.mtime,
+                vec![postern_ingest::into_mailbox(
+                    account, mailbox, f.flags, false,
+                )],
+                None,
+                Vec::new(),
+            ));
             if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
                 messages += store_batch(store, std::mem::take(&mut batch)).await?;
                 batch_bytes = 0;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use postern_config::Config;
 use postern_directory::{Destination, Directory};
 use postern_store::{
-    BlobData, Delivery, DeliveryTarget, Flags, MailboxTarget, NewBlob, NewQueueEntry, QueueEntry,
-    QueueId, QueueRecipient, RecipientState, SharedStore, StoreEvent, TraceEvent, now,
+    Flags, NewQueueEntry, QueueEntry, QueueId, QueueRecipient, RecipientState, SharedStore,
+    StoreEvent, TraceEvent, now,
 };
 use tokio::sync::{Notify, Semaphore};
 use tracing::{info, warn};
@@ -830,15 +830,12 @@ impl QueueRunner {
         let mut remote = Vec::new();
         for d in dests {
             match d {
-                Destination::Local(a) => targets.push(DeliveryTarget {
-                    account: a.id,
-                    mailbox: MailboxTarget::Name {
-                        name: postern_store::INBOX.into(),
-                        create: false,
-                    },
-                    flags: Flags::default(),
-                    enforce_quota: false,
-                }),
+                Destination::Local(a) => targets.push(postern_ingest::into_folder(
+                    a.id,
+                    postern_store::INBOX,
+                    Flags::default(),
+                    false,
+                )),
                 Destination::Remote(r) => remote.push(QueueRecipient {
                     address: r,
                     orcpt: None,
@@ -857,8 +854,6 @@ impl QueueRunner {
         let return_path = b"Return-Path: <>\r\n";
         let mut msg = msg;
         msg.splice(0..0, return_path.iter().copied());
-        let size = msg.len() as u64;
-        let meta = postern_message::meta::compute(&msg).encode();
         let trace_id = postern_message::new_trace_id();
         let mut trace = vec![
             TraceEvent::new(
@@ -887,15 +882,10 @@ impl QueueRunner {
         }
         let id = trace_id.clone();
         self.store
-            .deliver(Delivery {
-                blob: NewBlob {
-                    data: BlobData::Memory(msg),
-                    size,
-                    meta,
-                },
-                internal_date: now(),
+            .deliver(postern_ingest::Prepared::new(msg).deliver(
+                now(),
                 targets,
-                queue: (!remote.is_empty()).then(|| NewQueueEntry {
+                (!remote.is_empty()).then(|| NewQueueEntry {
                     sender: String::new(),
                     recipients: remote,
                     envid: None,
@@ -907,7 +897,7 @@ impl QueueRunner {
                     body_offset: return_path.len() as u64,
                 }),
                 trace,
-            })
+            ))
             .await
             .map(|_| id)
             .map_err(|e| e.to_string())
