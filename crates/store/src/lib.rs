@@ -1,9 +1,11 @@
-//! The storage interface every part of Postern uses, and its embedded backend.
+//! The storage interface every part of Postern uses, and its two backends: embedded (redb and
+//! segment files, one process) and PostgreSQL (any number of nodes).
 //!
-//! Protocol code sees only [`Store`]: accounts, domains, aliases, mailboxes, messages
-//! (immutable blobs shared by every mailbox holding them, plus per-mailbox metadata) and the
-//! outbound queue. A write is durable when its future resolves; concurrent writes share
-//! commits (group commit).
+//! Protocol code sees only [`Store`] (held as a [`SharedStore`]), one trait per concern:
+//! [`DirectoryStore`], [`MailStore`], [`QueueStore`], [`TraceStore`], [`SieveStore`] and
+//! [`SessionStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
+//! per-mailbox metadata. A write is durable when its future resolves. What a change does
+//! (counters, modseqs, quotas) is decided in one place for both backends: `rules`.
 
 pub mod embedded;
 pub mod postgres;
@@ -51,22 +53,6 @@ impl StoreError {
                 | StoreError::QuotaExceeded
         )
     }
-}
-
-/// Counter keys longer than this are kept as a digest: they may carry addresses of any length,
-/// and an index entry's size is limited.
-const MAX_COUNTER_KEY: usize = 200;
-
-pub(crate) fn counter_key(key: &str) -> std::borrow::Cow<'_, str> {
-    if key.len() <= MAX_COUNTER_KEY {
-        return std::borrow::Cow::Borrowed(key);
-    }
-    let kind = key.split(':').next().unwrap_or_default();
-    std::borrow::Cow::Owned(format!(
-        "{}:sha256:{}",
-        &kind[..kind.len().min(40)],
-        sha256_hex(key)
-    ))
 }
 
 /// SHA-256 in hex: what is kept instead of a secret (an API or session token) or of a key too

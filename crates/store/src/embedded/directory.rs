@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use super::tables::*;
 use super::writer::{Job, Output};
 use super::{EmbeddedStore, db_err, get_bytes};
+use crate::rules;
 use crate::*;
 
 #[async_trait]
@@ -59,12 +60,7 @@ impl DirectoryStore for EmbeddedStore {
     }
 
     async fn account_usage(&self, id: AccountId) -> Result<Usage> {
-        let mut u = Usage::default();
-        for mb in self.mailbox_list(id).await? {
-            u.bytes += mb.size;
-            u.messages += mb.messages as u64;
-        }
-        Ok(u)
+        Ok(rules::usage_of(&self.mailbox_list(id).await?))
     }
 
     async fn alias_set(&self, address: &str, targets: Vec<String>) -> Result<Alias> {

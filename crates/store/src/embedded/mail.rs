@@ -2,7 +2,6 @@
 //! blob files, changes through the writer; POP3 maildrops locked in this process.
 
 use std::fs;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,7 +9,7 @@ use async_trait::async_trait;
 use super::tables::*;
 use super::writer::{Job, Output};
 use super::{EmbeddedStore, db_err, get_bytes};
-use crate::rules::normalize_mailbox_name;
+use crate::rules::{self, normalize_mailbox_name};
 use crate::*;
 
 impl EmbeddedStore {
@@ -28,14 +27,14 @@ impl EmbeddedStore {
     fn blob_location(
         &self,
         id: BlobId,
-        mut with_meta: impl FnMut(&[u8]),
+        mut with_meta: impl FnMut(u64, &[u8]),
     ) -> Result<(u64, BlobLoc)> {
         self.read(|r| {
             let t = r.open_table(BLOBS).map_err(db_err)?;
             match t.get(id).map_err(db_err)? {
                 Some(v) => {
                     let (size, loc, meta) = decode_blob_loc(v.value())?;
-                    with_meta(meta);
+                    with_meta(size, meta);
                     Ok((size, loc))
                 }
                 None => Err(StoreError::NotFound(format!("blob {id}"))),
@@ -112,38 +111,23 @@ impl MailStore for EmbeddedStore {
     }
 
     async fn deliver_many(&self, deliveries: Vec<Delivery>) -> Result<Vec<DeliveryReport>> {
-        let spools: Vec<Option<PathBuf>> = deliveries
-            .iter()
-            .map(|d| match &d.blob.data {
-                BlobData::File(p) => Some(p.clone()),
-                BlobData::Memory(_) => None,
-            })
-            .collect();
+        let spools: Vec<_> = deliveries.iter().map(rules::spool_of).collect();
         let r = expect_output!(self.write(Job::DeliverMany(deliveries)).await?, Deliveries);
         if let Ok(reps) = &r {
-            for (p, rep) in spools.iter().zip(reps) {
-                if let Some(p) = p
-                    && rep.blob == 0
-                {
-                    let _ = fs::remove_file(p);
-                }
+            for p in rules::unused_spools(&spools, reps) {
+                let _ = fs::remove_file(p);
             }
         }
         r
     }
 
     async fn deliver(&self, delivery: Delivery) -> Result<DeliveryReport> {
-        let spool = match &delivery.blob.data {
-            BlobData::File(p) => Some(p.clone()),
-            BlobData::Memory(_) => None,
-        };
-        let r = self.write(Job::Deliver(delivery)).await;
-        let r = expect_output!(r?, Delivery);
-        if let (Some(p), Ok(rep)) = (&spool, &r)
-            && rep.blob == 0
-        {
-            // Nothing stored it: the spool file is garbage.
-            let _ = fs::remove_file(p);
+        let spool = [rules::spool_of(&delivery)];
+        let r = expect_output!(self.write(Job::Deliver(delivery)).await?, Delivery);
+        if let Ok(rep) = &r {
+            for p in rules::unused_spools(&spool, std::slice::from_ref(rep)) {
+                let _ = fs::remove_file(p);
+            }
         }
         r
     }
@@ -252,7 +236,7 @@ impl MailStore for EmbeddedStore {
     }
 
     async fn blob_read(&self, id: BlobId, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let (size, loc) = self.blob_location(id, |_| {})?;
+        let (size, loc) = self.blob_location(id, |_, _| {})?;
         Ok(self.shared.blobs.read(id, loc, size, offset, len)?)
     }
 
@@ -261,9 +245,9 @@ impl MailStore for EmbeddedStore {
         id: BlobId,
         head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
     ) -> Result<Vec<u8>> {
-        let mut len = None;
-        let (size, loc) = self.blob_location(id, |meta| len = head_len(meta))?;
-        let n = len.unwrap_or(size).min(size);
+        let mut n = 0;
+        let (size, loc) =
+            self.blob_location(id, |size, meta| n = rules::head_bytes(size, meta, head_len))?;
         Ok(self.shared.blobs.read(id, loc, size, 0, n)?)
     }
 
@@ -277,8 +261,9 @@ impl MailStore for EmbeddedStore {
             let mut out = Vec::with_capacity(ids.len());
             for &id in ids {
                 out.push(match t.get(id).map_err(db_err)? {
-                    Some(v) => decode_blob_loc(v.value())
-                        .map(|(size, loc, meta)| (size, loc, head_len(meta).unwrap_or(size))),
+                    Some(v) => decode_blob_loc(v.value()).map(|(size, loc, meta)| {
+                        (size, loc, rules::head_bytes(size, meta, head_len))
+                    }),
                     None => Err(StoreError::NotFound(format!("blob {id}"))),
                 });
             }
@@ -289,7 +274,7 @@ impl MailStore for EmbeddedStore {
             .zip(locs)
             .map(|(&id, l)| {
                 let (size, loc, n) = l?;
-                Ok(self.shared.blobs.read(id, loc, size, 0, n.min(size))?)
+                Ok(self.shared.blobs.read(id, loc, size, 0, n)?)
             })
             .collect())
     }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use super::tables::*;
 use super::writer::Job;
 use super::{EmbeddedStore, get_bytes};
+use crate::rules;
 use crate::*;
 
 #[async_trait]
@@ -33,16 +34,16 @@ impl QueueStore for EmbeddedStore {
         let now = now();
         let mut claims = self.claims.lock().unwrap();
         claims.retain(|_, (_, u)| *u > now);
-        match claims.get(&id) {
-            Some((h, _)) if h != holder => Ok(false),
-            _ => {
-                if until > now {
-                    claims.insert(id, (holder.to_string(), until));
-                } else {
-                    claims.remove(&id);
-                }
-                Ok(true)
-            }
+        if let Some((h, u)) = claims.get(&id)
+            && rules::claim_refused(Some(h), *u, holder, now)
+        {
+            return Ok(false);
         }
+        if until > now {
+            claims.insert(id, (holder.to_string(), until));
+        } else {
+            claims.remove(&id);
+        }
+        Ok(true)
     }
 }

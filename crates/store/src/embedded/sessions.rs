@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use super::EmbeddedStore;
+use crate::rules::{self, counter_key};
 use crate::*;
 
 /// Rate-limit counters kept at most of one kind (the key's part before ':'), about 150 bytes
@@ -56,8 +57,7 @@ impl SessionStore for EmbeddedStore {
         let family = counters
             .entry(key.split(':').next().unwrap_or(key).to_string())
             .or_default();
-        let current = family.map.get(key).filter(|c| c.expires > now).cloned();
-        let next = step(current).filter(|c| c.expires > now);
+        let next = rules::counter_next(family.map.get(key).cloned(), step, now);
         match &next {
             Some(c) => {
                 if !family.map.contains_key(key) && family.map.len() >= MAX_COUNTERS {
@@ -93,15 +93,15 @@ impl SessionStore for EmbeddedStore {
             return Ok(());
         }
         map.insert(session.id.clone(), session);
-        if let Some(limit) = limit
-            && map.len() > limit.max(1)
+        if let Some(limit) = limit.map(rules::session_limit)
+            && map.len() > limit
         {
             map.retain(|_, s| s.expires > now);
-            if map.len() > limit.max(1) {
+            if map.len() > limit {
                 let mut by_use: Vec<(i64, String)> =
                     map.values().map(|s| (s.used, s.id.clone())).collect();
                 by_use.sort();
-                for (_, id) in by_use.iter().take(map.len() - limit.max(1)) {
+                for (_, id) in by_use.iter().take(map.len() - limit) {
                     map.remove(id);
                 }
             }

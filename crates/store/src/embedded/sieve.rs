@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use super::tables::*;
 use super::writer::{Job, Output};
 use super::{EmbeddedStore, db_err};
+use crate::rules;
 use crate::*;
 
 #[async_trait]
@@ -100,17 +101,13 @@ impl SieveStore for EmbeddedStore {
         sender: &str,
         junk: Option<bool>,
     ) -> Result<()> {
-        self.write(Job::SenderVerdict(
-            account,
-            sender.to_ascii_lowercase(),
-            junk,
-        ))
-        .await
-        .map(|_| ())
+        self.write(Job::SenderVerdict(account, rules::sender_key(sender), junk))
+            .await
+            .map(|_| ())
     }
 
     async fn sender_verdict(&self, account: AccountId, sender: &str) -> Result<Option<bool>> {
-        let sender = sender.to_ascii_lowercase();
+        let sender = rules::sender_key(sender);
         self.read(|r| {
             let t = r.open_table(SENDERS).map_err(db_err)?;
             Ok(t.get((account, sender.as_str()))

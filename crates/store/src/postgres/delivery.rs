@@ -10,6 +10,7 @@ use super::directory::account;
 use super::mail::{append_entry, mailbox, mailbox_create_tx, mailbox_id_by_name, usage};
 use super::trace::trace_append_tx;
 use super::{Effects, Prepared, json, pg};
+use crate::rules;
 use crate::*;
 
 /// The mailbox a delivery target names (resolved, checked against the account), or why not.
@@ -27,7 +28,7 @@ async fn target_mailbox(
             Ok(mb.id)
         }
         MailboxTarget::Name { name, create } => {
-            let n = crate::rules::normalize_mailbox_name(name);
+            let n = rules::normalize_mailbox_name(name);
             match mailbox_id_by_name(tx, t.account, &n).await? {
                 Some(id) => Ok(id),
                 None if *create => {
@@ -120,7 +121,7 @@ pub(super) async fn deliver_tx(
         (accounts, found)
     };
     let mut targets: Vec<Result<MailboxId>> = Vec::with_capacity(d.targets.len());
-    let mut pending: Vec<(AccountId, u64)> = Vec::new();
+    let mut quota = rules::DeliveryQuota::default();
     let mut usages: HashMap<AccountId, Usage> = HashMap::new();
     for (t, mb) in d.targets.iter().zip(found) {
         let r = async {
@@ -128,7 +129,7 @@ pub(super) async fn deliver_tx(
                 return Err(StoreError::NotFound(format!("account {}", t.account)));
             };
             let mb = mb?;
-            if t.enforce_quota && (a.quota_bytes > 0 || a.quota_messages > 0) {
+            if t.enforce_quota && rules::has_quota(a) {
                 let u = match usages.get(&a.id) {
                     Some(u) => *u,
                     None => {
@@ -137,15 +138,9 @@ pub(super) async fn deliver_tx(
                         u
                     }
                 };
-                let extra: u64 = pending.iter().filter(|p| p.0 == a.id).map(|p| p.1).sum();
-                let count = pending.iter().filter(|p| p.0 == a.id).count() as u64;
-                if (a.quota_bytes > 0 && u.bytes + extra + size > a.quota_bytes)
-                    || (a.quota_messages > 0 && u.messages + count + 1 > a.quota_messages)
-                {
-                    return Err(StoreError::QuotaExceeded);
-                }
+                quota.check(a, u, size)?;
             }
-            pending.push((a.id, size));
+            quota.take(a.id, size);
             Ok(mb)
         }
         .await;
@@ -157,11 +152,7 @@ pub(super) async fn deliver_tx(
         tx.run("DELETE FROM blobs WHERE id = $1", &[&(blob as i64)])
             .await
             .map_err(pg)?;
-        return Ok(DeliveryReport {
-            blob: 0,
-            targets: targets.into_iter().map(|t| t.map(|_| (0, 0))).collect(),
-            queue_id: None,
-        });
+        return Ok(rules::delivered_nowhere(targets));
     }
     if ok + queued as i32 != refs {
         tx.run(
@@ -190,11 +181,7 @@ pub(super) async fn deliver_tx(
                 let mb = boxes.get_mut(&id).expect("locked above");
                 let flags = d.targets[i].flags.clone();
                 let uid = append_entry(tx, mb, blob, size, d.internal_date, flags).await?;
-                fx.events.push(StoreEvent::Mailbox {
-                    account: mb.account,
-                    mailbox: mb.id,
-                    highest_modseq: mb.highest_modseq,
-                });
+                fx.events.push(rules::mailbox_changed(mb));
                 out.push(Ok((mb.id, uid)));
             }
             Err(e) => out.push(Err(e)),
@@ -208,25 +195,7 @@ pub(super) async fn deliver_tx(
                 .await
                 .map_err(pg)?
                 .get(0);
-            let entry = QueueEntry {
-                id: id as u64,
-                blob,
-                size,
-                sender: q.sender,
-                recipients: q.recipients,
-                envid: q.envid,
-                ret: q.ret,
-                trace_id: q.trace_id,
-                authenticated: q.authenticated,
-                requiretls: q.requiretls,
-                body_offset: q.body_offset,
-                created,
-                next_attempt: created,
-                attempts: 0,
-                last_error: None,
-                warned: false,
-                bounce: false,
-            };
+            let entry = rules::new_queue_entry(id as u64, blob, size, q, created);
             tx.run(
                 "INSERT INTO queue (id, entry) VALUES ($1, $2)",
                 &[&id, &json(&entry)],

@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 
 use super::mail::{mailbox_create_tx, mailbox_remove, usage};
 use super::{PgStore, Prepared, exists, from_json, is_unique_violation, json, one_row, pg};
+use crate::rules;
 use crate::*;
 
 const ACCOUNT_COLS: &str = "id, address, password_hash, quota_bytes, quota_messages, disabled, \
@@ -41,7 +42,7 @@ fn alias_of(r: &Row) -> Result<Alias> {
 /// The domain of `address` must be ours; its row stays locked until the transaction ends, so
 /// an account and an alias of one address are never made at once.
 async fn require_domain(tx: &Transaction<'_>, address: &str) -> Result<()> {
-    let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    let domain = rules::domain_of(address);
     if !exists(
         tx,
         "SELECT 1 FROM domains WHERE name = $1 FOR UPDATE",
@@ -97,7 +98,13 @@ impl DirectoryStore for PgStore {
     async fn domain_delete(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.write(tx!(|tx, fx| {
-            if !exists(tx, "SELECT 1 FROM domains WHERE name = $1 FOR UPDATE", &[&name]).await? {
+            if !exists(
+                tx,
+                "SELECT 1 FROM domains WHERE name = $1 FOR UPDATE",
+                &[&name],
+            )
+            .await?
+            {
                 return Err(StoreError::NotFound(format!("domain {name}")));
             }
             let suffix = format!("@{name}");
@@ -109,12 +116,11 @@ impl DirectoryStore for PgStore {
                 )
                 .await
                 .map_err(pg)?;
-            let (users, aliases): (i64, i64) = (r.get(0), r.get(1));
-            if users + aliases > 0 {
-                return Err(StoreError::Invalid(format!(
-                    "domain {name} still has {users} account(s) and {aliases} alias(es); delete them first"
-                )));
-            }
+            rules::check_domain_unused(
+                &name,
+                r.get::<_, i64>(0) as u64,
+                r.get::<_, i64>(1) as u64,
+            )?;
             tx.run("DELETE FROM domains WHERE name = $1", &[&name])
                 .await
                 .map_err(pg)?;
@@ -185,9 +191,8 @@ impl DirectoryStore for PgStore {
                     }
                 })?;
             let a = account_of(&r);
-            mailbox_create_tx(tx, a.id, INBOX, None).await?;
-            for (name, su) in SpecialUse::DEFAULTS {
-                mailbox_create_tx(tx, a.id, name, Some(su)).await?;
+            for (name, su) in rules::new_account_mailboxes() {
+                mailbox_create_tx(tx, a.id, name, su).await?;
             }
             fx.events.push(StoreEvent::Directory);
             Ok(a)
@@ -231,21 +236,7 @@ impl DirectoryStore for PgStore {
     async fn account_update(&self, id: AccountId, up: AccountUpdate) -> Result<Account> {
         self.write(tx!(|tx, fx| {
             let mut a = account(tx, id, true).await?;
-            if let Some(h) = up.password_hash {
-                a.password_hash = h;
-            }
-            if let Some(q) = up.quota_bytes {
-                a.quota_bytes = q;
-            }
-            if let Some(q) = up.quota_messages {
-                a.quota_messages = q;
-            }
-            if let Some(d) = up.disabled {
-                a.disabled = d;
-            }
-            if let Some(f) = up.forward {
-                a.forward = f;
-            }
+            rules::apply_account_update(&mut a, up);
             tx.run(
                 "UPDATE accounts SET password_hash = $2, quota_bytes = $3, quota_messages = $4, \
                  disabled = $5, forward_to = $6, forward_keep = $7 WHERE id = $1",

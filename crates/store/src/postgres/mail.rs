@@ -11,6 +11,7 @@ use tokio_postgres::types::ToSql;
 use super::delivery::deliver_tx;
 use super::directory::account;
 use super::{Effects, PgStore, Prepared, pg};
+use crate::rules;
 use crate::*;
 
 fn special_use_name(s: SpecialUse) -> &'static str {
@@ -137,7 +138,7 @@ pub(super) async fn mailbox_create_tx(
     name: &str,
     su: Option<SpecialUse>,
 ) -> Result<Mailbox> {
-    let name = crate::rules::normalize_mailbox_name(name);
+    let name = rules::normalize_mailbox_name(name);
     if mailbox_id_by_name(tx, account, &name).await?.is_some() {
         return Err(StoreError::AlreadyExists(format!("mailbox {name}")));
     }
@@ -218,32 +219,25 @@ pub(super) async fn append_entry(
     internal_date: i64,
     flags: Flags,
 ) -> Result<Uid> {
-    let uid = mb.uidnext;
-    mb.uidnext += 1;
-    mb.highest_modseq += 1;
-    mb.messages += 1;
-    mb.size += size;
-    if !flags.seen() {
-        mb.unseen += 1;
-    }
+    let e = rules::append(mb, blob, size, internal_date, flags);
     // The row and the counters in one round trip.
     let row = (
         mb.id as i64,
-        uid as i64,
-        blob as i64,
-        size as i64,
-        mb.highest_modseq as i64,
-        flags.bits as i16,
+        e.uid as i64,
+        e.blob as i64,
+        e.size as i64,
+        e.modseq as i64,
+        e.flags.bits as i16,
     );
     let params: [&(dyn ToSql + Sync); 8] = [
         &row.0,
         &row.1,
         &row.2,
         &row.3,
-        &internal_date,
+        &e.internal_date,
         &row.4,
         &row.5,
-        &flags.keywords,
+        &e.flags.keywords,
     ];
     let (inserted, counted) = tokio::join!(
         tx.run(
@@ -255,7 +249,7 @@ pub(super) async fn append_entry(
     );
     inserted.map_err(pg)?;
     counted?;
-    Ok(uid)
+    Ok(e.uid)
 }
 
 async fn entries_of<C: GenericClient + Sync>(
@@ -284,23 +278,12 @@ async fn expunge_tx(
     fx: &mut Effects,
 ) -> Result<Vec<Uid>> {
     let found = entries_of(tx, mb.id, uids).await?;
-    // In the order asked, as the embedded store answers.
-    let by_uid: HashMap<Uid, &MessageEntry> = found.iter().map(|e| (e.uid, e)).collect();
-    let mut gone = Vec::new();
-    let mut seen_uids = HashSet::new();
-    for &uid in uids {
-        let Some(e) = by_uid.get(&uid) else { continue };
-        if !seen_uids.insert(uid) {
-            continue;
-        }
-        gone.push((uid, *e));
-    }
+    let gone = rules::expunge(mb, uids, &found);
     if gone.is_empty() {
         return Ok(Vec::new());
     }
-    mb.highest_modseq += 1;
     let m = mb.highest_modseq as i64;
-    let list: Vec<i64> = gone.iter().map(|(u, _)| *u as i64).collect();
+    let list: Vec<i64> = gone.iter().map(|e| e.uid as i64).collect();
     tx.run(
         "DELETE FROM messages WHERE mailbox = $1 AND uid = ANY($2)",
         &[&(mb.id as i64), &list],
@@ -313,22 +296,11 @@ async fn expunge_tx(
     )
     .await
     .map_err(pg)?;
-    for (_, e) in &gone {
-        mb.messages = mb.messages.saturating_sub(1);
-        mb.size = mb.size.saturating_sub(e.size);
-        if !e.flags.seen() {
-            mb.unseen = mb.unseen.saturating_sub(1);
-        }
-    }
-    let blobs: Vec<BlobId> = gone.iter().map(|(_, e)| e.blob).collect();
+    let blobs: Vec<BlobId> = gone.iter().map(|e| e.blob).collect();
     release_blobs(tx, &blobs).await?;
     put_mailbox_counts(tx, mb).await?;
-    fx.events.push(StoreEvent::Mailbox {
-        account: mb.account,
-        mailbox: mb.id,
-        highest_modseq: mb.highest_modseq,
-    });
-    Ok(gone.into_iter().map(|(u, _)| u).collect())
+    fx.events.push(rules::mailbox_changed(mb));
+    Ok(gone.into_iter().map(|e| e.uid).collect())
 }
 
 #[async_trait]
@@ -358,7 +330,7 @@ impl MailStore for PgStore {
     }
 
     async fn mailbox_by_name(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
-        let name = crate::rules::normalize_mailbox_name(name);
+        let name = rules::normalize_mailbox_name(name);
         let c = self.client().await?;
         Ok(c.maybe_row(
             &format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = $1 AND name = $2"),
@@ -390,43 +362,23 @@ impl MailStore for PgStore {
     async fn mailbox_delete(&self, id: MailboxId) -> Result<()> {
         self.write(tx!(|tx, fx| {
             let mb = mailbox(tx, id, true).await?;
-            if mb.name == INBOX {
-                return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
-            }
+            rules::check_mailbox_delete(&mb)?;
             mailbox_remove(tx, id).await?;
-            fx.events.push(StoreEvent::MailboxList {
-                account: mb.account,
-            });
-            fx.events.push(StoreEvent::Mailbox {
-                account: mb.account,
-                mailbox: mb.id,
-                highest_modseq: mb.highest_modseq + 1,
-            });
+            fx.events.extend(rules::mailbox_deleted(&mb));
             Ok(())
         }))
         .await
     }
 
     async fn mailbox_rename(&self, id: MailboxId, new_name: &str) -> Result<()> {
-        let new_name = crate::rules::normalize_mailbox_name(new_name);
+        let new_name = rules::normalize_mailbox_name(new_name);
         self.write(tx!(|tx, fx| {
             // The account first, then the mailbox and its children in id order: the order
             // every writer locks in.
             let owner = mailbox(tx, id, false).await?.account;
             account(tx, owner, true).await?;
             let mb = mailbox(tx, id, false).await?;
-            if mb.name == INBOX {
-                return Err(StoreError::Invalid("INBOX cannot be renamed here".into()));
-            }
-            if new_name == mb.name {
-                return Err(StoreError::AlreadyExists(format!("mailbox {new_name}")));
-            }
-            if new_name == INBOX || new_name.starts_with(&format!("{}/", mb.name)) {
-                return Err(StoreError::Invalid(format!(
-                    "cannot rename {} to {new_name}",
-                    mb.name
-                )));
-            }
+            rules::check_mailbox_rename(&mb, &new_name)?;
             let prefix = format!("{}/", mb.name);
             let mut moves = vec![(mb.id, new_name.clone())];
             let locked = tx
@@ -438,11 +390,9 @@ impl MailStore for PgStore {
                 .await
                 .map_err(pg)?;
             for r in locked.iter().filter(|r| r.get::<_, i64>(0) as u64 != mb.id) {
-                let name: String = r.get(1);
-                moves.push((
-                    r.get::<_, i64>(0) as u64,
-                    format!("{new_name}/{}", &name[prefix.len()..]),
-                ));
+                if let Some(n) = rules::renamed_child(&mb.name, &new_name, r.get(1)) {
+                    moves.push((r.get::<_, i64>(0) as u64, n));
+                }
             }
             let moving: HashSet<MailboxId> = moves.iter().map(|m| m.0).collect();
             for (_, n) in &moves {
@@ -495,29 +445,20 @@ impl MailStore for PgStore {
     }
 
     async fn deliver(&self, delivery: Delivery) -> Result<DeliveryReport> {
-        let spool = match &delivery.blob.data {
-            BlobData::File(p) => Some(p.clone()),
-            BlobData::Memory(_) => None,
-        };
+        let spool = [rules::spool_of(&delivery)];
         let r = self
             .write(tx!(|tx, fx| deliver_tx(tx, delivery, fx).await))
             .await;
-        if let (Some(p), Ok(rep)) = (&spool, &r)
-            && rep.blob == 0
-        {
-            let _ = tokio::fs::remove_file(p).await;
+        if let Ok(rep) = &r {
+            for p in rules::unused_spools(&spool, std::slice::from_ref(rep)) {
+                let _ = tokio::fs::remove_file(p).await;
+            }
         }
         r
     }
 
     async fn deliver_many(&self, deliveries: Vec<Delivery>) -> Result<Vec<DeliveryReport>> {
-        let spools: Vec<Option<std::path::PathBuf>> = deliveries
-            .iter()
-            .map(|d| match &d.blob.data {
-                BlobData::File(p) => Some(p.clone()),
-                BlobData::Memory(_) => None,
-            })
-            .collect();
+        let spools: Vec<_> = deliveries.iter().map(rules::spool_of).collect();
         let r = self
             .write(tx!(|tx, fx| {
                 // Every account of every delivery first, in id order, as single deliveries do.
@@ -541,12 +482,8 @@ impl MailStore for PgStore {
             }))
             .await;
         if let Ok(reps) = &r {
-            for (p, rep) in spools.iter().zip(reps) {
-                if let Some(p) = p
-                    && rep.blob == 0
-                {
-                    let _ = tokio::fs::remove_file(p).await;
-                }
+            for p in rules::unused_spools(&spools, reps) {
+                let _ = tokio::fs::remove_file(p).await;
             }
         }
         r
@@ -621,58 +558,27 @@ impl MailStore for PgStore {
     async fn flags_update(&self, u: FlagsUpdate) -> Result<FlagsResult> {
         self.write(tx!(|tx, fx| {
             let mut mb = mailbox(tx, u.mailbox, true).await?;
-            let entries = entries_of(tx, mb.id, &u.uids).await?;
-            let by_uid: HashMap<Uid, MessageEntry> =
-                entries.into_iter().map(|e| (e.uid, e)).collect();
-            let mut res = FlagsResult::default();
-            let mut modseq = None;
-            let mut done = HashSet::new();
-            for uid in u.uids {
-                let Some(e) = by_uid.get(&uid) else { continue };
-                if !done.insert(uid) {
-                    continue;
-                }
-                if let Some(since) = u.unchanged_since
-                    && e.modseq > since
-                {
-                    res.modified.push(uid);
-                    continue;
-                }
-                let flags = e.flags.apply(u.op, &u.flags);
-                if flags == e.flags {
-                    continue;
-                }
-                let m = *modseq.get_or_insert_with(|| {
-                    mb.highest_modseq += 1;
-                    mb.highest_modseq
-                });
-                match (e.flags.seen(), flags.seen()) {
-                    (false, true) => mb.unseen = mb.unseen.saturating_sub(1),
-                    (true, false) => mb.unseen += 1,
-                    _ => {}
-                }
+            let found = entries_of(tx, mb.id, &u.uids).await?;
+            let (res, changes) = rules::update_flags(&mut mb, &u, &found);
+            for c in &changes {
+                let e = &c.entry;
                 tx.run(
                     "UPDATE messages SET flags = $3, keywords = $4, modseq = $5 \
                      WHERE mailbox = $1 AND uid = $2",
                     &[
                         &(mb.id as i64),
-                        &(uid as i64),
-                        &(flags.bits as i16),
-                        &flags.keywords,
-                        &(m as i64),
+                        &(e.uid as i64),
+                        &(e.flags.bits as i16),
+                        &e.flags.keywords,
+                        &(e.modseq as i64),
                     ],
                 )
                 .await
                 .map_err(pg)?;
-                res.updated.push((uid, flags, m));
             }
-            if modseq.is_some() {
+            if !changes.is_empty() {
                 put_mailbox_counts(tx, &mb).await?;
-                fx.events.push(StoreEvent::Mailbox {
-                    account: mb.account,
-                    mailbox: mb.id,
-                    highest_modseq: mb.highest_modseq,
-                });
+                fx.events.push(rules::mailbox_changed(&mb));
             }
             Ok(res)
         }))
@@ -721,23 +627,9 @@ impl MailStore for PgStore {
             let entries: Vec<MessageEntry> =
                 uids.iter().filter_map(|u| by_uid.get(u).cloned()).collect();
             let a = account(tx, dst.account, true).await?;
-            if a.quota_bytes > 0 || a.quota_messages > 0 {
-                let u = usage(tx, a.id).await?;
-                let (add_bytes, add_msgs) = if remove_source && src.account == dst.account {
-                    (0, 0)
-                } else {
-                    (
-                        entries.iter().map(|e| e.size).sum::<u64>(),
-                        entries.len() as u64,
-                    )
-                };
-                if (a.quota_bytes > 0 && add_bytes > 0 && u.bytes + add_bytes > a.quota_bytes)
-                    || (a.quota_messages > 0
-                        && add_msgs > 0
-                        && u.messages + add_msgs > a.quota_messages)
-                {
-                    return Err(StoreError::QuotaExceeded);
-                }
+            if rules::has_quota(&a) {
+                let moved_within = remove_source && src.account == dst.account;
+                rules::check_copy_quota(&a, usage(tx, a.id).await?, &entries, moved_within)?;
             }
             let mut pairs = Vec::with_capacity(entries.len());
             if !entries.is_empty() {
@@ -764,11 +656,7 @@ impl MailStore for PgStore {
                 pairs.push((e.uid, uid));
             }
             if !pairs.is_empty() {
-                fx.events.push(StoreEvent::Mailbox {
-                    account: dst.account,
-                    mailbox: dst.id,
-                    highest_modseq: dst.highest_modseq,
-                });
+                fx.events.push(rules::mailbox_changed(&dst));
             }
             if remove_source {
                 let moved: Vec<Uid> = pairs.iter().map(|p| p.0).collect();
@@ -859,12 +747,7 @@ impl MailStore for PgStore {
         let mut want_lens = Vec::new();
         for (id, (size, meta)) in &metas {
             want_ids.push(*id as i64);
-            want_lens.push(
-                head_len(meta)
-                    .unwrap_or(*size)
-                    .min(*size)
-                    .min(i32::MAX as u64) as i32,
-            );
+            want_lens.push(rules::head_bytes(*size, meta, head_len).min(i32::MAX as u64) as i32);
         }
         let heads: HashMap<u64, Vec<u8>> = c
             .rows(

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use super::mail::release_blobs;
 use super::{PgStore, Prepared, from_json, json, one_row, pg};
+use crate::rules;
 use crate::*;
 
 #[async_trait]
@@ -29,18 +30,16 @@ impl QueueStore for PgStore {
 
     async fn queue_update(&self, entry: QueueEntry) -> Result<()> {
         self.write(tx!(|tx, fx| {
-            let Some(r) = tx
+            let stored = tx
                 .maybe_row(
                     "SELECT entry FROM queue WHERE id = $1 FOR UPDATE",
                     &[&(entry.id as i64)],
                 )
                 .await
                 .map_err(pg)?
-            else {
-                return Err(StoreError::NotFound(format!("queue entry {}", entry.id)));
-            };
-            let stored: QueueEntry = from_json(r.get::<_, &str>(0))?;
-            let entry = entry.keeping_outcomes_of(&stored);
+                .map(|r| from_json(r.get::<_, &str>(0)))
+                .transpose()?;
+            let entry = rules::queue_update(stored, entry)?;
             one_row(
                 tx,
                 "UPDATE queue SET entry = $2 WHERE id = $1",
@@ -87,7 +86,7 @@ impl QueueStore for PgStore {
                 return Err(StoreError::NotFound(format!("queue entry {id}")));
             };
             let (h, u): (Option<String>, i64) = (r.get(0), r.get(1));
-            if u > now && h.as_deref() != Some(holder.as_str()) {
+            if rules::claim_refused(h.as_deref(), u, &holder, now) {
                 return Ok(false);
             }
             tx.run(

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 
 use super::{PgStore, Prepared, pg};
+use crate::rules::{self, counter_key};
 use crate::*;
 
 /// Expired rate-limit counters are swept after this many counter writes of a node.
@@ -54,8 +55,7 @@ impl SessionStore for PgStore {
             )
             .await
             .map_err(pg)?;
-        let current = Some(counter_of(&row)).filter(|c| c.expires > now);
-        let next = step(current).filter(|c| c.expires > now);
+        let next = rules::counter_next(Some(counter_of(&row)), step, now);
         match &next {
             Some(n) => {
                 tx.run(
@@ -154,7 +154,7 @@ impl SessionStore for PgStore {
             c.run(
                 "DELETE FROM web_sessions WHERE id IN \
                  (SELECT id FROM web_sessions ORDER BY used DESC, id OFFSET $1)",
-                &[&(limit.max(1) as i64)],
+                &[&(rules::session_limit(limit) as i64)],
             )
             .await
             .map_err(pg)?;

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use super::directory::account;
 use super::{PgStore, Prepared, exists, one_row, pg};
+use crate::rules;
 use crate::*;
 
 #[async_trait]
@@ -106,15 +107,13 @@ impl SieveStore for PgStore {
     async fn sieve_delete(&self, account_id: AccountId, name: &str) -> Result<()> {
         let name = name.to_string();
         self.write(tx!(|tx, _fx| {
-            if exists(
+            let active = exists(
                 tx,
                 "SELECT 1 FROM sieve_active WHERE account = $1 AND name = $2",
                 &[&(account_id as i64), &name],
             )
-            .await?
-            {
-                return Err(StoreError::Invalid(format!("script {name} is active")));
-            }
+            .await?;
+            rules::check_sieve_delete(active, &name)?;
             one_row(
                 tx,
                 "DELETE FROM sieve WHERE account = $1 AND name = $2",
@@ -199,7 +198,7 @@ impl SieveStore for PgStore {
         sender: &str,
         junk: Option<bool>,
     ) -> Result<()> {
-        let sender = sender.to_ascii_lowercase();
+        let sender = rules::sender_key(sender);
         self.write(tx!(|tx, _fx| {
             match junk {
                 Some(j) => {
@@ -230,7 +229,7 @@ impl SieveStore for PgStore {
         let c = self.client().await?;
         Ok(c.maybe_row(
             "SELECT junk FROM senders WHERE account = $1 AND sender = $2",
-            &[&(account as i64), &sender.to_ascii_lowercase()],
+            &[&(account as i64), &rules::sender_key(sender)],
         )
         .await
         .map_err(pg)?

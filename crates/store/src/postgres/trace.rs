@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
 use super::{PgStore, Prepared, from_json, json, pg};
+use crate::rules;
 use crate::*;
 
 pub(super) async fn trace_append_tx<C: GenericClient + Sync>(
@@ -89,9 +90,12 @@ impl TraceStore for PgStore {
                 .run("DELETE FROM trace WHERE time < $1", &[&before])
                 .await
                 .map_err(pg)?;
-            tx.run("DELETE FROM seen WHERE expires <= $1", &[&(before / 1000)])
-                .await
-                .map_err(pg)?;
+            tx.run(
+                "DELETE FROM seen WHERE expires <= $1",
+                &[&rules::seen_marks_expired_by(before)],
+            )
+            .await
+            .map_err(pg)?;
             Ok(n)
         }))
         .await

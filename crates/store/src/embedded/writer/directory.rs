@@ -6,6 +6,7 @@ use super::super::blobs::BlobFiles;
 use super::super::db_err;
 use super::super::tables::*;
 use super::{Effects, Output, Tables};
+use crate::rules;
 use crate::*;
 
 impl Tables<'_> {
@@ -43,14 +44,19 @@ impl Tables<'_> {
             .filter_map(|r| r.ok())
             .filter(|(k, _)| k.value().ends_with(&suffix))
             .count();
-        if users + aliases > 0 {
-            return Err(StoreError::Invalid(format!(
-                "domain {name} still has {users} account(s) and {aliases} alias(es); delete them first"
-            )));
-        }
+        rules::check_domain_unused(name, users as u64, aliases as u64)?;
         self.domains.remove(name).map_err(db_err)?;
         fx.events.push(StoreEvent::Directory);
         Ok(Output::Unit)
+    }
+
+    /// The domain of `address` must be ours.
+    fn require_domain(&self, address: &str) -> Result<()> {
+        let domain = rules::domain_of(address);
+        if self.domains.get(domain).map_err(db_err)?.is_none() {
+            return Err(StoreError::NotFound(format!("domain {domain}")));
+        }
+        Ok(())
     }
 
     pub(super) fn account(&self, id: AccountId) -> Result<Account> {
@@ -62,10 +68,7 @@ impl Tables<'_> {
 
     pub(super) fn account_create(&mut self, new: NewAccount, fx: &mut Effects) -> Result<Output> {
         let address = new.address;
-        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        if self.domains.get(domain).map_err(db_err)?.is_none() {
-            return Err(StoreError::NotFound(format!("domain {domain}")));
-        }
+        self.require_domain(&address)?;
         if self
             .account_by_address
             .get(address.as_str())
@@ -99,9 +102,8 @@ impl Tables<'_> {
         self.account_by_address
             .insert(a.address.as_str(), id)
             .map_err(db_err)?;
-        self.new_mailbox(id, INBOX, None)?;
-        for (name, su) in SpecialUse::DEFAULTS {
-            self.new_mailbox(id, name, Some(su))?;
+        for (name, su) in rules::new_account_mailboxes() {
+            self.new_mailbox(id, name, su)?;
         }
         fx.events.push(StoreEvent::Directory);
         Ok(Output::Account(a))
@@ -114,21 +116,7 @@ impl Tables<'_> {
         fx: &mut Effects,
     ) -> Result<Output> {
         let mut a = self.account(id)?;
-        if let Some(h) = up.password_hash {
-            a.password_hash = h;
-        }
-        if let Some(q) = up.quota_bytes {
-            a.quota_bytes = q;
-        }
-        if let Some(q) = up.quota_messages {
-            a.quota_messages = q;
-        }
-        if let Some(d) = up.disabled {
-            a.disabled = d;
-        }
-        if let Some(f) = up.forward {
-            a.forward = f;
-        }
+        rules::apply_account_update(&mut a, up);
         self.accounts
             .insert(id, json(&a).as_slice())
             .map_err(db_err)?;
@@ -172,10 +160,7 @@ impl Tables<'_> {
         targets: Vec<String>,
         fx: &mut Effects,
     ) -> Result<Output> {
-        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        if self.domains.get(domain).map_err(db_err)?.is_none() {
-            return Err(StoreError::NotFound(format!("domain {domain}")));
-        }
+        self.require_domain(&address)?;
         if self
             .account_by_address
             .get(address.as_str())

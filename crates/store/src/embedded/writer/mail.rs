@@ -6,7 +6,7 @@ use super::super::blobs::BlobFiles;
 use super::super::db_err;
 use super::super::tables::*;
 use super::{Effects, Output, Tables};
-use crate::rules::normalize_mailbox_name;
+use crate::rules::{self, normalize_mailbox_name};
 use crate::*;
 
 impl Tables<'_> {
@@ -100,18 +100,9 @@ impl Tables<'_> {
         files: &BlobFiles,
     ) -> Result<Output> {
         let mb = self.mailbox(id)?;
-        if mb.name == INBOX {
-            return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
-        }
+        rules::check_mailbox_delete(&mb)?;
         self.mailbox_remove(&mb, fx, files)?;
-        fx.events.push(StoreEvent::MailboxList {
-            account: mb.account,
-        });
-        fx.events.push(StoreEvent::Mailbox {
-            account: mb.account,
-            mailbox: mb.id,
-            highest_modseq: mb.highest_modseq + 1,
-        });
+        fx.events.extend(rules::mailbox_deleted(&mb));
         Ok(Output::Unit)
     }
 
@@ -151,15 +142,7 @@ impl Tables<'_> {
     ) -> Result<Output> {
         let mb = self.mailbox(id)?;
         let new_name = normalize_mailbox_name(new_name);
-        if mb.name == INBOX {
-            return Err(StoreError::Invalid("INBOX cannot be renamed here".into()));
-        }
-        if new_name == INBOX || new_name.starts_with(&format!("{}/", mb.name)) {
-            return Err(StoreError::Invalid(format!(
-                "cannot rename {} to {new_name}",
-                mb.name
-            )));
-        }
+        rules::check_mailbox_rename(&mb, &new_name)?;
         if self
             .mailbox_by_name
             .get((mb.account, new_name.as_str()))
@@ -168,11 +151,9 @@ impl Tables<'_> {
         {
             return Err(StoreError::AlreadyExists(format!("mailbox {new_name}")));
         }
-        let prefix = format!("{}/", mb.name);
         let mut moves = vec![(mb.clone(), new_name.clone())];
         for child in self.account_mailboxes(mb.account)? {
-            if let Some(rest) = child.name.strip_prefix(&prefix) {
-                let n = format!("{new_name}/{rest}");
+            if let Some(n) = rules::renamed_child(&mb.name, &new_name, &child.name) {
                 if self
                     .mailbox_by_name
                     .get((mb.account, n.as_str()))
@@ -227,12 +208,7 @@ impl Tables<'_> {
     }
 
     pub(super) fn usage(&self, account: AccountId) -> Result<Usage> {
-        let mut u = Usage::default();
-        for mb in self.account_mailboxes(account)? {
-            u.bytes += mb.size;
-            u.messages += mb.messages as u64;
-        }
-        Ok(u)
+        Ok(rules::usage_of(&self.account_mailboxes(account)?))
     }
 
     pub(super) fn deliver(
@@ -243,8 +219,7 @@ impl Tables<'_> {
     ) -> Result<DeliveryReport> {
         let size = d.blob.size;
         let mut targets: Vec<Result<Mailbox>> = Vec::with_capacity(d.targets.len());
-        // Usage added by earlier targets of this delivery, per account.
-        let mut pending: Vec<(AccountId, u64)> = Vec::new();
+        let mut quota = rules::DeliveryQuota::default();
         for t in &d.targets {
             let r = (|| {
                 let account = self.account(t.account)?;
@@ -283,22 +258,10 @@ impl Tables<'_> {
                         }
                     }
                 };
-                if t.enforce_quota && (account.quota_bytes > 0 || account.quota_messages > 0) {
-                    let u = self.usage(account.id)?;
-                    let extra: u64 = pending
-                        .iter()
-                        .filter(|p| p.0 == account.id)
-                        .map(|p| p.1)
-                        .sum();
-                    let count = pending.iter().filter(|p| p.0 == account.id).count() as u64;
-                    if (account.quota_bytes > 0 && u.bytes + extra + size > account.quota_bytes)
-                        || (account.quota_messages > 0
-                            && u.messages + count + 1 > account.quota_messages)
-                    {
-                        return Err(StoreError::QuotaExceeded);
-                    }
+                if t.enforce_quota && rules::has_quota(&account) {
+                    quota.check(&account, self.usage(account.id)?, size)?;
                 }
-                pending.push((account.id, size));
+                quota.take(account.id, size);
                 Ok(mb)
             })();
             targets.push(r);
@@ -307,11 +270,7 @@ impl Tables<'_> {
         let queued = d.queue.is_some();
         self.trace_append(&d.trace)?;
         if ok == 0 && !queued {
-            return Ok(DeliveryReport {
-                blob: 0,
-                targets: targets.into_iter().map(|t| t.map(|_| (0, 0))).collect(),
-                queue_id: None,
-            });
+            return Ok(rules::delivered_nowhere(targets));
         }
         let blob = self.add_blob(d.blob, ok + queued as u32, fx, files)?;
         let mut out = Vec::with_capacity(targets.len());
@@ -325,11 +284,7 @@ impl Tables<'_> {
                         .map(|t| t.flags.clone())
                         .unwrap_or_default();
                     let uid = self.append_entry(&mut mb, blob, size, d.internal_date, flags)?;
-                    fx.events.push(StoreEvent::Mailbox {
-                        account: mb.account,
-                        mailbox: mb.id,
-                        highest_modseq: mb.highest_modseq,
-                    });
+                    fx.events.push(rules::mailbox_changed(&mb));
                     out.push(Ok((mb.id, uid)));
                 }
                 Err(e) => out.push(Err(e)),
@@ -338,26 +293,7 @@ impl Tables<'_> {
         let queue_id = match d.queue {
             Some(q) => {
                 let id = self.next_id(NEXT_QUEUE)?;
-                let created = now();
-                let entry = QueueEntry {
-                    id,
-                    blob,
-                    size,
-                    sender: q.sender,
-                    recipients: q.recipients,
-                    envid: q.envid,
-                    ret: q.ret,
-                    trace_id: q.trace_id,
-                    authenticated: q.authenticated,
-                    requiretls: q.requiretls,
-                    body_offset: q.body_offset,
-                    created,
-                    next_attempt: created,
-                    attempts: 0,
-                    last_error: None,
-                    warned: false,
-                    bounce: false,
-                };
+                let entry = rules::new_queue_entry(id, blob, size, q, now());
                 self.queue
                     .insert(id, json(&entry).as_slice())
                     .map_err(db_err)?;
@@ -382,30 +318,15 @@ impl Tables<'_> {
         internal_date: i64,
         flags: Flags,
     ) -> Result<Uid> {
-        let uid = mb.uidnext;
-        mb.uidnext += 1;
-        mb.highest_modseq += 1;
-        let e = MessageEntry {
-            uid,
-            blob,
-            size,
-            internal_date,
-            modseq: mb.highest_modseq,
-            flags,
-        };
-        mb.messages += 1;
-        mb.size += size;
-        if !e.flags.seen() {
-            mb.unseen += 1;
-        }
+        let e = rules::append(mb, blob, size, internal_date, flags);
         self.messages
-            .insert((mb.id, uid), encode_message(&e).as_slice())
+            .insert((mb.id, e.uid), encode_message(&e).as_slice())
             .map_err(db_err)?;
         self.modseq
-            .insert((mb.id, e.modseq, uid), ())
+            .insert((mb.id, e.modseq, e.uid), ())
             .map_err(db_err)?;
         self.put_mailbox(mb)?;
-        Ok(uid)
+        Ok(e.uid)
     }
 
     pub(super) fn entry(&self, mailbox: MailboxId, uid: Uid) -> Result<Option<MessageEntry>> {
@@ -415,49 +336,32 @@ impl Tables<'_> {
         }
     }
 
+    /// The messages of `uids` that are in the mailbox.
+    fn found(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<MessageEntry>> {
+        uids.iter()
+            .filter_map(|&u| self.entry(mailbox, u).transpose())
+            .collect()
+    }
+
     pub(super) fn flags_update(&mut self, u: FlagsUpdate, fx: &mut Effects) -> Result<Output> {
         let mut mb = self.mailbox(u.mailbox)?;
-        let mut res = FlagsResult::default();
-        let mut modseq = None;
-        for uid in u.uids {
-            let Some(mut e) = self.entry(mb.id, uid)? else {
-                continue;
-            };
-            if let Some(since) = u.unchanged_since
-                && e.modseq > since
-            {
-                res.modified.push(uid);
-                continue;
-            }
-            let flags = e.flags.apply(u.op, &u.flags);
-            if flags == e.flags {
-                continue;
-            }
-            let m = *modseq.get_or_insert_with(|| {
-                mb.highest_modseq += 1;
-                mb.highest_modseq
-            });
-            match (e.flags.seen(), flags.seen()) {
-                (false, true) => mb.unseen = mb.unseen.saturating_sub(1),
-                (true, false) => mb.unseen += 1,
-                _ => {}
-            }
-            self.modseq.remove((mb.id, e.modseq, uid)).map_err(db_err)?;
-            e.flags = flags;
-            e.modseq = m;
-            self.modseq.insert((mb.id, m, uid), ()).map_err(db_err)?;
-            self.messages
-                .insert((mb.id, uid), encode_message(&e).as_slice())
+        let found = self.found(mb.id, &u.uids)?;
+        let (res, changes) = rules::update_flags(&mut mb, &u, &found);
+        for c in &changes {
+            let e = &c.entry;
+            self.modseq
+                .remove((mb.id, c.old_modseq, e.uid))
                 .map_err(db_err)?;
-            res.updated.push((uid, e.flags, m));
+            self.modseq
+                .insert((mb.id, e.modseq, e.uid), ())
+                .map_err(db_err)?;
+            self.messages
+                .insert((mb.id, e.uid), encode_message(e).as_slice())
+                .map_err(db_err)?;
         }
-        if modseq.is_some() {
+        if !changes.is_empty() {
             self.put_mailbox(&mb)?;
-            fx.events.push(StoreEvent::Mailbox {
-                account: mb.account,
-                mailbox: mb.id,
-                highest_modseq: mb.highest_modseq,
-            });
+            fx.events.push(rules::mailbox_changed(&mb));
         }
         Ok(Output::Flags(res))
     }
@@ -469,36 +373,23 @@ impl Tables<'_> {
         fx: &mut Effects,
         files: &BlobFiles,
     ) -> Result<Vec<Uid>> {
-        let mut gone = Vec::new();
-        let mut modseq = None;
-        for &uid in uids {
-            let Some(e) = self.entry(mb.id, uid)? else {
-                continue;
-            };
-            let m = *modseq.get_or_insert_with(|| {
-                mb.highest_modseq += 1;
-                mb.highest_modseq
-            });
-            self.messages.remove((mb.id, uid)).map_err(db_err)?;
-            self.modseq.remove((mb.id, e.modseq, uid)).map_err(db_err)?;
-            self.expunged.insert((mb.id, m, uid), ()).map_err(db_err)?;
-            mb.messages = mb.messages.saturating_sub(1);
-            mb.size = mb.size.saturating_sub(e.size);
-            if !e.flags.seen() {
-                mb.unseen = mb.unseen.saturating_sub(1);
-            }
+        let found = self.found(mb.id, uids)?;
+        let gone = rules::expunge(mb, uids, &found);
+        for e in &gone {
+            self.messages.remove((mb.id, e.uid)).map_err(db_err)?;
+            self.modseq
+                .remove((mb.id, e.modseq, e.uid))
+                .map_err(db_err)?;
+            self.expunged
+                .insert((mb.id, mb.highest_modseq, e.uid), ())
+                .map_err(db_err)?;
             self.release_blob(e.blob, fx, files)?;
-            gone.push(uid);
         }
         if !gone.is_empty() {
             self.put_mailbox(mb)?;
-            fx.events.push(StoreEvent::Mailbox {
-                account: mb.account,
-                mailbox: mb.id,
-                highest_modseq: mb.highest_modseq,
-            });
+            fx.events.push(rules::mailbox_changed(mb));
         }
-        Ok(gone)
+        Ok(gone.into_iter().map(|e| e.uid).collect())
     }
 
     pub(super) fn copy(
@@ -512,30 +403,12 @@ impl Tables<'_> {
     ) -> Result<Output> {
         let mut src = self.mailbox(from)?;
         let mut dst = self.mailbox(to)?;
-        let entries: Vec<MessageEntry> = uids
-            .iter()
-            .filter_map(|&u| self.entry(from, u).transpose())
-            .collect::<Result<_>>()?;
+        // Each asked UID as often as asked: a message named twice is copied twice.
+        let entries = self.found(from, uids)?;
         let account = self.account(dst.account)?;
-        if account.quota_bytes > 0 || account.quota_messages > 0 {
-            let u = self.usage(account.id)?;
-            let (add_bytes, add_msgs) = if remove_source && src.account == dst.account {
-                (0, 0)
-            } else {
-                (
-                    entries.iter().map(|e| e.size).sum::<u64>(),
-                    entries.len() as u64,
-                )
-            };
-            if (account.quota_bytes > 0
-                && add_bytes > 0
-                && u.bytes + add_bytes > account.quota_bytes)
-                || (account.quota_messages > 0
-                    && add_msgs > 0
-                    && u.messages + add_msgs > account.quota_messages)
-            {
-                return Err(StoreError::QuotaExceeded);
-            }
+        if rules::has_quota(&account) {
+            let moved_within = remove_source && src.account == dst.account;
+            rules::check_copy_quota(&account, self.usage(account.id)?, &entries, moved_within)?;
         }
         let mut pairs = Vec::with_capacity(entries.len());
         for e in &entries {
@@ -545,11 +418,7 @@ impl Tables<'_> {
             pairs.push((e.uid, uid));
         }
         if !pairs.is_empty() {
-            fx.events.push(StoreEvent::Mailbox {
-                account: dst.account,
-                mailbox: dst.id,
-                highest_modseq: dst.highest_modseq,
-            });
+            fx.events.push(rules::mailbox_changed(&dst));
         }
         if remove_source {
             let moved: Vec<Uid> = pairs.iter().map(|p| p.0).collect();

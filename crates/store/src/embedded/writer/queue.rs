@@ -6,15 +6,16 @@ use super::super::blobs::BlobFiles;
 use super::super::db_err;
 use super::super::tables::*;
 use super::{Effects, Output, Tables};
+use crate::rules;
 use crate::*;
 
 impl Tables<'_> {
     pub(super) fn queue_update(&mut self, entry: QueueEntry, fx: &mut Effects) -> Result<Output> {
-        let stored: QueueEntry = match self.queue.get(entry.id).map_err(db_err)? {
-            Some(v) => from_json(v.value())?,
-            None => return Err(StoreError::NotFound(format!("queue entry {}", entry.id))),
+        let stored = match self.queue.get(entry.id).map_err(db_err)? {
+            Some(v) => Some(from_json(v.value())?),
+            None => None,
         };
-        let entry = entry.keeping_outcomes_of(&stored);
+        let entry = rules::queue_update(stored, entry)?;
         self.queue
             .insert(entry.id, json(&entry).as_slice())
             .map_err(db_err)?;

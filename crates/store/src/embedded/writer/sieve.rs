@@ -4,6 +4,7 @@ use redb::ReadableTable;
 
 use super::super::db_err;
 use super::{Effects, Output, Tables};
+use crate::rules;
 use crate::*;
 
 impl Tables<'_> {
@@ -59,9 +60,10 @@ impl Tables<'_> {
     }
 
     pub(super) fn sieve_delete(&mut self, account: AccountId, name: &str) -> Result<Output> {
-        if self.sieve_active_name(account)?.as_deref() == Some(name) {
-            return Err(StoreError::Invalid(format!("script {name} is active")));
-        }
+        rules::check_sieve_delete(
+            self.sieve_active_name(account)?.as_deref() == Some(name),
+            name,
+        )?;
         if self
             .sieve
             .remove((account, name))

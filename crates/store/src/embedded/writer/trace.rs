@@ -5,6 +5,7 @@ use redb::ReadableTable;
 use super::super::db_err;
 use super::super::tables::*;
 use super::Tables;
+use crate::rules;
 use crate::*;
 
 impl Tables<'_> {
@@ -52,7 +53,7 @@ impl Tables<'_> {
                 .remove((*t, id.as_str(), *seq))
                 .map_err(db_err)?;
         }
-        let now = before / 1000;
+        let now = rules::seen_marks_expired_by(before);
         self.seen
             .retain(|_, expires| expires > now)
             .map_err(db_err)?;
