@@ -1,5 +1,8 @@
 //! The embedded backend: redb for records, segment files for message bytes, one writer
 //! thread for group commit. Needs no other process.
+//!
+//! Each concern's module answers reads from redb and hands changes to the writer, whose own
+//! modules (`writer/`) apply them.
 
 macro_rules! expect_output {
     ($e:expr, $variant:ident) => {

@@ -7,7 +7,8 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use super::directory::account;
-use super::mail::{append_entry, mailbox, mailbox_create_tx, mailbox_id_by_name, usage};
+use super::mail::append_entry;
+use super::mailboxes::{mailbox, mailbox_create_tx, mailbox_id_by_name, usage};
 use super::trace::trace_append_tx;
 use super::{Effects, Prepared, json, pg};
 use crate::rules;

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 
-use super::mail::{mailbox_create_tx, mailbox_remove, usage};
+use super::mailboxes::{mailbox_create_tx, mailbox_remove, usage};
 use super::{PgStore, Prepared, exists, from_json, is_unique_violation, json, one_row, pg};
 use crate::rules;
 use crate::*;

@@ -7,6 +7,9 @@
 //! queue work) go to the other nodes with NOTIFY, so IDLE and the queue runner see them at
 //! once; queue entries are claimed for each attempt (`queue_claim`), and POP3 maildrops are
 //! leased in the database.
+//!
+//! Each concern's module holds its queries; the rules shared with the embedded backend are in
+//! `crate::rules`.
 
 /// A transaction's body for [`PgStore::write`].
 macro_rules! tx {
@@ -18,6 +21,7 @@ macro_rules! tx {
 mod delivery;
 mod directory;
 mod mail;
+mod mailboxes;
 mod maildrop;
 mod notify;
 mod queue;
