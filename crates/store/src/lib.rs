@@ -1,12 +1,15 @@
-//! The storage interface every part of Postern uses, and its embedded backend.
+//! The storage interface every part of Postern uses, and its two backends: embedded (redb and
+//! segment files, one process) and PostgreSQL (any number of nodes).
 //!
-//! Protocol code sees only [`Store`]: accounts, domains, aliases, mailboxes, messages
-//! (immutable blobs shared by every mailbox holding them, plus per-mailbox metadata) and the
-//! outbound queue. A write is durable when its future resolves; concurrent writes share
-//! commits (group commit).
+//! Protocol code sees only [`Store`] (held as a [`SharedStore`]), one trait per concern:
+//! [`DirectoryStore`], [`MailStore`], [`QueueStore`], [`TraceStore`], [`SieveStore`] and
+//! [`SessionStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
+//! per-mailbox metadata. A write is durable when its future resolves. What a change does
+//! (counters, modseqs, quotas) is decided in one place for both backends: `rules`.
 
 pub mod embedded;
 pub mod postgres;
+mod rules;
 mod types;
 
 use async_trait::async_trait;
@@ -52,22 +55,6 @@ impl StoreError {
     }
 }
 
-/// Counter keys longer than this are kept as a digest: they may carry addresses of any length,
-/// and an index entry's size is limited.
-const MAX_COUNTER_KEY: usize = 200;
-
-pub(crate) fn counter_key(key: &str) -> std::borrow::Cow<'_, str> {
-    if key.len() <= MAX_COUNTER_KEY {
-        return std::borrow::Cow::Borrowed(key);
-    }
-    let kind = key.split(':').next().unwrap_or_default();
-    std::borrow::Cow::Owned(format!(
-        "{}:sha256:{}",
-        &kind[..kind.len().min(40)],
-        sha256_hex(key)
-    ))
-}
-
 /// SHA-256 in hex: what is kept instead of a secret (an API or session token) or of a key too
 /// long to index.
 pub fn sha256_hex(text: &str) -> String {
@@ -94,9 +81,22 @@ impl StoreError {
     }
 }
 
-/// Everything Postern keeps. Implemented by the embedded backend (and, later, PostgreSQL).
+/// Everything Postern keeps: one trait per concern, and [`Store`] over all of them. A backend
+/// implements each; protocol code holds a [`SharedStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    DirectoryStore + MailStore + QueueStore + TraceStore + SieveStore + SessionStore
+{
+    /// Changes committed from now on, from any session.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+    fn stats(&self) -> StoreStats;
+    /// Finishes pending writes and stops accepting new ones.
+    async fn close(&self) -> Result<()>;
+}
+
+/// Who may use the server: domains, accounts, aliases and API tokens.
+#[async_trait]
+pub trait DirectoryStore: Send + Sync + 'static {
     // Domains.
     async fn domain_add(&self, name: &str) -> Result<Domain>;
     /// Fails while accounts or aliases of the domain exist.
@@ -122,6 +122,16 @@ pub trait Store: Send + Sync + 'static {
     async fn alias_list(&self) -> Result<Vec<Alias>>;
     async fn alias_delete(&self, address: &str) -> Result<()>;
 
+    // API tokens (`postern token create`): only a hash of each is kept.
+    async fn token_put(&self, token: ApiToken) -> Result<()>;
+    async fn token_list(&self) -> Result<Vec<ApiToken>>;
+    async fn token_delete(&self, name: &str) -> Result<()>;
+}
+
+/// Mailboxes and the messages in them: delivery, flags, expunge, copy, the message bytes, and
+/// the POP3 maildrop lock.
+#[async_trait]
+pub trait MailStore: Send + Sync + 'static {
     // Mailboxes (folders).
     async fn mailbox_list(&self, account: AccountId) -> Result<Vec<Mailbox>>;
     async fn mailbox_get(&self, id: MailboxId) -> Result<Option<Mailbox>>;
@@ -179,9 +189,17 @@ pub trait Store: Send + Sync + 'static {
     /// `blob_info` for many blobs in one lookup.
     async fn blob_infos(&self, ids: &[BlobId]) -> Result<Vec<Result<BlobInfo>>>;
 
-    // The outbound queue.
+    /// One POP3 session per maildrop: `None` while another holds it (on any node).
+    async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>>;
+}
+
+/// The outbound queue, and the claims that let several nodes share it.
+#[async_trait]
+pub trait QueueStore: Send + Sync + 'static {
     async fn queue_list(&self) -> Result<Vec<QueueEntry>>;
     async fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>>;
+    /// Saves the entry, keeping outcomes already recorded
+    /// ([`QueueEntry::keeping_outcomes_of`]).
     async fn queue_update(&self, entry: QueueEntry) -> Result<()>;
     /// Removes the entry and releases its blob.
     async fn queue_delete(&self, id: QueueId) -> Result<()>;
@@ -190,8 +208,11 @@ pub trait Store: Send + Sync + 'static {
     /// each message once; a node that dies loses its claims when they run out. An `until` in
     /// the past releases the holder's claim.
     async fn queue_claim(&self, id: QueueId, holder: &str, until: i64) -> Result<bool>;
+}
 
-    // Message trace.
+/// Message trace: what happened to each message, for `postern trace`.
+#[async_trait]
+pub trait TraceStore: Send + Sync + 'static {
     /// Records events durably (batched with other writes).
     async fn trace_append(&self, events: Vec<TraceEvent>) -> Result<()>;
     /// Every event of one message, oldest first.
@@ -201,10 +222,16 @@ pub trait Store: Send + Sync + 'static {
     async fn trace_find(&self, key: &str, since: i64, limit: usize) -> Result<Vec<String>>;
     /// Messages with events since a time (ms), newest first, at most `limit`.
     async fn trace_recent(&self, since: i64, limit: usize) -> Result<Vec<String>>;
-    /// Forgets events older than `before` (ms); returns how many.
+    /// Forgets events older than `before` (ms); returns how many. Sieve's seen marks that
+    /// expired by then go too (one sweep for both).
     async fn trace_prune(&self, before: i64) -> Result<u64>;
+}
 
-    // Sieve scripts (RFC 5228, managed per RFC 5804): at most one active per account.
+/// What filters an account's mail: Sieve scripts (RFC 5228, managed per RFC 5804; at most one
+/// active per account), the marks of vacation and `duplicate`, and the senders its owner
+/// taught about.
+#[async_trait]
+pub trait SieveStore: Send + Sync + 'static {
     /// Creates or replaces a script; its activity is unchanged.
     async fn sieve_put(&self, account: AccountId, name: &str, source: &str) -> Result<()>;
     async fn sieve_get(&self, account: AccountId, name: &str) -> Result<Option<String>>;
@@ -238,19 +265,17 @@ pub trait Store: Send + Sync + 'static {
     async fn sender_verdict(&self, account: AccountId, sender: &str) -> Result<Option<bool>>;
     /// Every sender the account's owner taught about, with the verdict, by sender.
     async fn sender_verdict_list(&self, account: AccountId) -> Result<Vec<(String, bool)>>;
+}
 
-    // API tokens (`postern token create`): only a hash of each is kept.
-    async fn token_put(&self, token: ApiToken) -> Result<()>;
-    async fn token_list(&self) -> Result<Vec<ApiToken>>;
-    async fn token_delete(&self, name: &str) -> Result<()>;
-
-    // Rate limits and bans: shared by every node on one database.
+/// Short-lived state every node on one database shares: the counters behind rate limits and
+/// bans, and web sessions.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
     /// One atomic read-modify-write of the counter under `key`; returns what was kept.
     async fn counter_update(&self, key: &str, step: CounterStep<'_>) -> Result<Option<Counter>>;
     /// The counter under `key`, unless absent or expired.
     async fn counter_get(&self, key: &str) -> Result<Option<Counter>>;
 
-    // Web sessions: shared by every node.
     /// With `limit`, stores a new session and forgets the least recently used beyond the limit.
     /// Without, changes the session with its id if it is still there (a touch never brings
     /// back a session ended meanwhile).
@@ -260,14 +285,6 @@ pub trait Store: Send + Sync + 'static {
     async fn web_session_delete(&self, id: &str) -> Result<()>;
     /// The live sessions of one account.
     async fn web_session_list(&self, address: &str) -> Result<Vec<WebSession>>;
-
-    /// One POP3 session per maildrop: `None` while another holds it (on any node).
-    async fn lock_maildrop(&self, account: AccountId) -> Result<Option<MaildropLock>>;
-    /// Changes committed from now on, from any session.
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
-    fn stats(&self) -> StoreStats;
-    /// Finishes pending writes and stops accepting new ones.
-    async fn close(&self) -> Result<()>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

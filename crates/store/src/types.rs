@@ -1,3 +1,5 @@
+//! The records the store keeps and hands out: the same for every backend and every caller.
+
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,427 @@
+//! The single writer: drains queued write requests, applies a batch of them in one redb
+//! transaction, appends their message bytes to the active segment with one fdatasync, commits,
+//! and only then answers each request (group commit).
+//!
+//! Each request checks everything it needs before it changes anything, so a request that fails
+//! on bad input leaves the batch's other requests intact; an I/O error fails the whole batch and
+//! nothing of it is committed.
+
+mod blobs;
+mod directory;
+mod mail;
+mod queue;
+mod sieve;
+mod trace;
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::blobs::{BlobFiles, SEGMENT_TARGET};
+use super::tables::*;
+use super::{Shared, db_err};
+use crate::*;
+
+pub enum Job {
+    DomainAdd(String),
+    DomainDelete(String),
+    AccountCreate(NewAccount),
+    AccountUpdate(AccountId, AccountUpdate),
+    AccountDelete(AccountId),
+    AliasSet(String, Vec<String>),
+    AliasPolicy(String, Option<SendPolicy>),
+    AliasDelete(String),
+    MailboxCreate(AccountId, String, Option<SpecialUse>),
+    MailboxDelete(MailboxId),
+    MailboxRename(MailboxId, String),
+    MailboxSubscribe(MailboxId, bool),
+    Deliver(Delivery),
+    DeliverMany(Vec<Delivery>),
+    SievePut(AccountId, String, String),
+    SieveActivate(AccountId, Option<String>),
+    SieveDelete(AccountId, String),
+    SieveRename(AccountId, String, String),
+    SenderVerdict(AccountId, String, Option<bool>),
+    TokenPut(ApiToken),
+    TokenDelete(String),
+    SeenMark {
+        account: AccountId,
+        key: String,
+        now: i64,
+        expires: i64,
+    },
+    FlagsUpdate(FlagsUpdate),
+    Expunge(MailboxId, Vec<Uid>),
+    Copy {
+        from: MailboxId,
+        uids: Vec<Uid>,
+        to: MailboxId,
+        remove_source: bool,
+    },
+    QueueUpdate(QueueEntry),
+    QueueDelete(QueueId),
+    Trace(Vec<TraceEvent>),
+    TracePrune(i64),
+}
+
+pub enum Output {
+    Unit,
+    Domain(Domain),
+    Account(Account),
+    Alias(Alias),
+    Mailbox(Mailbox),
+    Delivery(DeliveryReport),
+    Deliveries(Vec<DeliveryReport>),
+    Bool(bool),
+    Flags(FlagsResult),
+    Uids(Vec<Uid>),
+    Pairs(Vec<(Uid, Uid)>),
+    Count(u64),
+}
+
+pub struct Request {
+    pub job: Job,
+    pub reply: oneshot::Sender<Result<Output>>,
+}
+
+/// Runs until every sender is gone.
+pub fn run(
+    db: Arc<Database>,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Request>,
+    max_batch: usize,
+) {
+    let mut active = match active_segment(&db) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "storage writer cannot start");
+            return;
+        }
+    };
+    let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let (replies, jobs): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.reply, r.job)).unzip();
+        match commit_batch(&db, &shared, &mut active, jobs) {
+            Ok((outputs, events)) => {
+                shared.commits.fetch_add(1, Ordering::Relaxed);
+                shared.writes.fetch_add(n, Ordering::Relaxed);
+                for (reply, out) in replies.into_iter().zip(outputs) {
+                    let _ = reply.send(out);
+                }
+                for e in events {
+                    let _ = shared.events.send(e);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = n, "storage commit failed");
+                let disk_full = matches!(e, StoreError::DiskFull);
+                for reply in replies {
+                    let err = if disk_full {
+                        StoreError::DiskFull
+                    } else {
+                        StoreError::Backend(e.to_string())
+                    };
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ActiveSegment {
+    id: u64,
+    end: u64,
+}
+
+fn active_segment(db: &Database) -> Result<ActiveSegment> {
+    let rtx = db.begin_read().map_err(db_err)?;
+    let t = rtx.open_table(SEGMENTS).map_err(db_err)?;
+    let last = t.last().map_err(db_err)?;
+    Ok(match last {
+        Some((k, v)) => ActiveSegment {
+            id: k.value(),
+            end: v.value().0,
+        },
+        None => ActiveSegment { id: 0, end: 0 },
+    })
+}
+
+/// What a batch does besides its redb writes.
+struct Effects {
+    /// Bytes to append to the active segment.
+    buf: Vec<u8>,
+    seg: ActiveSegment,
+    /// Live bytes added to the active segment.
+    seg_live: u64,
+    /// Spool files to move into the blob store: (from, to).
+    new_files: Vec<(PathBuf, PathBuf)>,
+    /// Files to remove once the commit is durable.
+    freed_files: Vec<PathBuf>,
+    freed_segments: Vec<u64>,
+    /// Accounts whose active script came or went: (account, has one now).
+    sieve_changes: Vec<(AccountId, bool)>,
+    events: Vec<StoreEvent>,
+}
+
+type Outputs = (Vec<Result<Output>>, Vec<StoreEvent>);
+
+fn commit_batch(
+    db: &Database,
+    shared: &Shared,
+    active: &mut ActiveSegment,
+    jobs: Vec<Job>,
+) -> Result<Outputs> {
+    let blobs = &shared.blobs;
+    let wtx = db.begin_write().map_err(db_err)?;
+    let mut fx = Effects {
+        buf: Vec::new(),
+        seg: *active,
+        seg_live: 0,
+        new_files: Vec::new(),
+        freed_files: Vec::new(),
+        freed_segments: Vec::new(),
+        sieve_changes: Vec::new(),
+        events: Vec::new(),
+    };
+    let result = (|| {
+        let mut t = Tables::open(&wtx)?;
+        if fx.seg.id == 0 || fx.seg.end >= SEGMENT_TARGET {
+            // Start a new segment; its file appears when the first bytes are written.
+            let id = fx.seg.id + 1;
+            t.segments.insert(id, (0u64, 0u64)).map_err(db_err)?;
+            fx.seg = ActiveSegment { id, end: 0 };
+        }
+        let mut outputs = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match t.apply(job, &mut fx, blobs) {
+                Ok(o) => outputs.push(Ok(o)),
+                Err(e @ (StoreError::Io(_) | StoreError::Backend(_) | StoreError::DiskFull)) => {
+                    return Err(e);
+                }
+                Err(e) => outputs.push(Err(e)),
+            }
+        }
+        if !fx.buf.is_empty() || fx.seg_live > 0 {
+            let (end, live) = t
+                .segments
+                .get(fx.seg.id)
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or((fx.seg.end, 0));
+            t.segments
+                .insert(fx.seg.id, (end + fx.buf.len() as u64, live + fx.seg_live))
+                .map_err(db_err)?;
+        }
+        Ok(outputs)
+    })();
+    let outputs = match result {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = wtx.abort();
+            return Err(e);
+        }
+    };
+    // Message bytes first, durable, then the records that point at them.
+    if let Err(e) = write_blob_bytes(blobs, &fx) {
+        let _ = wtx.abort();
+        undo_blob_bytes(blobs, &fx);
+        return Err(e);
+    }
+    if let Err(e) = wtx.commit() {
+        undo_blob_bytes(blobs, &fx);
+        return Err(db_err(e));
+    }
+    *active = ActiveSegment {
+        id: fx.seg.id,
+        end: fx.seg.end + fx.buf.len() as u64,
+    };
+    for f in &fx.freed_files {
+        let _ = fs::remove_file(f);
+    }
+    for s in &fx.freed_segments {
+        blobs.forget_segment(*s);
+        let _ = fs::remove_file(blobs.segment_path(*s));
+    }
+    if !fx.sieve_changes.is_empty() {
+        let mut set = shared.sieve_accounts.lock().unwrap();
+        for (account, active) in &fx.sieve_changes {
+            if *active {
+                set.insert(*account);
+            } else {
+                set.remove(account);
+            }
+        }
+    }
+    Ok((outputs, fx.events))
+}
+
+fn write_blob_bytes(blobs: &BlobFiles, fx: &Effects) -> Result<()> {
+    if !fx.buf.is_empty() {
+        let new_file = fx.seg.end == 0;
+        let f = blobs.segment(fx.seg.id).map_err(StoreError::from_io)?;
+        f.write_all_at(&fx.buf, fx.seg.end)
+            .map_err(StoreError::from_io)?;
+        blobs.sync_file(&f).map_err(StoreError::from_io)?;
+        if new_file {
+            blobs.sync_dir(blobs.root()).map_err(StoreError::from_io)?;
+        }
+    }
+    if !fx.new_files.is_empty() {
+        for (from, to) in &fx.new_files {
+            fs::rename(from, to).map_err(StoreError::from_io)?;
+        }
+        blobs
+            .sync_dir(&blobs.big_dir())
+            .map_err(StoreError::from_io)?;
+    }
+    Ok(())
+}
+
+fn undo_blob_bytes(blobs: &BlobFiles, fx: &Effects) {
+    if !fx.buf.is_empty()
+        && let Ok(f) = blobs.segment(fx.seg.id)
+    {
+        let _ = f.set_len(fx.seg.end);
+    }
+    for (from, to) in &fx.new_files {
+        if to.exists() {
+            let _ = fs::rename(to, from);
+        }
+    }
+}
+
+struct Tables<'t> {
+    meta: Table<'t, &'static str, u64>,
+    domains: Table<'t, &'static str, &'static [u8]>,
+    accounts: Table<'t, u64, &'static [u8]>,
+    account_by_address: Table<'t, &'static str, u64>,
+    aliases: Table<'t, &'static str, &'static [u8]>,
+    mailboxes: Table<'t, u64, &'static [u8]>,
+    mailbox_by_name: Table<'t, (u64, &'static str), u64>,
+    messages: Table<'t, (u64, u32), &'static [u8]>,
+    modseq: Table<'t, (u64, u64, u32), ()>,
+    expunged: Table<'t, (u64, u64, u32), ()>,
+    blobs: Table<'t, u64, &'static [u8]>,
+    segments: Table<'t, u64, (u64, u64)>,
+    queue: Table<'t, u64, &'static [u8]>,
+    trace: Table<'t, (&'static str, u64), &'static [u8]>,
+    trace_keys: Table<'t, (&'static str, i64, &'static str), ()>,
+    trace_time: Table<'t, (i64, &'static str, u64), ()>,
+    sieve: Table<'t, (u64, &'static str), &'static [u8]>,
+    sieve_active: Table<'t, u64, &'static str>,
+    seen: Table<'t, (u64, &'static str), i64>,
+    senders: Table<'t, (u64, &'static str), u8>,
+    tokens: Table<'t, &'static str, &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(w: &'t WriteTransaction) -> Result<Self> {
+        Ok(Tables {
+            meta: w.open_table(META).map_err(db_err)?,
+            domains: w.open_table(DOMAINS).map_err(db_err)?,
+            accounts: w.open_table(ACCOUNTS).map_err(db_err)?,
+            account_by_address: w.open_table(ACCOUNT_BY_ADDRESS).map_err(db_err)?,
+            aliases: w.open_table(ALIASES).map_err(db_err)?,
+            mailboxes: w.open_table(MAILBOXES).map_err(db_err)?,
+            mailbox_by_name: w.open_table(MAILBOX_BY_NAME).map_err(db_err)?,
+            messages: w.open_table(MESSAGES).map_err(db_err)?,
+            modseq: w.open_table(MODSEQ).map_err(db_err)?,
+            expunged: w.open_table(EXPUNGED).map_err(db_err)?,
+            blobs: w.open_table(BLOBS).map_err(db_err)?,
+            segments: w.open_table(SEGMENTS).map_err(db_err)?,
+            queue: w.open_table(QUEUE).map_err(db_err)?,
+            trace: w.open_table(TRACE).map_err(db_err)?,
+            trace_keys: w.open_table(TRACE_KEYS).map_err(db_err)?,
+            trace_time: w.open_table(TRACE_TIME).map_err(db_err)?,
+            sieve: w.open_table(SIEVE).map_err(db_err)?,
+            sieve_active: w.open_table(SIEVE_ACTIVE).map_err(db_err)?,
+            seen: w.open_table(SEEN).map_err(db_err)?,
+            senders: w.open_table(SENDERS).map_err(db_err)?,
+            tokens: w.open_table(TOKENS).map_err(db_err)?,
+        })
+    }
+
+    fn apply(&mut self, job: Job, fx: &mut Effects, files: &BlobFiles) -> Result<Output> {
+        match job {
+            Job::DomainAdd(name) => self.domain_add(name, fx),
+            Job::DomainDelete(name) => self.domain_delete(&name, fx),
+            Job::AccountCreate(new) => self.account_create(new, fx),
+            Job::AccountUpdate(id, up) => self.account_update(id, up, fx),
+            Job::AccountDelete(id) => self.account_delete(id, fx, files),
+            Job::AliasSet(address, targets) => self.alias_set(address, targets, fx),
+            Job::AliasPolicy(address, policy) => self.alias_set_policy(&address, policy, fx),
+            Job::AliasDelete(address) => self.alias_delete(&address, fx),
+            Job::TokenPut(t) => self.token_put(t),
+            Job::TokenDelete(name) => self.token_delete(&name),
+            Job::MailboxCreate(account, name, su) => self.mailbox_create(account, &name, su, fx),
+            Job::MailboxDelete(id) => self.mailbox_delete(id, fx, files),
+            Job::MailboxRename(id, name) => self.mailbox_rename(id, &name, fx),
+            Job::MailboxSubscribe(id, on) => self.mailbox_subscribe(id, on, fx),
+            Job::Deliver(d) => self.deliver(d, fx, files).map(Output::Delivery),
+            Job::DeliverMany(ds) => {
+                let mut out = Vec::with_capacity(ds.len());
+                for d in ds {
+                    out.push(self.deliver(d, fx, files)?);
+                }
+                Ok(Output::Deliveries(out))
+            }
+            Job::FlagsUpdate(u) => self.flags_update(u, fx),
+            Job::Expunge(mailbox, uids) => {
+                let mut mb = self.mailbox(mailbox)?;
+                let gone = self.expunge(&mut mb, &uids, fx, files)?;
+                Ok(Output::Uids(gone))
+            }
+            Job::Copy {
+                from,
+                uids,
+                to,
+                remove_source,
+            } => self.copy(from, &uids, to, remove_source, fx, files),
+            Job::QueueUpdate(entry) => self.queue_update(entry, fx),
+            Job::QueueDelete(id) => self.queue_delete(id, fx, files),
+            Job::Trace(events) => {
+                self.trace_append(&events)?;
+                Ok(Output::Unit)
+            }
+            Job::TracePrune(before) => self.trace_prune(before).map(Output::Count),
+            Job::SievePut(account, name, source) => self.sieve_put(account, &name, &source),
+            Job::SieveActivate(account, name) => self.sieve_activate(account, name, fx),
+            Job::SieveDelete(account, name) => self.sieve_delete(account, &name),
+            Job::SieveRename(account, from, to) => self.sieve_rename(account, &from, &to),
+            Job::SenderVerdict(account, sender, junk) => {
+                self.sender_verdict_set(account, &sender, junk)
+            }
+            Job::SeenMark {
+                account,
+                key,
+                now,
+                expires,
+            } => self.seen_mark(account, &key, now, expires),
+        }
+    }
+
+    fn next_id(&mut self, key: &'static str) -> Result<u64> {
+        let id = self
+            .meta
+            .get(key)
+            .map_err(db_err)?
+            .map(|v| v.value())
+            .unwrap_or(1);
+        self.meta.insert(key, id + 1).map_err(db_err)?;
+        Ok(id)
+    }
+}

@@ -1,0 +1,125 @@
+//! Events between nodes: a commit announces its events with NOTIFY, and every node listens
+//! and passes other nodes' events on as if they were its own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use deadpool_postgres::Transaction;
+use tokio::sync::broadcast;
+use tokio_postgres::NoTls;
+
+use super::{Prepared, json, pg};
+use crate::*;
+
+/// The channel commits announce their events on.
+pub(super) const CHANNEL: &str = "postern_events";
+/// Events per notification: a payload stays well under PostgreSQL's 8000 bytes.
+const EVENTS_PER_NOTIFY: usize = 40;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Announcement {
+    node: String,
+    /// This node's number for the commit.
+    #[serde(default)]
+    commit: u64,
+    events: Vec<StoreEvent>,
+}
+
+/// Commits whose events this node passed on itself, by number, and when.
+pub(super) type Announced = Arc<Mutex<HashMap<u64, std::time::Instant>>>;
+
+/// How long an own commit's announcement waits for the writer to have passed its events on.
+const OWN_EVENTS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Listens for other nodes' events and passes them on as if they were ours; reconnects when
+/// the connection drops. This node's own events are passed on by the writer after its commit;
+/// when the writer was cancelled while committing, its announcement passes them on instead.
+pub(super) async fn listen(
+    url: String,
+    node: String,
+    events: broadcast::Sender<StoreEvent>,
+    announced: Announced,
+) {
+    let mut reconnecting = false;
+    loop {
+        if let Ok((client, mut conn)) = tokio_postgres::connect(&url, NoTls).await {
+            // The connection is driven here, in this task: aborting it ends both.
+            let sql = format!("LISTEN {CHANNEL}");
+            let mut listening = std::pin::pin!(client.batch_execute(&sql));
+            let mut listened = false;
+            loop {
+                tokio::select! {
+                    r = &mut listening, if !listened => {
+                        if r.is_err() {
+                            break;
+                        }
+                        listened = true;
+                        // What other nodes announced while this node was not listening is
+                        // lost: every session looks again.
+                        if reconnecting {
+                            let _ = events.send(StoreEvent::Missed);
+                        }
+                    }
+                    m = std::future::poll_fn(|cx| conn.poll_message(cx)) => match m {
+                        Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                            let Ok(a) = serde_json::from_str::<Announcement>(n.payload()) else {
+                                continue;
+                            };
+                            if a.node != node {
+                                for e in a.events {
+                                    let _ = events.send(e);
+                                }
+                            } else if !announced.lock().unwrap().contains_key(&a.commit) {
+                                let (events, announced) = (events.clone(), announced.clone());
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(OWN_EVENTS_GRACE).await;
+                                    if !announced.lock().unwrap().contains_key(&a.commit) {
+                                        for e in a.events {
+                                            let _ = events.send(e);
+                                        }
+                                    }
+                                });
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            tracing::warn!("lost the PostgreSQL notification connection; reconnecting");
+        }
+        reconnecting = true;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// Sends a transaction's events to every listening node: delivered when (and only if) it
+/// commits.
+pub(super) async fn announce(
+    tx: &Transaction<'_>,
+    node: &str,
+    commit: u64,
+    events: &[StoreEvent],
+) -> Result<()> {
+    for chunk in events.chunks(EVENTS_PER_NOTIFY) {
+        let a = Announcement {
+            node: node.to_string(),
+            commit,
+            events: chunk.to_vec(),
+        };
+        tx.run("SELECT pg_notify($1, $2)", &[&CHANNEL, &json(&a)])
+            .await
+            .map_err(pg)?;
+    }
+    Ok(())
+}
+
+/// This node passed the commit's events on itself: its own announcement is not passed on again.
+pub(super) fn passed_on(announced: &Announced, commit: u64) {
+    let now = std::time::Instant::now();
+    let mut announced = announced.lock().unwrap();
+    if announced.len() >= 4096 {
+        announced.retain(|_, at| now.duration_since(*at) < OWN_EVENTS_GRACE * 10);
+    }
+    announced.insert(commit, now);
+}

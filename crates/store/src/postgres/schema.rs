@@ -1,0 +1,231 @@
+//! The database's schema and its migrations, and what `postern doctor` reads of a database.
+
+use tokio_postgres::NoTls;
+
+use super::notify::CHANNEL;
+use super::{PgStore, Prepared, pg};
+use crate::*;
+
+/// The schema, one migration per version; applied in order, each in its own transaction.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL);
+INSERT INTO meta VALUES ('last_uidvalidity', 0);
+CREATE TABLE domains (name text PRIMARY KEY, created bigint NOT NULL);
+CREATE TABLE accounts (
+    id bigserial PRIMARY KEY,
+    address text NOT NULL UNIQUE,
+    password_hash text NOT NULL,
+    quota_bytes bigint NOT NULL,
+    quota_messages bigint NOT NULL,
+    disabled boolean NOT NULL DEFAULT false,
+    created bigint NOT NULL,
+    forward_to text,
+    forward_keep boolean NOT NULL DEFAULT false
+);
+CREATE TABLE aliases (address text PRIMARY KEY, targets text[] NOT NULL, created bigint NOT NULL, policy text);
+CREATE TABLE mailboxes (
+    id bigserial PRIMARY KEY,
+    account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name text NOT NULL,
+    uidvalidity bigint NOT NULL,
+    uidnext bigint NOT NULL DEFAULT 1,
+    highest_modseq bigint NOT NULL DEFAULT 1,
+    special_use text,
+    subscribed boolean NOT NULL DEFAULT true,
+    messages bigint NOT NULL DEFAULT 0,
+    unseen bigint NOT NULL DEFAULT 0,
+    size bigint NOT NULL DEFAULT 0,
+    UNIQUE (account, name)
+);
+CREATE TABLE blobs (id bigserial PRIMARY KEY, size bigint NOT NULL, meta bytea NOT NULL, data bytea NOT NULL, refs integer NOT NULL);
+CREATE TABLE messages (
+    mailbox bigint NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid bigint NOT NULL,
+    blob bigint NOT NULL,
+    size bigint NOT NULL,
+    internal_date bigint NOT NULL,
+    modseq bigint NOT NULL,
+    flags smallint NOT NULL,
+    keywords text[] NOT NULL,
+    PRIMARY KEY (mailbox, uid)
+);
+CREATE INDEX messages_by_modseq ON messages (mailbox, modseq);
+CREATE TABLE expunged (
+    mailbox bigint NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    modseq bigint NOT NULL,
+    uid bigint NOT NULL
+);
+CREATE INDEX expunged_by_modseq ON expunged (mailbox, modseq);
+CREATE TABLE queue (id bigserial PRIMARY KEY, entry text NOT NULL);
+CREATE TABLE trace (
+    seq bigserial PRIMARY KEY,
+    trace_id text NOT NULL,
+    time bigint NOT NULL,
+    event text NOT NULL,
+    keys text[] NOT NULL
+);
+CREATE INDEX trace_by_id ON trace (trace_id, seq);
+CREATE INDEX trace_by_time ON trace (time);
+CREATE INDEX trace_by_key ON trace USING gin (keys);
+CREATE TABLE sieve (
+    account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name text NOT NULL,
+    source text NOT NULL,
+    PRIMARY KEY (account, name)
+);
+CREATE TABLE sieve_active (account bigint PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE, name text NOT NULL);
+CREATE TABLE seen (account bigint NOT NULL, key text NOT NULL, expires bigint NOT NULL, PRIMARY KEY (account, key));
+CREATE TABLE senders (
+    account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    sender text NOT NULL,
+    junk boolean NOT NULL,
+    PRIMARY KEY (account, sender)
+);
+CREATE TABLE tokens (name text PRIMARY KEY, token text NOT NULL);
+"#,
+    r#"
+ALTER TABLE queue ADD COLUMN claim_holder text, ADD COLUMN claim_until bigint NOT NULL DEFAULT 0;
+"#,
+    r#"
+CREATE TABLE maildrop_locks (account bigint PRIMARY KEY, holder text NOT NULL, until bigint NOT NULL);
+"#,
+    r#"
+CREATE TABLE counters (
+    key text PRIMARY KEY,
+    since_ms bigint NOT NULL DEFAULT 0,
+    hits integer NOT NULL DEFAULT 0,
+    blocked_until bigint NOT NULL DEFAULT 0,
+    strikes integer NOT NULL DEFAULT 0,
+    at_ms bigint NOT NULL DEFAULT 0,
+    expires bigint NOT NULL
+);
+CREATE INDEX counters_expires ON counters (expires);
+CREATE TABLE web_sessions (
+    id text PRIMARY KEY,
+    address text NOT NULL,
+    admin boolean NOT NULL,
+    csrf text NOT NULL,
+    password bigint NOT NULL,
+    created bigint NOT NULL,
+    used bigint NOT NULL,
+    expires bigint NOT NULL
+);
+CREATE INDEX web_sessions_address ON web_sessions (address);
+CREATE INDEX web_sessions_used ON web_sessions (used);
+"#,
+];
+
+/// An arbitrary number all nodes agree on: one of them migrates at a time.
+const MIGRATION_LOCK: i64 = 0x706f_7374_6572_6e01;
+
+/// What `postern doctor` reports of a database, read without changing anything.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub server_version: String,
+    /// The schema version of the database, and the one this build migrates to.
+    pub schema: usize,
+    pub schema_wanted: usize,
+    /// Nodes listening for each other's events (one connection each).
+    pub nodes: i64,
+    pub connections: i64,
+    pub max_connections: i64,
+}
+
+/// Connects once and reads the database's state (no migration).
+pub async fn inspect(url: &str) -> Result<Health> {
+    let (c, conn) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
+    let driver = tokio::spawn(conn);
+    let r = async {
+        let version: String = c
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let schema: i64 = match c
+            .query_one("SELECT count(*) FROM postern_schema", &[])
+            .await
+        {
+            Ok(r) => r.get(0),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+            Err(e) => return Err(pg(e)),
+        };
+        let nodes: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query = $1",
+                &[&format!("LISTEN {CHANNEL}")],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let connections: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let max: String = c
+            .query_one("SHOW max_connections", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(Health {
+            server_version: version,
+            schema: schema.max(0) as usize,
+            schema_wanted: MIGRATIONS.len(),
+            nodes,
+            connections,
+            max_connections: max.parse().unwrap_or(0),
+        })
+    }
+    .await;
+    driver.abort();
+    r
+}
+
+impl PgStore {
+    /// Applies the migrations this database has not had yet; returns the schema version.
+    pub async fn migrate(&self) -> Result<usize> {
+        let mut c = self.pool.get().await.map_err(pg)?;
+        c.run("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg)?;
+        let r = async {
+            c.batch_execute("CREATE TABLE IF NOT EXISTS postern_schema (version integer NOT NULL)")
+                .await
+                .map_err(pg)?;
+            let version: i64 = c
+                .row("SELECT count(*) FROM postern_schema", &[])
+                .await
+                .map_err(pg)?
+                .get(0);
+            if version as usize > MIGRATIONS.len() {
+                tracing::warn!(
+                    database = version,
+                    this_build = MIGRATIONS.len(),
+                    "the database's schema is newer than this build's: upgrade this node"
+                );
+            }
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                let tx = c.transaction().await.map_err(pg)?;
+                tx.batch_execute(m).await.map_err(pg)?;
+                tx.run(
+                    "INSERT INTO postern_schema (version) VALUES ($1)",
+                    &[&(i as i32 + 1)],
+                )
+                .await
+                .map_err(pg)?;
+                tx.commit().await.map_err(pg)?;
+            }
+            Ok(MIGRATIONS.len())
+        }
+        .await;
+        let _ = c
+            .run("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        r
+    }
+}
