@@ -1,16 +1,23 @@
 //! FETCH (with BODY[section]<partial>, BINARY, CONDSTORE CHANGEDSINCE/VANISHED) and STORE.
-//! Structure comes from the metadata stored at delivery; message bytes are read by range.
+//! Structure comes from the metadata stored at delivery; message bytes are read by range,
+//! and a large range is sent in pieces as the client takes them, never read whole. A FETCH
+//! is a job the core resumes after each piece of output is sent.
+
+use std::collections::VecDeque;
 
 use postern_message::MessageMeta;
-use postern_net::Io;
-use postern_store::{FlagOp, Flags, FlagsUpdate, MessageEntry, SharedStore, Uid};
+use postern_store::{BlobId, FlagOp, Flags, FlagsUpdate, MessageEntry, SharedStore, Uid};
 
+use crate::core::{FLUSH_AT, Fail, ImapCore, Res, no, ok, push};
 use crate::format;
 use crate::parse::{FetchAtt, Section, SectionText, SeqSet, StoreOp};
-use crate::session::{Fail, Res, Session, no, push};
 
-/// Output is handed to the socket in pieces of about this size.
-const FLUSH_AT: usize = 256 << 10;
+/// Ranges of a message at least this long are streamed from storage in pieces.
+const STREAM_MIN: u64 = 64 << 10;
+/// The size of each piece read from storage.
+const CHUNK: u64 = 256 << 10;
+/// Messages looked up together.
+const BATCH: usize = 512;
 
 /// Entries of the named messages: one range scan for many, point reads for a few.
 pub async fn entries(
@@ -82,215 +89,429 @@ fn sets_seen(a: &FetchAtt) -> bool {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn fetch(
-    s: &mut Session,
-    io: &mut Io,
-    out: &mut Vec<u8>,
-    tag: &str,
+/// Output still to send for the message being answered.
+enum Piece {
+    Bytes(Vec<u8>),
+    /// `len` bytes of a stored message from `offset`, read a chunk at a time.
+    Blob {
+        blob: BlobId,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// A message looked up and ready to answer.
+struct Ready {
+    seq: u32,
+    entry: MessageEntry,
+    head: Option<Vec<u8>>,
+    meta: Option<MessageMeta>,
+}
+
+/// Where a section's bytes are.
+enum Span {
+    /// Raw bytes of the message.
+    Range(u64, u64),
+    /// Header fields kept (or dropped, with `not`) from a raw header.
+    Fields(u64, u64, Vec<String>, bool),
+    Empty,
+}
+
+pub struct FetchJob {
+    pub tag: String,
     uid: bool,
-    set: &SeqSet,
-    mut atts: Vec<FetchAtt>,
-    changed_since: Option<u64>,
-    vanished: bool,
-) -> Res {
-    let sel = s.selected.as_ref().expect("selected");
-    let store = s.sh.store.clone();
-    let mailbox = sel.mailbox.id;
-    let read_only = sel.read_only;
-    let msgs = sel.resolve(set, uid);
-    if vanished && let Some(cs) = changed_since {
-        let ch = store.message_changes(mailbox, cs).await?;
-        let gone: Vec<Uid> = ch
-            .expunged
-            .into_iter()
-            .filter(|&u| set.contains(u, u32::MAX))
+    mailbox: u64,
+    atts: Vec<FetchAtt>,
+    want_meta: bool,
+    wants_head: bool,
+    seen_setting: bool,
+    todo: VecDeque<(u32, MessageEntry)>,
+    batch: VecDeque<Ready>,
+    pieces: VecDeque<Piece>,
+    newly_seen: Vec<Uid>,
+}
+
+impl FetchJob {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        s: &mut ImapCore,
+        out: &mut Vec<u8>,
+        tag: &str,
+        uid: bool,
+        set: &SeqSet,
+        mut atts: Vec<FetchAtt>,
+        changed_since: Option<u64>,
+        vanished: bool,
+    ) -> Result<FetchJob, Fail> {
+        let sel = s.selected.as_ref().expect("selected");
+        let store = s.store().clone();
+        let mailbox = sel.mailbox.id;
+        let read_only = sel.read_only;
+        let msgs = sel.resolve(set, uid);
+        if vanished && let Some(cs) = changed_since {
+            let ch = store.message_changes(mailbox, cs).await?;
+            let gone: Vec<Uid> = ch
+                .expunged
+                .into_iter()
+                .filter(|&u| set.contains(u, u32::MAX))
+                .collect();
+            if !gone.is_empty() {
+                push(
+                    out,
+                    &format!("* VANISHED (EARLIER) {}\r\n", format::seq_set(&gone)),
+                );
+            }
+        }
+        if uid && !atts.contains(&FetchAtt::Uid) {
+            atts.insert(0, FetchAtt::Uid);
+        }
+        if (changed_since.is_some() || (s.condstore && atts.contains(&FetchAtt::Flags)))
+            && !atts.contains(&FetchAtt::ModSeq)
+        {
+            atts.push(FetchAtt::ModSeq);
+        }
+        let uids: Vec<Uid> = msgs.iter().map(|m| m.1).collect();
+        let found = entries(&store, mailbox, &uids).await?;
+        let todo = msgs
+            .iter()
+            .zip(found)
+            .filter_map(|((seq, _), e)| e.map(|e| (*seq, e)))
+            .filter(|(_, e)| changed_since.is_none_or(|cs| e.modseq > cs))
             .collect();
-        if !gone.is_empty() {
-            push(
-                out,
-                &format!("* VANISHED (EARLIER) {}\r\n", format::seq_set(&gone)),
-            );
+        Ok(FetchJob {
+            tag: tag.to_string(),
+            uid,
+            mailbox,
+            want_meta: atts.iter().any(needs_meta),
+            wants_head: atts.iter().any(header_only),
+            seen_setting: !read_only && atts.iter().any(sets_seen),
+            atts,
+            todo,
+            batch: VecDeque::new(),
+            pieces: VecDeque::new(),
+            newly_seen: Vec::new(),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        if self.uid { "UID FETCH" } else { "FETCH" }
+    }
+
+    /// Answers until the output should be sent (`false`) or everything is answered (`true`).
+    pub async fn run(&mut self, s: &mut ImapCore) -> Result<bool, Fail> {
+        let store = s.store().clone();
+        loop {
+            while let Some(p) = self.pieces.pop_front() {
+                match p {
+                    Piece::Bytes(b) => s.out.extend_from_slice(&b),
+                    Piece::Blob { blob, offset, len } => {
+                        let n = len.min(CHUNK);
+                        let data = store.blob_read(blob, offset, n).await?;
+                        if (data.len() as u64) < n {
+                            // The stored message is shorter than its record says: the literal
+                            // announced cannot be kept, so the connection cannot go on.
+                            return Err(Fail::Bye("[SERVERBUG] Message data is missing".into()));
+                        }
+                        s.out.extend_from_slice(&data);
+                        if len > n {
+                            self.pieces.push_front(Piece::Blob {
+                                blob,
+                                offset: offset + n,
+                                len: len - n,
+                            });
+                        }
+                    }
+                }
+                if s.out.len() >= FLUSH_AT {
+                    return Ok(false);
+                }
+            }
+            if let Some(r) = self.batch.pop_front() {
+                self.answer(&store, r).await?;
+                continue;
+            }
+            if self.todo.is_empty() {
+                return Ok(true);
+            }
+            self.look_up(&store).await?;
         }
     }
-    if uid && !atts.contains(&FetchAtt::Uid) {
-        atts.insert(0, FetchAtt::Uid);
-    }
-    if (changed_since.is_some() || (s.condstore && atts.contains(&FetchAtt::Flags)))
-        && !atts.contains(&FetchAtt::ModSeq)
-    {
-        atts.push(FetchAtt::ModSeq);
-    }
-    let want_meta = atts.iter().any(needs_meta);
-    let seen_setting = !read_only && atts.iter().any(sets_seen);
-    let uids: Vec<Uid> = msgs.iter().map(|m| m.1).collect();
-    let found = entries(&store, mailbox, &uids).await?;
-    let mut newly_seen = Vec::new();
-    let wants_head = atts.iter().any(header_only);
-    let present: Vec<(u32, MessageEntry)> = msgs
-        .iter()
-        .zip(found)
-        .filter_map(|((seq, _), e)| e.map(|e| (*seq, e)))
-        .filter(|(_, e)| changed_since.is_none_or(|cs| e.modseq > cs))
-        .collect();
-    // Storage lookups in batches: one per 512 messages, not one per message.
-    for chunk in present.chunks(512) {
+
+    /// Storage lookups in batches: one per 512 messages, not one per message.
+    async fn look_up(&mut self, store: &SharedStore) -> Result<(), Fail> {
+        let n = self.todo.len().min(BATCH);
+        let chunk: Vec<(u32, MessageEntry)> = self.todo.drain(..n).collect();
         let blobs: Vec<u64> = chunk.iter().map(|(_, e)| e.blob).collect();
-        let mut heads: Vec<Option<postern_store::Result<Vec<u8>>>> = if wants_head {
-            store
-                .blob_heads(&blobs, MessageMeta::header_len_of)
-                .await?
-                .into_iter()
-                .map(Some)
-                .collect()
+        let mut heads: Vec<Option<Vec<u8>>> = Vec::with_capacity(chunk.len());
+        if self.wants_head {
+            for h in store.blob_heads(&blobs, MessageMeta::header_len_of).await? {
+                heads.push(Some(h?));
+            }
         } else {
-            chunk.iter().map(|_| None).collect()
-        };
+            heads.resize(chunk.len(), None);
+        }
         let mut metas: Vec<Option<MessageMeta>> = Vec::with_capacity(chunk.len());
-        if want_meta {
+        if self.want_meta {
             let infos = store.blob_infos(&blobs).await?;
             for ((_, e), info) in chunk.iter().zip(infos) {
                 let decoded = info.ok().and_then(|i| MessageMeta::decode(&i.meta));
                 metas.push(Some(match decoded {
                     Some(m) => m,
-                    None => meta(&store, e).await?,
+                    None => meta(store, e).await?,
                 }));
             }
         } else {
-            metas.extend(chunk.iter().map(|_| None));
+            metas.resize(chunk.len(), None);
         }
-        for (k, (seq, e)) in chunk.iter().enumerate() {
-            let seq = *seq;
-            let mut flags = e.flags.clone();
-            let mut flags_changed = false;
-            if seen_setting && !flags.seen() {
-                flags.bits |= Flags::SEEN;
-                flags_changed = true;
-                newly_seen.push(e.uid);
+        for (((seq, entry), head), meta) in chunk.into_iter().zip(heads).zip(metas) {
+            self.batch.push_back(Ready {
+                seq,
+                entry,
+                head,
+                meta,
+            });
+        }
+        Ok(())
+    }
+
+    /// One message's FETCH response, as pieces of output.
+    async fn answer(&mut self, store: &SharedStore, r: Ready) -> Result<(), Fail> {
+        let Ready {
+            seq,
+            entry: e,
+            head,
+            meta: m,
+        } = r;
+        let mut flags = e.flags.clone();
+        let mut flags_changed = false;
+        if self.seen_setting && !flags.seen() {
+            flags.bits |= Flags::SEEN;
+            flags_changed = true;
+            self.newly_seen.push(e.uid);
+        }
+        let mut out = Vec::new();
+        push(&mut out, &format!("* {seq} FETCH ("));
+        // Out of the job while it is used, so that literals can be queued meanwhile.
+        let atts = std::mem::take(&mut self.atts);
+        for (i, a) in atts.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
             }
-            let m = metas[k].take();
-            // The header, read once for every header-only item of this message.
-            let head = heads[k].take().transpose()?;
-            push(out, &format!("* {seq} FETCH ("));
-            let mut first = true;
-            let mut sep = |out: &mut Vec<u8>| {
-                if !first {
-                    out.push(b' ');
+            match a {
+                FetchAtt::Uid => push(&mut out, &format!("UID {}", e.uid)),
+                FetchAtt::Flags => {
+                    push(&mut out, "FLAGS ");
+                    format::flags(&mut out, &flags);
                 }
-                first = false;
-            };
-            for a in &atts {
-                sep(out);
-                match a {
-                    FetchAtt::Uid => push(out, &format!("UID {}", e.uid)),
-                    FetchAtt::Flags => {
-                        push(out, "FLAGS ");
-                        format::flags(out, &flags);
-                    }
-                    FetchAtt::InternalDate => push(
-                        out,
-                        &format!("INTERNALDATE {}", format::internal_date(e.internal_date)),
-                    ),
-                    FetchAtt::Rfc822Size => push(out, &format!("RFC822.SIZE {}", e.size)),
-                    FetchAtt::ModSeq => push(out, &format!("MODSEQ ({})", e.modseq)),
-                    FetchAtt::Envelope => {
-                        push(out, &format!("ENVELOPE {}", m.as_ref().unwrap().envelope))
-                    }
-                    FetchAtt::Body => push(out, &format!("BODY {}", m.as_ref().unwrap().body)),
-                    FetchAtt::BodyStructure => push(
-                        out,
-                        &format!("BODYSTRUCTURE {}", m.as_ref().unwrap().bodystructure),
-                    ),
-                    FetchAtt::Rfc822 => {
-                        push(out, "RFC822 ");
-                        let data = store.blob_read(e.blob, 0, e.size).await?;
-                        format::literal(out, &data);
-                    }
-                    FetchAtt::Rfc822Header => {
-                        push(out, "RFC822.HEADER ");
-                        format::literal(out, head.as_deref().unwrap_or_default());
-                    }
-                    FetchAtt::Rfc822Text => {
-                        push(out, "RFC822.TEXT ");
-                        let hl = m.as_ref().unwrap().header_len as u64;
-                        let data = store
-                            .blob_read(e.blob, hl, e.size.saturating_sub(hl))
-                            .await?;
-                        format::literal(out, &data);
-                    }
-                    FetchAtt::Section {
-                        section, partial, ..
-                    } => {
-                        let data = match (&head, &section.text) {
-                            (Some(h), Some(SectionText::Header)) if section.part.is_empty() => {
-                                h.clone()
-                            }
-                            (Some(h), Some(SectionText::HeaderFields(f)))
-                                if section.part.is_empty() =>
-                            {
-                                header_fields(h, f, false)
-                            }
-                            (Some(h), Some(SectionText::HeaderFieldsNot(f)))
-                                if section.part.is_empty() =>
-                            {
-                                header_fields(h, f, true)
-                            }
-                            _ => section_bytes(&store, e, m.as_ref(), section).await?,
-                        };
-                        push(out, &format!("BODY[{}]", section_label(section)));
-                        let data = apply_partial(out, data, *partial);
-                        out.push(b' ');
-                        format::literal(out, &data);
-                    }
-                    FetchAtt::Binary { part, partial, .. } => {
-                        let data = binary(&store, e, m.as_ref(), part).await?;
-                        push(out, &format!("BINARY[{}]", join(part)));
-                        let data = apply_partial(out, data, *partial);
-                        out.push(b' ');
-                        if data.contains(&0) {
-                            out.push(b'~');
+                FetchAtt::InternalDate => push(
+                    &mut out,
+                    &format!("INTERNALDATE {}", format::internal_date(e.internal_date)),
+                ),
+                FetchAtt::Rfc822Size => push(&mut out, &format!("RFC822.SIZE {}", e.size)),
+                FetchAtt::ModSeq => push(&mut out, &format!("MODSEQ ({})", e.modseq)),
+                FetchAtt::Envelope => push(
+                    &mut out,
+                    &format!("ENVELOPE {}", m.as_ref().unwrap().envelope),
+                ),
+                FetchAtt::Body => push(&mut out, &format!("BODY {}", m.as_ref().unwrap().body)),
+                FetchAtt::BodyStructure => push(
+                    &mut out,
+                    &format!("BODYSTRUCTURE {}", m.as_ref().unwrap().bodystructure),
+                ),
+                FetchAtt::Rfc822 => {
+                    push(&mut out, "RFC822 ");
+                    self.range(store, &mut out, &e, 0, e.size).await?;
+                }
+                FetchAtt::Rfc822Header => {
+                    push(&mut out, "RFC822.HEADER ");
+                    format::literal(&mut out, head.as_deref().unwrap_or_default());
+                }
+                FetchAtt::Rfc822Text => {
+                    push(&mut out, "RFC822.TEXT ");
+                    let hl = m.as_ref().unwrap().header_len as u64;
+                    self.range(store, &mut out, &e, hl, e.size).await?;
+                }
+                FetchAtt::Section {
+                    section, partial, ..
+                } => {
+                    push(&mut out, &format!("BODY[{}]", section_label(section)));
+                    let header = (section.part.is_empty()).then_some(()).and(head.as_ref());
+                    match (header, &section.text) {
+                        (Some(h), Some(SectionText::Header)) => {
+                            let data = apply_partial(&mut out, h.clone(), *partial);
+                            out.push(b' ');
+                            format::literal(&mut out, &data);
                         }
-                        format::literal(out, &data);
-                    }
-                    FetchAtt::BinarySize(part) => {
-                        let data = binary(&store, e, m.as_ref(), part).await?;
-                        push(out, &format!("BINARY.SIZE[{}] {}", join(part), data.len()));
+                        (Some(h), Some(SectionText::HeaderFields(f))) => {
+                            let data =
+                                apply_partial(&mut out, header_fields(h, f, false), *partial);
+                            out.push(b' ');
+                            format::literal(&mut out, &data);
+                        }
+                        (Some(h), Some(SectionText::HeaderFieldsNot(f))) => {
+                            let data = apply_partial(&mut out, header_fields(h, f, true), *partial);
+                            out.push(b' ');
+                            format::literal(&mut out, &data);
+                        }
+                        _ => match span(&e, m.as_ref(), section) {
+                            Span::Range(a, b) => {
+                                let (a, b) = partial_range(&mut out, a, b, *partial);
+                                out.push(b' ');
+                                self.range(store, &mut out, &e, a, b).await?;
+                            }
+                            Span::Fields(a, b, f, not) => {
+                                let raw = store.blob_read(e.blob, a, b.saturating_sub(a)).await?;
+                                let data =
+                                    apply_partial(&mut out, header_fields(&raw, &f, not), *partial);
+                                out.push(b' ');
+                                format::literal(&mut out, &data);
+                            }
+                            Span::Empty => {
+                                let data = apply_partial(&mut out, Vec::new(), *partial);
+                                out.push(b' ');
+                                format::literal(&mut out, &data);
+                            }
+                        },
                     }
                 }
-            }
-            if flags_changed && !atts.contains(&FetchAtt::Flags) {
-                sep(out);
-                push(out, "FLAGS ");
-                format::flags(out, &flags);
-            }
-            push(out, ")\r\n");
-            if out.len() >= FLUSH_AT {
-                io.write(out);
-                out.clear();
-                io.flush()
-                    .await
-                    .map_err(|e| Fail::Bye(format!("connection lost: {e}")))?;
+                FetchAtt::Binary { part, partial, .. } => {
+                    let data = binary(store, &e, m.as_ref(), part).await?;
+                    push(&mut out, &format!("BINARY[{}]", join(part)));
+                    let data = apply_partial(&mut out, data, *partial);
+                    out.push(b' ');
+                    if data.contains(&0) {
+                        out.push(b'~');
+                    }
+                    format::literal(&mut out, &data);
+                }
+                FetchAtt::BinarySize(part) => {
+                    let data = binary(store, &e, m.as_ref(), part).await?;
+                    push(
+                        &mut out,
+                        &format!("BINARY.SIZE[{}] {}", join(part), data.len()),
+                    );
+                }
             }
         }
-    }
-    if !newly_seen.is_empty() {
-        let r = store
-            .flags_update(FlagsUpdate {
-                mailbox,
-                uids: newly_seen,
-                op: FlagOp::Add,
-                flags: Flags {
-                    bits: Flags::SEEN,
-                    keywords: vec![],
-                },
-                unchanged_since: None,
-            })
-            .await?;
-        if let Some(sel) = s.selected.as_mut() {
-            sel.own_changes.extend(r.updated.iter().map(|u| (u.0, u.2)));
+        if flags_changed && !atts.contains(&FetchAtt::Flags) {
+            if !atts.is_empty() {
+                out.push(b' ');
+            }
+            push(&mut out, "FLAGS ");
+            format::flags(&mut out, &flags);
         }
+        push(&mut out, ")\r\n");
+        self.pieces.push_back(Piece::Bytes(out));
+        self.atts = atts;
+        Ok(())
     }
-    s.ok(out, tag, "FETCH completed")
+
+    /// Bytes `a..b` of the message as a literal: read now when short, else streamed later.
+    async fn range(
+        &mut self,
+        store: &SharedStore,
+        out: &mut Vec<u8>,
+        e: &MessageEntry,
+        a: u64,
+        b: u64,
+    ) -> Result<(), Fail> {
+        let b = b.max(a).min(e.size.max(a));
+        if b - a < STREAM_MIN {
+            let data = store.blob_read(e.blob, a, b - a).await?;
+            format::literal(out, &data);
+            return Ok(());
+        }
+        push(out, &format!("{{{}}}\r\n", b - a));
+        self.pieces.push_back(Piece::Bytes(std::mem::take(out)));
+        self.pieces.push_back(Piece::Blob {
+            blob: e.blob,
+            offset: a,
+            len: b - a,
+        });
+        Ok(())
+    }
+
+    /// After the last message: what was read is marked \Seen.
+    pub async fn finish(&mut self, s: &mut ImapCore) -> Res {
+        let newly_seen = std::mem::take(&mut self.newly_seen);
+        if !newly_seen.is_empty() {
+            let r = s
+                .store()
+                .flags_update(FlagsUpdate {
+                    mailbox: self.mailbox,
+                    uids: newly_seen,
+                    op: FlagOp::Add,
+                    flags: Flags {
+                        bits: Flags::SEEN,
+                        keywords: vec![],
+                    },
+                    unchanged_since: None,
+                })
+                .await?;
+            if let Some(sel) = s.selected.as_mut() {
+                sel.own_changes.extend(r.updated.iter().map(|u| (u.0, u.2)));
+            }
+        }
+        ok("FETCH completed")
+    }
+}
+
+/// `<start>` in the label, and the part of `data` it names.
+fn apply_partial(out: &mut Vec<u8>, data: Vec<u8>, partial: Option<(u32, u32)>) -> Vec<u8> {
+    match partial {
+        Some((start, len)) => {
+            push(out, &format!("<{start}>"));
+            let a = (start as usize).min(data.len());
+            let b = (a + len as usize).min(data.len());
+            data[a..b].to_vec()
+        }
+        None => data,
+    }
+}
+
+/// Like [`apply_partial`] for a range of the message: the range it names.
+fn partial_range(out: &mut Vec<u8>, a: u64, b: u64, partial: Option<(u32, u32)>) -> (u64, u64) {
+    let b = b.max(a);
+    match partial {
+        Some((start, len)) => {
+            push(out, &format!("<{start}>"));
+            let s = (a + start as u64).min(b);
+            (s, (s + len as u64).min(b))
+        }
+        None => (a, b),
+    }
+}
+
+/// Where a section is in the stored message.
+fn span(e: &MessageEntry, m: Option<&MessageMeta>, s: &Section) -> Span {
+    // Header and body of the message, or of the message/rfc822 part named.
+    let (hstart, bstart, end) = if s.part.is_empty() {
+        match m {
+            Some(m) => (0, m.header_len as u64, e.size),
+            None => return Span::Range(0, e.size),
+        }
+    } else {
+        let m = m.expect("metadata loaded");
+        let Some(p) = m.part(&s.part) else {
+            return Span::Empty;
+        };
+        match &s.text {
+            None => return Span::Range(p.body as u64, p.end as u64),
+            Some(SectionText::Mime) => return Span::Range(p.header as u64, p.body as u64),
+            Some(_) => match p.message {
+                Some((h, b)) => (h as u64, b as u64, p.end as u64),
+                None => return Span::Empty,
+            },
+        }
+    };
+    match &s.text {
+        None => Span::Range(hstart, end),
+        Some(SectionText::Header) => Span::Range(hstart, bstart),
+        Some(SectionText::Text) => Span::Range(bstart, end),
+        Some(SectionText::HeaderFields(f)) => Span::Fields(hstart, bstart, f.clone(), false),
+        Some(SectionText::HeaderFieldsNot(f)) => Span::Fields(hstart, bstart, f.clone(), true),
+        Some(SectionText::Mime) => Span::Empty,
+    }
 }
 
 fn join(part: &[u32]) -> String {
@@ -336,28 +557,6 @@ fn quote_fields(f: &[String]) -> String {
         .join(" ")
 }
 
-fn apply_partial(out: &mut Vec<u8>, data: Vec<u8>, partial: Option<(u32, u32)>) -> Vec<u8> {
-    match partial {
-        Some((start, len)) => {
-            push(out, &format!("<{start}>"));
-            let a = (start as usize).min(data.len());
-            let b = (a + len as usize).min(data.len());
-            data[a..b].to_vec()
-        }
-        None => data,
-    }
-}
-
-async fn range(
-    store: &SharedStore,
-    e: &MessageEntry,
-    start: u32,
-    end: u32,
-) -> Result<Vec<u8>, Fail> {
-    let (a, b) = (start as u64, (end as u64).max(start as u64));
-    Ok(store.blob_read(e.blob, a, b - a).await?)
-}
-
 /// Keeps (or drops, with `not`) the header fields named in `names`; ends with the blank line.
 pub fn header_fields(header: &[u8], names: &[String], not: bool) -> Vec<u8> {
     let mut out = Vec::new();
@@ -380,46 +579,6 @@ pub fn header_fields(header: &[u8], names: &[String], not: bool) -> Vec<u8> {
     out
 }
 
-async fn section_bytes(
-    store: &SharedStore,
-    e: &MessageEntry,
-    m: Option<&MessageMeta>,
-    s: &Section,
-) -> Result<Vec<u8>, Fail> {
-    // Header and body of the message, or of the message/rfc822 part named.
-    let (hstart, bstart, end) = if s.part.is_empty() {
-        match m {
-            Some(m) => (0, m.header_len, e.size as u32),
-            None => return Ok(store.blob_read(e.blob, 0, e.size).await?),
-        }
-    } else {
-        let m = m.expect("metadata loaded");
-        let Some(p) = m.part(&s.part) else {
-            return Ok(Vec::new());
-        };
-        match &s.text {
-            None => return range(store, e, p.body, p.end).await,
-            Some(SectionText::Mime) => return range(store, e, p.header, p.body).await,
-            Some(_) => match p.message {
-                Some((h, b)) => (h, b, p.end),
-                None => return Ok(Vec::new()),
-            },
-        }
-    };
-    Ok(match &s.text {
-        None => range(store, e, hstart, end).await?,
-        Some(SectionText::Header) => range(store, e, hstart, bstart).await?,
-        Some(SectionText::Text) => range(store, e, bstart, end).await?,
-        Some(SectionText::HeaderFields(f)) => {
-            header_fields(&range(store, e, hstart, bstart).await?, f, false)
-        }
-        Some(SectionText::HeaderFieldsNot(f)) => {
-            header_fields(&range(store, e, hstart, bstart).await?, f, true)
-        }
-        Some(SectionText::Mime) => Vec::new(),
-    })
-}
-
 /// RFC 3516: the part's content with its transfer encoding removed.
 async fn binary(
     store: &SharedStore,
@@ -437,23 +596,23 @@ async fn binary(
     if p.multipart || p.message.is_some() {
         return no("[CANNOT] BINARY needs a leaf part");
     }
-    let raw = range(store, e, p.body, p.end).await?;
-    match p.encoding.as_str() {
-        "7bit" | "8bit" | "binary" => Ok(raw),
-        "base64" => Ok(mail_parser::decoders::base64::base64_decode(&raw).unwrap_or_default()),
-        "quoted-printable" => Ok(
-            mail_parser::decoders::quoted_printable::quoted_printable_decode(&raw)
-                .unwrap_or_default(),
-        ),
-        _ => no("[UNKNOWN-CTE] Unknown Content-Transfer-Encoding"),
+    let raw = store
+        .blob_read(
+            e.blob,
+            p.body as u64,
+            (p.end as u64).saturating_sub(p.body as u64),
+        )
+        .await?;
+    match postern_message::decode_transfer(&p.encoding, &raw) {
+        Some(data) => Ok(data),
+        None => no("[UNKNOWN-CTE] Unknown Content-Transfer-Encoding"),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 pub async fn store(
-    s: &mut Session,
+    s: &mut ImapCore,
     out: &mut Vec<u8>,
-    tag: &str,
     uid: bool,
     set: &SeqSet,
     op: StoreOp,
@@ -469,7 +628,7 @@ pub async fn store(
     let mailbox = sel.mailbox.id;
     let msgs = sel.resolve(set, uid);
     let uids: Vec<Uid> = msgs.iter().map(|m| m.1).collect();
-    let store = s.sh.store.clone();
+    let store = s.store().clone();
     let r = store
         .flags_update(FlagsUpdate {
             mailbox,
@@ -524,16 +683,12 @@ pub async fn store(
                 .map(|m| m.0)
                 .collect()
         };
-        return s.ok(
-            out,
-            tag,
-            &format!(
-                "[MODIFIED {}] Some messages were changed by someone else",
-                format::seq_set(&nums)
-            ),
-        );
+        return ok(&format!(
+            "[MODIFIED {}] Some messages were changed by someone else",
+            format::seq_set(&nums)
+        ));
     }
-    s.ok(out, tag, "STORE completed")
+    ok("STORE completed")
 }
 
 #[cfg(test)]

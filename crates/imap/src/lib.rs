@@ -1,11 +1,18 @@
-//! IMAP4rev2 with IMAP4rev1 compatibility (RFC 9051, 3501) and extensions.
+//! IMAP4rev2 with IMAP4rev1 compatibility (RFC 9051, 3501) and extensions: a core without I/O
+//! ([`core::ImapCore`]: bytes and store events in, responses and steps out) and the listener
+//! that drives it over a socket.
 
+pub mod core;
 mod fetch;
 pub mod format;
+pub mod framing;
+mod mailbox;
+mod messages;
 pub mod parse;
 mod search;
 mod server;
-mod session;
 pub mod utf7;
 
-pub use server::{ImapServer, trailing_literal};
+pub use core::{CoreConfig, ImapCore, Step, Wait};
+pub use framing::trailing_literal;
+pub use server::ImapServer;

@@ -1,13 +1,13 @@
 //! SEARCH (RFC 9051 6.4.4) with ESEARCH results (RFC 4731) and MODSEQ (RFC 7162). Flags,
 //! sizes and dates come from the message records; header and text keys read the message.
 
-use mail_parser::{Address, HeaderValue, PartType};
 use postern_message::MessageMeta;
+use postern_message::text::SearchText as Content;
 use postern_store::{MessageEntry, Uid};
 
+use crate::core::{ImapCore, Res, ok, push};
 use crate::format;
 use crate::parse::{SearchKey, SearchRet};
-use crate::session::{Res, Session, push};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Need {
@@ -39,16 +39,6 @@ fn uses_modseq(k: &SearchKey) -> bool {
     }
 }
 
-/// What a text key is matched against, decoded, lower case.
-#[derive(Default)]
-struct Content {
-    sent: Option<i64>,
-    /// (lower-case header name, decoded lower-case value)
-    headers: Vec<(String, String)>,
-    body: String,
-    raw_header: String,
-}
-
 struct Ctx<'a> {
     seq: u32,
     e: &'a MessageEntry,
@@ -59,83 +49,6 @@ struct Ctx<'a> {
 
 fn lower(s: &str) -> String {
     s.to_lowercase()
-}
-
-fn header_text(v: &HeaderValue) -> String {
-    match v {
-        HeaderValue::Text(t) => t.to_string(),
-        HeaderValue::TextList(l) => l.join(" "),
-        HeaderValue::Address(a) => {
-            let list: Vec<String> = match a {
-                Address::List(l) => l
-                    .iter()
-                    .map(|x| {
-                        format!(
-                            "{} <{}>",
-                            x.name.as_deref().unwrap_or(""),
-                            x.address.as_deref().unwrap_or("")
-                        )
-                    })
-                    .collect(),
-                Address::Group(g) => g
-                    .iter()
-                    .flat_map(|gr| gr.addresses.iter())
-                    .map(|x| {
-                        format!(
-                            "{} <{}>",
-                            x.name.as_deref().unwrap_or(""),
-                            x.address.as_deref().unwrap_or("")
-                        )
-                    })
-                    .collect(),
-            };
-            list.join(", ")
-        }
-        HeaderValue::DateTime(d) => d.to_rfc822(),
-        HeaderValue::ContentType(c) => {
-            format!("{}/{}", c.c_type, c.c_subtype.as_deref().unwrap_or(""))
-        }
-        HeaderValue::Received(_) | HeaderValue::Empty => String::new(),
-    }
-}
-
-fn load(raw: &[u8], full: bool) -> Content {
-    let mut c = Content::default();
-    let Some(msg) = postern_message::parse(raw) else {
-        c.body = lower(&String::from_utf8_lossy(raw));
-        return c;
-    };
-    let root = &msg.parts[0];
-    c.raw_header = lower(&String::from_utf8_lossy(
-        &raw[..(root.offset_body as usize).min(raw.len())],
-    ));
-    for h in &root.headers {
-        let raw_v = raw
-            .get(h.offset_start as usize..h.offset_end as usize)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default();
-        let decoded = header_text(&h.value);
-        c.headers
-            .push((lower(h.name.as_str()), lower(&format!("{decoded} {raw_v}"))));
-    }
-    if full {
-        let mut body = String::new();
-        for p in &msg.parts {
-            match &p.body {
-                PartType::Text(t) | PartType::Html(t) => {
-                    body.push_str(t);
-                    body.push('\n');
-                }
-                _ => {}
-            }
-        }
-        if body.is_empty() {
-            body = String::from_utf8_lossy(&raw[(root.offset_body as usize).min(raw.len())..])
-                .into_owned();
-        }
-        c.body = lower(&body);
-    }
-    c
 }
 
 fn eval(k: &SearchKey, x: &Ctx) -> bool {
@@ -181,7 +94,7 @@ fn day(t: i64) -> i64 {
 }
 
 pub async fn search(
-    s: &mut Session,
+    s: &mut ImapCore,
     out: &mut Vec<u8>,
     tag: &str,
     uid: bool,
@@ -189,7 +102,7 @@ pub async fn search(
     key: SearchKey,
 ) -> Res {
     let sel = s.selected.as_ref().expect("selected");
-    let store = s.sh.store.clone();
+    let store = s.store().clone();
     let all = store.message_list(sel.mailbox.id).await?;
     let need = need(&key);
     let max_seq = sel.uids.len() as u32;
@@ -234,12 +147,15 @@ pub async fn search(
                 .blob_heads(&blobs, MessageMeta::header_len_of)
                 .await?
                 .into_iter()
-                .map(|h| h.map(|raw| Some(load(&raw, false))))
+                .map(|h| h.map(|raw| Some(Content::load(&raw, false))))
                 .collect::<Result<_, _>>()?,
             Need::Full => {
                 let mut v = Vec::with_capacity(chunk.len());
                 for (_, e) in chunk {
-                    v.push(Some(load(&store.blob_read(e.blob, 0, e.size).await?, true)));
+                    v.push(Some(Content::load(
+                        &store.blob_read(e.blob, 0, e.size).await?,
+                        true,
+                    )));
                 }
                 v
             }
@@ -300,5 +216,5 @@ pub async fn search(
         }
         push(out, "\r\n");
     }
-    s.ok(out, tag, "SEARCH completed")
+    ok("SEARCH completed")
 }

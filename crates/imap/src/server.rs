@@ -1,20 +1,22 @@
-//! The IMAP listener: reads whole commands (lines and literals, within limits), STARTTLS, and
-//! hands each command to the session.
+//! The IMAP listener: moves bytes between a socket and the [`ImapCore`], keeps time (login
+//! deadline, whole-command deadline, the literal rate, IDLE), does the TLS handshakes, checks
+//! passwords, and listens for store events while the core idles.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use postern_config::Config;
-use postern_directory::Directory;
+use postern_directory::{AuthOutcome, Directory};
 use postern_net::{Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsStore, Tracker};
 use postern_store::SharedStore;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tracing::{Instrument, info, warn};
 
-use crate::parse::{self, Command};
-use crate::session::{Flow, Session, Shared, State};
+use crate::core::{CoreConfig, ImapCore, State, Step, Wait};
 
 pub struct ImapServer {
     pub config: Arc<Config>,
@@ -23,88 +25,19 @@ pub struct ImapServer {
     pub directory: Arc<Directory>,
     pub tls: Option<Arc<TlsStore>>,
     pub shutdown: Shutdown,
+    /// Where large APPEND messages are spooled while they arrive.
+    pub spool_dir: PathBuf,
 }
 
-enum ReadError {
-    Line(LineError),
-    /// A literal over the limit: (tag, non-synchronizing).
-    LiteralTooBig(Option<String>, bool),
-    TooLong,
-}
-
-/// `{n}`, `{n+}`, `{n-}` or `~{n}` at the end of a line: (n, non-synchronizing).
-pub fn trailing_literal(line: &[u8]) -> Option<(u64, bool)> {
-    if line.last() != Some(&b'}') {
-        return None;
-    }
-    let open = line.iter().rposition(|&b| b == b'{')?;
-    let mut inner = &line[open + 1..line.len() - 1];
-    let plus = matches!(inner.last(), Some(b'+') | Some(b'-'));
-    if plus {
-        inner = &inner[..inner.len() - 1];
-    }
-    if inner.is_empty() || !inner.iter().all(u8::is_ascii_digit) || inner.len() > 19 {
-        return None;
-    }
-    std::str::from_utf8(inner)
-        .ok()?
-        .parse()
-        .ok()
-        .map(|n| (n, plus))
-}
-
-fn tag_of(buf: &[u8]) -> Option<String> {
-    let end = buf.iter().position(|&b| b == b' ')?;
-    std::str::from_utf8(&buf[..end]).ok().map(str::to_string)
-}
-
-async fn read_command(
-    io: &mut Io,
-    max_line: usize,
-    max_literal: u64,
-    timeout: Duration,
-    min_rate: u64,
-) -> Result<Vec<u8>, ReadError> {
-    let max_total = max_literal as usize + max_line * 4;
-    let mut buf = Vec::new();
-    // One deadline for the whole command, literals and continuation lines included.
-    let deadline = Instant::now().checked_add(timeout);
-    let left = || postern_net::time_left(deadline, timeout);
-    loop {
-        let line = io.read_line(max_line, left()).await.map_err(|e| match e {
-            LineError::TooLong => ReadError::TooLong,
-            e => ReadError::Line(e),
-        })?;
-        if buf.len() + line.len() > max_total {
-            return Err(ReadError::TooLong);
-        }
-        buf.extend_from_slice(&line);
-        match trailing_literal(&line) {
-            Some((n, plus)) => {
-                if n > max_literal || buf.len() as u64 + n > max_total as u64 {
-                    return Err(ReadError::LiteralTooBig(tag_of(&buf), plus));
-                }
-                if !plus {
-                    io.write(b"+ Ready for literal data\r\n");
-                    io.flush()
-                        .await
-                        .map_err(|e| ReadError::Line(LineError::Io(e)))?;
-                }
-                buf.extend_from_slice(b"\r\n");
-                // Bytes are kept as they arrive, never allocated ahead of them.
-                let mut pace = Pace::new(left(), min_rate);
-                let data = io
-                    .read_exact(n as usize, left(), &mut pace)
-                    .await
-                    .map_err(ReadError::Line)?;
-                buf.extend_from_slice(&data);
-            }
-            None => {
-                buf.extend_from_slice(b"\r\n");
-                return Ok(buf);
-            }
-        }
-    }
+/// The deadlines of the wait in progress.
+#[derive(Default)]
+struct Clock {
+    /// The command being received must be complete by then.
+    command_by: Option<Instant>,
+    /// The literal being received must keep this rate.
+    literal: Option<Pace>,
+    /// IDLE ends then.
+    idle_by: Option<Instant>,
 }
 
 impl ImapServer {
@@ -116,12 +49,6 @@ impl ImapServer {
             max_rate_per_ip: 0,
             protocol: "imap",
         };
-        let shared = Arc::new(Shared {
-            config: self.config.clone(),
-            store: self.store.clone(),
-            directory: self.directory.clone(),
-            tls: self.tls.clone(),
-        });
         let me = self.clone();
         postern_net::serve(
             listener,
@@ -130,22 +57,15 @@ impl ImapServer {
             self.shutdown.clone(),
             move |stream, peer, adm| {
                 let me = me.clone();
-                let shared = shared.clone();
                 let span =
                     tracing::info_span!("imap", sid = %postern_net::session_id(), peer = %peer);
-                async move { me.session(stream, peer, adm, shared).await }.instrument(span)
+                async move { me.session(stream, peer, adm).await }.instrument(span)
             },
         )
         .await;
     }
 
-    async fn session(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        adm: Admission,
-        shared: Arc<Shared>,
-    ) {
+    async fn session(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, adm: Admission) {
         let ip = postern_net::listener::canonical_ip(peer.ip());
         let mut io = Io::new(stream);
         if let Admission::TooMany(why) = adm {
@@ -170,165 +90,140 @@ impl ImapServer {
                 return;
             }
         }
-        let mut s = Session::new(shared, ip);
-        io.write(
-            format!(
-                "* OK [CAPABILITY {}] Postern IMAP4rev2 ready\r\n",
-                s.capabilities(io.is_tls())
-            )
-            .as_bytes(),
-        );
+        let cfg = CoreConfig {
+            config: self.config.clone(),
+            tls_available: self.tls.is_some(),
+            spool_dir: self.spool_dir.clone(),
+        };
+        let mut core = ImapCore::new(cfg, self.store.clone(), io.is_tls());
+        core.greet();
         info!(tls = io.is_tls(), "connected");
-        let c = &self.config.imap;
-        let idle = c.idle_timeout.duration();
-        io.set_write_timeout(c.write_timeout.duration());
-        let login_by = Instant::now().checked_add(c.login_timeout.duration());
-        let mut shutdown = self.shutdown.clone();
-        loop {
-            if io.should_flush()
-                && let Err(e) = io.flush().await
-            {
-                info!(error = %e, "output not delivered; disconnecting");
-                break;
-            }
-            let logged_in = s.state != State::NotAuthenticated;
-            let timeout = if logged_in {
-                idle
-            } else {
-                postern_net::time_left(login_by, idle)
-            };
-            if shutdown.is_triggered() {
-                let _ = io
-                    .send(
-                        b"* BYE [UNAVAILABLE] Server shutting down; reconnect in a moment\r\n",
-                        Duration::from_secs(5),
-                    )
-                    .await;
-                break;
-            }
-            let read = tokio::select! {
-                biased;
-                r = read_command(&mut io, c.max_line, s.max_literal(), timeout, c.min_literal_rate) => r,
-                _ = shutdown.wait() => {
-                    let _ = io.send(b"* BYE [UNAVAILABLE] Server shutting down; reconnect in a moment\r\n", Duration::from_secs(5)).await;
-                    break;
-                }
-            };
-            let buf = match read {
-                Ok(b) => b,
-                Err(ReadError::TooLong) => {
-                    if let Flow::Close = s.bad(&mut io, "*", "Command line too long") {
-                        break;
-                    }
-                    continue;
-                }
-                Err(ReadError::LiteralTooBig(tag, plus)) => {
-                    let tag = tag.unwrap_or_else(|| "*".into());
-                    if plus {
-                        // The client is already sending it: there is no way to skip it safely.
-                        io.write(
-                            format!(
-                                "* BYE [TOOBIG] Literal larger than {} bytes\r\n",
-                                s.max_literal()
-                            )
-                            .as_bytes(),
-                        );
-                        break;
-                    }
-                    io.write(
-                        format!(
-                            "{tag} NO [TOOBIG] Literal larger than {} bytes\r\n",
-                            s.max_literal()
-                        )
-                        .as_bytes(),
-                    );
-                    continue;
-                }
-                Err(ReadError::Line(LineError::Timeout)) if !logged_in => {
-                    io.write(
-                        format!(
-                            "* BYE Autologout: no login within {} seconds of connecting\r\n",
-                            c.login_timeout.0
-                        )
-                        .as_bytes(),
-                    );
-                    break;
-                }
-                Err(ReadError::Line(LineError::Timeout)) => {
-                    io.write(b"* BYE Autologout: idle for too long\r\n");
-                    break;
-                }
-                Err(ReadError::Line(_)) => break,
-            };
-            let (tag, cmd) = parse::parse(&buf, s.utf8);
-            let Some(tag) = tag else {
-                if let Flow::Close = s.bad(&mut io, "*", "Missing tag") {
-                    break;
-                }
-                continue;
-            };
-            let cmd = match cmd {
-                Ok(c) => c,
-                Err(e) => {
-                    if let Flow::Close = s.bad(&mut io, &tag, &e.0) {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            if cmd == Command::StartTls {
-                if io.is_tls() {
-                    s.bad(&mut io, &tag, "TLS is already active");
-                    continue;
-                }
-                let Some(tls) = self.tls.clone() else {
-                    io.write(
-                        format!(
-                            "{tag} NO TLS is not available: this server has no certificate\r\n"
-                        )
-                        .as_bytes(),
-                    );
-                    continue;
-                };
-                io.write(format!("{tag} OK Begin TLS negotiation now\r\n").as_bytes());
-                if io.flush().await.is_err() {
-                    break;
-                }
-                if io.has_buffered() {
-                    warn!("input pipelined after STARTTLS discarded");
-                }
-                if let Err(e) = io
-                    .start_tls(
-                        &tls.acceptor(),
-                        self.config.tls.handshake_timeout.duration(),
-                    )
-                    .await
-                {
-                    info!(error = %e, "STARTTLS handshake failed");
-                    break;
-                }
-                continue;
-            }
-            if let Flow::Close = s.execute(&mut io, &tag, cmd).await {
-                break;
-            }
-        }
+        io.set_write_timeout(self.config.imap.write_timeout.duration());
+        self.drive(&mut core, &mut io, ip).await;
         io.shutdown().await;
         info!("disconnected");
     }
+
+    /// Runs the core until it closes or the connection goes.
+    async fn drive(&self, core: &mut ImapCore, io: &mut Io, ip: IpAddr) {
+        let c = &self.config.imap;
+        let idle = c.idle_timeout.duration();
+        let login_by = Instant::now().checked_add(c.login_timeout.duration());
+        let mut events = self.store.subscribe();
+        let mut shutdown = self.shutdown.clone();
+        let mut clock = Clock::default();
+        loop {
+            let n = core.feed(io.buffered_input());
+            if let Some(p) = &mut clock.literal {
+                p.add(n);
+            }
+            io.consume(n);
+            let step = core.step().await;
+            io.write(&core.take_output());
+            match step {
+                Step::Close => {
+                    let _ = io.flush().await;
+                    return;
+                }
+                Step::Flush => {
+                    if let Err(e) = io.flush().await {
+                        info!(error = %e, "output not delivered; disconnecting");
+                        return;
+                    }
+                }
+                Step::StartTls => {
+                    let Some(tls) = &self.tls else { return };
+                    if io.flush().await.is_err() {
+                        return;
+                    }
+                    if io.has_buffered() {
+                        warn!("input pipelined after STARTTLS discarded");
+                    }
+                    if let Err(e) = io
+                        .start_tls(
+                            &tls.acceptor(),
+                            self.config.tls.handshake_timeout.duration(),
+                        )
+                        .await
+                    {
+                        info!(error = %e, "STARTTLS handshake failed");
+                        return;
+                    }
+                    core.tls_started();
+                }
+                Step::Authenticate { user, password } => {
+                    let d = &self.directory;
+                    let outcome = d.authenticate(&user, &password, ip).await;
+                    if matches!(outcome, Ok(AuthOutcome::Failed | AuthOutcome::Disabled)) {
+                        tokio::time::sleep(d.failure_delay()).await;
+                    }
+                    core.login_result(outcome);
+                }
+                Step::Read(wait) => {
+                    if io.should_flush()
+                        && let Err(e) = io.flush().await
+                    {
+                        info!(error = %e, "output not delivered; disconnecting");
+                        return;
+                    }
+                    if io.has_buffered() {
+                        // Pipelined input: the next command is here already.
+                        continue;
+                    }
+                    let logged_in = core.state != State::NotAuthenticated;
+                    let fresh = if logged_in {
+                        idle
+                    } else {
+                        postern_net::time_left(login_by, idle)
+                    };
+                    let limit = clock.limit(wait, core.in_command(), fresh, c.min_literal_rate);
+                    tokio::select! {
+                        biased;
+                        r = io.wait_readable(limit) => match r {
+                            Ok(()) => {}
+                            Err(LineError::Timeout) => core.timed_out(),
+                            Err(_) => return,
+                        },
+                        ev = events.recv(), if wait == Wait::Idle => match ev {
+                            Ok(e) => core.store_event(Some(e)),
+                            Err(RecvError::Lagged(_)) => core.store_event(None),
+                            Err(RecvError::Closed) => core.shutdown(),
+                        },
+                        _ = shutdown.wait() => core.shutdown(),
+                    }
+                }
+            }
+        }
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn literal_markers() {
-        assert_eq!(trailing_literal(b"a LOGIN {5}"), Some((5, false)));
-        assert_eq!(trailing_literal(b"a APPEND x {12+}"), Some((12, true)));
-        assert_eq!(trailing_literal(b"a APPEND x ~{3}"), Some((3, false)));
-        assert_eq!(trailing_literal(b"a LOGIN {x}"), None);
-        assert_eq!(trailing_literal(b"a LOGIN {99999999999999999999}"), None);
-        assert_eq!(trailing_literal(b"a NOOP"), None);
+impl Clock {
+    /// How long the next read may wait. A command must be complete within `fresh` of its
+    /// first byte, literals included, and literal data must keep `min_rate` (a client that
+    /// dribbles a byte now and then is cut off even though no single read times out).
+    fn limit(&mut self, wait: Wait, in_command: bool, fresh: Duration, min_rate: u64) -> Duration {
+        if wait != Wait::Idle {
+            self.idle_by = None;
+        }
+        if wait != Wait::Literal {
+            self.literal = None;
+        }
+        if !in_command {
+            self.command_by = None;
+        } else if self.command_by.is_none() {
+            self.command_by = Instant::now().checked_add(fresh);
+        }
+        let command_left = postern_net::time_left(self.command_by, fresh);
+        match wait {
+            Wait::Idle => {
+                let by = *self.idle_by.get_or_insert_with(|| Instant::now() + fresh);
+                by.saturating_duration_since(Instant::now())
+            }
+            Wait::Literal => self
+                .literal
+                .get_or_insert_with(|| Pace::new(command_left, min_rate))
+                .limit(command_left),
+            Wait::Command | Wait::Response => command_left,
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod meta;
+pub mod text;
 pub mod trace;
 
 pub use meta::{MessageMeta, Part};
@@ -24,4 +25,18 @@ pub fn first_from(raw: &[u8]) -> Option<String> {
         .ok()
         .flatten()?;
     m.from()?.first()?.address().map(str::to_string)
+}
+
+/// A part's content with its Content-Transfer-Encoding removed (RFC 3516 BINARY): `None` for
+/// an encoding we do not know.
+pub fn decode_transfer(encoding: &str, raw: &[u8]) -> Option<Vec<u8>> {
+    match encoding {
+        "7bit" | "8bit" | "binary" => Some(raw.to_vec()),
+        "base64" => Some(mail_parser::decoders::base64::base64_decode(raw).unwrap_or_default()),
+        "quoted-printable" => Some(
+            mail_parser::decoders::quoted_printable::quoted_printable_decode(raw)
+                .unwrap_or_default(),
+        ),
+        _ => None,
+    }
 }

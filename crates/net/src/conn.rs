@@ -175,6 +175,11 @@ impl Io {
         &self.rbuf[self.rpos..]
     }
 
+    /// Input received and not consumed yet, for a core that frames it itself.
+    pub fn buffered_input(&self) -> &[u8] {
+        self.buffered()
+    }
+
     /// Bytes the client sent that have not been consumed yet (pipelined input).
     pub fn has_buffered(&self) -> bool {
         self.rpos < self.rbuf.len()

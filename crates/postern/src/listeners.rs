@@ -57,6 +57,7 @@ pub fn spawn(kind: ListenerKind, addr: SocketAddr, listener: TcpListener, s: Ser
                 directory: s.directory.clone(),
                 tls: s.tls.clone(),
                 shutdown: s.shutdown.clone(),
+                spool_dir: s.spool_dir.clone(),
             });
             tokio::spawn(server.run(listener, tracker));
         }

@@ -45,6 +45,9 @@ pub struct Options {
     pub max_batch: usize,
     /// Memory for the database's page cache (the OS page cache comes on top).
     pub cache_size: usize,
+    /// Records in memory only, gone when the store closes (message bytes still go to the
+    /// directory): for fuzzing and tests that want no disk.
+    pub in_memory: bool,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
         Options {
             max_batch: 512,
             cache_size: 64 << 20,
+            in_memory: false,
         }
     }
 }
@@ -100,7 +104,7 @@ pub(crate) fn db_err(e: impl Into<redb::Error>) -> StoreError {
 /// Counts redb's fsyncs so group commit can be measured.
 #[derive(Debug)]
 struct CountingBackend {
-    inner: redb::backends::FileBackend,
+    inner: Box<dyn redb::StorageBackend>,
     fsyncs: Arc<AtomicU64>,
 }
 
@@ -208,14 +212,19 @@ impl EmbeddedStore {
             }
         }
         let fsyncs = Arc::new(AtomicU64::new(0));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("store.redb"))?;
+        let inner: Box<dyn redb::StorageBackend> = if opts.in_memory {
+            Box::new(redb::backends::InMemoryBackend::new())
+        } else {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join("store.redb"))?;
+            Box::new(redb::backends::FileBackend::new(file).map_err(db_err)?)
+        };
         let backend = CountingBackend {
-            inner: redb::backends::FileBackend::new(file).map_err(db_err)?,
+            inner,
             fsyncs: fsyncs.clone(),
         };
         let db = Database::builder()

@@ -1,0 +1,522 @@
+//! Mailbox commands (RFC 9051 6.3): SELECT/EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE,
+//! LIST/LSUB (with LIST-EXTENDED and LIST-STATUS), STATUS, the QUOTA commands, and APPEND.
+
+use postern_ingest::{MessageSink, Prepared};
+use postern_store::{INBOX, Mailbox, StoreError, Uid};
+
+use crate::core::{Fail, ImapCore, Res, Selected, State, no, ok, push};
+use crate::format;
+use crate::parse::{self, ListOptions, MessageData};
+
+impl ImapCore {
+    pub async fn mailbox_by_name(&self, name: &str) -> Result<Mailbox, Fail> {
+        match self
+            .store()
+            .mailbox_by_name(self.account_id(), name)
+            .await?
+        {
+            Some(m) => Ok(m),
+            None => no(format!("[NONEXISTENT] Mailbox {name:?} does not exist")),
+        }
+    }
+
+    pub(crate) async fn select(
+        &mut self,
+        out: &mut Vec<u8>,
+        name: &str,
+        read_only: bool,
+        qresync: Option<parse::Qresync>,
+    ) -> Res {
+        if self.selected.take().is_some() {
+            self.state = State::Authenticated;
+            if self.qresync || self.rev2 {
+                push(out, "* OK [CLOSED] Previous mailbox closed\r\n");
+            }
+        }
+        let mb = self.mailbox_by_name(name).await?;
+        let entries = self.store().message_list(mb.id).await?;
+        let uids: Vec<Uid> = entries.iter().map(|e| e.uid).collect();
+        let mut keywords: Vec<String> = Vec::new();
+        for e in &entries {
+            for k in &e.flags.keywords {
+                if !keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                    keywords.push(k.clone());
+                }
+            }
+        }
+        let kw = if keywords.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", keywords.join(" "))
+        };
+        push(
+            out,
+            &format!("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw})\r\n"),
+        );
+        push(
+            out,
+            &format!(
+                "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw} \\*)] Flags permitted\r\n"
+            ),
+        );
+        push(out, &format!("* {} EXISTS\r\n", uids.len()));
+        if !self.rev2 {
+            push(out, "* 0 RECENT\r\n");
+            if let Some(i) = entries.iter().position(|e| !e.flags.seen()) {
+                push(
+                    out,
+                    &format!("* OK [UNSEEN {}] First unseen message\r\n", i + 1),
+                );
+            }
+        }
+        push(
+            out,
+            &format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", mb.uidvalidity),
+        );
+        push(
+            out,
+            &format!("* OK [UIDNEXT {}] Predicted next UID\r\n", mb.uidnext),
+        );
+        push(
+            out,
+            &format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", mb.highest_modseq),
+        );
+        if self.rev2 {
+            push(out, "* LIST () \"/\" ");
+            format::mailbox(out, &mb.name, self.utf8);
+            push(out, "\r\n");
+        }
+        if let Some(q) = qresync
+            && q.uidvalidity == mb.uidvalidity
+        {
+            let ch = self.store().message_changes(mb.id, q.modseq).await?;
+            let known = |u: Uid| {
+                q.known_uids
+                    .as_ref()
+                    .is_none_or(|k| k.contains(u, u32::MAX))
+            };
+            let vanished: Vec<Uid> = ch.expunged.iter().copied().filter(|&u| known(u)).collect();
+            if !vanished.is_empty() {
+                push(
+                    out,
+                    &format!("* VANISHED (EARLIER) {}\r\n", format::seq_set(&vanished)),
+                );
+            }
+            for e in &ch.changed {
+                if let Ok(i) = uids.binary_search(&e.uid) {
+                    push(out, &format!("* {} FETCH (UID {} FLAGS ", i + 1, e.uid));
+                    format::flags(out, &e.flags);
+                    push(out, &format!(" MODSEQ ({}))\r\n", e.modseq));
+                }
+            }
+        }
+        self.selected = Some(Selected {
+            modseq: mb.highest_modseq,
+            mailbox: mb,
+            read_only,
+            uids,
+            pending_expunge: Vec::new(),
+            own_changes: Vec::new(),
+        });
+        self.state = State::Selected;
+        ok(if read_only {
+            "[READ-ONLY] EXAMINE completed"
+        } else {
+            "[READ-WRITE] SELECT completed"
+        })
+    }
+
+    pub(crate) async fn create(&mut self, name: &str) -> Res {
+        let name = name.trim_end_matches('/');
+        if name.is_empty()
+            || name.len() > 512
+            || name.contains("//")
+            || name.starts_with('/')
+            || name.chars().any(|c| c.is_control() || c == '*' || c == '%')
+        {
+            return no("[CANNOT] Invalid mailbox name");
+        }
+        if name == INBOX {
+            return no("[ALREADYEXISTS] INBOX always exists");
+        }
+        let acc = self.account_id();
+        if self.store().mailbox_by_name(acc, name).await?.is_some() {
+            return no("[ALREADYEXISTS] Mailbox already exists");
+        }
+        // Superiors are created too (RFC 9051 6.3.4).
+        let mut path = String::new();
+        for part in name.split('/') {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(part);
+            if self.store().mailbox_by_name(acc, &path).await?.is_none() {
+                match self.store().mailbox_create(acc, &path, None).await {
+                    Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        ok("CREATE completed")
+    }
+
+    pub(crate) async fn delete(&mut self, name: &str) -> Res {
+        let acc = self.account_id();
+        let mb = self.mailbox_by_name(name).await?;
+        if mb.name == INBOX {
+            return no("[CANNOT] INBOX cannot be deleted");
+        }
+        let prefix = format!("{}/", mb.name);
+        if self
+            .store()
+            .mailbox_list(acc)
+            .await?
+            .iter()
+            .any(|m| m.name.starts_with(&prefix))
+        {
+            return no("[HASCHILDREN] Delete the folders inside it first");
+        }
+        if self
+            .selected
+            .as_ref()
+            .is_some_and(|s| s.mailbox.id == mb.id)
+        {
+            self.selected = None;
+            self.state = State::Authenticated;
+        }
+        self.store().mailbox_delete(mb.id).await?;
+        ok("DELETE completed")
+    }
+
+    pub(crate) async fn rename(&mut self, from: &str, to: &str) -> Res {
+        let mb = self.mailbox_by_name(from).await?;
+        let acc = self.account_id();
+        let to = to.trim_end_matches('/');
+        if to.is_empty() || to.chars().any(|c| c.is_control() || c == '*' || c == '%') {
+            return no("[CANNOT] Invalid mailbox name");
+        }
+        if self.store().mailbox_by_name(acc, to).await?.is_some() {
+            return no("[ALREADYEXISTS] The new name is taken");
+        }
+        if mb.name == INBOX {
+            // RFC 9051 6.3.6: renaming INBOX moves its messages; INBOX stays, empty.
+            let target = self.store().mailbox_create(acc, to, None).await?;
+            let uids: Vec<Uid> = self
+                .store()
+                .message_list(mb.id)
+                .await?
+                .iter()
+                .map(|e| e.uid)
+                .collect();
+            self.store().copy(mb.id, uids, target.id, true).await?;
+        } else {
+            self.store().mailbox_rename(mb.id, to).await?;
+            if let Some(s) = &mut self.selected
+                && s.mailbox.id == mb.id
+            {
+                s.mailbox.name = to.to_string();
+            }
+        }
+        ok("RENAME completed")
+    }
+
+    pub(crate) async fn subscribe(&mut self, name: &str, on: bool) -> Res {
+        let mb = self.mailbox_by_name(name).await?;
+        self.store().mailbox_subscribe(mb.id, on).await?;
+        ok(if on {
+            "SUBSCRIBE completed"
+        } else {
+            "UNSUBSCRIBE completed"
+        })
+    }
+
+    pub(crate) async fn list(
+        &mut self,
+        out: &mut Vec<u8>,
+        reference: &str,
+        patterns: &[String],
+        opts: &ListOptions,
+        lsub: bool,
+    ) -> Res {
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        if patterns.len() == 1 && patterns[0].is_empty() && !lsub {
+            push(out, "* LIST (\\Noselect) \"/\" \"\"\r\n");
+            return ok("LIST completed");
+        }
+        let mut boxes = self.store().mailbox_list(self.account_id()).await?;
+        boxes.sort_by(|a, b| (a.name != INBOX, &a.name).cmp(&(b.name != INBOX, &b.name)));
+        let names: Vec<String> = boxes.iter().map(|m| m.name.clone()).collect();
+        for mb in &boxes {
+            let full_match = patterns.iter().any(|p| {
+                let pat = format!("{reference}{p}");
+                wildcard(&pat, &mb.name)
+            });
+            if !full_match {
+                continue;
+            }
+            if opts.subscribed && !mb.subscribed {
+                continue;
+            }
+            if opts.special_use && mb.special_use.is_none() {
+                continue;
+            }
+            let mut attrs: Vec<&str> = Vec::new();
+            let prefix = format!("{}/", mb.name);
+            let children = names.iter().any(|n| n.starts_with(&prefix));
+            if !lsub {
+                attrs.push(if children {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                });
+                if let Some(su) = mb.special_use {
+                    attrs.push(su.attribute());
+                }
+                if (opts.ret_subscribed || opts.subscribed) && mb.subscribed {
+                    attrs.push("\\Subscribed");
+                }
+            }
+            push(out, &format!("* {verb} ({}) \"/\" ", attrs.join(" ")));
+            format::mailbox(out, &mb.name, self.utf8);
+            push(out, "\r\n");
+            if let Some(items) = &opts.ret_status {
+                self.status_line(out, mb, items).await?;
+            }
+        }
+        ok(&format!("{verb} completed"))
+    }
+
+    pub(crate) async fn status_line(
+        &self,
+        out: &mut Vec<u8>,
+        mb: &Mailbox,
+        items: &[String],
+    ) -> Result<(), Fail> {
+        let mut parts = Vec::new();
+        let mut deleted = None;
+        for it in items {
+            let v = match it.as_str() {
+                "MESSAGES" => mb.messages as u64,
+                "UIDNEXT" => mb.uidnext as u64,
+                "UIDVALIDITY" => mb.uidvalidity as u64,
+                "UNSEEN" => mb.unseen as u64,
+                "RECENT" => 0,
+                "SIZE" => mb.size,
+                "HIGHESTMODSEQ" => mb.highest_modseq,
+                "APPENDLIMIT" => self.cfg.config.imap.max_literal.0,
+                "DELETED" => {
+                    if deleted.is_none() {
+                        let n = self
+                            .store()
+                            .message_list(mb.id)
+                            .await?
+                            .iter()
+                            .filter(|e| e.flags.deleted())
+                            .count();
+                        deleted = Some(n as u64);
+                    }
+                    deleted.unwrap_or(0)
+                }
+                other => return Err(Fail::Bad(format!("unknown STATUS item {other}"))),
+            };
+            parts.push(format!("{it} {v}"));
+        }
+        push(out, "* STATUS ");
+        format::mailbox(out, &mb.name, self.utf8);
+        push(out, &format!(" ({})\r\n", parts.join(" ")));
+        Ok(())
+    }
+
+    async fn quota_line(&self, out: &mut Vec<u8>) -> Result<(), Fail> {
+        let acc = self.account.clone().expect("logged in");
+        let u = self.store().account_usage(acc.id).await?;
+        let mut res = Vec::new();
+        if acc.quota_bytes > 0 {
+            res.push(format!(
+                "STORAGE {} {}",
+                u.bytes.div_ceil(1024),
+                acc.quota_bytes / 1024
+            ));
+        }
+        if acc.quota_messages > 0 {
+            res.push(format!("MESSAGE {} {}", u.messages, acc.quota_messages));
+        }
+        push(out, &format!("* QUOTA \"\" ({})\r\n", res.join(" ")));
+        Ok(())
+    }
+
+    pub(crate) async fn get_quota_root(&mut self, out: &mut Vec<u8>, name: &str) -> Res {
+        let mb = self.mailbox_by_name(name).await?;
+        let acc = self.account.clone().expect("logged in");
+        push(out, "* QUOTAROOT ");
+        format::mailbox(out, &mb.name, self.utf8);
+        if acc.quota_bytes > 0 || acc.quota_messages > 0 {
+            push(out, " \"\"\r\n");
+            self.quota_line(out).await?;
+        } else {
+            push(out, "\r\n");
+        }
+        ok("GETQUOTAROOT completed")
+    }
+
+    pub(crate) async fn get_quota(&mut self, out: &mut Vec<u8>, root: &str) -> Res {
+        let acc = self.account.clone().expect("logged in");
+        if !root.is_empty() || (acc.quota_bytes == 0 && acc.quota_messages == 0) {
+            return no("[NONEXISTENT] No such quota root");
+        }
+        self.quota_line(out).await?;
+        ok("GETQUOTA completed")
+    }
+
+    /// APPEND and MULTIAPPEND (RFC 3502): all the messages are stored, or none.
+    pub(crate) async fn append(
+        &mut self,
+        name: &str,
+        msgs: Vec<parse::AppendMessage>,
+        sinks: Vec<MessageSink>,
+    ) -> Res {
+        let mut sinks: Vec<Option<MessageSink>> = sinks.into_iter().map(Some).collect();
+        let mb = match self
+            .store()
+            .mailbox_by_name(self.account_id(), name)
+            .await?
+        {
+            Some(m) => m,
+            None => return no("[TRYCREATE] Mailbox does not exist; create it first"),
+        };
+        let acc = self.account_id();
+        let mut uids = Vec::new();
+        for m in msgs {
+            let flags = format::parse_flags(&m.flags).map_err(Fail::Bad)?;
+            let message = match m.data {
+                MessageData::Inline(data) => {
+                    let data = crlf(data);
+                    if data.len() as u64 > self.cfg.config.imap.max_literal.0 {
+                        return no("[TOOBIG] Message larger than APPENDLIMIT");
+                    }
+                    Prepared::new(data)
+                }
+                // Spooled as it arrived (line ends made CRLF on the way): parsed from there.
+                MessageData::Spooled(i) => {
+                    let Some(sink) = sinks.get_mut(i).and_then(Option::take) else {
+                        return Err(Fail::Bad("APPEND message missing".into()));
+                    };
+                    let raw = sink.finish().await.map_err(StoreError::from_io)?;
+                    Prepared::from_raw(raw).map_err(StoreError::from_io)?
+                }
+            };
+            let r = self
+                .store()
+                .deliver(message.deliver(
+                    m.date.unwrap_or_else(postern_store::now),
+                    vec![postern_ingest::into_mailbox(acc, mb.id, flags, true)],
+                    None,
+                    Vec::new(),
+                ))
+                .await;
+            let uid = match r.map(|mut rep| rep.targets.remove(0)) {
+                Ok(Ok((_, uid))) => uid,
+                Ok(Err(e)) | Err(e) => {
+                    // MULTIAPPEND is all or nothing.
+                    if !uids.is_empty() {
+                        let _ = self.store().expunge(mb.id, uids).await;
+                    }
+                    return Err(e.into());
+                }
+            };
+            uids.push(uid);
+        }
+        ok(&format!(
+            "[APPENDUID {} {}] APPEND completed",
+            mb.uidvalidity,
+            format::seq_set(&uids)
+        ))
+    }
+}
+
+/// Normalises bare LF (and bare CR) line endings to CRLF, as stored messages have.
+pub fn crlf(data: Vec<u8>) -> Vec<u8> {
+    let needs = data
+        .windows(2)
+        .any(|w| (w[1] == b'\n' && w[0] != b'\r') || (w[0] == b'\r' && w[1] != b'\n'))
+        || data.first() == Some(&b'\n')
+        || data.last() == Some(&b'\r');
+    if !needs {
+        return data;
+    }
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if data.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// IMAP LIST wildcards: `*` matches anything, `%` anything but the separator. Dynamic
+/// programming over (pattern, name) suffixes: a pattern like `*a*a*a*…b` costs
+/// |pattern|·|name| steps, not exponential backtracking.
+pub fn wildcard(pat: &str, name: &str) -> bool {
+    // INBOX matches case-insensitively.
+    if name == INBOX && pat.eq_ignore_ascii_case(INBOX) {
+        return true;
+    }
+    let p: Vec<char> = pat.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // next[j]: p[i+1..] matches n[j..]; cur[j]: p[i..] matches n[j..].
+    let mut next = vec![false; n.len() + 1];
+    next[n.len()] = true;
+    let mut cur = vec![false; n.len() + 1];
+    for &c in p.iter().rev() {
+        for j in (0..=n.len()).rev() {
+            cur[j] = match c {
+                '*' => next[j] || (j < n.len() && cur[j + 1]),
+                '%' => next[j] || (j < n.len() && n[j] != '/' && cur[j + 1]),
+                c => j < n.len() && n[j] == c && next[j + 1],
+            };
+        }
+        std::mem::swap(&mut cur, &mut next);
+    }
+    next[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("*", "Work/Projects"));
+        assert!(!wildcard("%", "Work/Projects"));
+        assert!(wildcard("Work/%", "Work/Projects"));
+        assert!(wildcard("inbox", "INBOX"));
+        assert!(!wildcard("Work", "Work/Projects"));
+        assert!(wildcard("W*s", "Work/Projects"));
+        assert!(wildcard("%/%", "Work/Projects"));
+        assert!(!wildcard("%s", "Work/Projects"));
+        assert!(wildcard("", ""));
+        assert!(!wildcard("", "x"));
+        // Backtracking would take ages here; the table takes microseconds.
+        let t = std::time::Instant::now();
+        assert!(!wildcard(
+            &"*a".repeat(200).replace("a*a", "a*b"),
+            &"a".repeat(300)
+        ));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn crlf_normalisation() {
+        assert_eq!(crlf(b"a\nb\r\nc\rd".to_vec()), b"a\r\nb\r\nc\r\nd");
+        assert_eq!(crlf(b"a\r\nb\r\n".to_vec()), b"a\r\nb\r\n");
+    }
+}

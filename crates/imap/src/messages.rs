@@ -1,0 +1,146 @@
+//! Commands on messages of the selected mailbox besides FETCH, STORE and SEARCH: EXPUNGE,
+//! CLOSE/UNSELECT, COPY/MOVE (with what a move into or out of Junk teaches the filter).
+
+use postern_store::{Mailbox, SpecialUse, Uid};
+
+use crate::core::{ImapCore, Res, State, no, ok, push};
+use crate::format;
+use crate::parse::SeqSet;
+
+impl ImapCore {
+    pub(crate) async fn expunge(&mut self, out: &mut Vec<u8>, uids: Option<SeqSet>) -> Res {
+        let sel = self.selected.as_ref().expect("selected");
+        if sel.read_only {
+            return no("[READ-ONLY] The mailbox is open read-only (EXAMINE)");
+        }
+        let mbid = sel.mailbox.id;
+        let entries = self.store().message_list(mbid).await?;
+        let doomed: Vec<Uid> = entries
+            .iter()
+            .filter(|e| e.flags.deleted())
+            .filter(|e| uids.as_ref().is_none_or(|s| s.contains(e.uid, u32::MAX)))
+            .map(|e| e.uid)
+            .collect();
+        self.store().expunge(mbid, doomed).await?;
+        self.sync(out, true).await?;
+        ok("EXPUNGE completed")
+    }
+
+    pub(crate) async fn close_selected(&mut self, expunge: bool) -> Res {
+        if let Some(sel) = self.selected.take()
+            && expunge
+            && !sel.read_only
+        {
+            let doomed: Vec<Uid> = self
+                .store()
+                .message_list(sel.mailbox.id)
+                .await?
+                .iter()
+                .filter(|e| e.flags.deleted())
+                .map(|e| e.uid)
+                .collect();
+            self.store().expunge(sel.mailbox.id, doomed).await?;
+        }
+        self.state = State::Authenticated;
+        ok(if expunge {
+            "CLOSE completed"
+        } else {
+            "UNSELECT completed"
+        })
+    }
+
+    pub(crate) async fn copy(
+        &mut self,
+        out: &mut Vec<u8>,
+        uid: bool,
+        set: &SeqSet,
+        name: &str,
+        moving: bool,
+    ) -> Res {
+        let sel = self.selected.as_ref().expect("selected");
+        if moving && sel.read_only {
+            return no("[READ-ONLY] The mailbox is open read-only (EXAMINE)");
+        }
+        let target = match self
+            .store()
+            .mailbox_by_name(self.account_id(), name)
+            .await?
+        {
+            Some(m) => m,
+            None => return no("[TRYCREATE] Mailbox does not exist; create it first"),
+        };
+        let from = sel.mailbox.id;
+        let msgs = sel.resolve(set, uid);
+        if msgs.is_empty() {
+            return ok(if moving {
+                "MOVE completed"
+            } else {
+                "COPY completed"
+            });
+        }
+        let uids: Vec<Uid> = msgs.iter().map(|m| m.1).collect();
+        let source_use = sel.mailbox.special_use;
+        let pairs = self.store().copy(from, uids, target.id, moving).await?;
+        self.learn_junk(source_use, &target, &pairs).await;
+        let src: Vec<Uid> = pairs.iter().map(|p| p.0).collect();
+        let dst: Vec<Uid> = pairs.iter().map(|p| p.1).collect();
+        let code = format!(
+            "[COPYUID {} {} {}]",
+            target.uidvalidity,
+            format::seq_set(&src),
+            format::seq_set(&dst)
+        );
+        if moving {
+            push(out, &format!("* OK {code} Moved\r\n"));
+            self.sync(out, true).await?;
+            ok("MOVE completed")
+        } else {
+            ok(&format!("{code} COPY completed"))
+        }
+    }
+
+    /// Mail moved into Junk teaches that its sender sends junk; mail moved out of Junk (but not
+    /// to the Trash) that its sender is trusted. Delivery follows what the user taught.
+    async fn learn_junk(&self, source: Option<SpecialUse>, target: &Mailbox, pairs: &[(Uid, Uid)]) {
+        let junk = SpecialUse::Junk;
+        let verdict = match (source == Some(junk), target.special_use) {
+            (false, Some(SpecialUse::Junk)) => true,
+            (true, Some(SpecialUse::Junk | SpecialUse::Trash)) => return,
+            (true, _) => false,
+            (false, _) => return,
+        };
+        let store = self.store();
+        let mut blobs = Vec::new();
+        // Bounded: a folder of thousands moved at once teaches by its first hundred.
+        for (_, uid) in pairs.iter().take(100) {
+            if let Ok(Some(e)) = store.message_get(target.id, *uid).await {
+                blobs.push(e.blob);
+            }
+        }
+        let Ok(heads) = store
+            .blob_heads(&blobs, postern_message::MessageMeta::header_len_of)
+            .await
+        else {
+            return;
+        };
+        let mut senders: Vec<String> = Vec::new();
+        for head in heads.into_iter().flatten() {
+            let from = postern_message::parse(&head).and_then(|m| {
+                m.from()
+                    .and_then(|f| f.first())
+                    .and_then(|a| a.address())
+                    .map(str::to_ascii_lowercase)
+            });
+            if let Some(f) = from
+                && !senders.contains(&f)
+            {
+                senders.push(f);
+            }
+        }
+        for s in senders {
+            let _ = store
+                .sender_verdict_set(self.account_id(), &s, Some(verdict))
+                .await;
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! Whole commands from their pieces.
+
+use super::*;
+
+/// Parses one command (after the tag). `utf8`: mailbox names are UTF-8.
+pub fn parse_command(p: &mut Parser) -> R<Command> {
+    let word = p.atom()?.to_ascii_uppercase();
+    let cmd = match word.as_str() {
+        "CAPABILITY" => Command::Capability,
+        "NOOP" => Command::Noop,
+        "LOGOUT" => Command::Logout,
+        "STARTTLS" => Command::StartTls,
+        "CHECK" => Command::Check,
+        "CLOSE" => Command::Close,
+        "UNSELECT" => Command::Unselect,
+        "IDLE" => Command::Idle,
+        "NAMESPACE" => Command::Namespace,
+        "LOGIN" => {
+            p.sp()?;
+            let u = p.astring()?;
+            p.sp()?;
+            let pw = p.astring_bytes()?;
+            Command::Login(
+                u,
+                String::from_utf8(pw).map_err(|_| ParseError("password is not UTF-8".into()))?,
+            )
+        }
+        "AUTHENTICATE" => {
+            p.sp()?;
+            let mech = p.atom()?.to_ascii_uppercase();
+            let initial = if p.maybe_sp() {
+                let start = p.pos;
+                while p
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+                {
+                    p.pos += 1;
+                }
+                Some(String::from_utf8_lossy(&p.b[start..p.pos]).into_owned())
+            } else {
+                None
+            };
+            Command::Authenticate(mech, initial)
+        }
+        "ENABLE" => {
+            let mut caps = Vec::new();
+            while p.maybe_sp() {
+                caps.push(p.atom()?.to_ascii_uppercase());
+            }
+            if caps.is_empty() {
+                return err("ENABLE needs a capability");
+            }
+            Command::Enable(caps)
+        }
+        "ID" => {
+            p.sp()?;
+            // Parameters are accepted and ignored: ("name" "value" ...) or NIL.
+            if p.peek() == Some(b'(') {
+                p.open()?;
+                while p.peek() != Some(b')') {
+                    if p.keyword_is("NIL") {
+                    } else {
+                        p.string_bytes()?;
+                    }
+                    if !p.maybe_sp() {
+                        break;
+                    }
+                }
+                p.close()?;
+            } else if !p.keyword_is("NIL") {
+                return err("ID takes a list or NIL");
+            }
+            Command::Id
+        }
+        "SELECT" | "EXAMINE" => {
+            p.sp()?;
+            let mailbox = p.mailbox()?;
+            let mut condstore = false;
+            let mut qresync = None;
+            if p.maybe_sp() {
+                p.open()?;
+                loop {
+                    let w = p.atom()?.to_ascii_uppercase();
+                    match w.as_str() {
+                        "CONDSTORE" => condstore = true,
+                        "QRESYNC" => {
+                            p.sp()?;
+                            p.open()?;
+                            let uidvalidity = p.nz32()?;
+                            p.sp()?;
+                            let modseq = p.number()?;
+                            let mut known_uids = None;
+                            let mut seq_match = None;
+                            if p.maybe_sp() {
+                                if p.peek() != Some(b'(') {
+                                    known_uids = Some(p.seq_set()?);
+                                    p.maybe_sp();
+                                }
+                                if p.peek() == Some(b'(') {
+                                    p.open()?;
+                                    let a = p.seq_set()?;
+                                    p.sp()?;
+                                    let b = p.seq_set()?;
+                                    p.close()?;
+                                    seq_match = Some((a, b));
+                                }
+                            }
+                            p.close()?;
+                            qresync = Some(Qresync {
+                                uidvalidity,
+                                modseq,
+                                known_uids,
+                                seq_match,
+                            });
+                        }
+                        _ => return err(format!("unknown SELECT parameter {w}")),
+                    }
+                    if !p.maybe_sp() {
+                        break;
+                    }
+                }
+                p.close()?;
+            }
+            Command::Select {
+                mailbox,
+                read_only: word == "EXAMINE",
+                condstore,
+                qresync,
+            }
+        }
+        "CREATE" => {
+            p.sp()?;
+            let m = p.mailbox()?;
+            // CREATE-SPECIAL-USE parameters are accepted and ignored.
+            if p.maybe_sp() {
+                p.open()?;
+                let _ = p.atom()?;
+                p.sp()?;
+                p.flag_list()?;
+                p.close()?;
+            }
+            Command::Create(m)
+        }
+        "DELETE" => {
+            p.sp()?;
+            Command::Delete(p.mailbox()?)
+        }
+        "RENAME" => {
+            p.sp()?;
+            let a = p.mailbox()?;
+            p.sp()?;
+            Command::Rename(a, p.mailbox()?)
+        }
+        "SUBSCRIBE" => {
+            p.sp()?;
+            Command::Subscribe(p.mailbox()?)
+        }
+        "UNSUBSCRIBE" => {
+            p.sp()?;
+            Command::Unsubscribe(p.mailbox()?)
+        }
+        "LIST" => {
+            p.sp()?;
+            let mut opts = ListOptions::default();
+            if p.peek() == Some(b'(') {
+                opts.extended = true;
+                p.open()?;
+                while p.peek() != Some(b')') {
+                    match p.atom()?.to_ascii_uppercase().as_str() {
+                        "SUBSCRIBED" => opts.subscribed = true,
+                        "RECURSIVEMATCH" => opts.recursive = true,
+                        "SPECIAL-USE" => opts.special_use = true,
+                        "REMOTE" => {}
+                        other => return err(format!("unknown LIST selection option {other}")),
+                    }
+                    if !p.maybe_sp() {
+                        break;
+                    }
+                }
+                p.close()?;
+                p.sp()?;
+            }
+            let reference = p.mailbox_raw()?;
+            p.sp()?;
+            let mut patterns = Vec::new();
+            if p.peek() == Some(b'(') {
+                opts.extended = true;
+                p.open()?;
+                loop {
+                    patterns.push(p.list_mailbox()?);
+                    if !p.maybe_sp() {
+                        break;
+                    }
+                }
+                p.close()?;
+            } else {
+                patterns.push(p.list_mailbox()?);
+            }
+            if p.maybe_sp() {
+                if !p.keyword_is("RETURN") {
+                    return err("expected RETURN");
+                }
+                opts.extended = true;
+                p.sp()?;
+                p.open()?;
+                while p.peek() != Some(b')') {
+                    match p.atom()?.to_ascii_uppercase().as_str() {
+                        "SUBSCRIBED" => opts.ret_subscribed = true,
+                        "CHILDREN" => opts.ret_children = true,
+                        "SPECIAL-USE" => opts.ret_special_use = true,
+                        "STATUS" => {
+                            p.sp()?;
+                            opts.ret_status = Some(p.status_items()?);
+                        }
+                        other => return err(format!("unknown LIST return option {other}")),
+                    }
+                    if !p.maybe_sp() {
+                        break;
+                    }
+                }
+                p.close()?;
+            }
+            if opts.recursive && !opts.subscribed {
+                return err("RECURSIVEMATCH needs another selection option");
+            }
+            let patterns = if p.utf8 {
+                patterns
+            } else {
+                patterns
+                    .into_iter()
+                    .map(|x| crate::utf7::decode(&x).unwrap_or(x))
+                    .collect()
+            };
+            Command::List {
+                reference,
+                patterns,
+                opts,
+            }
+        }
+        "LSUB" => {
+            p.sp()?;
+            let reference = p.mailbox_raw()?;
+            p.sp()?;
+            let pat = p.list_mailbox()?;
+            Command::Lsub(
+                reference,
+                if p.utf8 {
+                    pat
+                } else {
+                    crate::utf7::decode(&pat).unwrap_or(pat)
+                },
+            )
+        }
+        "STATUS" => {
+            p.sp()?;
+            let m = p.mailbox()?;
+            p.sp()?;
+            Command::Status(m, p.status_items()?)
+        }
+        "APPEND" => {
+            p.sp()?;
+            let m = p.mailbox()?;
+            let mut msgs = Vec::new();
+            // MULTIAPPEND (RFC 3502): one or more messages.
+            while p.maybe_sp() {
+                let mut flags = Vec::new();
+                let mut date = None;
+                if p.peek() == Some(b'(') {
+                    flags = p.flag_list()?;
+                    p.sp()?;
+                }
+                if p.peek() == Some(b'"') {
+                    let d = p.quoted()?;
+                    date = Some(
+                        parse_date_time(&String::from_utf8_lossy(&d))
+                            .ok_or_else(|| ParseError("bad date-time".into()))?,
+                    );
+                    p.sp()?;
+                }
+                if p.keyword_is("UTF8") {
+                    // RFC 6855: UTF8 (literal8)
+                    p.sp()?;
+                    p.open()?;
+                    let data = p.message_literal()?;
+                    p.close()?;
+                    msgs.push(AppendMessage { flags, date, data });
+                    continue;
+                }
+                let data = p.message_literal()?;
+                msgs.push(AppendMessage { flags, date, data });
+            }
+            if msgs.is_empty() {
+                return err("APPEND needs a message");
+            }
+            Command::Append(m, msgs)
+        }
+        "EXPUNGE" => Command::Expunge(None),
+        "SEARCH" => search(p, false)?,
+        "FETCH" => fetch(p, false)?,
+        "STORE" => store(p, false)?,
+        "COPY" | "MOVE" => {
+            p.sp()?;
+            let set = p.seq_set()?;
+            p.sp()?;
+            Command::Copy {
+                uid: false,
+                set,
+                mailbox: p.mailbox()?,
+                moving: word == "MOVE",
+            }
+        }
+        "UID" => {
+            p.sp()?;
+            let sub = p.atom()?.to_ascii_uppercase();
+            match sub.as_str() {
+                "SEARCH" => search(p, true)?,
+                "FETCH" => fetch(p, true)?,
+                "STORE" => store(p, true)?,
+                "COPY" | "MOVE" => {
+                    p.sp()?;
+                    let set = p.seq_set()?;
+                    p.sp()?;
+                    Command::Copy {
+                        uid: true,
+                        set,
+                        mailbox: p.mailbox()?,
+                        moving: sub == "MOVE",
+                    }
+                }
+                "EXPUNGE" => {
+                    p.sp()?;
+                    Command::Expunge(Some(p.seq_set()?))
+                }
+                other => return err(format!("unknown UID command {other}")),
+            }
+        }
+        "GETQUOTA" => {
+            p.sp()?;
+            Command::GetQuota(p.astring()?)
+        }
+        "GETQUOTAROOT" => {
+            p.sp()?;
+            Command::GetQuotaRoot(p.mailbox()?)
+        }
+        "SETQUOTA" => {
+            // Quotas are set by the administrator; the syntax is checked no further.
+            while p.pos < p.b.len() && !p.rest_is_crlf() {
+                p.pos += 1;
+            }
+            Command::SetQuota
+        }
+        other => return err(format!("unknown command {other}")),
+    };
+    p.end()?;
+    Ok(cmd)
+}
+
+impl Parser<'_> {
+    /// A reference name, which may be empty ("").
+    pub(super) fn mailbox_raw(&mut self) -> R<String> {
+        let s = self.astring()?;
+        Ok(if self.utf8 {
+            s
+        } else {
+            crate::utf7::decode(&s).unwrap_or(s)
+        })
+    }
+}
+
+fn search(p: &mut Parser, uid: bool) -> R<Command> {
+    p.sp()?;
+    let mut ret = None;
+    if p.keyword_is("RETURN") {
+        p.sp()?;
+        p.open()?;
+        let mut v = Vec::new();
+        while p.peek() != Some(b')') {
+            v.push(match p.atom()?.to_ascii_uppercase().as_str() {
+                "MIN" => SearchRet::Min,
+                "MAX" => SearchRet::Max,
+                "ALL" => SearchRet::All,
+                "COUNT" => SearchRet::Count,
+                "SAVE" => SearchRet::Save,
+                other => return err(format!("unknown RETURN option {other}")),
+            });
+            if !p.maybe_sp() {
+                break;
+            }
+        }
+        p.close()?;
+        p.sp()?;
+        ret = Some(v);
+    }
+    if p.keyword_is("CHARSET") {
+        p.sp()?;
+        let cs = p.astring()?.to_ascii_uppercase();
+        if cs != "UTF-8" && cs != "US-ASCII" {
+            return err("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset");
+        }
+        p.sp()?;
+    }
+    let mut keys = vec![p.search_key()?];
+    while p.maybe_sp() {
+        keys.push(p.search_key()?);
+    }
+    let key = if keys.len() == 1 {
+        keys.pop().unwrap()
+    } else {
+        SearchKey::And(keys)
+    };
+    Ok(Command::Search { uid, ret, key })
+}
+
+fn fetch(p: &mut Parser, uid: bool) -> R<Command> {
+    p.sp()?;
+    let set = p.seq_set()?;
+    p.sp()?;
+    let atts = p.fetch_atts()?;
+    let mut changed_since = None;
+    let mut vanished = false;
+    if p.maybe_sp() {
+        p.open()?;
+        loop {
+            match p.atom()?.to_ascii_uppercase().as_str() {
+                "CHANGEDSINCE" => {
+                    p.sp()?;
+                    changed_since = Some(p.number()?);
+                }
+                "VANISHED" => vanished = true,
+                other => return err(format!("unknown FETCH modifier {other}")),
+            }
+            if !p.maybe_sp() {
+                break;
+            }
+        }
+        p.close()?;
+    }
+    if vanished && (!uid || changed_since.is_none()) {
+        return err("VANISHED needs UID FETCH with CHANGEDSINCE");
+    }
+    Ok(Command::Fetch {
+        uid,
+        set,
+        atts,
+        changed_since,
+        vanished,
+    })
+}
+
+fn store(p: &mut Parser, uid: bool) -> R<Command> {
+    p.sp()?;
+    let set = p.seq_set()?;
+    p.sp()?;
+    let mut unchanged_since = None;
+    if p.peek() == Some(b'(') {
+        p.open()?;
+        if !p.keyword_is("UNCHANGEDSINCE") {
+            return err("expected UNCHANGEDSINCE");
+        }
+        p.sp()?;
+        unchanged_since = Some(p.number()?);
+        p.close()?;
+        p.sp()?;
+    }
+    let item = p.atom()?.to_ascii_uppercase();
+    let (op, rest) = match item.as_bytes().first() {
+        Some(b'+') => (StoreOp::Add, &item[1..]),
+        Some(b'-') => (StoreOp::Remove, &item[1..]),
+        _ => (StoreOp::Replace, item.as_str()),
+    };
+    let silent = match rest {
+        "FLAGS" => false,
+        "FLAGS.SILENT" => true,
+        _ => return err("STORE takes FLAGS, +FLAGS or -FLAGS (.SILENT)"),
+    };
+    p.sp()?;
+    let flags = if p.peek() == Some(b'(') {
+        p.flag_list()?
+    } else {
+        let mut v = vec![p.flag()?];
+        while p.maybe_sp() {
+            v.push(p.flag()?);
+        }
+        v
+    };
+    Ok(Command::Store {
+        uid,
+        set,
+        op,
+        silent,
+        flags,
+        unchanged_since,
+    })
+}

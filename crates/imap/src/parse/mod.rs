@@ -1,0 +1,285 @@
+//! IMAP command syntax (RFC 9051 9, RFC 3501 9) with the extensions we support. Input is one
+//! complete command: its lines and the literals between them, as received. The types of
+//! commands are here; `lexer` reads the pieces (atoms, strings, sets, sections, search keys),
+//! `command` puts commands together.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub(crate) type R<T> = Result<T, ParseError>;
+
+pub(crate) fn err<T>(m: impl Into<String>) -> R<T> {
+    Err(ParseError(m.into()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqNum {
+    Num(u32),
+    /// `*`: the largest number in use.
+    Star,
+}
+
+/// A sequence set: ranges as given (either order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqSet(pub Vec<(SeqNum, SeqNum)>);
+
+impl SeqSet {
+    /// Whether `n` is in the set, `star` being the value of `*`.
+    pub fn contains(&self, n: u32, star: u32) -> bool {
+        let v = |s: SeqNum| match s {
+            SeqNum::Num(x) => x,
+            SeqNum::Star => star,
+        };
+        self.0.iter().any(|&(a, b)| {
+            let (lo, hi) = (v(a).min(v(b)), v(a).max(v(b)));
+            n >= lo && n <= hi
+        })
+    }
+
+    /// The set as sorted, merged ranges over 1..=star (empty when star is 0 and not used).
+    pub fn ranges(&self, star: u32) -> Vec<(u32, u32)> {
+        let v = |s: SeqNum| match s {
+            SeqNum::Num(x) => x,
+            SeqNum::Star => star,
+        };
+        let mut r: Vec<(u32, u32)> = self
+            .0
+            .iter()
+            .map(|&(a, b)| (v(a).min(v(b)), v(a).max(v(b))))
+            .collect();
+        r.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for (a, b) in r {
+            match out.last_mut() {
+                Some(l) if a <= l.1.saturating_add(1) => l.1 = l.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionText {
+    Header,
+    HeaderFields(Vec<String>),
+    HeaderFieldsNot(Vec<String>),
+    Text,
+    Mime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Section {
+    pub part: Vec<u32>,
+    pub text: Option<SectionText>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchAtt {
+    Flags,
+    InternalDate,
+    Rfc822Size,
+    Uid,
+    Envelope,
+    Body,
+    BodyStructure,
+    ModSeq,
+    Rfc822,
+    Rfc822Header,
+    Rfc822Text,
+    Section {
+        peek: bool,
+        section: Section,
+        partial: Option<(u32, u32)>,
+    },
+    Binary {
+        peek: bool,
+        part: Vec<u32>,
+        partial: Option<(u32, u32)>,
+    },
+    BinarySize(Vec<u32>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchKey {
+    All,
+    SeqSet(SeqSet),
+    Uid(SeqSet),
+    Flag(u8, bool),
+    Keyword(String, bool),
+    New,
+    Old,
+    Recent,
+    Larger(u64),
+    Smaller(u64),
+    /// Internal date comparisons: (kind, day as seconds since the epoch at 00:00 UTC).
+    Before(i64),
+    On(i64),
+    Since(i64),
+    SentBefore(i64),
+    SentOn(i64),
+    SentSince(i64),
+    Header(String, String),
+    Body(String),
+    Text(String),
+    ModSeq(u64),
+    Not(Box<SearchKey>),
+    Or(Box<SearchKey>, Box<SearchKey>),
+    And(Vec<SearchKey>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchRet {
+    Min,
+    Max,
+    All,
+    Count,
+    Save,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Replace,
+    Add,
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendMessage {
+    pub flags: Vec<String>,
+    pub date: Option<i64>,
+    pub data: MessageData,
+}
+
+/// An APPEND message: in the command, or (as framing does) gone to a sink as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageData {
+    Inline(Vec<u8>),
+    /// The n-th literal the framing spooled.
+    Spooled(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListOptions {
+    pub subscribed: bool,
+    pub recursive: bool,
+    pub special_use: bool,
+    pub ret_subscribed: bool,
+    pub ret_children: bool,
+    pub ret_special_use: bool,
+    pub ret_status: Option<Vec<String>>,
+    /// LIST with selection or return options (RFC 5258), or several patterns.
+    pub extended: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qresync {
+    pub uidvalidity: u32,
+    pub modseq: u64,
+    pub known_uids: Option<SeqSet>,
+    pub seq_match: Option<(SeqSet, SeqSet)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Capability,
+    Noop,
+    Logout,
+    StartTls,
+    Login(String, String),
+    Authenticate(String, Option<String>),
+    Enable(Vec<String>),
+    Id,
+    Select {
+        mailbox: String,
+        read_only: bool,
+        condstore: bool,
+        qresync: Option<Qresync>,
+    },
+    Create(String),
+    Delete(String),
+    Rename(String, String),
+    Subscribe(String),
+    Unsubscribe(String),
+    List {
+        reference: String,
+        patterns: Vec<String>,
+        opts: ListOptions,
+    },
+    Lsub(String, String),
+    Namespace,
+    Status(String, Vec<String>),
+    Append(String, Vec<AppendMessage>),
+    Idle,
+    Check,
+    Close,
+    Unselect,
+    Expunge(Option<SeqSet>),
+    Search {
+        uid: bool,
+        ret: Option<Vec<SearchRet>>,
+        key: SearchKey,
+    },
+    Fetch {
+        uid: bool,
+        set: SeqSet,
+        atts: Vec<FetchAtt>,
+        changed_since: Option<u64>,
+        vanished: bool,
+    },
+    Store {
+        uid: bool,
+        set: SeqSet,
+        op: StoreOp,
+        silent: bool,
+        flags: Vec<String>,
+        unchanged_since: Option<u64>,
+    },
+    Copy {
+        uid: bool,
+        set: SeqSet,
+        mailbox: String,
+        moving: bool,
+    },
+    GetQuota(String),
+    GetQuotaRoot(String),
+    SetQuota,
+}
+
+mod command;
+mod lexer;
+#[cfg(test)]
+mod tests;
+
+pub use command::parse_command;
+pub use lexer::{Parser, days_from_civil, parse_date, parse_date_time};
+
+/// Splits a command into tag and the rest; the tag is needed even for a bad command.
+pub fn parse(input: &[u8], utf8: bool) -> (Option<String>, R<Command>) {
+    parse_framed(input, &[], utf8)
+}
+
+/// Like [`parse`] for a command whose APPEND message literals the framing spooled: their data
+/// would have started at the offsets in `spooled`.
+pub fn parse_framed(input: &[u8], spooled: &[usize], utf8: bool) -> (Option<String>, R<Command>) {
+    let mut p = Parser::new(input);
+    p.spooled = spooled;
+    p.utf8 = utf8;
+    let tag = match p.tag() {
+        Ok(t) => t,
+        Err(e) => return (None, Err(e)),
+    };
+    if let Err(e) = p.sp() {
+        return (Some(tag), Err(e));
+    }
+    let c = parse_command(&mut p);
+    (Some(tag), c)
+}

@@ -1,0 +1,202 @@
+use super::*;
+
+fn cmd(s: &str) -> Command {
+    let (_, c) = parse(s.as_bytes(), true);
+    c.unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn bad(s: &str) -> ParseError {
+    parse(s.as_bytes(), true).1.unwrap_err()
+}
+
+#[test]
+fn dates_out_of_range_are_refused() {
+    // Found by fuzzing: huge years overflowed the seconds; a non-ASCII zone split a char.
+    assert_eq!(parse_date("1-Jan-99999999999999"), None);
+    assert_eq!(parse_date_time("1-Jan-2020 00:00:00 \u{e9}123"), None);
+    assert_eq!(parse_date_time("1-Jan-2020 99999999999:00:00 +0000"), None);
+    assert_eq!(parse_date_time("1-Jan-1970 00:00:01 +0000"), Some(1));
+    assert!(
+        bad("a SEARCH SINCE 1-Jan-99999999999999")
+            .0
+            .contains("bad date")
+    );
+}
+
+#[test]
+fn basics() {
+    assert_eq!(cmd("a CAPABILITY\r\n"), Command::Capability);
+    assert_eq!(
+        cmd("a login alice \"p w\"\r\n"),
+        Command::Login("alice".into(), "p w".into())
+    );
+    assert_eq!(
+        cmd("a LOGIN {5}\r\nalice {3}\r\npwd\r\n"),
+        Command::Login("alice".into(), "pwd".into())
+    );
+    assert_eq!(
+        cmd("a LOGIN {5+}\r\nalice pwd\r\n"),
+        Command::Login("alice".into(), "pwd".into())
+    );
+    assert!(
+        matches!(cmd("a select inbox\r\n"), Command::Select { mailbox, .. } if mailbox == "INBOX")
+    );
+    assert!(bad("a NOOP extra\r\n").0.contains("unexpected"));
+    assert!(bad("a FOO\r\n").0.contains("unknown command"));
+    assert_eq!(parse(b"", true).0, None);
+}
+
+#[test]
+fn fetch_attributes() {
+    match cmd(
+        "a UID FETCH 1:*,7 (FLAGS BODY.PEEK[HEADER.FIELDS (From Subject)] BODY[1.2.MIME] BINARY.PEEK[1]<0.100> RFC822.SIZE) (CHANGEDSINCE 5 VANISHED)\r\n",
+    ) {
+        Command::Fetch {
+            uid,
+            set,
+            atts,
+            changed_since,
+            vanished,
+        } => {
+            assert!(uid && vanished);
+            assert_eq!(changed_since, Some(5));
+            assert_eq!(set.0.len(), 2);
+            assert_eq!(atts.len(), 5);
+            assert_eq!(
+                atts[1],
+                FetchAtt::Section {
+                    peek: true,
+                    section: Section {
+                        part: vec![],
+                        text: Some(SectionText::HeaderFields(vec![
+                            "From".into(),
+                            "Subject".into()
+                        ]))
+                    },
+                    partial: None
+                }
+            );
+            assert_eq!(
+                atts[2],
+                FetchAtt::Section {
+                    peek: false,
+                    section: Section {
+                        part: vec![1, 2],
+                        text: Some(SectionText::Mime)
+                    },
+                    partial: None
+                }
+            );
+            assert_eq!(
+                atts[3],
+                FetchAtt::Binary {
+                    peek: true,
+                    part: vec![1],
+                    partial: Some((0, 100))
+                }
+            );
+        }
+        c => panic!("{c:?}"),
+    }
+    assert_eq!(
+        cmd("a FETCH 1 FAST\r\n"),
+        Command::Fetch {
+            uid: false,
+            set: SeqSet(vec![(SeqNum::Num(1), SeqNum::Num(1))]),
+            atts: vec![
+                FetchAtt::Flags,
+                FetchAtt::InternalDate,
+                FetchAtt::Rfc822Size
+            ],
+            changed_since: None,
+            vanished: false
+        }
+    );
+    assert!(
+        matches!(cmd("a FETCH 1 BODY[]\r\n"), Command::Fetch { atts, .. } if atts == vec![FetchAtt::Section { peek: false, section: Section::default(), partial: None }])
+    );
+    assert!(bad("a FETCH 0 FLAGS\r\n").0.contains("number"));
+    assert!(bad("a FETCH 1 (FLAGS\r\n").0.contains("')'"));
+}
+
+#[test]
+fn search_keys() {
+    match cmd(
+        "a UID SEARCH RETURN (MIN COUNT) CHARSET UTF-8 OR FROM alice (SUBJECT \"x y\" SINCE 1-Feb-2026) NOT SEEN 1:5\r\n",
+    ) {
+        Command::Search { uid, ret, key } => {
+            assert!(uid);
+            assert_eq!(ret, Some(vec![SearchRet::Min, SearchRet::Count]));
+            let SearchKey::And(v) = key else { panic!() };
+            assert_eq!(v.len(), 3);
+            assert!(matches!(&v[0], SearchKey::Or(..)));
+            assert_eq!(
+                v[1],
+                SearchKey::Not(Box::new(SearchKey::Flag(postern_store::Flags::SEEN, true)))
+            );
+        }
+        c => panic!("{c:?}"),
+    }
+    let deep = format!("a SEARCH {}ALL\r\n", "NOT ".repeat(100));
+    assert!(bad(&deep).0.contains("deep"));
+    assert!(
+        bad("a SEARCH CHARSET KOI8-R ALL\r\n")
+            .0
+            .contains("BADCHARSET")
+    );
+}
+
+#[test]
+fn list_store_append() {
+    match cmd("a LIST (SUBSCRIBED) \"\" (\"*\" %) RETURN (CHILDREN STATUS (MESSAGES UNSEEN))\r\n") {
+        Command::List { patterns, opts, .. } => {
+            assert_eq!(patterns, ["*", "%"]);
+            assert!(opts.subscribed && opts.ret_children && opts.extended);
+            assert_eq!(
+                opts.ret_status,
+                Some(vec!["MESSAGES".into(), "UNSEEN".into()])
+            );
+        }
+        c => panic!("{c:?}"),
+    }
+    assert!(
+        matches!(cmd("a STORE 1:3 (UNCHANGEDSINCE 9) +FLAGS.SILENT (\\Seen $x)\r\n"),
+        Command::Store { op: StoreOp::Add, silent: true, unchanged_since: Some(9), ref flags, .. } if flags == &["\\Seen", "$x"])
+    );
+    match cmd("a APPEND Drafts (\\Draft) \"05-Mar-2026 10:00:00 +0100\" {3}\r\nabc {2+}\r\nde\r\n")
+    {
+        Command::Append(m, msgs) => {
+            assert_eq!(m, "Drafts");
+            assert_eq!(msgs.len(), 2);
+            assert_eq!(msgs[0].data, MessageData::Inline(b"abc".to_vec()));
+            assert_eq!(
+                msgs[0].date,
+                Some(days_from_civil(2026, 3, 5) * 86400 + 9 * 3600)
+            );
+            assert_eq!(msgs[1].data, MessageData::Inline(b"de".to_vec()));
+        }
+        c => panic!("{c:?}"),
+    }
+    // As framed: the message data went to a sink, the mailbox literal stayed.
+    let framed = b"a APPEND {5}\r\nINBOX {300}\r\n {2}\r\nhi\r\n";
+    match parse_framed(framed, &[27], true).1 {
+        Ok(Command::Append(m, msgs)) => {
+            assert_eq!(m, "INBOX");
+            assert_eq!(msgs[0].data, MessageData::Spooled(0));
+            assert_eq!(msgs[1].data, MessageData::Inline(b"hi".to_vec()));
+        }
+        c => panic!("{c:?}"),
+    }
+    assert!(bad("a APPEND INBOX {10}\r\nabc\r\n").0.contains("shorter"));
+}
+
+#[test]
+fn seq_sets() {
+    let s = SeqSet(vec![
+        (SeqNum::Num(5), SeqNum::Num(3)),
+        (SeqNum::Num(9), SeqNum::Star),
+        (SeqNum::Num(4), SeqNum::Num(4)),
+    ]);
+    assert_eq!(s.ranges(12), vec![(3, 5), (9, 12)]);
+    assert!(s.contains(12, 12) && !s.contains(6, 12));
+}
