@@ -407,3 +407,39 @@ def test_monstrous_announcements_and_structures(server):
     assert " OK " in t and u[0].endswith("] {0}\r\n)"), u[0][-40:]
     u, t = i.cmd("FETCH 1 (ENVELOPE BODYSTRUCTURE)", raw=True)
     assert " OK " in t and b'"example.test"' in b"".join(u)
+
+
+def test_refusal_over_a_limit_comes_over_tls_on_implicit_tls_ports(make_server):
+    """Over the per-address limit, ports 465, 993 and 995 shake hands first and then say why,
+    so the mail program shows the reason rather than a TLS error."""
+    s = make_server(extra_config="""
+[smtp]
+max_connections_per_ip = 1
+pregreet_wait_ms = 0
+[imap]
+max_connections_per_ip = 1
+[pop3]
+max_connections_per_ip = 1
+""")
+    s.start()
+    ctx = insecure_ctx()
+    for port, greeting, refusal in [
+        ("submissions", b"220 ", b"421 4.7.0"),
+        ("imaps", b"* OK", b"* BYE [UNAVAILABLE]"),
+        ("pop3s", b"+OK", b"-ERR [SYS/TEMP]"),
+    ]:
+        # The start-up probe's connection may still be counted for a moment.
+        deadline = time.time() + 10
+        while True:
+            first = ctx.wrap_socket(socket.create_connection(("127.0.0.1", s.port(port)), timeout=10))
+            if first.recv(200).startswith(greeting):
+                break
+            first.close()
+            assert time.time() < deadline, f"{port}: the first connection was never taken"
+            time.sleep(0.1)
+        second = ctx.wrap_socket(socket.create_connection(("127.0.0.1", s.port(port)), timeout=10))
+        said = second.recv(200)
+        assert said.startswith(refusal), (port, said)
+        assert b"try again later" in said, (port, said)
+        second.close()
+        first.close()

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use postern_config::Config;
 use postern_directory::{AuthOutcome, Directory};
-use postern_net::{Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsStore, Tracker};
+use postern_net::{
+    Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsSetup, TlsStore, Tracker,
+};
 use postern_store::SharedStore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, info};
 
 use crate::core::{CoreConfig, ImapCore, State, Step, Wait};
 
@@ -67,29 +69,16 @@ impl ImapServer {
 
     async fn session(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, adm: Admission) {
         let ip = postern_net::listener::canonical_ip(peer.ip());
-        let mut io = Io::new(stream);
-        if let Admission::TooMany(why) = adm {
-            let _ = io
-                .send(
-                    format!("* BYE [UNAVAILABLE] {why}; try again later\r\n").as_bytes(),
-                    Duration::from_secs(5),
-                )
-                .await;
+        let tls = TlsSetup {
+            store: self.tls.as_deref(),
+            implicit: self.implicit_tls,
+            handshake_timeout: self.config.tls.handshake_timeout.duration(),
+        };
+        let refusal =
+            |why: &str| format!("* BYE [UNAVAILABLE] {why}; try again later\r\n").into_bytes();
+        let Some(mut io) = postern_net::accept(stream, adm, tls, refusal).await else {
             return;
-        }
-        if self.implicit_tls {
-            let Some(tls) = &self.tls else { return };
-            if let Err(e) = io
-                .start_tls(
-                    &tls.acceptor(),
-                    self.config.tls.handshake_timeout.duration(),
-                )
-                .await
-            {
-                info!(error = %e, "TLS handshake failed");
-                return;
-            }
-        }
+        };
         let cfg = CoreConfig {
             config: self.config.clone(),
             tls_available: self.tls.is_some(),
@@ -133,20 +122,8 @@ impl ImapServer {
                 }
                 Step::StartTls => {
                     let Some(tls) = &self.tls else { return };
-                    if io.flush().await.is_err() {
-                        return;
-                    }
-                    if io.has_buffered() {
-                        warn!("input pipelined after STARTTLS discarded");
-                    }
-                    if let Err(e) = io
-                        .start_tls(
-                            &tls.acceptor(),
-                            self.config.tls.handshake_timeout.duration(),
-                        )
-                        .await
-                    {
-                        info!(error = %e, "STARTTLS handshake failed");
+                    let limit = self.config.tls.handshake_timeout.duration();
+                    if io.upgrade(tls, limit).await.is_err() {
                         return;
                     }
                     core.tls_started();

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use postern_config::Config;
 use postern_directory::{AuthOutcome, Directory};
-use postern_net::{Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsStore, Tracker};
+use postern_net::{
+    Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsSetup, TlsStore, Tracker,
+};
 use postern_sieve::Engine;
 use postern_store::{Account, SharedStore, StoreError};
 use tokio::net::{TcpListener, TcpStream};
@@ -67,12 +69,16 @@ impl ManageSieveServer {
 
     async fn session(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, adm: Admission) {
         let ip = postern_net::listener::canonical_ip(peer.ip());
-        let mut io = Io::new(stream);
-        if let Admission::TooMany(why) = adm {
-            let msg = response("BYE", Some("TRYLATER"), &format!("{why}; try again later"));
-            let _ = io.send(&msg, Duration::from_secs(5)).await;
+        let tls = TlsSetup {
+            store: self.tls.as_deref(),
+            implicit: false,
+            handshake_timeout: self.config.tls.handshake_timeout.duration(),
+        };
+        let refusal =
+            |why: &str| response("BYE", Some("TRYLATER"), &format!("{why}; try again later"));
+        let Some(mut io) = postern_net::accept(stream, adm, tls, refusal).await else {
             return;
-        }
+        };
         let c = &self.config;
         let mut core = Core::new(
             CoreConfig {
@@ -214,18 +220,8 @@ impl ManageSieveServer {
                     return Flow::Close;
                 };
                 io.write(&ok("Begin TLS negotiation now"));
-                if io.flush().await.is_err() {
-                    return Flow::Close;
-                }
-                io.discard_buffered();
-                if let Err(e) = io
-                    .start_tls(
-                        &tls.acceptor(),
-                        self.config.tls.handshake_timeout.duration(),
-                    )
-                    .await
-                {
-                    info!(error = %e, "STARTTLS handshake failed");
+                let limit = self.config.tls.handshake_timeout.duration();
+                if io.upgrade(tls, limit).await.is_err() {
                     return Flow::Close;
                 }
                 core.tls_started();

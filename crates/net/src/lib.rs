@@ -1,14 +1,16 @@
 //! What every protocol listener shares: TLS certificates, buffered connection I/O with a
-//! STARTTLS upgrade, connection limits and graceful shutdown.
+//! STARTTLS upgrade, how a connection starts (limits, implicit TLS), and graceful shutdown.
 
 pub mod conn;
 pub mod der;
 pub mod listener;
 pub mod metrics;
+pub mod prologue;
 pub mod tls;
 
 pub use conn::{Conn, Io, LineError, Pace, TlsInfo, time_left};
 pub use listener::{Admission, ConnLimits, Shutdown, ShutdownHandle, Tracker, serve};
+pub use prologue::{TlsSetup, accept};
 pub use tls::{TlsError, TlsStore, generate_self_signed};
 
 /// A short random id for one connection, shown on every log line of it.

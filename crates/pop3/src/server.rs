@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use postern_config::Config;
 use postern_directory::{AuthOutcome, Directory};
-use postern_net::{Admission, ConnLimits, Io, LineError, Shutdown, TlsStore, Tracker};
+use postern_net::{Admission, ConnLimits, Io, LineError, Shutdown, TlsSetup, TlsStore, Tracker};
 use postern_store::{
     FlagOp, Flags, FlagsUpdate, INBOX, MailboxId, MaildropLock, MessageEntry, SharedStore,
 };
@@ -73,29 +73,16 @@ impl Pop3Server {
 
     async fn session(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, adm: Admission) {
         let ip = postern_net::listener::canonical_ip(peer.ip());
-        let mut io = Io::new(stream);
-        if let Admission::TooMany(why) = adm {
-            let _ = io
-                .send(
-                    format!("-ERR [SYS/TEMP] {why}; try again later\r\n").as_bytes(),
-                    Duration::from_secs(5),
-                )
-                .await;
+        let tls = TlsSetup {
+            store: self.tls.as_deref(),
+            implicit: self.implicit_tls,
+            handshake_timeout: self.config.tls.handshake_timeout.duration(),
+        };
+        let refusal =
+            |why: &str| format!("-ERR [SYS/TEMP] {why}; try again later\r\n").into_bytes();
+        let Some(mut io) = postern_net::accept(stream, adm, tls, refusal).await else {
             return;
-        }
-        if self.implicit_tls {
-            let Some(tls) = &self.tls else { return };
-            if let Err(e) = io
-                .start_tls(
-                    &tls.acceptor(),
-                    self.config.tls.handshake_timeout.duration(),
-                )
-                .await
-            {
-                info!(error = %e, "TLS handshake failed");
-                return;
-            }
-        }
+        };
         let c = &self.config;
         let mut core = Pop3Core::new(
             CoreConfig {
@@ -196,20 +183,11 @@ impl Pop3Server {
                     return Flow::Close;
                 };
                 io.write(b"+OK Begin TLS negotiation\r\n");
-                if io.flush().await.is_err() {
-                    return Flow::Close;
-                }
-                if io.has_buffered() {
-                    warn!("input pipelined after STLS discarded");
-                }
-                if let Err(e) = io
-                    .start_tls(
-                        &tls.acceptor(),
-                        self.config.tls.handshake_timeout.duration(),
-                    )
+                if io
+                    .upgrade(tls, self.config.tls.handshake_timeout.duration())
                     .await
+                    .is_err()
                 {
-                    info!(error = %e, "STLS handshake failed");
                     return Flow::Close;
                 }
                 core.tls_started();

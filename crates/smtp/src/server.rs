@@ -10,7 +10,9 @@ use postern_directory::{
     AuthOutcome, Destination, Directory, Routed, domain_of, normalize_address, sasl,
 };
 use postern_ingest::{Arrival, Client, Incoming, Ingest, MessageSink, Outcome, Recipient};
-use postern_net::{Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsStore, Tracker};
+use postern_net::{
+    Admission, ConnLimits, Io, LineError, Pace, Shutdown, TlsSetup, TlsStore, Tracker,
+};
 use postern_store::{DsnRet, SharedStore, TraceEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, info, warn};
@@ -131,27 +133,18 @@ impl SmtpServer {
     async fn session(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, adm: Admission) {
         let ip = postern_net::listener::canonical_ip(peer.ip());
         let host = self.config.hostname.clone();
-        let mut io = Io::new(stream);
-        io.set_write_timeout(self.config.smtp.timeout_command.duration());
-        if let Admission::TooMany(why) = adm {
-            let r = Reply::new(421, "4.7.0", format!("{host} {why}; try again later"));
-            let _ = io.send(&r.to_bytes(), Duration::from_secs(5)).await;
-            info!(reason = why, "connection refused");
+        let tls = TlsSetup {
+            store: self.tls.as_deref(),
+            implicit: self.settings.implicit_tls,
+            handshake_timeout: self.config.tls.handshake_timeout.duration(),
+        };
+        let refusal = |why: &str| {
+            Reply::new(421, "4.7.0", format!("{host} {why}; try again later")).to_bytes()
+        };
+        let Some(mut io) = postern_net::accept(stream, adm, tls, refusal).await else {
             return;
-        }
-        if self.settings.implicit_tls {
-            let Some(tls) = &self.tls else { return };
-            if let Err(e) = io
-                .start_tls(
-                    &tls.acceptor(),
-                    self.config.tls.handshake_timeout.duration(),
-                )
-                .await
-            {
-                info!(error = %e, "TLS handshake failed");
-                return;
-            }
-        }
+        };
+        io.set_write_timeout(self.config.smtp.timeout_command.duration());
         // A client that talks before our banner is not a mail server: RFC 5321 4.3.1 says
         // it must wait. Mostly spambots.
         let wait = self.config.smtp.pregreet_wait_ms;
@@ -308,21 +301,9 @@ impl SmtpServer {
                         return Flow::Close;
                     };
                     io.write(&Reply::new(220, "2.0.0", "Ready to start TLS").to_bytes());
-                    if io.flush().await.is_err() {
-                        return Flow::Close;
-                    }
-                    if io.has_buffered() {
-                        // RFC 3207 5: commands sent with STARTTLS are never executed.
-                        warn!("input pipelined after STARTTLS discarded");
-                    }
-                    if let Err(e) = io
-                        .start_tls(
-                            &tls.acceptor(),
-                            self.config.tls.handshake_timeout.duration(),
-                        )
-                        .await
-                    {
-                        info!(error = %e, "STARTTLS handshake failed");
+                    // RFC 3207 5: commands sent with STARTTLS are never executed.
+                    let limit = self.config.tls.handshake_timeout.duration();
+                    if io.upgrade(tls, limit).await.is_err() {
                         return Flow::Close;
                     }
                     core.tls_started();
