@@ -48,26 +48,15 @@ conformance!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spooled_file_blob() {
+async fn spooled_message() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let (a, _) = suite::setup_account(store.clone(), "big@example.test").await;
-    let body: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let spool = store.spool_dir().join("incoming-1");
-    std::fs::write(&spool, &body).unwrap();
-    let rep = store
-        .deliver(suite::delivery_file(&spool, body.len() as u64, &[a.id]))
-        .await
-        .unwrap();
-    assert!(!spool.exists(), "the spool file was moved into the store");
-    let (mb, uid) = rep.targets[0].as_ref().map(|x| *x).unwrap();
-    let e = store.message_get(mb, uid).await.unwrap().unwrap();
-    let back = store.blob_read(e.blob, 0, e.size).await.unwrap();
-    assert_eq!(back, body);
-    let part = store.blob_read(e.blob, 1_000_000, 10).await.unwrap();
-    assert_eq!(part, &body[1_000_000..1_000_010]);
-    store.expunge(mb, vec![uid]).await.unwrap();
-    assert_eq!(store.blob_count().unwrap(), 0);
+    suite::spooled_message(store.clone() as Arc<dyn Store>, store.spool_dir()).await;
+    assert_eq!(
+        store.blob_count().unwrap(),
+        0,
+        "the blob went with its last message"
+    );
     store.close().await.unwrap();
 }
 

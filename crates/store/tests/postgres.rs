@@ -90,6 +90,16 @@ conformance!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_message() {
+    let db = TestDb::new().await;
+    let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    suite::spooled_message(store.clone() as Arc<dyn Store>, spool.path()).await;
+    store.close().await.unwrap();
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_run_once_and_again_safely() {
     let db = TestDb::new().await;
     let a = PgStore::connect(&db.url, Options::default()).await.unwrap();

@@ -41,6 +41,32 @@ pub fn delivery_file(path: &std::path::Path, size: u64, accounts: &[AccountId]) 
     d
 }
 
+/// A message spooled to a file while it arrived: the store takes the file over (or streams it
+/// in), never reading it whole; it reads back whole and by ranges, and the file is gone.
+pub async fn spooled_message(store: Arc<dyn Store>, spool_dir: &std::path::Path) {
+    let (a, _) = setup_account(store.clone(), "big@example.test").await;
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let spool = spool_dir.join("incoming-1");
+    std::fs::write(&spool, &body).unwrap();
+    let rep = store
+        .deliver(delivery_file(&spool, body.len() as u64, &[a.id]))
+        .await
+        .unwrap();
+    assert!(!spool.exists(), "the spool file was taken over");
+    let (mb, uid) = rep.targets[0].as_ref().map(|x| *x).unwrap();
+    let e = store.message_get(mb, uid).await.unwrap().unwrap();
+    assert_eq!(e.size, body.len() as u64);
+    let back = store.blob_read(e.blob, 0, e.size).await.unwrap();
+    assert!(back == body, "the stored bytes differ");
+    let part = store.blob_read(e.blob, 1_000_000, 10).await.unwrap();
+    assert_eq!(part, &body[1_000_000..1_000_010]);
+    assert_eq!(
+        store.blob_info(e.blob).await.unwrap().size,
+        body.len() as u64
+    );
+    store.expunge(mb, vec![uid]).await.unwrap();
+}
+
 pub async fn setup_account<S: Store + ?Sized>(store: Arc<S>, address: &str) -> (Account, Mailbox) {
     let domain = address.rsplit_once('@').unwrap().1;
     match store.domain_add(domain).await {

@@ -20,9 +20,8 @@ impl Tables<'_> {
         let id = self.next_id(NEXT_BLOB)?;
         let loc = match blob.data {
             BlobData::Memory(bytes) => {
-                let offset = fx.seg.end + fx.buf.len() as u64;
-                fx.buf.extend_from_slice(&bytes);
                 fx.seg_live += bytes.len() as u64;
+                let offset = fx.seg.end + fx.buf.push(bytes);
                 BlobLoc::Segment {
                     seg: fx.seg.id,
                     offset,

@@ -160,10 +160,44 @@ fn active_segment(db: &Database) -> Result<ActiveSegment> {
     })
 }
 
+/// Message bytes a batch appends to the active segment: each message as it came (never
+/// copied into one buffer), all written before one fdatasync.
+#[derive(Default)]
+pub(super) struct Appended {
+    chunks: Vec<Vec<u8>>,
+    len: u64,
+}
+
+impl Appended {
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Takes the bytes; returns where in the batch they start.
+    pub(super) fn push(&mut self, bytes: Vec<u8>) -> u64 {
+        let at = self.len;
+        self.len += bytes.len() as u64;
+        self.chunks.push(bytes);
+        at
+    }
+
+    fn write_at(&self, f: &fs::File, mut offset: u64) -> std::io::Result<()> {
+        for c in &self.chunks {
+            f.write_all_at(c, offset)?;
+            offset += c.len() as u64;
+        }
+        Ok(())
+    }
+}
+
 /// What a batch does besides its redb writes.
 struct Effects {
     /// Bytes to append to the active segment.
-    buf: Vec<u8>,
+    buf: Appended,
     seg: ActiveSegment,
     /// Live bytes added to the active segment.
     seg_live: u64,
@@ -188,7 +222,7 @@ fn commit_batch(
     let blobs = &shared.blobs;
     let wtx = db.begin_write().map_err(db_err)?;
     let mut fx = Effects {
-        buf: Vec::new(),
+        buf: Appended::default(),
         seg: *active,
         seg_live: 0,
         new_files: Vec::new(),
@@ -223,7 +257,7 @@ fn commit_batch(
                 .map(|v| v.value())
                 .unwrap_or((fx.seg.end, 0));
             t.segments
-                .insert(fx.seg.id, (end + fx.buf.len() as u64, live + fx.seg_live))
+                .insert(fx.seg.id, (end + fx.buf.len(), live + fx.seg_live))
                 .map_err(db_err)?;
         }
         Ok(outputs)
@@ -247,7 +281,7 @@ fn commit_batch(
     }
     *active = ActiveSegment {
         id: fx.seg.id,
-        end: fx.seg.end + fx.buf.len() as u64,
+        end: fx.seg.end + fx.buf.len(),
     };
     for f in &fx.freed_files {
         let _ = fs::remove_file(f);
@@ -273,7 +307,8 @@ fn write_blob_bytes(blobs: &BlobFiles, fx: &Effects) -> Result<()> {
     if !fx.buf.is_empty() {
         let new_file = fx.seg.end == 0;
         let f = blobs.segment(fx.seg.id).map_err(StoreError::from_io)?;
-        f.write_all_at(&fx.buf, fx.seg.end)
+        fx.buf
+            .write_at(&f, fx.seg.end)
             .map_err(StoreError::from_io)?;
         blobs.sync_file(&f).map_err(StoreError::from_io)?;
         if new_file {
