@@ -24,10 +24,22 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         .enable_all()
         .build()
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("postern-fuzz-imap-{}", std::process::id()));
+    // Message bytes go to files: to memory too where /dev/shm is there.
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    // Left by earlier runs whose process is gone.
+    for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("postern-fuzz-imap-")
+            && !std::path::Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let dir = base.join(format!("postern-fuzz-imap-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store: SharedStore = rt.block_on(async {
-        let s = embedded::EmbeddedStore::open(
+        let s: SharedStore = embedded::EmbeddedStore::open(
             &dir,
             embedded::Options {
                 in_memory: true,
