@@ -4,6 +4,7 @@
 //! is a job the core resumes after each piece of output is sent.
 
 use std::collections::VecDeque;
+use std::io::Write;
 
 use postern_message::MessageMeta;
 use postern_store::{BlobId, FlagOp, Flags, FlagsUpdate, MessageEntry, SharedStore, Uid};
@@ -129,6 +130,8 @@ pub struct FetchJob {
     batch: VecDeque<Ready>,
     pieces: VecDeque<Piece>,
     newly_seen: Vec<Uid>,
+    /// Where each answer is written, kept between messages so it is allocated once.
+    buf: Vec<u8>,
 }
 
 impl FetchJob {
@@ -190,6 +193,7 @@ impl FetchJob {
             batch: VecDeque::new(),
             pieces: VecDeque::new(),
             newly_seen: Vec::new(),
+            buf: Vec::new(),
         })
     }
 
@@ -203,7 +207,12 @@ impl FetchJob {
         loop {
             while let Some(p) = self.pieces.pop_front() {
                 match p {
-                    Piece::Bytes(b) => s.out.extend_from_slice(&b),
+                    Piece::Bytes(b) => {
+                        s.out.extend_from_slice(&b);
+                        if b.capacity() <= 1 << 20 {
+                            self.buf = b;
+                        }
+                    }
                     Piece::Blob { blob, offset, len } => {
                         let n = len.min(CHUNK);
                         let data = store.blob_read(blob, offset, n).await?;
@@ -289,8 +298,9 @@ impl FetchJob {
             flags_changed = true;
             self.newly_seen.push(e.uid);
         }
-        let mut out = Vec::new();
-        push(&mut out, &format!("* {seq} FETCH ("));
+        let mut out = std::mem::take(&mut self.buf);
+        out.clear();
+        let _ = write!(out, "* {seq} FETCH (");
         // Out of the job while it is used, so that literals can be queued meanwhile.
         let atts = std::mem::take(&mut self.atts);
         for (i, a) in atts.iter().enumerate() {
@@ -298,7 +308,9 @@ impl FetchJob {
                 out.push(b' ');
             }
             match a {
-                FetchAtt::Uid => push(&mut out, &format!("UID {}", e.uid)),
+                FetchAtt::Uid => {
+                    let _ = write!(out, "UID {}", e.uid);
+                }
                 FetchAtt::Flags => {
                     push(&mut out, "FLAGS ");
                     format::flags(&mut out, &flags);
@@ -307,8 +319,12 @@ impl FetchJob {
                     &mut out,
                     &format!("INTERNALDATE {}", format::internal_date(e.internal_date)),
                 ),
-                FetchAtt::Rfc822Size => push(&mut out, &format!("RFC822.SIZE {}", e.size)),
-                FetchAtt::ModSeq => push(&mut out, &format!("MODSEQ ({})", e.modseq)),
+                FetchAtt::Rfc822Size => {
+                    let _ = write!(out, "RFC822.SIZE {}", e.size);
+                }
+                FetchAtt::ModSeq => {
+                    let _ = write!(out, "MODSEQ ({})", e.modseq);
+                }
                 FetchAtt::Envelope => push(
                     &mut out,
                     &format!("ENVELOPE {}", m.as_ref().unwrap().envelope),
@@ -334,7 +350,7 @@ impl FetchJob {
                 FetchAtt::Section {
                     section, partial, ..
                 } => {
-                    push(&mut out, &format!("BODY[{}]", section_label(section)));
+                    let _ = write!(out, "BODY[{}]", section_label(section));
                     let header = (section.part.is_empty()).then_some(()).and(head.as_ref());
                     match (header, &section.text) {
                         (Some(h), Some(SectionText::Header)) => {
@@ -559,16 +575,21 @@ fn quote_fields(f: &[String]) -> String {
 
 /// Keeps (or drops, with `not`) the header fields named in `names`; ends with the blank line.
 pub fn header_fields(header: &[u8], names: &[String], not: bool) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(header.len().min(1024));
     let mut keep = false;
     for line in header.split_inclusive(|&b| b == b'\n') {
         if line == b"\r\n" || line == b"\n" {
             break;
         }
         if !(line[0] == b' ' || line[0] == b'\t') {
-            let name = line.split(|&b| b == b':').next().unwrap_or(b"");
-            let name = String::from_utf8_lossy(name);
-            let named = names.iter().any(|n| n.eq_ignore_ascii_case(name.trim()));
+            let name = line
+                .split(|&b| b == b':')
+                .next()
+                .unwrap_or(b"")
+                .trim_ascii();
+            let named = names
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name));
             keep = named != not;
         }
         if keep {

@@ -19,6 +19,9 @@ pub const SEGMENT_TARGET: u64 = 64 << 20;
 pub struct BlobFiles {
     root: PathBuf,
     open: Mutex<HashMap<u64, Arc<File>>>,
+    /// Segments mapped for reading: a read is a copy from memory, not a system call (a FETCH
+    /// of a large mailbox reads thousands of headers).
+    maps: Mutex<HashMap<u64, Arc<memmap2::Mmap>>>,
     pub fsyncs: Arc<AtomicU64>,
 }
 
@@ -28,6 +31,7 @@ impl BlobFiles {
         Ok(BlobFiles {
             root,
             open: Mutex::new(HashMap::new()),
+            maps: Mutex::new(HashMap::new()),
             fsyncs,
         })
     }
@@ -67,6 +71,30 @@ impl BlobFiles {
 
     pub fn forget_segment(&self, seg: u64) {
         self.open.lock().unwrap().remove(&seg);
+        self.maps.lock().unwrap().remove(&seg);
+    }
+
+    /// A mapping of the segment covering at least `end` bytes: mapped again when the segment
+    /// grew past the old mapping (only committed bytes are ever read, so a mapping never
+    /// reaches past what a failed batch may cut off again and then be read there).
+    fn mapped(&self, seg: u64, end: u64) -> io::Result<Arc<memmap2::Mmap>> {
+        if let Some(m) = self.maps.lock().unwrap().get(&seg)
+            && m.len() as u64 >= end
+        {
+            return Ok(m.clone());
+        }
+        let f = self.segment(seg)?;
+        // SAFETY: segment files are only appended to; bytes a record points at never change
+        // until the segment is deleted, and a deleted file stays mapped until the map goes.
+        let m = Arc::new(unsafe { memmap2::Mmap::map(&*f)? });
+        if (m.len() as u64) < end {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("segment {seg} is shorter than its records say"),
+            ));
+        }
+        self.maps.lock().unwrap().insert(seg, m.clone());
+        Ok(m)
     }
 
     pub fn read(
@@ -79,11 +107,14 @@ impl BlobFiles {
     ) -> io::Result<Vec<u8>> {
         let start = offset.min(size);
         let n = len.min(size - start) as usize;
+        if let BlobLoc::Segment { seg, offset: base } = loc {
+            let from = base + start;
+            let m = self.mapped(seg, from + n as u64)?;
+            return Ok(m[from as usize..from as usize + n].to_vec());
+        }
         let mut buf = vec![0u8; n];
         match loc {
-            BlobLoc::Segment { seg, offset: base } => {
-                self.segment(seg)?.read_exact_at(&mut buf, base + start)?;
-            }
+            BlobLoc::Segment { .. } => unreachable!(),
             BlobLoc::File => {
                 File::open(self.big_path(id))?.read_exact_at(&mut buf, start)?;
             }
