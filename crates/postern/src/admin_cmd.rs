@@ -3,81 +3,22 @@
 
 use std::io::BufRead;
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
+use postern_admin::{Admin, AdminReply, AdminRequest, QueueInfo};
 use postern_config::Config;
-use postern_directory::admin::{AdminReply, AdminRequest};
 use postern_directory::{Directory, DirectoryConfig};
-use postern_store::StoreError;
+use postern_doctor::server::{Access, Queued};
+use postern_store::{SharedStore, StoreError};
 
 use crate::cli::{
     AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, SieveCmd, TokenCmd, UserCmd,
 };
 use crate::control;
 
-pub fn directory_config(cfg: &Config) -> DirectoryConfig {
-    DirectoryConfig {
-        min_password_length: cfg.auth.min_password_length,
-        max_failures: cfg.auth.max_failures,
-        failure_window: cfg.auth.failure_window.duration(),
-        lockout: cfg.auth.lockout.duration(),
-        max_lockout: cfg.auth.max_lockout.duration(),
-        failure_delay: std::time::Duration::from_millis(cfg.auth.failure_delay_ms),
-        subaddress_separator: cfg.routing.separator(),
-        srs_secret: srs_secret(&cfg.data_dir),
-        sieve: postern_sieve::Limits::from(&cfg.sieve),
-        max_scripts: cfg.sieve.max_scripts,
-        hostname: cfg.hostname.clone(),
-    }
-}
-
-/// The Sender Rewriting Scheme key, made on first use and kept in the data directory (it
-/// must outlive restarts: bounces come back days later).
-fn srs_secret(data_dir: &std::path::Path) -> Vec<u8> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("srs.key");
-    if let Ok(k) = std::fs::read(&path)
-        && k.len() >= 32
-    {
-        return k;
-    }
-    if !data_dir.is_dir() {
-        return Vec::new();
-    }
-    let mut k = vec![0u8; 32];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k).is_err() {
-        return Vec::new();
-    }
-    // Written whole under another name, then linked into place: never seen half-written,
-    // and if another process got there first, theirs is used.
-    let tmp = data_dir.join(format!("srs.key.{}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&k)?;
-            f.sync_all()
-        })
-        .and_then(|()| {
-            // A short file left by an older, interrupted write is replaced.
-            if std::fs::metadata(&path).is_ok_and(|m| m.len() < 32) {
-                let _ = std::fs::remove_file(&path);
-            }
-            std::fs::hard_link(&tmp, &path)
-        });
-    let _ = std::fs::remove_file(&tmp);
-    match written {
-        Ok(()) => k,
-        Err(_) => std::fs::read(&path)
-            .ok()
-            .filter(|k| k.len() >= 32)
-            .unwrap_or_default(),
-    }
-}
-
+/// Runs one request: in the running server through its control socket, else on the store
+/// opened here, answered by the same dispatcher.
 pub async fn run(cfg: &Config, req: AdminRequest) -> anyhow::Result<AdminReply> {
     if let Some(r) = control::request(&cfg.data_dir, &req).await? {
         return Ok(r?);
@@ -91,10 +32,45 @@ pub async fn run(cfg: &Config, req: AdminRequest) -> anyhow::Result<AdminReply> 
             _ => return Err(e),
         },
     };
-    let dir = Directory::new(store.clone(), directory_config(cfg));
-    let r = dir.admin(req).await;
+    let r = local(cfg, &store).run(req).await;
     store.close().await?;
     Ok(r?)
+}
+
+/// The dispatcher of a command that opened the store itself.
+pub fn local(cfg: &Config, store: &SharedStore) -> Admin {
+    let directory = Directory::new(store.clone(), DirectoryConfig::from_config(cfg));
+    Admin::local(directory, Arc::new(cfg.clone()))
+}
+
+/// The doctor's view of the server from the command line.
+pub struct FromCli<'a>(pub &'a Config);
+
+impl Access for FromCli<'_> {
+    async fn server_pid(&self) -> Option<u32> {
+        match control::request(&self.0.data_dir, &AdminRequest::Ping).await {
+            Ok(Some(Ok(AdminReply::Pong { pid }))) => Some(pid),
+            _ => None,
+        }
+    }
+
+    async fn domains(&self) -> Result<Vec<String>, String> {
+        match run(self.0, AdminRequest::DomainList).await {
+            Ok(AdminReply::Domains { names }) => Ok(names),
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn queue(&self) -> Result<Vec<Queued>, String> {
+        match run(self.0, AdminRequest::QueueList).await {
+            Ok(AdminReply::Queue { entries }) => {
+                Ok(entries.iter().map(QueueInfo::queued).collect())
+            }
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 fn print(reply: AdminReply) {
@@ -383,8 +359,8 @@ pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Maildir import and export: in the running server (through its control socket), else with
-/// the store opened here.
+/// Storage: the database schema, copies between stores, Maildir import and export (in the
+/// running server through its control socket, else with the store opened here).
 pub async fn storage(cfg: &Config, c: crate::cli::StorageCmd) -> anyhow::Result<()> {
     use crate::cli::StorageCmd;
     let abs = |p: std::path::PathBuf| -> anyhow::Result<String> {
@@ -414,14 +390,7 @@ pub async fn storage(cfg: &Config, c: crate::cli::StorageCmd) -> anyhow::Result<
             path: abs(dir)?,
         },
     };
-    if let Some(r) = control::request(&cfg.data_dir, &req).await? {
-        print(r?);
-        return Ok(());
-    }
-    let store = crate::open_store::open(cfg).await?.store;
-    let r = crate::maildir::run(&store, &cfg.hostname, req).await;
-    store.close().await?;
-    print(r?);
+    print(run(cfg, req).await?);
     Ok(())
 }
 
@@ -441,7 +410,7 @@ async fn copy_stores(
         },
     };
     let other = match source.or(target) {
-        Some(spec) => crate::copy_store::open_other(cfg, spec).await?,
+        Some(spec) => postern_migrate::copy::open_other(cfg, spec).await?,
         None => unreachable!("export or import names another store"),
     };
     let (from, to) = if source.is_some() {
@@ -449,11 +418,11 @@ async fn copy_stores(
     } else {
         (&ours, &other)
     };
-    let r = crate::copy_store::copy(from, to).await;
+    let r = postern_migrate::copy::copy(from, to).await;
     ours.close().await?;
     other.close().await?;
     let (a, b) = r?;
-    let (table, same) = crate::copy_store::report(&a, &b);
+    let (table, same) = postern_migrate::copy::report(&a, &b);
     print!("{table}");
     if !same {
         bail!("the copy differs from its source (see above)");
@@ -600,4 +569,29 @@ pub async fn alias(cfg: &Config, c: AliasCmd) -> anyhow::Result<()> {
     };
     print(run(cfg, req).await?);
     Ok(())
+}
+
+/// The domains `postern dns` shows: the one given, else every local domain.
+pub async fn dns_domains(cfg: &Config, domain: Option<String>) -> anyhow::Result<Vec<String>> {
+    let domains = match domain {
+        Some(d) => vec![d.trim_end_matches('.').to_ascii_lowercase()],
+        None => match run(cfg, AdminRequest::DomainList).await {
+            Ok(AdminReply::Domains { names }) => names,
+            _ => {
+                let store = crate::open_store::open(cfg).await?.store;
+                let n = store
+                    .domain_list()
+                    .await?
+                    .into_iter()
+                    .map(|d| d.name)
+                    .collect();
+                store.close().await?;
+                n
+            }
+        },
+    };
+    if domains.is_empty() {
+        bail!("no local domain; add one with: postern domain add example.com");
+    }
+    Ok(domains)
 }

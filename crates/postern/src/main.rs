@@ -4,12 +4,8 @@ mod admin_cmd;
 mod check_cmd;
 mod cli;
 mod control;
-mod copy_store;
-mod dns;
-mod doctor;
 mod init;
 mod listeners;
-mod maildir;
 mod open_store;
 mod serve;
 
@@ -71,7 +67,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init(args) => init::init(args).await.map(|_| ()),
+        Command::Init(args) => init::init(args).await,
         Command::Quickstart(args) => init::quickstart(args).await,
         Command::Serve => {
             let (path, cfg) = load_config(cli.config)?;
@@ -142,7 +138,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor { json } => {
             let report = match load_config(cli.config) {
                 Ok((path, cfg)) => {
-                    let mut r = doctor::run(&cfg, &doctor::Access::Cli).await;
+                    let access = admin_cmd::FromCli(&cfg);
+                    let mut r = postern_doctor::server::run(&cfg, &access).await;
                     let mut s = postern_doctor::report::Section::new("Configuration");
                     s.ok(format!("{} is valid", path.display()));
                     r.sections.insert(0, s);
@@ -177,7 +174,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dns { domain, check } => {
             let (_, cfg) = load_config(cli.config)?;
-            if !dns::run(&cfg, domain, check).await? {
+            let domains = admin_cmd::dns_domains(&cfg, domain).await?;
+            let mut out = std::io::stdout();
+            let all_ok = postern_doctor::records::write(&cfg, &domains, check, &mut out)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if !all_ok {
                 anyhow::bail!(
                     "some DNS records are missing or wrong: publish the ones marked above"
                 );
