@@ -11,6 +11,7 @@ mod request;
 mod server;
 pub mod setup;
 mod sieve;
+pub mod text;
 mod tokens;
 
 use std::path::Path;

@@ -2,7 +2,6 @@
 //! store directly. Either way the same operation runs.
 
 use std::io::BufRead;
-
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -13,7 +12,8 @@ use postern_doctor::server::{Access, Queued};
 use postern_store::{SharedStore, StoreError};
 
 use crate::cli::{
-    AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, SieveCmd, TokenCmd, UserCmd,
+    AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, SieveCmd, TokenCmd,
+    TraceArgs, UserCmd,
 };
 use crate::control;
 
@@ -41,6 +41,12 @@ pub async fn run(cfg: &Config, req: AdminRequest) -> anyhow::Result<AdminReply> 
 pub fn local(cfg: &Config, store: &SharedStore) -> Admin {
     let directory = Directory::new(store.clone(), DirectoryConfig::from_config(cfg));
     Admin::local(directory, Arc::new(cfg.clone()))
+}
+
+/// Runs the request and prints the reply.
+async fn show(cfg: &Config, req: AdminRequest) -> anyhow::Result<()> {
+    print!("{}", run(cfg, req).await?);
+    Ok(())
 }
 
 /// The doctor's view of the server from the command line.
@@ -73,175 +79,24 @@ impl Access for FromCli<'_> {
     }
 }
 
-fn print(reply: AdminReply) {
-    match reply {
-        AdminReply::Done { message } => println!("{message}"),
-        AdminReply::Domains { names } => {
-            for n in names {
-                println!("{n}");
-            }
-        }
-        AdminReply::Users { users } => {
-            for u in users {
-                let quota = if u.quota_bytes == 0 {
-                    "unlimited".to_string()
-                } else {
-                    human_size(u.quota_bytes)
-                };
-                println!(
-                    "{}\t{} messages\t{} used\tquota {}{}",
-                    u.address,
-                    u.messages,
-                    human_size(u.used_bytes),
-                    quota,
-                    if u.disabled { "\tdisabled" } else { "" }
-                );
-            }
-        }
-        AdminReply::Route {
-            steps,
-            destinations,
-        } => {
-            for s in steps {
-                println!("{s}");
-            }
-            match destinations {
-                None => {
-                    println!("=> refused when the sender names it (550 5.1.1): no such address")
-                }
-                Some(ds) if ds.is_empty() => println!("=> accepted, but delivered to nobody"),
-                Some(ds) => {
-                    for d in ds {
-                        match d.split_once(':') {
-                            Some(("local", a)) => println!("=> {a}: INBOX"),
-                            Some((_, a)) => println!("=> {a}: outbound queue"),
-                            None => println!("=> {d}"),
-                        }
-                    }
-                }
-            }
-        }
-        AdminReply::Groups { groups } => {
-            for (g, policy, members) in groups {
-                println!("{g}\t({policy})\t-> {}", members.join(", "));
-            }
-        }
-        AdminReply::Aliases { aliases } => {
-            for (a, t) in aliases {
-                println!("{a}\t-> {}", t.join(", "));
-            }
-        }
-        AdminReply::Queue { entries } => {
-            if entries.is_empty() {
-                println!("the queue is empty");
-            }
-            let now = postern_store::now();
-            for e in entries {
-                let when = if e.next_attempt <= now {
-                    "now".to_string()
-                } else {
-                    format!("in {}", human_duration(e.next_attempt - now))
-                };
-                println!(
-                    "{}\t{}\tfrom <{}>\t{}\tnext attempt {when}\t{} attempt(s)\tqueued {} ago",
-                    e.id,
-                    e.trace_id,
-                    e.sender,
-                    human_size(e.size),
-                    e.attempts,
-                    human_duration(now - e.created)
-                );
-                for (addr, state, err) in e.recipients {
-                    match err {
-                        Some(err) => println!("\t{addr}\t{state}\t{err}"),
-                        None => println!("\t{addr}\t{state}"),
-                    }
-                }
-            }
-        }
-        AdminReply::Traces { traces } => {
-            if traces.is_empty() {
-                println!("no message found");
-            }
-            for (id, events) in traces {
-                println!("Message {id}");
-                for e in events {
-                    println!("  {}  {:<10} {}", ms_time(e.time), e.kind, e.text);
-                }
-                println!();
-            }
-        }
-        AdminReply::Pong { pid } => println!("server running (pid {pid})"),
-        AdminReply::Report { json } => println!("{json}"),
-    }
-}
-
-pub fn human_size(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
-/// "2026-11-28 10:20:25" (UTC) from milliseconds.
-fn ms_time(ms: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(ms / 1000) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            t.year(),
-            t.month() as u8,
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
+/// `postern trace`: messages and their stories.
+pub async fn trace(cfg: &Config, t: TraceArgs) -> anyhow::Result<()> {
+    let since_secs = match t.since {
+        Some(s) => Some(
+            postern_config::parse_seconds(&s)
+                .ok_or_else(|| anyhow::anyhow!("{s:?} is not a duration (e.g. 30m, 2h, 7d)"))?,
         ),
-        Err(_) => ms.to_string(),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub async fn trace(
-    cfg: &Config,
-    id: Option<String>,
-    message_id: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    since_secs: Option<u64>,
-    limit: usize,
-) -> anyhow::Result<()> {
-    print(
-        run(
-            cfg,
-            AdminRequest::Trace {
-                id,
-                message_id,
-                from,
-                to,
-                since_secs,
-                limit,
-            },
-        )
-        .await?,
-    );
-    Ok(())
-}
-
-pub fn human_duration(secs: i64) -> String {
-    let s = secs.max(0);
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
-    }
+        None => None,
+    };
+    let req = AdminRequest::Trace {
+        id: t.id,
+        message_id: t.message_id,
+        from: t.from,
+        to: t.to,
+        since_secs,
+        limit: t.limit,
+    };
+    show(cfg, req).await
 }
 
 pub async fn queue(cfg: &Config, c: QueueCmd) -> anyhow::Result<()> {
@@ -257,8 +112,7 @@ pub async fn queue(cfg: &Config, c: QueueCmd) -> anyhow::Result<()> {
         QueueCmd::Delete { id } => AdminRequest::QueueDelete { id },
         QueueCmd::Bounce { id } => AdminRequest::QueueBounce { id },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 fn parse_size(s: &str) -> anyhow::Result<u64> {
@@ -313,8 +167,7 @@ pub async fn domain(cfg: &Config, c: DomainCmd) -> anyhow::Result<()> {
         DomainCmd::List => AdminRequest::DomainList,
         DomainCmd::Del { domain } => AdminRequest::DomainDel { name: domain },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
@@ -355,8 +208,7 @@ pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
             disabled: false,
         },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 /// Storage: the database schema, copies between stores, Maildir import and export (in the
@@ -390,8 +242,7 @@ pub async fn storage(cfg: &Config, c: crate::cli::StorageCmd) -> anyhow::Result<
             path: abs(dir)?,
         },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 /// Export (this store into `target`) or import (`source` into this store).
@@ -448,8 +299,7 @@ pub async fn forward(cfg: &Config, c: ForwardCmd) -> anyhow::Result<()> {
             keep_copy: false,
         },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 pub async fn token(cfg: &Config, c: TokenCmd) -> anyhow::Result<()> {
@@ -458,8 +308,7 @@ pub async fn token(cfg: &Config, c: TokenCmd) -> anyhow::Result<()> {
         TokenCmd::List => AdminRequest::TokenList,
         TokenCmd::Delete { name } => AdminRequest::TokenDelete { name },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 pub async fn sieve(cfg: &Config, c: SieveCmd) -> anyhow::Result<()> {
@@ -499,8 +348,7 @@ pub async fn sieve(cfg: &Config, c: SieveCmd) -> anyhow::Result<()> {
             name,
         },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 pub async fn group(cfg: &Config, c: GroupCmd) -> anyhow::Result<()> {
@@ -552,13 +400,11 @@ pub async fn group(cfg: &Config, c: GroupCmd) -> anyhow::Result<()> {
             senders,
         },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 pub async fn route(cfg: &Config, address: String) -> anyhow::Result<()> {
-    print(run(cfg, AdminRequest::Route { address }).await?);
-    Ok(())
+    show(cfg, AdminRequest::Route { address }).await
 }
 
 pub async fn alias(cfg: &Config, c: AliasCmd) -> anyhow::Result<()> {
@@ -567,12 +413,12 @@ pub async fn alias(cfg: &Config, c: AliasCmd) -> anyhow::Result<()> {
         AliasCmd::List => AdminRequest::AliasList,
         AliasCmd::Del { alias, target } => AdminRequest::AliasDel { alias, target },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
-/// The domains `postern dns` shows: the one given, else every local domain.
-pub async fn dns_domains(cfg: &Config, domain: Option<String>) -> anyhow::Result<Vec<String>> {
+/// `postern dns`: the records of one domain, else of every local domain, with `check` judged
+/// against DNS.
+pub async fn dns(cfg: &Config, domain: Option<String>, check: bool) -> anyhow::Result<()> {
     let domains = match domain {
         Some(d) => vec![d.trim_end_matches('.').to_ascii_lowercase()],
         None => match run(cfg, AdminRequest::DomainList).await {
@@ -593,5 +439,12 @@ pub async fn dns_domains(cfg: &Config, domain: Option<String>) -> anyhow::Result
     if domains.is_empty() {
         bail!("no local domain; add one with: postern domain add example.com");
     }
-    Ok(domains)
+    let mut out = std::io::stdout();
+    let all_ok = postern_doctor::records::write(cfg, &domains, check, &mut out)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if !all_ok {
+        bail!("some DNS records are missing or wrong: publish the ones marked above");
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ mod storage;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use postern_config::Config;
@@ -96,4 +97,27 @@ fn conn_err(e: &ConnError) -> String {
         ConnError::TimedOut => "no answer".into(),
         ConnError::Other(e) => e.clone(),
     }
+}
+
+/// The report of `postern doctor` with the configuration at `path` valid: that first, then
+/// every check.
+pub async fn run_with_config(path: &Path, cfg: &Config, access: &impl Access) -> Report {
+    let mut r = run(cfg, access).await;
+    let mut s = Section::new("Configuration");
+    s.ok(format!("{} is valid", path.display()));
+    r.sections.insert(0, s);
+    r
+}
+
+/// The report of `postern doctor` when the configuration does not load: the other checks
+/// need it.
+pub fn invalid_config(error: &str) -> Report {
+    let mut r = Report::default();
+    let mut s = Section::new("Configuration");
+    s.fail(
+        error,
+        "Correct the file at the line given (postern config check tells the same); the other checks need a valid config.",
+    );
+    r.sections.push(s);
+    r
 }
