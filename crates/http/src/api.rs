@@ -46,7 +46,14 @@ type Handler = Box<
     dyn Fn(Arc<AppState>, Call) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync,
 >;
 
-enum Action {
+/// What a route does with a call.
+struct Action {
+    /// Whether the call's body is read (before the caller is checked, as for every route).
+    reads_body: bool,
+    answer: Answer,
+}
+
+enum Answer {
     /// The admin request made from the call; the dispatcher's reply, with this status on
     /// success, is the answer.
     Ask(StatusCode, Ask),
@@ -58,50 +65,50 @@ struct Route {
     method: M,
     path: &'static str,
     who: Who,
-    /// Whether the call's body is read (before the caller is checked, as for every route).
-    body: bool,
     action: Action,
 }
 
 /// An admin request made from the path and query.
-fn ask(ok: StatusCode, make: fn(&Call) -> Result<AdminRequest, Refusal>) -> (bool, Action) {
-    (false, Action::Ask(ok, Box::new(make)))
+fn ask(ok: StatusCode, make: fn(&Call) -> Result<AdminRequest, Refusal>) -> Action {
+    Action {
+        reads_body: false,
+        answer: Answer::Ask(ok, Box::new(make)),
+    }
 }
 
 /// An admin request made from the JSON body (of type `B`), the path and the query.
 fn ask_body<B: DeserializeOwned + 'static>(
     ok: StatusCode,
     make: fn(&Call, B) -> Result<AdminRequest, Refusal>,
-) -> (bool, Action) {
+) -> Action {
     let ask = move |c: &Call| make(c, c.body::<B>()?);
-    (true, Action::Ask(ok, Box::new(ask)))
+    Action {
+        reads_body: true,
+        answer: Answer::Ask(ok, Box::new(ask)),
+    }
 }
 
-/// A handler of its own; `body`: whether it reads the body.
-fn own<F, Fut>(body: bool, f: F) -> (bool, Action)
+/// A handler of its own, which reads the body if `reads_body`.
+fn own<F, Fut>(reads_body: bool, f: F) -> Action
 where
     F: Fn(Arc<AppState>, Call) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response> + Send + 'static,
 {
-    (body, Action::Own(Box::new(move |st, c| Box::pin(f(st, c)))))
+    Action {
+        reads_body,
+        answer: Answer::Own(Box::new(move |st, c| Box::pin(f(st, c)))),
+    }
 }
 
 #[derive(Default)]
 struct Table(Vec<Route>);
 
 impl Table {
-    fn route(
-        mut self,
-        path: &'static str,
-        method: M,
-        who: Who,
-        (body, action): (bool, Action),
-    ) -> Table {
+    fn route(mut self, path: &'static str, method: M, who: Who, action: Action) -> Table {
         self.0.push(Route {
             method,
             path,
             who,
-            body,
             action,
         });
         self
@@ -517,7 +524,7 @@ async fn handle(route: &Route, st: Arc<AppState>, req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let (headers, uri) = (parts.headers.clone(), parts.uri.clone());
-    let body = if route.body {
+    let body = if route.action.reads_body {
         match Bytes::from_request(Request::from_parts(parts, body), &st).await {
             Ok(b) => b,
             Err(e) => return e.into_response(),
@@ -547,12 +554,12 @@ async fn handle(route: &Route, st: Arc<AppState>, req: Request) -> Response {
         body,
         account,
     };
-    match &route.action {
-        Action::Ask(ok, make) => match make(&call) {
+    match &route.action.answer {
+        Answer::Ask(ok, make) => match make(&call) {
             Ok(req) => answer(&st, req, *ok).await,
             Err(r) => refuse(r),
         },
-        Action::Own(handler) => handler(st, call).await,
+        Answer::Own(handler) => handler(st, call).await,
     }
 }
 
