@@ -141,17 +141,7 @@ impl Admin {
                 to,
                 since_secs,
                 limit,
-            } => {
-                let q = queue::TraceQuery {
-                    id,
-                    message_id,
-                    from,
-                    to,
-                    since_secs,
-                    limit,
-                };
-                queue::trace(d, q).await
-            }
+            } => queue::trace(d, id, message_id, from, to, since_secs, limit).await,
             R::Reload => self.reload().await,
             R::Doctor => self.doctor().await,
             R::Dns { domain, check } => self.dns(domain, check).await,

@@ -84,31 +84,29 @@ fn info(e: &QueueEntry) -> QueueInfo {
     }
 }
 
-/// What the trace is asked for: messages matching all of the given fields.
-pub(crate) struct TraceQuery {
-    pub id: Option<String>,
-    pub message_id: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub since_secs: Option<u64>,
-    pub limit: usize,
-}
-
-/// Messages and their stories, by any of: trace id, Message-ID, sender, recipient.
-pub(crate) async fn trace(d: &Directory, q: TraceQuery) -> Result<AdminReply, AdminError> {
+/// Messages and their stories, by any of: trace id, Message-ID, sender, recipient; each
+/// given one narrows the search.
+pub(crate) async fn trace(
+    d: &Directory,
+    id: Option<String>,
+    message_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    since_secs: Option<u64>,
+    limit: usize,
+) -> Result<AdminReply, AdminError> {
     let store = d.store();
     let now_ms = postern_store::now() * 1000;
-    let since = q
-        .since_secs
+    let since = since_secs
         .map(|s| now_ms.saturating_sub((s.min(1 << 40) as i64).saturating_mul(1000)))
         .unwrap_or(0);
-    let limit = q.limit.clamp(1, 1000);
+    let limit = limit.clamp(1, 1000);
     let norm = |a: String| normalize_address(&a).unwrap_or_else(|_| a.to_ascii_lowercase());
     let mut sets: Vec<Vec<String>> = Vec::new();
-    if let Some(id) = q.id {
+    if let Some(id) = id {
         sets.push(vec![id.trim().to_ascii_uppercase()]);
     }
-    if let Some(m) = q.message_id {
+    if let Some(m) = message_id {
         let m = m.trim().trim_start_matches('<').trim_end_matches('>');
         sets.push(
             store
@@ -116,11 +114,11 @@ pub(crate) async fn trace(d: &Directory, q: TraceQuery) -> Result<AdminReply, Ad
                 .await?,
         );
     }
-    if let Some(f) = q.from {
+    if let Some(f) = from {
         let key = format!("from:{}", norm(f));
         sets.push(store.trace_find(&key, since, limit).await?);
     }
-    if let Some(t) = q.to {
+    if let Some(t) = to {
         let key = format!("to:{}", norm(t));
         sets.push(store.trace_find(&key, since, limit).await?);
     }

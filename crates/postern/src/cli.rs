@@ -1,3 +1,5 @@
+//! The command line: every subcommand and its arguments (clap).
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
