@@ -14,7 +14,6 @@ mod sieve;
 pub mod text;
 mod tokens;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use postern_config::Config;
@@ -145,17 +144,8 @@ impl Admin {
             R::Reload => self.reload().await,
             R::Doctor => self.doctor().await,
             R::Dns { domain, check } => self.dns(domain, check).await,
-            R::MaildirImport { address, path } => {
-                let store = d.store();
-                done(postern_migrate::maildir::import(store, &address, Path::new(&path)).await?)
-            }
-            R::MaildirExport { address, path } => {
-                let (store, host) = (d.store(), &self.config.hostname);
-                done(
-                    postern_migrate::maildir::export(store, host, &address, Path::new(&path))
-                        .await?,
-                )
-            }
+            R::MaildirImport { address, path } => self.maildir_import(address, path).await,
+            R::MaildirExport { address, path } => self.maildir_export(address, path).await,
         }
     }
 }

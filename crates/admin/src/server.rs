@@ -1,5 +1,7 @@
 //! The requests answered beyond the directory: reloading the running server, the doctor
-//! inside it, and the DNS records of a domain.
+//! inside it, the DNS records of a domain, and Maildir import and export.
+
+use std::path::Path;
 
 use postern_doctor::server::{Access, Queued};
 
@@ -47,6 +49,24 @@ impl Admin {
         }
         let json = postern_doctor::records::records_json(&self.config, &domain, check).await;
         Ok(AdminReply::Report { json })
+    }
+
+    pub(crate) async fn maildir_import(
+        &self,
+        address: String,
+        path: String,
+    ) -> Result<AdminReply, AdminError> {
+        let store = self.directory.store();
+        done(postern_migrate::maildir::import(store, &address, Path::new(&path)).await?)
+    }
+
+    pub(crate) async fn maildir_export(
+        &self,
+        address: String,
+        path: String,
+    ) -> Result<AdminReply, AdminError> {
+        let (store, host) = (self.directory.store(), &self.config.hostname);
+        done(postern_migrate::maildir::export(store, host, &address, Path::new(&path)).await?)
     }
 }
 
