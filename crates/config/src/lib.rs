@@ -868,6 +868,19 @@ impl Default for Log {
 }
 
 impl Config {
+    /// The most connections one listener may hold at once (each is an open file).
+    pub fn most_connections(&self) -> usize {
+        [
+            self.smtp.max_connections,
+            self.pop3.max_connections,
+            self.imap.max_connections,
+            self.http.max_connections,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    }
+
     /// Reads, parses and validates a config file. Relative paths inside it are made
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -1,8 +1,6 @@
-//! Who is who: addresses, password checks, recipient expansion, login limits, and the admin
-//! operations the CLI, the control socket and (later) the HTTP API share.
+//! Who is who: addresses, password checks, recipient expansion, login limits, API tokens.
 
 mod address;
-pub mod admin;
 mod limiter;
 mod password;
 pub mod sasl;
@@ -18,7 +16,7 @@ pub fn token_hash(token: &str) -> String {
     postern_store::sha256_hex(token)
 }
 
-pub use address::{AddressError, domain_of, normalize_address, validate_new_address};
+pub use address::{AddressError, domain_of, is_domain, normalize_address, validate_new_address};
 pub use limiter::LoginLimiter;
 pub use password::{hash_password, password_problem, verify_password};
 use postern_store::{Account, AccountId, Alias, SendPolicy, SharedStore, StoreError, StoreEvent};
@@ -56,6 +54,25 @@ impl Default for DirectoryConfig {
             sieve: postern_sieve::Limits::from(&postern_config::Sieve::default()),
             max_scripts: 32,
             hostname: "localhost".into(),
+        }
+    }
+}
+
+impl DirectoryConfig {
+    /// The directory's part of the configuration; the SRS key comes from the data directory.
+    pub fn from_config(cfg: &postern_config::Config) -> DirectoryConfig {
+        DirectoryConfig {
+            min_password_length: cfg.auth.min_password_length,
+            max_failures: cfg.auth.max_failures,
+            failure_window: cfg.auth.failure_window.duration(),
+            lockout: cfg.auth.lockout.duration(),
+            max_lockout: cfg.auth.max_lockout.duration(),
+            failure_delay: Duration::from_millis(cfg.auth.failure_delay_ms),
+            subaddress_separator: cfg.routing.separator(),
+            srs_secret: srs::secret(&cfg.data_dir),
+            sieve: postern_sieve::Limits::from(&cfg.sieve),
+            max_scripts: cfg.sieve.max_scripts,
+            hostname: cfg.hostname.clone(),
         }
     }
 }

@@ -6,6 +6,54 @@
 
 use ring::hmac;
 
+/// The key of this server, made on first use and kept in the data directory as `srs.key`
+/// (it must outlive restarts: bounces come back days later). Empty when it cannot be kept.
+pub fn secret(data_dir: &std::path::Path) -> Vec<u8> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("srs.key");
+    if let Ok(k) = std::fs::read(&path)
+        && k.len() >= 32
+    {
+        return k;
+    }
+    if !data_dir.is_dir() {
+        return Vec::new();
+    }
+    let mut k = vec![0u8; 32];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k).is_err() {
+        return Vec::new();
+    }
+    // Written whole under another name, then linked into place: never seen half-written,
+    // and if another process got there first, theirs is used.
+    let tmp = data_dir.join(format!("srs.key.{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&k)?;
+            f.sync_all()
+        })
+        .and_then(|()| {
+            // A short file left by an older, interrupted write is replaced.
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() < 32) {
+                let _ = std::fs::remove_file(&path);
+            }
+            std::fs::hard_link(&tmp, &path)
+        });
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => k,
+        Err(_) => std::fs::read(&path)
+            .ok()
+            .filter(|k| k.len() >= 32)
+            .unwrap_or_default(),
+    }
+}
+
 /// How long a rewritten address is honoured for bounces.
 const MAX_AGE_DAYS: u64 = 21;
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";

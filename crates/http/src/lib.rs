@@ -34,18 +34,11 @@ pub struct HttpServer {
     pub hooks: Hooks,
 }
 
-/// A report made by the server outside this crate, as JSON.
-pub type JsonFuture = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
-
-/// What the API asks of the running server beyond the directory.
-#[derive(Clone, Default)]
+/// What the API reaches beyond this crate.
+#[derive(Clone)]
 pub struct Hooks {
-    /// `postern doctor --json`.
-    pub doctor: Option<Arc<dyn Fn() -> JsonFuture + Send + Sync>>,
-    /// `postern dns DOMAIN [--check]`, as JSON.
-    pub dns: Option<Arc<dyn Fn(String, bool) -> JsonFuture + Send + Sync>>,
-    /// Reloads the TLS certificate and DKIM keys (as SIGHUP does).
-    pub reload: Option<Arc<dyn Fn() -> Result<String, String> + Send + Sync>>,
+    /// Answers the API's admin requests, as it answers the control socket's.
+    pub admin: Arc<postern_admin::Admin>,
     /// The configuration file the server was started with.
     pub config_path: Option<std::path::PathBuf>,
 }

@@ -2,82 +2,23 @@
 //! store directly. Either way the same operation runs.
 
 use std::io::BufRead;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use postern_admin::{Admin, AdminReply, AdminRequest, QueueInfo};
 use postern_config::Config;
-use postern_directory::admin::{AdminReply, AdminRequest};
 use postern_directory::{Directory, DirectoryConfig};
-use postern_store::StoreError;
+use postern_doctor::server::{Access, Queued};
+use postern_store::{SharedStore, StoreError};
 
 use crate::cli::{
-    AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, SieveCmd, TokenCmd, UserCmd,
+    AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, SieveCmd, TokenCmd,
+    TraceArgs, UserCmd,
 };
 use crate::control;
 
-pub fn directory_config(cfg: &Config) -> DirectoryConfig {
-    DirectoryConfig {
-        min_password_length: cfg.auth.min_password_length,
-        max_failures: cfg.auth.max_failures,
-        failure_window: cfg.auth.failure_window.duration(),
-        lockout: cfg.auth.lockout.duration(),
-        max_lockout: cfg.auth.max_lockout.duration(),
-        failure_delay: std::time::Duration::from_millis(cfg.auth.failure_delay_ms),
-        subaddress_separator: cfg.routing.separator(),
-        srs_secret: srs_secret(&cfg.data_dir),
-        sieve: postern_sieve::Limits::from(&cfg.sieve),
-        max_scripts: cfg.sieve.max_scripts,
-        hostname: cfg.hostname.clone(),
-    }
-}
-
-/// The Sender Rewriting Scheme key, made on first use and kept in the data directory (it
-/// must outlive restarts: bounces come back days later).
-fn srs_secret(data_dir: &std::path::Path) -> Vec<u8> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("srs.key");
-    if let Ok(k) = std::fs::read(&path)
-        && k.len() >= 32
-    {
-        return k;
-    }
-    if !data_dir.is_dir() {
-        return Vec::new();
-    }
-    let mut k = vec![0u8; 32];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k).is_err() {
-        return Vec::new();
-    }
-    // Written whole under another name, then linked into place: never seen half-written,
-    // and if another process got there first, theirs is used.
-    let tmp = data_dir.join(format!("srs.key.{}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&k)?;
-            f.sync_all()
-        })
-        .and_then(|()| {
-            // A short file left by an older, interrupted write is replaced.
-            if std::fs::metadata(&path).is_ok_and(|m| m.len() < 32) {
-                let _ = std::fs::remove_file(&path);
-            }
-            std::fs::hard_link(&tmp, &path)
-        });
-    let _ = std::fs::remove_file(&tmp);
-    match written {
-        Ok(()) => k,
-        Err(_) => std::fs::read(&path)
-            .ok()
-            .filter(|k| k.len() >= 32)
-            .unwrap_or_default(),
-    }
-}
-
+/// Runs one request: in the running server through its control socket, else on the store
+/// opened here, answered by the same dispatcher.
 pub async fn run(cfg: &Config, req: AdminRequest) -> anyhow::Result<AdminReply> {
     if let Some(r) = control::request(&cfg.data_dir, &req).await? {
         return Ok(r?);
@@ -91,181 +32,71 @@ pub async fn run(cfg: &Config, req: AdminRequest) -> anyhow::Result<AdminReply> 
             _ => return Err(e),
         },
     };
-    let dir = Directory::new(store.clone(), directory_config(cfg));
-    let r = dir.admin(req).await;
+    let r = local(cfg, &store).run(req).await;
     store.close().await?;
     Ok(r?)
 }
 
-fn print(reply: AdminReply) {
-    match reply {
-        AdminReply::Done { message } => println!("{message}"),
-        AdminReply::Domains { names } => {
-            for n in names {
-                println!("{n}");
-            }
-        }
-        AdminReply::Users { users } => {
-            for u in users {
-                let quota = if u.quota_bytes == 0 {
-                    "unlimited".to_string()
-                } else {
-                    human_size(u.quota_bytes)
-                };
-                println!(
-                    "{}\t{} messages\t{} used\tquota {}{}",
-                    u.address,
-                    u.messages,
-                    human_size(u.used_bytes),
-                    quota,
-                    if u.disabled { "\tdisabled" } else { "" }
-                );
-            }
-        }
-        AdminReply::Route {
-            steps,
-            destinations,
-        } => {
-            for s in steps {
-                println!("{s}");
-            }
-            match destinations {
-                None => {
-                    println!("=> refused when the sender names it (550 5.1.1): no such address")
-                }
-                Some(ds) if ds.is_empty() => println!("=> accepted, but delivered to nobody"),
-                Some(ds) => {
-                    for d in ds {
-                        match d.split_once(':') {
-                            Some(("local", a)) => println!("=> {a}: INBOX"),
-                            Some((_, a)) => println!("=> {a}: outbound queue"),
-                            None => println!("=> {d}"),
-                        }
-                    }
-                }
-            }
-        }
-        AdminReply::Groups { groups } => {
-            for (g, policy, members) in groups {
-                println!("{g}\t({policy})\t-> {}", members.join(", "));
-            }
-        }
-        AdminReply::Aliases { aliases } => {
-            for (a, t) in aliases {
-                println!("{a}\t-> {}", t.join(", "));
-            }
-        }
-        AdminReply::Queue { entries } => {
-            if entries.is_empty() {
-                println!("the queue is empty");
-            }
-            let now = postern_store::now();
-            for e in entries {
-                let when = if e.next_attempt <= now {
-                    "now".to_string()
-                } else {
-                    format!("in {}", human_duration(e.next_attempt - now))
-                };
-                println!(
-                    "{}\t{}\tfrom <{}>\t{}\tnext attempt {when}\t{} attempt(s)\tqueued {} ago",
-                    e.id,
-                    e.trace_id,
-                    e.sender,
-                    human_size(e.size),
-                    e.attempts,
-                    human_duration(now - e.created)
-                );
-                for (addr, state, err) in e.recipients {
-                    match err {
-                        Some(err) => println!("\t{addr}\t{state}\t{err}"),
-                        None => println!("\t{addr}\t{state}"),
-                    }
-                }
-            }
-        }
-        AdminReply::Traces { traces } => {
-            if traces.is_empty() {
-                println!("no message found");
-            }
-            for (id, events) in traces {
-                println!("Message {id}");
-                for e in events {
-                    println!("  {}  {:<10} {}", ms_time(e.time), e.kind, e.text);
-                }
-                println!();
-            }
-        }
-        AdminReply::Pong { pid } => println!("server running (pid {pid})"),
-        AdminReply::Report { json } => println!("{json}"),
-    }
+/// The dispatcher of a command that opened the store itself.
+pub fn local(cfg: &Config, store: &SharedStore) -> Admin {
+    let directory = Directory::new(store.clone(), DirectoryConfig::from_config(cfg));
+    Admin::local(directory, Arc::new(cfg.clone()))
 }
 
-pub fn human_size(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
-/// "2026-11-28 10:20:25" (UTC) from milliseconds.
-fn ms_time(ms: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(ms / 1000) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            t.year(),
-            t.month() as u8,
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => ms.to_string(),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub async fn trace(
-    cfg: &Config,
-    id: Option<String>,
-    message_id: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    since_secs: Option<u64>,
-    limit: usize,
-) -> anyhow::Result<()> {
-    print(
-        run(
-            cfg,
-            AdminRequest::Trace {
-                id,
-                message_id,
-                from,
-                to,
-                since_secs,
-                limit,
-            },
-        )
-        .await?,
-    );
+/// Runs the request and prints the reply.
+async fn show(cfg: &Config, req: AdminRequest) -> anyhow::Result<()> {
+    print!("{}", run(cfg, req).await?);
     Ok(())
 }
 
-pub fn human_duration(secs: i64) -> String {
-    let s = secs.max(0);
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+/// The doctor's view of the server from the command line.
+pub struct FromCli<'a>(pub &'a Config);
+
+impl Access for FromCli<'_> {
+    async fn server_pid(&self) -> Option<u32> {
+        match control::request(&self.0.data_dir, &AdminRequest::Ping).await {
+            Ok(Some(Ok(AdminReply::Pong { pid }))) => Some(pid),
+            _ => None,
+        }
     }
+
+    async fn domains(&self) -> Result<Vec<String>, String> {
+        match run(self.0, AdminRequest::DomainList).await {
+            Ok(AdminReply::Domains { names }) => Ok(names),
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn queue(&self) -> Result<Vec<Queued>, String> {
+        match run(self.0, AdminRequest::QueueList).await {
+            Ok(AdminReply::Queue { entries }) => {
+                Ok(entries.iter().map(QueueInfo::queued).collect())
+            }
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// `postern trace`: messages and their stories.
+pub async fn trace(cfg: &Config, t: TraceArgs) -> anyhow::Result<()> {
+    let since_secs = match t.since {
+        Some(s) => Some(
+            postern_config::parse_seconds(&s)
+                .ok_or_else(|| anyhow::anyhow!("{s:?} is not a duration (e.g. 30m, 2h, 7d)"))?,
+        ),
+        None => None,
+    };
+    let req = AdminRequest::Trace {
+        id: t.id,
+        message_id: t.message_id,
+        from: t.from,
+        to: t.to,
+        since_secs,
+        limit: t.limit,
+    };
+    show(cfg, req).await
 }
 
 pub async fn queue(cfg: &Config, c: QueueCmd) -> anyhow::Result<()> {
@@ -281,8 +112,7 @@ pub async fn queue(cfg: &Config, c: QueueCmd) -> anyhow::Result<()> {
         QueueCmd::Delete { id } => AdminRequest::QueueDelete { id },
         QueueCmd::Bounce { id } => AdminRequest::QueueBounce { id },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 fn parse_size(s: &str) -> anyhow::Result<u64> {
@@ -337,8 +167,7 @@ pub async fn domain(cfg: &Config, c: DomainCmd) -> anyhow::Result<()> {
         DomainCmd::List => AdminRequest::DomainList,
         DomainCmd::Del { domain } => AdminRequest::DomainDel { name: domain },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
@@ -379,12 +208,11 @@ pub async fn user(cfg: &Config, c: UserCmd) -> anyhow::Result<()> {
             disabled: false,
         },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
-/// Maildir import and export: in the running server (through its control socket), else with
-/// the store opened here.
+/// Storage: the database schema, copies between stores, Maildir import and export (in the
+/// running server through its control socket, else with the store opened here).
 pub async fn storage(cfg: &Config, c: crate::cli::StorageCmd) -> anyhow::Result<()> {
     use crate::cli::StorageCmd;
     let abs = |p: std::path::PathBuf| -> anyhow::Result<String> {
@@ -414,15 +242,7 @@ pub async fn storage(cfg: &Config, c: crate::cli::StorageCmd) -> anyhow::Result<
             path: abs(dir)?,
         },
     };
-    if let Some(r) = control::request(&cfg.data_dir, &req).await? {
-        print(r?);
-        return Ok(());
-    }
-    let store = crate::open_store::open(cfg).await?.store;
-    let r = crate::maildir::run(&store, &cfg.hostname, req).await;
-    store.close().await?;
-    print(r?);
-    Ok(())
+    show(cfg, req).await
 }
 
 /// Export (this store into `target`) or import (`source` into this store).
@@ -441,7 +261,7 @@ async fn copy_stores(
         },
     };
     let other = match source.or(target) {
-        Some(spec) => crate::copy_store::open_other(cfg, spec).await?,
+        Some(spec) => postern_migrate::copy::open_other(cfg, spec).await?,
         None => unreachable!("export or import names another store"),
     };
     let (from, to) = if source.is_some() {
@@ -449,11 +269,11 @@ async fn copy_stores(
     } else {
         (&ours, &other)
     };
-    let r = crate::copy_store::copy(from, to).await;
+    let r = postern_migrate::copy::copy(from, to).await;
     ours.close().await?;
     other.close().await?;
     let (a, b) = r?;
-    let (table, same) = crate::copy_store::report(&a, &b);
+    let (table, same) = postern_migrate::copy::report(&a, &b);
     print!("{table}");
     if !same {
         bail!("the copy differs from its source (see above)");
@@ -479,8 +299,7 @@ pub async fn forward(cfg: &Config, c: ForwardCmd) -> anyhow::Result<()> {
             keep_copy: false,
         },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 pub async fn token(cfg: &Config, c: TokenCmd) -> anyhow::Result<()> {
@@ -489,8 +308,7 @@ pub async fn token(cfg: &Config, c: TokenCmd) -> anyhow::Result<()> {
         TokenCmd::List => AdminRequest::TokenList,
         TokenCmd::Delete { name } => AdminRequest::TokenDelete { name },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 pub async fn sieve(cfg: &Config, c: SieveCmd) -> anyhow::Result<()> {
@@ -530,8 +348,7 @@ pub async fn sieve(cfg: &Config, c: SieveCmd) -> anyhow::Result<()> {
             name,
         },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 pub async fn group(cfg: &Config, c: GroupCmd) -> anyhow::Result<()> {
@@ -583,13 +400,11 @@ pub async fn group(cfg: &Config, c: GroupCmd) -> anyhow::Result<()> {
             senders,
         },
     };
-    print(run(cfg, req).await?);
-    Ok(())
+    show(cfg, req).await
 }
 
 pub async fn route(cfg: &Config, address: String) -> anyhow::Result<()> {
-    print(run(cfg, AdminRequest::Route { address }).await?);
-    Ok(())
+    show(cfg, AdminRequest::Route { address }).await
 }
 
 pub async fn alias(cfg: &Config, c: AliasCmd) -> anyhow::Result<()> {
@@ -598,6 +413,38 @@ pub async fn alias(cfg: &Config, c: AliasCmd) -> anyhow::Result<()> {
         AliasCmd::List => AdminRequest::AliasList,
         AliasCmd::Del { alias, target } => AdminRequest::AliasDel { alias, target },
     };
-    print(run(cfg, req).await?);
+    show(cfg, req).await
+}
+
+/// `postern dns`: the records of one domain, else of every local domain, with `check` judged
+/// against DNS.
+pub async fn dns(cfg: &Config, domain: Option<String>, check: bool) -> anyhow::Result<()> {
+    let domains = match domain {
+        Some(d) => vec![d.trim_end_matches('.').to_ascii_lowercase()],
+        None => match run(cfg, AdminRequest::DomainList).await {
+            Ok(AdminReply::Domains { names }) => names,
+            _ => {
+                let store = crate::open_store::open(cfg).await?.store;
+                let n = store
+                    .domain_list()
+                    .await?
+                    .into_iter()
+                    .map(|d| d.name)
+                    .collect();
+                store.close().await?;
+                n
+            }
+        },
+    };
+    if domains.is_empty() {
+        bail!("no local domain; add one with: postern domain add example.com");
+    }
+    let mut out = std::io::stdout();
+    let all_ok = postern_doctor::records::write(cfg, &domains, check, &mut out)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if !all_ok {
+        bail!("some DNS records are missing or wrong: publish the ones marked above");
+    }
     Ok(())
 }

@@ -1,3 +1,5 @@
+//! The command line: every subcommand and its arguments (clap).
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -61,26 +63,7 @@ pub enum Command {
     /// Where mail to ADDRESS would go, step by step, and why
     Route { address: String },
     /// The story of messages: received, routed, delivered, queued, each delivery attempt...
-    Trace {
-        /// The id from the 250 reply ("OK: delivered as ...")
-        #[arg(long)]
-        id: Option<String>,
-        /// The Message-ID header
-        #[arg(long)]
-        message_id: Option<String>,
-        /// Envelope sender
-        #[arg(long)]
-        from: Option<String>,
-        /// Recipient
-        #[arg(long)]
-        to: Option<String>,
-        /// Only messages seen in this time, e.g. 30m, 2h, 7d
-        #[arg(long)]
-        since: Option<String>,
-        /// At most this many messages
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
+    Trace(TraceArgs),
     /// Check this server as the internet sees it: listeners, certificate, DNS, reverse DNS,
     /// relaying, outbound port 25, clock, disk, queue, blocklists; each problem with its fix
     Doctor {
@@ -100,6 +83,28 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[derive(Args)]
+pub struct TraceArgs {
+    /// The id from the 250 reply ("OK: delivered as ...")
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The Message-ID header
+    #[arg(long)]
+    pub message_id: Option<String>,
+    /// Envelope sender
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Recipient
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only messages seen in this time, e.g. 30m, 2h, 7d
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many messages
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
 }
 
 #[derive(Args)]

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use postern_directory::Directory;
-use postern_directory::admin::{AdminError, AdminReply, AdminRequest};
+use postern_admin::{Admin, AdminError, AdminReply, AdminRequest};
 use postern_net::Shutdown;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -23,22 +22,9 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
-/// What `Reload` does in the running server.
-pub type Reloader = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
-
-/// Runs the doctor in the running server; returns the report as JSON.
-pub type DoctorHook = Arc<
-    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
->;
-
-/// Serves admin requests until shutdown. The socket is readable by its owner only.
-pub fn listen(
-    data_dir: &Path,
-    dir: Arc<Directory>,
-    reload: Reloader,
-    doctor: DoctorHook,
-    mut shutdown: Shutdown,
-) -> anyhow::Result<()> {
+/// Serves admin requests until shutdown, each answered by `admin`. The socket is readable by
+/// its owner only.
+pub fn listen(data_dir: &Path, admin: Arc<Admin>, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let path = socket_path(data_dir);
     // We hold the data directory lock, so a socket file here is a leftover.
     let _ = std::fs::remove_file(&path);
@@ -55,11 +41,9 @@ pub fn listen(
                     Err(_) => continue,
                 },
             };
-            let dir = dir.clone();
-            let reload = reload.clone();
-            let doctor = doctor.clone();
+            let admin = admin.clone();
             tokio::spawn(async move {
-                let _ = handle(stream, dir, reload, doctor).await;
+                let _ = handle(stream, &admin).await;
             });
         }
         let _ = std::fs::remove_file(&path);
@@ -67,40 +51,16 @@ pub fn listen(
     Ok(())
 }
 
-async fn handle(
-    stream: UnixStream,
-    dir: Arc<Directory>,
-    reload: Reloader,
-    doctor: DoctorHook,
-) -> anyhow::Result<()> {
+async fn handle(stream: UnixStream, admin: &Admin) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(1 << 20)).lines();
     while let Some(line) = lines.next_line().await? {
         let reply = match serde_json::from_str::<AdminRequest>(&line) {
-            Ok(AdminRequest::Reload) => match reload() {
-                Ok(message) => Reply::Ok(AdminReply::Done { message }),
-                Err(message) => Reply::Err(AdminError {
-                    message,
-                    temporary: false,
-                }),
-            },
-            Ok(AdminRequest::Doctor) => Reply::Ok(AdminReply::Report {
-                json: doctor().await,
-            }),
-            Ok(req @ (AdminRequest::MaildirImport { .. } | AdminRequest::MaildirExport { .. })) => {
-                match crate::maildir::run(dir.store(), &dir.config().hostname, req).await {
-                    Ok(r) => Reply::Ok(r),
-                    Err(e) => Reply::Err(e),
-                }
-            }
-            Ok(req) => match dir.admin(req).await {
+            Ok(req) => match admin.run(req).await {
                 Ok(r) => Reply::Ok(r),
                 Err(e) => Reply::Err(e),
             },
-            Err(e) => Reply::Err(AdminError {
-                message: format!("bad request: {e}"),
-                temporary: false,
-            }),
+            Err(e) => Reply::Err(AdminError::new(format!("bad request: {e}"))),
         };
         let mut out = serde_json::to_vec(&reply)?;
         out.push(b'\n');

@@ -4,12 +4,8 @@ mod admin_cmd;
 mod check_cmd;
 mod cli;
 mod control;
-mod copy_store;
-mod dns;
-mod doctor;
 mod init;
 mod listeners;
-mod maildir;
 mod open_store;
 mod serve;
 
@@ -70,94 +66,38 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = || load_config(cli.config.clone());
+    let cfg = || config().map(|(_, cfg)| cfg);
     match cli.command {
-        Command::Init(args) => init::init(args).await.map(|_| ()),
+        Command::Init(args) => init::init(args).await,
         Command::Quickstart(args) => init::quickstart(args).await,
         Command::Serve => {
-            let (path, cfg) = load_config(cli.config)?;
+            let (path, cfg) = config()?;
             serve::serve(path, cfg).await
         }
         Command::Config(cli::ConfigCmd::Check) => {
-            let (path, _) = load_config(cli.config)?;
+            let (path, _) = config()?;
             println!("{} is valid", path.display());
             Ok(())
         }
-        Command::Domain(c) => {
-            let (_, cfg) = load_config(cli.config)?;
-            admin_cmd::domain(&cfg, c).await
-        }
-        Command::User(c) => {
-            let (_, cfg) = load_config(cli.config)?;
-            admin_cmd::user(&cfg, c).await
-        }
-        Command::Alias(c) => {
-            let (_, cfg) = load_config(cli.config)?;
-            admin_cmd::alias(&cfg, c).await
-        }
-        Command::Forward(c) => {
-            let (_, cfg) = load_config(cli.config)?;
-            admin_cmd::forward(&cfg, c).await
-        }
-        Command::Storage(c) => {
-            let (_, cfg) = load_config(cli.config)?;
-            admin_cmd::storage(&cfg, c).await
-        }
-        Command::Token(c) => {
-            let (_, cfg) = load_config(cli.config)?;
-            admin_cmd::token(&cfg, c).await
-        }
-        Command::Sieve(c) => {
-            let (_, cfg) = load_config(cli.config)?;
-            admin_cmd::sieve(&cfg, c).await
-        }
-        Command::Group(c) => {
-            let (_, cfg) = load_config(cli.config)?;
-            admin_cmd::group(&cfg, c).await
-        }
-        Command::Route { address } => {
-            let (_, cfg) = load_config(cli.config)?;
-            admin_cmd::route(&cfg, address).await
-        }
-        Command::Queue(c) => {
-            let (_, cfg) = load_config(cli.config)?;
-            admin_cmd::queue(&cfg, c).await
-        }
-        Command::Trace {
-            id,
-            message_id,
-            from,
-            to,
-            since,
-            limit,
-        } => {
-            let (_, cfg) = load_config(cli.config)?;
-            let since_secs = match since {
-                Some(s) => Some(postern_config::parse_seconds(&s).ok_or_else(|| {
-                    anyhow::anyhow!("{s:?} is not a duration (e.g. 30m, 2h, 7d)")
-                })?),
-                None => None,
-            };
-            admin_cmd::trace(&cfg, id, message_id, from, to, since_secs, limit).await
-        }
+        Command::Domain(c) => admin_cmd::domain(&cfg()?, c).await,
+        Command::User(c) => admin_cmd::user(&cfg()?, c).await,
+        Command::Alias(c) => admin_cmd::alias(&cfg()?, c).await,
+        Command::Forward(c) => admin_cmd::forward(&cfg()?, c).await,
+        Command::Storage(c) => admin_cmd::storage(&cfg()?, c).await,
+        Command::Token(c) => admin_cmd::token(&cfg()?, c).await,
+        Command::Sieve(c) => admin_cmd::sieve(&cfg()?, c).await,
+        Command::Group(c) => admin_cmd::group(&cfg()?, c).await,
+        Command::Route { address } => admin_cmd::route(&cfg()?, address).await,
+        Command::Queue(c) => admin_cmd::queue(&cfg()?, c).await,
+        Command::Trace(t) => admin_cmd::trace(&cfg()?, t).await,
         Command::Doctor { json } => {
-            let report = match load_config(cli.config) {
+            let report = match config() {
                 Ok((path, cfg)) => {
-                    let mut r = doctor::run(&cfg, &doctor::Access::Cli).await;
-                    let mut s = postern_doctor::report::Section::new("Configuration");
-                    s.ok(format!("{} is valid", path.display()));
-                    r.sections.insert(0, s);
-                    r
+                    let access = admin_cmd::FromCli(&cfg);
+                    postern_doctor::server::run_with_config(&path, &cfg, &access).await
                 }
-                Err(e) => {
-                    let mut r = postern_doctor::report::Report::default();
-                    let mut s = postern_doctor::report::Section::new("Configuration");
-                    s.fail(
-                        format!("{e:#}"),
-                        "Correct the file at the line given (postern config check tells the same); the other checks need a valid config.",
-                    );
-                    r.sections.push(s);
-                    r
-                }
+                Err(e) => postern_doctor::server::invalid_config(&format!("{e:#}")),
             };
             if json {
                 println!("{}", report.to_json());
@@ -175,18 +115,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Dns { domain, check } => {
-            let (_, cfg) = load_config(cli.config)?;
-            if !dns::run(&cfg, domain, check).await? {
-                anyhow::bail!(
-                    "some DNS records are missing or wrong: publish the ones marked above"
-                );
-            }
-            Ok(())
-        }
+        Command::Dns { domain, check } => admin_cmd::dns(&cfg()?, domain, check).await,
         Command::Dkim(cli::DkimCmd::Rotate { domain, algorithm }) => {
-            let (_, cfg) = load_config(cli.config)?;
-            init::dkim_rotate(&cfg, &domain, &algorithm).await
+            init::dkim_rotate(&cfg()?, &domain, &algorithm).await
         }
     }
 }

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
+use postern_admin::Admin;
 use postern_config::{Config, ListenerKind};
-use postern_directory::Directory;
+use postern_directory::{Directory, DirectoryConfig};
 use postern_net::{ShutdownHandle, TlsStore, Tracker};
 use postern_store::SharedStore;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::admin_cmd::directory_config;
 use crate::control;
 
 /// Everything a protocol listener needs.
@@ -31,7 +31,7 @@ pub struct Services {
     pub abuse: Arc<postern_smtp::abuse::Abuse>,
     /// Where every complete message goes.
     pub ingest: Arc<postern_ingest::Ingest>,
-    /// Doctor and DNS reports for the JSON API.
+    /// The admin dispatcher and the config file's path, for the JSON API.
     pub hooks: postern_http::Hooks,
 }
 
@@ -103,15 +103,7 @@ fn raise_fd_limit(cfg: &Config) {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-    let wanted = [
-        cfg.smtp.max_connections,
-        cfg.pop3.max_connections,
-        cfg.imap.max_connections,
-        cfg.http.max_connections,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0);
+    let wanted = cfg.most_connections();
     if (lim.rlim_cur as usize) < wanted {
         tracing::warn!(
             limit = lim.rlim_cur,
@@ -151,7 +143,7 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             .map_err(|e| bind_error(kind, addr, e))?;
         listeners.push((kind, addr, l));
     }
-    let directory = Directory::new(store.clone(), directory_config(&cfg));
+    let directory = Directory::new(store.clone(), DirectoryConfig::from_config(&cfg));
     let (shutdown_handle, shutdown) = ShutdownHandle::new();
     let control_socket = control::socket_path(&cfg.data_dir);
     let tracker = Tracker::default();
@@ -160,41 +152,22 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let router = postern_queue::route::Router::new(resolver, cfg.delivery.remote_port);
     let dkim_dir = cfg.data_dir.join("dkim");
     let dkim = Arc::new(postern_queue::dkim::DkimKeys::load(&dkim_dir));
-    let reload: control::Reloader = {
+    let reload: postern_admin::Reloader = {
         let tls = tls.clone();
         let dkim = dkim.clone();
         let dkim_dir = dkim_dir.clone();
         Arc::new(move || reload_all(tls.as_deref(), &dkim, &dkim_dir))
     };
-    let doctor: control::DoctorHook = {
-        let cfg = Arc::new(cfg.clone());
-        let directory = directory.clone();
-        Arc::new(move || {
-            let cfg = cfg.clone();
-            let access = crate::doctor::Access::Server(directory.clone());
-            Box::pin(async move { crate::doctor::run(&cfg, &access).await.to_json() })
-        })
-    };
+    let admin = Arc::new(Admin::server(
+        directory.clone(),
+        Arc::new(cfg.clone()),
+        reload.clone(),
+    ));
     let hooks = postern_http::Hooks {
-        doctor: Some(doctor.clone()),
-        dns: Some({
-            let cfg = Arc::new(cfg.clone());
-            Arc::new(move |domain: String, check: bool| {
-                let cfg = cfg.clone();
-                Box::pin(async move { crate::dns::records_json(&cfg, &domain, check).await })
-                    as postern_http::JsonFuture
-            })
-        }),
-        reload: Some(reload.clone()),
+        admin: admin.clone(),
         config_path: Some(config_path.clone()),
     };
-    control::listen(
-        &cfg.data_dir,
-        directory.clone(),
-        reload.clone(),
-        doctor,
-        shutdown.clone(),
-    )?;
+    control::listen(&cfg.data_dir, admin, shutdown.clone())?;
     let trust = if cfg.inbound.check || !cfg.inbound.dnsbl.is_empty() {
         let r = postern_queue::route::resolver_with_timeout(
             &cfg.dns.nameservers,

@@ -1,10 +1,14 @@
-use std::net::IpAddr;
+//! The admin operations on a real (embedded) store, and how the directory then expands,
+//! authenticates and locks out.
 
-use postern_directory::admin::{AdminReply, AdminRequest};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use postern_admin::{Admin, AdminReply, AdminRequest};
 use postern_directory::*;
 use postern_store::embedded::{EmbeddedStore, Options};
 
-async fn dir() -> (tempfile::TempDir, std::sync::Arc<Directory>) {
+async fn dir() -> (tempfile::TempDir, Arc<Directory>, Admin) {
     let t = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(t.path(), Options::default()).unwrap();
     let d = Directory::new(
@@ -14,6 +18,7 @@ async fn dir() -> (tempfile::TempDir, std::sync::Arc<Directory>) {
             ..Default::default()
         },
     );
+    let admin = Admin::local(d.clone(), Arc::new(postern_config::Config::default()));
     for r in [
         AdminRequest::DomainAdd {
             name: "example.test".into(),
@@ -29,9 +34,9 @@ async fn dir() -> (tempfile::TempDir, std::sync::Arc<Directory>) {
             quota: None,
         },
     ] {
-        d.admin(r).await.unwrap();
+        admin.run(r).await.unwrap();
     }
-    (t, d)
+    (t, d, admin)
 }
 
 fn locals(v: &[Destination]) -> Vec<String> {
@@ -48,27 +53,30 @@ fn locals(v: &[Destination]) -> Vec<String> {
 
 #[tokio::test]
 async fn aliases_expand_recursively_once_per_person() {
-    let (_t, d) = dir().await;
+    let (_t, d, admin) = dir().await;
     let add = |alias: &str, t: &[&str]| AdminRequest::AliasAdd {
         alias: alias.into(),
         targets: t.iter().map(|s| s.to_string()).collect(),
     };
-    d.admin(add("team@example.test", &["alice@example.test"]))
+    admin
+        .run(add("team@example.test", &["alice@example.test"]))
         .await
         .unwrap();
-    d.admin(add(
-        "all@example.test",
-        &["team@example.test", "bob@example.test", "carol@far.test"],
-    ))
-    .await
-    .unwrap();
+    admin
+        .run(add(
+            "all@example.test",
+            &["team@example.test", "bob@example.test", "carol@far.test"],
+        ))
+        .await
+        .unwrap();
     // A cycle: team → all → team.
-    d.admin(add(
-        "team@example.test",
-        &["all@example.test", "bob@example.test"],
-    ))
-    .await
-    .unwrap();
+    admin
+        .run(add(
+            "team@example.test",
+            &["all@example.test", "bob@example.test"],
+        ))
+        .await
+        .unwrap();
     let got = d.expand("ALL@example.test").await.unwrap().unwrap();
     assert_eq!(
         locals(&got),
@@ -105,9 +113,9 @@ async fn aliases_expand_recursively_once_per_person() {
 
 #[tokio::test]
 async fn admin_errors_say_what_to_do() {
-    let (_t, d) = dir().await;
-    let e = d
-        .admin(AdminRequest::UserAdd {
+    let (_t, _d, admin) = dir().await;
+    let e = admin
+        .run(AdminRequest::UserAdd {
             address: "x@example.org".into(),
             password: "s3cret-pass".into(),
             quota: None,
@@ -118,8 +126,8 @@ async fn admin_errors_say_what_to_do() {
         e.message,
         "domain example.org is not local; add it with: postern domain add example.org"
     );
-    let e = d
-        .admin(AdminRequest::UserAdd {
+    let e = admin
+        .run(AdminRequest::UserAdd {
             address: "alice@example.test".into(),
             password: "s3cret-pass".into(),
             quota: None,
@@ -127,8 +135,8 @@ async fn admin_errors_say_what_to_do() {
         .await
         .unwrap_err();
     assert_eq!(e.message, "user alice@example.test already exists");
-    let e = d
-        .admin(AdminRequest::UserAdd {
+    let e = admin
+        .run(AdminRequest::UserAdd {
             address: "new@example.test".into(),
             password: "".into(),
             quota: None,
@@ -136,8 +144,8 @@ async fn admin_errors_say_what_to_do() {
         .await
         .unwrap_err();
     assert!(e.message.contains("empty"), "{}", e.message);
-    let e = d
-        .admin(AdminRequest::AliasAdd {
+    let e = admin
+        .run(AdminRequest::AliasAdd {
             alias: "a@example.test".into(),
             targets: vec!["ghost@example.test".into()],
         })
@@ -148,7 +156,7 @@ async fn admin_errors_say_what_to_do() {
         "{}",
         e.message
     );
-    match d.admin(AdminRequest::UserList).await.unwrap() {
+    match admin.run(AdminRequest::UserList).await.unwrap() {
         AdminReply::Users { users } => assert_eq!(users.len(), 2),
         r => panic!("{r:?}"),
     }
@@ -156,7 +164,7 @@ async fn admin_errors_say_what_to_do() {
 
 #[tokio::test]
 async fn logins_and_lockout() {
-    let (_t, d) = dir().await;
+    let (_t, d, admin) = dir().await;
     let ip: IpAddr = "127.0.0.9".parse().unwrap();
     assert!(matches!(
         d.authenticate("alice@example.test", "s3cret-pass", ip)
@@ -192,12 +200,13 @@ async fn logins_and_lockout() {
     ));
     // A password change takes effect at once.
     let other: IpAddr = "127.0.0.10".parse().unwrap();
-    d.admin(AdminRequest::UserPasswd {
-        address: "bob@example.test".into(),
-        password: "n3w-passw0rd".into(),
-    })
-    .await
-    .unwrap();
+    admin
+        .run(AdminRequest::UserPasswd {
+            address: "bob@example.test".into(),
+            password: "n3w-passw0rd".into(),
+        })
+        .await
+        .unwrap();
     assert!(matches!(
         d.authenticate("bob@example.test", "n3w-passw0rd", other)
             .await

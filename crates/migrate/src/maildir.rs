@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use postern_directory::admin::{AdminError, AdminReply, AdminRequest};
 use postern_directory::normalize_address;
 use postern_store::{AccountId, Delivery, Flags, SharedStore};
+
+use crate::Error;
 
 /// Messages stored per commit while importing.
 const BATCH: usize = 64;
@@ -26,38 +27,21 @@ const LETTERS: [(char, u8); 5] = [
 ];
 const FORWARDED: &str = "$Forwarded";
 
-pub async fn run(
-    store: &SharedStore,
-    hostname: &str,
-    req: AdminRequest,
-) -> Result<AdminReply, AdminError> {
-    let message = match req {
-        AdminRequest::MaildirImport { address, path } => {
-            import(store, &address, Path::new(&path)).await?
-        }
-        AdminRequest::MaildirExport { address, path } => {
-            export(store, hostname, &address, Path::new(&path)).await?
-        }
-        _ => return Err(AdminError::new("not a Maildir request")),
-    };
-    Ok(AdminReply::Done { message })
+fn io_error(what: &Path, e: std::io::Error) -> Error {
+    Error::Refused(format!("{}: {e}", what.display()))
 }
 
-fn io_error(what: &Path, e: std::io::Error) -> AdminError {
-    AdminError::new(format!("{}: {e}", what.display()))
-}
-
-async fn account_id(store: &SharedStore, address: &str) -> Result<AccountId, AdminError> {
-    let address = normalize_address(address).map_err(|e| AdminError::new(e.to_string()))?;
+async fn account_id(store: &SharedStore, address: &str) -> Result<AccountId, Error> {
+    let address = normalize_address(address).map_err(|e| Error::Refused(e.to_string()))?;
     store
         .account_by_address(&address)
         .await?
         .map(|a| a.id)
-        .ok_or_else(|| AdminError::new(format!("user {address} does not exist; add it first")))
+        .ok_or_else(|| Error::Refused(format!("user {address} does not exist; add it first")))
 }
 
 /// The folders of a Maildir++ tree: (mailbox name, directory), INBOX first.
-fn folders(root: &Path) -> Result<Vec<(String, PathBuf)>, AdminError> {
+fn folders(root: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut out = vec![("INBOX".to_string(), root.to_path_buf())];
     let mut sub = Vec::new();
     for e in std::fs::read_dir(root).map_err(|e| io_error(root, e))? {
@@ -150,7 +134,7 @@ async fn ensure_mailbox(
     store: &SharedStore,
     account: AccountId,
     name: &str,
-) -> Result<postern_store::MailboxId, AdminError> {
+) -> Result<postern_store::MailboxId, Error> {
     if let Some(m) = store.mailbox_by_name(account, name).await? {
         return Ok(m.id);
     }
@@ -175,10 +159,11 @@ struct Found {
     flags: Flags,
 }
 
-async fn import(store: &SharedStore, address: &str, root: &Path) -> Result<String, AdminError> {
+/// Copies the Maildir++ tree at `root` into the account of `address`; says what it stored.
+pub async fn import(store: &SharedStore, address: &str, root: &Path) -> Result<String, Error> {
     let account = account_id(store, address).await?;
     if !root.join("cur").is_dir() && !root.join("new").is_dir() {
-        return Err(AdminError::new(format!(
+        return Err(Error::Refused(format!(
             "{} is not a Maildir: it has no cur/ or new/ (point at the Maildir itself, e.g. ~/Maildir)",
             root.display()
         )));
@@ -264,12 +249,12 @@ async fn import(store: &SharedStore, address: &str, root: &Path) -> Result<Strin
     Ok(msg)
 }
 
-async fn store_batch(store: &SharedStore, batch: Vec<Delivery>) -> Result<usize, AdminError> {
+async fn store_batch(store: &SharedStore, batch: Vec<Delivery>) -> Result<usize, Error> {
     let reports = store.deliver_many(batch).await?;
     for r in &reports {
         for t in &r.targets {
             if let Err(e) = t {
-                return Err(AdminError::new(format!("storing a message failed: {e}")));
+                return Err(Error::Refused(format!("storing a message failed: {e}")));
             }
         }
     }
@@ -286,7 +271,7 @@ fn folder_dir(name: &str) -> String {
     format!(".{}", parts.join("."))
 }
 
-fn create_maildir(dir: &Path) -> Result<(), AdminError> {
+fn create_maildir(dir: &Path) -> Result<(), Error> {
     for sub in ["cur", "new", "tmp"] {
         let d = dir.join(sub);
         std::fs::create_dir_all(&d).map_err(|e| io_error(&d, e))?;
@@ -294,12 +279,13 @@ fn create_maildir(dir: &Path) -> Result<(), AdminError> {
     Ok(())
 }
 
-async fn export(
+/// Writes the account of `address` as a Maildir++ tree into the new directory `root`.
+pub async fn export(
     store: &SharedStore,
     hostname: &str,
     address: &str,
     root: &Path,
-) -> Result<String, AdminError> {
+) -> Result<String, Error> {
     let account = account_id(store, address).await?;
     if root.exists()
         && std::fs::read_dir(root)
@@ -307,7 +293,7 @@ async fn export(
             .next()
             .is_some()
     {
-        return Err(AdminError::new(format!(
+        return Err(Error::Refused(format!(
             "{} exists and is not empty; export into a new directory",
             root.display()
         )));

@@ -1,12 +1,14 @@
-//! `postern dns [DOMAIN] [--check]`: every DNS record a domain needs, explained, and with
-//! `--check` compared with what DNS actually answers.
+//! The DNS records a domain needs (what `postern dns` prints), each with why, and how to
+//! judge what DNS actually answers for it.
 
+use std::io::Write;
 use std::path::Path;
 
+use hickory_resolver::TokioResolver;
 use postern_config::Config;
 use postern_config::settings::{self, Security, Service};
 
-use crate::admin_cmd;
+use crate::net::{bare_name, txt_records};
 
 /// One record to publish, and how to judge what DNS says.
 pub struct Record {
@@ -61,7 +63,7 @@ fn dkim_records(data_dir: &Path, domain: &str) -> Vec<(String, String)> {
 }
 
 /// The DNS record value for a PKCS#8 PEM DKIM key (RSA or Ed25519).
-fn dkim_record_of(pem: &str) -> Option<String> {
+pub fn dkim_record_of(pem: &str) -> Option<String> {
     use base64::Engine;
     use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -202,11 +204,7 @@ pub enum Verdict {
     Skipped,
 }
 
-fn strip(n: &str) -> String {
-    n.trim_end_matches('.').to_ascii_lowercase()
-}
-
-pub async fn judge(r: &Record, resolver: &hickory_resolver::TokioResolver, host: &str) -> Verdict {
+pub async fn judge(r: &Record, resolver: &TokioResolver, host: &str) -> Verdict {
     use hickory_resolver::proto::rr::{RData, RecordType};
     let name = r.name.as_str();
     let lookup = |t: RecordType| async move { resolver.lookup(name, t).await };
@@ -218,13 +216,13 @@ pub async fn judge(r: &Record, resolver: &hickory_resolver::TokioResolver, host:
                     .answers()
                     .iter()
                     .filter_map(|a| match &a.data {
-                        RData::MX(mx) => Some(strip(&mx.exchange.to_utf8())),
+                        RData::MX(mx) => Some(bare_name(&mx.exchange.to_utf8())),
                         _ => None,
                     })
                     .collect();
                 if hosts.is_empty() {
                     Verdict::Missing
-                } else if hosts.iter().any(|h| h == &strip(host)) {
+                } else if hosts.iter().any(|h| h == &bare_name(host)) {
                     Verdict::Ok(format!("MX {}", hosts.join(", ")))
                 } else {
                     Verdict::Wrong(format!(
@@ -244,20 +242,10 @@ pub async fn judge(r: &Record, resolver: &hickory_resolver::TokioResolver, host:
             ),
             _ => Verdict::Missing,
         },
-        Check::Txt { tag, must } => match lookup(RecordType::TXT).await {
-            Ok(l) => {
-                let texts: Vec<String> = l
-                    .answers()
-                    .iter()
-                    .filter_map(|a| match &a.data {
-                        RData::TXT(t) => Some(
-                            t.txt_data
-                                .iter()
-                                .map(|p| String::from_utf8_lossy(p).into_owned())
-                                .collect::<String>(),
-                        ),
-                        _ => None,
-                    })
+        Check::Txt { tag, must } => match txt_records(resolver, name).await {
+            Some(all) => {
+                let texts: Vec<String> = all
+                    .into_iter()
                     .filter(|t| {
                         t.to_ascii_lowercase()
                             .starts_with(&tag.to_ascii_lowercase())
@@ -278,7 +266,7 @@ pub async fn judge(r: &Record, resolver: &hickory_resolver::TokioResolver, host:
                     }
                 }
             }
-            Err(_) => Verdict::Missing,
+            None => Verdict::Missing,
         },
         Check::Srv { port } => match lookup(RecordType::SRV).await {
             Ok(l) => {
@@ -286,13 +274,16 @@ pub async fn judge(r: &Record, resolver: &hickory_resolver::TokioResolver, host:
                     .answers()
                     .iter()
                     .filter_map(|a| match &a.data {
-                        RData::SRV(s) => Some((s.port, strip(&s.target.to_utf8()))),
+                        RData::SRV(s) => Some((s.port, bare_name(&s.target.to_utf8()))),
                         _ => None,
                     })
                     .collect();
                 if found.is_empty() {
                     Verdict::Missing
-                } else if found.iter().any(|(p, t)| p == port && *t == strip(host)) {
+                } else if found
+                    .iter()
+                    .any(|(p, t)| p == port && *t == bare_name(host))
+                {
                     Verdict::Ok(format!("port {port} on {host}"))
                 } else {
                     let (p, t) = &found[0];
@@ -305,8 +296,8 @@ pub async fn judge(r: &Record, resolver: &hickory_resolver::TokioResolver, host:
             if let Ok(l) = lookup(RecordType::CNAME).await {
                 for a in l.answers() {
                     if let RData::CNAME(c) = &a.data {
-                        let t = strip(&c.0.to_utf8());
-                        return if t == strip(host) {
+                        let t = bare_name(&c.0.to_utf8());
+                        return if t == bare_name(host) {
                             Verdict::Ok(format!("CNAME {host}"))
                         } else {
                             Verdict::Wrong(format!("CNAME to {t} instead of {host}"))
@@ -322,67 +313,63 @@ pub async fn judge(r: &Record, resolver: &hickory_resolver::TokioResolver, host:
     }
 }
 
-pub async fn run(cfg: &Config, domain: Option<String>, check: bool) -> anyhow::Result<bool> {
-    let domains = match domain {
-        Some(d) => vec![d.trim_end_matches('.').to_ascii_lowercase()],
-        None => {
-            let reply =
-                admin_cmd::run(cfg, postern_directory::admin::AdminRequest::DomainList).await;
-            match reply {
-                Ok(postern_directory::admin::AdminReply::Domains { names }) => names,
-                _ => {
-                    let store = crate::open_store::open(cfg).await?.store;
-                    let n = store
-                        .domain_list()
-                        .await?
-                        .into_iter()
-                        .map(|d| d.name)
-                        .collect();
-                    store.close().await?;
-                    n
-                }
-            }
-        }
+/// Writes the records of each domain as `postern dns` shows them; with `check`, each is
+/// looked up and marked OK, MISSING or WRONG. False when one is missing or wrong.
+pub async fn write(
+    cfg: &Config,
+    domains: &[String],
+    check: bool,
+    out: &mut impl Write,
+) -> Result<bool, String> {
+    let resolver = match check {
+        true => Some(postern_queue::route::resolver(&cfg.dns.nameservers)?),
+        false => None,
     };
-    if domains.is_empty() {
-        anyhow::bail!("no local domain; add one with: postern domain add example.com");
-    }
-    let resolver = if check {
-        Some(postern_queue::route::resolver(&cfg.dns.nameservers).map_err(|e| anyhow::anyhow!(e))?)
-    } else {
-        None
-    };
+    write_with(cfg, domains, resolver.as_ref(), out)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn write_with(
+    cfg: &Config,
+    domains: &[String],
+    resolver: Option<&TokioResolver>,
+    out: &mut impl Write,
+) -> std::io::Result<bool> {
     let mut all_ok = true;
     for d in domains {
-        println!("; DNS records for {d}");
-        for r in records(cfg, &d) {
+        writeln!(out, "; DNS records for {d}")?;
+        for r in records(cfg, d) {
             let line = format!("{}  {}  {}", r.name, r.kind, r.value);
-            match &resolver {
-                None => println!("{line}\n    ; {}", r.why),
+            match resolver {
+                None => writeln!(out, "{line}\n    ; {}", r.why)?,
                 Some(res) => match judge(&r, res, &cfg.hostname).await {
-                    Verdict::Ok(found) => println!("OK       {} {}: {found}", r.kind, r.name),
-                    Verdict::Skipped => println!(
+                    Verdict::Ok(found) => writeln!(out, "OK       {} {}: {found}", r.kind, r.name)?,
+                    Verdict::Skipped => writeln!(
+                        out,
                         "CHECK    {} {}: cannot be checked from here; {}",
                         r.kind, r.name, r.why
-                    ),
+                    )?,
                     Verdict::Missing => {
                         all_ok = false;
-                        println!(
+                        writeln!(
+                            out,
                             "MISSING  {} {}: {}\n         publish: {line}",
                             r.kind, r.name, r.why
-                        );
+                        )?;
                     }
                     Verdict::Wrong(found) => {
                         all_ok = false;
-                        println!(
+                        writeln!(
+                            out,
                             "WRONG    {} {}: {found}\n         publish instead: {line}",
                             r.kind, r.name
-                        );
+                        )?;
                     }
                 },
             }
         }
-        println!();
+        writeln!(out)?;
     }
     Ok(all_ok)
 }

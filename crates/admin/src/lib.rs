@@ -1,0 +1,172 @@
+//! The admin command set: one dispatcher, [`Admin::run`], behind the command line, the control
+//! socket and the HTTP API, so every request is answered the same way wherever it comes from.
+//! One module per concern; what only the running server can do (reload) comes in as a hook.
+//! Also here: setting up a new server (`postern init`, `quickstart`) and its DKIM keys.
+
+mod accounts;
+mod aliases;
+pub mod dkim;
+mod queue;
+mod request;
+mod server;
+pub mod setup;
+mod sieve;
+pub mod text;
+mod tokens;
+
+use std::sync::Arc;
+
+use postern_config::Config;
+use postern_directory::{Directory, domain_of};
+
+pub use request::{AdminError, AdminReply, AdminRequest, QueueInfo, UserInfo};
+
+/// Re-reads what the running server keeps from disk (certificates, DKIM keys).
+pub type Reloader = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// Where requests are answered.
+enum Place {
+    /// Inside the running server, which can reload.
+    Server { reload: Reloader },
+    /// In a command that opened the store itself while no server runs.
+    Local,
+}
+
+pub struct Admin {
+    directory: Arc<Directory>,
+    config: Arc<Config>,
+    place: Place,
+}
+
+impl Admin {
+    /// The dispatcher of the running server.
+    pub fn server(directory: Arc<Directory>, config: Arc<Config>, reload: Reloader) -> Admin {
+        Admin {
+            directory,
+            config,
+            place: Place::Server { reload },
+        }
+    }
+
+    /// The dispatcher of a command that opened the store itself.
+    pub fn local(directory: Arc<Directory>, config: Arc<Config>) -> Admin {
+        Admin {
+            directory,
+            config,
+            place: Place::Local,
+        }
+    }
+
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// Answers any admin request.
+    pub async fn run(&self, req: AdminRequest) -> Result<AdminReply, AdminError> {
+        use AdminRequest as R;
+        let d = &*self.directory;
+        match req {
+            R::Ping => Ok(AdminReply::Pong {
+                pid: std::process::id(),
+            }),
+            R::DomainAdd { name } => accounts::domain_add(d, name).await,
+            R::DomainDel { name } => accounts::domain_del(d, name).await,
+            R::DomainList => Ok(AdminReply::Domains {
+                names: accounts::domain_names(d).await?,
+            }),
+            R::UserAdd {
+                address,
+                password,
+                quota,
+            } => accounts::user_add(d, address, password, quota).await,
+            R::UserDel { address } => accounts::user_del(d, address).await,
+            R::UserList => accounts::user_list(d).await,
+            R::UserPasswd { address, password } => {
+                accounts::user_passwd(d, address, password).await
+            }
+            R::UserDisable { address, disabled } => {
+                accounts::user_disable(d, address, disabled).await
+            }
+            R::UserQuota {
+                address,
+                quota,
+                messages,
+            } => accounts::user_quota(d, address, quota, messages).await,
+            R::Forward {
+                address,
+                to,
+                keep_copy,
+            } => accounts::forward(d, address, to, keep_copy).await,
+            R::AliasAdd { alias, targets } => aliases::alias_add(d, alias, targets).await,
+            R::AliasDel { alias, target } => aliases::alias_del(d, alias, target).await,
+            R::AliasList => aliases::alias_list(d).await,
+            R::GroupAdd {
+                group,
+                members,
+                policy,
+                senders,
+            } => aliases::group_add(d, group, members, policy, senders).await,
+            R::GroupPolicy {
+                group,
+                policy,
+                senders,
+            } => aliases::group_policy(d, group, policy, senders).await,
+            R::GroupList => aliases::group_list(d).await,
+            R::Route { address } => aliases::route(d, address).await,
+            R::SieveList { address } => sieve::list(d, address).await,
+            R::SieveGet { address, name } => sieve::get(d, address, name).await,
+            R::SievePut {
+                address,
+                name,
+                source,
+                activate,
+            } => sieve::put(d, address, name, source, activate).await,
+            R::SieveActivate { address, name } => sieve::activate(d, address, name).await,
+            R::SieveDelete { address, name } => sieve::delete(d, address, name).await,
+            R::TokenCreate { name } => tokens::create(d, name).await,
+            R::TokenList => tokens::list(d).await,
+            R::TokenDelete { name } => tokens::delete(d, name).await,
+            R::QueueList => Ok(AdminReply::Queue {
+                entries: queue::list(d).await?,
+            }),
+            R::QueueShow { id } => queue::show(d, id).await,
+            R::QueueRetry { id } => queue::retry(d, id).await,
+            R::QueueDelete { id } => queue::delete(d, id).await,
+            R::QueueBounce { id } => queue::bounce(d, id).await,
+            R::Trace {
+                id,
+                message_id,
+                from,
+                to,
+                since_secs,
+                limit,
+            } => queue::trace(d, id, message_id, from, to, since_secs, limit).await,
+            R::Reload => self.reload().await,
+            R::Doctor => self.doctor().await,
+            R::Dns { domain, check } => self.dns(domain, check).await,
+            R::MaildirImport { address, path } => self.maildir_import(address, path).await,
+            R::MaildirExport { address, path } => self.maildir_export(address, path).await,
+        }
+    }
+}
+
+fn done(m: impl Into<String>) -> Result<AdminReply, AdminError> {
+    Ok(AdminReply::Done { message: m.into() })
+}
+
+async fn require_user(d: &Directory, address: &str) -> Result<postern_store::Account, AdminError> {
+    d.store()
+        .account_by_address(address)
+        .await?
+        .ok_or_else(|| AdminError::new(format!("user {address} does not exist")))
+}
+
+async fn require_local_domain(d: &Directory, address: &str) -> Result<(), AdminError> {
+    let domain = domain_of(address);
+    if !d.is_local_domain(domain).await? {
+        return Err(AdminError::new(format!(
+            "domain {domain} is not local; add it with: postern domain add {domain}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! What an admin request asks and what it gets back: serde types, so they cross the control
+//! socket unchanged, and the HTTP API answers with the same JSON.
+
+use postern_directory::AddressError;
+use postern_store::StoreError;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    DomainAdd {
+        name: String,
+    },
+    DomainDel {
+        name: String,
+    },
+    DomainList,
+    UserAdd {
+        address: String,
+        password: String,
+        quota: Option<u64>,
+    },
+    UserDel {
+        address: String,
+    },
+    UserList,
+    UserPasswd {
+        address: String,
+        password: String,
+    },
+    /// Stop (or allow again) an account's logins; its mail still arrives.
+    UserDisable {
+        address: String,
+        disabled: bool,
+    },
+    UserQuota {
+        address: String,
+        quota: u64,
+        /// Message count limit; `None` leaves it as it is.
+        #[serde(default)]
+        messages: Option<u64>,
+    },
+    AliasAdd {
+        alias: String,
+        targets: Vec<String>,
+    },
+    AliasDel {
+        alias: String,
+        target: Option<String>,
+    },
+    AliasList,
+    /// A group: an alias with a sending policy ("anyone", "members", "domain", "senders").
+    GroupAdd {
+        group: String,
+        members: Vec<String>,
+        policy: String,
+        senders: Vec<String>,
+    },
+    GroupPolicy {
+        group: String,
+        policy: String,
+        senders: Vec<String>,
+    },
+    GroupList,
+    /// Send an account's mail on to another address (`None`: stop forwarding).
+    Forward {
+        address: String,
+        to: Option<String>,
+        keep_copy: bool,
+    },
+    /// Where mail to an address goes, step by step.
+    Route {
+        address: String,
+    },
+    /// A user's Sieve scripts, by name, with the active one marked.
+    SieveList {
+        address: String,
+    },
+    SieveGet {
+        address: String,
+        name: String,
+    },
+    /// Checks and stores a script; `activate` makes it the one that runs.
+    SievePut {
+        address: String,
+        name: String,
+        source: String,
+        activate: bool,
+    },
+    /// `None`: no script runs for the user.
+    SieveActivate {
+        address: String,
+        name: Option<String>,
+    },
+    SieveDelete {
+        address: String,
+        name: String,
+    },
+    /// A new API token; the reply is the only time its secret is shown.
+    TokenCreate {
+        name: String,
+    },
+    TokenList,
+    TokenDelete {
+        name: String,
+    },
+    QueueList,
+    QueueShow {
+        id: u64,
+    },
+    /// Try now: one entry, or all of them.
+    QueueRetry {
+        id: Option<u64>,
+    },
+    QueueDelete {
+        id: u64,
+    },
+    QueueBounce {
+        id: u64,
+    },
+    /// Re-read certificates and DKIM keys (only the running server has them).
+    Reload,
+    /// Copy a Maildir tree (Dovecot, Courier) into an account.
+    MaildirImport {
+        address: String,
+        path: String,
+    },
+    /// Write an account's mail as a Maildir tree.
+    MaildirExport {
+        address: String,
+        path: String,
+    },
+    /// Run postern doctor inside the running server; the reply is its report.
+    Doctor,
+    /// The DNS records a local domain needs (`postern dns`), each judged against DNS when
+    /// `check` is set; the reply is a report.
+    Dns {
+        domain: String,
+        check: bool,
+    },
+    /// Messages and their stories, by any of: trace id, Message-ID, sender, recipient.
+    Trace {
+        id: Option<String>,
+        message_id: Option<String>,
+        from: Option<String>,
+        to: Option<String>,
+        since_secs: Option<u64>,
+        limit: usize,
+    },
+    Ping,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueInfo {
+    pub id: u64,
+    pub trace_id: String,
+    pub sender: String,
+    /// (address, state, last error)
+    pub recipients: Vec<(String, String, Option<String>)>,
+    pub size: u64,
+    pub created: i64,
+    pub next_attempt: i64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserInfo {
+    pub address: String,
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    pub messages: u64,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AdminReply {
+    Done {
+        message: String,
+    },
+    Domains {
+        names: Vec<String>,
+    },
+    Users {
+        users: Vec<UserInfo>,
+    },
+    Aliases {
+        aliases: Vec<(String, Vec<String>)>,
+    },
+    Queue {
+        entries: Vec<QueueInfo>,
+    },
+    Traces {
+        traces: Vec<(String, Vec<postern_store::TraceEvent>)>,
+    },
+    Pong {
+        pid: u32,
+    },
+    /// A report (the doctor's, the DNS records), as JSON.
+    Report {
+        json: String,
+    },
+    Groups {
+        /// (address, policy in words, members)
+        groups: Vec<(String, String, Vec<String>)>,
+    },
+    Route {
+        steps: Vec<String>,
+        /// Accounts ("local:" address) and remote addresses ("remote:" address); `None`:
+        /// refused at RCPT.
+        destinations: Option<Vec<String>>,
+    },
+}
+
+/// A one-line error for a person, with the fix when there is one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct AdminError {
+    pub message: String,
+    /// The storage failed for now: worth trying again (HTTP 503), not a refusal.
+    #[serde(default)]
+    pub temporary: bool,
+    /// Whether what was named does not exist, when the wording cannot tell (a file the
+    /// server could not read is not a missing account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_found: Option<bool>,
+}
+
+impl AdminError {
+    pub fn new(m: impl Into<String>) -> Self {
+        AdminError {
+            message: m.into(),
+            temporary: false,
+            not_found: None,
+        }
+    }
+
+    /// A refusal, whatever its words say.
+    pub fn refused(m: impl Into<String>) -> Self {
+        AdminError {
+            not_found: Some(false),
+            ..AdminError::new(m)
+        }
+    }
+
+    /// What was named does not exist, whatever the words say.
+    pub fn missing(m: impl Into<String>) -> Self {
+        AdminError {
+            not_found: Some(true),
+            ..AdminError::new(m)
+        }
+    }
+
+    /// The storage or the server failed for now: worth trying again.
+    pub fn temporary(m: impl Into<String>) -> Self {
+        AdminError {
+            temporary: true,
+            ..AdminError::new(m)
+        }
+    }
+
+    /// Whether the error says that what was named does not exist (HTTP 404).
+    pub fn is_not_found(&self) -> bool {
+        if let Some(n) = self.not_found {
+            return n;
+        }
+        let m = self.message.to_ascii_lowercase();
+        [
+            "does not exist",
+            "no such",
+            "not found",
+            "has no script",
+            "there is no",
+            "no queued",
+        ]
+        .iter()
+        .any(|w| m.contains(w))
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError {
+            temporary: e.is_temporary(),
+            ..AdminError::new(e.to_string())
+        }
+    }
+}
+
+impl From<AddressError> for AdminError {
+    fn from(e: AddressError) -> Self {
+        AdminError::new(e.to_string())
+    }
+}
+
+impl From<postern_migrate::Error> for AdminError {
+    fn from(e: postern_migrate::Error) -> Self {
+        match e {
+            postern_migrate::Error::Store(e) => e.into(),
+            postern_migrate::Error::Refused(m) => AdminError::new(m),
+        }
+    }
+}

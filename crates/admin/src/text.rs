@@ -1,0 +1,159 @@
+//! Replies as the command line prints them, with sizes, ages and times for people.
+
+use std::fmt;
+
+use crate::AdminReply;
+
+impl fmt::Display for AdminReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminReply::Done { message } => writeln!(f, "{message}")?,
+            AdminReply::Domains { names } => {
+                for n in names {
+                    writeln!(f, "{n}")?;
+                }
+            }
+            AdminReply::Users { users } => {
+                for u in users {
+                    let quota = if u.quota_bytes == 0 {
+                        "unlimited".to_string()
+                    } else {
+                        human_size(u.quota_bytes)
+                    };
+                    writeln!(
+                        f,
+                        "{}\t{} messages\t{} used\tquota {}{}",
+                        u.address,
+                        u.messages,
+                        human_size(u.used_bytes),
+                        quota,
+                        if u.disabled { "\tdisabled" } else { "" }
+                    )?;
+                }
+            }
+            AdminReply::Route {
+                steps,
+                destinations,
+            } => {
+                for s in steps {
+                    writeln!(f, "{s}")?;
+                }
+                match destinations {
+                    None => writeln!(
+                        f,
+                        "=> refused when the sender names it (550 5.1.1): no such address"
+                    )?,
+                    Some(ds) if ds.is_empty() => {
+                        writeln!(f, "=> accepted, but delivered to nobody")?
+                    }
+                    Some(ds) => {
+                        for d in ds {
+                            match d.split_once(':') {
+                                Some(("local", a)) => writeln!(f, "=> {a}: INBOX")?,
+                                Some((_, a)) => writeln!(f, "=> {a}: outbound queue")?,
+                                None => writeln!(f, "=> {d}")?,
+                            }
+                        }
+                    }
+                }
+            }
+            AdminReply::Groups { groups } => {
+                for (g, policy, members) in groups {
+                    writeln!(f, "{g}\t({policy})\t-> {}", members.join(", "))?;
+                }
+            }
+            AdminReply::Aliases { aliases } => {
+                for (a, t) in aliases {
+                    writeln!(f, "{a}\t-> {}", t.join(", "))?;
+                }
+            }
+            AdminReply::Queue { entries } => {
+                if entries.is_empty() {
+                    writeln!(f, "the queue is empty")?;
+                }
+                let now = postern_store::now();
+                for e in entries {
+                    let when = if e.next_attempt <= now {
+                        "now".to_string()
+                    } else {
+                        format!("in {}", human_duration(e.next_attempt - now))
+                    };
+                    writeln!(
+                        f,
+                        "{}\t{}\tfrom <{}>\t{}\tnext attempt {when}\t{} attempt(s)\tqueued {} ago",
+                        e.id,
+                        e.trace_id,
+                        e.sender,
+                        human_size(e.size),
+                        e.attempts,
+                        human_duration(now - e.created)
+                    )?;
+                    for (addr, state, err) in &e.recipients {
+                        match err {
+                            Some(err) => writeln!(f, "\t{addr}\t{state}\t{err}")?,
+                            None => writeln!(f, "\t{addr}\t{state}")?,
+                        }
+                    }
+                }
+            }
+            AdminReply::Traces { traces } => {
+                if traces.is_empty() {
+                    writeln!(f, "no message found")?;
+                }
+                for (id, events) in traces {
+                    writeln!(f, "Message {id}")?;
+                    for e in events {
+                        writeln!(f, "  {}  {:<10} {}", ms_time(e.time), e.kind, e.text)?;
+                    }
+                    writeln!(f)?;
+                }
+            }
+            AdminReply::Pong { pid } => writeln!(f, "server running (pid {pid})")?,
+            AdminReply::Report { json } => writeln!(f, "{json}")?,
+        }
+        Ok(())
+    }
+}
+
+/// "1.5 MB": binary units, one decimal.
+pub fn human_size(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// "45s", "12m", "3h05m", "2d4h".
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// "2026-11-28 10:20:25" (UTC) from milliseconds.
+fn ms_time(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(ms / 1000) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            t.year(),
+            t.month() as u8,
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => ms.to_string(),
+    }
+}
