@@ -157,25 +157,7 @@ fn no_such(e: &impl std::fmt::Display) -> bool {
         || s.contains("noerror")
 }
 
-/// The TXT records at `name`, each one's strings joined into one text (a record longer than
-/// 255 bytes is published as several strings: RFC 7208 3.3). `None` when the lookup fails.
-pub async fn txt_records(r: &TokioResolver, name: &str) -> Option<Vec<String>> {
-    let l = r.lookup(name, RecordType::TXT).await.ok()?;
-    Some(
-        l.answers()
-            .iter()
-            .filter_map(|a| match &a.data {
-                RData::TXT(t) => Some(
-                    t.txt_data
-                        .iter()
-                        .map(|p| String::from_utf8_lossy(p))
-                        .collect::<String>(),
-                ),
-                _ => None,
-            })
-            .collect(),
-    )
-}
+pub use postern_queue::route::txt_records;
 
 /// A DNS name as we compare names: without the root's dot, in lower case.
 pub fn bare_name(n: &str) -> String {

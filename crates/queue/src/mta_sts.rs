@@ -209,25 +209,9 @@ impl MtaSts {
             .filter(|c| c.expires > now)
             .cloned();
         let fqdn = format!("_mta-sts.{domain}.");
-        let id = match self.resolver.txt_lookup(fqdn.as_str()).await {
-            Ok(l) => {
-                let texts: Vec<String> = l
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        hickory_resolver::proto::rr::RData::TXT(t) => Some(
-                            t.txt_data
-                                .iter()
-                                .map(|b| String::from_utf8_lossy(b).into_owned())
-                                .collect::<String>(),
-                        ),
-                        _ => None,
-                    })
-                    .collect();
-                parse_txt(&texts)
-            }
-            Err(_) => None,
-        };
+        let id = crate::route::txt_records(&self.resolver, &fqdn)
+            .await
+            .and_then(|texts| parse_txt(&texts));
         // No record now: a cached policy still holds until it expires (RFC 8461 5.1).
         let Some(id) = id else {
             return cached.map(|c| c.policy);

@@ -235,6 +235,26 @@ fn shuffle_equal(v: &mut [(u16, String)]) {
     }
 }
 
+/// The TXT records at `name`, each one's strings joined into one text (a record longer than
+/// 255 bytes is published as several strings: RFC 7208 3.3). `None` when the lookup fails.
+pub async fn txt_records(r: &TokioResolver, name: &str) -> Option<Vec<String>> {
+    let l = r.txt_lookup(name).await.ok()?;
+    Some(
+        l.answers()
+            .iter()
+            .filter_map(|a| match &a.data {
+                hickory_resolver::proto::rr::RData::TXT(t) => Some(
+                    t.txt_data
+                        .iter()
+                        .map(|p| String::from_utf8_lossy(p))
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
