@@ -101,9 +101,48 @@ pub struct Selected {
     pub pending_expunge: Vec<Uid>,
     /// Flag changes this session made itself, as (uid, modseq): already known to the client.
     pub own_changes: Vec<(Uid, u64)>,
+    /// Messages recent to this session (RFC 3501 2.3.2: it is the first to be told of them),
+    /// ascending. IMAP4rev2 sessions have none.
+    pub recent: Vec<Uid>,
+    /// Keywords the client was told of in FLAGS: one it has not heard of is announced before a
+    /// message shows it (RFC 9051 7.3.5).
+    pub keywords: Vec<String>,
+}
+
+/// The FLAGS and PERMANENTFLAGS responses for a mailbox with these keywords.
+pub fn flags_lines(out: &mut Vec<u8>, keywords: &[String]) {
+    let kw: String = keywords.iter().map(|k| format!(" {k}")).collect();
+    push(
+        out,
+        &format!("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw})\r\n"),
+    );
+    push(
+        out,
+        &format!(
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw} \\*)] Flags permitted\r\n"
+        ),
+    );
 }
 
 impl Selected {
+    /// Announces keywords of `flags` the client has not been told of yet.
+    pub fn announce(&mut self, out: &mut Vec<u8>, flags: &postern_store::Flags) {
+        let mut new = false;
+        for k in &flags.keywords {
+            if !self.keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                self.keywords.push(k.clone());
+                new = true;
+            }
+        }
+        if new {
+            flags_lines(out, &self.keywords);
+        }
+    }
+
+    pub fn is_recent(&self, uid: Uid) -> bool {
+        self.recent.binary_search(&uid).is_ok()
+    }
+
     /// Messages named by a sequence set (or UID set), as (seq, uid), ascending.
     pub fn resolve(&self, set: &SeqSet, uid: bool) -> Vec<(u32, Uid)> {
         let mut out = Vec::new();
@@ -587,6 +626,17 @@ impl ImapCore {
             return;
         }
         let mut out = std::mem::take(&mut self.out);
+        if !self.condstore && enables_condstore(&cmd) {
+            // RFC 7162 3.1: the first command that uses CONDSTORE turns it on; a client that
+            // selected before learns where the mailbox stands.
+            self.condstore = true;
+            if let Some(sel) = &self.selected {
+                push(
+                    &mut out,
+                    &format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", sel.modseq),
+                );
+            }
+        }
         let result = self.run(&mut out, tag, cmd, sinks).await;
         self.out = out;
         match result {
@@ -884,6 +934,7 @@ impl ImapCore {
                 }
             }
         }
+        sel.recent.retain(|u| sel.uids.binary_search(u).is_ok());
         let last = sel.uids.last().copied().unwrap_or(0);
         let mut added = false;
         for e in &ch.changed {
@@ -895,7 +946,25 @@ impl ImapCore {
         if added {
             sel.uids.sort_unstable();
             push(out, &format!("* {} EXISTS\r\n", sel.uids.len()));
+            if !self.rev2 {
+                // The new messages are recent to this session if no other saw them first.
+                let (mailbox, read_only) = (sel.mailbox.id, sel.read_only);
+                let upto = sel.uids.last().copied().unwrap_or(0) + 1;
+                let from = if read_only {
+                    recent_pointer(&self.store, mailbox).await
+                } else {
+                    claim_recent(&self.store, mailbox, upto).await
+                };
+                let sel = self.selected.as_mut().expect("selected");
+                for &u in sel.uids.iter().filter(|&&u| u > last && u >= from) {
+                    sel.recent.push(u);
+                }
+                push(out, &format!("* {} RECENT\r\n", sel.recent.len()));
+            }
         }
+        let Some(sel) = self.selected.as_mut() else {
+            return Ok(());
+        };
         for e in &ch.changed {
             if sel.own_changes.contains(&(e.uid, e.modseq)) {
                 continue;
@@ -903,12 +972,13 @@ impl ImapCore {
             if e.uid <= last
                 && let Ok(i) = sel.uids.binary_search(&e.uid)
             {
+                sel.announce(out, &e.flags);
                 push(out, &format!("* {} FETCH (", i + 1));
                 if self.condstore {
                     push(out, &format!("UID {} ", e.uid));
                 }
                 push(out, "FLAGS ");
-                format::flags(out, &e.flags);
+                format::flags_recent(out, &e.flags, sel.is_recent(e.uid));
                 if self.condstore {
                     push(out, &format!(" MODSEQ ({})", e.modseq));
                 }
@@ -918,6 +988,62 @@ impl ImapCore {
         sel.modseq = ch.highest_modseq.max(sel.modseq);
         sel.own_changes.clear();
         Ok(())
+    }
+}
+
+/// The counter that says where a mailbox's messages stop being recent: UIDs from its value on
+/// have been seen by no session yet. Kept by the store, so sessions on every node agree.
+fn recent_key(mailbox: u64) -> String {
+    format!("recent:{mailbox}")
+}
+
+/// The first UID no session has been told of (0 when nothing is known: everything is recent,
+/// as RFC 3501 2.3.2 asks when in doubt).
+pub async fn recent_pointer(store: &SharedStore, mailbox: u64) -> Uid {
+    store
+        .counter_get(&recent_key(mailbox))
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |c| c.count)
+}
+
+/// Makes the messages below `upto` seen by this session; returns where the ones it is the first
+/// to see begin (UIDs from there up to `upto` are recent to it).
+pub async fn claim_recent(store: &SharedStore, mailbox: u64, upto: Uid) -> Uid {
+    let before = std::sync::atomic::AtomicU32::new(0);
+    let now = postern_store::now_ms();
+    let step = |c: Option<postern_store::Counter>| {
+        let c = c.unwrap_or_default();
+        before.store(c.count, std::sync::atomic::Ordering::Relaxed);
+        Some(postern_store::Counter {
+            count: c.count.max(upto),
+            // Forgotten after a year unused: its messages are then recent once more.
+            expires: now + 366 * 86_400_000,
+            ..c
+        })
+    };
+    match store.counter_update(&recent_key(mailbox), &step).await {
+        Ok(_) => before.load(std::sync::atomic::Ordering::Relaxed),
+        // Unknown: no message is recent rather than every message.
+        Err(_) => upto,
+    }
+}
+
+/// Whether a command uses CONDSTORE, which turns it on for the session (RFC 7162 3.1).
+fn enables_condstore(c: &Command) -> bool {
+    match c {
+        Command::Fetch {
+            atts,
+            changed_since,
+            ..
+        } => changed_since.is_some() || atts.contains(&crate::parse::FetchAtt::ModSeq),
+        Command::Search { key, .. } => crate::search::uses_modseq(key),
+        Command::Store {
+            unchanged_since, ..
+        } => unchanged_since.is_some(),
+        Command::Status(_, items) => items.iter().any(|i| i == "HIGHESTMODSEQ"),
+        _ => false,
     }
 }
 

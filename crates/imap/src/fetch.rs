@@ -236,7 +236,13 @@ impl FetchJob {
                 }
             }
             if let Some(r) = self.batch.pop_front() {
-                self.answer(&store, r).await?;
+                let s = &mut *s;
+                let mut recent = false;
+                if let Some(sel) = s.selected.as_mut() {
+                    recent = sel.is_recent(r.entry.uid);
+                    sel.announce(&mut s.out, &r.entry.flags);
+                }
+                self.answer(&store, r, recent).await?;
                 continue;
             }
             if self.todo.is_empty() {
@@ -284,7 +290,7 @@ impl FetchJob {
     }
 
     /// One message's FETCH response, as pieces of output.
-    async fn answer(&mut self, store: &SharedStore, r: Ready) -> Result<(), Fail> {
+    async fn answer(&mut self, store: &SharedStore, r: Ready, recent: bool) -> Result<(), Fail> {
         let Ready {
             seq,
             entry: e,
@@ -313,7 +319,7 @@ impl FetchJob {
                 }
                 FetchAtt::Flags => {
                     push(&mut out, "FLAGS ");
-                    format::flags(&mut out, &flags);
+                    format::flags_recent(&mut out, &flags, recent);
                 }
                 FetchAtt::InternalDate => push(
                     &mut out,
@@ -414,7 +420,7 @@ impl FetchJob {
                 out.push(b' ');
             }
             push(&mut out, "FLAGS ");
-            format::flags(&mut out, &flags);
+            format::flags_recent(&mut out, &flags, recent);
         }
         push(&mut out, ")\r\n");
         self.pieces.push_back(Piece::Bytes(out));
@@ -614,9 +620,6 @@ async fn binary(
     let Some(p) = m.part(part) else {
         return no("[NONEXISTENT] No such part");
     };
-    if p.multipart || p.message.is_some() {
-        return no("[CANNOT] BINARY needs a leaf part");
-    }
     let raw = store
         .blob_read(
             e.blob,
@@ -624,6 +627,10 @@ async fn binary(
             (p.end as u64).saturating_sub(p.body as u64),
         )
         .await?;
+    // A message or multipart part has no encoding of its own to undo: its bytes as they are.
+    if p.multipart || p.message.is_some() {
+        return Ok(raw);
+    }
     match postern_message::decode_transfer(&p.encoding, &raw) {
         Some(data) => Ok(data),
         None => no("[UNKNOWN-CTE] Unknown Content-Transfer-Encoding"),
@@ -678,6 +685,13 @@ pub async fn store(
             if silent && !changed {
                 continue;
             }
+            let mut recent = false;
+            if let Some(sel) = s.selected.as_mut() {
+                recent = sel.is_recent(e.uid);
+                if !silent {
+                    sel.announce(out, &e.flags);
+                }
+            }
             push(out, &format!("* {seq} FETCH ("));
             let mut parts = Vec::new();
             if uid {
@@ -685,7 +699,7 @@ pub async fn store(
             }
             if !silent {
                 let mut fl = Vec::new();
-                format::flags(&mut fl, &e.flags);
+                format::flags_recent(&mut fl, &e.flags, recent);
                 parts.push(format!("FLAGS {}", String::from_utf8_lossy(&fl)));
             }
             if condstore {

@@ -36,8 +36,17 @@ pub fn mailbox(out: &mut Vec<u8>, name: &str, utf8: bool) {
 }
 
 pub fn flags(out: &mut Vec<u8>, f: &Flags) {
+    flags_recent(out, f, false);
+}
+
+/// FLAGS, with `\Recent` when the message is recent to this session (IMAP4rev1).
+pub fn flags_recent(out: &mut Vec<u8>, f: &Flags, recent: bool) {
     out.push(b'(');
     let mut first = true;
+    if recent {
+        out.extend_from_slice(b"\\Recent");
+        first = false;
+    }
     for (bit, name) in Flags::SYSTEM {
         if f.has(bit) {
             if !first {

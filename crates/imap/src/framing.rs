@@ -52,6 +52,8 @@ enum Literal {
         left: u64,
         sink: MessageSink,
         cr: bool,
+        /// A literal8 (`~{n}`, RFC 3516): binary content, kept exactly as sent.
+        binary: bool,
     },
 }
 
@@ -154,8 +156,17 @@ impl Framer {
                         self.cmd.extend_from_slice(chunk);
                         *left -= n as u64;
                     }
-                    Literal::Spool { left, sink, cr } => {
-                        put_crlf(sink, chunk, cr);
+                    Literal::Spool {
+                        left,
+                        sink,
+                        cr,
+                        binary,
+                    } => {
+                        if *binary {
+                            sink.put(chunk);
+                        } else {
+                            put_crlf(sink, chunk, cr);
+                        }
                         *left -= n as u64;
                     }
                 }
@@ -236,11 +247,16 @@ impl Framer {
         if n == 0 && !message {
             return;
         }
+        let binary = line
+            .iter()
+            .rposition(|&b| b == b'{')
+            .is_some_and(|open| open > 0 && line[open - 1] == b'~');
         self.literal = Some(if message {
             Literal::Spool {
                 left: n,
                 sink: MessageSink::new(b"", 0, limits.spool_threshold, &limits.spool_dir),
                 cr: false,
+                binary,
             }
         } else {
             Literal::Inline { left: n }

@@ -44,24 +44,22 @@ impl ImapCore {
                 }
             }
         }
-        let kw = if keywords.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", keywords.join(" "))
-        };
-        push(
-            out,
-            &format!("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw})\r\n"),
-        );
-        push(
-            out,
-            &format!(
-                "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw} \\*)] Flags permitted\r\n"
-            ),
-        );
+        crate::core::flags_lines(out, &keywords);
         push(out, &format!("* {} EXISTS\r\n", uids.len()));
+        // Recent to this session (IMAP4rev1 only): what no session was told of before; EXAMINE
+        // shows them without taking them.
+        let mut recent = Vec::new();
         if !self.rev2 {
-            push(out, "* 0 RECENT\r\n");
+            let upto = uids.last().copied().unwrap_or(0) + 1;
+            let from = if read_only {
+                crate::core::recent_pointer(self.store(), mb.id).await
+            } else {
+                crate::core::claim_recent(self.store(), mb.id, upto).await
+            };
+            recent = uids.iter().copied().filter(|&u| u >= from).collect();
+        }
+        if !self.rev2 {
+            push(out, &format!("* {} RECENT\r\n", recent.len()));
             if let Some(i) = entries.iter().position(|e| !e.flags.seen()) {
                 push(
                     out,
@@ -105,7 +103,7 @@ impl ImapCore {
             for e in &ch.changed {
                 if let Ok(i) = uids.binary_search(&e.uid) {
                     push(out, &format!("* {} FETCH (UID {} FLAGS ", i + 1, e.uid));
-                    format::flags(out, &e.flags);
+                    format::flags_recent(out, &e.flags, recent.binary_search(&e.uid).is_ok());
                     push(out, &format!(" MODSEQ ({}))\r\n", e.modseq));
                 }
             }
@@ -117,6 +115,8 @@ impl ImapCore {
             uids,
             pending_expunge: Vec::new(),
             own_changes: Vec::new(),
+            recent,
+            keywords,
         });
         self.state = State::Selected;
         ok(if read_only {
@@ -300,7 +300,19 @@ impl ImapCore {
                 "UIDNEXT" => mb.uidnext as u64,
                 "UIDVALIDITY" => mb.uidvalidity as u64,
                 "UNSEEN" => mb.unseen as u64,
-                "RECENT" => 0,
+                "RECENT" => {
+                    let from = crate::core::recent_pointer(self.store(), mb.id).await;
+                    if from >= mb.uidnext {
+                        0
+                    } else {
+                        self.store()
+                            .message_list(mb.id)
+                            .await?
+                            .iter()
+                            .filter(|e| e.uid >= from)
+                            .count() as u64
+                    }
+                }
                 "SIZE" => mb.size,
                 "HIGHESTMODSEQ" => mb.highest_modseq,
                 "APPENDLIMIT" => self.cfg.config.imap.max_literal.0,
@@ -390,19 +402,36 @@ impl ImapCore {
             let flags = format::parse_flags(&m.flags).map_err(Fail::Bad)?;
             let message = match m.data {
                 MessageData::Inline(data) => {
-                    let data = crlf(data);
+                    let data = if m.binary { data } else { crlf(data) };
                     if data.len() as u64 > self.cfg.config.imap.max_literal.0 {
                         return no("[TOOBIG] Message larger than APPENDLIMIT");
                     }
-                    Prepared::new(data)
+                    match m
+                        .binary
+                        .then(|| postern_message::binary_to_base64(&data))
+                        .flatten()
+                    {
+                        Some(encoded) => Prepared::new(encoded),
+                        None => Prepared::new(data),
+                    }
                 }
-                // Spooled as it arrived (line ends made CRLF on the way): parsed from there.
+                // Spooled as it arrived (line ends made CRLF on the way, unless binary).
                 MessageData::Spooled(i) => {
                     let Some(sink) = sinks.get_mut(i).and_then(Option::take) else {
                         return Err(Fail::Bad("APPEND message missing".into()));
                     };
-                    let raw = sink.finish().await.map_err(StoreError::from_io)?;
-                    Prepared::from_raw(raw).map_err(StoreError::from_io)?
+                    let mut raw = sink.finish().await.map_err(StoreError::from_io)?;
+                    let encoded = if m.binary {
+                        raw.map().map_err(StoreError::from_io)?;
+                        postern_message::binary_to_base64(raw.bytes())
+                    } else {
+                        None
+                    };
+                    match encoded {
+                        // Binary parts made readable by every mail program (RFC 3516 4.4).
+                        Some(e) => Prepared::new(e),
+                        None => Prepared::from_raw(raw).map_err(StoreError::from_io)?,
+                    }
                 }
             };
             let r = self

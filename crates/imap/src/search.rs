@@ -29,7 +29,7 @@ fn need(k: &SearchKey) -> Need {
     }
 }
 
-fn uses_modseq(k: &SearchKey) -> bool {
+pub(crate) fn uses_modseq(k: &SearchKey) -> bool {
     match k {
         SearchKey::ModSeq(_) => true,
         SearchKey::Not(k) => uses_modseq(k),
@@ -41,6 +41,8 @@ fn uses_modseq(k: &SearchKey) -> bool {
 
 struct Ctx<'a> {
     seq: u32,
+    /// Recent to this session.
+    recent: bool,
     e: &'a MessageEntry,
     max_seq: u32,
     max_uid: Uid,
@@ -54,8 +56,10 @@ fn lower(s: &str) -> String {
 fn eval(k: &SearchKey, x: &Ctx) -> bool {
     let e = x.e;
     match k {
-        SearchKey::All | SearchKey::Old => true,
-        SearchKey::New | SearchKey::Recent => false,
+        SearchKey::All => true,
+        SearchKey::Recent => x.recent,
+        SearchKey::New => x.recent && !e.flags.seen(),
+        SearchKey::Old => !x.recent,
         SearchKey::SeqSet(s) => s.contains(x.seq, x.max_seq),
         SearchKey::Uid(s) => s.contains(e.uid, x.max_uid),
         SearchKey::Flag(bit, on) => e.flags.has(*bit) == *on,
@@ -128,12 +132,12 @@ pub async fn search(
                 let mut v = Vec::with_capacity(chunk.len());
                 for ((_, e), info) in chunk.iter().zip(infos) {
                     let sent = match info.ok().and_then(|i| MessageMeta::decode(&i.meta)) {
-                        Some(m) => m.sent,
+                        Some(m) => m.sent_local,
                         None => {
                             postern_message::meta::compute(
                                 &store.blob_read(e.blob, 0, e.size).await?,
                             )
-                            .sent
+                            .sent_local
                         }
                     };
                     v.push(Some(Content {
@@ -163,6 +167,7 @@ pub async fn search(
         for ((seq, e), content) in chunk.iter().zip(&contents) {
             let ctx = Ctx {
                 seq: *seq,
+                recent: sel.is_recent(e.uid),
                 e,
                 max_seq,
                 max_uid,
@@ -174,11 +179,40 @@ pub async fn search(
         }
     }
     let nums: Vec<u32> = hits.iter().map(|h| if uid { h.1 } else { h.0 }).collect();
-    let modseq = uses_modseq(&key).then(|| hits.iter().map(|h| h.2).max().unwrap_or(0));
+    let mut modseq = uses_modseq(&key).then(|| hits.iter().map(|h| h.2).max().unwrap_or(0));
     if ret.is_some() || s.rev2 {
         let ret = ret
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| vec![SearchRet::All]);
+        // RFC 7162 3.1.5: the highest modseq of the messages returned; MIN or MAX alone
+        // return one message.
+        let only = |want: SearchRet| ret.iter().all(|r| *r == want);
+        if modseq.is_some() && !hits.is_empty() {
+            if only(SearchRet::Min) {
+                modseq = hits
+                    .iter()
+                    .min_by_key(|h| if uid { h.1 } else { h.0 })
+                    .map(|h| h.2);
+            } else if only(SearchRet::Max) {
+                modseq = hits
+                    .iter()
+                    .max_by_key(|h| if uid { h.1 } else { h.0 })
+                    .map(|h| h.2);
+            } else if ret
+                .iter()
+                .all(|r| matches!(r, SearchRet::Min | SearchRet::Max))
+            {
+                let lo = hits
+                    .iter()
+                    .min_by_key(|h| if uid { h.1 } else { h.0 })
+                    .map(|h| h.2);
+                let hi = hits
+                    .iter()
+                    .max_by_key(|h| if uid { h.1 } else { h.0 })
+                    .map(|h| h.2);
+                modseq = lo.max(hi);
+            }
+        }
         push(out, &format!("* ESEARCH (TAG \"{tag}\")"));
         if uid {
             push(out, " UID");

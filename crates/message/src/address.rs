@@ -5,6 +5,8 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Addr {
     pub name: Option<String>,
+    /// An obsolete source route (`<@a,@b:user@host>`), as ENVELOPE's adl shows it.
+    pub route: Option<String>,
     pub mailbox: Option<String>,
     pub host: Option<String>,
 }
@@ -14,6 +16,8 @@ enum Tok {
     Word(String),
     Quoted(String),
     Special(char),
+    /// A comment's text: only an address without a display name uses it (as its name).
+    Comment(String),
 }
 
 fn tokenize(s: &str) -> Vec<Tok> {
@@ -27,12 +31,15 @@ fn tokenize(s: &str) -> Vec<Tok> {
                 it.next();
             }
             '(' => {
-                // Comments are dropped.
                 let mut depth = 0;
+                let mut text = String::new();
                 while let Some(c) = it.next() {
                     match c {
                         '\\' => {
-                            it.next();
+                            if let Some(n) = it.next() {
+                                text.push(n);
+                            }
+                            continue;
                         }
                         '(' => depth += 1,
                         ')' => {
@@ -43,7 +50,11 @@ fn tokenize(s: &str) -> Vec<Tok> {
                         }
                         _ => {}
                     }
+                    if depth > 1 || (depth == 1 && c != '(') {
+                        text.push(c);
+                    }
                 }
+                out.push(Tok::Comment(text.trim().to_string()));
             }
             '"' => {
                 it.next();
@@ -86,13 +97,14 @@ fn text(t: &Tok) -> String {
     match t {
         Tok::Word(w) | Tok::Quoted(w) => w.clone(),
         Tok::Special(c) => c.to_string(),
+        Tok::Comment(_) => String::new(),
     }
 }
 
 /// Joins tokens as a phrase: words separated by one space, a dot stuck to the word before it.
 fn phrase(toks: &[Tok]) -> Option<String> {
     let mut s = String::new();
-    for t in toks {
+    for t in toks.iter().filter(|t| !matches!(t, Tok::Comment(_))) {
         if !s.is_empty() && !matches!(t, Tok::Special('.')) {
             s.push(' ');
         }
@@ -119,7 +131,25 @@ fn addr_spec(toks: &[Tok]) -> (Option<String>, Option<String>) {
     }
 }
 
-fn mailbox(toks: &[Tok]) -> Option<Addr> {
+fn mailbox(all: &[Tok]) -> Option<Addr> {
+    // A comment names an address that has no display name, as in `user@host (Real Name)`.
+    let comment = all.iter().rev().find_map(|t| match t {
+        Tok::Comment(c) if !c.is_empty() => Some(c.clone()),
+        _ => None,
+    });
+    let toks: Vec<Tok> = all
+        .iter()
+        .filter(|t| !matches!(t, Tok::Comment(_)))
+        .cloned()
+        .collect();
+    let mut a = mailbox_of(&toks)?;
+    if a.name.is_none() {
+        a.name = comment;
+    }
+    Some(a)
+}
+
+fn mailbox_of(toks: &[Tok]) -> Option<Addr> {
     if toks.is_empty() {
         return None;
     }
@@ -130,15 +160,18 @@ fn mailbox(toks: &[Tok]) -> Option<Addr> {
             .map(|i| i + lt)
             .unwrap_or(toks.len());
         let mut inner = &toks[lt + 1..gt];
-        // Drop an obsolete source route: <@a,@b:user@host>.
+        // An obsolete source route: <@a,@b:user@host>.
+        let mut route = None;
         if let Some(c) = inner.iter().position(|t| *t == Tok::Special(':'))
             && inner.first() == Some(&Tok::Special('@'))
         {
+            route = Some(inner[..c].iter().map(text).collect::<String>());
             inner = &inner[c + 1..];
         }
         let (m, h) = addr_spec(inner);
         return Some(Addr {
             name: phrase(&toks[..lt]),
+            route,
             mailbox: m,
             host: h,
         });
@@ -146,6 +179,7 @@ fn mailbox(toks: &[Tok]) -> Option<Addr> {
     let (m, h) = addr_spec(toks);
     Some(Addr {
         name: None,
+        route: None,
         mailbox: m,
         host: h,
     })
@@ -166,6 +200,7 @@ pub fn parse_list(s: &str) -> Vec<Addr> {
                 in_group = true;
                 out.push(Addr {
                     name: None,
+                    route: None,
                     mailbox: phrase(&toks[start..i]),
                     host: None,
                 });
@@ -192,6 +227,7 @@ pub fn parse_list(s: &str) -> Vec<Addr> {
                     in_group = false;
                     out.push(Addr {
                         name: None,
+                        route: None,
                         mailbox: None,
                         host: None,
                     });
@@ -212,6 +248,7 @@ mod tests {
     fn a(name: Option<&str>, m: Option<&str>, h: Option<&str>) -> Addr {
         Addr {
             name: name.map(Into::into),
+            route: None,
             mailbox: m.map(Into::into),
             host: h.map(Into::into),
         }
@@ -223,7 +260,16 @@ mod tests {
             parse_list("\"Doe, John\" <john@x.test>, jane@y.test (Jane)"),
             vec![
                 a(Some("Doe, John"), Some("john"), Some("x.test")),
-                a(None, Some("jane"), Some("y.test"))
+                a(Some("Jane"), Some("jane"), Some("y.test"))
+            ]
+        );
+        // As Dovecot: a comment names an address only when it has no display name.
+        assert_eq!(
+            parse_list("A <a@x.test> (note), (empty) b@y.test (), c@z.test (x (y) z)"),
+            vec![
+                a(Some("A"), Some("a"), Some("x.test")),
+                a(Some("empty"), Some("b"), Some("y.test")),
+                a(Some("x (y) z"), Some("c"), Some("z.test"))
             ]
         );
         assert_eq!(
@@ -243,7 +289,10 @@ mod tests {
         );
         assert_eq!(
             parse_list("<@r1,@r2:u@h.test>"),
-            vec![a(None, Some("u"), Some("h.test"))]
+            vec![Addr {
+                route: Some("@r1,@r2".into()),
+                ..a(None, Some("u"), Some("h.test"))
+            }]
         );
         assert!(parse_list("").is_empty());
     }

@@ -5,7 +5,7 @@ use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the stored form changes; older metadata is recomputed when read.
-pub const META_VERSION: u8 = 2;
+pub const META_VERSION: u8 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Part {
@@ -34,6 +34,9 @@ pub struct MessageMeta {
     pub parts: Vec<Part>,
     /// The Date header, seconds since the epoch.
     pub sent: Option<i64>,
+    /// The Date header's wall-clock time in its own zone, as seconds since the epoch (its
+    /// day is the one SEARCH SENTON and friends compare, the zone ignored: RFC 9051 6.4.4).
+    pub sent_local: Option<i64>,
 }
 
 impl MessageMeta {
@@ -190,6 +193,7 @@ pub fn compute_parsed(msg: Option<&Message>, raw: &[u8]) -> MessageMeta {
             bodystructure: "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)".to_string(),
             parts: vec![],
             sent: None,
+            sent_local: None,
         };
     };
     let root = &msg.parts[0];
@@ -203,7 +207,15 @@ pub fn compute_parsed(msg: Option<&Message>, raw: &[u8]) -> MessageMeta {
         bodystructure: structure(msg, 0, raw, true, 0, &mut root_seen(msg)),
         parts,
         sent: msg.date().map(|d| d.to_timestamp()),
+        sent_local: msg.date().map(local_time),
     }
+}
+
+/// A date's wall-clock time in its own zone, as if it were UTC.
+pub fn local_time(d: &mail_parser::DateTime) -> i64 {
+    let offset =
+        (d.tz_hour as i64 * 3600 + d.tz_minute as i64 * 60) * if d.tz_before_gmt { -1 } else { 1 };
+    d.to_timestamp() + offset
 }
 
 fn encoding_of(p: &MessagePart, raw: &[u8]) -> String {
@@ -504,7 +516,9 @@ fn address_list(out: &mut String, v: Option<&str>) {
     for a in addrs {
         out.push('(');
         nstring(out, a.name.as_deref());
-        out.push_str(" NIL ");
+        out.push(' ');
+        nstring(out, a.route.as_deref());
+        out.push(' ');
         nstring(out, a.mailbox.as_deref());
         out.push(' ');
         nstring(out, a.host.as_deref());
@@ -544,6 +558,13 @@ mod tests {
         assert_eq!(&MIXED[p1.body as usize..p1.end as usize], b"hello\r\nworld");
         assert_eq!(m.part(&[2]).unwrap().encoding, "base64");
         assert_eq!(m.sent, Some(1795860000));
+        assert_eq!(m.sent_local, Some(1795860000));
+        let late = compute(b"Date: Thu, 15 Feb 2007 23:30:00 -0500\r\n\r\nx\r\n");
+        // 04:30 on the 16th in UTC; still the 15th where it was written.
+        assert_eq!(
+            late.sent_local.unwrap().div_euclid(86400),
+            late.sent.unwrap().div_euclid(86400) - 1
+        );
         assert_eq!(
             MessageMeta::header_len_of(&m.encode()),
             Some(m.header_len as u64)

@@ -6,6 +6,7 @@ use mail_parser::{Address, HeaderValue, PartType};
 /// What a text key is matched against, decoded, lower case.
 #[derive(Default)]
 pub struct SearchText {
+    /// The Date header's wall-clock time in its own zone (see `MessageMeta::sent_local`).
     pub sent: Option<i64>,
     /// (lower-case header name, decoded lower-case value)
     pub headers: Vec<(String, String)>,
@@ -63,6 +64,7 @@ impl SearchText {
             c.body = lower(&String::from_utf8_lossy(raw));
             return c;
         };
+        c.sent = msg.date().map(crate::meta::local_time);
         let root = &msg.parts[0];
         c.raw_header = lower(&String::from_utf8_lossy(
             &raw[..(root.offset_body as usize).min(raw.len())],

@@ -130,7 +130,7 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
         }
         "CREATE" => {
             p.sp()?;
-            let m = p.mailbox()?;
+            let m = p.new_mailbox()?;
             // CREATE-SPECIAL-USE parameters are accepted and ignored.
             if p.maybe_sp() {
                 p.open()?;
@@ -149,7 +149,7 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
             p.sp()?;
             let a = p.mailbox()?;
             p.sp()?;
-            Command::Rename(a, p.mailbox()?)
+            Command::Rename(a, p.new_mailbox()?)
         }
         "SUBSCRIBE" => {
             p.sp()?;
@@ -281,13 +281,25 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
                     // RFC 6855: UTF8 (literal8)
                     p.sp()?;
                     p.open()?;
+                    let binary = p.peek() == Some(b'~');
                     let data = p.message_literal()?;
                     p.close()?;
-                    msgs.push(AppendMessage { flags, date, data });
+                    msgs.push(AppendMessage {
+                        flags,
+                        date,
+                        data,
+                        binary,
+                    });
                     continue;
                 }
+                let binary = p.peek() == Some(b'~');
                 let data = p.message_literal()?;
-                msgs.push(AppendMessage { flags, date, data });
+                msgs.push(AppendMessage {
+                    flags,
+                    date,
+                    data,
+                    binary,
+                });
             }
             if msgs.is_empty() {
                 return err("APPEND needs a message");

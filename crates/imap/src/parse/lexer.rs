@@ -239,16 +239,29 @@ impl<'a> Parser<'a> {
     }
 
     /// A mailbox name, decoded from modified UTF-7 unless UTF-8 is on; INBOX is
-    /// case-insensitive.
+    /// case-insensitive. A name that is not valid modified UTF-7 is taken as written: it names
+    /// no mailbox, which the command then says (NO), as a mistyped name would.
     pub fn mailbox(&mut self) -> R<String> {
         let raw = self.astring()?;
         let name = if self.utf8 {
             raw
         } else {
-            crate::utf7::decode(&raw)
-                .ok_or_else(|| ParseError("bad modified UTF-7 in mailbox name".into()))?
+            crate::utf7::decode(&raw).unwrap_or(raw)
         };
         Ok(postern_store::embedded::normalize_mailbox_name(&name))
+    }
+
+    /// The name of a mailbox to be made (CREATE, RENAME's new name): it must be valid modified
+    /// UTF-7, or the mailbox could never be named again.
+    pub fn new_mailbox(&mut self) -> R<String> {
+        let start = self.pos;
+        let raw = self.astring()?;
+        if !self.utf8 && crate::utf7::decode(&raw).is_none() {
+            self.pos = start;
+            return err("bad modified UTF-7 in mailbox name");
+        }
+        self.pos = start;
+        self.mailbox()
     }
 
     /// list-mailbox: atom chars plus % * ] or a string.

@@ -157,6 +157,8 @@ pub struct AppendMessage {
     pub flags: Vec<String>,
     pub date: Option<i64>,
     pub data: MessageData,
+    /// Sent as a literal8 (`~{n}`): binary content (RFC 3516 4.4).
+    pub binary: bool,
 }
 
 /// An APPEND message: in the command, or (as framing does) gone to a sink as it arrived.
