@@ -190,3 +190,40 @@ def dkim_verify(raw: bytes, dns) -> bool:
     """dkimpy's verdict on a message's DKIM-Signature, keys looked up on the test's DNS server."""
     import dkim
     return dkim.verify(raw, dnsfunc=lambda name, timeout=5: dns.txt(name.decode().rstrip(".")))
+
+
+class Workers:
+    """Helper threads whose failures fail the test that started them: an exception (a failed
+    assert too) in a thread is kept, and check() or join() raises it in the test's thread."""
+
+    def __init__(self):
+        import threading
+        self._threading = threading
+        self.threads, self.errors = [], []
+
+    def start(self, fn, *args):
+        import traceback
+
+        def run():
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa: B036 - everything a thread raises is the test's
+                self.errors.append((self._threading.current_thread().name, e, traceback.format_exc()))
+
+        t = self._threading.Thread(target=run, name=getattr(fn, "__name__", "worker"), daemon=True)
+        self.threads.append(t)
+        t.start()
+        return t
+
+    def check(self):
+        if self.errors:
+            name, e, tb = self.errors[0]
+            raise AssertionError(f"helper thread {name} failed ({len(self.errors)} failure(s)); the first:\n{tb}") from e
+
+    def join(self, timeout=60):
+        deadline = time.time() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.time()))
+        self.check()
+        alive = [t.name for t in self.threads if t.is_alive()]
+        assert not alive, f"helper threads still running after {timeout} s: {alive}"
