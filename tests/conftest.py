@@ -185,6 +185,11 @@ class Postern:
         # SPF/DKIM/DMARC need DNS; tests that do not bring their own resolver turn them off.
         if not inbound_checks:
             extra_config += "\n[inbound]\ncheck = false\n"
+        # Never the machine's resolver: what it answers (or whether it answers at all) differs
+        # from one machine to the next. A test that needs DNS brings its own (peers.Dns); any
+        # other lookup goes to a loopback port where nobody answers, a temporary failure.
+        if "[dns]" not in extra_config:
+            extra_config += f'\n[dns]\nnameservers = ["127.0.0.1:{free_port()}"]\ntimeout = "1s"\n'
         self.extra_config = extra_config
         self.tls_extra = tls_extra
         self.write_config()
@@ -305,6 +310,17 @@ def make_server(tmp_root):
             s.kill()
         except Exception:
             pass
+
+
+@pytest.fixture
+def loopback_dns():
+    """dnsmasq on loopback publishing nothing (every .test name is NXDOMAIN) until the test
+    calls start() with records: for servers whose lookups must be answered, and fast."""
+    from peers import Dns
+    dns = Dns(free_port())
+    dns.start()
+    yield dns
+    dns.stop()
 
 
 @pytest.fixture
