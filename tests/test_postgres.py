@@ -316,8 +316,10 @@ def psql_in(url, sql):
     return r.stdout
 
 
-def test_doctor_reports_the_database(make_server, database):
-    a = node(make_server, database)
+def test_doctor_reports_the_database(make_server, database, loopback_dns):
+    # Its DNS checks get their answers (nothing published) at once.
+    dns = f'[dns]\nnameservers = ["127.0.0.1:{loopback_dns.port}"]\n[doctor]\nntp_server = ""\nprobe_domain = ""'
+    a = node(make_server, database, dns)
     a.cli("domain", "add", DOMAIN)
     a.start()
     r = a.cli("doctor", check=False)
@@ -326,7 +328,7 @@ def test_doctor_reports_the_database(make_server, database):
     assert re.search(r"\d+ of PostgreSQL's \d+ connections in use", storage), storage
     # A database that is not there: said plainly, with what to check.
     gone = database.rsplit("/", 1)[0] + "/postern_missing_" + secrets.token_hex(4)
-    b = node(make_server, gone)
+    b = node(make_server, gone, dns)
     r = b.cli("doctor", check=False)
     assert r.returncode != 0
     assert "cannot use the PostgreSQL database of storage.url" in r.stdout, r.stdout
