@@ -3,17 +3,11 @@ TXT and null MX records; Postfix + Dovecot as a destination; a scriptable SMTP s
 failures. Every test binds to loopback only."""
 
 import email
-import os
 import re
-import signal
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, ROOT, free_port
+from conftest import free_port
 from helpers import ALICE, BOB, dkim_key_record, dkim_verify, inbox, mx_send, submit, wait_for
 from peers import Dns, Pki, Sink
 

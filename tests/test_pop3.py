@@ -4,7 +4,6 @@ import os
 import poplib
 import socket
 import subprocess
-import time
 
 import pytest
 

@@ -5,7 +5,6 @@ the repository."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -7,7 +7,7 @@ import base64
 import imaplib
 import smtplib
 import socket
-import threading
+import time
 
 import dkim
 import pytest
@@ -341,7 +341,6 @@ def test_lockouts_grow(make_server):
     def wait_until_open():
         wait_for(lambda: login(PASSWORD) == "ok", timeout=60, step=0.2)
 
-    import time
     lock_out()
     wait_until_open()
     began = lock_out()
