@@ -497,6 +497,7 @@ def main():
         try:
             print("\n".join(machine()))
             results = run(args)
+            print(f"load:       {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) at the end")
             print("results:    " + json.dumps(results))
         finally:
             sys.stdout = terminal
