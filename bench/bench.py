@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmarks: Postern against Postfix + Dovecot (../shared/peers/postfix_dovecot.sh)
-on this machine, in the same run, reported as ratios.
+"""Side-by-side benchmarks: Postern against Postfix + Dovecot (the project's own launcher,
+tests/postfix_dovecot.py) on this machine, in the same run, reported as ratios. Everything
+printed also goes to bench/results/DATE-MACHINE.txt, headed by the date, the machine and the
+versions measured: the README's tables are copied from such a file.
 
-  scripts/bench [smtp] [pop3] [imap] [--messages N] [--sessions S] [--users U]
+  scripts/bench [smtp] [pop3] [imap] [relay] [storage] [--messages N] [--sessions S] [--users U]
 
 smtp:  messages/s accepted by smtp-source (Postfix's load generator) and messages/s readable in
        the mailbox (Postern stores before it answers 250; Postfix hands over to Dovecot via LMTP).
-pop3:  messages/s retrieved over TLS by ../shared/tools/popbench.py from many accounts at once.
+pop3:  messages/s retrieved over TLS by bench/popload.py from many accounts at once.
 imap:  APPEND messages/s, FETCH of headers+flags of a 50,000-message INBOX, SEARCH BODY over it,
        and the memory (PSS) of 2,000 idle logged-in connections.
 relay: messages/s accepted and relayed to a smarthost (Postfix's smtp-sink), until the queue is
@@ -14,7 +16,10 @@ relay: messages/s accepted and relayed to a smarthost (Postfix's smtp-sink), unt
 """
 
 import argparse
+import datetime
+import json
 from concurrent.futures import ThreadPoolExecutor
+import platform
 import resource
 import os
 import signal
@@ -26,20 +31,40 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-PEER = SHARED / "peers" / "postfix_dovecot.sh"
-POPBENCH = SHARED / "tools" / "popbench.py"
+POPLOAD = ROOT / "bench" / "popload.py"
+RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "tests"))
 import imapbench  # noqa: E402
+from postfix_dovecot import PostfixDovecot  # noqa: E402
 BIN = ROOT / "target" / "release" / "postern"
 DOMAIN = "bench.test"
 PW = "pw"
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's range for outgoing connections (one the kernel hands
+    out could meanwhile become the source port of a client connection), never twice."""
+    import random
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(1000):
+        port = random.randrange(10000, max(low, 12000))
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port")
 
 
 def wait_port(port, timeout=30):
@@ -53,55 +78,34 @@ def wait_port(port, timeout=30):
     raise RuntimeError(f"port {port} did not open")
 
 
-class Peer:
+class Peer(PostfixDovecot):
+    """The reference pair, with what the benchmarks need on top: Maildir counts and fills,
+    and Dovecot's limits raised for thousands of connections."""
+
     def __init__(self, root: Path, users: int, relayhost: str = ""):
-        self.dir = root / "peer"
-        self.ports = {k: free_port() for k in ("SMTP", "LMTP", "POP3", "IMAP", "POP3S", "IMAPS")}
-        self.env = dict(os.environ, PEER_DIR=str(self.dir), PEER_USERS=str(users), PEER_DOMAIN=DOMAIN,
-                        PEER_RELAYHOST=relayhost)
-        self.env.update({f"PEER_{k}_PORT": str(v) for k, v in self.ports.items()})
-
-    def start(self):
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir.parent, 0o755)
-        with open(self.dir.parent / "peer.log", "w") as f:
-            subprocess.run(["bash", str(PEER), "start"], env=self.env, stdout=f, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, check=True, timeout=600)
-
-    def stop(self):
-        subprocess.run(["bash", str(PEER), "stop"], env=self.env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=120)
+        super().__init__(root / "peer", domain=DOMAIN, users=users, password=PW, relayhost=relayhost,
+                         free_port=free_port)
+        # The names bench code uses for the ports.
+        self.ports.update({k.upper(): v for k, v in list(self.ports.items())})
 
     def maildir_count(self, user):
-        md = self.dir / "mail" / user / "Maildir"
-        return sum(len(os.listdir(md / d)) for d in ("new", "cur") if (md / d).exists())
-
-    def dovecot_pids(self):
-        """Every process of this Dovecot instance (master, login, imap, auth...)."""
-        out = subprocess.run(["pgrep", "-f", f"dovecot|peer-{self.ports['SMTP']}"], capture_output=True,
-                             text=True).stdout.split()
-        return sorted(int(p) for p in out)
-
-    def queue_empty(self):
-        out = subprocess.run(["postqueue", "-c", str(self.dir / "postfix"), "-p"], capture_output=True,
-                             text=True).stdout
-        return "Mail queue is empty" in out
+        return len(self.maildir_files(int(user.removeprefix("user"))))
 
     def maildir_fill(self, user, start, end):
-        md = self.dir / "mail" / user / "Maildir"
+        import pwd
+        md = self.maildir(int(user.removeprefix("user")))
         for d in ("new", "cur", "tmp"):
             (md / d).mkdir(parents=True, exist_ok=True)
-        mail_uid = int(subprocess.run(["id", "-u", "mail"], capture_output=True, text=True).stdout)
-        mail_gid = int(subprocess.run(["id", "-g", "mail"], capture_output=True, text=True).stdout)
+        mail = pwd.getpwnam("mail")
         t = int(time.time())
         for i in range(start, end):
             p = md / "new" / f"{t}.M{i}P{os.getpid()}.bench"
             p.write_bytes(imapbench.message(i).replace(b"\r\n", b"\n"))
-            os.chown(p, mail_uid, mail_gid)
+            os.chown(p, mail.pw_uid, mail.pw_gid)
 
     def log_tail(self):
         try:
-            lines = [l for l in (self.dir / "dovecot.log").read_text().splitlines()
+            lines = [l for l in self.dovecot_log.read_text().splitlines()
                      if "Inotify" not in l and "Info: Login" not in l]
             return "\n".join(lines[-20:])
         except OSError:
@@ -109,7 +113,7 @@ class Peer:
 
     def allow_many_connections(self):
         """The peer's Dovecot runs with the defaults (100 processes, 10 per user and IP)."""
-        conf = self.dir / "dovecot.conf"
+        conf = self.dovecot_conf
         conf.write_text(conf.read_text() + """
 default_process_limit = 5000
 default_client_limit = 20000
@@ -130,9 +134,10 @@ protocol imap {
 }
 """)
         # A restart, not a reload: service limits apply to new master processes only.
+        master = self.dovecot_master()
         subprocess.run(["dovecot", "-c", str(conf), "stop"], check=True)
-        for _ in range(100):
-            if subprocess.run(["pgrep", "-f", f"dovecot -c {conf}"], capture_output=True).returncode != 0:
+        for _ in range(600):
+            if master is None or not Path(f"/proc/{master}").exists():
                 break
             time.sleep(0.1)
         subprocess.run(["dovecot", "-c", str(conf)], check=True)
@@ -258,7 +263,8 @@ def bench_smtp(peer, pn, args, results):
 
 def bench_pop3(peer, pn, args, results):
     users, per = args.users, args.pop_messages
-    print(f"POP3: {users} accounts x {per} messages of {args.size} bytes, retrieved over TLS by {args.procs} processes")
+    print(f"POP3: {users} accounts x {per} messages of {args.size} bytes, retrieved over TLS by {args.procs} processes"
+          f" (bench/popload.py)")
     for i in range(1, users + 1):
         for port in (peer.ports["SMTP"], pn.ports["smtp"]):
             smtp_source(port, per, 10, args.size, f"user{i}@{DOMAIN}")
@@ -269,17 +275,20 @@ def bench_pop3(peer, pn, args, results):
         time.sleep(0.1)
 
     def run(port):
-        out = subprocess.run([sys.executable, str(POPBENCH), f"127.0.0.1:{port}", f"user%d@{DOMAIN}", PW, "1",
-                              str(users), str(args.procs), "--tls"], capture_output=True, text=True, check=True,
-                             timeout=3600).stdout
-        # "... N messages ... X msg/s ..." : take the first number before "msg/s"
-        words = out.replace(",", " ").split()
-        rate = next(float(words[i - 1]) for i, w in enumerate(words) if w.startswith("msg/s"))
-        return rate, out.strip()
+        out = subprocess.run([sys.executable, str(POPLOAD), f"127.0.0.1:{port}", f"user%d@{DOMAIN}", PW, "1",
+                              str(users), str(args.procs), "--tls", "--json"], capture_output=True, text=True,
+                             check=True, timeout=3600).stdout
+        r = json.loads(out)
+        assert r["messages"] >= users * per and r["size_mismatches"] == 0, r
+        return r["msg_per_s"], r["messages"]
 
     # Two rounds each, the better one counts (the first warms caches on both sides).
-    d = max(run(peer.ports["POP3S"])[0] for _ in range(2))
-    p = max(run(pn.ports["pop3s"])[0] for _ in range(2))
+    dovecot = [run(peer.ports["POP3S"]) for _ in range(2)]
+    postern = [run(pn.ports["pop3s"]) for _ in range(2)]
+    # Both hold the same mail (every load so far went to both): the same count retrieved.
+    assert {n for _, n in dovecot} == {n for _, n in postern}, (dovecot, postern)
+    d = max(rate for rate, _ in dovecot)
+    p = max(rate for rate, _ in postern)
     print(f"  Dovecot: {d:8.0f} msg/s")
     print(f"  Postern: {p:8.0f} msg/s")
     print(f"  ratio: {p / d:.2f}x")
@@ -329,7 +338,8 @@ def bench_imap(peer, pn, args, results):
     p1 = imapbench.idle_connections(pn.ports["imap"], users, per, PW, lambda: imapbench.pss_kb([pn.proc.pid]))
     dper, pper = (d1 - d0) / conns, (p1 - p0) / conns
     print(f"  IDLE     Dovecot {dper:8.1f} KB/conn Postern {pper:8.1f} KB/conn ratio {dper / max(pper, 0.1):.1f}x  "
-          f"({conns} logged-in connections in IDLE; PSS of all server processes)")
+          f"({conns} logged-in connections in IDLE; PSS of every process of each server: Dovecot's master and "
+          f"its children, Postern's one process)")
     p2 = imapbench.pss_kb([pn.proc.pid])
     p3 = imapbench.idle_connections(pn.ports["imaps"], users, per, PW, lambda: imapbench.pss_kb([pn.proc.pid]),
                                     tls=True)
@@ -421,6 +431,47 @@ def bench_storage(root, args, results):
             psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
+class Tee:
+    """stdout to the terminal and to the results file at once."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for s in self.streams:
+            s.write(text)
+            s.flush()
+        return len(text)
+
+    def flush(self):
+        for s in self.streams:
+            s.flush()
+
+
+def sh(*cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr).strip() else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine():
+    """What a figure depends on: when, on what, of which versions."""
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    return [
+        f"date:       {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"machine:    {platform.node()}: {os.cpu_count()} cores ({cpu}), {mem / 1024 / 1024:.1f} GiB RAM, "
+        f"{sh('sh', '-c', '. /etc/os-release && echo $PRETTY_NAME')}, Linux {platform.release()}",
+        f"load:       {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) at the start",
+        f"postern:    {sh('git', '-C', str(ROOT), 'describe', '--always', '--dirty')} (release build)",
+        f"peers:      Postfix {sh('postconf', '-h', 'mail_version')}, Dovecot {sh('dovecot', '--version')}, "
+        f"PostgreSQL {sh('psql', '--version')}",
+        f"command:    scripts/bench {' '.join(sys.argv[1:])}",
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("what", nargs="*", default=["smtp", "pop3", "imap", "relay"])
@@ -434,8 +485,27 @@ def main():
     ap.add_argument("--append-messages", type=int, default=10000)
     ap.add_argument("--idle-users", type=int, default=200)
     ap.add_argument("--idle-per-user", type=int, default=10)
+    ap.add_argument("--out", help="the raw results file (default bench/results/DATE-MACHINE.txt)")
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "postern"], cwd=ROOT, check=True)
+    out = Path(args.out) if args.out else RESULTS / (
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}-{platform.node().split('.')[0]}.txt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a") as f:
+        terminal = sys.stdout
+        sys.stdout = Tee(terminal, f)
+        try:
+            print("\n".join(machine()))
+            results = run(args)
+            print(f"load:       {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) at the end")
+            print("results:    " + json.dumps(results))
+        finally:
+            sys.stdout = terminal
+    print(f"raw results written to {out}")
+    return results
+
+
+def run(args):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     results = {}
@@ -460,8 +530,7 @@ def main():
             if "imap" in args.what:
                 bench_imap(peer, pn, args, results)
             if "relay" in args.what:
-                # Postfix reads one alternate config directory at a time: the relaying one
-                # replaces the first.
+                # The relaying pair is another peer; this one is no longer needed.
                 peer.stop()
                 bench_relay(root, pn, args, results, relay_port)
         finally:

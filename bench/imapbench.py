@@ -80,11 +80,13 @@ def _append_worker(args):
 
 
 def append(port, user, pw, total, clients, offset=0):
-    per = total // clients
+    """APPENDs messages offset..offset+total-1, shared out among the clients; messages/s."""
+    counts = [total // clients + (k < total % clients) for k in range(clients)]
+    starts = [offset + sum(counts[:k]) for k in range(clients)]
     t = time.time()
     with Pool(clients) as p:
-        p.map(_append_worker, [(port, user, pw, offset + k * per, per) for k in range(clients)])
-    return per * clients / (time.time() - t)
+        p.map(_append_worker, [(port, user, pw, start, count) for start, count in zip(starts, counts) if count])
+    return total / (time.time() - t)
 
 
 def fetch_headers(port, user, pw):

@@ -166,3 +166,64 @@ def smtp_raw(server, port="smtp", ehlo=True):
     if ehlo:
         assert r.cmd("EHLO client.test")[0] == 250
     return r
+
+
+def dkim_key_record(server, domain="example.test"):
+    """(selector, DNS record text) for the domain's DKIM key in the server's data directory,
+    made from the private key file by `cryptography`, not taken from anything Postern prints."""
+    import base64
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    [pem] = (server.data / "dkim").glob(f"{domain}.*.pem")
+    selector = pem.name[len(domain) + 1:-len(".pem")]
+    key = serialization.load_pem_private_key(pem.read_bytes(), password=None)
+    if isinstance(key, rsa.RSAPrivateKey):
+        der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        return selector, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+    assert isinstance(key, ed25519.Ed25519PrivateKey), type(key)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return selector, "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw).decode()
+
+
+def dkim_verify(raw: bytes, dns) -> bool:
+    """dkimpy's verdict on a message's DKIM-Signature, keys looked up on the test's DNS server."""
+    import dkim
+    return dkim.verify(raw, dnsfunc=lambda name, timeout=5: dns.txt(name.decode().rstrip(".")))
+
+
+class Workers:
+    """Helper threads whose failures fail the test that started them: an exception (a failed
+    assert too) in a thread is kept, and check() or join() raises it in the test's thread."""
+
+    def __init__(self):
+        import threading
+        self._threading = threading
+        self.threads, self.errors = [], []
+
+    def start(self, fn, *args):
+        import traceback
+
+        def run():
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa: B036 - everything a thread raises is the test's
+                self.errors.append((self._threading.current_thread().name, e, traceback.format_exc()))
+
+        t = self._threading.Thread(target=run, name=getattr(fn, "__name__", "worker"), daemon=True)
+        self.threads.append(t)
+        t.start()
+        return t
+
+    def check(self):
+        if self.errors:
+            name, e, tb = self.errors[0]
+            raise AssertionError(f"helper thread {name} failed ({len(self.errors)} failure(s)); the first:\n{tb}") from e
+
+    def join(self, timeout=60):
+        deadline = time.time() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.time()))
+        self.check()
+        alive = [t.name for t in self.threads if t.is_alive()]
+        assert not alive, f"helper threads still running after {timeout} s: {alive}"

@@ -146,13 +146,16 @@ class _Handler(socketserver.StreamRequestHandler):
             elif cmd == "DATA":
                 if not override:
                     self.reply("354 go ahead")
-                data = bytearray()
+                # `wire` keeps the lines exactly as sent (dot-stuffed); `data` undoes the
+                # stuffing for convenience. Tests of the stuffing itself judge `wire`.
+                data, wire = bytearray(), bytearray()
                 while True:
                     l = self.rfile.readline(1 << 20)
                     if not l:
                         return
                     if l == b".\r\n":
                         break
+                    wire += l
                     if l.startswith(b"."):
                         l = l[1:]
                     data += l
@@ -161,6 +164,7 @@ class _Handler(socketserver.StreamRequestHandler):
                     self.reply(end)
                 else:
                     sink.messages.append((mail, list(rcpts), bytes(data)))
+                    sink.wire.append(bytes(wire))
                     sink.secure.append(secure)
                     self.reply("250 2.0.0 queued")
                 mail, rcpts = None, []
@@ -182,11 +186,12 @@ class _Server(socketserver.ThreadingTCPServer):
 class Sink:
     """An SMTP server on ip:port. `script(cmd, line, sink)` may return a reply to use instead;
     cmd "END" is the end of data. With `tls` (an ssl.SSLContext) it offers STARTTLS; `secure`
-    says, for each message received, whether it came over TLS."""
+    says, for each message received, whether it came over TLS; `wire`, its DATA lines exactly
+    as they were sent (still dot-stuffed, without the final ".")."""
 
     def __init__(self, ip, port, script=None, auth=None, tls=None):
         self.messages, self.commands, self.connections = [], [], 0
-        self.secure, self.tls_errors = [], []
+        self.secure, self.tls_errors, self.wire = [], [], []
         self.script, self.auth, self.tls = script, auth, tls
         self.server = _Server((ip, port), _Handler)
         self.server.sink = self

@@ -4,6 +4,7 @@ it does is what the CLI does (the account it creates logs in over IMAP)."""
 import http.client
 import imaplib
 import json
+import smtplib
 
 from conftest import DOMAIN, PASSWORD
 from helpers import ALICE, BOB, insecure_ctx, mx_send
@@ -20,7 +21,25 @@ def api(server, method, path, body=None, token=None, source="127.0.0.1"):
     return r.status, (json.loads(data) if data else None)
 
 
+def can_log_in(server, address, password):
+    with imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=insecure_ctx(), timeout=30) as c:
+        try:
+            return c.login(address, password)[0] == "OK"
+        except imaplib.IMAP4.error:
+            return False
+
+
+def rcpt_reply(server, sender, rcpt):
+    """(code, text) of RCPT TO on the MX port."""
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as c:
+        c.ehlo("client.test")
+        assert c.mail(sender)[0] == 250
+        return c.rcpt(rcpt)
+
+
 def test_api_end_to_end(make_server):
+    """Every change made over the API is read back through another interface: the CLI, IMAP
+    or SMTP (and the other way round for the token)."""
     s = make_server(listeners=("smtp", "imaps", "http"), extra_config="[smtp]\npregreet_wait_ms = 0")
     s.start()
     token = s.cli("token", "create", "ops").stdout.strip()
@@ -41,49 +60,69 @@ def test_api_end_to_end(make_server):
     assert st == 201, body
     st, body = api(s, "GET", "/domains", token=token)
     assert st == 200 and set(body["names"]) >= {DOMAIN, "other.test"}
+    assert s.cli("domain", "list").stdout.split() == [DOMAIN, "other.test"]
     st, body = api(s, "POST", "/users", {"address": "carol@other.test", "password": PASSWORD}, token)
     assert st == 201, body
-    with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx()) as c:
-        assert c.login("carol@other.test", PASSWORD)[0] == "OK"
+    assert can_log_in(s, "carol@other.test", PASSWORD)
     st, body = api(s, "POST", "/users", {"address": "carol@other.test", "password": PASSWORD}, token)
     assert st == 400 and "exists" in body["error"]
     st, body = api(s, "POST", "/users", {"address": "x@other.test"}, token)
     assert st == 400 and "bad JSON body" in body["error"]
+    assert "x@other.test" not in s.cli("user", "list").stdout, "a refused request creates nothing"
     assert api(s, "PUT", "/users/carol@other.test/password", {"password": "n3w-passw0rd"}, token)[0] == 200
-    with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx()) as c:
-        assert c.login("carol@other.test", "n3w-passw0rd")[0] == "OK"
+    assert can_log_in(s, "carol@other.test", "n3w-passw0rd")
+    assert not can_log_in(s, "carol@other.test", PASSWORD), "the old password no longer works"
     assert api(s, "PUT", "/users/carol@other.test/quota", {"bytes": 1000000, "messages": 50}, token)[0] == 200
     st, body = api(s, "GET", "/users", token=token)
     carol = [u for u in body["users"] if u["address"] == "carol@other.test"][0]
     assert carol["quota_bytes"] == 1000000
+    # The quota as the user's mail program sees it (IMAP QUOTA, in KB and messages).
+    with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx(), timeout=30) as c:
+        c.login("carol@other.test", "n3w-passw0rd")
+        typ, data = c.getquotaroot("INBOX")
+        assert typ == "OK" and b'"" (STORAGE 0 976 MESSAGE 0 50)' in data[1][0], data
     # Aliases, groups, forwarding, routing.
+    assert rcpt_reply(s, "dave@far.test", "info@other.test")[0] == 550, "no such address yet"
     assert api(s, "POST", "/aliases", {"alias": "info@other.test", "targets": ["carol@other.test"]}, token)[0] == 201
     st, body = api(s, "GET", "/aliases", token=token)
     assert ["info@other.test", ["carol@other.test"]] in body["aliases"]
+    assert "info@other.test\t-> carol@other.test" in s.cli("alias", "list").stdout
     st, body = api(s, "POST", "/groups", {"group": "team@other.test", "members": ["carol@other.test"],
                                           "policy": "anyone"}, token)
     assert st == 201, body
+    assert rcpt_reply(s, "dave@far.test", "team@other.test")[0] == 250, "anyone may send to it"
     assert api(s, "PUT", "/groups/team@other.test/policy", {"policy": "members"}, token)[0] == 200
     st, body = api(s, "GET", "/groups", token=token)
     assert body["groups"][0][0] == "team@other.test"
+    code, text = rcpt_reply(s, "dave@far.test", "team@other.test")
+    assert code == 550 and b"only its members may send to it" in text, (code, text)
+    assert s.cli("group", "members", "team@other.test").stdout.split() == ["carol@other.test"]
     st, body = api(s, "GET", "/route/info@other.test", token=token)
     assert st == 200 and body["destinations"] == ["local:carol@other.test"], body
     assert api(s, "PUT", "/users/carol@other.test/forward", {"to": "dave@far.test", "keep_copy": True},
                token)[0] == 200
+    assert "carol@other.test is a user who forwards to dave@far.test, keeping a copy" in \
+        s.cli("route", "carol@other.test").stdout
     assert api(s, "DELETE", "/users/carol@other.test/forward", token=token)[0] == 200
+    assert "carol@other.test is a user: delivered to its INBOX" in s.cli("route", "carol@other.test").stdout
     # Sieve scripts.
     st, body = api(s, "PUT", "/users/carol@other.test/sieve/main",
                    {"source": 'require "fileinto"; fileinto "Work";', "activate": True}, token)
     assert st == 200 and "filters their mail now" in body["message"], body
+    assert "main  ACTIVE" in s.cli("sieve", "list", "carol@other.test").stdout
     st, body = api(s, "PUT", "/users/carol@other.test/sieve/bad", {"source": "if {"}, token)
     assert st == 400 and "error" in body["error"]
+    assert "bad" not in s.cli("sieve", "list", "carol@other.test").stdout.split()
     st, body = api(s, "GET", "/users/carol@other.test/sieve/main", token=token)
     assert body["message"] == 'require "fileinto"; fileinto "Work";'
     assert api(s, "PUT", "/users/carol@other.test/sieve-active", {"name": None}, token)[0] == 200
+    listed = s.cli("sieve", "list", "carol@other.test").stdout
+    assert "main" in listed and "ACTIVE" not in listed, listed
     st, body = api(s, "PUT", "/users/carol@other.test/sieve-active", {"source": "keep;"}, token)
     assert st == 400 and "unknown field" in body["error"], body
     assert api(s, "DELETE", "/users/carol@other.test/sieve/main", token=token)[0] == 200
     assert api(s, "GET", "/users/carol@other.test/sieve/main", token=token)[0] == 404
+    assert "no Sieve scripts" in s.cli("sieve", "list", "carol@other.test").stdout
     # Queue and trace.
     assert mx_send(s, "dave@far.test", ["info@other.test"], b"Subject: via api\r\n\r\nx\r\n") == {}
     st, body = api(s, "GET", "/trace?to=carol@other.test", token=token)
@@ -94,10 +133,15 @@ def test_api_end_to_end(make_server):
     assert api(s, "GET", "/queue/not-a-number", token=token)[0] == 404
     st, body = api(s, "GET", "/trace?limit=-1", token=token)
     assert st == 400 and "error" in body
-    # Deleting: the user, then the domain; the token last.
+    # Deleting: the alias, the user; the token last.
     assert api(s, "DELETE", "/aliases/info@other.test", token=token)[0] == 200
+    assert "info@other.test" not in s.cli("alias", "list").stdout
+    assert rcpt_reply(s, "dave@far.test", "info@other.test")[0] == 550
     assert api(s, "DELETE", "/users/carol@other.test", token=token)[0] == 200
     assert api(s, "DELETE", "/users/carol@other.test", token=token)[0] == 404
+    assert "carol@other.test" not in s.cli("user", "list").stdout
+    assert not can_log_in(s, "carol@other.test", "n3w-passw0rd")
+    # A token deleted with the CLI no longer opens the API.
     s.cli("token", "delete", "ops")
     assert api(s, "GET", "/domains", token=token)[0] == 401
 
@@ -163,7 +207,9 @@ def test_self_service_and_role_separation(make_server):
     # Forwarding and password.
     assert me("PUT", "/me/forward", {"to": BOB, "keep_copy": True})[0] == 200
     assert me("GET", "/me")[1]["forward"] == {"to": BOB, "keep_copy": True}
+    assert f"{ALICE} is a user who forwards to {BOB}, keeping a copy" in s.cli("route", ALICE).stdout
     assert me("DELETE", "/me/forward")[0] == 200
+    assert f"{ALICE} is a user: delivered to its INBOX" in s.cli("route", ALICE).stdout
     st, body = me("PUT", "/me/password", {"password": "x"})
     assert st == 400 and "at least" in body["error"], body
     assert me("PUT", "/me/password", {"password": "an0ther-passw0rd"})[0] == 200
@@ -197,7 +243,18 @@ public_ip = "127.0.0.1"
         assert all(r["status"] == "unchecked" for r in body["records"])
         assert api(s, "GET", "/dns/elsewhere.test", token=token)[0] == 404
         st, body = api(s, "GET", "/doctor", token=token)
-        assert st == 200 and isinstance(body, dict) and body, body
+        assert st == 200, body
+        # The doctor of the CLI (`postern doctor --json`, which also checks the configuration
+        # file and the storage) judges the same things the same way.
+        cli = json.loads(s.cli("doctor", "--json", check=False).stdout)
+        ours = {x["title"]: x["findings"] for x in body["sections"]}
+        theirs = {x["title"]: x["findings"] for x in cli["sections"]}
+        assert "Listeners" in ours and f"DNS records for {DOMAIN}" in ours, ours.keys()
+        assert ours.keys() <= theirs.keys(), (ours.keys(), theirs.keys())
+        for title in ("Listeners", f"DNS records for {DOMAIN}"):
+            assert ours[title] == theirs[title], title
+        assert any(f["level"] == "ok" and f["what"].startswith(f"MX {DOMAIN}.")
+                   for f in ours[f"DNS records for {DOMAIN}"]), ours[f"DNS records for {DOMAIN}"]
         assert api(s, "GET", "/doctor")[0] == 401
     finally:
         dns.stop()

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from conftest import BIN, DOMAIN, PASSWORD, run
 
 
@@ -35,7 +37,24 @@ def test_init_writes_everything(tmp_root):
     assert r.returncode != 0 and "already exists" in r.stderr
 
 
+def quota_root(server, user, password):
+    """The INBOX's quota as IMAP tells it: (KB used, KB limit) or None."""
+    import imaplib
+    import re
+    from helpers import insecure_ctx
+    with imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=insecure_ctx(), timeout=30) as c:
+        c.login(user, password)
+        typ, data = c.getquotaroot("INBOX")
+        assert typ == "OK", data
+        m = re.search(rb"\(STORAGE (\d+) (\d+)", data[1][0] or b"")
+        return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def test_offline_admin_commands(make_server):
+    """Changes made offline, read back by the running server over IMAP and SMTP."""
+    import imaplib
+    import smtplib
+    from helpers import insecure_ctx
     s = make_server()
     s.cli("domain", "add", "Other.Test")
     assert s.cli("domain", "list").stdout.split() == ["example.test", "other.test"]
@@ -50,11 +69,34 @@ def test_offline_admin_commands(make_server):
     assert "x@far.test" not in s.cli("alias", "list").stdout
     s.cli("user", "passwd", "bob@example.test", "--password-stdin", input="n3w-password\n")
     s.cli("user", "quota", "bob@example.test", "1G")
+    s.start()
+    # The server sees the new password, both quotas, and the alias without its removed target.
+    with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx(), timeout=30) as c:
+        with pytest.raises(imaplib.IMAP4.error):
+            c.login("bob@example.test", "an0ther-pass")
+    assert quota_root(s, "bob@example.test", "n3w-password") == (0, 1024 * 1024)
+    assert quota_root(s, "alice@example.test", PASSWORD) == (0, 10 * 1024)
+    with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30) as c:
+        assert c.sendmail("x@far.test", ["team@example.test"], b"Subject: team\r\n\r\nx\r\n") == {}
+    from helpers import inbox
+    assert len(inbox(s, "alice@example.test")) == 1
+    assert len(inbox(s, "bob@example.test", "n3w-password")) == 1
+    assert s.stop() == 0
     s.cli("user", "del", "bob@example.test")
     assert "bob@example.test" not in s.cli("user", "list").stdout.split()
     s.cli("alias", "del", "team@example.test")
     s.cli("domain", "del", "other.test")
     assert s.cli("domain", "list").stdout.split() == ["example.test"]
+    s.start()
+    with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30) as c:
+        c.ehlo("client.test")
+        c.mail("x@far.test")
+        assert c.rcpt("team@example.test")[0] == 550, "the alias is gone"
+        assert c.rcpt("bob@example.test")[0] == 550, "the user is gone"
+        assert c.rcpt("someone@other.test")[0] >= 500, "the domain is no longer ours"
+    with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx(), timeout=30) as c:
+        with pytest.raises(imaplib.IMAP4.error):
+            c.login("bob@example.test", "n3w-password")
 
 
 def test_bad_input_gets_one_line_errors(make_server):
@@ -133,6 +175,8 @@ def test_serve_admin_while_running_and_sigterm(make_server):
     # Commands go through the running server; their effect is visible at once.
     s.cli("user", "add", "carol@example.test", "--password", "carols-pass1")
     assert "carol@example.test" in s.cli("user", "list").stdout
+    from helpers import pop3
+    pop3(s, "carol@example.test", "carols-pass1").quit()
     r = s.cli("user", "add", "carol@example.test", "--password", "carols-pass1", check=False)
     assert r.returncode != 0 and "already exists" in r.stderr
     # A second server on the same data directory is refused and changes nothing.
@@ -208,13 +252,15 @@ def test_sighup_reloads_the_certificate(make_server):
                     "-days", "30", "-subj", "/CN=renewed.example.test", "-keyout", str(tls / "key.pem"),
                     "-out", str(tls / "cert.pem")], check=True, capture_output=True)
     s.proc.send_signal(signal.SIGHUP)
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while "renewed.example.test" not in served_cn():
         assert time.time() < deadline, "certificate not reloaded"
         time.sleep(0.1)
     # A broken file keeps the old certificate in service.
     (tls / "cert.pem").write_text("not a certificate")
     s.proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    deadline = time.time() + 30
+    while "TLS reload failed" not in s.log_text():
+        assert time.time() < deadline, "the failed reload was never reported"
+        time.sleep(0.1)
     assert "renewed.example.test" in served_cn()
-    assert "TLS reload failed" in s.log_text()

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import BIN, DOMAIN, free_port
-from helpers import ALICE, submit, wait_for
+from helpers import ALICE, dkim_key_record, submit, wait_for
 from peers import Dns, Ntp, Sink
 from test_check import blackhole
 
@@ -22,31 +22,33 @@ MX_IP = "127.0.0.3"
 HOST_IP = "192.0.2.10"
 
 
-def published_records(server):
-    """Every record `postern dns` asks for, as dnsmasq arguments, with the host at 127.0.0.1."""
-    out = server.cli("dns", DOMAIN).stdout
-    recs = dict(mx=[], a=[(HOST, HOST_IP)], txt=[], srv=[], cname=[], ptr=[(HOST_IP, HOST)])
-    for line in out.splitlines():
-        parts = line.split("  ", 2)
-        if len(parts) != 3 or line.startswith(";"):
-            continue
-        name, kind, value = parts[0].rstrip("."), parts[1], parts[2].strip()
-        if kind == "MX":
-            recs["mx"].append((name, value.split()[1].rstrip("."), int(value.split()[0])))
-        elif kind == "TXT":
-            recs["txt"].append((name, value.strip('"')))
-        elif kind == "SRV":
-            _, _, port, target = value.split()
-            recs["srv"].append((name, target.rstrip("."), int(port)))
-        elif kind == "CNAME":
-            recs["cname"].append((name, value.rstrip(".")))
-    return recs
+def hand_zone(server):
+    """The records a healthy example.test publishes, written out here by hand as its
+    administrator would: from the host name, the listeners' ports and the DKIM key file (its
+    public half computed by `cryptography`), never from what `postern dns` prints. Returned as
+    dnsmasq arguments (see peers.Dns.start)."""
+    selector, dkim = dkim_key_record(server)
+    return dict(
+        mx=[(DOMAIN, HOST, 10)],
+        a=[(HOST, HOST_IP)],
+        ptr=[(HOST_IP, HOST)],
+        txt=[(DOMAIN, "v=spf1 mx ~all"),
+             (f"{selector}._domainkey.{DOMAIN}", dkim),
+             (f"_dmarc.{DOMAIN}", f"v=DMARC1; p=reject; rua=mailto:dmarc@{DOMAIN}"),
+             (f"_mta-sts.{DOMAIN}", "v=STSv1; id=20261201T000000"),
+             (f"_smtp._tls.{DOMAIN}", f"v=TLSRPTv1; rua=mailto:tls-reports@{DOMAIN}")],
+        srv=[(f"_submissions._tcp.{DOMAIN}", HOST, server.port("submissions")),
+             (f"_submission._tcp.{DOMAIN}", HOST, server.port("submission")),
+             (f"_imaps._tcp.{DOMAIN}", HOST, server.port("imaps")),
+             (f"_pop3s._tcp.{DOMAIN}", HOST, server.port("pop3s"))],
+        cname=[(f"mta-sts.{DOMAIN}", HOST), (f"autoconfig.{DOMAIN}", HOST), (f"autodiscover.{DOMAIN}", HOST)],
+    )
 
 
 @pytest.fixture
 def doc(make_server):
     """make(extra=..., records=fn(recs)) -> a Postern with DNS, an NTP server and a remote
-    MX (a sink) all on loopback, every record published unless `records` changes them."""
+    MX (a sink) all on loopback, the hand-written zone published unless `records` changes it."""
     dns = Dns(free_port())
     rport = free_port()
     ntp_port = free_port()
@@ -68,7 +70,7 @@ probe_domain = "far.test"
 ntp_server = "127.0.0.1:{ntp_port}"
 {extra}""")
         s.add_user(ALICE)
-        recs = published_records(s)
+        recs = hand_zone(s)
         recs["mx"].append(("far.test", "mx.far.test", 10))
         recs["a"].append(("mx.far.test", MX_IP))
         if records:
@@ -114,6 +116,62 @@ def test_healthy_server(doc):
     cert = section(out, "TLS certificate")
     assert "WARN" in cert and "self-signed" in cert and "Let's Encrypt" in cert
     assert f"covers {HOST}" in cert
+    # Every record of the hand-written zone is found and judged right.
+    dns = section(out, "DNS records for")
+    assert "WARN" not in dns and "FAIL" not in dns, dns
+    selector, _ = dkim_key_record(s)
+    for found in (f"OK    MX {DOMAIN}.: MX {HOST}", f'OK    TXT {DOMAIN}.: "v=spf1 mx ~all"',
+                  f"OK    TXT {selector}._domainkey.{DOMAIN}.:", f'OK    TXT _dmarc.{DOMAIN}.: "v=DMARC1; p=reject',
+                  f"OK    SRV _submissions._tcp.{DOMAIN}.: port {s.port('submissions')} on {HOST}",
+                  f"OK    SRV _imaps._tcp.{DOMAIN}.: port {s.port('imaps')} on {HOST}",
+                  f"OK    CNAME autoconfig.{DOMAIN}.: CNAME {HOST}"):
+        assert found in dns, (found, dns)
+
+
+def test_wrong_records_are_flagged(doc):
+    """A zone with mistakes an administrator makes: each one is named, with what to publish."""
+    import base64
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    other_key = base64.b64encode(rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+                                 .public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+
+    def mistakes(r):
+        r["mx"] = [(m[0], "mx.oldhost.test", 10) if m[0] == DOMAIN else m for m in r["mx"]]
+        # SPF that names another server only; a DKIM key that is not ours (an old key left in
+        # place); two DMARC records; the TLS report record forgotten.
+        r["txt"] = [t for t in r["txt"] if t[0] != f"_smtp._tls.{DOMAIN}"]
+        r["txt"] = [(n, "v=spf1 ip4:203.0.113.7 -all") if n == DOMAIN else
+                    (n, f"v=DKIM1; k=rsa; p={other_key}") if "._domainkey." in n else (n, v)
+                    for n, v in r["txt"]]
+        r["txt"].append((f"_dmarc.{DOMAIN}", "v=DMARC1; p=none"))
+        # A port from an old setup, and autoconfig pointing at a web host.
+        r["srv"] = [(n, t, 993 if n.startswith("_imaps.") else p) for n, t, p in r["srv"]]
+        r["cname"] = [(a, "www.webhost.test" if a.startswith("autoconfig.") else t) for a, t in r["cname"]]
+
+    s = doc(records=mistakes)
+    rc, out = doctor(s)
+    assert rc == 1, out
+    dns = section(out, "DNS records for")
+    selector, ours = dkim_key_record(s)
+    expected = [
+        f"FAIL  MX {DOMAIN}. is wrong: MX points to mx.oldhost.test instead of {HOST}",
+        f'FAIL  TXT {DOMAIN}. is wrong: found "v=spf1 ip4:203.0.113.7 -all"',
+        f"FAIL  TXT {selector}._domainkey.{DOMAIN}. is wrong: found \"v=DKIM1; k=rsa; p={other_key}\"",
+        f"TXT _dmarc.{DOMAIN}. is wrong: 2 records where there must be one",
+        f"TXT _smtp._tls.{DOMAIN}. is missing",
+        f"SRV _imaps._tcp.{DOMAIN}. is wrong: says port 993 on {HOST}",
+        f"CNAME autoconfig.{DOMAIN}. is wrong: CNAME to www.webhost.test instead of {HOST}",
+    ]
+    for line in expected:
+        assert line in dns, (line, dns)
+    # Each with what to publish instead: the right MX and our own DKIM key.
+    assert f"Publish instead: {DOMAIN}.  MX  10 {HOST}." in dns, dns
+    assert ours.split("p=")[1] in dns, "the fix names our key"
+    # The records that are right are still judged right.
+    assert f"OK    SRV _submissions._tcp.{DOMAIN}.: port {s.port('submissions')} on {HOST}" in dns, dns
+    assert f"OK    CNAME autodiscover.{DOMAIN}.: CNAME {HOST}" in dns, dns
 
 
 def test_json_and_admin_api(doc):

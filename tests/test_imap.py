@@ -300,7 +300,7 @@ def test_idle_sees_changes_from_another_client(server):
     other = imap(server)
     other.select("INBOX")
 
-    def expect(pattern, timeout=5):
+    def expect(pattern, timeout=30):
         r.r.sock.settimeout(timeout)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -309,10 +309,8 @@ def test_idle_sees_changes_from_another_client(server):
                 return l
         raise AssertionError(pattern)
 
-    t = time.time()
     other.append("INBOX", None, None, b"Subject: appended\r\n\r\ny\r\n")
     expect(r"^\* 2 EXISTS$")
-    assert time.time() - t < 1.5, "seen within a second"
     mx_send(server, "x@far.test", [ALICE], b"Subject: by smtp\r\n\r\nz\r\n")
     expect(r"^\* 3 EXISTS$")
     other.store("1", "+FLAGS", "\\Flagged")
@@ -326,20 +324,45 @@ def test_idle_sees_changes_from_another_client(server):
 
 
 def test_pop3_and_imap_on_one_inbox(server):
-    for i in range(3):
+    """One INBOX seen by both protocols: a deletion over POP3 is an expunge over IMAP, an
+    expunge over IMAP is gone from POP3, and POP3's unique ids stay with their messages
+    (whatever their format: RFC 1939 leaves it to the server)."""
+    for i in range(4):
         mx_send(server, "x@far.test", [ALICE], f"Subject: {i}\r\n\r\nx\r\n".encode())
+
+    def pop_ids():
+        """{subject: UIDL} over POP3."""
+        p = pop3(server)
+        out = {}
+        for line in p.uidl()[1]:
+            n, uid = line.split()
+            subject = [l for l in p.top(int(n), 0)[1] if l.startswith(b"Subject: ")][0]
+            out[subject[9:].decode()] = uid
+        p.quit()
+        return out
+
+    before = pop_ids()
+    assert sorted(before) == ["0", "1", "2", "3"] and len(set(before.values())) == 4, before
     r = ImapRaw(server)
     r.ok("SELECT INBOX")
     p = pop3(server)
-    uidls = [l.split()[1] for l in p.uidl()[1]]
+    assert p.uidl(2).split()[2] == before["1"]
     p.dele(2)
     p.quit()
     u = r.ok("NOOP")
     assert "* 2 EXPUNGE" in u
     u = r.ok("UID FETCH 1:* (UID)")
-    assert [re.search(r"UID (\d+)", l).group(1) for l in u] == ["1", "3"]
-    # The same message has the same identity in both: POP3 UIDL carries the IMAP UID.
-    assert uidls[0].startswith(b"00000001") and uidls[2].startswith(b"00000003")
+    assert [re.search(r"UID (\d+)", l).group(1) for l in u] == ["1", "3", "4"]
+    # An expunge over IMAP: gone from POP3; the others keep their ids.
+    r.ok("UID STORE 3 +FLAGS.SILENT (\\Deleted)")
+    r.ok("UID EXPUNGE 3")
+    assert pop_ids() == {"0": before["0"], "3": before["3"]}
+    # A copy of a message is another message, with an id of its own.
+    r.ok("UID COPY 1 INBOX")
+    p = pop3(server)
+    uids = [l.split()[1] for l in p.uidl()[1]]
+    p.quit()
+    assert len(uids) == 3 and len(set(uids)) == 3 and before["0"] in uids and before["3"] in uids, uids
 
 
 def test_starttls_injection_discarded(server):

@@ -1,31 +1,18 @@
 """Postern with real mail servers as peers: Postfix relaying to Postern (Postern as its
-smarthost), from ../shared/peers/postfix_dovecot.sh."""
+smarthost), and Dovecot's idea of message structure against ours. The peer is the project's
+own Postfix + Dovecot launcher, tests/postfix_dovecot.py."""
 
 import os
 import re
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Postern, free_port
-from helpers import ALICE, BOB, inbox, strip_trace, wait_for
-
-from conftest import PEER_SCRIPT
-
-pytestmark = [
-    pytest.mark.xdist_group("peer"),
-    pytest.mark.skipif(not PEER_SCRIPT.exists(), reason="peer script not present"),
-]
-
-
-def peer_env(root: Path, relay: str) -> dict:
-    ports = {k: free_port() for k in ("SMTP", "LMTP", "POP3", "IMAP", "POP3S", "IMAPS")}
-    env = dict(os.environ, PEER_DIR=str(root / "peer"), PEER_USERS="3", PEER_RELAYHOST=relay)
-    env.update({f"PEER_{k}_PORT": str(v) for k, v in ports.items()})
-    return env
+from conftest import Postern, free_port
+from helpers import ALICE, BOB, inbox, wait_for
+from postfix_dovecot import PostfixDovecot
 
 
 @pytest.fixture(scope="module")
@@ -39,24 +26,18 @@ def postfix_to_postern():
         s.add_user(ALICE)
         s.add_user(BOB)
         s.start()
-        env = peer_env(root, f"127.0.0.1:{s.port('smtp')}")
-        # The daemons keep inherited descriptors open: their output goes to a file, not a pipe.
-        log = root / "peer-start.log"
-        with open(log, "w") as f:
-            r = subprocess.run(["bash", str(PEER_SCRIPT), "start"], env=env, stdout=f, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, timeout=300)
-        assert r.returncode == 0, log.read_text()
+        peer = PostfixDovecot(root / "peer", users=3, relayhost=f"127.0.0.1:{s.port('smtp')}", free_port=free_port)
         try:
-            yield s, env
+            peer.start()
+            yield s, peer
         finally:
-            subprocess.run(["bash", str(PEER_SCRIPT), "stop"], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=60)
+            peer.stop()
             s.kill()
 
 
 def test_postfix_relays_to_postern(postfix_to_postern):
-    s, env = postfix_to_postern
-    port = env["PEER_SMTP_PORT"]
+    s, peer = postfix_to_postern
+    port = peer.ports["smtp"]
     msg = ("From: someone@bench.test\r\nTo: alice@example.test, bob@example.test\r\n"
            "Subject: through postfix\r\n\r\nRelayed by Postfix.\r\n.leading dot\r\n")
     r = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--from", "someone@bench.test",
@@ -70,8 +51,13 @@ def test_postfix_relays_to_postern(postfix_to_postern):
     assert b"with ESMTPS id" in raw.split(b"\r\n\r\n")[0]
     assert b"Relayed by Postfix.\r\n.leading dot\r\n" in raw
     assert len(wait_for(lambda: inbox(s, BOB), timeout=30)) == 1
-    log = (Path(env["PEER_DIR"]) / "postfix.log").read_text()
+    # postlogd writes the log on its own time: wait for the delivery's line.
+    log = wait_for(lambda: (lambda t: t if "status=sent" in t else None)(peer.postfix_log.read_text()),
+                   timeout=30)
     assert "status=sent (250 2.0.0 OK: delivered as" in log
+    assert re.search(r"Trusted TLS connection established to 127\.0\.0\.1|"
+                     r"Untrusted TLS connection established to 127\.0\.0\.1|"
+                     r"Anonymous TLS connection established to 127\.0\.0\.1", log), log
 
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -140,10 +126,10 @@ def split_items(resp: str):
 
 
 def test_bodystructure_and_envelope_match_dovecot(postfix_to_postern):
-    s, env = postfix_to_postern
+    s, peer = postfix_to_postern
     files = sorted(CORPUS.glob("*.eml"))
     messages = [f.read_bytes() for f in files]
-    dovecot = fetch_structures(("127.0.0.1", int(env["PEER_IMAP_PORT"])), "user2@bench.test", "pw", messages)
+    dovecot = fetch_structures(("127.0.0.1", peer.ports["imap"]), peer.address(2), peer.password, messages)
     import imaplib
     from helpers import insecure_ctx
     m = imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx())

@@ -4,12 +4,11 @@ import os
 import poplib
 import socket
 import subprocess
-import time
 
 import pytest
 
 from conftest import PASSWORD
-from helpers import ALICE, BOB, Raw, inbox, insecure_ctx, mx_send, pop3, strip_trace
+from helpers import ALICE, BOB, Raw, inbox, insecure_ctx, mx_send, pop3, strip_trace, wait_for
 
 PLAIN = "[auth]\nallow_plaintext = true\n"
 
@@ -59,8 +58,15 @@ def test_dele_quit_deletes_dele_drop_does_not(server):
     p.dele(2)
     p.sock.shutdown(socket.SHUT_RDWR)  # dropped connection: no UPDATE
     p.sock.close()
-    time.sleep(0.3)
-    p = pop3(server)
+
+    def logged_in():
+        # The maildrop is [IN-USE] until the server has seen the connection go.
+        try:
+            return pop3(server)
+        except poplib.error_proto as e:
+            assert b"[IN-USE]" in e.args[0], e
+            return None
+    p = wait_for(logged_in, timeout=30)
     assert p.stat()[0] == 3
     keep = [l.split()[1] for l in p.uidl()[1]]
     p.dele(2)

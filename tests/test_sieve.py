@@ -5,19 +5,13 @@ import imaplib
 import smtplib
 import socket
 import subprocess
-import sys
 
 import pytest
 
 from conftest import DOMAIN, PASSWORD
 from helpers import ALICE, BOB, inbox, insecure_ctx, mx_send, submit, wait_for
 
-# python3-sievelib is a Debian package: the system Python's modules.
-try:
-    from sievelib.managesieve import Client
-except ImportError:
-    sys.path.append("/usr/lib/python3/dist-packages")
-    from sievelib.managesieve import Client
+from sievelib.managesieve import Client
 
 LISTENERS = ("smtp", "submissions", "imaps", "pop3s", "managesieve")
 
