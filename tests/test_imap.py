@@ -154,7 +154,8 @@ def test_select_fetch_everything(server):
     assert 'ENVELOPE ("Sat, 28 Nov 2026 10:00:00 +0000" "report" (("Alice A." NIL "alice" "example.test"))' in f
     assert '("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 30 1 NIL NIL NIL NIL)' in f
     assert '("application" "octet-stream" ("name" "a.bin") NIL NIL "base64" 8 NIL ("attachment" ("filename" "a.bin")) NIL NIL) "mixed" ("boundary" "XX") NIL NIL NIL)' in f
-    assert "BODY ((" in f and "FLAGS ()" in f
+    # The first session told of a message sees it \Recent (IMAP4rev1, RFC 3501 2.3.2).
+    assert "BODY ((" in f and "FLAGS (\\Recent)" in f
     u = r.ok("FETCH 1 (BODY.PEEK[1] BODY.PEEK[2.MIME] BODY.PEEK[HEADER.FIELDS (Subject)] BODY.PEEK[TEXT]<0.8> BINARY.PEEK[2] BINARY.SIZE[2])")
     f = u[0]
     assert "BODY[1] {30}\r\nhello quarterly numbers\r\nworld" in f
@@ -165,7 +166,7 @@ def test_select_fetch_everything(server):
     assert "BINARY.SIZE[2] 5" in f
     assert "\\Seen" not in f, "PEEK does not set \\Seen"
     u = r.ok("FETCH 1 (BODY[HEADER])")
-    assert "FLAGS (\\Seen)" in u[0], "BODY[] sets \\Seen and says so"
+    assert "FLAGS (\\Recent \\Seen)" in u[0], "BODY[] sets \\Seen and says so"
     u = r.ok("UID FETCH 1:* (RFC822.HEADER RFC822.TEXT)")
     assert "UID 1" in u[0] and "RFC822.HEADER {" in u[0]
     u = r.ok("FETCH 1 FAST")
@@ -232,7 +233,7 @@ def test_append_multiappend_literals_and_limit(server):
     assert re.search(r"OK \[APPENDUID \d+ 1:2\]", t), t
     r.ok("SELECT Drafts")
     u = r.ok("FETCH 1:2 (FLAGS INTERNALDATE RFC822.SIZE)")
-    assert '(\\Draft $x)' in u[0] and '"05-Mar-2026 09:00:00 +0000"' in u[0]
+    assert '(\\Recent \\Draft $x)' in u[0] and '"05-Mar-2026 09:00:00 +0000"' in u[0]
     # A synchronizing literal gets its continuation; bare LF becomes CRLF.
     r.r.send(b"x1 APPEND INBOX {14}\r\n")
     assert r.r.line().startswith(b"+ ")
@@ -256,7 +257,7 @@ def test_condstore_qresync(server):
     uidvalidity = re.search(r"UIDVALIDITY (\d+)", " ".join(u)).group(1)
     hms = int(re.search(r"HIGHESTMODSEQ (\d+)", " ".join(u)).group(1))
     u = r.ok("STORE 2 +FLAGS (\\Flagged)")
-    assert re.search(r"\* 2 FETCH \(FLAGS \(\\Flagged\) MODSEQ \((\d+)\)\)", u[0])
+    assert re.search(r"\* 2 FETCH \(FLAGS \(\\Recent \\Flagged\) MODSEQ \((\d+)\)\)", u[0])
     m2 = int(re.search(r"MODSEQ \((\d+)\)", u[0]).group(1))
     assert m2 > hms
     u, t = r.cmd(f"STORE 2 (UNCHANGEDSINCE {hms}) -FLAGS (\\Flagged)")
@@ -314,7 +315,8 @@ def test_idle_sees_changes_from_another_client(server):
     mx_send(server, "x@far.test", [ALICE], b"Subject: by smtp\r\n\r\nz\r\n")
     expect(r"^\* 3 EXISTS$")
     other.store("1", "+FLAGS", "\\Flagged")
-    expect(r"^\* 1 FETCH \(FLAGS \(\\Flagged\)\)$")
+    # This session selected first: the message is recent to it, not to the other.
+    expect(r"^\* 1 FETCH \(FLAGS \(\\Recent \\Flagged\)\)$")
     other.store("2", "+FLAGS", "\\Deleted")
     other.expunge()
     expect(r"^\* 2 EXPUNGE$")
