@@ -109,6 +109,9 @@ def test_two_nodes_one_database(make_server, database):
     # Told without polling by the client (how fast is a benchmark's question, not this test's).
     r.sock.settimeout(30)
     assert r.line() == b"* 2 EXISTS"
+    # Node A's session took message 1 as recent; the new one is this session's, whichever node
+    # it arrived on.
+    assert r.line() == b"* 1 RECENT"
     r.send(b"DONE\r\n")
     assert r.line().startswith(b"c OK")
 
