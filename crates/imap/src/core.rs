@@ -274,6 +274,21 @@ impl ImapCore {
         std::mem::take(&mut self.out)
     }
 
+    /// What is to be sent to the client now, without giving up the buffer: a long FETCH
+    /// reuses it for every piece.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// The output was sent. The buffer is kept while a long answer is under way and given back
+    /// when the session waits, so an idle connection holds little memory.
+    pub fn output_sent(&mut self, idle: bool) {
+        self.out.clear();
+        if idle && self.out.capacity() > 8 << 10 {
+            self.out = Vec::new();
+        }
+    }
+
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
     }

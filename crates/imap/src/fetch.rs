@@ -7,7 +7,9 @@ use std::collections::VecDeque;
 use std::io::Write;
 
 use postern_message::MessageMeta;
-use postern_store::{BlobId, FlagOp, Flags, FlagsUpdate, MessageEntry, SharedStore, Uid};
+use postern_store::{
+    BlobBytes, BlobId, FlagOp, Flags, FlagsUpdate, MessageEntry, SharedStore, Uid,
+};
 
 use crate::core::{FLUSH_AT, Fail, ImapCore, Res, no, ok, push};
 use crate::format;
@@ -105,7 +107,7 @@ enum Piece {
 struct Ready {
     seq: u32,
     entry: MessageEntry,
-    head: Option<Vec<u8>>,
+    head: Option<BlobBytes>,
     meta: Option<MessageMeta>,
 }
 
@@ -257,7 +259,7 @@ impl FetchJob {
         let n = self.todo.len().min(BATCH);
         let chunk: Vec<(u32, MessageEntry)> = self.todo.drain(..n).collect();
         let blobs: Vec<u64> = chunk.iter().map(|(_, e)| e.blob).collect();
-        let mut heads: Vec<Option<Vec<u8>>> = Vec::with_capacity(chunk.len());
+        let mut heads: Vec<Option<BlobBytes>> = Vec::with_capacity(chunk.len());
         if self.wants_head {
             for h in store.blob_heads(&blobs, MessageMeta::header_len_of).await? {
                 heads.push(Some(h?));
@@ -360,7 +362,7 @@ impl FetchJob {
                     let header = (section.part.is_empty()).then_some(()).and(head.as_ref());
                     match (header, &section.text) {
                         (Some(h), Some(SectionText::Header)) => {
-                            let data = apply_partial(&mut out, h.clone(), *partial);
+                            let data = apply_partial(&mut out, h.to_vec(), *partial);
                             out.push(b' ');
                             format::literal(&mut out, &data);
                         }
@@ -583,16 +585,17 @@ fn quote_fields(f: &[String]) -> String {
 pub fn header_fields(header: &[u8], names: &[String], not: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(header.len().min(1024));
     let mut keep = false;
-    for line in header.split_inclusive(|&b| b == b'\n') {
+    let mut rest = header;
+    while !rest.is_empty() {
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        let (line, next) = rest.split_at(end);
+        rest = next;
         if line == b"\r\n" || line == b"\n" {
             break;
         }
         if !(line[0] == b' ' || line[0] == b'\t') {
-            let name = line
-                .split(|&b| b == b':')
-                .next()
-                .unwrap_or(b"")
-                .trim_ascii();
+            let colon = memchr::memchr(b':', line).unwrap_or(line.len());
+            let name = line[..colon].trim_ascii();
             let named = names
                 .iter()
                 .any(|n| n.as_bytes().eq_ignore_ascii_case(name));

@@ -125,12 +125,7 @@ impl ImapCore {
         };
         let mut senders: Vec<String> = Vec::new();
         for head in heads.into_iter().flatten() {
-            let from = postern_message::parse(&head).and_then(|m| {
-                m.from()
-                    .and_then(|f| f.first())
-                    .and_then(|a| a.address())
-                    .map(str::to_ascii_lowercase)
-            });
+            let from = postern_message::first_from(&head).map(|a| a.to_ascii_lowercase());
             if let Some(f) = from
                 && !senders.contains(&f)
             {

@@ -108,18 +108,23 @@ impl ImapServer {
             }
             io.consume(n);
             let step = core.step().await;
-            io.write(&core.take_output());
+            if let Step::Flush = step {
+                // A piece of a long answer: straight from the core's buffer to the socket.
+                if let Err(e) = io.send_now(core.output()).await {
+                    info!(error = %e, "output not delivered; disconnecting");
+                    return;
+                }
+                core.output_sent(false);
+                continue;
+            }
+            io.write(core.output());
+            core.output_sent(matches!(step, Step::Read(_)));
             match step {
                 Step::Close => {
                     let _ = io.flush().await;
                     return;
                 }
-                Step::Flush => {
-                    if let Err(e) = io.flush().await {
-                        info!(error = %e, "output not delivered; disconnecting");
-                        return;
-                    }
-                }
+                Step::Flush => unreachable!("sent above"),
                 Step::StartTls => {
                     let Some(tls) = &self.tls else { return };
                     let limit = self.config.tls.handshake_timeout.duration();

@@ -328,6 +328,30 @@ impl Io {
             .map_err(|_| stalled())?
     }
 
+    /// Writes what is buffered, then `data` straight from the caller's buffer (a large answer
+    /// is not copied into ours first); each write must make progress within the write timeout.
+    pub async fn send_now(&mut self, data: &[u8]) -> io::Result<()> {
+        self.flush().await?;
+        let limit = self.write_timeout;
+        let mut off = 0;
+        while off < data.len() {
+            match tokio::time::timeout(limit, self.conn.write(&data[off..])).await {
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client does not read",
+                    ));
+                }
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => off += n,
+            }
+        }
+        tokio::time::timeout(limit, self.conn.flush())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client does not read"))?
+    }
+
     async fn flush_all(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
             self.conn.write_all(&self.wbuf).await?;

@@ -185,7 +185,7 @@ pub trait MailStore: Send + Sync + 'static {
         &self,
         ids: &[BlobId],
         head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
-    ) -> Result<Vec<Result<Vec<u8>>>>;
+    ) -> Result<Vec<Result<BlobBytes>>>;
     /// `blob_info` for many blobs in one lookup.
     async fn blob_infos(&self, ids: &[BlobId]) -> Result<Vec<Result<BlobInfo>>>;
 

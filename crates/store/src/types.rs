@@ -252,6 +252,52 @@ pub struct FlagsResult {
     pub modified: Vec<Uid>,
 }
 
+/// Bytes read from a stored message: owned, or a view of a mapped segment file (a FETCH of a
+/// large mailbox reads thousands of headers without copying them).
+#[derive(Clone)]
+pub struct BlobBytes {
+    data: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    start: usize,
+    end: usize,
+}
+
+impl BlobBytes {
+    pub fn owned(v: Vec<u8>) -> BlobBytes {
+        let end = v.len();
+        BlobBytes {
+            data: Arc::new(v),
+            start: 0,
+            end,
+        }
+    }
+
+    /// `range` of `data`, which must hold it.
+    pub fn view(
+        data: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        range: std::ops::Range<usize>,
+    ) -> BlobBytes {
+        let len = (*data).as_ref().len();
+        BlobBytes {
+            data,
+            start: range.start.min(len),
+            end: range.end.min(len),
+        }
+    }
+}
+
+impl std::ops::Deref for BlobBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &(*self.data).as_ref()[self.start..self.end]
+    }
+}
+
+impl std::fmt::Debug for BlobBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlobBytes({} bytes)", self.end - self.start)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BlobInfo {
     pub id: BlobId,

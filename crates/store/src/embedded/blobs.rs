@@ -97,6 +97,30 @@ impl BlobFiles {
         Ok(m)
     }
 
+    /// Like [`BlobFiles::read`], as a view of the mapped segment where the bytes are in one
+    /// (no copy).
+    pub fn view(
+        &self,
+        id: BlobId,
+        loc: BlobLoc,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<crate::BlobBytes> {
+        if let BlobLoc::Segment { seg, offset: base } = loc {
+            let start = offset.min(size);
+            let n = len.min(size - start);
+            let from = base + start;
+            let m = self.mapped(seg, from + n)?;
+            return Ok(crate::BlobBytes::view(
+                m,
+                from as usize..(from + n) as usize,
+            ));
+        }
+        self.read(id, loc, size, offset, len)
+            .map(crate::BlobBytes::owned)
+    }
+
     pub fn read(
         &self,
         id: BlobId,

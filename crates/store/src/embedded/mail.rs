@@ -255,7 +255,7 @@ impl MailStore for EmbeddedStore {
         &self,
         ids: &[BlobId],
         head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
-    ) -> Result<Vec<Result<Vec<u8>>>> {
+    ) -> Result<Vec<Result<BlobBytes>>> {
         let locs: Vec<Result<(u64, BlobLoc, u64)>> = self.read(|r| {
             let t = r.open_table(BLOBS).map_err(db_err)?;
             let mut out = Vec::with_capacity(ids.len());
@@ -274,7 +274,7 @@ impl MailStore for EmbeddedStore {
             .zip(locs)
             .map(|(&id, l)| {
                 let (size, loc, n) = l?;
-                Ok(self.shared.blobs.read(id, loc, size, 0, n)?)
+                Ok(self.shared.blobs.view(id, loc, size, 0, n)?)
             })
             .collect())
     }

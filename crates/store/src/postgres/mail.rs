@@ -564,13 +564,14 @@ impl MailStore for PgStore {
             .await?
             .pop()
             .unwrap_or_else(|| Err(StoreError::NotFound(format!("blob {id}"))))
+            .map(|b| b.to_vec())
     }
 
     async fn blob_heads(
         &self,
         ids: &[BlobId],
         head_len: for<'m> fn(&'m [u8]) -> Option<u64>,
-    ) -> Result<Vec<Result<Vec<u8>>>> {
+    ) -> Result<Vec<Result<BlobBytes>>> {
         let c = self.client().await?;
         let list: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         // Two queries for any number of blobs: their metadata, then the heads it measures.
@@ -612,6 +613,7 @@ impl MailStore for PgStore {
                 heads
                     .get(id)
                     .cloned()
+                    .map(BlobBytes::owned)
                     .ok_or_else(|| StoreError::NotFound(format!("blob {id}")))
             })
             .collect())
