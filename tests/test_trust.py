@@ -55,7 +55,9 @@ def send(server, ip, sender, msg, helo="mx.far.test"):
         code, text = c.mail(sender)
         if code != 250:
             return code, text
-        c.rcpt(ALICE)
+        code, text = c.rcpt(ALICE)
+        if code != 250:
+            return code, text
         return c.data(msg)
 
 
@@ -235,10 +237,14 @@ def test_block_and_allow_lists(trust):
     s = make(extra='[inbound]\nblock = ["spam.test", "eve@far.test"]\nallow = ["quar.test", "127.0.0.7"]')
     with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30) as c:
         c.ehlo("client.test")
-        code, text = c.mail("x@mail.spam.test")
+        # Refused at RCPT, so that postmaster still takes mail from anyone (RFC 5321 4.5.1).
+        assert c.mail("x@mail.spam.test")[0] == 250
+        code, text = c.rcpt(ALICE)
         assert code == 550 and b"5.7.1" in text and b"administrator" in text
-        code, _ = c.mail("eve@far.test")
-        assert code == 550
+        assert c.rcpt("postmaster@example.test")[0] == 250
+        c.rset()
+        assert c.mail("eve@far.test")[0] == 250
+        assert c.rcpt(ALICE)[0] == 550
     # An allowed domain counts only when proven: quar.test's SPF passes for GOOD_IP, so its
     # mail is accepted even with a From that fails DMARC...
     assert send(s, GOOD_IP, "eve@quar.test", message("boss@far.test", "allowed"))[0] == 250
@@ -305,7 +311,10 @@ def test_dns_blocklist(trust):
     s = make(extra='[inbound]\ndnsbl = ["bl.test"]')
     with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30, source_address=(BAD_IP, 0)) as c:
         c.ehlo("mx.nowhere.test")
-        code, text = c.mail("y@nowhere.test")
+        assert c.mail("y@nowhere.test")[0] == 250
+        code, text = c.rcpt(ALICE)
+        # abuse@ hears from listed addresses too: how else would they be told?
+        assert c.rcpt("abuse@example.test")[0] == 250
     assert code == 550 and b"5.7.1" in text and b"listed on the blocklist bl.test" in text, text
     # Another address is not listed.
     assert send(s, GOOD_IP, "bob@far.test", signed(message("bob@far.test", "not listed")))[0] == 250
@@ -458,3 +467,42 @@ def test_large_spooled_message_checked_by_its_header(trust):
     assert len(ar) == 1 and "bank.test" not in ar[0] and "spf=none" in ar[0], ar
     assert got.endswith(body.encode()), "the body streamed through whole"
     assert got.count(b"Subject: large") == 1
+
+
+def test_postmaster_and_abuse_take_mail_from_anyone(trust):
+    """RFC 5321 4.5.1 and RFC 2142: postmaster (bare and at every local domain) and abuse@
+    accept mail whatever the sender checks say; with no account of that name it reaches the
+    postmaster account (here the first web admin, alice)."""
+    dns, make = trust
+    s = make(extra='[inbound]\nblock = ["spam.test"]\n[http]\nadmins = ["alice@example.test"]')
+
+    def deliver(ip, sender, rcpts, msg):
+        with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=60, local_hostname="mx.far.test",
+                          source_address=(ip, 0)) as c:
+            c.ehlo("mx.far.test")
+            assert c.mail(sender)[0] == 250
+            for r in rcpts:
+                code, text = c.rcpt(r)
+                assert code == 250, (r, code, text)
+            return c.data(msg)
+
+    # A sender the administrator blocks, telling postmaster about it.
+    assert deliver(GOOD_IP, "x@spam.test", ["postmaster"], message("x@spam.test", "to postmaster bare"))[0] == 250
+    # Failing DMARC where the domain asks for rejection: refused for alice, taken for abuse@ (Junk).
+    tampered = signed(message("bob@far.test", "forged report")).replace(b"Hello Alice.", b"Send money.")
+    code, text = send(s, BAD_IP, "bob@far.test", tampered)
+    assert code == 550 and b"p=reject" in text, text
+    assert deliver(BAD_IP, "bob@far.test", ["abuse@example.test", "Postmaster@example.test"], tampered)[0] == 250
+    inbox, junk = folder(s, "INBOX"), folder(s, "Junk")
+    assert [b"to postmaster bare" in m for m in inbox] == [True]
+    assert len(junk) == 1 and b"Send money." in junk[0]
+    # An account named postmaster takes its own mail.
+    s.add_user("postmaster@example.test")
+    assert deliver(GOOD_IP, "bob@far.test", ["postmaster@example.test"], signed(message("bob@far.test", "own")))[0] == 250
+    assert len(folder(s, "INBOX")) == 1, "alice got nothing more"
+    with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx()) as c:
+        c.login("postmaster@example.test", PASSWORD)
+        c.select("INBOX", readonly=True)
+        typ, data = c.fetch("1:*", "(BODY.PEEK[])")
+        got = [d[1] for d in data if isinstance(d, tuple)]
+    assert len(got) == 1 and b"own" in got[0]

@@ -545,6 +545,10 @@ pub struct Smtp {
     pub max_messages_per_hour: u32,
     /// Recipients one logged-in user may send to per hour (0: no limit).
     pub max_recipients_per_hour: u32,
+    /// The account that gets mail for postmaster and abuse at every local domain when no
+    /// account or alias of that name exists. Empty: the first of `http.admins`, else the
+    /// first account.
+    pub postmaster: String,
 }
 
 /// An IP network, "192.0.2.0/24" or a single address.
@@ -642,6 +646,7 @@ impl Default for Smtp {
             max_connection_rate_per_ip: 0,
             max_messages_per_hour: 1000,
             max_recipients_per_hour: 5000,
+            postmaster: String::new(),
         }
     }
 }
@@ -1171,6 +1176,7 @@ relay_networks = []      # networks that may send to any domain without logging 
 max_connection_rate_per_ip = 0  # new connections per IP per minute (0 = no limit)
 max_messages_per_hour = 1000    # per logged-in user (0 = no limit): a stolen password sends little
 max_recipients_per_hour = 5000
+postmaster = ""          # who gets postmaster@ and abuse@ mail when no account or alias has them ("": the first admin)
 
 [pop3]
 idle_timeout = "10m"

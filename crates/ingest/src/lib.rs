@@ -42,6 +42,8 @@ pub struct Recipient {
     pub orcpt: Option<String>,
     pub notify: Option<String>,
     pub dests: Vec<Destination>,
+    /// postmaster or abuse at one of our domains: takes mail from anyone (RFC 5321 4.5.1).
+    pub role: bool,
 }
 
 /// What to tell the client about a message: an SMTP reply code, its enhanced status code
@@ -205,7 +207,11 @@ impl Ingest {
                             complete,
                         )
                         .await;
+                    // Mail only for postmaster or abuse is taken whatever the checks say
+                    // (to Junk when they would refuse it): reports of abuse must arrive.
+                    let roles_only = env.rcpts.iter().all(|r| r.role);
                     let refusal = match &v.decision {
+                        _ if roles_only => None,
                         postern_trust::Decision::Reject(why) => {
                             Some((Status::new(550, "5.7.1", why.clone()), "authentication"))
                         }
@@ -235,9 +241,12 @@ impl Ingest {
                 .as_ref()
                 .map(|v| v.headers.clone())
                 .unwrap_or_default();
-            let junk = verdict
-                .as_ref()
-                .is_some_and(|v| v.decision == postern_trust::Decision::Junk);
+            let junk = verdict.as_ref().is_some_and(|v| {
+                matches!(
+                    v.decision,
+                    postern_trust::Decision::Junk | postern_trust::Decision::Reject(_)
+                )
+            });
             let queue_sender =
                 route::forwarding_sender(&self.directory, logged_in, &env.from, &env.rcpts).await;
             let mut folders =

@@ -168,6 +168,9 @@ impl SmtpServer {
         io.write(&core.greeting().to_bytes());
         info!(tls = io.is_tls(), "connected");
         let mut receiving: Option<Receiving> = None;
+        // Why this client's mail is refused (a blocked sender, a blocklisted address): said at
+        // RCPT to every recipient but postmaster and abuse, which take mail from anyone.
+        let mut refused: Option<Reply> = None;
         let mut shutdown = self.shutdown.clone();
         loop {
             if io.should_flush()
@@ -218,7 +221,7 @@ impl SmtpServer {
                 Err(_) => break,
             };
             match self
-                .act(action, &mut core, &mut io, ip, &mut receiving)
+                .act(action, &mut core, &mut io, ip, &mut receiving, &mut refused)
                 .await
             {
                 Flow::Continue => {}
@@ -237,6 +240,7 @@ impl SmtpServer {
         io: &mut Io,
         ip: IpAddr,
         receiving: &mut Option<Receiving>,
+        refused: &mut Option<Reply>,
     ) -> Flow {
         loop {
             action = match action {
@@ -282,10 +286,26 @@ impl SmtpServer {
                     if r.is_ok() {
                         r = self.sender_limits(core, ip).await;
                     }
+                    *refused = None;
+                    // Mail from other servers that the sender checks refuse is refused at
+                    // RCPT instead, so postmaster and abuse still take it (RFC 5321 4.5.1).
+                    if core.user().is_none()
+                        && self.settings.role == Role::Mx
+                        && let Err(reply) = r
+                    {
+                        *refused = Some(reply);
+                        r = Ok(());
+                    }
                     core.sender_checked(m, r)
                 }
                 Action::CheckRecipient(r) => {
                     let mut res = self.check_recipient(core, r, ip).await;
+                    if let Ok(a) = &res
+                        && !a.role
+                        && let Some(reply) = refused.clone()
+                    {
+                        res = Err(reply);
+                    }
                     if let Ok(a) = &res
                         && let Err(reply) = self.recipient_limits(core, a, ip).await
                     {
@@ -441,6 +461,7 @@ impl SmtpServer {
             .map(|e| e.from.address.clone())
             .unwrap_or_default();
         if inbound.greylist
+            && !a.role
             && self.settings.role == Role::Mx
             && !self.config.smtp.relay_allowed(ip)
             && !inbound.allowed_ip(ip)
@@ -461,14 +482,31 @@ impl SmtpServer {
         Ok(())
     }
 
-    async fn postmaster_address(&self) -> Option<String> {
+    /// Where postmaster and abuse mail goes when no account or alias takes the address:
+    /// `smtp.postmaster`, else the first web admin, else the first account.
+    async fn postmaster_account(&self) -> Option<String> {
+        let c = &self.config;
+        if !c.smtp.postmaster.is_empty() {
+            return Some(c.smtp.postmaster.clone());
+        }
+        if let Some(a) = c.http.admins.first() {
+            return Some(a.clone());
+        }
+        let mut all = self.directory.store().account_list().await.ok()?;
+        all.sort_by(|a, b| a.address.cmp(&b.address));
+        all.first().map(|a| a.address.clone())
+    }
+
+    /// The domain a bare `postmaster` (RFC 5321 4.5.1) stands for: our hostname's, or the
+    /// first one.
+    async fn postmaster_domain(&self) -> Option<String> {
         let domains = self.directory.store().domain_list().await.ok()?;
         let host = &self.config.hostname;
         let d = domains
             .iter()
             .find(|d| host.ends_with(&format!(".{}", d.name)) || *host == d.name)
             .or(domains.first())?;
-        Some(format!("postmaster@{}", d.name))
+        Some(d.name.clone())
     }
 
     async fn check_recipient(
@@ -478,8 +516,8 @@ impl SmtpServer {
         ip: IpAddr,
     ) -> Result<Recipient, Reply> {
         let raw = if r.address == "postmaster" {
-            match self.postmaster_address().await {
-                Some(a) => a,
+            match self.postmaster_domain().await {
+                Some(d) => format!("postmaster@{d}"),
                 None => return Err(Reply::new(550, "5.1.1", "No postmaster here")),
             }
         } else {
@@ -524,8 +562,17 @@ impl SmtpServer {
                 orcpt: r.orcpt,
                 notify: r.notify,
                 dests: vec![Destination::Remote(address)],
+                role: false,
             });
         }
+        // postmaster and abuse at each of our domains take mail from anyone (RFC 5321 4.5.1,
+        // RFC 2142); with no account or alias of that name they reach the postmaster account.
+        let role = matches!(
+            raw.rsplit_once('@')
+                .map(|(l, _)| l.to_ascii_lowercase())
+                .as_deref(),
+            Some("postmaster" | "abuse")
+        );
         let (sender, logged_in) = match core.user() {
             Some(u) => (u.to_string(), true),
             None => (
@@ -535,7 +582,19 @@ impl SmtpServer {
                 false,
             ),
         };
-        match self.directory.expand_from(&raw, &sender, logged_in).await {
+        let mut routed = self.directory.expand_from(&raw, &sender, logged_in).await;
+        if role
+            && matches!(&routed, Ok(Routed::Unknown) | Ok(Routed::To(_)))
+            && !matches!(&routed, Ok(Routed::To(d)) if !d.is_empty())
+            && let Some(pm) = self.postmaster_account().await
+        {
+            routed = self
+                .directory
+                .expand(&pm)
+                .await
+                .map(|d| d.map_or(Routed::Unknown, Routed::To));
+        }
+        match routed {
             Ok(Routed::Denied(why)) => Err(Reply::new(
                 550,
                 "5.7.1",
@@ -562,6 +621,7 @@ impl SmtpServer {
                     orcpt: r.orcpt,
                     notify: r.notify,
                     dests,
+                    role,
                 })
             }
             Ok(Routed::To(_) | Routed::Unknown) => Err(Reply::new(
