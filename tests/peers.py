@@ -159,8 +159,10 @@ class _Handler(socketserver.StreamRequestHandler):
                     if l.startswith(b"."):
                         l = l[1:]
                     data += l
+                sink.current = bytes(wire)
                 end = sink.script("END", "", sink) if sink.script else None
                 if end:
+                    sink.refused.append(bytes(wire))
                     self.reply(end)
                 else:
                     sink.messages.append((mail, list(rcpts), bytes(data)))
@@ -185,13 +187,15 @@ class _Server(socketserver.ThreadingTCPServer):
 
 class Sink:
     """An SMTP server on ip:port. `script(cmd, line, sink)` may return a reply to use instead;
-    cmd "END" is the end of data. With `tls` (an ssl.SSLContext) it offers STARTTLS; `secure`
+    cmd "END" is the end of data (`current` holds its wire lines then). With `tls` (an ssl.SSLContext) it offers STARTTLS; `secure`
     says, for each message received, whether it came over TLS; `wire`, its DATA lines exactly
     as they were sent (still dot-stuffed, without the final ".")."""
 
     def __init__(self, ip, port, script=None, auth=None, tls=None):
         self.messages, self.commands, self.connections = [], [], 0
         self.secure, self.tls_errors, self.wire = [], [], []
+        # DATA refused at its end by the script: the wire lines, as `wire` keeps them.
+        self.refused, self.current = [], b""
         self.script, self.auth, self.tls = script, auth, tls
         self.server = _Server((ip, port), _Handler)
         self.server.sink = self

@@ -484,3 +484,75 @@ vacation :days 7 :subject "Away" "Back next week.";
     finally:
         far.stop()
         other.stop()
+
+
+LONG = "".join(f"word{i:05d} " for i in range(2000))[:20000]
+
+
+def imap_messages(server, user):
+    """Every INBOX message, whole (POP3 clients refuse lines this long; IMAP literals do not)."""
+    import imaplib
+    from conftest import PASSWORD
+    from helpers import insecure_ctx
+    with imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=insecure_ctx()) as c:
+        c.login(user, PASSWORD)
+        c.select("INBOX", readonly=True)
+        typ, data = c.fetch("1:*", "(BODY.PEEK[])")
+        return [d[1] for d in data if isinstance(d, tuple)]
+
+
+def test_long_lines_delivered_intact_and_reencoded_when_we_sign(net):
+    """A 20,000-octet line: delivered locally as sent; a user's message with one leaves with
+    every line within 998 octets (quoted-printable) and a DKIM signature dkimpy verifies."""
+    dns, rport, make = net
+    s = make()
+    selector, record = dkim_key_record(s)
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.14")],
+              txt=[(f"{selector}._domainkey.example.test", record)])
+    sink = Sink("127.0.0.14", rport)
+    s.start()
+    try:
+        body = f"Before.\r\n{LONG}\r\nAfter.\r\n"
+        mx_send(s, "x@far.test", [ALICE], msg("long line in", body))
+        [got] = imap_messages(s, ALICE)
+        assert got.endswith(body.encode()), "stored as sent"
+        submit(s, ALICE, ["someone@far.test", BOB], msg("long line out", body))
+        wait_for(lambda: sink.messages, timeout=30)
+        out = sink.wire[0]
+        assert max(len(l) for l in out.split(b"\r\n")) <= 998
+        assert b"Content-Transfer-Encoding: quoted-printable" in out
+        parsed = email.message_from_bytes(out.replace(b"\r\n..", b"\r\n."))
+        assert parsed.get_payload(decode=True).decode() == body.replace("\r\n", "\n").replace("\n", "\r\n")
+        assert dkim_verify(out.replace(b"\r\n..", b"\r\n."), dns), out[:1500]
+        # The local copy is the same message: what leaves is what Bob reads.
+        bobs = imap_messages(s, BOB)
+        assert len(bobs) == 1 and b"quoted-printable" in bobs[0]
+    finally:
+        sink.stop()
+
+
+def test_mail_passing_through_is_reencoded_only_when_refused_for_its_lines(net):
+    """Forwarded mail goes out as it came; a server that refuses its long lines gets it again,
+    re-encoded, once."""
+    dns, rport, make = net
+    s = make()
+    s.cli("alias", "add", "fwd@example.test", "someone@far.test")
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.15")])
+
+    def strict(cmd, line, sink):
+        if cmd == "END" and any(len(l) > 998 for l in sink.current.split(b"\r\n")):
+            return "550 5.5.2 Line too long"
+        return None
+
+    sink = Sink("127.0.0.15", rport, script=strict)
+    s.start()
+    try:
+        body = f"{LONG}\r\n"
+        mx_send(s, "x@far.test", ["fwd@example.test"], msg("forwarded", body))
+        wait_for(lambda: sink.messages, timeout=30)
+        wait_for(lambda: "the queue is empty" in queue_list(s), timeout=30)
+        assert len(sink.refused) == 1 and len(sink.wire) == 1, "refused once, then taken"
+        assert LONG.encode() in sink.refused[0], "first as it came"
+        assert b"quoted-printable" in sink.wire[0] and max(len(l) for l in sink.wire[0].split(b"\r\n")) <= 998
+    finally:
+        sink.stop()

@@ -517,7 +517,8 @@ pub struct Smtp {
     pub max_recipients: usize,
     /// Command line length limit (RFC 5321 4.5.3.1.4: at least 512).
     pub max_command_line: usize,
-    /// Text line length limit in message content (RFC 5321 4.5.3.1.6: 1000 with CRLF).
+    /// The line length (CRLF included) RFC 5321 4.5.3.1.6 allows: longer lines are accepted,
+    /// and re-encoded in mail we sign or a next hop refuses for them.
     pub max_text_line: usize,
     /// More Received headers than this is a mail loop (554 5.4.6).
     pub max_received_headers: usize,
@@ -1162,7 +1163,7 @@ failure_delay_ms = 1000  # pause before a failed-login reply
 max_message_size = "50M"
 max_recipients = 1000
 max_command_line = 512
-max_text_line = 1000
+max_text_line = 1000     # RFC line length incl. CRLF: longer lines are taken, and re-encoded in mail we sign
 max_received_headers = 100
 max_errors = 20
 max_connections = 1000

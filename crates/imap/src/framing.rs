@@ -165,7 +165,7 @@ impl Framer {
                         if *binary {
                             sink.put(chunk);
                         } else {
-                            put_crlf(sink, chunk, cr);
+                            sink.put_crlf(chunk, cr);
                         }
                         *left -= n as u64;
                     }
@@ -275,35 +275,6 @@ impl Framer {
         self.literals = 0;
         self.literal = None;
     }
-}
-
-/// Writes `chunk` to the sink with every line end made CRLF (bare LF and bare CR alike), as
-/// stored messages have; `cr` carries a CR from the end of one chunk to the next.
-fn put_crlf(sink: &mut MessageSink, chunk: &[u8], cr: &mut bool) {
-    let mut start = 0;
-    for (i, &b) in chunk.iter().enumerate() {
-        match b {
-            b'\n' if *cr => {
-                // The CR before it was written as CRLF already.
-                sink.put(&chunk[start..i]);
-                start = i + 1;
-                *cr = false;
-            }
-            b'\n' => {
-                sink.put(&chunk[start..i]);
-                sink.put(b"\r\n");
-                start = i + 1;
-            }
-            b'\r' => {
-                sink.put(&chunk[start..i]);
-                sink.put(b"\r\n");
-                start = i + 1;
-                *cr = true;
-            }
-            _ => *cr = false,
-        }
-    }
-    sink.put(&chunk[start..]);
 }
 
 #[cfg(test)]

@@ -184,6 +184,17 @@ impl Ingest {
                 error,
             };
         }
+        // Mail we vouch for (and sign) leaves with lines RFC 5322 allows: a text part with a
+        // longer line is re-encoded before anything else sees it.
+        let max_line = self.config.smtp.max_text_line.saturating_sub(2);
+        if submitter.is_some()
+            && postern_message::has_long_lines(raw.bytes(), max_line)
+            && let Some(encoded) = heavy(raw.bytes().len(), || {
+                postern_message::reencode_long_lines(raw.bytes(), max_line)
+            })
+        {
+            raw = Raw::Memory(encoded);
+        }
         let size = raw.len();
         let host = self.config.hostname.as_str();
         let store = &self.store;

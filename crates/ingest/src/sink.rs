@@ -83,6 +83,35 @@ impl MessageSink {
         }
     }
 
+    /// Like [`MessageSink::put`], with every line end made CRLF (bare LF and bare CR alike), as
+    /// stored messages have; `cr` carries a CR from the end of one chunk to the next.
+    pub fn put_crlf(&mut self, chunk: &[u8], cr: &mut bool) {
+        let mut start = 0;
+        for (i, &b) in chunk.iter().enumerate() {
+            match b {
+                b'\n' if *cr => {
+                    // The CR before it was written as CRLF already.
+                    self.put(&chunk[start..i]);
+                    start = i + 1;
+                    *cr = false;
+                }
+                b'\n' => {
+                    self.put(&chunk[start..i]);
+                    self.put(b"\r\n");
+                    start = i + 1;
+                }
+                b'\r' => {
+                    self.put(&chunk[start..i]);
+                    self.put(b"\r\n");
+                    start = i + 1;
+                    *cr = true;
+                }
+                _ => *cr = false,
+            }
+        }
+        self.put(&chunk[start..]);
+    }
+
     fn spill(&mut self) -> std::io::Result<()> {
         let path = self
             .spool_dir

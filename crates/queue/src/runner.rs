@@ -320,7 +320,17 @@ impl QueueRunner {
                     return;
                 }
                 let started = std::time::Instant::now();
-                let outcomes = self.deliver_group(&entry, &domain, &idx, &body).await;
+                let mut outcomes = self.deliver_group(&entry, &domain, &idx, &body).await;
+                // Sent as it came; a server that refuses its long lines gets it once more with
+                // those lines re-encoded (quoted-printable), rather than the sender a bounce.
+                let max_line = self.config.smtp.max_text_line.saturating_sub(2);
+                if outcomes.iter().all(refused_for_long_lines)
+                    && postern_message::has_long_lines(&body, max_line)
+                    && let Some(encoded) = postern_message::reencode_long_lines(&body, max_line)
+                {
+                    info!(id = %entry.trace_id, %domain, "refused for long lines; sending it again re-encoded");
+                    outcomes = self.deliver_group(&entry, &domain, &idx, &encoded).await;
+                }
                 let m = &postern_net::metrics::METRICS;
                 m.delivery.observe(started.elapsed());
                 for (i, o) in idx.iter().zip(outcomes) {
@@ -902,6 +912,15 @@ impl QueueRunner {
             .map(|_| id)
             .map_err(|e| e.to_string())
     }
+}
+
+/// A permanent refusal that names the message's line length (RFC 5321 4.5.3.1.6).
+fn refused_for_long_lines(o: &Outcome) -> bool {
+    let Outcome::Failed { text, .. } = o else {
+        return false;
+    };
+    let t = text.to_ascii_lowercase();
+    t.contains("line") && (t.contains("long") || t.contains("length"))
 }
 
 fn outcome(host: &str, r: &RemoteReply) -> Outcome {

@@ -54,13 +54,6 @@ pub fn check_content(
             "Message contains a bare CR or LF; the sending program must end lines with CRLF (RFC 5321 2.3.8)",
         ));
     }
-    if report.long_line {
-        return Some(Reply::new(
-            550,
-            "5.6.0",
-            "Message has a line longer than 1000 octets (RFC 5321 4.5.3.1.6); the sending program must encode it (quoted-printable or base64)",
-        ));
-    }
     if received > max_received {
         return Some(Reply::new(
             554,

@@ -72,6 +72,8 @@ struct Receiving {
     sink: MessageSink,
     trace_id: String,
     bare: content::BareScan,
+    /// BDAT content normalized to CRLF ends with a CR: the next chunk may begin with its LF.
+    cr: bool,
 }
 
 impl SmtpServer {
@@ -795,6 +797,7 @@ impl SmtpServer {
             ),
             trace_id,
             bare: content::BareScan::default(),
+            cr: false,
         }
     }
 
@@ -823,6 +826,9 @@ impl SmtpServer {
         }
         let c = &self.config.smtp;
         let mut dec = DataDecoder::new(c.max_text_line, c.max_message_size.0);
+        if !c.reject_bare_lf {
+            dec = dec.normalizing();
+        }
         let t = c.timeout_data.duration();
         let mut pace = Pace::new(t, c.min_data_rate);
         loop {
@@ -911,7 +917,11 @@ impl SmtpServer {
             };
             let n = chunk.len();
             rx.bare.feed(chunk);
-            rx.sink.put(chunk);
+            if c.reject_bare_lf {
+                rx.sink.put(chunk);
+            } else {
+                rx.sink.put_crlf(chunk, &mut rx.cr);
+            }
             io.consume(n);
             pace.add(n);
             left -= n as u64;

@@ -34,6 +34,8 @@ pub struct DataDecoder {
     max_line: usize,
     max_size: u64,
     report: DataReport,
+    /// Bare LF and bare CR are stored as CRLF (else kept, and only reported).
+    normalize: bool,
 }
 
 /// Where decoded content goes.
@@ -56,7 +58,16 @@ impl DataDecoder {
             max_line,
             max_size,
             report: DataReport::default(),
+            normalize: false,
         }
+    }
+
+    /// Stores every bare LF and bare CR as CRLF (Postfix 3.9's `normalize`): the message is
+    /// kept, with the line ends every reader expects. The end of the data is still only
+    /// CRLF.CRLF.
+    pub fn normalizing(mut self) -> Self {
+        self.normalize = true;
+        self
     }
 
     fn emit<S: Sink>(&mut self, sink: &mut S, bytes: &[u8]) {
@@ -98,6 +109,13 @@ impl DataDecoder {
                         }
                         b'\n' => {
                             self.report.bare_lf = true;
+                            if self.normalize {
+                                self.count_line(i - run);
+                                self.emit(sink, &input[run..i]);
+                                self.emit(sink, b"\r\n");
+                                self.line_len = 0;
+                                run = i + 1;
+                            }
                         }
                         _ => {}
                     }
@@ -126,7 +144,7 @@ impl DataDecoder {
                         i += 1;
                     } else {
                         self.report.bare_cr = true;
-                        self.emit(sink, b"\r");
+                        self.emit(sink, if self.normalize { b"\r\n" } else { b"\r" });
                         self.line_len += 1;
                         self.state = State::InLine;
                     }
@@ -150,7 +168,7 @@ impl DataDecoder {
                     }
                     // ".\r" then something else: a bare CR in a line that began with a dot.
                     self.report.bare_cr = true;
-                    self.emit(sink, b"\r");
+                    self.emit(sink, if self.normalize { b"\r\n" } else { b"\r" });
                     self.line_len += 1;
                     self.state = State::InLine;
                     run = i;
@@ -260,5 +278,25 @@ mod tests {
         assert_eq!(out, b"0123456789");
         assert!(d.report().too_big);
         assert_eq!(d.report().size, 18);
+    }
+
+    #[test]
+    fn normalizing_stores_crlf_and_still_ends_only_at_crlf_dot_crlf() {
+        let msg = b"a\nb\rc\r\n\n.\nd\r\n.\r\n";
+        for step in 1..msg.len() {
+            let mut d = DataDecoder::new(1000, 1 << 20).normalizing();
+            let mut out = Vec::new();
+            let mut end = None;
+            let mut pos = 0;
+            while pos < msg.len() && end.is_none() {
+                let stop = (pos + step).min(msg.len());
+                end = d.feed(&msg[pos..stop], &mut out).map(|n| pos + n);
+                pos = stop;
+            }
+            assert_eq!(end, Some(msg.len()), "step {step}");
+            assert_eq!(out, b"a\r\nb\r\nc\r\n\r\n.\r\nd\r\n", "step {step}");
+            let rep = d.into_report();
+            assert!(rep.bare_lf && rep.bare_cr);
+        }
     }
 }
