@@ -1,6 +1,7 @@
 """The real binary: init, domain/user/alias commands offline and against a running server,
 serve, SIGTERM, and the errors a person gets."""
 
+import imaplib
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from conftest import BIN, DOMAIN, PASSWORD, run
+from helpers import insecure_ctx
 
 
 def test_help_everywhere():
@@ -228,6 +230,9 @@ def test_quickstart_sets_up_and_prints_settings(tmp_root):
     assert "Manage the server in your browser" in out
     assert "https://mail.example.test:30443/admin" in out
     assert 'admins = ["alice@example.test"]' in (d / "postern.toml").read_text()
+    # No step left to do but the last: the account is made.
+    assert "Next steps" not in out and "user add" not in out
+    assert out.rstrip().splitlines()[-1] == f"Start the server with: postern -c {d / 'postern.toml'} serve"
 
 
 def test_sighup_reloads_the_certificate(make_server):
@@ -264,3 +269,15 @@ def test_sighup_reloads_the_certificate(make_server):
         assert time.time() < deadline, "the failed reload was never reported"
         time.sleep(0.1)
     assert "renewed.example.test" in served_cn()
+
+
+def test_commands_right_after_serve_starts_are_answered(make_server):
+    """A command run the moment `postern serve` starts waits for the server instead of failing
+    with "is it still starting?"; the account it adds is the running server's."""
+    s = make_server(listeners=("imaps",))
+    s.start(wait=False)
+    r = s.add_user("late@example.test")
+    assert r.returncode == 0, r.stderr
+    s.wait_ready()
+    with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx(), timeout=30) as c:
+        assert c.login("late@example.test", PASSWORD)[0] == "OK"

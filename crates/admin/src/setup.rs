@@ -61,6 +61,8 @@ pub struct Initialized {
     selector: String,
     /// `None` when the key existed already.
     dkim_record: Option<String>,
+    /// Made by quickstart, which adds the account and starts serving itself: no next steps.
+    pub by_quickstart: bool,
 }
 
 pub async fn init(o: InitOptions) -> anyhow::Result<Initialized> {
@@ -146,6 +148,7 @@ pub async fn init(o: InitOptions) -> anyhow::Result<Initialized> {
         dkim_path,
         selector,
         dkim_record,
+        by_quickstart: false,
     })
 }
 
@@ -179,6 +182,9 @@ impl fmt::Display for Initialized {
             f,
             "  and a PTR record for the server's IP pointing to {hostname} (ask your hosting provider)"
         )?;
+        if self.by_quickstart {
+            return Ok(());
+        }
         writeln!(f)?;
         writeln!(f, "Next steps:")?;
         writeln!(
@@ -226,6 +232,10 @@ pub async fn quickstart_server(
     let admins = format!("admins = [\"{address}\"]");
     std::fs::write(&init.config_path, text.replacen("admins = []", &admins, 1))?;
     let cfg = Config::load(&init.config_path)?;
+    let init = Initialized {
+        by_quickstart: true,
+        ..init
+    };
     Ok((init.config_path.clone(), cfg, Some(init)))
 }
 

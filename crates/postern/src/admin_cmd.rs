@@ -20,17 +20,24 @@ use crate::control;
 /// Runs one request: in the running server through its control socket, else on the store
 /// opened here, answered by the same dispatcher.
 pub async fn run(cfg: &Config, req: AdminRequest) -> anyhow::Result<AdminReply> {
-    if let Some(r) = control::request(&cfg.data_dir, &req).await? {
-        return Ok(r?);
-    }
-    let store = match crate::open_store::open(cfg).await {
-        Ok(o) => o.store,
-        Err(e) => match e.root_cause().downcast_ref::<StoreError>() {
-            Some(l @ StoreError::Locked { .. }) => {
-                bail!("{l}, and its control socket does not answer; is it still starting?")
-            }
-            _ => return Err(e),
-        },
+    // A server that holds the store but does not answer yet is starting: it is waited for.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let store = loop {
+        if let Some(r) = control::request(&cfg.data_dir, &req).await? {
+            return Ok(r?);
+        }
+        match crate::open_store::open(cfg).await {
+            Ok(o) => break o.store,
+            Err(e) => match e.root_cause().downcast_ref::<StoreError>() {
+                Some(l @ StoreError::Locked { .. }) if std::time::Instant::now() >= deadline => {
+                    bail!("{l}, and its control socket does not answer; is it stuck?")
+                }
+                Some(StoreError::Locked { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                }
+                _ => return Err(e),
+            },
+        }
     };
     let r = local(cfg, &store).run(req).await;
     store.close().await?;

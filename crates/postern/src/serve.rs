@@ -133,16 +133,30 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             std::path::Path::new(&cfg.tls.key),
         )?)
     };
-    let crate::open_store::Opened { store, spool_dir } = crate::open_store::open(&cfg).await?;
-    // The data directory lock first, so a second server on it is told so; then every
-    // listener, before anything runs.
-    let mut listeners = Vec::new();
-    for (kind, addr) in cfg.listen.sockets() {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| bind_error(kind, addr, e))?;
-        listeners.push((kind, addr, l));
-    }
+    // A command run by hand may hold the store for a moment (it opened it before we did): it
+    // is waited for; another server holding it is not going away, and is reported.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let crate::open_store::Opened { store, spool_dir } = loop {
+        match crate::open_store::open(&cfg).await {
+            Ok(o) => break o,
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && matches!(
+                        e.root_cause().downcast_ref::<postern_store::StoreError>(),
+                        Some(postern_store::StoreError::Locked { .. })
+                    )
+                    // A server answers on its control socket: that one is not going away.
+                    && control::request(&cfg.data_dir, &postern_admin::AdminRequest::Ping)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_none() =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let directory = Directory::new(store.clone(), DirectoryConfig::from_config(&cfg));
     let (shutdown_handle, shutdown) = ShutdownHandle::new();
     let control_socket = control::socket_path(&cfg.data_dir);
@@ -167,7 +181,17 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         admin: admin.clone(),
         config_path: Some(config_path.clone()),
     };
+    // The data directory lock first, so a second server on it is told so; then the control
+    // socket, so a command run as the server starts is answered; then every listener, before
+    // anything runs.
     control::listen(&cfg.data_dir, admin, shutdown.clone())?;
+    let mut listeners = Vec::new();
+    for (kind, addr) in cfg.listen.sockets() {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error(kind, addr, e))?;
+        listeners.push((kind, addr, l));
+    }
     let trust = if cfg.inbound.check || !cfg.inbound.dnsbl.is_empty() {
         let r = postern_queue::route::resolver_with_timeout(
             &cfg.dns.nameservers,
