@@ -2,6 +2,7 @@
 SMTP server that records what it receives (a destination that can say 451 or 550 on purpose)."""
 
 import os
+import shutil
 import socket
 import socketserver
 import subprocess
@@ -17,7 +18,6 @@ class Dns:
     def __init__(self, port):
         self.port = port
         self.proc = None
-        self.dir = tempfile.mkdtemp(prefix="postern-dns-")
 
     def start(self, mx=(), a=(), txt=(), null_mx=(), srv=(), cname=(), ptr=(), a_only=()):
         """mx: (domain, host, pref); a: (name, ip), with the reverse (PTR) record too;
@@ -26,7 +26,7 @@ class Dns:
         self.stop()
         args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
                 f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-                f"--pid-file={self.dir}/pid", "--log-facility=-", "--conf-file=/dev/null", "--user=root",
+                "--pid-file=", "--log-facility=-", "--conf-file=/dev/null", "--user=root",
                 # Names we do not publish do not exist (NXDOMAIN), as on the internet.
                 "--local=/test/", "--local=/invalid/", "--local=/in-addr.arpa/"]
         for domain, host, pref in mx:
@@ -423,3 +423,4 @@ remote-control:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -167,33 +167,33 @@ async fn logins_and_lockout() {
     let (_t, d, admin) = dir().await;
     let ip: IpAddr = "127.0.0.9".parse().unwrap();
     assert!(matches!(
-        d.authenticate("alice@example.test", "s3cret-pass", ip)
+        d.authenticate("alice@example.test", "s3cret-pass", ip, "test")
             .await
             .unwrap(),
         AuthOutcome::Ok(_)
     ));
     // Cached verification still checks the password.
     assert!(matches!(
-        d.authenticate("alice@example.test", "wrong", ip)
+        d.authenticate("alice@example.test", "wrong", ip, "test")
             .await
             .unwrap(),
         AuthOutcome::Failed
     ));
     assert!(matches!(
-        d.authenticate("ghost@example.test", "wrong", ip)
+        d.authenticate("ghost@example.test", "wrong", ip, "test")
             .await
             .unwrap(),
         AuthOutcome::Failed
     ));
     assert!(matches!(
-        d.authenticate("bob@example.test", "wrong", ip)
+        d.authenticate("bob@example.test", "wrong", ip, "test")
             .await
             .unwrap(),
         AuthOutcome::Failed
     ));
     // Three failures from this IP: even the right password waits now.
     assert!(matches!(
-        d.authenticate("alice@example.test", "s3cret-pass", ip)
+        d.authenticate("alice@example.test", "s3cret-pass", ip, "test")
             .await
             .unwrap(),
         AuthOutcome::LockedOut(_)
@@ -208,7 +208,7 @@ async fn logins_and_lockout() {
         .await
         .unwrap();
     assert!(matches!(
-        d.authenticate("bob@example.test", "n3w-passw0rd", other)
+        d.authenticate("bob@example.test", "n3w-passw0rd", other, "test")
             .await
             .unwrap(),
         AuthOutcome::Ok(_)

@@ -617,16 +617,25 @@ impl Directory {
             .any(|d| matches!(d, Destination::Local(a) if a.id == account.id)))
     }
 
-    /// Checks a login. Failures are counted per IP and per account; callers should wait
-    /// `failure_delay` before answering a failure.
+    /// Checks a login over `protocol` ("imap", "smtp"...). Failures are counted per IP and per
+    /// account; callers should wait `failure_delay` before answering a failure. Every refusal
+    /// is a line in the security log, in the fixed format fail2ban reads.
     pub async fn authenticate(
         &self,
         username: &str,
         password: &str,
         ip: IpAddr,
+        protocol: &str,
     ) -> Result<AuthOutcome, StoreError> {
         let address = normalize_address(username).unwrap_or_else(|_| username.to_ascii_lowercase());
-        if let Some(wait) = self.limiter.locked(ip, &address).await {
+        if let Some(wait) = self.limiter.locked(ip, &address, protocol).await {
+            limiter::security_event(
+                "login refused",
+                ip,
+                protocol,
+                &address,
+                &format!("locked out for {} s more", wait.as_secs().max(1)),
+            );
             return Ok(AuthOutcome::LockedOut(wait));
         }
         let account = self.store.account_by_address(&address).await?;
@@ -641,14 +650,26 @@ impl Directory {
         match account {
             Some(a) if ok => {
                 if a.disabled {
+                    limiter::security_event(
+                        "login refused",
+                        ip,
+                        protocol,
+                        &address,
+                        "account disabled",
+                    );
                     return Ok(AuthOutcome::Disabled);
                 }
                 self.limiter.success(ip, &address).await;
                 Ok(AuthOutcome::Ok(a))
             }
-            _ => {
-                self.limiter.failure(ip, &address).await;
-                tracing::info!(%ip, user = %address, "login failed");
+            found => {
+                let why = if found.is_some() {
+                    "wrong password"
+                } else {
+                    "no such account"
+                };
+                limiter::security_event("login refused", ip, protocol, &address, why);
+                self.limiter.failure(ip, &address, protocol).await;
                 Ok(AuthOutcome::Failed)
             }
         }

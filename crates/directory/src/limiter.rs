@@ -36,19 +36,22 @@ impl LoginLimiter {
         }
     }
 
-    /// How long the IP (or the account) stays locked out, if it is.
-    pub async fn locked(&self, ip: IpAddr, account: &str) -> Option<Duration> {
-        let ip_wait = self.wait(&ip_key(ip)).await;
-        let acc_wait = self.wait(&account_key(account)).await;
+    /// How long the IP (or the account) stays locked out, if it is. A lockout found over is
+    /// said so in the security log, once.
+    pub async fn locked(&self, ip: IpAddr, account: &str, protocol: &str) -> Option<Duration> {
+        let ip_wait = self.wait(&ip_key(ip), ip, account, protocol).await;
+        let acc_wait = self
+            .wait(&account_key(account), ip, account, protocol)
+            .await;
         ip_wait.max(acc_wait)
     }
 
     /// Whether this IP is locked out, whatever account it tries.
     pub async fn ip_locked(&self, ip: IpAddr) -> Option<Duration> {
-        self.wait(&ip_key(ip)).await
+        self.wait(&ip_key(ip), ip, "", "").await
     }
 
-    async fn wait(&self, key: &str) -> Option<Duration> {
+    async fn wait(&self, key: &str, ip: IpAddr, account: &str, protocol: &str) -> Option<Duration> {
         let c = match self.store.counter_get(key).await {
             Ok(c) => c?,
             Err(e) => {
@@ -57,20 +60,40 @@ impl LoginLimiter {
             }
         };
         let left = c.until - now_ms();
+        if c.until > 0 && left <= 0 {
+            // Over: marked so (the strikes stay, for the next lockout's length), and logged.
+            let over = |c: Option<Counter>| c.map(|c| Counter { until: 0, ..c });
+            if self.store.counter_update(key, &over).await.is_ok() {
+                security_event("lockout ended", ip, protocol, account, scope(key));
+            }
+        }
         (left > 0).then(|| Duration::from_millis(left as u64))
     }
 
-    pub async fn failure(&self, ip: IpAddr, account: &str) {
-        self.strike(&ip_key(ip)).await;
+    pub async fn failure(&self, ip: IpAddr, account: &str, protocol: &str) {
+        self.strike(&ip_key(ip), ip, account, protocol).await;
         if !account.is_empty() {
-            self.strike(&account_key(account)).await;
+            self.strike(&account_key(account), ip, account, protocol)
+                .await;
         }
     }
 
-    async fn strike(&self, key: &str) {
-        let step = |c: Option<Counter>| Some(self.next(c, now_ms()));
-        if let Err(e) = self.store.counter_update(key, &step).await {
-            tracing::warn!(%key, error = %e, "login failure not counted");
+    async fn strike(&self, key: &str, ip: IpAddr, account: &str, protocol: &str) {
+        let now = now_ms();
+        let step = |c: Option<Counter>| Some(self.next(c, now));
+        match self.store.counter_update(key, &step).await {
+            Ok(Some(c)) if c.at == now && c.until > now => {
+                let secs = ((c.until - now) as u64).div_ceil(1000);
+                security_event(
+                    "lockout started",
+                    ip,
+                    protocol,
+                    account,
+                    &format!("{} for {secs} s", scope(key)),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%key, error = %e, "login failure not counted"),
         }
     }
 
@@ -116,6 +139,35 @@ impl LoginLimiter {
     }
 }
 
+/// What a lockout key locks: the client's address or the account.
+fn scope(key: &str) -> &'static str {
+    if key.starts_with("login-ip:") {
+        "client address"
+    } else {
+        "account"
+    }
+}
+
+/// One line of the security log, in the fixed format fail2ban and its like read
+/// (contrib/fail2ban): `security: EVENT ip=IP protocol=P account=A reason="..."`.
+pub fn security_event(event: &str, ip: IpAddr, protocol: &str, account: &str, reason: &str) {
+    let protocol = if protocol.is_empty() { "-" } else { protocol };
+    let account: String = account
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"')
+        .take(200)
+        .collect();
+    let account = if account.is_empty() {
+        "-".into()
+    } else {
+        account
+    };
+    let reason = reason.replace('"', "'");
+    tracing::warn!(
+        "security: {event} ip={ip} protocol={protocol} account={account} reason=\"{reason}\""
+    );
+}
+
 fn ip_key(ip: IpAddr) -> String {
     format!("login-ip:{ip}")
 }
@@ -149,19 +201,22 @@ mod tests {
             Duration::from_secs(600),
         );
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        l.failure(ip, "a@x.test").await;
-        l.failure(ip, "b@x.test").await;
-        assert!(l.locked(ip, "c@x.test").await.is_none());
-        l.failure(ip, "c@x.test").await;
-        assert!(l.locked(ip, "d@x.test").await.is_some(), "the IP is locked");
+        l.failure(ip, "a@x.test", "imap").await;
+        l.failure(ip, "b@x.test", "imap").await;
+        assert!(l.locked(ip, "c@x.test", "imap").await.is_none());
+        l.failure(ip, "c@x.test", "imap").await;
+        assert!(
+            l.locked(ip, "d@x.test", "imap").await.is_some(),
+            "the IP is locked"
+        );
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(l.locked(other, "d@x.test").await.is_none());
+        assert!(l.locked(other, "d@x.test", "imap").await.is_none());
         for _ in 0..3 {
-            l.failure(other, "victim@x.test").await;
+            l.failure(other, "victim@x.test", "imap").await;
         }
         let third: IpAddr = "127.0.0.3".parse().unwrap();
         assert!(
-            l.locked(third, "Victim@x.test").await.is_some(),
+            l.locked(third, "Victim@x.test", "imap").await.is_some(),
             "the account is locked"
         );
     }
@@ -178,7 +233,7 @@ mod tests {
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
         let mut waits = Vec::new();
         for _ in 0..4 {
-            l.failure(ip, "").await;
+            l.failure(ip, "", "imap").await;
             let w = l.ip_locked(ip).await.unwrap();
             waits.push(w.as_millis());
             tokio::time::sleep(w + Duration::from_millis(5)).await;

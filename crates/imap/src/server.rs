@@ -135,7 +135,7 @@ impl ImapServer {
                 }
                 Step::Authenticate { user, password } => {
                     let d = &self.directory;
-                    let outcome = d.authenticate(&user, &password, ip).await;
+                    let outcome = d.authenticate(&user, &password, ip, "imap").await;
                     if matches!(outcome, Ok(AuthOutcome::Failed | AuthOutcome::Disabled)) {
                         tokio::time::sleep(d.failure_delay()).await;
                     }

@@ -228,7 +228,11 @@ impl ManageSieveServer {
                 io.write(&core.capabilities());
             }
             Action::Login { user, password } => {
-                let (ok, why) = match self.directory.authenticate(&user, &password, ip).await {
+                let (ok, why) = match self
+                    .directory
+                    .authenticate(&user, &password, ip, "managesieve")
+                    .await
+                {
                     Ok(AuthOutcome::Ok(a)) => {
                         info!(user = %a.address, "logged in");
                         *account = Some(a);

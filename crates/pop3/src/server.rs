@@ -283,7 +283,11 @@ impl Pop3Server {
         ip: IpAddr,
         drop: &mut Option<Maildrop>,
     ) -> Action {
-        let account = match self.directory.authenticate(user, password, ip).await {
+        let account = match self
+            .directory
+            .authenticate(user, password, ip, "pop3")
+            .await
+        {
             Ok(AuthOutcome::Ok(a)) => a,
             Ok(AuthOutcome::Failed) => {
                 postern_net::metrics::METRICS.auth_failures.add("pop3", 1);

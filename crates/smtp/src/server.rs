@@ -697,7 +697,7 @@ impl SmtpServer {
                 return self.count_error(core, io);
             }
         };
-        match self.directory.authenticate(&user, &pass, ip).await {
+        match self.directory.authenticate(&user, &pass, ip, "smtp").await {
             Ok(AuthOutcome::Ok(account)) => {
                 info!(user = %account.address, "authenticated");
                 core.authenticated(Some(account.address));

@@ -205,7 +205,7 @@ pub(super) async fn check_password(
     ip: std::net::IpAddr,
 ) -> Result<postern_store::Account, (StatusCode, String)> {
     use postern_directory::AuthOutcome;
-    match st.directory.authenticate(user, password, ip).await {
+    match st.directory.authenticate(user, password, ip, "http").await {
         Ok(AuthOutcome::Ok(a)) => Ok(a),
         Ok(AuthOutcome::Failed) => {
             postern_net::metrics::METRICS.auth_failures.add("http", 1);
