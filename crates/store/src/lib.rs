@@ -2,8 +2,8 @@
 //! segment files, one process) and PostgreSQL (any number of nodes).
 //!
 //! Protocol code sees only [`Store`] (held as a [`SharedStore`]), one trait per concern:
-//! [`DirectoryStore`], [`MailStore`], [`QueueStore`], [`TraceStore`], [`SieveStore`] and
-//! [`SessionStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
+//! [`DirectoryStore`], [`MailStore`], [`QueueStore`], [`TraceStore`], [`SieveStore`],
+//! [`SessionStore`] and [`ReportStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
 //! per-mailbox metadata. A write is durable when its future resolves. What a change does
 //! (counters, modseqs, quotas) is decided in one place for both backends: `rules`.
 
@@ -85,7 +85,7 @@ impl StoreError {
 /// implements each; protocol code holds a [`SharedStore`].
 #[async_trait]
 pub trait Store:
-    DirectoryStore + MailStore + QueueStore + TraceStore + SieveStore + SessionStore
+    DirectoryStore + MailStore + QueueStore + TraceStore + SieveStore + SessionStore + ReportStore
 {
     /// Changes committed from now on, from any session.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
@@ -285,6 +285,32 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn web_session_delete(&self, id: &str) -> Result<()>;
     /// The live sessions of one account.
     async fn web_session_list(&self, address: &str) -> Result<Vec<WebSession>>;
+}
+
+/// DMARC aggregate and TLS reports: the counts behind the ones we send, and the ones other
+/// organizations send us.
+#[async_trait]
+pub trait ReportStore: Send + Sync + 'static {
+    /// Adds to the counts, all in one atomic write.
+    async fn report_tally(&self, tallies: Vec<ReportTally>) -> Result<()>;
+    /// The (domain, day) pairs with counts not yet sent, of one kind.
+    async fn report_pending(&self, kind: ReportKind) -> Result<Vec<(String, i64)>>;
+    /// Takes the counts of one domain and day, atomically: a second taker (another node)
+    /// gets none of them.
+    async fn report_take(
+        &self,
+        kind: ReportKind,
+        domain: &str,
+        day: i64,
+    ) -> Result<Vec<ReportTally>>;
+    /// Keeps a received report; `false` when the same one ([`ReceivedReport::key`]) is kept
+    /// already.
+    async fn report_put(&self, report: ReceivedReport) -> Result<bool>;
+    /// Received reports of one domain (or all), received at or after `since` (Unix seconds),
+    /// newest first.
+    async fn report_list(&self, domain: Option<&str>, since: i64) -> Result<Vec<ReceivedReport>>;
+    /// Forgets received reports received before `before` (Unix seconds); returns how many.
+    async fn report_prune(&self, before: i64) -> Result<u64>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

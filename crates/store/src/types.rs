@@ -618,3 +618,70 @@ pub struct WebSession {
     pub used: i64,
     pub expires: i64,
 }
+
+/// A report another organization gets from us, or sends us: DMARC aggregate (RFC 7489
+/// section 7.2) or SMTP TLS (RFC 8460).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportKind {
+    Dmarc,
+    Tls,
+}
+
+impl ReportKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReportKind::Dmarc => "dmarc",
+            ReportKind::Tls => "tls",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReportKind> {
+        match s {
+            "dmarc" => Some(ReportKind::Dmarc),
+            "tls" => Some(ReportKind::Tls),
+            _ => None,
+        }
+    }
+}
+
+/// Like outcomes counted toward a report we send: `row` is the outcome (JSON the report
+/// builder reads; equal rows add up), per domain and UTC day (days since 1970).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportTally {
+    pub kind: ReportKind,
+    pub domain: String,
+    pub day: i64,
+    pub row: String,
+    pub count: u64,
+}
+
+/// A report another organization sent about one of our domains, as parsed (`body`, JSON).
+/// One report naming several of our domains is kept once for each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedReport {
+    pub kind: ReportKind,
+    pub domain: String,
+    /// The reporting organization.
+    pub org: String,
+    pub report_id: String,
+    /// The period the report covers (Unix seconds).
+    pub begin: i64,
+    pub end: i64,
+    /// When it arrived (Unix seconds).
+    pub received: i64,
+    pub body: String,
+}
+
+impl ReceivedReport {
+    /// What makes a report the same one sent again.
+    pub fn key(&self) -> String {
+        crate::sha256_hex(&format!(
+            "{}\n{}\n{}\n{}",
+            self.kind.as_str(),
+            self.org,
+            self.report_id,
+            self.domain
+        ))
+    }
+}

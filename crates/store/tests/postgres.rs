@@ -87,6 +87,7 @@ conformance!(
     crossing_writers,
     counters,
     web_sessions,
+    reports,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

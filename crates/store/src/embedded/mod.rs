@@ -17,6 +17,7 @@ mod blobs;
 mod directory;
 mod mail;
 mod queue;
+mod reports;
 mod sessions;
 mod sieve;
 mod tables;
@@ -371,6 +372,9 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(SEEN).map_err(db_err)?;
         w.open_table(SENDERS).map_err(db_err)?;
         w.open_table(TOKENS).map_err(db_err)?;
+        w.open_table(REPORT_TALLY).map_err(db_err)?;
+        w.open_table(REPORTS).map_err(db_err)?;
+        w.open_table(REPORT_KEYS).map_err(db_err)?;
     }
     w.commit().map_err(db_err)?;
     Ok(())

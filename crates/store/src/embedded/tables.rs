@@ -48,6 +48,14 @@ pub const SENDERS: TableDefinition<(u64, &str), u8> = TableDefinition::new("send
 /// name → API token record (JSON).
 pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
+/// (kind, domain, day, row) → count: what the DMARC and TLS reports we send will say.
+pub const REPORT_TALLY: TableDefinition<(&str, &str, i64, &str), u64> =
+    TableDefinition::new("report_tally");
+/// (received, key) → a report another organization sent (JSON).
+pub const REPORTS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("reports");
+/// key → received: reports kept, so one sent again is kept once.
+pub const REPORT_KEYS: TableDefinition<&str, i64> = TableDefinition::new("report_keys");
+
 pub const NEXT_ACCOUNT: &str = "next_account";
 pub const NEXT_MAILBOX: &str = "next_mailbox";
 pub const NEXT_BLOB: &str = "next_blob";

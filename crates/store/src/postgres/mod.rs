@@ -25,6 +25,7 @@ mod mailboxes;
 mod maildrop;
 mod notify;
 mod queue;
+mod reports;
 mod schema;
 mod sessions;
 mod sieve;

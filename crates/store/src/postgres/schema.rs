@@ -114,6 +114,25 @@ CREATE TABLE web_sessions (
 CREATE INDEX web_sessions_address ON web_sessions (address);
 CREATE INDEX web_sessions_used ON web_sessions (used);
 "#,
+    r#"
+CREATE TABLE report_tallies (
+    kind text NOT NULL,
+    domain text NOT NULL,
+    day bigint NOT NULL,
+    row_key text NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (kind, domain, day, row_key)
+);
+CREATE TABLE received_reports (
+    key text PRIMARY KEY,
+    kind text NOT NULL,
+    domain text NOT NULL,
+    received bigint NOT NULL,
+    report text NOT NULL
+);
+CREATE INDEX received_reports_by_time ON received_reports (received);
+CREATE INDEX received_reports_by_domain ON received_reports (domain, received);
+"#,
 ];
 
 /// An arbitrary number all nodes agree on: one of them migrates at a time.

@@ -1148,3 +1148,129 @@ pub async fn web_sessions(store: Arc<dyn Store>) {
     assert_eq!(store.web_session_get("old").await.unwrap(), None);
     assert!(store.web_session_list("b@x.test").await.unwrap().is_empty());
 }
+
+/// Counts toward the reports we send add up per (kind, domain, day, row) and are taken once;
+/// received reports are kept once each, listed newest first by domain, and pruned by age.
+pub async fn reports(store: Arc<dyn Store>) {
+    let t = |kind, domain: &str, day, row: &str, count| ReportTally {
+        kind,
+        domain: domain.into(),
+        day,
+        row: row.into(),
+        count,
+    };
+    use ReportKind::{Dmarc, Tls};
+    store
+        .report_tally(vec![
+            t(Dmarc, "a.test", 20000, "r1", 1),
+            t(Dmarc, "a.test", 20000, "r1", 2),
+            t(Dmarc, "a.test", 20000, "r2", 1),
+            t(Dmarc, "b.test", 20001, "r1", 5),
+            t(Tls, "a.test", 20000, "r1", 7),
+        ])
+        .await
+        .unwrap();
+    store
+        .report_tally(vec![t(Dmarc, "a.test", 20000, "r2", 10)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.report_pending(Dmarc).await.unwrap(),
+        vec![("a.test".to_string(), 20000), ("b.test".to_string(), 20001)]
+    );
+    assert_eq!(
+        store.report_pending(Tls).await.unwrap(),
+        vec![("a.test".to_string(), 20000)]
+    );
+    let taken = store.report_take(Dmarc, "a.test", 20000).await.unwrap();
+    assert_eq!(
+        taken,
+        vec![
+            t(Dmarc, "a.test", 20000, "r1", 3),
+            t(Dmarc, "a.test", 20000, "r2", 11)
+        ]
+    );
+    assert!(
+        store
+            .report_take(Dmarc, "a.test", 20000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "taken once"
+    );
+    assert_eq!(
+        store.report_pending(Dmarc).await.unwrap(),
+        vec![("b.test".to_string(), 20001)]
+    );
+    assert_eq!(
+        store.report_take(Tls, "a.test", 20000).await.unwrap(),
+        vec![t(Tls, "a.test", 20000, "r1", 7)],
+        "kinds apart"
+    );
+
+    let r = |domain: &str, org: &str, id: &str, received| ReceivedReport {
+        kind: Dmarc,
+        domain: domain.into(),
+        org: org.into(),
+        report_id: id.into(),
+        begin: 1_700_000_000,
+        end: 1_700_086_399,
+        received,
+        body: format!("{{\"id\":\"{id}\"}}"),
+    };
+    assert!(
+        store
+            .report_put(r("a.test", "google.com", "1", 100))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .report_put(r("a.test", "google.com", "1", 150))
+            .await
+            .unwrap(),
+        "the same report again"
+    );
+    assert!(
+        store
+            .report_put(r("a.test", "yahoo.com", "1", 200))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .report_put(r("b.test", "google.com", "1", 300))
+            .await
+            .unwrap()
+    );
+    let mut tls = r("a.test", "google.com", "1", 400);
+    tls.kind = Tls;
+    assert!(store.report_put(tls.clone()).await.unwrap(), "kinds apart");
+    let all = store.report_list(None, 0).await.unwrap();
+    assert_eq!(
+        all.iter().map(|x| x.received).collect::<Vec<_>>(),
+        vec![400, 300, 200, 100]
+    );
+    assert_eq!(all[0], tls);
+    let a: Vec<i64> = store
+        .report_list(Some("a.test"), 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.received)
+        .collect();
+    assert_eq!(a, vec![400, 200, 100]);
+    assert_eq!(
+        store.report_list(Some("a.test"), 200).await.unwrap().len(),
+        2
+    );
+    assert_eq!(store.report_prune(250).await.unwrap(), 2);
+    assert_eq!(store.report_list(None, 0).await.unwrap().len(), 2);
+    assert!(
+        store
+            .report_put(r("a.test", "google.com", "1", 500))
+            .await
+            .unwrap(),
+        "forgotten, so kept again"
+    );
+}

@@ -10,6 +10,7 @@ mod blobs;
 mod directory;
 mod mail;
 mod queue;
+mod reports;
 mod sieve;
 mod trace;
 
@@ -67,6 +68,10 @@ pub enum Job {
     QueueDelete(QueueId),
     Trace(Vec<TraceEvent>),
     TracePrune(i64),
+    ReportTally(Vec<ReportTally>),
+    ReportTake(ReportKind, String, i64),
+    ReportPut(ReceivedReport),
+    ReportPrune(i64),
 }
 
 pub enum Output {
@@ -82,6 +87,7 @@ pub enum Output {
     Uids(Vec<Uid>),
     Pairs(Vec<(Uid, Uid)>),
     Count(u64),
+    Tallies(Vec<ReportTally>),
 }
 
 pub struct Request {
@@ -361,6 +367,9 @@ struct Tables<'t> {
     seen: Table<'t, (u64, &'static str), i64>,
     senders: Table<'t, (u64, &'static str), u8>,
     tokens: Table<'t, &'static str, &'static [u8]>,
+    report_tally: Table<'t, (&'static str, &'static str, i64, &'static str), u64>,
+    reports: Table<'t, (i64, &'static str), &'static [u8]>,
+    report_keys: Table<'t, &'static str, i64>,
 }
 
 impl<'t> Tables<'t> {
@@ -387,6 +396,9 @@ impl<'t> Tables<'t> {
             seen: w.open_table(SEEN).map_err(db_err)?,
             senders: w.open_table(SENDERS).map_err(db_err)?,
             tokens: w.open_table(TOKENS).map_err(db_err)?,
+            report_tally: w.open_table(REPORT_TALLY).map_err(db_err)?,
+            reports: w.open_table(REPORTS).map_err(db_err)?,
+            report_keys: w.open_table(REPORT_KEYS).map_err(db_err)?,
         })
     }
 
@@ -433,6 +445,12 @@ impl<'t> Tables<'t> {
                 Ok(Output::Unit)
             }
             Job::TracePrune(before) => self.trace_prune(before).map(Output::Count),
+            Job::ReportTally(tallies) => self.report_tally(&tallies).map(|_| Output::Unit),
+            Job::ReportTake(kind, domain, day) => {
+                self.report_take(kind, &domain, day).map(Output::Tallies)
+            }
+            Job::ReportPut(report) => self.report_put(&report).map(Output::Bool),
+            Job::ReportPrune(before) => self.report_prune(before).map(Output::Count),
             Job::SievePut(account, name, source) => self.sieve_put(account, &name, &source),
             Job::SieveActivate(account, name) => self.sieve_activate(account, name, fx),
             Job::SieveDelete(account, name) => self.sieve_delete(account, &name),
