@@ -47,6 +47,7 @@ pub struct Config {
     pub http: Http,
     pub mta_sts: MtaSts,
     pub trace: Trace,
+    pub reports: Reports,
     pub routing: Routing,
     pub sieve: Sieve,
     pub inbound: Inbound,
@@ -177,6 +178,35 @@ impl Default for Trace {
     }
 }
 
+/// DMARC aggregate reports (RFC 7489 section 7.2) and SMTP TLS reports (RFC 8460): the ones we
+/// send to domains that ask for them, and the ones others send about our domains.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reports {
+    /// Send each domain that asks (rua) a daily report of what we saw of its mail.
+    pub send: bool,
+    /// The reports' From address; "" = postmaster at the first local domain.
+    pub from: String,
+    /// Our name in the reports; "" = the hostname.
+    pub org_name: String,
+    /// Received reports larger than this (or expanding to more) are not read.
+    pub max_received_size: ByteSize,
+    /// Received reports are kept this long.
+    pub keep: Seconds,
+}
+
+impl Default for Reports {
+    fn default() -> Self {
+        Reports {
+            send: true,
+            from: String::new(),
+            org_name: String::new(),
+            max_received_size: ByteSize(10 << 20),
+            keep: Seconds(400 * 86400),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -195,6 +225,7 @@ impl Default for Config {
             http: Http::default(),
             mta_sts: MtaSts::default(),
             trace: Trace::default(),
+            reports: Reports::default(),
             routing: Routing::default(),
             sieve: Sieve::default(),
             inbound: Inbound::default(),
@@ -1238,6 +1269,13 @@ max_age = "7d"
 
 [trace]
 retention = "30d"        # postern trace remembers messages this long
+
+[reports]
+send = true              # daily DMARC and TLS reports to domains that ask for them (rua)
+from = ""                # their From ("" = postmaster at the first local domain)
+org_name = ""            # our name in them ("" = the hostname)
+max_received_size = "10M" # reports sent to us larger than this are not read
+keep = "400d"            # reports sent to us are kept this long (postern reports list)
 
 [routing]
 subaddress_separator = "+"   # alice+news@ reaches alice@ ("" = off)
