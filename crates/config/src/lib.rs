@@ -392,6 +392,9 @@ pub struct Storage {
     /// How long a POP3 maildrop stays locked for a node that stopped renewing it (postgres
     /// backend): a dead node's users get their maildrops back after this.
     pub maildrop_lease: Seconds,
+    /// Expunged messages stay readable this long for IMAP sessions not yet told of the
+    /// expunge (RFC 2180 4.1.2); their disk space comes back after it.
+    pub keep_expunged: Seconds,
 }
 
 impl Default for Storage {
@@ -404,6 +407,7 @@ impl Default for Storage {
             cache_size: ByteSize(64 << 20),
             max_connections: 16,
             maildrop_lease: Seconds(60),
+            keep_expunged: Seconds(3600),
         }
     }
 }
@@ -1159,6 +1163,7 @@ url = ""                 # postgres://user@host/db for the postgres backend
 max_batch = 512          # most writes that share one commit (group commit)
 max_connections = 16     # connections to PostgreSQL at most (postgres backend)
 maildrop_lease = "60s"   # a POP3 maildrop held by a node that died is free after this
+keep_expunged = "1h"     # expunged mail stays readable for IMAP sessions not yet told
 spool_threshold = "1M"   # larger incoming messages go to a file while they arrive
 cache_size = "64M"       # memory for the embedded store's page cache
 

@@ -8,8 +8,9 @@ use std::io::Write;
 
 use postern_message::MessageMeta;
 use postern_store::{
-    BlobBytes, BlobId, FlagOp, Flags, FlagsUpdate, MessageEntry, SharedStore, Uid,
+    BlobBytes, BlobId, FlagOp, Flags, FlagsUpdate, MessageEntry, SharedStore, StoreError, Uid,
 };
+use tracing::warn;
 
 use crate::core::{FLUSH_AT, Fail, ImapCore, Res, no, ok, push};
 use crate::format;
@@ -46,8 +47,57 @@ pub async fn entries(
         .collect())
 }
 
+/// Like [`entries`], with messages another session expunged that the store still keeps: the
+/// client has not been told, so its sequence numbers still name them (RFC 2180 4.1.2).
+async fn entries_or_kept(
+    store: &SharedStore,
+    mailbox: u64,
+    uids: &[Uid],
+) -> Result<Vec<Option<MessageEntry>>, Fail> {
+    let mut found = entries(store, mailbox, uids).await?;
+    let missing: Vec<Uid> = uids
+        .iter()
+        .zip(&found)
+        .filter(|(_, e)| e.is_none())
+        .map(|(u, _)| *u)
+        .collect();
+    if !missing.is_empty() {
+        let kept = store.expunged_get(mailbox, &missing).await?;
+        for (u, e) in uids.iter().zip(found.iter_mut()) {
+            if e.is_none()
+                && let Ok(i) = kept.binary_search_by_key(u, |k| k.uid)
+            {
+                *e = Some(kept[i].clone());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Why a message could not be answered: its bytes are gone (expunged, and no longer kept),
+/// or the command fails.
+pub(crate) enum Miss {
+    Gone,
+    Fail(Fail),
+}
+
+impl From<StoreError> for Miss {
+    fn from(e: StoreError) -> Miss {
+        match e {
+            StoreError::NotFound(_) => Miss::Gone,
+            other => Miss::Fail(other.into()),
+        }
+    }
+}
+
+impl From<Fail> for Miss {
+    fn from(f: Fail) -> Miss {
+        Miss::Fail(f)
+    }
+}
+
 /// The message's stored structure, or computed now for messages stored without it.
-pub async fn meta(store: &SharedStore, e: &MessageEntry) -> Result<MessageMeta, Fail> {
+async fn meta(store: &SharedStore, e: &MessageEntry) -> Result<MessageMeta, Miss> {
     let info = store.blob_info(e.blob).await?;
     if let Some(m) = MessageMeta::decode(&info.meta) {
         return Ok(m);
@@ -132,6 +182,8 @@ pub struct FetchJob {
     batch: VecDeque<Ready>,
     pieces: VecDeque<Piece>,
     newly_seen: Vec<Uid>,
+    /// Messages left out because they are gone: the tagged OK says so (EXPUNGEISSUED).
+    skipped_expunged: bool,
     /// Where each answer is written, kept between messages so it is allocated once.
     buf: Vec<u8>,
 }
@@ -176,7 +228,8 @@ impl FetchJob {
             atts.push(FetchAtt::ModSeq);
         }
         let uids: Vec<Uid> = msgs.iter().map(|m| m.1).collect();
-        let found = entries(&store, mailbox, &uids).await?;
+        let found = entries_or_kept(&store, mailbox, &uids).await?;
+        let skipped_expunged = found.iter().any(Option::is_none);
         let todo = msgs
             .iter()
             .zip(found)
@@ -195,6 +248,7 @@ impl FetchJob {
             batch: VecDeque::new(),
             pieces: VecDeque::new(),
             newly_seen: Vec::new(),
+            skipped_expunged,
             buf: Vec::new(),
         })
     }
@@ -217,7 +271,12 @@ impl FetchJob {
                     }
                     Piece::Blob { blob, offset, len } => {
                         let n = len.min(CHUNK);
-                        let data = store.blob_read(blob, offset, n).await?;
+                        // The literal is announced: without its bytes the connection cannot
+                        // go on.
+                        let data = store.blob_read(blob, offset, n).await.map_err(|e| {
+                            warn!(error = %e, blob, "message bytes gone while being sent");
+                            Fail::Bye("[SERVERBUG] Message data is missing".into())
+                        })?;
                         if (data.len() as u64) < n {
                             // The stored message is shorter than its record says: the literal
                             // announced cannot be kept, so the connection cannot go on.
@@ -244,7 +303,16 @@ impl FetchJob {
                     recent = sel.is_recent(r.entry.uid);
                     sel.announce(&mut s.out, &r.entry.flags);
                 }
-                self.answer(&store, r, recent).await?;
+                // A message whose bytes went meanwhile is left out whole.
+                let mark = self.pieces.len();
+                match self.answer(&store, r, recent).await {
+                    Ok(()) => {}
+                    Err(Miss::Gone) => {
+                        self.pieces.truncate(mark);
+                        self.skipped_expunged = true;
+                    }
+                    Err(Miss::Fail(f)) => return Err(f),
+                }
                 continue;
             }
             if self.todo.is_empty() {
@@ -259,28 +327,41 @@ impl FetchJob {
         let n = self.todo.len().min(BATCH);
         let chunk: Vec<(u32, MessageEntry)> = self.todo.drain(..n).collect();
         let blobs: Vec<u64> = chunk.iter().map(|(_, e)| e.blob).collect();
-        let mut heads: Vec<Option<BlobBytes>> = Vec::with_capacity(chunk.len());
+        // A message whose bytes are gone is left out (`None`).
+        let mut heads: Vec<Option<Option<BlobBytes>>> = Vec::with_capacity(chunk.len());
         if self.wants_head {
             for h in store.blob_heads(&blobs, MessageMeta::header_len_of).await? {
-                heads.push(Some(h?));
+                heads.push(match h {
+                    Ok(h) => Some(Some(h)),
+                    Err(StoreError::NotFound(_)) => None,
+                    Err(e) => return Err(e.into()),
+                });
             }
         } else {
-            heads.resize(chunk.len(), None);
+            heads.resize(chunk.len(), Some(None));
         }
-        let mut metas: Vec<Option<MessageMeta>> = Vec::with_capacity(chunk.len());
+        let mut metas: Vec<Option<Option<MessageMeta>>> = Vec::with_capacity(chunk.len());
         if self.want_meta {
             let infos = store.blob_infos(&blobs).await?;
             for ((_, e), info) in chunk.iter().zip(infos) {
                 let decoded = info.ok().and_then(|i| MessageMeta::decode(&i.meta));
-                metas.push(Some(match decoded {
-                    Some(m) => m,
-                    None => meta(store, e).await?,
-                }));
+                metas.push(match decoded {
+                    Some(m) => Some(Some(m)),
+                    None => match meta(store, e).await {
+                        Ok(m) => Some(Some(m)),
+                        Err(Miss::Gone) => None,
+                        Err(Miss::Fail(f)) => return Err(f),
+                    },
+                });
             }
         } else {
-            metas.resize(chunk.len(), None);
+            metas.resize(chunk.len(), Some(None));
         }
         for (((seq, entry), head), meta) in chunk.into_iter().zip(heads).zip(metas) {
+            let (Some(head), Some(meta)) = (head, meta) else {
+                self.skipped_expunged = true;
+                continue;
+            };
             self.batch.push_back(Ready {
                 seq,
                 entry,
@@ -292,7 +373,21 @@ impl FetchJob {
     }
 
     /// One message's FETCH response, as pieces of output.
-    async fn answer(&mut self, store: &SharedStore, r: Ready, recent: bool) -> Result<(), Fail> {
+    async fn answer(&mut self, store: &SharedStore, r: Ready, recent: bool) -> Result<(), Miss> {
+        // Out of the job while it is used, so that literals can be queued meanwhile.
+        let atts = std::mem::take(&mut self.atts);
+        let res = self.answer_atts(store, &atts, r, recent).await;
+        self.atts = atts;
+        res
+    }
+
+    async fn answer_atts(
+        &mut self,
+        store: &SharedStore,
+        atts: &[FetchAtt],
+        r: Ready,
+        recent: bool,
+    ) -> Result<(), Miss> {
         let Ready {
             seq,
             entry: e,
@@ -304,13 +399,10 @@ impl FetchJob {
         if self.seen_setting && !flags.seen() {
             flags.bits |= Flags::SEEN;
             flags_changed = true;
-            self.newly_seen.push(e.uid);
         }
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
         let _ = write!(out, "* {seq} FETCH (");
-        // Out of the job while it is used, so that literals can be queued meanwhile.
-        let atts = std::mem::take(&mut self.atts);
         for (i, a) in atts.iter().enumerate() {
             if i > 0 {
                 out.push(b' ');
@@ -426,11 +518,15 @@ impl FetchJob {
         }
         push(&mut out, ")\r\n");
         self.pieces.push_back(Piece::Bytes(out));
-        self.atts = atts;
+        if flags_changed {
+            self.newly_seen.push(e.uid);
+        }
         Ok(())
     }
 
     /// Bytes `a..b` of the message as a literal: read now when short, else streamed later.
+    /// The first piece is read now either way: a message whose bytes are gone is known to be
+    /// before any of its answer is sent.
     async fn range(
         &mut self,
         store: &SharedStore,
@@ -438,20 +534,25 @@ impl FetchJob {
         e: &MessageEntry,
         a: u64,
         b: u64,
-    ) -> Result<(), Fail> {
+    ) -> Result<(), Miss> {
         let b = b.max(a).min(e.size.max(a));
         if b - a < STREAM_MIN {
             let data = store.blob_read(e.blob, a, b - a).await?;
             format::literal(out, &data);
             return Ok(());
         }
+        let first = store.blob_read(e.blob, a, CHUNK.min(b - a)).await?;
         push(out, &format!("{{{}}}\r\n", b - a));
+        out.extend_from_slice(&first);
         self.pieces.push_back(Piece::Bytes(std::mem::take(out)));
-        self.pieces.push_back(Piece::Blob {
-            blob: e.blob,
-            offset: a,
-            len: b - a,
-        });
+        let done = first.len() as u64;
+        if done < b - a {
+            self.pieces.push_back(Piece::Blob {
+                blob: e.blob,
+                offset: a + done,
+                len: b - a - done,
+            });
+        }
         Ok(())
     }
 
@@ -475,6 +576,10 @@ impl FetchJob {
             if let Some(sel) = s.selected.as_mut() {
                 sel.own_changes.extend(r.updated.iter().map(|u| (u.0, u.2)));
             }
+        }
+        if self.skipped_expunged {
+            // As Dovecot says it (RFC 5530).
+            return ok("[EXPUNGEISSUED] Some messages were already expunged");
         }
         ok("FETCH completed")
     }

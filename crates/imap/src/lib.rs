@@ -6,6 +6,7 @@ pub mod core;
 mod fetch;
 pub mod format;
 pub mod framing;
+mod list;
 mod mailbox;
 mod messages;
 pub mod parse;

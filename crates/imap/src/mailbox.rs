@@ -127,15 +127,10 @@ impl ImapCore {
     }
 
     pub(crate) async fn create(&mut self, name: &str) -> Res {
-        let name = name.trim_end_matches('/');
-        if name.is_empty()
-            || name.len() > 512
-            || name.contains("//")
-            || name.starts_with('/')
-            || name.chars().any(|c| c.is_control() || c == '*' || c == '%')
-        {
+        if !valid_name(name) {
             return no("[CANNOT] Invalid mailbox name");
         }
+        let name = name.trim_end_matches('/');
         if name == INBOX {
             return no("[ALREADYEXISTS] INBOX always exists");
         }
@@ -220,9 +215,15 @@ impl ImapCore {
         ok("RENAME completed")
     }
 
+    /// SUBSCRIBE and UNSUBSCRIBE: any name, whether or not a mailbox has it (RFC 9051 6.3.9).
     pub(crate) async fn subscribe(&mut self, name: &str, on: bool) -> Res {
-        let mb = self.mailbox_by_name(name).await?;
-        self.store().mailbox_subscribe(mb.id, on).await?;
+        if on && !valid_name(name) {
+            return no("[CANNOT] Invalid mailbox name");
+        }
+        let name = name.trim_end_matches('/');
+        self.store()
+            .subscription_set(self.account_id(), name, on)
+            .await?;
         ok(if on {
             "SUBSCRIBE completed"
         } else {
@@ -243,43 +244,27 @@ impl ImapCore {
             push(out, "* LIST (\\Noselect) \"/\" \"\"\r\n");
             return ok("LIST completed");
         }
-        let mut boxes = self.store().mailbox_list(self.account_id()).await?;
-        boxes.sort_by(|a, b| (a.name != INBOX, &a.name).cmp(&(b.name != INBOX, &b.name)));
-        let names: Vec<String> = boxes.iter().map(|m| m.name.clone()).collect();
-        for mb in &boxes {
-            let full_match = patterns.iter().any(|p| {
-                let pat = format!("{reference}{p}");
-                wildcard(&pat, &mb.name)
-            });
-            if !full_match {
-                continue;
+        let acc = self.account_id();
+        let boxes = self.store().mailbox_list(acc).await?;
+        let subscribed = if lsub || opts.subscribed || opts.ret_subscribed {
+            self.store().subscriptions(acc).await?
+        } else {
+            Vec::new()
+        };
+        let patterns: Vec<String> = patterns.iter().map(|p| format!("{reference}{p}")).collect();
+        let listed = if lsub {
+            crate::list::lsub(&boxes, &subscribed, &patterns)
+        } else {
+            crate::list::list(&boxes, &subscribed, &patterns, opts)
+        };
+        for l in listed {
+            push(out, &format!("* {verb} ({}) \"/\" ", l.attrs.join(" ")));
+            format::mailbox(out, l.name, self.utf8);
+            if l.childinfo {
+                push(out, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
             }
-            if opts.subscribed && !mb.subscribed {
-                continue;
-            }
-            if opts.special_use && mb.special_use.is_none() {
-                continue;
-            }
-            let mut attrs: Vec<&str> = Vec::new();
-            let prefix = format!("{}/", mb.name);
-            let children = names.iter().any(|n| n.starts_with(&prefix));
-            if !lsub {
-                attrs.push(if children {
-                    "\\HasChildren"
-                } else {
-                    "\\HasNoChildren"
-                });
-                if let Some(su) = mb.special_use {
-                    attrs.push(su.attribute());
-                }
-                if (opts.ret_subscribed || opts.subscribed) && mb.subscribed {
-                    attrs.push("\\Subscribed");
-                }
-            }
-            push(out, &format!("* {verb} ({}) \"/\" ", attrs.join(" ")));
-            format::mailbox(out, &mb.name, self.utf8);
             push(out, "\r\n");
-            if let Some(items) = &opts.ret_status {
+            if let (Some(items), Some(mb)) = (&opts.ret_status, l.mailbox) {
                 self.status_line(out, mb, items).await?;
             }
         }
@@ -461,6 +446,16 @@ impl ImapCore {
             format::seq_set(&uids)
         ))
     }
+}
+
+/// A name a mailbox can have: no wildcards, no control characters, no empty level.
+fn valid_name(name: &str) -> bool {
+    let name = name.trim_end_matches('/');
+    !(name.is_empty()
+        || name.len() > 512
+        || name.contains("//")
+        || name.starts_with('/')
+        || name.chars().any(|c| c.is_control() || c == '*' || c == '%'))
 }
 
 /// Normalises bare LF (and bare CR) line endings to CRLF, as stored messages have.

@@ -534,6 +534,20 @@ mod tests {
     const MIXED: &[u8] = b"From: \"Alice A.\" <alice@example.test>\r\nTo: bob@example.test, Team: carol@x.test, dan@y.test;\r\nSubject: =?utf-8?q?hi?=\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m1@example.test>\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\nworld\r\n--XX\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--XX--\r\n";
 
     #[test]
+    fn sent_time_is_the_date_headers_own_wall_clock() {
+        // SENTON and friends compare the day the sender's clock showed, whatever its zone.
+        for (date, own) in [
+            ("Sun, 25 Mar 2007 00:30:00 +0300", 1_174_782_600), // 24 Mar in UTC
+            ("Sun, 25 Mar 2007 23:59:59 -1100", 1_174_867_199), // 26 Mar in UTC
+            ("Mon, 26 Mar 2007 01:00:00 +1400", 1_174_870_800),
+            ("Mon, 26 Mar 2007 01:00:00 +0000", 1_174_870_800),
+        ] {
+            let d = mail_parser::DateTime::parse_rfc822(date).unwrap();
+            assert_eq!(local_time(&d), own, "{date}");
+        }
+    }
+
+    #[test]
     fn parts_listed_under_many_parents_are_described_once() {
         // Found by fuzzing: before, this 520-byte message took gigabytes of memory.
         let raw =

@@ -111,7 +111,6 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
                 Some(t) => t,
                 None => to.mailbox_create(b.id, &m.name, m.special_use).await?,
             };
-            to.mailbox_subscribe(target.id, m.subscribed).await?;
             let mut batch = Batch::default();
             for e in from.message_list(m.id).await? {
                 // A message stored once for several mailboxes is stored once in the copy too;
@@ -147,6 +146,16 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
                 }
             }
             batch.flush(to, &mut copied).await?;
+        }
+        // Subscriptions are names (of mailboxes or not): the copy has the same ones.
+        let subscribed = from.subscriptions(a.id).await?;
+        for name in to.subscriptions(b.id).await? {
+            if !subscribed.contains(&name) {
+                to.subscription_set(b.id, &name, false).await?;
+            }
+        }
+        for name in &subscribed {
+            to.subscription_set(b.id, name, true).await?;
         }
         for (sender, junk) in from.sender_verdict_list(a.id).await? {
             to.sender_verdict_set(b.id, &sender, Some(junk)).await?;

@@ -143,12 +143,12 @@ async fn ensure_mailbox(
     for i in 1..parts.len() {
         let parent = parts[..i].join("/");
         if store.mailbox_by_name(account, &parent).await?.is_none() {
-            let m = store.mailbox_create(account, &parent, None).await?;
-            store.mailbox_subscribe(m.id, true).await?;
+            store.mailbox_create(account, &parent, None).await?;
+            store.subscription_set(account, &parent, true).await?;
         }
     }
     let m = store.mailbox_create(account, name, None).await?;
-    store.mailbox_subscribe(m.id, true).await?;
+    store.subscription_set(account, name, true).await?;
     Ok(m.id)
 }
 
@@ -309,9 +309,6 @@ pub async fn export(
             root.join(folder_dir(&mb.name))
         };
         create_maildir(&dir)?;
-        if mb.subscribed && mb.name != "INBOX" {
-            subscriptions.push(folder_dir(&mb.name)[1..].to_string());
-        }
         let entries = store.message_list(mb.id).await?;
         // Keywords become letters a..z of this folder's dovecot-keywords.
         let mut letters: Vec<String> = Vec::new();
@@ -370,6 +367,11 @@ pub async fn export(
         }
     }
     // Courier's and Dovecot's list of subscribed folders, one per line.
+    for name in store.subscriptions(account).await? {
+        if name != "INBOX" {
+            subscriptions.push(folder_dir(&name)[1..].to_string());
+        }
+    }
     let p = root.join("subscriptions");
     let mut text = subscriptions.join("\n");
     text.push('\n');

@@ -257,6 +257,23 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    {
+        // Let go of expunged messages no session can still need, every few minutes.
+        let store = store.clone();
+        let keep = services.config.storage.keep_expunged.0 as i64;
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = store.expunged_purge(postern_store::now() - keep).await {
+                    tracing::warn!(error = %e, "purging expunged messages failed");
+                }
+                tokio::select! {
+                    _ = stop.wait() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+                }
+            }
+        });
+    }
     tracing::info!(
         config = %config_path.display(),
         hostname = %services.config.hostname,

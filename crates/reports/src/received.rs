@@ -251,8 +251,8 @@ pub fn summarize(reports: &[ReceivedReport]) -> Vec<DomainSummary> {
                 })
                 .collect();
             s.sources
-                .sort_by(|a, b| (b.dmarc_fail, b.messages).cmp(&(a.dmarc_fail, a.messages)));
-            s.tls_failures.sort_by(|a, b| b.2.cmp(&a.2));
+                .sort_by_key(|b| std::cmp::Reverse((b.dmarc_fail, b.messages)));
+            s.tls_failures.sort_by_key(|b| std::cmp::Reverse(b.2));
             s
         })
         .collect()

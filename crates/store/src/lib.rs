@@ -143,9 +143,21 @@ pub trait MailStore: Send + Sync + 'static {
         special_use: Option<SpecialUse>,
     ) -> Result<Mailbox>;
     async fn mailbox_delete(&self, id: MailboxId) -> Result<()>;
-    /// Renames the mailbox and every mailbox below it (`old/child` → `new/child`).
+    /// Renames the mailbox and every mailbox below it (`old/child` → `new/child`); their
+    /// subscriptions follow.
     async fn mailbox_rename(&self, id: MailboxId, new_name: &str) -> Result<()>;
-    async fn mailbox_subscribe(&self, id: MailboxId, subscribed: bool) -> Result<()>;
+
+    // Subscriptions (RFC 9051 6.3.9): names, kept whether or not a mailbox has them. A new
+    // account's mailboxes and those delivery creates are subscribed; others only when asked.
+    /// The account's subscribed names, sorted.
+    async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>>;
+    /// Subscribes the name (`false`: unsubscribes it); "inbox" names INBOX.
+    async fn subscription_set(
+        &self,
+        account: AccountId,
+        name: &str,
+        subscribed: bool,
+    ) -> Result<()>;
 
     // Messages.
     /// Stores one message once, for every target mailbox and/or the outbound queue, atomically.
@@ -158,8 +170,15 @@ pub trait MailStore: Send + Sync + 'static {
     async fn message_get(&self, mailbox: MailboxId, uid: Uid) -> Result<Option<MessageEntry>>;
     /// Messages whose modseq is above `since`, and UIDs expunged after it.
     async fn message_changes(&self, mailbox: MailboxId, since: ModSeq) -> Result<Changes>;
+    /// Messages of `uids` expunged from the mailbox and still kept, with their bytes: a session
+    /// not yet told of the expunge may still fetch them (RFC 2180 4.1.2). Ascending UIDs.
+    async fn expunged_get(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<MessageEntry>>;
+    /// Lets go of messages expunged before `before` (seconds); their bytes go with their last
+    /// reference. Returns how many.
+    async fn expunged_purge(&self, before: i64) -> Result<u64>;
     async fn flags_update(&self, update: FlagsUpdate) -> Result<FlagsResult>;
-    /// Removes messages; returns the UIDs that were there.
+    /// Removes messages; returns the UIDs that were there. They are kept (`expunged_get`)
+    /// until `expunged_purge`.
     async fn expunge(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<Uid>>;
     /// Copies (or moves) messages; returns (source uid, new uid) pairs.
     async fn copy(

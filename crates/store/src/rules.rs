@@ -141,6 +141,34 @@ pub(crate) fn renamed_child(old: &str, new: &str, child: &str) -> Option<String>
         .map(|rest| format!("{new}/{rest}"))
 }
 
+/// Where subscriptions go when `old` is renamed to `new`: the name itself and every name
+/// below it, mailbox or not (as Dovecot does). (from, to) pairs.
+pub(crate) fn renamed_subscriptions(
+    old: &str,
+    new: &str,
+    subscribed: &[String],
+) -> Vec<(String, String)> {
+    subscribed
+        .iter()
+        .filter_map(|s| {
+            let to = if s == old {
+                Some(new.to_string())
+            } else {
+                renamed_child(old, new, s)
+            };
+            to.map(|t| (s.clone(), t))
+        })
+        .collect()
+}
+
+/// A name as subscribed (INBOX spelled so); no name is refused.
+pub(crate) fn subscription_name(name: &str) -> Result<String> {
+    if name.is_empty() || name.chars().any(|c| c.is_control()) {
+        return Err(StoreError::Invalid(format!("cannot subscribe to {name:?}")));
+    }
+    Ok(normalize_mailbox_name(name))
+}
+
 // Messages: UIDs, modseqs and the mailbox's counters.
 
 /// Adds a message to `mb`: the next UID, a new modseq, and the counters. Returns the entry to
@@ -461,7 +489,6 @@ mod tests {
             uidnext: 1,
             highest_modseq: 1,
             special_use: None,
-            subscribed: true,
             messages: 0,
             unseen: 0,
             size: 0,
@@ -627,6 +654,34 @@ mod tests {
         );
         assert_eq!(renamed_child("Work", "Jobs", "Workshop"), None);
         assert_eq!(renamed_child("Work", "Jobs", "Work"), None);
+    }
+
+    #[test]
+    fn subscriptions_follow_a_rename() {
+        let subs: Vec<String> = ["Work", "Work/2024", "Work/gone/x", "Workshop", "Other"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            renamed_subscriptions("Work", "Jobs", &subs),
+            [
+                ("Work".into(), "Jobs".into()),
+                ("Work/2024".into(), "Jobs/2024".into()),
+                ("Work/gone/x".into(), "Jobs/gone/x".into()),
+            ]
+        );
+        assert!(renamed_subscriptions("Nothing", "New", &subs).is_empty());
+    }
+
+    #[test]
+    fn subscribed_names_are_spelled_as_mailboxes_are() {
+        assert_eq!(subscription_name("inbox/Lists").unwrap(), "INBOX/Lists");
+        assert_eq!(subscription_name("Gone").unwrap(), "Gone");
+        for bad in ["", "a\0b", "line\r\n"] {
+            assert!(matches!(
+                subscription_name(bad),
+                Err(StoreError::Invalid(_))
+            ));
+        }
     }
 
     #[test]

@@ -142,7 +142,6 @@ pub struct Mailbox {
     pub uidnext: Uid,
     pub highest_modseq: ModSeq,
     pub special_use: Option<SpecialUse>,
-    pub subscribed: bool,
     pub messages: u32,
     pub unseen: u32,
     pub size: u64,

@@ -46,6 +46,8 @@ conformance!(
     counters,
     web_sessions,
     reports,
+    subscriptions,
+    expunged_kept,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,6 +279,66 @@ async fn counters_are_bounded_per_kind() {
             .unwrap()
             .count,
         1
+    );
+    store.close().await.unwrap();
+}
+
+/// A store of schema 1 kept a `subscribed` flag in each mailbox record; opening it with this
+/// build carries the flags over into subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_1_subscriptions_are_carried_over() {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    const MAILBOXES: TableDefinition<u64, &[u8]> = TableDefinition::new("mailboxes");
+    const SUBSCRIPTIONS: TableDefinition<(u64, &str), ()> = TableDefinition::new("subscriptions");
+    let dir = tempfile::tempdir().unwrap();
+    let account = {
+        let store = open(dir.path());
+        let (a, _) = suite::setup_account(store.clone(), "old@example.test").await;
+        store.mailbox_create(a.id, "Work", None).await.unwrap();
+        store.close().await.unwrap();
+        a.id
+    };
+    {
+        // Made back into schema 1: flags in the records (Junk unsubscribed), no table.
+        let db = redb::Database::open(dir.path().join("store.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            w.open_table(META)
+                .unwrap()
+                .insert("schema_version", 1)
+                .unwrap();
+            w.open_table(SUBSCRIPTIONS)
+                .unwrap()
+                .retain(|_, _| false)
+                .unwrap();
+            let mut boxes = w.open_table(MAILBOXES).unwrap();
+            let records: Vec<(u64, serde_json::Value)> = boxes
+                .iter()
+                .unwrap()
+                .map(|x| {
+                    let (k, v) = x.unwrap();
+                    (k.value(), serde_json::from_slice(v.value()).unwrap())
+                })
+                .collect();
+            for (id, mut rec) in records {
+                rec["subscribed"] = (rec["name"] != "Junk").into();
+                boxes
+                    .insert(id, serde_json::to_vec(&rec).unwrap().as_slice())
+                    .unwrap();
+            }
+        }
+        w.commit().unwrap();
+        let r = db.begin_read().unwrap();
+        assert_eq!(
+            r.open_table(SUBSCRIPTIONS).unwrap().iter().unwrap().count(),
+            0
+        );
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.subscriptions(account).await.unwrap(),
+        ["Archive", "Drafts", "INBOX", "Sent", "Trash", "Work"]
     );
     store.close().await.unwrap();
 }

@@ -88,6 +88,8 @@ conformance!(
     counters,
     web_sessions,
     reports,
+    subscriptions,
+    expunged_kept,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,5 +302,37 @@ async fn a_lost_notification_connection_is_reported() {
         "no Missed event after the listener reconnected"
     );
     store.close().await.unwrap();
+    db.drop_db().await;
+}
+
+/// A database from before subscriptions had a table of their own (a `subscribed` column per
+/// mailbox) gets its subscriptions from that column when migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_carries_subscriptions_over() {
+    let db = TestDb::new().await;
+    let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let (a, _) = suite::setup_account(store.clone(), "old@example.test").await;
+    store.mailbox_create(a.id, "Work", None).await.unwrap();
+    store.close().await.unwrap();
+    let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Back to schema 4: the flags in the mailbox rows (Junk unsubscribed), no tables.
+    c.batch_execute(
+        "DROP TABLE subscriptions; DROP TABLE kept; \
+         DROP TABLE report_tallies; DROP TABLE received_reports; \
+         DELETE FROM postern_schema WHERE version >= 5; \
+         UPDATE mailboxes SET subscribed = (name <> 'Junk')",
+    )
+    .await
+    .unwrap();
+    let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    assert_eq!(
+        store.subscriptions(a.id).await.unwrap(),
+        ["Archive", "Drafts", "INBOX", "Sent", "Trash", "Work"]
+    );
+    store.close().await.unwrap();
+    drop(c);
     db.drop_db().await;
 }

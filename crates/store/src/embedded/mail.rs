@@ -104,8 +104,23 @@ impl MailStore for EmbeddedStore {
             .map(|_| ())
     }
 
-    async fn mailbox_subscribe(&self, id: MailboxId, subscribed: bool) -> Result<()> {
-        self.write(Job::MailboxSubscribe(id, subscribed))
+    async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>> {
+        self.read(|r| {
+            let t = r.open_table(SUBSCRIPTIONS).map_err(db_err)?;
+            t.range((account, "")..(account + 1, ""))
+                .map_err(db_err)?
+                .map(|x| Ok(x.map_err(db_err)?.0.value().1.to_string()))
+                .collect()
+        })
+    }
+
+    async fn subscription_set(
+        &self,
+        account: AccountId,
+        name: &str,
+        subscribed: bool,
+    ) -> Result<()> {
+        self.write(Job::SubscriptionSet(account, name.to_string(), subscribed))
             .await
             .map(|_| ())
     }
@@ -194,6 +209,26 @@ impl MailStore for EmbeddedStore {
                 highest_modseq: mb.highest_modseq,
             })
         })
+    }
+
+    async fn expunged_get(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<MessageEntry>> {
+        let mut uids = uids.to_vec();
+        uids.sort_unstable();
+        uids.dedup();
+        self.read(|r| {
+            let t = r.open_table(KEPT).map_err(db_err)?;
+            let mut out = Vec::new();
+            for uid in uids {
+                if let Some(v) = t.get((mailbox, uid)).map_err(db_err)? {
+                    out.push(decode_kept(uid, v.value())?.1);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn expunged_purge(&self, before: i64) -> Result<u64> {
+        expect_output!(self.write(Job::ExpungedPurge(before)).await?, Count)
     }
 
     async fn flags_update(&self, update: FlagsUpdate) -> Result<FlagsResult> {

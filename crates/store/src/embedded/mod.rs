@@ -350,6 +350,10 @@ fn init_tables(db: &Database) -> Result<()> {
                     "the store was written by a newer postern (schema {v}, this one knows {SCHEMA})"
                 )));
             }
+            Some(1) => {
+                carry_subscriptions(&w)?;
+                meta.insert(SCHEMA_VERSION, SCHEMA).map_err(db_err)?;
+            }
             Some(_) => {}
         }
         w.open_table(DOMAINS).map_err(db_err)?;
@@ -361,6 +365,9 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(MESSAGES).map_err(db_err)?;
         w.open_table(MODSEQ).map_err(db_err)?;
         w.open_table(EXPUNGED).map_err(db_err)?;
+        w.open_table(KEPT).map_err(db_err)?;
+        w.open_table(KEPT_BY_TIME).map_err(db_err)?;
+        w.open_table(SUBSCRIPTIONS).map_err(db_err)?;
         w.open_table(BLOBS).map_err(db_err)?;
         w.open_table(SEGMENTS).map_err(db_err)?;
         w.open_table(QUEUE).map_err(db_err)?;
@@ -377,6 +384,24 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(REPORT_KEYS).map_err(db_err)?;
     }
     w.commit().map_err(db_err)?;
+    Ok(())
+}
+
+/// Schema 1 kept a `subscribed` flag in each mailbox record (every mailbox was created
+/// subscribed): those flags become the subscriptions table.
+fn carry_subscriptions(w: &redb::WriteTransaction) -> Result<()> {
+    let boxes = w.open_table(MAILBOXES).map_err(db_err)?;
+    let mut subs = w.open_table(SUBSCRIPTIONS).map_err(db_err)?;
+    for x in boxes.iter().map_err(db_err)? {
+        let (_, v) = x.map_err(db_err)?;
+        let rec: serde_json::Value = from_json(v.value())?;
+        let (Some(account), Some(name)) = (rec["account"].as_u64(), rec["name"].as_str()) else {
+            continue;
+        };
+        if rec["subscribed"].as_bool() != Some(false) {
+            subs.insert((account, name), ()).map_err(db_err)?;
+        }
+    }
     Ok(())
 }
 

@@ -24,6 +24,13 @@ pub const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("m
 pub const MODSEQ: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("modseq");
 /// (mailbox, modseq, uid) of expunged messages (QRESYNC VANISHED).
 pub const EXPUNGED: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("expunged");
+/// (mailbox, uid) → expunge time (seconds, i64) | message record: expunged messages kept,
+/// with their blob reference, for sessions not yet told of the expunge.
+pub const KEPT: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("kept");
+/// (expunge time, mailbox, uid): the kept messages, oldest first.
+pub const KEPT_BY_TIME: TableDefinition<(i64, u64, u32), ()> = TableDefinition::new("kept_by_time");
+/// (account, name): subscribed names, mailbox or not.
+pub const SUBSCRIPTIONS: TableDefinition<(u64, &str), ()> = TableDefinition::new("subscriptions");
 pub const BLOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("blobs");
 /// segment id → (end offset, live bytes).
 pub const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("segments");
@@ -63,7 +70,8 @@ pub const NEXT_QUEUE: &str = "next_queue";
 pub const NEXT_TRACE: &str = "next_trace";
 pub const LAST_UIDVALIDITY: &str = "last_uidvalidity";
 pub const SCHEMA_VERSION: &str = "schema_version";
-pub const SCHEMA: u64 = 1;
+/// 2: subscriptions in their own table (carried over from the mailbox records).
+pub const SCHEMA: u64 = 2;
 
 pub fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")
@@ -114,6 +122,21 @@ pub fn decode_message(uid: Uid, b: &[u8]) -> Result<MessageEntry, StoreError> {
             keywords,
         },
     })
+}
+
+/// A kept message: when it was expunged, then its record.
+pub fn encode_kept(expunged_at: i64, m: &MessageEntry) -> Vec<u8> {
+    let mut v = expunged_at.to_le_bytes().to_vec();
+    v.extend_from_slice(&encode_message(m));
+    v
+}
+
+pub fn decode_kept(uid: Uid, b: &[u8]) -> Result<(i64, MessageEntry), StoreError> {
+    if b.len() < 8 {
+        return Err(StoreError::Backend("corrupt kept message record".into()));
+    }
+    let at = i64::from_le_bytes(b[..8].try_into().unwrap());
+    Ok((at, decode_message(uid, &b[8..])?))
 }
 
 /// Where a blob's bytes are.
@@ -207,6 +230,26 @@ mod tests {
             modseq: 42,
         };
         assert_eq!(decode_message(7, &encode_message(&m)).unwrap(), m);
+    }
+
+    #[test]
+    fn kept_round_trip() {
+        let m = MessageEntry {
+            uid: 3,
+            blob: 5,
+            size: 10,
+            internal_date: -1,
+            flags: Flags {
+                bits: Flags::DELETED,
+                keywords: vec!["x".into()],
+            },
+            modseq: 9,
+        };
+        assert_eq!(
+            decode_kept(3, &encode_kept(1_700_000_000, &m)).unwrap(),
+            (1_700_000_000, m)
+        );
+        assert!(decode_kept(3, b"short").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tokio_postgres::types::ToSql;
 use super::directory::account;
 use super::mail::append_entry;
 use super::mailboxes::{mailbox, mailbox_create_tx, mailbox_id_by_name, usage};
+use super::subscriptions::subscribe_tx;
 use super::trace::trace_append_tx;
 use super::{Effects, Prepared, json, pg};
 use crate::rules;
@@ -33,7 +34,9 @@ async fn target_mailbox(
             match mailbox_id_by_name(tx, t.account, &n).await? {
                 Some(id) => Ok(id),
                 None if *create => {
+                    // Made by a filter: subscribed, so mail programs show it.
                     let mb = mailbox_create_tx(tx, t.account, &n, None).await?;
+                    subscribe_tx(tx, t.account, &mb.name).await?;
                     fx.events
                         .push(StoreEvent::MailboxList { account: t.account });
                     Ok(mb.id)

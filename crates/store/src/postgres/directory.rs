@@ -5,6 +5,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 
 use super::mailboxes::{mailbox_create_tx, mailbox_remove, usage};
+use super::subscriptions::subscribe_tx;
 use super::{PgStore, Prepared, exists, from_json, is_unique_violation, json, one_row, pg};
 use crate::rules;
 use crate::*;
@@ -193,6 +194,7 @@ impl DirectoryStore for PgStore {
             let a = account_of(&r);
             for (name, su) in rules::new_account_mailboxes() {
                 mailbox_create_tx(tx, a.id, name, su).await?;
+                subscribe_tx(tx, a.id, name).await?;
             }
             fx.events.push(StoreEvent::Directory);
             Ok(a)

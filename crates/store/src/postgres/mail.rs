@@ -10,10 +10,12 @@ use tokio_postgres::types::ToSql;
 
 use super::delivery::deliver_tx;
 use super::directory::account;
+use super::kept::{keep_tx, kept_entries, purge_tx};
 use super::mailboxes::{
     MAILBOX_COLS, mailbox, mailbox_create_tx, mailbox_id_by_name, mailbox_of, mailbox_remove,
     put_mailbox_counts, usage,
 };
+use super::subscriptions::{rename_subscriptions_tx, subscribe_tx, unsubscribe_tx};
 use super::{Effects, PgStore, Prepared, pg};
 use crate::rules;
 use crate::*;
@@ -40,6 +42,7 @@ pub(super) async fn release_blobs(tx: &Transaction<'_>, blobs: &[BlobId]) -> Res
         return Ok(());
     }
     let ids: Vec<i64> = blobs.iter().map(|&b| b as i64).collect();
+    lock_blobs(tx, &ids).await?;
     tx.run(
         "UPDATE blobs SET refs = refs - c.n FROM \
          (SELECT id, count(*)::int AS n FROM unnest($1::bigint[]) AS id GROUP BY id) c \
@@ -50,6 +53,18 @@ pub(super) async fn release_blobs(tx: &Transaction<'_>, blobs: &[BlobId]) -> Res
     .map_err(pg)?;
     tx.run(
         "DELETE FROM blobs WHERE id = ANY($1) AND refs <= 0",
+        &[&ids],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// Blob rows are locked in id order before their counts change, so that writers touching
+/// several (a copy, a purge) never wait on each other in a circle.
+pub(super) async fn lock_blobs(tx: &Transaction<'_>, ids: &[i64]) -> Result<()> {
+    tx.run(
+        "SELECT id FROM blobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         &[&ids],
     )
     .await
@@ -130,20 +145,14 @@ async fn expunge_tx(
     }
     let m = mb.highest_modseq as i64;
     let list: Vec<i64> = gone.iter().map(|e| e.uid as i64).collect();
-    tx.run(
-        "DELETE FROM messages WHERE mailbox = $1 AND uid = ANY($2)",
-        &[&(mb.id as i64), &list],
-    )
-    .await
-    .map_err(pg)?;
+    // Kept, with their blob references, for sessions not yet told.
+    keep_tx(tx, mb.id, &list).await?;
     tx.run(
         "INSERT INTO expunged (mailbox, modseq, uid) SELECT $1, $2, unnest($3::bigint[])",
         &[&(mb.id as i64), &m, &list],
     )
     .await
     .map_err(pg)?;
-    let blobs: Vec<BlobId> = gone.iter().map(|e| e.blob).collect();
-    release_blobs(tx, &blobs).await?;
     put_mailbox_counts(tx, mb).await?;
     fx.events.push(rules::mailbox_changed(mb));
     Ok(gone.into_iter().map(|e| e.uid).collect())
@@ -265,6 +274,7 @@ impl MailStore for PgStore {
                 .await
                 .map_err(pg)?;
             }
+            rename_subscriptions_tx(tx, mb.account, &mb.name, &new_name).await?;
             fx.events.push(StoreEvent::MailboxList {
                 account: mb.account,
             });
@@ -273,17 +283,35 @@ impl MailStore for PgStore {
         .await
     }
 
-    async fn mailbox_subscribe(&self, id: MailboxId, subscribed: bool) -> Result<()> {
+    async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        Ok(c.rows(
+            "SELECT name FROM subscriptions WHERE account = $1 ORDER BY name COLLATE \"C\"",
+            &[&(account as i64)],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
+    async fn subscription_set(
+        &self,
+        account_id: AccountId,
+        name: &str,
+        subscribed: bool,
+    ) -> Result<()> {
+        let name = rules::subscription_name(name)?;
         self.write(tx!(|tx, fx| {
-            let mb = mailbox(tx, id, true).await?;
-            tx.run(
-                "UPDATE mailboxes SET subscribed = $2 WHERE id = $1",
-                &[&(id as i64), &subscribed],
-            )
-            .await
-            .map_err(pg)?;
+            account(tx, account_id, false).await?;
+            if subscribed {
+                subscribe_tx(tx, account_id, &name).await?;
+            } else {
+                unsubscribe_tx(tx, account_id, &name).await?;
+            }
             fx.events.push(StoreEvent::MailboxList {
-                account: mb.account,
+                account: account_id,
             });
             Ok(())
         }))
@@ -401,6 +429,26 @@ impl MailStore for PgStore {
         })
     }
 
+    async fn expunged_get(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<MessageEntry>> {
+        let c = self.client().await?;
+        kept_entries(&c, mailbox, uids).await
+    }
+
+    async fn expunged_purge(&self, before: i64) -> Result<u64> {
+        // In batches: each a short transaction.
+        const BATCH: i64 = 1000;
+        let mut total = 0;
+        loop {
+            let n = self
+                .write(tx!(|tx, _fx| purge_tx(tx, before, BATCH).await))
+                .await?;
+            total += n;
+            if (n as i64) < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
     async fn flags_update(&self, u: FlagsUpdate) -> Result<FlagsResult> {
         self.write(tx!(|tx, fx| {
             let mut mb = mailbox(tx, u.mailbox, true).await?;
@@ -480,6 +528,7 @@ impl MailStore for PgStore {
             let mut pairs = Vec::with_capacity(entries.len());
             if !entries.is_empty() {
                 let blobs: Vec<i64> = entries.iter().map(|e| e.blob as i64).collect();
+                lock_blobs(tx, &blobs).await?;
                 tx.run(
                     "UPDATE blobs SET refs = refs + c.n FROM \
                      (SELECT id, count(*)::int AS n FROM unnest($1::bigint[]) AS id GROUP BY id) c \

@@ -31,7 +31,7 @@ fn special_use_of(s: Option<&str>) -> Option<SpecialUse> {
 }
 
 pub(super) const MAILBOX_COLS: &str = "id, account, name, uidvalidity, uidnext, highest_modseq, \
-                            special_use, subscribed, messages, unseen, size";
+                            special_use, messages, unseen, size";
 
 pub(super) fn mailbox_of(r: &Row) -> Mailbox {
     Mailbox {
@@ -42,10 +42,9 @@ pub(super) fn mailbox_of(r: &Row) -> Mailbox {
         uidnext: r.get::<_, i64>(4) as u32,
         highest_modseq: r.get::<_, i64>(5) as u64,
         special_use: special_use_of(r.get::<_, Option<&str>>(6)),
-        subscribed: r.get(7),
-        messages: r.get::<_, i64>(8) as u32,
-        unseen: r.get::<_, i64>(9) as u32,
-        size: r.get::<_, i64>(10) as u64,
+        messages: r.get::<_, i64>(7) as u32,
+        unseen: r.get::<_, i64>(8) as u32,
+        size: r.get::<_, i64>(9) as u64,
     }
 }
 
@@ -148,11 +147,12 @@ pub(super) async fn mailbox_create_tx(
     Ok(mailbox_of(&r))
 }
 
-/// Removes a mailbox and its messages, releasing their blobs.
+/// Removes a mailbox and its messages (kept ones too), releasing their blobs.
 pub(super) async fn mailbox_remove(tx: &Transaction<'_>, id: MailboxId) -> Result<()> {
     let blobs: Vec<BlobId> = tx
         .rows(
-            "SELECT blob FROM messages WHERE mailbox = $1",
+            "SELECT blob FROM messages WHERE mailbox = $1 \
+             UNION ALL SELECT blob FROM kept WHERE mailbox = $1",
             &[&(id as i64)],
         )
         .await

@@ -20,6 +20,7 @@ macro_rules! tx {
 
 mod delivery;
 mod directory;
+mod kept;
 mod mail;
 mod mailboxes;
 mod maildrop;
@@ -29,6 +30,7 @@ mod reports;
 mod schema;
 mod sessions;
 mod sieve;
+mod subscriptions;
 mod trace;
 
 use std::collections::HashSet;

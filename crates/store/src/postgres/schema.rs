@@ -114,6 +114,29 @@ CREATE TABLE web_sessions (
 CREATE INDEX web_sessions_address ON web_sessions (address);
 CREATE INDEX web_sessions_used ON web_sessions (used);
 "#,
+    // Subscriptions become names of their own, mailbox or not; mailboxes.subscribed is read no
+    // more (it stays for nodes not yet upgraded). Expunged messages are kept a while.
+    r#"
+CREATE TABLE subscriptions (
+    account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name text NOT NULL,
+    PRIMARY KEY (account, name)
+);
+INSERT INTO subscriptions (account, name) SELECT account, name FROM mailboxes WHERE subscribed;
+CREATE TABLE kept (
+    mailbox bigint NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid bigint NOT NULL,
+    blob bigint NOT NULL,
+    size bigint NOT NULL,
+    internal_date bigint NOT NULL,
+    modseq bigint NOT NULL,
+    flags smallint NOT NULL,
+    keywords text[] NOT NULL,
+    expunged_at bigint NOT NULL,
+    PRIMARY KEY (mailbox, uid)
+);
+CREATE INDEX kept_by_time ON kept (expunged_at);
+"#,
     r#"
 CREATE TABLE report_tallies (
     kind text NOT NULL,

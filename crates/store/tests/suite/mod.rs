@@ -65,6 +65,7 @@ pub async fn spooled_message(store: Arc<dyn Store>, spool_dir: &std::path::Path)
         body.len() as u64
     );
     store.expunge(mb, vec![uid]).await.unwrap();
+    store.expunged_purge(now() + 1).await.unwrap();
 }
 
 pub async fn setup_account<S: Store + ?Sized>(store: Arc<S>, address: &str) -> (Account, Mailbox) {
@@ -320,8 +321,6 @@ pub async fn mailboxes(store: Arc<dyn Store>) {
         store.mailbox_delete(inbox.id).await,
         Err(StoreError::Invalid(_))
     ));
-    store.mailbox_subscribe(p.id, false).await.unwrap();
-    assert!(!store.mailbox_get(p.id).await.unwrap().unwrap().subscribed);
     let d = store
         .deliver(delivery(b"hello\r\n", &[a.id]))
         .await
@@ -362,6 +361,12 @@ pub async fn shared_blob_delivery(store: Arc<dyn Store>) {
     assert_eq!(store.expunge(ia.id, vec![1, 99]).await.unwrap(), [1]);
     assert_eq!(store.blob_read(eb.blob, 0, 5).await.unwrap(), b"Subje");
     store.expunge(ib.id, vec![1]).await.unwrap();
+    assert_eq!(
+        store.blob_read(eb.blob, 0, 5).await.unwrap(),
+        b"Subje",
+        "kept for sessions not yet told of the expunge"
+    );
+    assert_eq!(store.expunged_purge(now() + 1).await.unwrap(), 2);
     assert!(
         store.blob_info(eb.blob).await.is_err(),
         "blob freed with its last reference"
@@ -521,6 +526,7 @@ pub async fn quota(store: Arc<dyn Store>) {
     assert_eq!(mb, b_inbox.id);
     assert_eq!(store.blob_read(r.blob, 0, 3).await.unwrap(), b"xxx");
     store.expunge(mb, vec![uid]).await.unwrap();
+    store.expunged_purge(now() + 1).await.unwrap();
     assert!(
         store.blob_info(r.blob).await.is_err(),
         "the bytes went with their last message"
@@ -582,6 +588,14 @@ pub async fn queue(store: Arc<dyn Store>) {
     assert_eq!(store.blob_read(e.blob, 0, 7).await.unwrap(), b"Subject");
     store.queue_delete(qid).await.unwrap();
     assert!(store.queue_get(qid).await.unwrap().is_none());
+    assert!(
+        store.blob_info(e.blob).await.is_ok(),
+        "the expunged copy is still kept"
+    );
+    store
+        .expunged_purge(postern_store::now() + 1)
+        .await
+        .unwrap();
     assert!(store.blob_info(e.blob).await.is_err());
     // A queue-only delivery (no local targets).
     let mut d = delivery(b"x\r\n", &[]);
@@ -1273,4 +1287,170 @@ pub async fn reports(store: Arc<dyn Store>) {
             .unwrap(),
         "forgotten, so kept again"
     );
+}
+
+/// Subscriptions are names: a new account's mailboxes are subscribed, a created one is not,
+/// deletion keeps the name, a rename carries it and its children's along, delivery into a
+/// folder it creates subscribes it, and the account's deletion forgets them all.
+pub async fn subscriptions(store: Arc<dyn Store>) {
+    let (a, _) = setup_account(store.clone(), "s@example.test").await;
+    let subs = |store: Arc<dyn Store>, id| async move { store.subscriptions(id).await.unwrap() };
+    assert_eq!(
+        subs(store.clone(), a.id).await,
+        ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash"]
+    );
+    let w = store.mailbox_create(a.id, "Work", None).await.unwrap();
+    store
+        .mailbox_create(a.id, "Work/Projects", None)
+        .await
+        .unwrap();
+    assert!(!subs(store.clone(), a.id).await.contains(&"Work".into()));
+    for name in ["Work", "Work/Projects", "Work/Gone/x", "Elsewhere", "inbox"] {
+        store.subscription_set(a.id, name, true).await.unwrap();
+    }
+    store.subscription_set(a.id, "Work", true).await.unwrap();
+    store.subscription_set(a.id, "Junk", false).await.unwrap();
+    store.subscription_set(a.id, "Never", false).await.unwrap();
+    assert_eq!(
+        subs(store.clone(), a.id).await,
+        [
+            "Archive",
+            "Drafts",
+            "Elsewhere",
+            "INBOX",
+            "Sent",
+            "Trash",
+            "Work",
+            "Work/Gone/x",
+            "Work/Projects"
+        ]
+    );
+    store.mailbox_rename(w.id, "Job").await.unwrap();
+    let now_subs = subs(store.clone(), a.id).await;
+    assert!(
+        now_subs.iter().all(|n| !n.starts_with("Work")),
+        "{now_subs:?}"
+    );
+    for moved in ["Job", "Job/Gone/x", "Job/Projects"] {
+        assert!(
+            now_subs.contains(&moved.to_string()),
+            "{moved}: {now_subs:?}"
+        );
+    }
+    let p = store
+        .mailbox_by_name(a.id, "Job/Projects")
+        .await
+        .unwrap()
+        .unwrap();
+    store.mailbox_delete(p.id).await.unwrap();
+    assert!(
+        subs(store.clone(), a.id)
+            .await
+            .contains(&"Job/Projects".into()),
+        "a deleted mailbox stays subscribed"
+    );
+    assert!(matches!(
+        store.subscription_set(a.id, "", true).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.subscription_set(a.id + 1000, "X", true).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let mut d = delivery(b"Subject: filed\r\n\r\nx\r\n", &[a.id]);
+    d.targets[0].mailbox = MailboxTarget::Name {
+        name: "Lists/rust".into(),
+        create: true,
+    };
+    let rep = store.deliver(d).await.unwrap();
+    assert!(rep.targets[0].is_ok());
+    assert!(
+        subs(store.clone(), a.id)
+            .await
+            .contains(&"Lists/rust".into())
+    );
+    let (b, _) = setup_account(store.clone(), "t@example.test").await;
+    store.account_delete(a.id).await.unwrap();
+    assert!(subs(store.clone(), a.id).await.is_empty());
+    assert_eq!(
+        subs(store.clone(), b.id).await.len(),
+        6,
+        "another account's stay"
+    );
+}
+
+/// An expunged message is kept, bytes and all, for sessions not yet told of the expunge; a
+/// purge lets it go, and so does the deletion of its mailbox.
+pub async fn expunged_kept(store: Arc<dyn Store>) {
+    let (a, inbox) = setup_account(store.clone(), "k@example.test").await;
+    for i in 0..3 {
+        store
+            .deliver(delivery(
+                format!("Subject: {i}\r\n\r\nm{i}\r\n").as_bytes(),
+                &[a.id],
+            ))
+            .await
+            .unwrap();
+    }
+    store
+        .flags_update(FlagsUpdate {
+            mailbox: inbox.id,
+            uids: vec![2],
+            op: FlagOp::Add,
+            flags: Flags {
+                bits: Flags::DELETED,
+                keywords: vec!["$Done".into()],
+            },
+            unchanged_since: None,
+        })
+        .await
+        .unwrap();
+    let before = store.message_get(inbox.id, 2).await.unwrap().unwrap();
+    assert_eq!(store.expunge(inbox.id, vec![2, 3]).await.unwrap(), [2, 3]);
+    assert!(store.message_get(inbox.id, 2).await.unwrap().is_none());
+    assert!(
+        store.expunged_get(inbox.id, &[1]).await.unwrap().is_empty(),
+        "1 is not expunged"
+    );
+    let kept = store.expunged_get(inbox.id, &[3, 2, 9]).await.unwrap();
+    assert_eq!(kept.iter().map(|e| e.uid).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(kept[0], before, "kept as it was");
+    assert_eq!(
+        store.blob_read(kept[0].blob, 0, 100).await.unwrap(),
+        b"Subject: 1\r\n\r\nm1\r\n"
+    );
+    let mb = store.mailbox_get(inbox.id).await.unwrap().unwrap();
+    assert_eq!(mb.messages, 1, "kept messages count for nothing");
+    assert_eq!(store.account_usage(a.id).await.unwrap().messages, 1);
+    assert_eq!(
+        store.expunged_purge(now() - 3600).await.unwrap(),
+        0,
+        "too recent"
+    );
+    assert_eq!(
+        store.expunged_get(inbox.id, &[2, 3]).await.unwrap().len(),
+        2
+    );
+    assert_eq!(store.expunged_purge(now() + 1).await.unwrap(), 2);
+    assert!(
+        store
+            .expunged_get(inbox.id, &[2, 3])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.blob_info(kept[0].blob).await.is_err());
+    // A kept message of a deleted mailbox goes with the mailbox.
+    let f = store.mailbox_create(a.id, "F", None).await.unwrap();
+    let pairs = store.copy(inbox.id, vec![1], f.id, true).await.unwrap();
+    store.expunge(f.id, vec![pairs[0].1]).await.unwrap();
+    let gone = store.expunged_get(f.id, &[pairs[0].1]).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    store.mailbox_delete(f.id).await.unwrap();
+    assert!(
+        store.blob_info(gone[0].blob).await.is_ok(),
+        "still kept for INBOX's move"
+    );
+    assert_eq!(store.expunged_purge(now() + 1).await.unwrap(), 1);
+    assert!(store.blob_info(gone[0].blob).await.is_err());
 }

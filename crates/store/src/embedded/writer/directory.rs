@@ -104,6 +104,7 @@ impl Tables<'_> {
             .map_err(db_err)?;
         for (name, su) in rules::new_account_mailboxes() {
             self.new_mailbox(id, name, su)?;
+            self.subscribe(id, name)?;
         }
         fx.events.push(StoreEvent::Directory);
         Ok(Output::Account(a))
@@ -135,6 +136,7 @@ impl Tables<'_> {
             self.mailbox_remove(&mb, fx, files)?;
         }
         self.accounts.remove(id).map_err(db_err)?;
+        self.forget_subscriptions(id)?;
         self.sieve_active.remove(id).map_err(db_err)?;
         fx.sieve_changes.push((id, false));
         self.sieve

@@ -81,7 +81,6 @@ impl Tables<'_> {
             uidnext: 1,
             highest_modseq: 1,
             special_use: su,
-            subscribed: true,
             messages: 0,
             unseen: 0,
             size: 0,
@@ -127,6 +126,7 @@ impl Tables<'_> {
                 table.remove(k).map_err(db_err)?;
             }
         }
+        self.release_kept(mb.id, fx, files)?;
         self.mailbox_by_name
             .remove((mb.account, mb.name.as_str()))
             .map_err(db_err)?;
@@ -175,21 +175,7 @@ impl Tables<'_> {
                 .map_err(db_err)?;
             self.put_mailbox(&m)?;
         }
-        fx.events.push(StoreEvent::MailboxList {
-            account: mb.account,
-        });
-        Ok(Output::Unit)
-    }
-
-    pub(super) fn mailbox_subscribe(
-        &mut self,
-        id: MailboxId,
-        on: bool,
-        fx: &mut Effects,
-    ) -> Result<Output> {
-        let mut mb = self.mailbox(id)?;
-        mb.subscribed = on;
-        self.put_mailbox(&mb)?;
+        self.rename_subscriptions(mb.account, &mb.name, &new_name)?;
         fx.events.push(StoreEvent::MailboxList {
             account: mb.account,
         });
@@ -241,7 +227,9 @@ impl Tables<'_> {
                         match found {
                             Some(id) => self.mailbox(id)?,
                             None if *create => {
+                                // Made by a filter: subscribed, so mail programs show it.
                                 let mb = self.new_mailbox(t.account, &n, None)?;
+                                self.subscribe(t.account, &mb.name)?;
                                 fx.events
                                     .push(StoreEvent::MailboxList { account: t.account });
                                 mb
@@ -371,7 +359,6 @@ impl Tables<'_> {
         mb: &mut Mailbox,
         uids: &[Uid],
         fx: &mut Effects,
-        files: &BlobFiles,
     ) -> Result<Vec<Uid>> {
         let found = self.found(mb.id, uids)?;
         let gone = rules::expunge(mb, uids, &found);
@@ -383,7 +370,7 @@ impl Tables<'_> {
             self.expunged
                 .insert((mb.id, mb.highest_modseq, e.uid), ())
                 .map_err(db_err)?;
-            self.release_blob(e.blob, fx, files)?;
+            self.keep_expunged(mb.id, e)?;
         }
         if !gone.is_empty() {
             self.put_mailbox(mb)?;
@@ -399,7 +386,6 @@ impl Tables<'_> {
         to: MailboxId,
         remove_source: bool,
         fx: &mut Effects,
-        files: &BlobFiles,
     ) -> Result<Output> {
         let mut src = self.mailbox(from)?;
         let mut dst = self.mailbox(to)?;
@@ -425,7 +411,7 @@ impl Tables<'_> {
             if from == to {
                 src = self.mailbox(from)?;
             }
-            self.expunge(&mut src, &moved, fx, files)?;
+            self.expunge(&mut src, &moved, fx)?;
         }
         Ok(Output::Pairs(pairs))
     }

@@ -8,10 +8,12 @@
 
 mod blobs;
 mod directory;
+mod kept;
 mod mail;
 mod queue;
 mod reports;
 mod sieve;
+mod subscriptions;
 mod trace;
 
 use std::fs;
@@ -40,7 +42,8 @@ pub enum Job {
     MailboxCreate(AccountId, String, Option<SpecialUse>),
     MailboxDelete(MailboxId),
     MailboxRename(MailboxId, String),
-    MailboxSubscribe(MailboxId, bool),
+    SubscriptionSet(AccountId, String, bool),
+    ExpungedPurge(i64),
     Deliver(Delivery),
     DeliverMany(Vec<Delivery>),
     SievePut(AccountId, String, String),
@@ -356,6 +359,9 @@ struct Tables<'t> {
     messages: Table<'t, (u64, u32), &'static [u8]>,
     modseq: Table<'t, (u64, u64, u32), ()>,
     expunged: Table<'t, (u64, u64, u32), ()>,
+    kept: Table<'t, (u64, u32), &'static [u8]>,
+    kept_by_time: Table<'t, (i64, u64, u32), ()>,
+    subscriptions: Table<'t, (u64, &'static str), ()>,
     blobs: Table<'t, u64, &'static [u8]>,
     segments: Table<'t, u64, (u64, u64)>,
     queue: Table<'t, u64, &'static [u8]>,
@@ -385,6 +391,9 @@ impl<'t> Tables<'t> {
             messages: w.open_table(MESSAGES).map_err(db_err)?,
             modseq: w.open_table(MODSEQ).map_err(db_err)?,
             expunged: w.open_table(EXPUNGED).map_err(db_err)?,
+            kept: w.open_table(KEPT).map_err(db_err)?,
+            kept_by_time: w.open_table(KEPT_BY_TIME).map_err(db_err)?,
+            subscriptions: w.open_table(SUBSCRIPTIONS).map_err(db_err)?,
             blobs: w.open_table(BLOBS).map_err(db_err)?,
             segments: w.open_table(SEGMENTS).map_err(db_err)?,
             queue: w.open_table(QUEUE).map_err(db_err)?,
@@ -417,7 +426,10 @@ impl<'t> Tables<'t> {
             Job::MailboxCreate(account, name, su) => self.mailbox_create(account, &name, su, fx),
             Job::MailboxDelete(id) => self.mailbox_delete(id, fx, files),
             Job::MailboxRename(id, name) => self.mailbox_rename(id, &name, fx),
-            Job::MailboxSubscribe(id, on) => self.mailbox_subscribe(id, on, fx),
+            Job::SubscriptionSet(account, name, on) => {
+                self.subscription_set(account, &name, on, fx)
+            }
+            Job::ExpungedPurge(before) => self.expunged_purge(before, fx, files),
             Job::Deliver(d) => self.deliver(d, fx, files).map(Output::Delivery),
             Job::DeliverMany(ds) => {
                 let mut out = Vec::with_capacity(ds.len());
@@ -429,7 +441,7 @@ impl<'t> Tables<'t> {
             Job::FlagsUpdate(u) => self.flags_update(u, fx),
             Job::Expunge(mailbox, uids) => {
                 let mut mb = self.mailbox(mailbox)?;
-                let gone = self.expunge(&mut mb, &uids, fx, files)?;
+                let gone = self.expunge(&mut mb, &uids, fx)?;
                 Ok(Output::Uids(gone))
             }
             Job::Copy {
@@ -437,7 +449,7 @@ impl<'t> Tables<'t> {
                 uids,
                 to,
                 remove_source,
-            } => self.copy(from, &uids, to, remove_source, fx, files),
+            } => self.copy(from, &uids, to, remove_source, fx),
             Job::QueueUpdate(entry) => self.queue_update(entry, fx),
             Job::QueueDelete(id) => self.queue_delete(id, fx, files),
             Job::Trace(events) => {
