@@ -35,8 +35,13 @@ class Dns:
             args.append(f"--host-record={name},{ip}")
         for name, text in txt:
             chunks = [text[i:i + 250] for i in range(0, len(text), 250)]
-            # No shell here: quotes would be part of the text. The text has no commas.
-            args.append(f"--txt-record={name}," + ",".join(chunks))
+            if "," in text:
+                # dnsmasq splits --txt-record at commas: such a text goes as raw record data
+                # (type 16: each string its length, then its bytes).
+                rdata = b"".join(bytes([len(c.encode())]) + c.encode() for c in chunks)
+                args.append(f"--dns-rr={name},16,{rdata.hex()}")
+            else:
+                args.append(f"--txt-record={name}," + ",".join(chunks))
         for name, target, port in srv:
             args.append(f"--srv-host={name},{target},{port},0,0")
         for name, ip in a_only:

@@ -19,6 +19,7 @@ import imaplib
 
 from helpers import ALICE, BOB, Raw, insecure_ctx, mx_send, pop3, submit, wait_for
 from peers import Dns, Sink
+from test_reports import report_mail
 
 PG = os.environ.get("POSTERN_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
 
@@ -182,6 +183,9 @@ def test_embedded_store_moves_to_postgres(make_server, database):
     # One message for two mailboxes: its bytes are kept once, in the copy too.
     mx_send(s, "someone@far.test", [ALICE, BOB], b"Subject: for both\r\n\r\nShared.\r\n")
     mx_send(s, "spammer@far.test", [ALICE], b"From: <spammer@far.test>\r\nSubject: junk\r\n\r\nBuy.\r\n")
+    # A DMARC report about our domain, kept apart from the mail that brought it.
+    mx_send(s, "noreply@reporter.test", ["postmaster@" + DOMAIN], report_mail("moved-1"))
+    wait_for(lambda: "r" if "moved-1" in s.cli("reports", "list", "--json").stdout else None, timeout=10)
     c = imap(s)
     c.select("INBOX")
     c.store("2", "+FLAGS", "(\\Flagged $Label1)")
@@ -194,10 +198,12 @@ def test_embedded_store_moves_to_postgres(make_server, database):
 
     r = s.cli("storage", "export", database)
     assert "copied; the counts agree" in r.stdout, r.stdout + r.stderr
-    assert re.search(r"messages\s+9\s+9", r.stdout), r.stdout
-    assert psql_in(database, "SELECT count(*) FROM messages").strip() == "9"
-    assert psql_in(database, "SELECT count(*) FROM blobs").strip() == "8", "the shared message is stored once"
+    assert re.search(r"messages\s+10\s+10", r.stdout), r.stdout
+    assert re.search(r"received reports\s+1\s+1", r.stdout), r.stdout
+    assert psql_in(database, "SELECT count(*) FROM messages").strip() == "10"
+    assert psql_in(database, "SELECT count(*) FROM blobs").strip() == "9", "the shared message is stored once"
     assert psql_in(database, "SELECT sender, junk FROM senders").split() == ["spammer@far.test|t"]
+    assert psql_in(database, "SELECT kind, domain FROM received_reports").split() == ["dmarc|example.test"]
     again = s.cli("storage", "export", database, check=False)
     assert again.returncode == 1 and "not empty" in again.stderr
 
@@ -207,13 +213,14 @@ def test_embedded_store_moves_to_postgres(make_server, database):
     s.start()
     c = imap(s)
     typ, data = c.select("INBOX")
-    assert data[0] == b"6"
+    assert data[0] == b"7"
     typ, flags = c.fetch("2", "(FLAGS)")
     assert b"\\Flagged" in flags[0] and b"$Label1" in flags[0]
     typ, data = c.select("Work")
     assert data[0] == b"1", "the filtered message is in its folder"
     c.logout()
     assert "main" in s.cli("sieve", "list", ALICE).stdout
+    assert "example.test: 1 DMARC and 0 TLS reports" in s.cli("reports", "list").stdout
     mx_send(s, "someone@far.test", ["info@" + DOMAIN], b"Subject: work again\r\n\r\nx\r\n")
     c = imap(s)
     wait_for(lambda: c.select("Work")[1][0] == b"2", timeout=10)

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import DOMAIN, PASSWORD, ROOT
 from helpers import ALICE, insecure_ctx, mx_send, wait_for
+from test_reports import report_mail
 
 BOSS = "boss@" + DOMAIN
 SHOTS = ROOT / "target" / "artifacts" / "screenshots"
@@ -214,6 +215,9 @@ def test_admin_and_user_in_a_real_browser(make_server, loopback_dns):
     s = web_server(make_server, extra=f'[dns]\nnameservers = ["127.0.0.1:{loopback_dns.port}"]')
     s.start()
     mx_send(s, "someone@far.test", [ALICE], b"Subject: hello\r\nMessage-ID: <web-1@far.test>\r\n\r\nHi.\r\n")
+    # A DMARC aggregate report about our domain, for the Reports page.
+    mx_send(s, "noreply@reporter.test", ["postmaster@example.test"], report_mail("web-r1"))
+    wait_for(lambda: "web-r1" in s.cli("reports", "list", "--json").stdout, timeout=10)
     base = f"https://127.0.0.1:{s.port('https')}"
 
     def shot(page, name):
@@ -230,7 +234,7 @@ def test_admin_and_user_in_a_real_browser(make_server, loopback_dns):
             page.get_by_label("Password").fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
             expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
-            expect(page.locator("#card-today .n")).to_have_text("1")
+            expect(page.locator("#card-today .n")).to_have_text("2")
             shot(page, "01-dashboard")
 
             # The session cookie is out of the page's reach.
@@ -268,6 +272,16 @@ def test_admin_and_user_in_a_real_browser(make_server, loopback_dns):
             page.get_by_role("button", name="Search").click()
             expect(page.locator("ol.timeline").first).to_contain_text("received")
             shot(page, "04-trace")
+
+            page.get_by_role("link", name="Reports").click()
+            expect(page.get_by_role("heading", name="example.test")).to_be_visible()
+            expect(page.locator(".report-domain")).to_contain_text("from Reporter Inc")
+            row = page.get_by_role("row", name="203.0.113.9")
+            expect(row).to_contain_text("Look at this")
+            expect(page.get_by_role("row", name="192.0.2.10")).not_to_contain_text("Look at this")
+            page.get_by_role("button", name="Send our reports now").click()
+            expect(page.locator("#status")).to_contain_text("no reports to send")
+            shot(page, "04b-reports")
 
             page.get_by_role("link", name="Queue").click()
             expect(page.get_by_text("The queue is empty.")).to_be_visible()

@@ -7,6 +7,7 @@ mod accounts;
 mod aliases;
 pub mod dkim;
 mod queue;
+mod reports;
 mod request;
 mod server;
 pub mod setup;
@@ -19,15 +20,25 @@ use std::sync::Arc;
 use postern_config::Config;
 use postern_directory::{Directory, domain_of};
 
-pub use request::{AdminError, AdminReply, AdminRequest, QueueInfo, UserInfo};
+pub use request::{AdminError, AdminReply, AdminRequest, QueueInfo, ReportInfo, UserInfo};
 
 /// Re-reads what the running server keeps from disk (certificates, DKIM keys).
 pub type Reloader = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
+/// Sends the reports counted so far (the running server's queue does); lines say what went.
+pub type ReportSend = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Where requests are answered.
 enum Place {
-    /// Inside the running server, which can reload.
-    Server { reload: Reloader },
+    /// Inside the running server, which can reload and send reports.
+    Server {
+        reload: Reloader,
+        send_reports: Option<ReportSend>,
+    },
     /// In a command that opened the store itself while no server runs.
     Local,
 }
@@ -44,8 +55,19 @@ impl Admin {
         Admin {
             directory,
             config,
-            place: Place::Server { reload },
+            place: Place::Server {
+                reload,
+                send_reports: None,
+            },
         }
+    }
+
+    /// The running server's report sender, for `postern reports send`.
+    pub fn with_report_sender(mut self, send: ReportSend) -> Admin {
+        if let Place::Server { send_reports, .. } = &mut self.place {
+            *send_reports = Some(send);
+        }
+        self
     }
 
     /// The dispatcher of a command that opened the store itself.
@@ -146,6 +168,8 @@ impl Admin {
             R::Dns { domain, check } => self.dns(domain, check).await,
             R::MaildirImport { address, path } => self.maildir_import(address, path).await,
             R::MaildirExport { address, path } => self.maildir_export(address, path).await,
+            R::ReportsList { domain, days } => reports::list(d, domain, days).await,
+            R::ReportsSend => self.send_reports().await,
         }
     }
 }

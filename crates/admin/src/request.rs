@@ -148,6 +148,13 @@ pub enum AdminRequest {
         limit: usize,
     },
     Ping,
+    /// What the DMARC and TLS reports received in the last `days` days say, per domain.
+    ReportsList {
+        domain: Option<String>,
+        days: u32,
+    },
+    /// Send the DMARC and TLS reports counted so far, today's included.
+    ReportsSend,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -162,6 +169,18 @@ pub struct QueueInfo {
     pub next_attempt: i64,
     pub attempts: u32,
     pub last_error: Option<String>,
+}
+
+/// One received report, without its body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReportInfo {
+    pub kind: String,
+    pub domain: String,
+    pub org: String,
+    pub report_id: String,
+    pub begin: i64,
+    pub end: i64,
+    pub received: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -204,6 +223,12 @@ pub enum AdminReply {
     Groups {
         /// (address, policy in words, members)
         groups: Vec<(String, String, Vec<String>)>,
+    },
+    /// Received reports summed up per domain, and the reports themselves.
+    Reports {
+        domains: Vec<postern_reports::received::DomainSummary>,
+        reports: Vec<ReportInfo>,
+        days: u32,
     },
     Route {
         steps: Vec<String>,

@@ -9,7 +9,7 @@ use crate::{Admin, AdminError, AdminReply, Place, QueueInfo, accounts, done, que
 
 impl Admin {
     pub(crate) async fn reload(&self) -> Result<AdminReply, AdminError> {
-        let Place::Server { reload } = &self.place else {
+        let Place::Server { reload, .. } = &self.place else {
             return Err(AdminError::new(
                 "reload needs a running server (postern serve)",
             ));

@@ -110,6 +110,11 @@ impl fmt::Display for AdminReply {
             }
             AdminReply::Pong { pid } => writeln!(f, "server running (pid {pid})")?,
             AdminReply::Report { json } => writeln!(f, "{json}")?,
+            AdminReply::Reports {
+                domains,
+                reports,
+                days,
+            } => write_reports(f, domains, reports.len(), *days)?,
         }
         Ok(())
     }
@@ -156,4 +161,82 @@ fn ms_time(ms: i64) -> String {
         ),
         Err(_) => ms.to_string(),
     }
+}
+
+/// "2026-12-03": the UTC day of a time in Unix seconds.
+fn day(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default()
+}
+
+/// What the received reports say, per domain: who reported, what passed, where to look.
+fn write_reports(
+    f: &mut fmt::Formatter<'_>,
+    domains: &[postern_reports::received::DomainSummary],
+    count: usize,
+    days: u32,
+) -> fmt::Result {
+    if domains.is_empty() {
+        writeln!(
+            f,
+            "no DMARC or TLS reports received in the last {days} days (they come to the \
+             addresses in your DMARC and TLSRPT records: see postern dns)"
+        )?;
+        return Ok(());
+    }
+    writeln!(f, "{count} reports received in the last {days} days")?;
+    for d in domains {
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{}: {} DMARC and {} TLS reports, {} to {}, from {}",
+            d.domain,
+            d.dmarc_reports,
+            d.tls_reports,
+            day(d.begin),
+            day(d.end),
+            d.reporters.join(", ")
+        )?;
+        if d.dmarc_reports > 0 {
+            writeln!(
+                f,
+                "  {} messages sent as {}: DMARC pass {}, fail {} (SPF aligned pass {}, DKIM aligned pass {})",
+                d.messages,
+                d.domain,
+                d.dmarc_pass,
+                d.dmarc_fail,
+                d.spf_aligned_pass,
+                d.dkim_aligned_pass
+            )?;
+            for s in &d.sources {
+                writeln!(
+                    f,
+                    "  {:<39} {:>6} messages, {:>6} failing DMARC, spf={} dkim={}{}",
+                    s.ip,
+                    s.messages,
+                    s.dmarc_fail,
+                    s.spf,
+                    s.dkim,
+                    if s.look_at {
+                        "  <- look at this: if it is yours, add it to SPF or sign its mail \
+                         with DKIM; if not, someone sends mail in your name"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
+        }
+        if d.tls_reports > 0 {
+            writeln!(
+                f,
+                "  TLS sessions to this domain's servers: {} fine, {} failed",
+                d.tls_sessions_ok, d.tls_sessions_failed
+            )?;
+            for (kind, host, n) in &d.tls_failures {
+                writeln!(f, "    {kind} at {host}: {n} sessions")?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -389,6 +389,24 @@ fn table() -> Table {
                 })
             }),
         )
+        .route(
+            "/reports",
+            M::GET,
+            Admin,
+            ask(S::OK, |c| {
+                let q = c.query::<ReportsQuery>()?;
+                Ok(R::ReportsList {
+                    domain: q.domain.filter(|d| !d.is_empty()),
+                    days: q.days.unwrap_or(30).clamp(1, 3660),
+                })
+            }),
+        )
+        .route(
+            "/reports/send",
+            M::POST,
+            Admin,
+            ask(S::OK, |_| Ok(R::ReportsSend)),
+        )
         .route("/doctor", M::GET, Admin, ask(S::OK, |_| Ok(R::Doctor)))
         .route(
             "/dns/{domain}",
@@ -701,6 +719,12 @@ struct TraceQuery {
 #[serde(deny_unknown_fields)]
 struct DisabledBody {
     disabled: bool,
+}
+
+#[derive(Deserialize)]
+struct ReportsQuery {
+    domain: Option<String>,
+    days: Option<u32>,
 }
 
 #[derive(Deserialize)]

@@ -158,6 +158,7 @@ const ADMIN_PAGES = [
   ["aliases", "Aliases & groups", aliases],
   ["queue", "Queue", queue],
   ["trace", "Message trace", trace],
+  ["reports", "Reports", reports],
   ["settings", "Settings", settings],
 ];
 const USER_PAGES = [["account", "My account", account]];
@@ -369,6 +370,28 @@ async function queue() {
         one(e.id, "Retry", "POST", `/queue/${e.id}/retry`),
         one(e.id, "Bounce", "POST", `/queue/${e.id}/bounce`),
         one(e.id, "Delete", "DELETE", `/queue/${e.id}`))]), "The queue is empty."));
+}
+
+async function reports() {
+  const r = await api("GET", "/reports?days=30");
+  const day = (t) => new Date(t * 1000).toISOString().slice(0, 10);
+  const send = el("button", { type: "button", class: "quiet", onclick: async () => {
+    const s = await act("Sending our reports", () => api("POST", "/reports/send"));
+    if (s) say(s.message, "done");
+  } }, "Send our reports now");
+  const domains = r.domains.map((d) => el("section", { class: "report-domain" },
+    el("h2", {}, d.domain),
+    el("p", {}, `${d.dmarc_reports} DMARC and ${d.tls_reports} TLS reports, ${day(d.begin)} to ${day(d.end)}, from ${d.reporters.join(", ")}.`),
+    d.dmarc_reports ? el("p", {}, `${d.messages} messages sent as ${d.domain}: DMARC pass ${d.dmarc_pass}, fail ${d.dmarc_fail} (SPF aligned pass ${d.spf_aligned_pass}, DKIM aligned pass ${d.dkim_aligned_pass}).`) : null,
+    d.dmarc_reports ? table(["Source", "Messages", "Failing DMARC", "SPF", "DKIM", ""], d.sources.map((s) => [
+      el("span", { class: "mono" }, s.ip), String(s.messages), String(s.dmarc_fail), s.spf, s.dkim,
+      s.look_at ? el("span", { class: "mark-warn" }, "Look at this: if it is yours, add it to SPF or sign its mail with DKIM; if not, someone sends mail in your name.") : ""]), "No sources.") : null,
+    d.tls_reports ? el("p", {}, `TLS sessions to this domain's servers: ${d.tls_sessions_ok} fine, ${d.tls_sessions_failed} failed.`) : null,
+    d.tls_failures.length ? table(["Failure", "Host", "Sessions"], d.tls_failures.map(([k, h, n]) => [k, h, String(n)]), "") : null));
+  view("Reports",
+    el("p", {}, "What other mail servers report about your domains (DMARC aggregate and TLS reports, last 30 days): who sends mail as them, what passes, and which sources to look at."),
+    send,
+    ...(domains.length ? domains : [el("p", { class: "muted" }, "No reports received yet. They come to the addresses in your DMARC and TLSRPT records (see postern dns).")]));
 }
 
 async function trace() {

@@ -25,7 +25,9 @@ use std::sync::Arc;
 
 use postern_config::Config;
 use postern_directory::{Destination, Directory};
+use postern_reports::dmarc::Applied;
 use postern_store::{SharedStore, StoreError};
+use postern_trust::Decision;
 
 pub use commit::{Arrival, Envelope};
 pub use notice::quota_warning;
@@ -138,6 +140,8 @@ pub struct Ingest {
     pub directory: Arc<Directory>,
     pub trust: Option<Arc<postern_trust::Checker>>,
     pub config: Arc<Config>,
+    /// Counts toward the DMARC aggregate reports we send.
+    pub reports: Option<Arc<postern_reports::Tallies>>,
 }
 
 /// Messages at least this large are parsed (and filtered) off the session's thread.
@@ -199,7 +203,7 @@ impl Ingest {
         let host = self.config.hostname.as_str();
         let store = &self.store;
         let return_path = raw.bytes()[..return_path_len.min(raw.bytes().len())].to_vec();
-        let (added, forged, meta, folders, plans, queue_sender) = {
+        let (added, forged, meta, folders, plans, queue_sender, verdict, reports) = {
             let parsed = heavy(raw.bytes().len(), || {
                 Parsed::new(raw.bytes(), return_path_len, ours)
             });
@@ -231,6 +235,9 @@ impl Ingest {
                         }
                         _ => None,
                     };
+                    if let Some((_, "authentication")) = &refusal {
+                        self.count_for_report(&v, Applied::Refused);
+                    }
                     if let Some((status, why)) = refusal {
                         let e = commit::refusal_event(
                             &env,
@@ -295,7 +302,30 @@ impl Ingest {
                 heavy(raw.bytes().len(), || parsed.meta().moved(delta).encode())
             }))
             .unwrap_or_default();
-            (added, forged, meta, folders, plans, queue_sender)
+            // Reports other servers send about our domains, kept once the message is.
+            let to_us = env
+                .rcpts
+                .iter()
+                .any(|r| r.dests.iter().any(|d| matches!(d, Destination::Local(_))));
+            let from_outside = submitter.is_none() && !logged_in;
+            let reports = if from_outside && to_us && looks_like_report(raw.bytes()) {
+                let max = self.config.reports.max_received_size.0 as usize;
+                heavy(raw.bytes().len(), || {
+                    postern_reports::received::parse(raw.bytes(), max, postern_store::now())
+                })
+            } else {
+                Vec::new()
+            };
+            (
+                added,
+                forged,
+                meta,
+                folders,
+                plans,
+                queue_sender,
+                verdict,
+                reports,
+            )
         };
         let raw = match raw.edit(return_path_len, added.into_bytes(), forged).await {
             Ok(r) => r,
@@ -324,6 +354,19 @@ impl Ingest {
             },
         )
         .await;
+        if result.is_ok() && status.code != 550 {
+            self.keep_reports(reports, &arrival.trace_id).await;
+        }
+        if let (Ok(()), Some(v)) = (&result, &verdict) {
+            let applied = if status.code == 550 {
+                Applied::Refused
+            } else if matches!(v.decision, Decision::Junk | Decision::Reject(_)) {
+                Applied::Junk
+            } else {
+                Applied::Delivered
+            };
+            self.count_for_report(v, applied);
+        }
         match result {
             Err(error) => Outcome::Failed { status, error },
             Ok(()) if status.code == 550 => Outcome::Refused {
@@ -331,6 +374,66 @@ impl Ingest {
                 why: "filter",
             },
             Ok(()) => Outcome::Taken(status),
+        }
+    }
+}
+
+/// Whether a message's header says it is a DMARC aggregate or TLS report (RFC 7489 7.2.1.1
+/// and RFC 8460 5.3 give their Subject; RFC 8460 names TLS-Report-Domain).
+fn looks_like_report(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(64 << 10)];
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(head.len());
+    // Unfolded: a long Subject is often folded right after its name.
+    let head = String::from_utf8_lossy(&head[..end])
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ")
+        .to_ascii_lowercase();
+    head.split("\r\n").any(|field| {
+        let Some((name, value)) = field.split_once(':') else {
+            return false;
+        };
+        match name.trim() {
+            "subject" => value.trim_start().starts_with("report domain:"),
+            "tls-report-domain" => true,
+            _ => false,
+        }
+    })
+}
+
+impl Ingest {
+    /// Keeps the reports a message held when they are about one of our domains.
+    async fn keep_reports(&self, reports: Vec<postern_store::ReceivedReport>, trace_id: &str) {
+        for r in reports {
+            match self.directory.is_local_domain(&r.domain).await {
+                Ok(true) => {}
+                _ => continue,
+            }
+            let (kind, domain, org) = (r.kind.as_str(), r.domain.clone(), r.org.clone());
+            match self.store.report_put(r).await {
+                Ok(true) => tracing::info!(id = %trace_id, kind, %domain, %org, "report received"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(id = %trace_id, error = %e, "cannot keep a received report")
+                }
+            }
+        }
+    }
+
+    /// Counts a checked message toward its author domain's aggregate report, when it asks for
+    /// one.
+    fn count_for_report(&self, v: &postern_trust::Verdict, applied: Applied) {
+        if let (Some(tallies), Some(obs)) = (&self.reports, &v.dmarc_report) {
+            tallies.add(postern_reports::dmarc::tally(
+                &obs.domain,
+                obs.policy.clone(),
+                obs.record.clone(),
+                obs.rua.clone(),
+                applied,
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+            ));
         }
     }
 }

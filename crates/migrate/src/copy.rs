@@ -3,7 +3,8 @@
 //!
 //! Messages get new UIDs (and their mailboxes a new UIDVALIDITY), so IMAP clients fetch their
 //! cache again once; flags, keywords, received dates, folders, subscriptions and what users
-//! taught the junk filter are kept. A message shared by several mailboxes is stored once in the
+//! taught the junk filter are kept, and so are DMARC and TLS reports (received, and counts
+//! toward the ones we send). A message shared by several mailboxes is stored once in the
 //! copy too. Not copied: web sessions, rate-limit counts and vacation-reply memory, which start
 //! afresh; a queued message's bytes are stored apart from its local copies.
 
@@ -15,7 +16,7 @@ use postern_config::Config;
 use postern_ingest::Prepared;
 use postern_store::{
     AccountUpdate, BlobData, BlobId, Delivery, FlagOp, FlagsUpdate, MailboxId, MessageEntry,
-    NewAccount, NewQueueEntry, SharedStore, StoreError, Uid,
+    NewAccount, NewQueueEntry, ReportKind, SharedStore, StoreError, Uid,
 };
 
 /// Messages (or bytes) per commit while copying.
@@ -54,6 +55,7 @@ pub struct Counts {
     scripts: usize,
     tokens: usize,
     queued: usize,
+    reports: usize,
 }
 
 async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
@@ -62,6 +64,7 @@ async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
         aliases: s.alias_list().await?.len(),
         tokens: s.token_list().await?.len(),
         queued: s.queue_list().await?.len(),
+        reports: s.report_list(None, 0).await?.len(),
         ..Default::default()
     };
     for a in s.account_list().await? {
@@ -217,6 +220,18 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
         }
         to.trace_append(events).await?;
     }
+    // Reports received about our domains, and the counts toward the ones we send (taken from
+    // the source to read them, and put back).
+    for r in from.report_list(None, 0).await? {
+        to.report_put(r).await?;
+    }
+    for kind in [ReportKind::Dmarc, ReportKind::Tls] {
+        for (domain, day) in from.report_pending(kind).await? {
+            let tallies = from.report_take(kind, &domain, day).await?;
+            from.report_tally(tallies.clone()).await?;
+            to.report_tally(tallies).await?;
+        }
+    }
     Ok((count(from).await?, count(to).await?))
 }
 
@@ -300,6 +315,7 @@ pub fn report(from: &Counts, to: &Counts) -> (String, bool) {
         ("Sieve scripts", from.scripts as u64, to.scripts as u64),
         ("API tokens", from.tokens as u64, to.tokens as u64),
         ("queued messages", from.queued as u64, to.queued as u64),
+        ("received reports", from.reports as u64, to.reports as u64),
     ];
     let mut out = format!("{:<20} {:>12} {:>12}\n", "", "source", "copy");
     let mut same = true;

@@ -12,8 +12,8 @@ use postern_doctor::server::{Access, Queued};
 use postern_store::{SharedStore, StoreError};
 
 use crate::cli::{
-    AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, SieveCmd, TokenCmd,
-    TraceArgs, UserCmd,
+    AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, ReportsCmd, SieveCmd,
+    TokenCmd, TraceArgs, UserCmd,
 };
 use crate::control;
 
@@ -120,6 +120,28 @@ pub async fn queue(cfg: &Config, c: QueueCmd) -> anyhow::Result<()> {
         QueueCmd::Bounce { id } => AdminRequest::QueueBounce { id },
     };
     show(cfg, req).await
+}
+
+pub async fn reports(cfg: &Config, c: ReportsCmd) -> anyhow::Result<()> {
+    match c {
+        ReportsCmd::List { domain, days, json } => {
+            let reply = run(cfg, AdminRequest::ReportsList { domain, days }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            } else {
+                print!("{reply}");
+            }
+            Ok(())
+        }
+        ReportsCmd::Send { now } => {
+            if !now {
+                bail!(
+                    "reports are sent once a day by the server; --now sends what is counted so far"
+                );
+            }
+            show(cfg, AdminRequest::ReportsSend).await
+        }
+    }
 }
 
 fn parse_size(s: &str) -> anyhow::Result<u64> {

@@ -45,6 +45,9 @@ pub enum Command {
     /// DKIM signing keys
     #[command(subcommand)]
     Dkim(DkimCmd),
+    /// DMARC and TLS reports: what other servers report about your domains, and sending ours
+    #[command(subcommand)]
+    Reports(ReportsCmd),
     /// Send an account's mail on to another address
     #[command(subcommand)]
     Forward(ForwardCmd),
@@ -173,6 +176,29 @@ pub enum QueueCmd {
     Delete { id: u64 },
     /// Return a queued message to its sender now
     Bounce { id: u64 },
+}
+
+#[derive(Subcommand)]
+pub enum ReportsCmd {
+    /// Per domain: who sends mail as it, how much passes SPF, DKIM and DMARC, which sources
+    /// to look at, and how TLS to its servers fares (from the reports other servers send)
+    List {
+        /// One domain (default: all)
+        #[arg(long)]
+        domain: Option<String>,
+        /// Reports received in this many days
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the DMARC aggregate and TLS reports other domains ask for (sent daily anyway)
+    Send {
+        /// Everything counted so far, today's too
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -90,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(c) => admin_cmd::group(&cfg()?, c).await,
         Command::Route { address } => admin_cmd::route(&cfg()?, address).await,
         Command::Queue(c) => admin_cmd::queue(&cfg()?, c).await,
+        Command::Reports(c) => admin_cmd::reports(&cfg()?, c).await,
         Command::Trace(t) => admin_cmd::trace(&cfg()?, t).await,
         Command::Doctor { json } => {
             let report = match config() {

@@ -172,11 +172,25 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         let dkim_dir = dkim_dir.clone();
         Arc::new(move || reload_all(tls.as_deref(), &dkim, &dkim_dir))
     };
-    let admin = Arc::new(Admin::server(
-        directory.clone(),
-        Arc::new(cfg.clone()),
-        reload.clone(),
-    ));
+    // Set once the queue runs; `reports send` before that finds nothing to send with.
+    let report_sender: Arc<std::sync::OnceLock<Arc<postern_queue::reports::ReportSender>>> =
+        Arc::default();
+    let send_reports: postern_admin::ReportSend = {
+        let sender = report_sender.clone();
+        Arc::new(move || {
+            let sender = sender.get().cloned();
+            Box::pin(async move {
+                match sender {
+                    Some(s) => s.send(true).await.lines,
+                    None => vec!["the server is still starting; try again in a moment".into()],
+                }
+            })
+        })
+    };
+    let admin = Arc::new(
+        Admin::server(directory.clone(), Arc::new(cfg.clone()), reload.clone())
+            .with_report_sender(send_reports),
+    );
     let hooks = postern_http::Hooks {
         admin: admin.clone(),
         config_path: Some(config_path.clone()),
@@ -207,11 +221,15 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         None
     };
     let cfg = Arc::new(cfg);
+    // Counted in memory, written every half minute and at shutdown by the report sender.
+    let tallies = postern_reports::Tallies::new(store.clone());
+    let counting = cfg.reports.send.then(|| tallies.clone());
     let ingest = Arc::new(postern_ingest::Ingest {
         store: store.clone(),
         directory: directory.clone(),
         trust: trust.clone(),
         config: cfg.clone(),
+        reports: counting.clone(),
     });
     let services = Services {
         hooks,
@@ -233,10 +251,20 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         services.config.clone(),
         store.clone(),
         services.directory.clone(),
-        router,
+        router.clone(),
         dkim,
+        counting,
     );
-    tokio::spawn(runner.run(shutdown.clone()));
+    tokio::spawn(runner.clone().run(shutdown.clone()));
+    let sender = postern_queue::reports::ReportSender::new(
+        services.config.clone(),
+        store.clone(),
+        tallies,
+        router.resolver().clone(),
+        runner,
+    );
+    let _ = report_sender.set(sender.clone());
+    let report_task = tokio::spawn(sender.run(shutdown.clone()));
     {
         // Forget trace events past their retention, hourly.
         let store = store.clone();
@@ -302,6 +330,8 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             "sessions still open after 30 s; closing anyway"
         );
     }
+    // The report counts of the last moments are written before the store closes.
+    let _ = tokio::time::timeout(Duration::from_secs(10), report_task).await;
     store.close().await?;
     // Here rather than only in the control task, which may not run again before we exit.
     let _ = std::fs::remove_file(control_socket);

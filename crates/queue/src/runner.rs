@@ -22,6 +22,8 @@ use crate::dkim::{self, DkimKeys};
 use crate::dsn::{self, Action, Report};
 use crate::route::{Host, RouteError, Router};
 use crate::tls_policy::{Security, Target, TlsPolicy};
+use mail_auth::report::tlsrpt::{FailureDetails, PolicyDetails, PolicyType, ResultType};
+use postern_reports::{Tallies, tls};
 
 pub struct QueueRunner {
     config: Arc<Config>,
@@ -42,6 +44,8 @@ pub struct QueueRunner {
     /// nobody had to check are kept, so none is reused where a policy needs a checked one.
     idle: Mutex<HashMap<PoolKey, Vec<(SmtpClient, Instant)>>>,
     wake: Notify,
+    /// Counts toward the TLS reports we send (RFC 8460).
+    reports: Option<Arc<Tallies>>,
 }
 
 /// An idle connection's address, and whether it is the smarthost.
@@ -133,6 +137,7 @@ impl QueueRunner {
         directory: Arc<Directory>,
         router: Arc<Router>,
         dkim: Arc<DkimKeys>,
+        reports: Option<Arc<Tallies>>,
     ) -> Arc<QueueRunner> {
         let slots = Arc::new(Semaphore::new(config.delivery.max_concurrency.max(1)));
         let tls_policy = tls_policy(&config, &router);
@@ -157,6 +162,7 @@ impl QueueRunner {
             domains: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            reports,
         })
     }
 
@@ -470,7 +476,12 @@ impl QueueRunner {
             eight_bit: body.iter().any(|&b| b >= 0x80),
         };
         let mut last = String::from("no mail server answered");
-        for Target { host: h, security } in &targets {
+        for Target {
+            host: h,
+            security,
+            report,
+        } in &targets
+        {
             let verifier = match security {
                 Security::Verified { verifier, .. } => Some(verifier.clone()),
                 Security::Opportunistic if smarthost => self.relay_verifier.clone(),
@@ -503,6 +514,9 @@ impl QueueRunner {
                         .await
                     }
                 };
+                if fresh && let Some(policy) = report {
+                    self.count_tls(domain, policy, &h.name, addr.ip(), &connected);
+                }
                 let mut client = match connected {
                     Ok(cl) => cl,
                     Err(ClientError::Rejected { host, reply })
@@ -573,6 +587,49 @@ impl QueueRunner {
             }
         }
         all(&|| Outcome::Deferred(last.clone()))
+    }
+
+    /// Counts a new session with a domain's host toward its TLS report: TLS or not, and how
+    /// the handshake failed. Sessions that failed before TLS was in question are not counted.
+    fn count_tls(
+        &self,
+        domain: &str,
+        policy: &PolicyDetails,
+        host: &str,
+        ip: std::net::IpAddr,
+        connected: &Result<SmtpClient, ClientError>,
+    ) {
+        let Some(tallies) = &self.reports else {
+            return;
+        };
+        let failed = |kind: ResultType, why: &str| FailureDetails {
+            result_type: kind,
+            sending_mta_ip: None,
+            receiving_mx_hostname: Some(host.to_string()),
+            receiving_mx_helo: None,
+            receiving_ip: Some(ip),
+            failed_session_count: 0,
+            additional_information: None,
+            failure_reason_code: Some(why.to_string()),
+        };
+        let t = now();
+        let tally = match connected {
+            Ok(c) if c.tls.is_some() => tls::success(domain, policy.clone(), t),
+            Ok(_) => tls::failure(
+                domain,
+                policy.clone(),
+                failed(ResultType::StartTlsNotSupported, "STARTTLS is not offered"),
+                t,
+            ),
+            Err(ClientError::Tls(_, why)) => tls::failure(
+                domain,
+                policy.clone(),
+                failed(tls_failure_kind(policy, why), why),
+                t,
+            ),
+            Err(_) => return,
+        };
+        tallies.add(tally);
     }
 
     /// A connection left open by an earlier delivery to `addr`, still willing (RSET answered).
@@ -830,6 +887,18 @@ impl QueueRunner {
         msg: Vec<u8>,
         about: &str,
     ) -> Result<String, String> {
+        let what = format!("a delivery status notification about message {about}");
+        self.send_own(to, msg, &what).await
+    }
+
+    /// A message we wrote (`what` it is, for the trace), from `<>` to `to`: straight into a
+    /// local mailbox, or onto the queue, DKIM-signed. Returns its own trace id.
+    pub(crate) async fn send_own(
+        &self,
+        to: &str,
+        msg: Vec<u8>,
+        what: &str,
+    ) -> Result<String, String> {
         let dests = self
             .directory
             .expand(to)
@@ -866,13 +935,9 @@ impl QueueRunner {
         msg.splice(0..0, return_path.iter().copied());
         let trace_id = postern_message::new_trace_id();
         let mut trace = vec![
-            TraceEvent::new(
-                &trace_id,
-                "received",
-                format!("a delivery status notification about message {about}, from <> to <{to}>"),
-            )
-            .key(format!("to:{to}"))
-            .key("from:".to_string()),
+            TraceEvent::new(&trace_id, "received", format!("{what}, from <> to <{to}>"))
+                .key(format!("to:{to}"))
+                .key("from:".to_string()),
         ];
         if !targets.is_empty() {
             trace.push(
@@ -901,8 +966,8 @@ impl QueueRunner {
                     envid: None,
                     ret: None,
                     trace_id,
-                    // Our own report: ours to sign.
-                    authenticated: Some("postern (delivery report)".into()),
+                    // Our own message: ours to sign.
+                    authenticated: Some("postern (our own message)".into()),
                     requiretls: false,
                     body_offset: return_path.len() as u64,
                 }),
@@ -911,6 +976,24 @@ impl QueueRunner {
             .await
             .map(|_| id)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The RFC 8460 result type of a failed TLS handshake, from rustls's words.
+fn tls_failure_kind(policy: &PolicyDetails, why: &str) -> ResultType {
+    let w = why.to_ascii_lowercase();
+    if w.contains("starttls is not offered") {
+        ResultType::StartTlsNotSupported
+    } else if policy.policy_type == PolicyType::Tlsa {
+        ResultType::ValidationFailure
+    } else if w.contains("expired") {
+        ResultType::CertificateExpired
+    } else if w.contains("notvalidforname") || w.contains("not valid for") {
+        ResultType::CertificateHostMismatch
+    } else if w.contains("unknownissuer") || w.contains("unknown issuer") || w.contains("trust") {
+        ResultType::CertificateNotTrusted
+    } else {
+        ResultType::ValidationFailure
     }
 }
 

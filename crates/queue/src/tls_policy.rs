@@ -10,9 +10,10 @@ use rustls::client::danger::ServerCertVerifier;
 use tracing::warn;
 
 use crate::dane::{DaneVerifier, Tlsa};
-use crate::mta_sts::{Mode, MtaSts};
+use crate::mta_sts::{Mode, MtaSts, Policy};
 use crate::route::Host;
 use crate::secure_dns::SecureDns;
+use mail_auth::report::tlsrpt::{PolicyDetails, PolicyType};
 
 /// How a delivery to one host must use TLS.
 #[derive(Clone)]
@@ -35,6 +36,31 @@ impl Security {
 pub struct Target {
     pub host: Host,
     pub security: Security,
+    /// The policy as a TLS report names it (RFC 8460 4.3); `None` for a smarthost.
+    pub report: Option<PolicyDetails>,
+}
+
+/// The policy details of a TLS report.
+fn details(kind: PolicyType, domain: &str, strings: Vec<String>, mx: Vec<String>) -> PolicyDetails {
+    PolicyDetails {
+        policy_type: kind,
+        policy_string: strings,
+        policy_domain: domain.to_string(),
+        mx_host: mx,
+    }
+}
+
+/// An MTA-STS policy as its text lines (RFC 8460 4.3: the policy-string).
+fn sts_lines(p: &Policy) -> Vec<String> {
+    let mode = match p.mode {
+        Mode::Enforce => "enforce",
+        Mode::Testing => "testing",
+        Mode::None => "none",
+    };
+    let mut v = vec!["version: STSv1".to_string(), format!("mode: {mode}")];
+    v.extend(p.mx.iter().map(|m| format!("mx: {m}")));
+    v.push(format!("max_age: {}", p.max_age));
+    v
 }
 
 pub struct TlsPolicy {
@@ -55,6 +81,7 @@ impl TlsPolicy {
             .map(|host| Target {
                 host,
                 security: Security::Opportunistic,
+                report: None,
             })
             .collect()
     }
@@ -82,12 +109,21 @@ impl TlsPolicy {
                 HostDane::Required(records) => {
                     let why = format!("the DANE TLSA records of {}", host.name);
                     let names = vec![host.name.clone(), domain.to_string()];
+                    let strings = records
+                        .iter()
+                        .map(|t| {
+                            let hex: String = t.data.iter().map(|b| format!("{b:02x}")).collect();
+                            format!("{} {} {} {hex}", t.usage, t.selector, t.matching)
+                        })
+                        .collect();
+                    let report = details(PolicyType::Tlsa, domain, strings, vec![host.name.clone()]);
                     targets.push(Target {
                         host,
                         security: Security::Verified {
                             verifier: Arc::new(DaneVerifier::new(records, names)),
                             why,
                         },
+                        report: Some(report),
                     });
                 }
                 HostDane::Failed(why) => skipped.push(why),
@@ -113,6 +149,12 @@ impl TlsPolicy {
                                 verifier,
                                 why: format!("the MTA-STS policy of {domain}"),
                             },
+                            report: Some(details(
+                                PolicyType::Sts,
+                                domain,
+                                sts_lines(p),
+                                p.mx.clone(),
+                            )),
                         });
                     }
                     Some(p) => {
@@ -122,11 +164,23 @@ impl TlsPolicy {
                         targets.push(Target {
                             host,
                             security: Security::Opportunistic,
+                            report: Some(details(
+                                PolicyType::Sts,
+                                domain,
+                                sts_lines(p),
+                                p.mx.clone(),
+                            )),
                         });
                     }
                     None => targets.push(Target {
                         host,
                         security: Security::Opportunistic,
+                        report: Some(details(
+                            PolicyType::NoPolicyFound,
+                            domain,
+                            Vec::new(),
+                            Vec::new(),
+                        )),
                     }),
                 },
             }

@@ -24,14 +24,18 @@ pub enum Applied {
 struct Row {
     policy: PolicyPublished,
     record: Record,
+    /// The record's `rua`: addresses and size limits.
+    rua: Vec<(String, usize)>,
 }
 
 /// A count of one toward `domain`'s report: `record` as the checks made it (mail-auth's
-/// `Record::with_dmarc_output` and the rest), its disposition set to what was done.
+/// `Record::with_dmarc_output` and the rest), its disposition set to what was done; `rua` is
+/// where the domain's record asks the report to go.
 pub fn tally(
     domain: &str,
     policy: PolicyPublished,
     mut record: Record,
+    rua: Vec<(String, usize)>,
     applied: Applied,
     now: i64,
 ) -> ReportTally {
@@ -59,7 +63,11 @@ pub fn tally(
         kind: ReportKind::Dmarc,
         domain: domain.to_ascii_lowercase(),
         day: day_of(now),
-        row: row_json(&Row { policy, record }),
+        row: row_json(&Row {
+            policy,
+            record,
+            rua,
+        }),
         count: 1,
     }
 }
@@ -71,20 +79,26 @@ pub struct Reporter<'a> {
     pub email: &'a str,
 }
 
-/// The report for one domain and day, from its counts; `None` when there are none.
+/// The report for one domain and day, from its counts, with where it goes (the `rua` most of
+/// the day's mail found); `None` when there are no counts.
 pub fn build(
     who: &Reporter,
     domain: &str,
     day: i64,
     tallies: &[ReportTally],
     report_id: &str,
-) -> Option<Report> {
+) -> Option<(Report, Vec<(String, usize)>)> {
     let mut records = Vec::new();
     let mut policies: Vec<(PolicyPublished, u64)> = Vec::new();
+    let mut destinations: Vec<(Vec<(String, usize)>, u64)> = Vec::new();
     for t in tallies {
         let Ok(row) = serde_json::from_str::<Row>(&t.row) else {
             continue;
         };
+        match destinations.iter_mut().find(|(r, _)| *r == row.rua) {
+            Some((_, n)) => *n += t.count,
+            None => destinations.push((row.rua, t.count)),
+        }
         match policies.iter_mut().find(|(p, _)| *p == row.policy) {
             Some((_, n)) => *n += t.count,
             None => policies.push((row.policy, t.count)),
@@ -110,5 +124,6 @@ pub fn build(
     for r in records {
         report = report.with_record(r);
     }
-    Some(report)
+    let (rua, _) = destinations.into_iter().max_by_key(|(_, n)| *n)?;
+    Some((report, rua))
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use mail_auth::report::tlsrpt::TlsReport;
 use mail_auth::report::{DkimResult, DmarcResult, Report, SpfResult};
 use postern_store::{ReceivedReport, ReportKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The reports in a message; empty when it holds none (or none we can read).
 pub fn parse(message: &[u8], max_size: usize, received: i64) -> Vec<ReceivedReport> {
@@ -61,7 +61,7 @@ pub fn parse(message: &[u8], max_size: usize, received: i64) -> Vec<ReceivedRepo
 }
 
 /// What the reports say about one of our domains.
-#[derive(Debug, Default, Serialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DomainSummary {
     pub domain: String,
     pub dmarc_reports: usize,
@@ -86,7 +86,7 @@ pub struct DomainSummary {
 }
 
 /// One address that sent mail as the domain, in the reports.
-#[derive(Debug, Default, Serialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Source {
     pub ip: String,
     pub messages: u64,

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use hickory_resolver::proto::rr::RData;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::Policy;
+use mail_auth::report::{PolicyPublished, Record, SPFDomainScope};
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, IprevResult,
@@ -39,6 +40,19 @@ pub struct Verdict {
     pub header_from: String,
     /// The author's domain passed DMARC: the From header is not forged.
     pub author_verified: bool,
+    /// What the author's domain asked to hear about in its aggregate reports (`rua`).
+    pub dmarc_report: Option<DmarcObservation>,
+}
+
+/// One checked message as a DMARC aggregate report row, for a domain that asks for reports.
+#[derive(Debug, Clone)]
+pub struct DmarcObservation {
+    /// The author's domain (the From header's).
+    pub domain: String,
+    pub policy: PolicyPublished,
+    pub record: Record,
+    /// Where the reports go: addresses with their size limits (0: none).
+    pub rua: Vec<(String, usize)>,
 }
 
 pub struct Checker {
@@ -282,6 +296,34 @@ impl Checker {
 
         let policy = dmarc.as_ref().map(|d| d.policy());
         let from_domain = domain_of(&header_from).to_string();
+        let dmarc_report = dmarc.as_ref().and_then(|d| {
+            let rec = d.dmarc_record().filter(|r| !r.rua().is_empty())?;
+            if matches!(d.result(), DmarcResult::TempError(_)) {
+                return None;
+            }
+            let domain = d.domain().to_ascii_lowercase();
+            let scope = if mail_from.is_empty() {
+                SPFDomainScope::Helo
+            } else {
+                SPFDomainScope::MailFrom
+            };
+            Some(DmarcObservation {
+                policy: PolicyPublished::from_record(domain.clone(), rec),
+                record: Record::new()
+                    .with_source_ip(ip)
+                    .with_header_from(domain.clone())
+                    .with_envelope_from(spf_domain)
+                    .with_dkim_output(&dkim)
+                    .with_spf_output(spf_mail, scope)
+                    .with_dmarc_output(d),
+                rua: rec
+                    .rua()
+                    .iter()
+                    .map(|u| (u.uri().to_string(), u.max_size()))
+                    .collect(),
+                domain,
+            })
+        });
         let dmarc_failed = matches!(dmarc_result, Some(DmarcResult::Fail(_)));
         let spf_fail = spf_mail.result() == SpfResult::Fail;
         let decision = if matches!(dmarc_result, Some(DmarcResult::TempError(_))) {
@@ -352,6 +394,7 @@ impl Checker {
             score,
             header_from: header_from.to_ascii_lowercase(),
             author_verified: dmarc_w == "pass",
+            dmarc_report,
         }
     }
 }
