@@ -117,6 +117,7 @@ class _Handler(socketserver.StreamRequestHandler):
                     caps.append("250-AUTH PLAIN")
                 if sink.tls and not secure:
                     caps.append("250-STARTTLS")
+                caps += [f"250-{c}" for c in sink.caps]
                 caps.append("250 ENHANCEDSTATUSCODES")
                 for c in caps:
                     self.wfile.write(c.encode() + b"\r\n")
@@ -196,8 +197,10 @@ class Sink:
     says, for each message received, whether it came over TLS; `wire`, its DATA lines exactly
     as they were sent (still dot-stuffed, without the final ".")."""
 
-    def __init__(self, ip, port, script=None, auth=None, tls=None):
+    def __init__(self, ip, port, script=None, auth=None, tls=None, caps=()):
         self.messages, self.commands, self.connections = [], [], 0
+        # More EHLO keywords to offer ("REQUIRETLS"...).
+        self.caps = list(caps)
         self.secure, self.tls_errors, self.wire = [], [], []
         # DATA refused at its end by the script: the wire lines, as `wire` keeps them.
         self.refused, self.current = [], b""

@@ -4,7 +4,7 @@ records in a DNSSEC-signed zone that a validating resolver (unbound) vouches for
 
 import hashlib
 
-from conftest import free_port
+from conftest import PASSWORD, free_port
 from helpers import ALICE, BOB, submit, wait_for
 from peers import Dns, Pki, PolicyServer, SignedDns, Sink
 
@@ -168,4 +168,75 @@ def test_dane_tlsa_records_decide_the_certificate(make_server, tmp_root):
     finally:
         for k in sinks.values():
             k.stop()
+        dns.stop()
+
+
+def test_requiretls_goes_only_where_a_policy_proves_the_certificate(make_server, tmp_root):
+    """RFC 8689: REQUIRETLS is offered over TLS only; a message sent with it goes on only to an
+    MX whose certificate a policy (here MTA-STS) proves and that supports REQUIRETLS itself,
+    passing the parameter on; otherwise it comes back to its sender (5.7.30), never in the clear."""
+    import smtplib
+    from helpers import insecure_ctx
+    pki = Pki(tmp_root)
+    dns, rport, hport = Dns(free_port()), free_port(), free_port()
+    domains = {"good": "127.0.0.21", "old": "127.0.0.22", "loose": "127.0.0.23"}
+    _, web_ctx = pki.issue([f"mta-sts.{d}.test" for d in ("good", "old")])
+    web = PolicyServer(hport, web_ctx, {
+        "mta-sts.good.test": policy("enforce", "mx.good.test"),
+        "mta-sts.old.test": policy("enforce", "mx.old.test"),
+    })
+    sinks = {
+        "good": Sink(domains["good"], rport, tls=pki.issue(["mx.good.test"])[1], caps=["REQUIRETLS"]),
+        # A checked certificate, but it cannot pass the requirement on.
+        "old": Sink(domains["old"], rport, tls=pki.issue(["mx.old.test"])[1]),
+        # REQUIRETLS, but no policy proves who it is.
+        "loose": Sink(domains["loose"], rport, tls=pki.issue(["mx.loose.test"])[1], caps=["REQUIRETLS"]),
+    }
+    dns.start(mx=[(f"{d}.test", f"mx.{d}.test", 10) for d in domains],
+              a=[(f"mx.{d}.test", ip) for d, ip in domains.items()]
+              + [(f"mta-sts.{d}.test", "127.0.0.1") for d in ("good", "old")],
+              txt=[(f"_mta-sts.{d}.test", "v=STSv1; id=1") for d in ("good", "old")])
+    s = configured(make_server, dns.port, rport, f'mta_sts_port = {hport}\nca_file = "{pki.ca_file}"')
+    s.start()
+    try:
+        # Offered only once the session is encrypted, and refused before.
+        with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30) as c:
+            c.ehlo("client.test")
+            assert not c.has_extn("requiretls")
+            code, text = c.docmd("MAIL FROM:<bob@far.test> REQUIRETLS")
+            assert code == 530 and b"5.7.10" in text, text
+            c.starttls(context=insecure_ctx())
+            c.ehlo("client.test")
+            assert c.has_extn("requiretls")
+            assert c.docmd("MAIL FROM:<bob@far.test> REQUIRETLS")[0] == 250
+        c = smtplib.SMTP_SSL("127.0.0.1", s.port("submissions"), context=insecure_ctx(), timeout=30)
+        c.ehlo("client.test")
+        assert c.has_extn("requiretls")
+        c.login(ALICE, PASSWORD)
+        for d in domains:
+            c.sendmail(ALICE, [f"u@{d}.test"], msg(f"u@{d}.test", f"secret for {d}"),
+                       mail_options=["REQUIRETLS"])
+        # Without REQUIRETLS, the same mail to the loose domain goes as usual.
+        c.sendmail(ALICE, ["v@loose.test"], msg("v@loose.test", "ordinary"))
+        c.quit()
+        wait_for(lambda: sinks["good"].messages and sinks["loose"].messages, timeout=30)
+        assert sinks["good"].secure == [True]
+        mail = [l for l in sinks["good"].commands if l.upper().startswith("MAIL FROM")]
+        assert mail and mail[-1].endswith(" REQUIRETLS"), mail
+        assert [m[2] for m in sinks["loose"].messages if b"secret" in m[2]] == []
+        assert sinks["old"].messages == []
+        # The other two come back to Alice, saying why.
+        from helpers import inbox
+        def bounces():
+            got = [m for m in inbox(s) if b"5.7.30" in m]
+            return got if len(got) == 2 else None
+        got = wait_for(bounces, timeout=30)
+        text = b"\n".join(got)
+        assert b"old.test" in text and b"does not support REQUIRETLS" in text, text[:3000]
+        assert b"loose.test" in text and b"no mail server of loose.test has a DANE or MTA-STS policy" in text
+        assert "the queue is empty" in queue_errors(s)
+    finally:
+        for k in sinks.values():
+            k.stop()
+        web.stop()
         dns.stop()

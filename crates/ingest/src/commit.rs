@@ -21,6 +21,8 @@ pub struct Envelope {
     pub envid: Option<String>,
     pub ret: Option<DsnRet>,
     pub rcpts: Vec<Recipient>,
+    /// RFC 8689: the message goes on only over TLS with a checked certificate.
+    pub requiretls: bool,
 }
 
 /// What the trace says about how a message arrived.
@@ -400,7 +402,7 @@ pub async fn commit(
         ret: env.ret,
         trace_id: trace_id.clone(),
         authenticated: submitter.map(str::to_string),
-        requiretls: false,
+        requiretls: env.requiretls,
         body_offset: rp_len as u64,
     });
     let queued = queue.is_some();

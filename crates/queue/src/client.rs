@@ -92,6 +92,7 @@ pub struct Capabilities {
     pub dsn: bool,
     pub starttls: bool,
     pub auth_plain: bool,
+    pub requiretls: bool,
 }
 
 enum Stream {
@@ -158,6 +159,8 @@ pub struct Transaction<'a> {
     pub body: &'a [u8],
     pub smtputf8: bool,
     pub eight_bit: bool,
+    /// RFC 8689: passed on as the MAIL FROM parameter.
+    pub requiretls: bool,
 }
 
 impl SmtpClient {
@@ -290,6 +293,7 @@ impl SmtpClient {
                 Some("CHUNKING") => caps.chunking = true,
                 Some("DSN") => caps.dsn = true,
                 Some("STARTTLS") => caps.starttls = true,
+                Some("REQUIRETLS") => caps.requiretls = true,
                 Some("AUTH") => caps.auth_plain = words.any(|w| w == "PLAIN"),
                 _ => {}
             }
@@ -415,6 +419,9 @@ impl SmtpClient {
         }
         if t.smtputf8 {
             mail.push_str(" SMTPUTF8");
+        }
+        if t.requiretls {
+            mail.push_str(" REQUIRETLS");
         }
         if self.caps.dsn {
             if let Some(r) = t.ret {

@@ -442,6 +442,38 @@ impl QueueRunner {
             }
             Err(RouteError::Temporary(why)) => return all(&|| Outcome::Deferred(why.clone())),
         };
+        // RFC 8689 4.2.1: a message that requires TLS goes only to hosts whose certificate a
+        // policy (DANE, MTA-STS) proves, or to a smarthost whose certificate is checked.
+        let targets = if entry.requiretls {
+            let proven = |t: &Target| {
+                if domain.is_empty() {
+                    self.relay_verifier.is_some()
+                } else {
+                    t.security.is_verified()
+                }
+            };
+            let kept: Vec<Target> = targets.into_iter().filter(proven).collect();
+            if kept.is_empty() {
+                let text = if domain.is_empty() {
+                    "the message requires TLS (REQUIRETLS), and the smarthost's certificate is \
+                     not checked (relay.tls, relay.verify)"
+                        .to_string()
+                } else {
+                    format!(
+                        "the message requires TLS (REQUIRETLS), and no mail server of {domain} \
+                         has a DANE or MTA-STS policy that proves its certificate"
+                    )
+                };
+                return all(&|| Outcome::Failed {
+                    status: "5.7.30".into(),
+                    remote: None,
+                    text: text.clone(),
+                });
+            }
+            kept
+        } else {
+            targets
+        };
         let _global = self.slots.clone().acquire_owned().await;
         let _per_domain = self.domain_slot(domain).acquire_owned().await;
         let c = &self.config.delivery;
@@ -474,7 +506,9 @@ impl QueueRunner {
             body,
             smtputf8,
             eight_bit: body.iter().any(|&b| b >= 0x80),
+            requiretls: entry.requiretls,
         };
+        let mut requiretls_refused = None;
         let mut last = String::from("no mail server answered");
         for Target {
             host: h,
@@ -564,6 +598,12 @@ impl QueueRunner {
                     client.quit().await;
                     return all(&|| Outcome::Deferred(text.clone()));
                 }
+                if entry.requiretls && !client.caps.requiretls {
+                    // It could not pass the requirement on (RFC 8689 4.2.1); another MX may.
+                    requiretls_refused = Some(client.host.clone());
+                    client.quit().await;
+                    continue;
+                }
                 let host_label = client.host.clone();
                 let result = client.deliver(&t).await;
                 match &result {
@@ -585,6 +625,16 @@ impl QueueRunner {
                     }
                 };
             }
+        }
+        if let Some(host) = requiretls_refused {
+            let text = format!(
+                "the message requires TLS (REQUIRETLS), and {host} does not support REQUIRETLS"
+            );
+            return all(&|| Outcome::Failed {
+                status: "5.7.30".into(),
+                remote: Some(host.clone()),
+                text: text.clone(),
+            });
         }
         all(&|| Outcome::Deferred(last.clone()))
     }

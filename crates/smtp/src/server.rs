@@ -1025,6 +1025,7 @@ impl SmtpServer {
                 return_path_len,
                 ours: 1,
                 envelope: postern_ingest::Envelope {
+                    requiretls: tx.from.requiretls,
                     from: tx.from.address,
                     envid: tx.from.envid,
                     ret: tx.from.ret.map(|r| match r {

@@ -326,6 +326,10 @@ impl<R> SmtpCore<R> {
         if self.cfg.tls_available && !self.tls {
             lines.push("STARTTLS".into());
         }
+        // RFC 8689: a message that requires TLS can only be handed over in a TLS session.
+        if self.tls {
+            lines.push("REQUIRETLS".into());
+        }
         if self.auth_offered() && self.user.is_none() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
@@ -364,8 +368,12 @@ impl<R> SmtpCore<R> {
         {
             return self.fail(Reply::new(555, "5.5.4", "Parameters need EHLO, not HELO"));
         }
-        if m.requiretls {
-            return self.fail(Reply::new(555, "5.5.4", "REQUIRETLS is not supported here"));
+        if m.requiretls && !self.tls {
+            return self.fail(Reply::new(
+                530,
+                "5.7.10",
+                "REQUIRETLS needs a TLS session: send STARTTLS first",
+            ));
         }
         if m.body == Body::BinaryMime {
             return self.fail(Reply::new(
@@ -506,6 +514,22 @@ mod tests {
         assert_eq!(c.command(b"DATA"), Action::ReceiveData);
         assert_eq!(c.transaction_done().unwrap().rcpts, ["x@ours.test"]);
         assert_eq!(reply(c.command(b"AUTH PLAIN")).code, 503);
+    }
+
+    #[test]
+    fn requiretls_only_over_tls() {
+        let mut plain = core(Role::Mx, false);
+        let ehlo = reply(plain.command(b"EHLO client.test"));
+        assert!(!ehlo.lines.contains(&"REQUIRETLS".to_string()));
+        let r = reply(plain.command(b"MAIL FROM:<a@b.test> REQUIRETLS"));
+        assert_eq!((r.code, r.enhanced), (530, "5.7.10"));
+        let mut tls = core(Role::Mx, true);
+        let ehlo = reply(tls.command(b"EHLO client.test"));
+        assert!(ehlo.lines.contains(&"REQUIRETLS".to_string()));
+        let Action::CheckSender(m) = tls.command(b"MAIL FROM:<a@b.test> REQUIRETLS") else {
+            panic!()
+        };
+        assert!(m.requiretls);
     }
 
     #[test]
