@@ -20,7 +20,9 @@ use std::sync::Arc;
 use postern_config::Config;
 use postern_directory::{Directory, domain_of};
 
-pub use request::{AdminError, AdminReply, AdminRequest, QueueInfo, ReportInfo, UserInfo};
+pub use request::{
+    AdminError, AdminReply, AdminRequest, QueueInfo, ReportInfo, Submission, UserInfo,
+};
 
 /// Re-reads what the running server keeps from disk (certificates, DKIM keys).
 pub type Reloader = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
@@ -32,12 +34,24 @@ pub type ReportSend = Arc<
         + Sync,
 >;
 
+/// Takes a message from a local program (the running server's ingest does); the text says
+/// what became of it.
+pub type Submit = Arc<
+    dyn Fn(
+            Submission,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Where requests are answered.
 enum Place {
-    /// Inside the running server, which can reload and send reports.
+    /// Inside the running server, which can reload, send reports and take local mail.
     Server {
         reload: Reloader,
         send_reports: Option<ReportSend>,
+        submit: Option<Submit>,
     },
     /// In a command that opened the store itself while no server runs.
     Local,
@@ -58,8 +72,17 @@ impl Admin {
             place: Place::Server {
                 reload,
                 send_reports: None,
+                submit: None,
             },
         }
+    }
+
+    /// The running server's way in for `postern sendmail`.
+    pub fn with_submit(mut self, hook: Submit) -> Admin {
+        if let Place::Server { submit, .. } = &mut self.place {
+            *submit = Some(hook);
+        }
+        self
     }
 
     /// The running server's report sender, for `postern reports send`.
@@ -170,6 +193,17 @@ impl Admin {
             R::MaildirExport { address, path } => self.maildir_export(address, path).await,
             R::ReportsList { domain, days } => reports::list(d, domain, days).await,
             R::ReportsSend => self.send_reports().await,
+            R::Submit(s) => match &self.place {
+                Place::Server {
+                    submit: Some(hook), ..
+                } => hook(s)
+                    .await
+                    .map(|m| AdminReply::Done { message: m })
+                    .map_err(AdminError::refused),
+                _ => Err(AdminError::new(
+                    "postern sendmail needs the running server (postern serve): it takes the mail",
+                )),
+            },
         }
     }
 }

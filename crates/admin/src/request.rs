@@ -155,6 +155,26 @@ pub enum AdminRequest {
     },
     /// Send the DMARC and TLS reports counted so far, today's included.
     ReportsSend,
+    /// A message from a program on this machine (`postern sendmail`).
+    Submit(Submission),
+}
+
+/// What `postern sendmail` hands the running server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Submission {
+    /// The local user who ran it: set by the server from the socket's peer, never trusted
+    /// from the request.
+    #[serde(default)]
+    pub local_user: String,
+    /// `-f`: the envelope sender.
+    pub sender: Option<String>,
+    /// `-F`: the sender's full name, for a From field the message lacks.
+    pub full_name: Option<String>,
+    pub recipients: Vec<String>,
+    /// `-t`: recipients from To, Cc and Bcc too (Bcc then removed).
+    pub extract: bool,
+    /// The message, base64.
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -48,6 +48,7 @@ pub struct Config {
     pub mta_sts: MtaSts,
     pub trace: Trace,
     pub reports: Reports,
+    pub sendmail: Sendmail,
     pub routing: Routing,
     pub sieve: Sieve,
     pub inbound: Inbound,
@@ -195,6 +196,17 @@ pub struct Reports {
     pub keep: Seconds,
 }
 
+/// `postern sendmail`: mail from programs on this machine (cron, mail(1), PHP's mail()).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sendmail {
+    /// The sender for local users without an entry in `users`; "" = the user's name at the
+    /// first local domain.
+    pub from: String,
+    /// Local user name -> the address their mail is sent as.
+    pub users: std::collections::BTreeMap<String, String>,
+}
+
 impl Default for Reports {
     fn default() -> Self {
         Reports {
@@ -226,6 +238,7 @@ impl Default for Config {
             mta_sts: MtaSts::default(),
             trace: Trace::default(),
             reports: Reports::default(),
+            sendmail: Sendmail::default(),
             routing: Routing::default(),
             sieve: Sieve::default(),
             inbound: Inbound::default(),
@@ -1281,6 +1294,10 @@ from = ""                # their From ("" = postmaster at the first local domain
 org_name = ""            # our name in them ("" = the hostname)
 max_received_size = "10M" # reports sent to us larger than this are not read
 keep = "400d"            # reports sent to us are kept this long (postern reports list)
+
+[sendmail]
+from = ""                # sender of mail from local programs ("" = the user's name at the first local domain)
+users = {{}}               # per local user: {{ root = "admin@example.com", www-data = "web@example.com" }}
 
 [routing]
 subaddress_separator = "+"   # alice+news@ reaches alice@ ("" = off)

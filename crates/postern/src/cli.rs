@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = None
 )]
 pub struct Cli {
-    /// Config file [default: ./postern.toml, then $POSTERN_CONFIG, then ./postern-data/postern.toml]
+    /// Config file [default: ./postern.toml, then $POSTERN_CONFIG, then ./postern-data/postern.toml, then /etc/postern/postern.toml]
     #[arg(short, long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -48,6 +48,20 @@ pub enum Command {
     /// DMARC and TLS reports: what other servers report about your domains, and sending ours
     #[command(subcommand)]
     Reports(ReportsCmd),
+    /// The sendmail(1) interface for local programs: message on stdin, recipients as
+    /// arguments or -t; -f, -F, -i/-oi as sendmail takes them
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Make this binary the machine's sendmail and mailq (links in --sbin and --bin), and its
+    /// config the one they find (/etc/postern/postern.toml)
+    InstallSendmail {
+        #[arg(long, default_value = "/usr/sbin")]
+        sbin: std::path::PathBuf,
+        #[arg(long, default_value = "/usr/bin")]
+        bin: std::path::PathBuf,
+    },
     /// Send an account's mail on to another address
     #[command(subcommand)]
     Forward(ForwardCmd),

@@ -7,6 +7,7 @@ mod control;
 mod init;
 mod listeners;
 mod open_store;
+mod sendmail;
 mod serve;
 
 use std::path::PathBuf;
@@ -42,7 +43,33 @@ impl std::error::Error for Quiet {}
 
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
+    // Called as sendmail or mailq (postern install-sendmail links it so): sendmail's own
+    // command line, which clap's rules do not fit.
+    let mut argv = std::env::args();
+    let name = argv
+        .next()
+        .map(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let cli = match name.as_str() {
+        "sendmail" => Cli {
+            config: None,
+            command: Command::Sendmail {
+                args: argv.collect(),
+            },
+        },
+        "mailq" => Cli {
+            config: None,
+            command: Command::Sendmail {
+                args: vec!["-bp".into()],
+            },
+        },
+        _ => Cli::parse(),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,6 +118,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Route { address } => admin_cmd::route(&cfg()?, address).await,
         Command::Queue(c) => admin_cmd::queue(&cfg()?, c).await,
         Command::Reports(c) => admin_cmd::reports(&cfg()?, c).await,
+        Command::Sendmail { args } => sendmail::run(&cfg()?, &args).await,
+        Command::InstallSendmail { sbin, bin } => {
+            let (path, _) = config()?;
+            sendmail::install(&path, &sbin, &bin)
+        }
         Command::Trace(t) => admin_cmd::trace(&cfg()?, t).await,
         Command::Doctor { json } => {
             let report = match config() {
@@ -139,6 +171,11 @@ pub fn find_config(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let init_default = PathBuf::from("postern-data/postern.toml");
     if init_default.exists() {
         return Ok(init_default);
+    }
+    // Where install-sendmail points programs that run postern as sendmail from anywhere.
+    let system = PathBuf::from(sendmail::SYSTEM_CONFIG);
+    if system.exists() {
+        return Ok(system);
     }
     anyhow::bail!(
         "no config file: pass -c FILE, set POSTERN_CONFIG, or create one with: postern init --domain example.com"

@@ -187,9 +187,24 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             })
         })
     };
+    // Set once ingest exists; a message from `postern sendmail` before that is refused.
+    let ingest_cell: Arc<std::sync::OnceLock<Arc<postern_ingest::Ingest>>> = Arc::default();
+    let submit: postern_admin::Submit = {
+        let cell = ingest_cell.clone();
+        Arc::new(move |s| {
+            let ingest = cell.get().cloned();
+            Box::pin(async move {
+                match ingest {
+                    Some(i) => crate::sendmail::submit(&i, s).await,
+                    None => Err("the server is still starting; try again in a moment".into()),
+                }
+            })
+        })
+    };
     let admin = Arc::new(
         Admin::server(directory.clone(), Arc::new(cfg.clone()), reload.clone())
-            .with_report_sender(send_reports),
+            .with_report_sender(send_reports)
+            .with_submit(submit),
     );
     let hooks = postern_http::Hooks {
         admin: admin.clone(),
@@ -198,7 +213,9 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     // The data directory lock first, so a second server on it is told so; then the control
     // socket, so a command run as the server starts is answered; then every listener, before
     // anything runs.
-    control::listen(&cfg.data_dir, admin, shutdown.clone())?;
+    // A message from `postern sendmail` travels in one request line, base64.
+    let max_line = (1 << 20) + cfg.smtp.max_message_size.0 / 3 * 4 + 4;
+    control::listen(&cfg.data_dir, admin, max_line, shutdown.clone())?;
     let mut listeners = Vec::new();
     for (kind, addr) in cfg.listen.sockets() {
         let l = TcpListener::bind(addr)
@@ -231,6 +248,7 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         config: cfg.clone(),
         reports: counting.clone(),
     });
+    let _ = ingest_cell.set(ingest.clone());
     let services = Services {
         hooks,
         trust,
