@@ -42,7 +42,8 @@ def message(i, size):
 
 def test_disk_full_then_space_returns(small_disk):
     s = Postern(small_disk, listeners=("smtp", "imaps"),
-                extra_config="[smtp]\nmax_message_size = \"2M\"\npregreet_wait_ms = 0")
+                extra_config="[smtp]\nmax_message_size = \"2M\"\npregreet_wait_ms = 0\n"
+                "[storage]\nmin_free = \"2M\"")
     s.add_user(ALICE)
     # Ballast: space to give back later.
     ballast = s.data / "ballast"
@@ -66,7 +67,7 @@ def test_disk_full_then_space_returns(small_disk):
         assert refused is not None, f"the disk never filled ({free_bytes(s.data)} bytes free)"
         assert refused[0] == 452 and "4.3.1" in refused[1], refused
         assert len(acked) > 10
-        # Small messages fill what is left, down to the store's own files.
+        # Small messages fill what is left, down to the space the store keeps free (storage.min_free).
         small_refused = None
         for i in range(1000, 20000):
             c.mail("x@far.test")

@@ -408,6 +408,9 @@ pub struct Storage {
     /// Expunged messages stay readable this long for IMAP sessions not yet told of the
     /// expunge (RFC 2180 4.1.2); their disk space comes back after it.
     pub keep_expunged: Seconds,
+    /// Disk space the embedded store keeps free: new mail is refused (452 4.3.1) below it, so
+    /// the store's own files always have room to change and deletions still work.
+    pub min_free: ByteSize,
 }
 
 impl Default for Storage {
@@ -421,6 +424,7 @@ impl Default for Storage {
             max_connections: 16,
             maildrop_lease: Seconds(60),
             keep_expunged: Seconds(3600),
+            min_free: ByteSize(32 << 20),
         }
     }
 }
@@ -1177,6 +1181,7 @@ max_batch = 512          # most writes that share one commit (group commit)
 max_connections = 16     # connections to PostgreSQL at most (postgres backend)
 maildrop_lease = "60s"   # a POP3 maildrop held by a node that died is free after this
 keep_expunged = "1h"     # expunged mail stays readable for IMAP sessions not yet told
+min_free = "32M"         # new mail is refused (452 4.3.1) when less disk is free (embedded store)
 spool_threshold = "1M"   # larger incoming messages go to a file while they arrive
 cache_size = "64M"       # memory for the embedded store's page cache
 

@@ -198,6 +198,9 @@ impl From<StoreError> for Fail {
             StoreError::DiskFull => {
                 Fail::No("[UNAVAILABLE] The server's storage is full; try again later".into())
             }
+            StoreError::Io(io) if postern_store::is_disk_full(&io) => {
+                Fail::from(StoreError::DiskFull)
+            }
             StoreError::NotFound(what) => Fail::No(format!("[NONEXISTENT] {what} does not exist")),
             StoreError::AlreadyExists(what) => {
                 Fail::No(format!("[ALREADYEXISTS] {what} already exists"))

@@ -34,6 +34,7 @@ pub async fn open(cfg: &Config) -> anyhow::Result<Opened> {
         Options {
             max_batch: cfg.storage.max_batch,
             cache_size: cfg.storage.cache_size.0 as usize,
+            min_free: cfg.storage.min_free.0,
             ..Options::default()
         },
     )

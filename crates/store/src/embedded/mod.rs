@@ -49,6 +49,9 @@ pub struct Options {
     /// Records in memory only, gone when the store closes (message bytes still go to the
     /// directory): for fuzzing and tests that want no disk.
     pub in_memory: bool,
+    /// Free disk space kept: writes that add data are refused (`DiskFull`) below it, so the
+    /// database never meets a full disk mid-commit (after which it must be reopened).
+    pub min_free: u64,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
             max_batch: 512,
             cache_size: 64 << 20,
             in_memory: false,
+            min_free: 0,
         }
     }
 }
@@ -71,6 +75,9 @@ pub(crate) struct Shared {
     /// Accounts with an active Sieve script: most have none, and delivery asks for every
     /// recipient, so the answer "none" comes from memory.
     pub sieve_accounts: Mutex<HashSet<u64>>,
+    /// The data directory, and the free space kept on its disk.
+    pub dir: PathBuf,
+    pub min_free: u64,
 }
 
 pub struct EmbeddedStore {
@@ -254,6 +261,8 @@ impl EmbeddedStore {
             writes: AtomicU64::new(0),
             fsyncs,
             sieve_accounts: Mutex::new(sieve_accounts),
+            dir: dir.to_path_buf(),
+            min_free: opts.min_free,
         });
         let (tx, rx) = mpsc::channel(opts.max_batch.max(1) * 4);
         let writer = {

@@ -121,6 +121,17 @@ pub fn run(
                 Err(_) => break,
             }
         }
+        // Below the free space kept, what adds data is refused before the database sees it.
+        if shared.min_free > 0 && free_space(&shared.dir).is_some_and(|f| f < shared.min_free) {
+            let (grow, keep): (Vec<_>, Vec<_>) = batch.drain(..).partition(|r| r.job.adds_data());
+            for r in grow {
+                let _ = r.reply.send(Err(StoreError::DiskFull));
+            }
+            batch = keep;
+            if batch.is_empty() {
+                continue;
+            }
+        }
         let n = batch.len() as u64;
         let (replies, jobs): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.reply, r.job)).unzip();
         match commit_batch(&db, &shared, &mut active, jobs) {
@@ -147,6 +158,41 @@ pub fn run(
                 }
             }
         }
+    }
+}
+
+/// Bytes free for us on the disk holding `dir`.
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes only into `st`; `path` is a valid C string for the call.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+}
+
+impl Job {
+    /// Whether the job stores something new (mail, scripts, records) rather than changing or
+    /// removing what is there.
+    fn adds_data(&self) -> bool {
+        matches!(
+            self,
+            Job::Deliver(_)
+                | Job::DeliverMany(_)
+                | Job::Copy { .. }
+                | Job::SievePut(..)
+                | Job::Trace(_)
+                | Job::ReportTally(_)
+                | Job::ReportPut(_)
+                | Job::AccountCreate(_)
+                | Job::MailboxCreate(..)
+                | Job::AliasSet(..)
+                | Job::TokenPut(_)
+        )
     }
 }
 
