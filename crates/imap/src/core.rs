@@ -333,7 +333,10 @@ impl ImapCore {
             "CONDSTORE",
             "QRESYNC",
             "ESEARCH",
-            "SEARCHRES",
+            "SORT",
+            "SORT=DISPLAY",
+            "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
             "LIST-EXTENDED",
             "LIST-STATUS",
             "SPECIAL-USE",
@@ -627,6 +630,8 @@ impl ImapCore {
                 | Command::Unselect
                 | Command::Expunge(_)
                 | Command::Search { .. }
+                | Command::Sort { .. }
+                | Command::Thread { .. }
                 | Command::Fetch { .. }
                 | Command::Store { .. }
                 | Command::Copy { .. },
@@ -885,6 +890,18 @@ impl ImapCore {
                     .await
                     .map(Some)
             }
+            Command::Sort { uid, criteria, key } => {
+                crate::sort::sort(self, out, uid, criteria, key)
+                    .await
+                    .map(Some)
+            }
+            Command::Thread {
+                uid,
+                algorithm,
+                key,
+            } => crate::sort::thread(self, out, uid, algorithm, key)
+                .await
+                .map(Some),
             Command::Fetch {
                 uid,
                 set,
@@ -1056,7 +1073,9 @@ fn enables_condstore(c: &Command) -> bool {
             changed_since,
             ..
         } => changed_since.is_some() || atts.contains(&crate::parse::FetchAtt::ModSeq),
-        Command::Search { key, .. } => crate::search::uses_modseq(key),
+        Command::Search { key, .. } | Command::Sort { key, .. } | Command::Thread { key, .. } => {
+            crate::search::uses_modseq(key)
+        }
         Command::Store {
             unchanged_since, ..
         } => unchanged_since.is_some(),
@@ -1096,6 +1115,20 @@ pub fn command_name(c: &Command) -> &'static str {
                 "UID SEARCH"
             } else {
                 "SEARCH"
+            }
+        }
+        Command::Sort { uid, .. } => {
+            if *uid {
+                "UID SORT"
+            } else {
+                "SORT"
+            }
+        }
+        Command::Thread { uid, .. } => {
+            if *uid {
+                "UID THREAD"
+            } else {
+                "THREAD"
             }
         }
         Command::Fetch { uid, .. } => {

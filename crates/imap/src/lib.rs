@@ -12,6 +12,7 @@ mod messages;
 pub mod parse;
 mod search;
 mod server;
+mod sort;
 pub mod utf7;
 
 pub use core::{CoreConfig, ImapCore, Step, Wait};

@@ -5,7 +5,7 @@ use postern_message::MessageMeta;
 use postern_message::text::SearchText as Content;
 use postern_store::{MessageEntry, Uid};
 
-use crate::core::{ImapCore, Res, ok, push};
+use crate::core::{Fail, ImapCore, Res, ok, push};
 use crate::format;
 use crate::parse::{SearchKey, SearchRet};
 
@@ -97,21 +97,18 @@ fn day(t: i64) -> i64 {
     t.div_euclid(86400) * 86400
 }
 
-pub async fn search(
-    s: &mut ImapCore,
-    out: &mut Vec<u8>,
-    tag: &str,
-    uid: bool,
-    ret: Option<Vec<SearchRet>>,
-    key: SearchKey,
-) -> Res {
+/// A message the search keys match: sequence number, UID, modseq, the record itself.
+pub(crate) type Hit = (u32, Uid, u64, MessageEntry);
+
+/// The selected mailbox's messages that `key` matches, in sequence order.
+pub(crate) async fn matching(s: &ImapCore, key: &SearchKey) -> Result<Vec<Hit>, Fail> {
     let sel = s.selected.as_ref().expect("selected");
     let store = s.store().clone();
     let all = store.message_list(sel.mailbox.id).await?;
-    let need = need(&key);
+    let need = need(key);
     let max_seq = sel.uids.len() as u32;
     let max_uid = sel.uids.last().copied().unwrap_or(0);
-    let mut hits: Vec<(u32, Uid, u64)> = Vec::new();
+    let mut hits: Vec<Hit> = Vec::new();
     let empty = Content::default();
     let present: Vec<(u32, &MessageEntry)> = sel
         .uids
@@ -173,11 +170,23 @@ pub async fn search(
                 max_uid,
                 c: content.as_ref().unwrap_or(&empty),
             };
-            if eval(&key, &ctx) {
-                hits.push((*seq, e.uid, e.modseq));
+            if eval(key, &ctx) {
+                hits.push((*seq, e.uid, e.modseq, (*e).clone()));
             }
         }
     }
+    Ok(hits)
+}
+
+pub async fn search(
+    s: &mut ImapCore,
+    out: &mut Vec<u8>,
+    tag: &str,
+    uid: bool,
+    ret: Option<Vec<SearchRet>>,
+    key: SearchKey,
+) -> Res {
+    let hits = matching(s, &key).await?;
     let nums: Vec<u32> = hits.iter().map(|h| if uid { h.1 } else { h.0 }).collect();
     let mut modseq = uses_modseq(&key).then(|| hits.iter().map(|h| h.2).max().unwrap_or(0));
     if ret.is_some() || s.rev2 {

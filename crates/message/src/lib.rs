@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod meta;
+pub mod sort;
 pub mod text;
 pub mod trace;
 

@@ -308,6 +308,8 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
         }
         "EXPUNGE" => Command::Expunge(None),
         "SEARCH" => search(p, false)?,
+        "SORT" => sort(p, false)?,
+        "THREAD" => thread(p, false)?,
         "FETCH" => fetch(p, false)?,
         "STORE" => store(p, false)?,
         "COPY" | "MOVE" => {
@@ -326,6 +328,8 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
             let sub = p.atom()?.to_ascii_uppercase();
             match sub.as_str() {
                 "SEARCH" => search(p, true)?,
+                "SORT" => sort(p, true)?,
+                "THREAD" => thread(p, true)?,
                 "FETCH" => fetch(p, true)?,
                 "STORE" => store(p, true)?,
                 "COPY" | "MOVE" => {
@@ -392,7 +396,9 @@ fn search(p: &mut Parser, uid: bool) -> R<Command> {
                 "MAX" => SearchRet::Max,
                 "ALL" => SearchRet::All,
                 "COUNT" => SearchRet::Count,
-                "SAVE" => SearchRet::Save,
+                "SAVE" => {
+                    return err("RETURN (SAVE) needs SEARCHRES, which this server does not offer");
+                }
                 other => return err(format!("unknown RETURN option {other}")),
             });
             if !p.maybe_sp() {
@@ -405,22 +411,97 @@ fn search(p: &mut Parser, uid: bool) -> R<Command> {
     }
     if p.keyword_is("CHARSET") {
         p.sp()?;
-        let cs = p.astring()?.to_ascii_uppercase();
-        if cs != "UTF-8" && cs != "US-ASCII" {
-            return err("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset");
-        }
+        charset(p)?;
         p.sp()?;
     }
+    let key = search_keys(p)?;
+    Ok(Command::Search { uid, ret, key })
+}
+
+/// The charset SORT and THREAD always name, and SEARCH may.
+fn charset(p: &mut Parser) -> R<()> {
+    let cs = p.astring()?.to_ascii_uppercase();
+    if cs != "UTF-8" && cs != "US-ASCII" {
+        return err("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset");
+    }
+    Ok(())
+}
+
+/// One or more search keys: all must match.
+fn search_keys(p: &mut Parser) -> R<SearchKey> {
     let mut keys = vec![p.search_key()?];
     while p.maybe_sp() {
         keys.push(p.search_key()?);
     }
-    let key = if keys.len() == 1 {
+    Ok(if keys.len() == 1 {
         keys.pop().unwrap()
     } else {
         SearchKey::And(keys)
+    })
+}
+
+/// SORT (criteria) charset keys (RFC 5256 3).
+fn sort(p: &mut Parser, uid: bool) -> R<Command> {
+    p.sp()?;
+    p.open()?;
+    let mut criteria = Vec::new();
+    let mut reverse = false;
+    loop {
+        let word = p.atom()?.to_ascii_uppercase();
+        let key = match word.as_str() {
+            "REVERSE" => {
+                if reverse {
+                    return err("REVERSE twice");
+                }
+                reverse = true;
+                p.sp()?;
+                continue;
+            }
+            "ARRIVAL" => SortKey::Arrival,
+            "CC" => SortKey::Cc,
+            "DATE" => SortKey::Date,
+            "FROM" => SortKey::From,
+            "SIZE" => SortKey::Size,
+            "SUBJECT" => SortKey::Subject,
+            "TO" => SortKey::To,
+            "DISPLAYFROM" => SortKey::DisplayFrom,
+            "DISPLAYTO" => SortKey::DisplayTo,
+            other => return err(format!("unknown sort criterion {other}")),
+        };
+        criteria.push((key, reverse));
+        reverse = false;
+        if !p.maybe_sp() {
+            break;
+        }
+    }
+    if reverse {
+        return err("REVERSE needs a criterion after it");
+    }
+    p.close()?;
+    p.sp()?;
+    charset(p)?;
+    p.sp()?;
+    let key = search_keys(p)?;
+    Ok(Command::Sort { uid, criteria, key })
+}
+
+/// THREAD algorithm charset keys (RFC 5256 3).
+fn thread(p: &mut Parser, uid: bool) -> R<Command> {
+    p.sp()?;
+    let algorithm = match p.atom()?.to_ascii_uppercase().as_str() {
+        "ORDEREDSUBJECT" => ThreadAlgorithm::OrderedSubject,
+        "REFERENCES" => ThreadAlgorithm::References,
+        other => return err(format!("unknown THREAD algorithm {other}")),
     };
-    Ok(Command::Search { uid, ret, key })
+    p.sp()?;
+    charset(p)?;
+    p.sp()?;
+    let key = search_keys(p)?;
+    Ok(Command::Thread {
+        uid,
+        algorithm,
+        key,
+    })
 }
 
 fn fetch(p: &mut Parser, uid: bool) -> R<Command> {

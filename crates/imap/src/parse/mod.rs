@@ -142,7 +142,27 @@ pub enum SearchRet {
     Max,
     All,
     Count,
-    Save,
+}
+
+/// SORT criteria (RFC 5256 3, RFC 5957).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Arrival,
+    Cc,
+    Date,
+    From,
+    Size,
+    Subject,
+    To,
+    DisplayFrom,
+    DisplayTo,
+}
+
+/// THREAD algorithms (RFC 5256 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadAlgorithm {
+    OrderedSubject,
+    References,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +248,17 @@ pub enum Command {
     Search {
         uid: bool,
         ret: Option<Vec<SearchRet>>,
+        key: SearchKey,
+    },
+    /// (key, reversed) in order of precedence.
+    Sort {
+        uid: bool,
+        criteria: Vec<(SortKey, bool)>,
+        key: SearchKey,
+    },
+    Thread {
+        uid: bool,
+        algorithm: ThreadAlgorithm,
         key: SearchKey,
     },
     Fetch {
