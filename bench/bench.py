@@ -291,12 +291,15 @@ def bench_smtp(peer, pn, args, results, mx=None):
         results["smtp_checked"] = pm
 
 
-def bench_pop3(peer, pn, args, results):
+def bench_pop3(peer, pn, args, results, mirror=None):
+    """`mirror`: another Postern that gets the same mail (the IMAP run later compares its
+    mailbox with the peer's, which holds this mail too)."""
     users, per = args.users, args.pop_messages
     print(f"POP3: {users} accounts x {per} messages of {args.size} bytes, retrieved over TLS by {args.procs} processes"
           f" (bench/popload.py)")
     for i in range(1, users + 1):
-        for port in (peer.ports["SMTP"], pn.ports["smtp"]):
+        ports = [peer.ports["SMTP"], pn.ports["smtp"]] + ([mirror.ports["smtp"]] if mirror else [])
+        for port in ports:
             smtp_source(port, per, 10, args.size, f"user{i}@{DOMAIN}")
     deadline = time.time() + 600
     while any(peer.maildir_count(f"user{i}") < per for i in range(1, users + 1)):
@@ -563,7 +566,7 @@ def run(args):
             if "smtp" in args.what:
                 bench_smtp(peer, pn, args, results, mx)
             if "pop3" in args.what:
-                bench_pop3(peer, mx, args, results)
+                bench_pop3(peer, mx, args, results, mirror=pn if mx is not pn else None)
             if mx:
                 mx.stop()
                 dns.stop()
