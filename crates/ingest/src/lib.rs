@@ -308,7 +308,7 @@ impl Ingest {
                 .iter()
                 .any(|r| r.dests.iter().any(|d| matches!(d, Destination::Local(_))));
             let from_outside = submitter.is_none() && !logged_in;
-            let reports = if from_outside && to_us && looks_like_report(raw.bytes()) {
+            let reports = if from_outside && to_us && parsed.is_report() {
                 let max = self.config.reports.max_received_size.0 as usize;
                 heavy(raw.bytes().len(), || {
                     postern_reports::received::parse(raw.bytes(), max, postern_store::now())
@@ -376,31 +376,6 @@ impl Ingest {
             Ok(()) => Outcome::Taken(status),
         }
     }
-}
-
-/// Whether a message's header says it is a DMARC aggregate or TLS report (RFC 7489 7.2.1.1
-/// and RFC 8460 5.3 give their Subject; RFC 8460 names TLS-Report-Domain).
-fn looks_like_report(bytes: &[u8]) -> bool {
-    let head = &bytes[..bytes.len().min(64 << 10)];
-    let end = head
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(head.len());
-    // Unfolded: a long Subject is often folded right after its name.
-    let head = String::from_utf8_lossy(&head[..end])
-        .replace("\r\n ", " ")
-        .replace("\r\n\t", " ")
-        .to_ascii_lowercase();
-    head.split("\r\n").any(|field| {
-        let Some((name, value)) = field.split_once(':') else {
-            return false;
-        };
-        match name.trim() {
-            "subject" => value.trim_start().starts_with("report domain:"),
-            "tls-report-domain" => true,
-            _ => false,
-        }
-    })
 }
 
 impl Ingest {

@@ -68,6 +68,20 @@ impl<'a> Parsed<'a> {
         Some(self.value(h)).filter(|v| !v.is_empty() && v.len() < 1000)
     }
 
+    /// Whether the header says it is a DMARC aggregate or TLS report (RFC 7489 7.2.1.1 and
+    /// RFC 8460 5.3 give their Subject; RFC 8460 names TLS-Report-Domain).
+    pub fn is_report(&self) -> bool {
+        self.headers().iter().any(|h| match &h.name {
+            HeaderName::Subject => h.value.as_text().is_some_and(|t| {
+                t.trim_start()
+                    .get(..14)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("report domain:"))
+            }),
+            HeaderName::Other(n) => n.eq_ignore_ascii_case("TLS-Report-Domain"),
+            _ => false,
+        })
+    }
+
     /// The author's address (the first From), lower case.
     pub fn author(&self) -> Option<String> {
         let h = self.headers().iter().find(|h| h.name == HeaderName::From)?;
