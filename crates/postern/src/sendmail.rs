@@ -246,17 +246,11 @@ fn fields(m: &[u8]) -> (Vec<(String, String, std::ops::Range<usize>)>, usize) {
     (out, end)
 }
 
-/// The addresses in an address-list field value.
+/// The addresses in an address-list field value (group markers left out).
 fn addresses(value: &str) -> Vec<String> {
-    let field = format!("To: {value}\r\n\r\n");
-    let Some(m) = mail_parser::MessageParser::default().parse(field.as_bytes()) else {
-        return Vec::new();
-    };
-    let Some(to) = m.to() else {
-        return Vec::new();
-    };
-    to.iter()
-        .filter_map(|a| a.address().map(str::to_string))
+    postern_message::address::parse_list(value)
+        .into_iter()
+        .filter_map(|a| Some(format!("{}@{}", a.mailbox?, a.host?)))
         .collect()
 }
 
