@@ -432,3 +432,100 @@ remote-control:
             self.proc.wait(10)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Pebble:
+    """Debian's pebble, a local ACME CA (RFC 8555), on loopback: it validates challenges by
+    connecting to `http_port` / `tls_port` at the addresses `dns_port` gives for each name."""
+
+    def __init__(self, dir, dns_port, http_port, tls_port, validity=3600):
+        import datetime
+        import ipaddress
+        import json
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        from conftest import free_port
+        self.dir = Path(dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port, self.mgmt_port = free_port(), free_port()
+        # A throwaway CA for pebble's own HTTPS (what [acme] ca_file trusts).
+        now = datetime.datetime.now(datetime.timezone.utc)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Pebble HTTPS test CA")])
+        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=1))
+              .not_valid_after(now + datetime.timedelta(days=30))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+                .issuer_name(ca_name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+                    critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        pem = serialization.Encoding.PEM
+        self.ca_file = self.dir / "pebble-ca.pem"
+        self.ca_file.write_bytes(ca.public_bytes(pem))
+        (self.dir / "cert.pem").write_bytes(cert.public_bytes(pem))
+        (self.dir / "key.pem").write_bytes(key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        self.config = self.dir / "pebble.json"
+        self.config.write_text(json.dumps({"pebble": {
+            "listenAddress": f"127.0.0.1:{self.port}",
+            "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
+            "certificate": str(self.dir / "cert.pem"),
+            "privateKey": str(self.dir / "key.pem"),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+            "certificateValidityPeriod": validity,
+        }}))
+        self.dns_port = dns_port
+        self.directory = f"https://127.0.0.1:{self.port}/dir"
+        self.proc = None
+
+    def _ctx(self):
+        import ssl
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def start(self):
+        import urllib.request
+        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
+                   PEBBLE_AUTHZREUSE="0")
+        self.log = open(self.dir / "pebble.log", "ab")
+        self.proc = subprocess.Popen(
+            ["pebble", "-config", str(self.config), "-dnsserver", f"127.0.0.1:{self.dns_port}",
+             "-strict=false"], stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.dir)
+        deadline = time.time() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("pebble exited: " + (self.dir / "pebble.log").read_text())
+            try:
+                urllib.request.urlopen(self.directory, context=self._ctx(), timeout=2).read()
+                return self
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("pebble did not answer")
+                time.sleep(0.1)
+
+    def root(self) -> str:
+        """The root that issues the certificates (new at every start of pebble)."""
+        import urllib.request
+        url = f"https://127.0.0.1:{self.mgmt_port}/roots/0"
+        return urllib.request.urlopen(url, context=self._ctx(), timeout=5).read().decode()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if getattr(self, "log", None):
+            self.log.close()

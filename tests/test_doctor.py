@@ -411,3 +411,19 @@ def test_open_file_limit_below_the_connection_limits(doc):
         assert f"OK    open-file limit {hard}: room for 20000 connections" in out, out
     else:
         assert f"WARN  the server may have {hard} files open at once" in out, out
+
+
+def test_acme_failure_is_a_finding_with_its_fix(doc):
+    s = doc(extra=f"""[acme]
+enabled = true
+directory = "https://127.0.0.1:{free_port()}/dir"
+challenge = "http-01"
+check_dns = false
+retry_min = "1h"
+""")
+    wait_for(lambda: '"last_error": "cannot reach' in s.cli("acme", "status", "--json").stdout, timeout=30)
+    rc, out = doctor(s)
+    acme = section(out, "ACME certificates")
+    assert "no certificate yet" in acme and "cannot reach the ACME directory" in acme, out
+    assert "outbound HTTPS" in acme, "the fix is given"
+    assert rc != 0

@@ -45,6 +45,16 @@ pub type Submit = Arc<
         + Sync,
 >;
 
+/// Renews or rolls over the ACME certificates (the running server's manager does).
+pub type AcmeHook = Arc<
+    dyn Fn(
+            postern_acme::Action,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Vec<String>, String>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// Where requests are answered.
 enum Place {
     /// Inside the running server, which can reload, send reports and take local mail.
@@ -52,6 +62,7 @@ enum Place {
         reload: Reloader,
         send_reports: Option<ReportSend>,
         submit: Option<Submit>,
+        acme: Option<AcmeHook>,
     },
     /// In a command that opened the store itself while no server runs.
     Local,
@@ -73,6 +84,7 @@ impl Admin {
                 reload,
                 send_reports: None,
                 submit: None,
+                acme: None,
             },
         }
     }
@@ -81,6 +93,14 @@ impl Admin {
     pub fn with_submit(mut self, hook: Submit) -> Admin {
         if let Place::Server { submit, .. } = &mut self.place {
             *submit = Some(hook);
+        }
+        self
+    }
+
+    /// The running server's ACME manager, for `postern acme renew|rollover`.
+    pub fn with_acme(mut self, hook: AcmeHook) -> Admin {
+        if let Place::Server { acme, .. } = &mut self.place {
+            *acme = Some(hook);
         }
         self
     }
@@ -193,6 +213,18 @@ impl Admin {
             R::MaildirExport { address, path } => self.maildir_export(address, path).await,
             R::ReportsList { domain, days } => reports::list(d, domain, days).await,
             R::ReportsSend => self.send_reports().await,
+            R::AcmeStatus => Ok(AdminReply::Acme {
+                status: postern_acme::state::status(&self.config),
+            }),
+            R::AcmeRenew { force } => self.acme(postern_acme::Action::Renew { force }).await,
+            R::AcmeRollover { finish } => {
+                let a = if finish {
+                    postern_acme::Action::RolloverFinish
+                } else {
+                    postern_acme::Action::Rollover
+                };
+                self.acme(a).await
+            }
             R::Submit(s) => match &self.place {
                 Place::Server {
                     submit: Some(hook), ..
@@ -205,6 +237,25 @@ impl Admin {
                 )),
             },
         }
+    }
+}
+
+impl Admin {
+    async fn acme(&self, action: postern_acme::Action) -> Result<AdminReply, AdminError> {
+        let Place::Server {
+            acme: Some(hook), ..
+        } = &self.place
+        else {
+            return Err(AdminError::new(
+                "this needs the running server (postern serve): it orders the certificates",
+            ));
+        };
+        hook(action)
+            .await
+            .map(|lines| AdminReply::Done {
+                message: lines.join("\n"),
+            })
+            .map_err(AdminError::refused)
     }
 }
 

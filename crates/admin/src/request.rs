@@ -157,6 +157,16 @@ pub enum AdminRequest {
     ReportsSend,
     /// A message from a program on this machine (`postern sendmail`).
     Submit(Submission),
+    /// The ACME certificates: names, days left, the last error.
+    AcmeStatus,
+    /// Order the certificates that are due now (`force`: all of them).
+    AcmeRenew {
+        force: bool,
+    },
+    /// A new certificate key in two steps (DANE): make it, then (`finish`) use it.
+    AcmeRollover {
+        finish: bool,
+    },
 }
 
 /// What `postern sendmail` hands the running server.
@@ -249,6 +259,9 @@ pub enum AdminReply {
         domains: Vec<postern_reports::received::DomainSummary>,
         reports: Vec<ReportInfo>,
         days: u32,
+    },
+    Acme {
+        status: postern_acme::Status,
     },
     Route {
         steps: Vec<String>,

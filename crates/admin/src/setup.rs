@@ -48,6 +48,8 @@ pub struct InitOptions {
     pub listen_ip: String,
     /// Added to every standard port.
     pub port_offset: u16,
+    /// Certificates from Let's Encrypt (`[acme] enabled`).
+    pub acme: bool,
 }
 
 /// A server set up by [`init`]; shown, it is what to do next.
@@ -61,6 +63,7 @@ pub struct Initialized {
     selector: String,
     /// `None` when the key existed already.
     dkim_record: Option<String>,
+    acme: bool,
     /// Made by quickstart, which adds the account and starts serving itself: no next steps.
     pub by_quickstart: bool,
 }
@@ -120,6 +123,7 @@ pub async fn init(o: InitOptions) -> anyhow::Result<Initialized> {
         key: &key,
         listen_ip: &o.listen_ip,
         port_offset: o.port_offset,
+        acme: o.acme,
     });
     let config = Config::parse(&text, &config_path, &dir)?;
     // The domain first: a half-done init leaves no config behind.
@@ -148,6 +152,7 @@ pub async fn init(o: InitOptions) -> anyhow::Result<Initialized> {
         dkim_path,
         selector,
         dkim_record,
+        acme: o.acme,
         by_quickstart: false,
     })
 }
@@ -157,11 +162,19 @@ impl fmt::Display for Initialized {
         let (domain, hostname, config) = (&self.domain, &self.hostname, self.config_path.display());
         writeln!(f, "Postern is set up in {}", self.dir.display())?;
         writeln!(f, "  config       {config}")?;
-        writeln!(
-            f,
-            "  certificate  {} (self-signed for {hostname}; replace it with a real one, then send SIGHUP)",
-            self.cert.display()
-        )?;
+        if self.acme {
+            writeln!(
+                f,
+                "  certificate  {} (self-signed for {hostname} until Let's Encrypt issues one: [acme] in the config)",
+                self.cert.display()
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  certificate  {} (self-signed for {hostname}; set [acme] enabled = true for a real one, or replace it and send SIGHUP)",
+                self.cert.display()
+            )?;
+        }
         writeln!(f, "  DKIM key     {}", self.dkim_path.display())?;
         writeln!(f)?;
         writeln!(f, "DNS records to publish for {domain}:")?;
@@ -204,6 +217,7 @@ pub struct QuickstartOptions {
     pub listen_ip: String,
     /// Default: 0 as root, else 10000.
     pub port_offset: Option<u16>,
+    pub acme: bool,
 }
 
 /// The server of `postern quickstart`: the one in the data directory, else a new one whose
@@ -225,6 +239,7 @@ pub async fn quickstart_server(
         data_dir: o.data_dir.clone(),
         listen_ip: o.listen_ip.clone(),
         port_offset,
+        acme: o.acme,
     })
     .await?;
     // The first account administers the server in the web interface too.

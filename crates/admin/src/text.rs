@@ -110,6 +110,7 @@ impl fmt::Display for AdminReply {
             }
             AdminReply::Pong { pid } => writeln!(f, "server running (pid {pid})")?,
             AdminReply::Report { json } => writeln!(f, "{json}")?,
+            AdminReply::Acme { status } => write!(f, "{status}")?,
             AdminReply::Reports {
                 domains,
                 reports,

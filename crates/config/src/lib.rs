@@ -1,12 +1,14 @@
 //! Postern's configuration: one TOML file, every key with a default, unknown keys rejected
 //! with the line they are on.
 
+mod acme;
 pub mod settings;
 mod units;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use acme::{Acme, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 use serde::Deserialize;
 pub use units::{ByteSize, Seconds, parse_seconds, parse_size};
 
@@ -36,6 +38,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: Listen,
     pub tls: Tls,
+    pub acme: Acme,
     pub storage: Storage,
     pub dns: Dns,
     pub auth: Auth,
@@ -226,6 +229,7 @@ impl Default for Config {
             data_dir: PathBuf::from("/var/lib/postern"),
             listen: Listen::default(),
             tls: Tls::default(),
+            acme: Acme::default(),
             storage: Storage::default(),
             dns: Dns::default(),
             auth: Auth::default(),
@@ -986,6 +990,7 @@ impl Config {
             &mut self.tls.cert,
             &mut self.tls.key,
             &mut self.delivery.ca_file,
+            &mut self.acme.ca_file,
         ] {
             if !s.is_empty() {
                 *s = abs(Path::new(s)).to_string_lossy().into_owned();
@@ -1104,6 +1109,8 @@ impl Config {
         if self.storage.max_batch == 0 {
             return Err("storage.max_batch must be at least 1".into());
         }
+        self.acme
+            .validate(!self.listen.https.is_empty(), !self.listen.http.is_empty())?;
         Ok(())
     }
 
@@ -1136,6 +1143,8 @@ pub struct InitValues<'a> {
     pub listen_ip: &'a str,
     /// Added to every standard port (0 for the standard ports themselves).
     pub port_offset: u16,
+    /// `[acme] enabled`.
+    pub acme: bool,
 }
 
 /// The commented config file `postern init` writes.
@@ -1174,6 +1183,7 @@ cert = "{cert}"
 key = "{key}"
 handshake_timeout = "30s"
 
+{acme}
 [storage]
 backend = "embedded"     # or "postgres"
 url = ""                 # postgres://user@host/db for the postgres backend
@@ -1349,6 +1359,7 @@ level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)
         http = l(ListenerKind::Http),
         https = l(ListenerKind::Https),
         managesieve = l(ListenerKind::ManageSieve),
+        acme = acme::render(v.acme),
     )
 }
 
@@ -1402,6 +1413,7 @@ mod tests {
             key: Path::new("/srv/p/tls/key.pem"),
             listen_ip: "127.0.0.1",
             port_offset: 10000,
+            acme: false,
         });
         let c = parse(&t).unwrap();
         let d = Config::default();

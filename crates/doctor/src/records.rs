@@ -187,6 +187,20 @@ pub fn records(cfg: &Config, domain: &str) -> Vec<Record> {
             check: Check::Alias,
         });
     }
+    // DANE (RFC 7672): the key ACME keeps across renewals, and a new one during a rollover.
+    for (data, which) in postern_acme::keys::tlsa_records(&cfg.data_dir) {
+        v.push(Record {
+            name: format!("_25._tcp.{host}."),
+            kind: "TLSA",
+            value: format!("3 1 1 {data}"),
+            why: if which == "next" {
+                "DANE: the next key (postern acme rollover); publish beside the current one"
+            } else {
+                "DANE: senders that check DNSSEC accept only this key (publish only with DNSSEC)"
+            },
+            check: Check::Manual,
+        });
+    }
     v.push(Record {
         name: "<this server's IP>".into(),
         kind: "PTR",

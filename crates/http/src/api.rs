@@ -407,6 +407,18 @@ fn table() -> Table {
             Admin,
             ask(S::OK, |_| Ok(R::ReportsSend)),
         )
+        .route("/acme", M::GET, Admin, ask(S::OK, |_| Ok(R::AcmeStatus)))
+        .route(
+            "/acme/renew",
+            M::POST,
+            Admin,
+            ask(S::OK, |c| {
+                let q = c.query::<AcmeRenewQuery>()?;
+                Ok(R::AcmeRenew {
+                    force: q.force.unwrap_or(false),
+                })
+            }),
+        )
         .route("/doctor", M::GET, Admin, ask(S::OK, |_| Ok(R::Doctor)))
         .route(
             "/dns/{domain}",
@@ -719,6 +731,11 @@ struct TraceQuery {
 #[serde(deny_unknown_fields)]
 struct DisabledBody {
     disabled: bool,
+}
+
+#[derive(Deserialize)]
+struct AcmeRenewQuery {
+    force: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -47,6 +47,8 @@ pub(crate) struct AppState {
     config: Arc<Config>,
     directory: Arc<Directory>,
     hooks: Hooks,
+    /// Answers to an ACME CA's http-01 challenges.
+    challenges: Option<Arc<postern_net::tls::Challenges>>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +223,22 @@ async fn apple(State(s): State<Arc<AppState>>, q: Query<AddressQuery>) -> Respon
     }
 }
 
+/// http-01 (RFC 8555 8.3): the key authorization for a token of an order in progress.
+async fn acme_challenge(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    match s.challenges.as_ref().and_then(|c| c.http(&token)) {
+        Some(ka) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            ka,
+        )
+            .into_response(),
+        None => text(StatusCode::NOT_FOUND, "no such challenge\n"),
+    }
+}
+
 async fn mta_sts(State(s): State<Arc<AppState>>) -> Response {
     let c = &s.config.mta_sts;
     text(
@@ -329,6 +347,7 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/apple/profile.mobileconfig", get(apple))
         .route("/.well-known/mta-sts.txt", get(mta_sts))
+        .route("/.well-known/acme-challenge/{token}", get(acme_challenge))
         .route("/metrics", get(metrics))
         .route("/account", get(ui::page))
         .route("/admin", get(ui::page))
@@ -352,6 +371,7 @@ impl HttpServer {
             config: self.config.clone(),
             directory: self.directory.clone(),
             hooks: self.hooks.clone(),
+            challenges: self.tls.as_ref().map(|t| t.challenges()),
         }));
         let limits = ConnLimits {
             max_connections: self.config.http.max_connections,
@@ -401,13 +421,14 @@ impl HttpServer {
         };
         if self.implicit_tls {
             let Some(tls) = &self.tls else { return };
+            // A CA checking a tls-alpn-01 challenge is answered in the handshake, and done.
             let tls_stream = match tokio::time::timeout(
                 self.config.tls.handshake_timeout.duration(),
-                tls.acceptor().accept(stream),
+                tls.accept_https(stream),
             )
             .await
             {
-                Ok(Ok(s)) => s,
+                Ok(Ok(Some(s))) => s,
                 _ => return,
             };
             let conn = builder.serve_connection(TokioIo::new(tls_stream), service);

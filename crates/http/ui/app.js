@@ -422,14 +422,38 @@ async function trace() {
   view("Message trace", el("p", {}, "Where did a message go? Every step from arrival to delivery, with the remote servers' replies."), form, results);
 }
 
+function when(t) { return t ? new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" : "-"; }
+
+// ACME: what postern acme status tells, and renewing by hand.
+function certificates(st) {
+  if (!st.enabled) {
+    return el("p", { id: "acme-off" }, "Certificates from Let's Encrypt are off: set [acme] enabled = true in the configuration file and restart.");
+  }
+  const now = Date.now() / 1000;
+  return el("div", { id: "acme" },
+    el("p", {}, "From " + st.directory + " (" + st.challenge + "), renewed by the server two thirds into their lifetime."),
+    table(["Names", "Valid until", "Days left", "Renewed from", "Last error"], st.certificates.map((c) => [
+      c.names.join(", "), when(c.not_after), c.not_after ? String(Math.floor((c.not_after - now) / 86400)) : "-",
+      when(c.renew_at), c.last_error ? c.last_error + (c.fix ? " Fix: " + c.fix : "") : ""]),
+      "No certificate yet: the server orders them when it runs."),
+    st.skipped.length ? table(["Name not requested", "Why"], st.skipped.map((k) => [k.name, k.reason]), "") : null,
+    st.tlsa.length ? el("pre", { class: "mono" }, st.tlsa.join("\n")) : null,
+    el("button", { type: "button", id: "acme-renew", onclick: async () => {
+      if (await act("Renewing", () => api("POST", "/acme/renew"))) settings();
+    } }, "Renew what is due now"));
+}
+
 async function settings() {
   const r = await api("GET", "/settings");
+  const acme = await api("GET", "/acme");
   view("Settings",
     el("p", {}, "Accounts, domains, aliases, groups, quotas and forwarding (the other pages) change at once. " +
       "The settings below are in the configuration file; edit it on the server and restart Postern for them to take effect. " +
       "A new TLS certificate or DKIM key is picked up without a restart:"),
     el("button", { type: "button", id: "reload", onclick: () => act("Reloading", () => api("POST", "/reload")) },
       "Reload the certificate and DKIM keys"),
+    el("h2", {}, "Certificates"),
+    certificates(acme.status),
     el("h2", {}, "Configuration file"),
     el("p", { class: "mono" }, r.path),
     el("pre", { class: "mono", id: "config-text" }, r.text));

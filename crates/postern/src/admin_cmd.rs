@@ -12,8 +12,8 @@ use postern_doctor::server::{Access, Queued};
 use postern_store::{SharedStore, StoreError};
 
 use crate::cli::{
-    AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, ReportsCmd, SieveCmd,
-    TokenCmd, TraceArgs, UserCmd,
+    AcmeCmd, AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, ReportsCmd,
+    SieveCmd, TokenCmd, TraceArgs, UserCmd,
 };
 use crate::control;
 
@@ -141,6 +141,23 @@ pub async fn reports(cfg: &Config, c: ReportsCmd) -> anyhow::Result<()> {
             }
             show(cfg, AdminRequest::ReportsSend).await
         }
+    }
+}
+
+pub async fn acme(cfg: &Config, c: AcmeCmd) -> anyhow::Result<()> {
+    match c {
+        // The status file is read here: no server needed.
+        AcmeCmd::Status { json } => {
+            let status = postern_acme::state::status(cfg);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{status}");
+            }
+            Ok(())
+        }
+        AcmeCmd::Renew { force } => show(cfg, AdminRequest::AcmeRenew { force }).await,
+        AcmeCmd::Rollover { finish } => show(cfg, AdminRequest::AcmeRollover { finish }).await,
     }
 }
 

@@ -48,6 +48,9 @@ pub enum Command {
     /// DMARC and TLS reports: what other servers report about your domains, and sending ours
     #[command(subcommand)]
     Reports(ReportsCmd),
+    /// Certificates from Let's Encrypt (or another ACME CA): status, renewal, key rollover
+    #[command(subcommand)]
+    Acme(AcmeCmd),
     /// The sendmail(1) interface for local programs: message on stdin, recipients as
     /// arguments or -t; -f, -F, -i/-oi as sendmail takes them
     Sendmail {
@@ -216,6 +219,28 @@ pub enum ReportsCmd {
 }
 
 #[derive(Subcommand)]
+pub enum AcmeCmd {
+    /// Each certificate's names, days left, next renewal and last error; the TLSA record
+    Status {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Order the certificates that are due now (the server renews by itself too)
+    Renew {
+        /// Every certificate, due or not (mind the CA's rate limits)
+        #[arg(long)]
+        force: bool,
+    },
+    /// A new certificate key for DANE in two steps: this makes it and prints its TLSA record
+    /// to publish beside the current one; --finish, once DNS has it, puts it in use
+    Rollover {
+        #[arg(long)]
+        finish: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum DkimCmd {
     /// Make a new key (new selector) for DOMAIN and print its DNS record
     Rotate {
@@ -243,6 +268,9 @@ pub struct InitArgs {
     /// Added to every standard port (e.g. 10000: SMTP on 10025), for running without root
     #[arg(long, default_value_t = 0)]
     pub port_offset: u16,
+    /// Get certificates from Let's Encrypt ([acme] enabled = true); the names must lead here
+    #[arg(long)]
+    pub acme: bool,
 }
 
 #[derive(Args)]
@@ -262,6 +290,9 @@ pub struct QuickstartArgs {
     /// Set up only; do not start serving
     #[arg(long)]
     pub no_serve: bool,
+    /// Get certificates from Let's Encrypt ([acme] enabled = true); the names must lead here
+    #[arg(long)]
+    pub acme: bool,
 }
 
 #[derive(Subcommand)]

@@ -14,6 +14,7 @@ fn init_options(a: InitArgs) -> InitOptions {
         data_dir: a.data_dir,
         listen_ip: a.listen_ip,
         port_offset: a.port_offset,
+        acme: a.acme,
     }
 }
 
@@ -29,6 +30,7 @@ pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         listen_ip: args.listen_ip,
         port_offset: args.port_offset,
+        acme: args.acme,
     };
     let (config_path, cfg, init) = setup::quickstart_server(&o).await?;
     if let Some(init) = init {

@@ -118,6 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Route { address } => admin_cmd::route(&cfg()?, address).await,
         Command::Queue(c) => admin_cmd::queue(&cfg()?, c).await,
         Command::Reports(c) => admin_cmd::reports(&cfg()?, c).await,
+        Command::Acme(c) => admin_cmd::acme(&cfg()?, c).await,
         Command::Sendmail { args } => sendmail::run(&cfg()?, &args).await,
         Command::InstallSendmail { sbin, bin } => {
             let (path, _) = config()?;

@@ -116,22 +116,28 @@ fn raise_fd_limit(cfg: &Config) {
 pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     init_logging(&cfg);
     raise_fd_limit(&cfg);
-    let tls = if cfg.tls.cert.is_empty() {
+    let tls = if cfg.tls.cert.is_empty() && !cfg.acme.enabled {
         if let Some(k) = ListenerKind::ALL
             .into_iter()
             .find(|k| k.implicit_tls() && !cfg.listen.addresses(*k).is_empty())
         {
             bail!(
-                "listen.{} needs a certificate: set [tls] cert and key (postern init makes a self-signed pair)",
+                "listen.{} needs a certificate: set [tls] cert and key (postern init makes a self-signed pair), or turn on [acme]",
                 k.name()
             );
         }
         None
     } else {
-        Some(TlsStore::load(
-            std::path::Path::new(&cfg.tls.cert),
-            std::path::Path::new(&cfg.tls.key),
-        )?)
+        // The [tls] pair, and the certificates ACME obtained for the names they cover.
+        Some(TlsStore::open(postern_net::tls::Sources {
+            file: (!cfg.tls.cert.is_empty())
+                .then(|| (PathBuf::from(&cfg.tls.cert), PathBuf::from(&cfg.tls.key))),
+            acme_certs: cfg
+                .acme
+                .enabled
+                .then(|| postern_acme::state::certs_dir(&cfg.data_dir)),
+            hostname: cfg.hostname.clone(),
+        })?)
     };
     // A command run by hand may hold the store for a moment (it opened it before we did): it
     // is waited for; another server holding it is not going away, and is reported.
@@ -201,10 +207,27 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             })
         })
     };
+    // Set once the ACME manager runs.
+    let acme_cell: Arc<std::sync::OnceLock<Arc<postern_acme::Manager>>> = Arc::default();
+    let acme_hook: postern_admin::AcmeHook = {
+        let cell = acme_cell.clone();
+        Arc::new(move |action| {
+            let manager = cell.get().cloned();
+            Box::pin(async move {
+                match manager {
+                    Some(m) => m.act(action).await,
+                    None => Err(
+                        "ACME is off: set [acme] enabled = true in the config and restart".into(),
+                    ),
+                }
+            })
+        })
+    };
     let admin = Arc::new(
         Admin::server(directory.clone(), Arc::new(cfg.clone()), reload.clone())
             .with_report_sender(send_reports)
-            .with_submit(submit),
+            .with_submit(submit)
+            .with_acme(acme_hook),
     );
     let hooks = postern_http::Hooks {
         admin: admin.clone(),
@@ -283,6 +306,18 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     );
     let _ = report_sender.set(sender.clone());
     let report_task = tokio::spawn(sender.run(shutdown.clone()));
+    if let (true, Some(tls)) = (services.config.acme.enabled, &tls) {
+        let resolver = postern_queue::route::public_resolver(&services.config.dns.nameservers)
+            .map_err(|e| anyhow::anyhow!("cannot set up DNS: {e}"))?;
+        let m = postern_acme::Manager::new(
+            services.config.clone(),
+            store.clone(),
+            tls.clone(),
+            resolver,
+        );
+        let _ = acme_cell.set(m.clone());
+        tokio::spawn(m.run(shutdown.clone()));
+    }
     {
         // Forget trace events past their retention, hourly.
         let store = store.clone();

@@ -9,8 +9,17 @@ use crate::report::Section;
 pub(super) fn certificate(cfg: &Config) -> Section {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let mut s = Section::new(format!("TLS certificate ({})", cfg.tls.cert));
-    if cfg.tls.cert.is_empty() {
+    // With ACME, the certificate served for the hostname is the one it obtained.
+    let acme_file =
+        postern_acme::state::certs_dir(&cfg.data_dir).join(format!("{}.pem", cfg.hostname));
+    let (cert_file, key_file) = if cfg.acme.enabled && acme_file.exists() {
+        let f = acme_file.to_string_lossy().into_owned();
+        (f.clone(), f)
+    } else {
+        (cfg.tls.cert.clone(), cfg.tls.key.clone())
+    };
+    let mut s = Section::new(format!("TLS certificate ({cert_file})"));
+    if cert_file.is_empty() {
         s.fail(
             "no certificate is configured: mail programs cannot connect securely",
             "Set [tls] cert and key (postern init makes a self-signed pair; Let's Encrypt gives a trusted one).",
@@ -18,8 +27,8 @@ pub(super) fn certificate(cfg: &Config) -> Section {
         return s;
     }
     let (cert, key) = (
-        std::path::Path::new(&cfg.tls.cert),
-        std::path::Path::new(&cfg.tls.key),
+        std::path::Path::new(&cert_file),
+        std::path::Path::new(&key_file),
     );
     let chain: Vec<CertificateDer<'static>> = match CertificateDer::pem_file_iter(cert) {
         Ok(it) => it.flatten().collect(),

@@ -1,6 +1,7 @@
 //! `postern doctor`: the server looks at itself the way the rest of the internet will, and
 //! says what is wrong and how to fix it. One module per concern; each returns its section.
 
+mod acme;
 mod certificate;
 mod clock;
 mod dns;
@@ -48,6 +49,7 @@ pub async fn run(cfg: &Config, access: &impl Access) -> Report {
         .sections
         .push(listeners::listeners(cfg, running).await);
     report.sections.push(certificate::certificate(cfg));
+    report.sections.extend(acme::acme(cfg));
     let domains = access.domains().await.unwrap_or_default();
     if let Some(r) = &resolver {
         report.sections.push(dns::hostname(cfg, r).await);
