@@ -287,6 +287,7 @@ def test_admin_and_user_in_a_real_browser(make_server, loopback_dns):
             expect(page.get_by_text("The queue is empty.")).to_be_visible()
             page.get_by_role("link", name="Settings").click()
             expect(page.locator("#config-text")).to_contain_text("[http]")
+            expect(page.locator("#acme-off")).to_contain_text("[acme] enabled = true")
             page.get_by_role("button", name="Reload the certificate and DKIM keys").click()
             expect(page.locator("#status")).to_contain_text("reloaded")
             shot(page, "05-settings")
