@@ -3,7 +3,7 @@
 //!
 //! Protocol code sees only [`Store`] (held as a [`SharedStore`]), one trait per concern:
 //! [`DirectoryStore`], [`MailStore`], [`QueueStore`], [`TraceStore`], [`SieveStore`],
-//! [`SessionStore`] and [`ReportStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
+//! [`SessionStore`], [`ReportStore`] and [`StatsStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
 //! per-mailbox metadata. A write is durable when its future resolves. What a change does
 //! (counters, modseqs, quotas) is decided in one place for both backends: `rules`.
 
@@ -85,7 +85,14 @@ impl StoreError {
 /// implements each; protocol code holds a [`SharedStore`].
 #[async_trait]
 pub trait Store:
-    DirectoryStore + MailStore + QueueStore + TraceStore + SieveStore + SessionStore + ReportStore
+    DirectoryStore
+    + MailStore
+    + QueueStore
+    + TraceStore
+    + SieveStore
+    + SessionStore
+    + ReportStore
+    + StatsStore
 {
     /// Changes committed from now on, from any session.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
@@ -330,6 +337,20 @@ pub trait ReportStore: Send + Sync + 'static {
     async fn report_list(&self, domain: Option<&str>, since: i64) -> Result<Vec<ReceivedReport>>;
     /// Forgets received reports received before `before` (Unix seconds); returns how many.
     async fn report_prune(&self, before: i64) -> Result<u64>;
+}
+
+/// The dashboard's series over time: numbers added up (or the largest kept) per hour for
+/// [`STATS_HOURS_KEPT`] and per day for [`STATS_DAYS_KEPT`]; every node adds to the same ones.
+#[async_trait]
+pub trait StatsStore: Send + Sync + 'static {
+    /// Adds each point to its hour's bucket and to its day's, all in one atomic write: a
+    /// [`StatKind::Sum`] point adds its value, a [`StatKind::Max`] point keeps the larger.
+    async fn stats_add(&self, points: Vec<StatPoint>) -> Result<()>;
+    /// The buckets of one step with `from <= start < to`, by series then start.
+    async fn stats_range(&self, step: StatStep, from: i64, to: i64) -> Result<Vec<StatBucket>>;
+    /// Forgets hour buckets older than [`STATS_HOURS_KEPT`] hours before `now` and day buckets
+    /// older than [`STATS_DAYS_KEPT`] days; returns how many.
+    async fn stats_prune(&self, now: i64) -> Result<u64>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

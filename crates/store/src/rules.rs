@@ -3,7 +3,7 @@
 //! a queue entry keeps. Backends only read and write what these decide, so the two cannot
 //! drift apart.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::*;
@@ -474,6 +474,65 @@ pub(crate) fn counter_next(
     now: i64,
 ) -> Option<Counter> {
     step(stored.filter(|c| c.expires > now)).filter(|c| c.expires > now)
+}
+
+// Dashboard series.
+
+/// A bucket as both backends key it: step code, series, start.
+pub(crate) type StatKey = (u8, String, i64);
+
+/// How a step is stored (redb key, PostgreSQL smallint).
+pub(crate) fn stat_step_code(step: StatStep) -> u8 {
+    match step {
+        StatStep::Hour => 0,
+        StatStep::Day => 1,
+    }
+}
+
+/// What a `stats_add` does to each bucket, its points folded first (sums added, the largest
+/// of the maxima): so each bucket is written once per kind (PostgreSQL's upsert may not touch
+/// a row twice), in key order (concurrent nodes lock rows in the same order). (sums, maxima);
+/// a series is meant to have one kind, and with both the sums apply first.
+pub(crate) fn stat_changes(
+    points: &[StatPoint],
+) -> (BTreeMap<StatKey, i64>, BTreeMap<StatKey, i64>) {
+    let (mut sums, mut maxima) = (BTreeMap::new(), BTreeMap::new());
+    for p in points {
+        for step in [StatStep::Hour, StatStep::Day] {
+            let key = (stat_step_code(step), p.series.clone(), step.start(p.at));
+            match p.kind {
+                StatKind::Sum => {
+                    let v: &mut i64 = sums.entry(key).or_default();
+                    *v = v.saturating_add(p.value);
+                }
+                StatKind::Max => {
+                    maxima
+                        .entry(key)
+                        .and_modify(|v: &mut i64| *v = (*v).max(p.value))
+                        .or_insert(p.value);
+                }
+            }
+        }
+    }
+    (sums, maxima)
+}
+
+/// A bucket after a change: a sum adds, a maximum keeps the larger; no bucket yet is absent
+/// (not 0), so a negative maximum is kept.
+pub(crate) fn stat_merge(kind: StatKind, stored: Option<i64>, value: i64) -> i64 {
+    match (kind, stored) {
+        (_, None) => value,
+        (StatKind::Sum, Some(s)) => s.saturating_add(value),
+        (StatKind::Max, Some(s)) => s.max(value),
+    }
+}
+
+/// Buckets starting before these are pruned: (hour buckets, day buckets).
+pub(crate) fn stat_horizons(now: i64) -> (i64, i64) {
+    (
+        StatStep::Hour.start(now) - STATS_HOURS_KEPT * StatStep::Hour.secs(),
+        StatStep::Day.start(now) - STATS_DAYS_KEPT * StatStep::Day.secs(),
+    )
 }
 
 #[cfg(test)]
@@ -1003,5 +1062,45 @@ mod tests {
         assert_eq!(counter_next(Some(c(100)), &bump, 100).unwrap().count, 1);
         assert_eq!(counter_next(None, &|_| Some(c(100)), 100), None);
         assert_eq!(counter_next(Some(c(150)), &|_| None, 100), None);
+    }
+
+    #[test]
+    fn stat_points_fold_per_bucket() {
+        let p = |series: &str, at, value, kind| StatPoint {
+            series: series.into(),
+            at,
+            value,
+            kind,
+        };
+        let (sums, maxima) = stat_changes(&[
+            p("in", 7200 + 1, 2, StatKind::Sum),
+            p("in", 7200 + 3599, 3, StatKind::Sum),
+            p("q", 5, -4, StatKind::Max),
+            p("q", 86_399, -9, StatKind::Max),
+        ]);
+        let k = |step, series: &str, start| (step, series.to_string(), start);
+        assert_eq!(
+            sums.into_iter().collect::<Vec<_>>(),
+            [(k(0, "in", 7200), 5), (k(1, "in", 0), 5)]
+        );
+        assert_eq!(
+            maxima.into_iter().collect::<Vec<_>>(),
+            [
+                (k(0, "q", 0), -4),
+                (k(0, "q", 82_800), -9),
+                (k(1, "q", 0), -4)
+            ]
+        );
+        assert_eq!(stat_merge(StatKind::Max, None, -9), -9);
+        assert_eq!(stat_merge(StatKind::Max, Some(-4), -9), -4);
+        assert_eq!(stat_merge(StatKind::Sum, Some(i64::MAX), 1), i64::MAX);
+        let now = 10 * 86_400 + 3 * 3600 + 7;
+        assert_eq!(
+            stat_horizons(now),
+            (
+                10 * 86_400 + 3 * 3600 - STATS_HOURS_KEPT * 3600,
+                10 * 86_400 - STATS_DAYS_KEPT * 86_400
+            )
+        );
     }
 }

@@ -684,3 +684,54 @@ impl ReceivedReport {
         ))
     }
 }
+
+/// Hour buckets are kept this many hours (14 days), day buckets this many days.
+pub const STATS_HOURS_KEPT: i64 = 14 * 24;
+pub const STATS_DAYS_KEPT: i64 = 400;
+
+/// How a point joins its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatKind {
+    /// Counts: added up (every node's, every flush's).
+    Sum,
+    /// Samples (queue size, disk use): the largest is kept.
+    Max,
+}
+
+/// One number for one series at one moment (Unix seconds); the store puts it in the hour and
+/// the day that hold `at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatPoint {
+    pub series: String,
+    pub at: i64,
+    pub value: i64,
+    pub kind: StatKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatStep {
+    Hour,
+    Day,
+}
+
+impl StatStep {
+    pub fn secs(self) -> i64 {
+        match self {
+            StatStep::Hour => 3600,
+            StatStep::Day => 86_400,
+        }
+    }
+
+    /// The start of the bucket holding `t`.
+    pub fn start(self, t: i64) -> i64 {
+        t - t.rem_euclid(self.secs())
+    }
+}
+
+/// A bucket's value: `start` is the first second of its hour or day (UTC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatBucket {
+    pub series: String,
+    pub start: i64,
+    pub value: i64,
+}

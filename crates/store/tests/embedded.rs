@@ -48,6 +48,7 @@ conformance!(
     reports,
     subscriptions,
     expunged_kept,
+    stats_series,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,6 +230,46 @@ async fn active_scripts_survive_reopening() {
     );
     store.sieve_activate(a.id, None).await.unwrap();
     assert_eq!(store.sieve_active(a.id).await.unwrap(), None);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_survive_reopening() {
+    use suite::stats::{DAY, buckets, max, sum};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .stats_add(vec![
+            sum("mail.in", DAY + 10, 3),
+            max("queue", DAY + 20, -2),
+        ])
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let store = open(dir.path());
+    let want = buckets(&[("mail.in", DAY, 3), ("queue", DAY, -2)]);
+    for step in [StatStep::Hour, StatStep::Day] {
+        assert_eq!(
+            store.stats_range(step, DAY, DAY + 86_400).await.unwrap(),
+            want
+        );
+    }
+    // And they are added to as before.
+    store
+        .stats_add(vec![
+            sum("mail.in", DAY + 30, 1),
+            max("queue", DAY + 40, -3),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .stats_range(StatStep::Day, DAY, DAY + 1)
+            .await
+            .unwrap(),
+        buckets(&[("mail.in", DAY, 4), ("queue", DAY, -2)])
+    );
     store.close().await.unwrap();
 }
 

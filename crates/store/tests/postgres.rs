@@ -90,6 +90,7 @@ conformance!(
     reports,
     subscriptions,
     expunged_kept,
+    stats_series,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,6 +202,53 @@ async fn a_maildrop_lease_is_renewed_and_its_loss_is_noticed() {
     assert!(!lock.held(), "the lost lease is noticed");
     assert!(other.unwrap().held());
     drop(lock);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    db.drop_db().await;
+}
+
+/// Nodes adding to the same buckets at once lose none of each other's counts, and the
+/// largest of their samples is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_add_up_across_nodes() {
+    use suite::stats::{DAY, buckets, max, sum};
+    let db = TestDb::new().await;
+    let a = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let b = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16i64 {
+        let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move {
+            for j in 0..10 {
+                node.stats_add(vec![
+                    sum("in", DAY + 3600, 1),
+                    sum("out", DAY + 7200, 2),
+                    max("queue", DAY + 3600, i * 10 + j),
+                ])
+                .await
+                .unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(
+        a.stats_range(StatStep::Day, DAY, DAY + 86_400)
+            .await
+            .unwrap(),
+        buckets(&[("in", DAY, 160), ("out", DAY, 320), ("queue", DAY, 159)])
+    );
+    assert_eq!(
+        b.stats_range(StatStep::Hour, DAY, DAY + 86_400)
+            .await
+            .unwrap(),
+        buckets(&[
+            ("in", DAY + 3600, 160),
+            ("out", DAY + 7200, 320),
+            ("queue", DAY + 3600, 159)
+        ])
+    );
     a.close().await.unwrap();
     b.close().await.unwrap();
     db.drop_db().await;
@@ -321,7 +369,7 @@ async fn migration_carries_subscriptions_over() {
     // Back to schema 4: the flags in the mailbox rows (Junk unsubscribed), no tables.
     c.batch_execute(
         "DROP TABLE subscriptions; DROP TABLE kept; \
-         DROP TABLE report_tallies; DROP TABLE received_reports; \
+         DROP TABLE report_tallies; DROP TABLE received_reports; DROP TABLE stats; \
          DELETE FROM postern_schema WHERE version >= 5; \
          UPDATE mailboxes SET subscribed = (name <> 'Junk')",
     )

@@ -20,6 +20,7 @@ mod queue;
 mod reports;
 mod sessions;
 mod sieve;
+mod stats;
 mod tables;
 mod trace;
 mod writer;
@@ -391,6 +392,7 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(REPORT_TALLY).map_err(db_err)?;
         w.open_table(REPORTS).map_err(db_err)?;
         w.open_table(REPORT_KEYS).map_err(db_err)?;
+        w.open_table(STATS).map_err(db_err)?;
     }
     w.commit().map_err(db_err)?;
     Ok(())

@@ -63,6 +63,9 @@ pub const REPORTS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("r
 /// key → received: reports kept, so one sent again is kept once.
 pub const REPORT_KEYS: TableDefinition<&str, i64> = TableDefinition::new("report_keys");
 
+/// (step, series, start) → value: the dashboard's buckets (step 0 hours, 1 days).
+pub const STATS: TableDefinition<(u8, &str, i64), i64> = TableDefinition::new("stats");
+
 pub const NEXT_ACCOUNT: &str = "next_account";
 pub const NEXT_MAILBOX: &str = "next_mailbox";
 pub const NEXT_BLOB: &str = "next_blob";

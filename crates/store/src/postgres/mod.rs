@@ -30,6 +30,7 @@ mod reports;
 mod schema;
 mod sessions;
 mod sieve;
+mod stats;
 mod subscriptions;
 mod trace;
 

@@ -156,6 +156,17 @@ CREATE TABLE received_reports (
 CREATE INDEX received_reports_by_time ON received_reports (received);
 CREATE INDEX received_reports_by_domain ON received_reports (domain, received);
 "#,
+    // The dashboard's buckets (step 0 hours, 1 days); series in byte order, as the embedded
+    // store sorts them.
+    r#"
+CREATE TABLE stats (
+    step smallint NOT NULL,
+    series text COLLATE "C" NOT NULL,
+    start bigint NOT NULL,
+    value bigint NOT NULL,
+    PRIMARY KEY (step, series, start)
+);
+"#,
 ];
 
 /// An arbitrary number all nodes agree on: one of them migrates at a time.

@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use postern_store::*;
 
+pub mod stats;
+pub use stats::stats_series;
+
 pub fn delivery(bytes: &[u8], accounts: &[AccountId]) -> Delivery {
     Delivery {
         blob: NewBlob {

@@ -13,6 +13,7 @@ mod mail;
 mod queue;
 mod reports;
 mod sieve;
+mod stats;
 mod subscriptions;
 mod trace;
 
@@ -75,6 +76,8 @@ pub enum Job {
     ReportTake(ReportKind, String, i64),
     ReportPut(ReceivedReport),
     ReportPrune(i64),
+    StatsAdd(Vec<StatPoint>),
+    StatsPrune(i64),
 }
 
 pub enum Output {
@@ -188,6 +191,7 @@ impl Job {
                 | Job::Trace(_)
                 | Job::ReportTally(_)
                 | Job::ReportPut(_)
+                | Job::StatsAdd(_)
                 | Job::AccountCreate(_)
                 | Job::MailboxCreate(..)
                 | Job::AliasSet(..)
@@ -422,6 +426,7 @@ struct Tables<'t> {
     report_tally: Table<'t, (&'static str, &'static str, i64, &'static str), u64>,
     reports: Table<'t, (i64, &'static str), &'static [u8]>,
     report_keys: Table<'t, &'static str, i64>,
+    stats: Table<'t, (u8, &'static str, i64), i64>,
 }
 
 impl<'t> Tables<'t> {
@@ -454,6 +459,7 @@ impl<'t> Tables<'t> {
             report_tally: w.open_table(REPORT_TALLY).map_err(db_err)?,
             reports: w.open_table(REPORTS).map_err(db_err)?,
             report_keys: w.open_table(REPORT_KEYS).map_err(db_err)?,
+            stats: w.open_table(STATS).map_err(db_err)?,
         })
     }
 
@@ -509,6 +515,8 @@ impl<'t> Tables<'t> {
             }
             Job::ReportPut(report) => self.report_put(&report).map(Output::Bool),
             Job::ReportPrune(before) => self.report_prune(before).map(Output::Count),
+            Job::StatsAdd(points) => self.stats_add(&points).map(|_| Output::Unit),
+            Job::StatsPrune(now) => self.stats_prune(now).map(Output::Count),
             Job::SievePut(account, name, source) => self.sieve_put(account, &name, &source),
             Job::SieveActivate(account, name) => self.sieve_activate(account, name, fx),
             Job::SieveDelete(account, name) => self.sieve_delete(account, &name),
