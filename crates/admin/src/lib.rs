@@ -12,6 +12,7 @@ mod request;
 mod server;
 pub mod setup;
 mod sieve;
+pub mod stats;
 pub mod text;
 mod tokens;
 
@@ -213,6 +214,12 @@ impl Admin {
             R::MaildirExport { address, path } => self.maildir_export(address, path).await,
             R::ReportsList { domain, days } => reports::list(d, domain, days).await,
             R::ReportsSend => self.send_reports().await,
+            R::Stats {
+                from,
+                to,
+                step,
+                top_hours,
+            } => stats::stats(d, &self.config, from, to, step, top_hours).await,
             R::AcmeStatus => Ok(AdminReply::Acme {
                 status: postern_acme::state::status(&self.config),
             }),

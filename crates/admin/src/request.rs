@@ -159,6 +159,15 @@ pub enum AdminRequest {
     Submit(Submission),
     /// The ACME certificates: names, days left, the last error.
     AcmeStatus,
+    /// The dashboard's series from `from` to `to` (Unix seconds), per hour or day (default:
+    /// hours up to three days), and the busiest senders, recipients and hosts of the last
+    /// `top_hours`.
+    Stats {
+        from: i64,
+        to: i64,
+        step: Option<postern_store::StatStep>,
+        top_hours: Option<u32>,
+    },
     /// Order the certificates that are due now (`force`: all of them).
     AcmeRenew {
         force: bool,
@@ -262,6 +271,9 @@ pub enum AdminReply {
     },
     Acme {
         status: postern_acme::Status,
+    },
+    Stats {
+        report: crate::stats::StatsReport,
     },
     Route {
         steps: Vec<String>,

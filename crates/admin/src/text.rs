@@ -111,6 +111,7 @@ impl fmt::Display for AdminReply {
             AdminReply::Pong { pid } => writeln!(f, "server running (pid {pid})")?,
             AdminReply::Report { json } => writeln!(f, "{json}")?,
             AdminReply::Acme { status } => write!(f, "{status}")?,
+            AdminReply::Stats { report } => write!(f, "{report}")?,
             AdminReply::Reports {
                 domains,
                 reports,

@@ -3,6 +3,7 @@
 
 mod acme;
 pub mod settings;
+mod stats;
 mod units;
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use acme::{Acme, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 use serde::Deserialize;
+pub use stats::Stats;
 pub use units::{ByteSize, Seconds, parse_seconds, parse_size};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,7 @@ pub struct Config {
     pub mta_sts: MtaSts,
     pub trace: Trace,
     pub reports: Reports,
+    pub stats: Stats,
     pub sendmail: Sendmail,
     pub routing: Routing,
     pub sieve: Sieve,
@@ -242,6 +245,7 @@ impl Default for Config {
             mta_sts: MtaSts::default(),
             trace: Trace::default(),
             reports: Reports::default(),
+            stats: Stats::default(),
             sendmail: Sendmail::default(),
             routing: Routing::default(),
             sieve: Sieve::default(),
@@ -1109,6 +1113,7 @@ impl Config {
         if self.storage.max_batch == 0 {
             return Err("storage.max_batch must be at least 1".into());
         }
+        self.stats.validate()?;
         self.acme
             .validate(!self.listen.https.is_empty(), !self.listen.http.is_empty())?;
         Ok(())
@@ -1310,6 +1315,7 @@ org_name = ""            # our name in them ("" = the hostname)
 max_received_size = "10M" # reports sent to us larger than this are not read
 keep = "400d"            # reports sent to us are kept this long (postern reports list)
 
+{stats}
 [sendmail]
 from = ""                # sender of mail from local programs ("" = the user's name at the first local domain)
 users = {{}}               # per local user: {{ root = "admin@example.com", www-data = "web@example.com" }}
@@ -1360,6 +1366,7 @@ level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)
         https = l(ListenerKind::Https),
         managesieve = l(ListenerKind::ManageSieve),
         acme = acme::render(v.acme),
+        stats = stats::RENDER,
     )
 }
 

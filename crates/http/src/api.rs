@@ -409,6 +409,38 @@ fn table() -> Table {
         )
         .route("/acme", M::GET, Admin, ask(S::OK, |_| Ok(R::AcmeStatus)))
         .route(
+            "/stats",
+            M::GET,
+            Admin,
+            ask(S::OK, |c| {
+                let q = c.query::<StatsQuery>()?;
+                let now = postern_store::now() + 1;
+                let range = match q.range.as_deref() {
+                    Some(r) => postern_config::parse_seconds(r).ok_or_else(|| {
+                        (
+                            StatusCode::BAD_REQUEST,
+                            format!("range {r:?} is not a duration (24h, 7d)"),
+                        )
+                    })? as i64,
+                    None => 86_400,
+                };
+                let to = q.to.unwrap_or(now);
+                let step = match q.step.as_deref() {
+                    Some(s) => Some(
+                        postern_admin::stats::parse_step(s)
+                            .map_err(|e| (StatusCode::BAD_REQUEST, e))?,
+                    ),
+                    None => None,
+                };
+                Ok(R::Stats {
+                    from: q.from.unwrap_or(to - range),
+                    to,
+                    step,
+                    top_hours: q.top_hours,
+                })
+            }),
+        )
+        .route(
             "/acme/renew",
             M::POST,
             Admin,
@@ -731,6 +763,15 @@ struct TraceQuery {
 #[serde(deny_unknown_fields)]
 struct DisabledBody {
     disabled: bool,
+}
+
+#[derive(Deserialize)]
+struct StatsQuery {
+    from: Option<i64>,
+    to: Option<i64>,
+    range: Option<String>,
+    step: Option<String>,
+    top_hours: Option<u32>,
 }
 
 #[derive(Deserialize)]

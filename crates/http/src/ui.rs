@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 const PAGE: &str = include_str!("../ui/index.html");
 const SCRIPT: &str = include_str!("../ui/app.js");
+const CHARTS: &str = include_str!("../ui/charts.js");
 const STYLE: &str = include_str!("../ui/app.css");
 
 /// Nothing from elsewhere runs, frames or is posted to.
@@ -43,6 +44,7 @@ pub(crate) async fn page() -> Response {
 pub(crate) async fn asset(Path(file): Path<String>) -> Response {
     match file.as_str() {
         "app.js" => served(SCRIPT, "text/javascript; charset=utf-8"),
+        "charts.js" => served(CHARTS, "text/javascript; charset=utf-8"),
         "app.css" => served(STYLE, "text/css; charset=utf-8"),
         _ => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }

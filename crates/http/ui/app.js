@@ -199,6 +199,7 @@ async function dashboard() {
   const card = (n, l, id) => el("div", { class: "card", id }, el("div", { class: "n" }, n), el("div", { class: "l" }, l));
   const out = d.outbound || {};
   const doctorOut = el("div", { id: "doctor" });
+  const charts = el("div", { id: "charts" });
   view("Dashboard",
     el("p", { class: "muted" }, `${d.hostname}: counts since the server started (${when(d.started)}).`),
     el("div", { class: "cards" },
@@ -212,10 +213,63 @@ async function dashboard() {
       card(sum(d.auth_failures), "failed logins", "card-auth"),
       card(q.messages, q.messages ? `queued, oldest ${ago(q.oldest_secs)}` : "queued", "card-queue"),
       card(d.disk ? bytes(d.disk.free_bytes) : "—", d.disk ? `free of ${bytes(d.disk.total_bytes)}` : "disk", "card-disk")),
+    el("h2", {}, "Over time"),
+    el("div", { class: "ranges", role: "group", "aria-label": "Range" }, RANGES.map(([r, label]) =>
+      el("button", { type: "button", id: "range-" + r, class: "quiet", onclick: () => drawStats(r, charts) }, label))),
+    charts,
     el("h2", {}, "Doctor"),
     el("p", {}, "Checks this server as the internet sees it: listeners, certificate, DNS, relaying, port 25, blocklists."),
     el("button", { type: "button", id: "run-doctor", onclick: () => runDoctor(doctorOut) }, "Run the doctor"),
     doctorOut);
+  await drawStats("24h", charts);
+}
+
+const RANGES = [["24h", "24 hours"], ["7d", "7 days"], ["30d", "30 days"], ["1y", "1 year"]];
+const CHARTS = [
+  ["flow", "Mail flow", null],
+  ["refused", "Refused, by reason", null],
+  ["verdicts", "Junk and DMARC failures", null],
+  ["queue", "Queue", null],
+  ["logins", "Failed logins, by protocol", null],
+  ["latency", "Latency (ms)", (v) => v + " ms"],
+  ["disk", "Disk used", bytes],
+  ["domains", "Messages per domain (in: stored for it; out: sent by its users)", null],
+];
+const SERIES_LABELS = {
+  "received:mx": "received from other servers", "received:submission": "sent by users", "stored": "stored in mailboxes",
+  "outbound:delivered": "delivered to other servers", "outbound:deferred": "deferred", "outbound:bounced": "bounced",
+  "queue:messages": "messages queued", "queue:oldest_secs": "oldest (seconds)", "disk:used_bytes": "used",
+  "verdict:junk": "put in Junk", "verdict:dmarc_fail": "failed DMARC",
+};
+
+function seriesLabel(name) {
+  if (SERIES_LABELS[name]) return SERIES_LABELS[name];
+  const [kind, ...rest] = name.split(":");
+  if (kind === "latency") return (rest[0] === "smtp_accept" ? "accepting" : "delivering") + " " + rest[1].replace("_ms", "");
+  if (kind === "domain") return rest[1] + " " + rest[0];
+  return rest.join(":") || name;
+}
+
+function traceLink(kind, value) {
+  return el("a", { href: "#trace/" + new URLSearchParams({ [kind]: value }).toString() }, value);
+}
+
+async function drawStats(range, out) {
+  for (const [r] of RANGES) document.getElementById("range-" + r)?.setAttribute("aria-pressed", String(r === range));
+  const r = await api("GET", "/stats?range=" + range + "&top_hours=24");
+  const rep = r.report;
+  const boxes = CHARTS.map(([group, title, unit]) => {
+    const series = rep.series.filter((s) => s.group === group).map((s) => ({ ...s, label: seriesLabel(s.name) }));
+    if (!series.length) return el("section", { id: "chart-" + group, class: "chart-box" }, el("h3", {}, title), el("p", { class: "muted" }, "Nothing counted in this time."));
+    return lineChart("chart-" + group, title, rep.starts, series, rep.step, unit);
+  });
+  const t = rep.top;
+  const list = (title, kind, rows) => el("section", { class: "top" }, el("h3", {}, title),
+    table(["Messages", title], rows.map(([k, n]) => [String(n), kind ? traceLink(kind, k) : k]), "None."));
+  out.replaceChildren(el("div", { class: "charts" }, boxes),
+    t ? el("div", { id: "top" }, el("h2", {}, `The last ${t.hours} hours`),
+      el("div", { class: "tops" }, list("Top senders", "from", t.senders), list("Top recipients", "to", t.recipients),
+        list("Top remote hosts", null, t.hosts))) : null);
 }
 
 async function runDoctor(out) {
@@ -420,9 +474,15 @@ async function trace() {
   field("In the last hours", { name: "hours", type: "number", min: 1, value: 24 }),
   el("button", { type: "submit" }, "Search"));
   view("Message trace", el("p", {}, "Where did a message go? Every step from arrival to delivery, with the remote servers' replies."), form, results);
+  // From a dashboard link: #trace/from=ADDRESS
+  const given = new URLSearchParams(location.hash.split("/").slice(1).join("/"));
+  if ([...given.keys()].length) {
+    for (const [k, v] of given) if (form.elements[k]) form.elements[k].value = v;
+    form.requestSubmit();
+  }
 }
 
-function when(t) { return t ? new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" : "-"; }
+function utc(t) { return t ? new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" : "-"; }
 
 // ACME: what postern acme status tells, and renewing by hand.
 function certificates(st) {
@@ -433,8 +493,8 @@ function certificates(st) {
   return el("div", { id: "acme" },
     el("p", {}, "From " + st.directory + " (" + st.challenge + "), renewed by the server two thirds into their lifetime."),
     table(["Names", "Valid until", "Days left", "Renewed from", "Last error"], st.certificates.map((c) => [
-      c.names.join(", "), when(c.not_after), c.not_after ? String(Math.floor((c.not_after - now) / 86400)) : "-",
-      when(c.renew_at), c.last_error ? c.last_error + (c.fix ? " Fix: " + c.fix : "") : ""]),
+      c.names.join(", "), utc(c.not_after), c.not_after ? String(Math.floor((c.not_after - now) / 86400)) : "-",
+      utc(c.renew_at), c.last_error ? c.last_error + (c.fix ? " Fix: " + c.fix : "") : ""]),
       "No certificate yet: the server orders them when it runs."),
     st.skipped.length ? table(["Name not requested", "Why"], st.skipped.map((k) => [k.name, k.reason]), "") : null,
     st.tlsa.length ? el("pre", { class: "mono" }, st.tlsa.join("\n")) : null,

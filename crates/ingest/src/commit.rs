@@ -425,9 +425,20 @@ pub async fn commit(
         Ok(mut reps) => {
             let rep = reps.swap_remove(0);
             let stored = rep.targets.iter().filter(|t| t.is_ok()).count() as u64;
-            postern_net::metrics::METRICS
-                .delivered_local
+            let m = &postern_net::metrics::METRICS;
+            m.delivered_local
                 .fetch_add(stored, std::sync::atomic::Ordering::Relaxed);
+            let mut domains: Vec<&str> = target_accounts
+                .iter()
+                .zip(&rep.targets)
+                .filter(|(_, r)| r.is_ok())
+                .filter_map(|(t, _)| t.address.rsplit_once('@').map(|(_, d)| d))
+                .collect();
+            domains.sort_unstable();
+            domains.dedup();
+            for d in domains {
+                m.domains.add(&format!("in:{d}"), 1);
+            }
             for (t, r) in target_accounts.iter().zip(&rep.targets) {
                 if r.is_ok() {
                     crate::notice::quota_warning(store, t, size).await;

@@ -265,6 +265,15 @@ impl Ingest {
                     postern_trust::Decision::Junk | postern_trust::Decision::Reject(_)
                 )
             });
+            if let Some(v) = &verdict {
+                let m = &postern_net::metrics::METRICS;
+                if junk {
+                    m.verdicts.add("junk", 1);
+                }
+                if v.summary.contains("dmarc=fail") {
+                    m.verdicts.add("dmarc_fail", 1);
+                }
+            }
             let queue_sender =
                 route::forwarding_sender(&self.directory, logged_in, &env.from, &env.rcpts).await;
             let mut folders =

@@ -40,6 +40,16 @@ impl Histogram {
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Cumulative counts per bucket (upper bound in milliseconds), and the total.
+    pub fn snapshot(&self) -> (Vec<(u64, u64)>, u64) {
+        let b = BUCKETS
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| ((b * 1000.0).round() as u64, c.load(Ordering::Relaxed)))
+            .collect();
+        (b, self.count.load(Ordering::Relaxed))
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -100,6 +110,10 @@ pub struct Metrics {
     pub outbound: Labeled,
     /// Failed logins, by protocol.
     pub auth_failures: Labeled,
+    /// What the inbound checks said ("junk", "dmarc_fail").
+    pub verdicts: Labeled,
+    /// Messages per local domain: "in:DOMAIN" stored for it, "out:DOMAIN" sent by its users.
+    pub domains: Labeled,
     /// Open sessions, by protocol.
     sessions: Mutex<BTreeMap<&'static str, AtomicI64>>,
     /// From the end of a message's data to our reply.
@@ -114,6 +128,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     delivered_local: AtomicU64::new(0),
     outbound: Labeled::default(),
     auth_failures: Labeled::default(),
+    verdicts: Labeled::default(),
+    domains: Labeled::default(),
     sessions: Mutex::new(BTreeMap::new()),
     smtp_accept: Histogram::new(),
     delivery: Histogram::new(),
@@ -202,4 +218,31 @@ impl Metrics {
             "One outbound delivery attempt to a destination.",
         );
     }
+}
+
+/// Every count as a dashboard series name and its value now; the difference of two of these
+/// is what happened in between (see `postern_store::StatsStore`).
+pub fn series_totals() -> BTreeMap<String, u64> {
+    let m = &*METRICS;
+    let mut out = BTreeMap::new();
+    let mut labeled = |prefix: &str, l: &Labeled| {
+        for (k, v) in l.snapshot() {
+            out.insert(format!("{prefix}:{k}"), v);
+        }
+    };
+    labeled("received", &m.received);
+    labeled("refused", &m.refused);
+    labeled("outbound", &m.outbound);
+    labeled("auth_failures", &m.auth_failures);
+    labeled("verdict", &m.verdicts);
+    labeled("domain", &m.domains);
+    out.insert("stored".into(), m.delivered_local.load(Ordering::Relaxed));
+    for (name, h) in [("smtp_accept", &m.smtp_accept), ("delivery", &m.delivery)] {
+        let (buckets, count) = h.snapshot();
+        for (le, n) in buckets {
+            out.insert(format!("latency:{name}:le_{le}"), n);
+        }
+        out.insert(format!("latency:{name}:count"), count);
+    }
+    out
 }

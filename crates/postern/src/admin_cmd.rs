@@ -144,6 +144,34 @@ pub async fn reports(cfg: &Config, c: ReportsCmd) -> anyhow::Result<()> {
     }
 }
 
+pub async fn stats(
+    cfg: &Config,
+    range: &str,
+    step: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let secs = postern_config::parse_seconds(range)
+        .ok_or_else(|| anyhow::anyhow!("{range:?} is not a duration (e.g. 24h, 7d, 1y)"))?;
+    let step = match step.as_deref() {
+        None => None,
+        Some(s) => Some(postern_admin::stats::parse_step(s).map_err(|e| anyhow::anyhow!(e))?),
+    };
+    let to = postern_store::now() + 1;
+    let req = AdminRequest::Stats {
+        from: to - secs as i64,
+        to,
+        step,
+        top_hours: Some(24),
+    };
+    let reply = run(cfg, req).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    } else {
+        print!("{reply}");
+    }
+    Ok(())
+}
+
 pub async fn acme(cfg: &Config, c: AcmeCmd) -> anyhow::Result<()> {
     match c {
         // The status file is read here: no server needed.

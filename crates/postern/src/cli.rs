@@ -48,6 +48,19 @@ pub enum Command {
     /// DMARC and TLS reports: what other servers report about your domains, and sending ours
     #[command(subcommand)]
     Reports(ReportsCmd),
+    /// Mail flow, refusals, queue, logins, latency and disk over time, per hour or day, with
+    /// a sparkline per series; and the last day's busiest senders, recipients and hosts
+    Stats {
+        /// How far back: e.g. 24h, 7d, 30d, 1y
+        #[arg(long, default_value = "24h")]
+        range: String,
+        /// hour or day [default: hour up to 3 days]
+        #[arg(long)]
+        step: Option<String>,
+        /// Print as JSON (the same as GET /api/v1/stats)
+        #[arg(long)]
+        json: bool,
+    },
     /// Certificates from Let's Encrypt (or another ACME CA): status, renewal, key rollover
     #[command(subcommand)]
     Acme(AcmeCmd),

@@ -9,6 +9,7 @@ mod listeners;
 mod open_store;
 mod sendmail;
 mod serve;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(c) => admin_cmd::queue(&cfg()?, c).await,
         Command::Reports(c) => admin_cmd::reports(&cfg()?, c).await,
         Command::Acme(c) => admin_cmd::acme(&cfg()?, c).await,
+        Command::Stats { range, step, json } => admin_cmd::stats(&cfg()?, &range, step, json).await,
         Command::Sendmail { args } => sendmail::run(&cfg()?, &args).await,
         Command::InstallSendmail { sbin, bin } => {
             let (path, _) = config()?;

@@ -306,6 +306,9 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     );
     let _ = report_sender.set(sender.clone());
     let report_task = tokio::spawn(sender.run(shutdown.clone()));
+    let stats_task = tokio::spawn(
+        crate::stats::Flusher::new(store.clone(), services.config.clone()).run(shutdown.clone()),
+    );
     if let (true, Some(tls)) = (services.config.acme.enabled, &tls) {
         let resolver = postern_queue::route::public_resolver(&services.config.dns.nameservers)
             .map_err(|e| anyhow::anyhow!("cannot set up DNS: {e}"))?;
@@ -385,6 +388,9 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     }
     // The report counts of the last moments are written before the store closes.
     let _ = tokio::time::timeout(Duration::from_secs(10), report_task).await;
+    if let Ok(Ok(mut flusher)) = tokio::time::timeout(Duration::from_secs(10), stats_task).await {
+        flusher.flush().await;
+    }
     store.close().await?;
     // Here rather than only in the control task, which may not run again before we exit.
     let _ = std::fs::remove_file(control_socket);

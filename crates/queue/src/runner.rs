@@ -881,9 +881,15 @@ impl QueueRunner {
                     ("deferred", format!("to {}: {why}", r.address))
                 }
             };
-            events.push(
-                TraceEvent::new(&entry.trace_id, kind, text).key(format!("to:{}", r.address)),
-            );
+            let mut e =
+                TraceEvent::new(&entry.trace_id, kind, text).key(format!("to:{}", r.address));
+            // The receiving host, for the dashboard's busiest remote hosts.
+            if let Outcome::Delivered(reply) = o
+                && let Some((host, _)) = reply.split_once(" said: ")
+            {
+                e = e.key(format!("host:{}", host.to_ascii_lowercase()));
+            }
+            events.push(e);
         }
         for (i, why) in &expired_reports {
             let r = &entry.recipients[*i];

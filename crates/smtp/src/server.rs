@@ -1006,6 +1006,7 @@ impl SmtpServer {
         };
         let size = raw.len();
         let from = tx.from.address.clone();
+        let logged_in = core.user().is_some();
         // Mail from other servers is checked; logged-in users and relay networks are ours.
         let check = (self.trust.is_some()
             && self.config.inbound.check
@@ -1042,7 +1043,7 @@ impl SmtpServer {
                 },
                 check,
                 submitter,
-                logged_in: core.user().is_some(),
+                logged_in,
             })
             .await;
         let m = &postern_net::metrics::METRICS;
@@ -1050,6 +1051,10 @@ impl SmtpServer {
             Outcome::Taken(_) => {
                 info!(id = %rx.trace_id, %from, size, "message accepted");
                 m.received.add(self.role_name(), 1);
+                // Only a logged-in user's domain: others could name any domain at all.
+                if logged_in && let Some((_, d)) = from.rsplit_once('@') {
+                    m.domains.add(&format!("out:{}", d.to_ascii_lowercase()), 1);
+                }
             }
             Outcome::Refused { status, why } => {
                 info!(id = %rx.trace_id, %from, reply = %status.summary(), "message refused");
