@@ -115,6 +115,11 @@ fn raise_fd_limit(cfg: &Config) {
 
 pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     init_logging(&cfg);
+    // Before anything answers: a SIGTERM sent as soon as the control socket appears waits
+    // for the loop below instead of killing the process half started.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     raise_fd_limit(&cfg);
     let tls = if cfg.tls.cert.is_empty() && !cfg.acme.enabled {
         if let Some(k) = ListenerKind::ALL
@@ -365,9 +370,6 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         "postern started"
     );
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
