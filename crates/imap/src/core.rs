@@ -337,6 +337,9 @@ impl ImapCore {
             "SORT=DISPLAY",
             "THREAD=ORDEREDSUBJECT",
             "THREAD=REFERENCES",
+            "ESORT",
+            "WITHIN",
+            "PREVIEW",
             "LIST-EXTENDED",
             "LIST-STATUS",
             "SPECIAL-USE",
@@ -890,11 +893,14 @@ impl ImapCore {
                     .await
                     .map(Some)
             }
-            Command::Sort { uid, criteria, key } => {
-                crate::sort::sort(self, out, uid, criteria, key)
-                    .await
-                    .map(Some)
-            }
+            Command::Sort {
+                uid,
+                ret,
+                criteria,
+                key,
+            } => crate::sort::sort(self, out, tag, uid, ret, criteria, key)
+                .await
+                .map(Some),
             Command::Thread {
                 uid,
                 algorithm,

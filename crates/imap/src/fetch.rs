@@ -22,6 +22,8 @@ const STREAM_MIN: u64 = 64 << 10;
 const CHUNK: u64 = 256 << 10;
 /// Messages looked up together.
 const BATCH: usize = 512;
+/// PREVIEW reads at most this much of a message: its first text part is near the start.
+const PREVIEW_READ_MAX: u64 = 4 << 20;
 
 /// Entries of the named messages: one range scan for many, point reads for a few.
 pub async fn entries(
@@ -506,6 +508,19 @@ impl FetchJob {
                         &mut out,
                         &format!("BINARY.SIZE[{}] {}", join(part), data.len()),
                     );
+                }
+                FetchAtt::Preview => {
+                    let raw = store
+                        .blob_read(e.blob, 0, e.size.min(PREVIEW_READ_MAX))
+                        .await?;
+                    push(&mut out, "PREVIEW ");
+                    let text = postern_message::preview::preview(&raw);
+                    // 8-bit text only in a literal: a quoted string is 7-bit before UTF8=ACCEPT.
+                    if text.is_ascii() {
+                        format::string(&mut out, text.as_bytes());
+                    } else {
+                        format::literal(&mut out, text.as_bytes());
+                    }
                 }
             }
         }

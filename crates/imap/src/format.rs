@@ -151,6 +151,31 @@ pub fn seq_set(nums: &[u32]) -> String {
     out
 }
 
+/// Numbers in the order given, as a sequence set whose ascending runs are ranges: ESORT's ALL
+/// keeps the sort order (RFC 5267 3.2), and for ascending input this is `seq_set`.
+pub fn seq_list(nums: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < nums.len() {
+        let start = nums[i];
+        let mut end = start;
+        while i + 1 < nums.len() && end.checked_add(1) == Some(nums[i + 1]) {
+            i += 1;
+            end = nums[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +190,10 @@ mod tests {
         assert_eq!(o, b"{4}\r\na\r\nb");
         assert_eq!(internal_date(1795860025), "\"28-Nov-2026 10:00:25 +0000\"");
         assert_eq!(seq_set(&[5, 1, 2, 3, 9, 10]), "1:3,5,9:10");
+        // Sort order kept: only ascending runs become ranges.
+        assert_eq!(seq_list(&[5, 1, 2, 3, 9, 8]), "5,1:3,9,8");
+        assert_eq!(seq_list(&[1, 2, 3, 5]), seq_set(&[1, 2, 3, 5]));
+        assert_eq!(seq_list(&[u32::MAX, 1]), "4294967295,1");
         let f = parse_flags(&["\\Seen".into(), "\\recent".into(), "$Work".into()]).unwrap();
         let mut o = Vec::new();
         flags(&mut o, &f);

@@ -1,5 +1,6 @@
-//! SEARCH (RFC 9051 6.4.4) with ESEARCH results (RFC 4731) and MODSEQ (RFC 7162). Flags,
-//! sizes and dates come from the message records; header and text keys read the message.
+//! SEARCH (RFC 9051 6.4.4) with ESEARCH results (RFC 4731), MODSEQ (RFC 7162) and OLDER and
+//! YOUNGER (WITHIN, RFC 5032). Flags, sizes and dates come from the message records; header and
+//! text keys read the message.
 
 use postern_message::MessageMeta;
 use postern_message::text::SearchText as Content;
@@ -47,6 +48,8 @@ struct Ctx<'a> {
     max_seq: u32,
     max_uid: Uid,
     c: &'a Content,
+    /// Seconds since the epoch when the search began: OLDER and YOUNGER count back from it.
+    now: i64,
 }
 
 fn lower(s: &str) -> String {
@@ -87,6 +90,9 @@ fn eval(k: &SearchKey, x: &Ctx) -> bool {
                 || x.c.body.contains(&v)
         }
         SearchKey::ModSeq(n) => e.modseq >= *n,
+        // Complements of each other, so NOT YOUNGER n is OLDER n.
+        SearchKey::Older(n) => e.internal_date < x.now - i64::from(*n),
+        SearchKey::Younger(n) => e.internal_date >= x.now - i64::from(*n),
         SearchKey::Not(k) => !eval(k, x),
         SearchKey::Or(a, b) => eval(a, x) || eval(b, x),
         SearchKey::And(v) => v.iter().all(|k| eval(k, x)),
@@ -110,6 +116,7 @@ pub(crate) async fn matching(s: &ImapCore, key: &SearchKey) -> Result<Vec<Hit>, 
     let max_uid = sel.uids.last().copied().unwrap_or(0);
     let mut hits: Vec<Hit> = Vec::new();
     let empty = Content::default();
+    let now = postern_store::now();
     let present: Vec<(u32, &MessageEntry)> = sel
         .uids
         .iter()
@@ -169,6 +176,7 @@ pub(crate) async fn matching(s: &ImapCore, key: &SearchKey) -> Result<Vec<Hit>, 
                 max_seq,
                 max_uid,
                 c: content.as_ref().unwrap_or(&empty),
+                now,
             };
             if eval(key, &ctx) {
                 hits.push((*seq, e.uid, e.modseq, (*e).clone()));
@@ -187,77 +195,78 @@ pub async fn search(
     key: SearchKey,
 ) -> Res {
     let hits = matching(s, &key).await?;
-    let nums: Vec<u32> = hits.iter().map(|h| if uid { h.1 } else { h.0 }).collect();
-    let mut modseq = uses_modseq(&key).then(|| hits.iter().map(|h| h.2).max().unwrap_or(0));
+    let found: Vec<(u32, u64)> = hits
+        .iter()
+        .map(|h| (if uid { h.1 } else { h.0 }, h.2))
+        .collect();
+    let with_modseq = uses_modseq(&key);
     if ret.is_some() || s.rev2 {
-        let ret = ret
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| vec![SearchRet::All]);
-        // RFC 7162 3.1.5: the highest modseq of the messages returned; MIN or MAX alone
-        // return one message.
-        let only = |want: SearchRet| ret.iter().all(|r| *r == want);
-        if modseq.is_some() && !hits.is_empty() {
-            if only(SearchRet::Min) {
-                modseq = hits
-                    .iter()
-                    .min_by_key(|h| if uid { h.1 } else { h.0 })
-                    .map(|h| h.2);
-            } else if only(SearchRet::Max) {
-                modseq = hits
-                    .iter()
-                    .max_by_key(|h| if uid { h.1 } else { h.0 })
-                    .map(|h| h.2);
-            } else if ret
-                .iter()
-                .all(|r| matches!(r, SearchRet::Min | SearchRet::Max))
-            {
-                let lo = hits
-                    .iter()
-                    .min_by_key(|h| if uid { h.1 } else { h.0 })
-                    .map(|h| h.2);
-                let hi = hits
-                    .iter()
-                    .max_by_key(|h| if uid { h.1 } else { h.0 })
-                    .map(|h| h.2);
-                modseq = lo.max(hi);
-            }
-        }
-        push(out, &format!("* ESEARCH (TAG \"{tag}\")"));
-        if uid {
-            push(out, " UID");
-        }
-        for r in &ret {
-            match r {
-                SearchRet::Min if !nums.is_empty() => {
-                    push(out, &format!(" MIN {}", nums.iter().min().unwrap()))
-                }
-                SearchRet::Max if !nums.is_empty() => {
-                    push(out, &format!(" MAX {}", nums.iter().max().unwrap()))
-                }
-                SearchRet::Count => push(out, &format!(" COUNT {}", nums.len())),
-                SearchRet::All if !nums.is_empty() => {
-                    push(out, &format!(" ALL {}", format::seq_set(&nums)))
-                }
-                _ => {}
-            }
-        }
-        if let Some(m) = modseq
-            && !nums.is_empty()
-        {
-            push(out, &format!(" MODSEQ {m}"));
-        }
-        push(out, "\r\n");
+        esearch(out, tag, uid, &ret.unwrap_or_default(), &found, with_modseq);
     } else {
         push(out, "* SEARCH");
-        for n in &nums {
+        for (n, _) in &found {
             push(out, &format!(" {n}"));
         }
-        if let Some(m) = modseq
-            && !nums.is_empty()
-        {
+        if with_modseq && let Some(m) = found.iter().map(|f| f.1).max() {
             push(out, &format!(" (MODSEQ {m})"));
         }
         push(out, "\r\n");
     }
     ok("SEARCH completed")
+}
+
+/// The untagged ESEARCH answer (RFC 4731 3; RFC 5267 3.2 for ESORT). `found`: (number,
+/// modseq) in the order asked for, mailbox order for SEARCH and sort order for SORT, so MIN
+/// and MAX are the first and the last. No options is ALL.
+pub(crate) fn esearch(
+    out: &mut Vec<u8>,
+    tag: &str,
+    uid: bool,
+    ret: &[SearchRet],
+    found: &[(u32, u64)],
+    with_modseq: bool,
+) {
+    let ret = if ret.is_empty() {
+        &[SearchRet::All][..]
+    } else {
+        ret
+    };
+    push(out, &format!("* ESEARCH (TAG \"{tag}\")"));
+    if uid {
+        push(out, " UID");
+    }
+    let (Some(first), Some(last)) = (found.first(), found.last()) else {
+        if ret.contains(&SearchRet::Count) {
+            push(out, " COUNT 0");
+        }
+        push(out, "\r\n");
+        return;
+    };
+    for r in ret {
+        match r {
+            SearchRet::Min => push(out, &format!(" MIN {}", first.0)),
+            SearchRet::Max => push(out, &format!(" MAX {}", last.0)),
+            SearchRet::Count => push(out, &format!(" COUNT {}", found.len())),
+            SearchRet::All => {
+                let nums: Vec<u32> = found.iter().map(|f| f.0).collect();
+                push(out, &format!(" ALL {}", format::seq_list(&nums)))
+            }
+        }
+    }
+    if with_modseq {
+        // RFC 7162 3.1.5: the highest modseq of the messages returned; MIN or MAX alone
+        // return one message each.
+        let only_ends = ret
+            .iter()
+            .all(|r| matches!(r, SearchRet::Min | SearchRet::Max));
+        let m = if only_ends {
+            let min = ret.contains(&SearchRet::Min).then_some(first.1);
+            let max = ret.contains(&SearchRet::Max).then_some(last.1);
+            min.max(max).unwrap_or(0)
+        } else {
+            found.iter().map(|f| f.1).max().unwrap_or(0)
+        };
+        push(out, &format!(" MODSEQ {m}"));
+    }
+    push(out, "\r\n");
 }

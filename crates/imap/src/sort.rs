@@ -1,6 +1,7 @@
 //! SORT and THREAD (RFC 5256), with DISPLAYFROM and DISPLAYTO (RFC 5957): the messages the
 //! search keys match, ordered by their header fields, or gathered into threads by subject
-//! (ORDEREDSUBJECT) or by their references (REFERENCES).
+//! (ORDEREDSUBJECT) or by their references (REFERENCES). SORT RETURN (ESORT, RFC 5267 3)
+//! answers in an ESEARCH response.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -9,11 +10,12 @@ use postern_message::MessageMeta;
 use postern_message::sort::{SortFields, sort_fields};
 
 use crate::core::{Fail, ImapCore, Res, ok, push};
-use crate::parse::{SearchKey, SortKey, ThreadAlgorithm};
+use crate::parse::{SearchKey, SearchRet, SortKey, ThreadAlgorithm};
 
 struct Item {
     seq: u32,
     uid: u32,
+    modseq: u64,
     size: u64,
     arrival: i64,
     f: SortFields,
@@ -37,6 +39,7 @@ async fn items(s: &ImapCore, key: &SearchKey) -> Result<Vec<Item>, Fail> {
             out.push(Item {
                 seq: h.0,
                 uid: h.1,
+                modseq: h.2,
                 size: h.3.size,
                 arrival: h.3.internal_date,
                 // A message whose bytes are gone sorts as one with an empty header.
@@ -64,7 +67,9 @@ fn compare(k: SortKey, a: &Item, b: &Item) -> Ordering {
 pub async fn sort(
     s: &mut ImapCore,
     out: &mut Vec<u8>,
+    tag: &str,
     uid: bool,
+    ret: Option<Vec<SearchRet>>,
     criteria: Vec<(SortKey, bool)>,
     key: SearchKey,
 ) -> Res {
@@ -80,6 +85,15 @@ pub async fn sort(
         // Equal by every criterion: mailbox order (RFC 5256 3).
         a.seq.cmp(&b.seq)
     });
+    if let Some(ret) = ret {
+        let found: Vec<(u32, u64)> = items
+            .iter()
+            .map(|i| (if uid { i.uid } else { i.seq }, i.modseq))
+            .collect();
+        let with_modseq = crate::search::uses_modseq(&key);
+        crate::search::esearch(out, tag, uid, &ret, &found, with_modseq);
+        return ok("SORT completed");
+    }
     push(out, "* SORT");
     for i in &items {
         push(out, &format!(" {}", if uid { i.uid } else { i.seq }));
@@ -417,6 +431,7 @@ mod tests {
         Item {
             seq,
             uid: seq + 100,
+            modseq: 1,
             size: 0,
             arrival: date,
             f: SortFields {

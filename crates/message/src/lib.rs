@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod meta;
+pub mod preview;
 pub mod sort;
 pub mod text;
 pub mod trace;

@@ -385,30 +385,7 @@ impl Parser<'_> {
 
 fn search(p: &mut Parser, uid: bool) -> R<Command> {
     p.sp()?;
-    let mut ret = None;
-    if p.keyword_is("RETURN") {
-        p.sp()?;
-        p.open()?;
-        let mut v = Vec::new();
-        while p.peek() != Some(b')') {
-            v.push(match p.atom()?.to_ascii_uppercase().as_str() {
-                "MIN" => SearchRet::Min,
-                "MAX" => SearchRet::Max,
-                "ALL" => SearchRet::All,
-                "COUNT" => SearchRet::Count,
-                "SAVE" => {
-                    return err("RETURN (SAVE) needs SEARCHRES, which this server does not offer");
-                }
-                other => return err(format!("unknown RETURN option {other}")),
-            });
-            if !p.maybe_sp() {
-                break;
-            }
-        }
-        p.close()?;
-        p.sp()?;
-        ret = Some(v);
-    }
+    let ret = return_options(p)?;
     if p.keyword_is("CHARSET") {
         p.sp()?;
         charset(p)?;
@@ -416,6 +393,39 @@ fn search(p: &mut Parser, uid: bool) -> R<Command> {
     }
     let key = search_keys(p)?;
     Ok(Command::Search { uid, ret, key })
+}
+
+/// `RETURN (...) ` of ESEARCH (RFC 4731) and ESORT (RFC 5267), with the space after it.
+fn return_options(p: &mut Parser) -> R<Option<Vec<SearchRet>>> {
+    if !p.keyword_is("RETURN") {
+        return Ok(None);
+    }
+    p.sp()?;
+    p.open()?;
+    let mut v = Vec::new();
+    while p.peek() != Some(b')') {
+        v.push(match p.atom()?.to_ascii_uppercase().as_str() {
+            "MIN" => SearchRet::Min,
+            "MAX" => SearchRet::Max,
+            "ALL" => SearchRet::All,
+            "COUNT" => SearchRet::Count,
+            "SAVE" => {
+                return err("RETURN (SAVE) needs SEARCHRES, which this server does not offer");
+            }
+            "PARTIAL" => {
+                return err(
+                    "RETURN (PARTIAL) needs CONTEXT=SEARCH, which this server does not offer",
+                );
+            }
+            other => return err(format!("unknown RETURN option {other}")),
+        });
+        if !p.maybe_sp() {
+            break;
+        }
+    }
+    p.close()?;
+    p.sp()?;
+    Ok(Some(v))
 }
 
 /// The charset SORT and THREAD always name, and SEARCH may.
@@ -440,9 +450,10 @@ fn search_keys(p: &mut Parser) -> R<SearchKey> {
     })
 }
 
-/// SORT (criteria) charset keys (RFC 5256 3).
+/// SORT [RETURN (options)] (criteria) charset keys (RFC 5256 3, RFC 5267 3).
 fn sort(p: &mut Parser, uid: bool) -> R<Command> {
     p.sp()?;
+    let ret = return_options(p)?;
     p.open()?;
     let mut criteria = Vec::new();
     let mut reverse = false;
@@ -482,7 +493,12 @@ fn sort(p: &mut Parser, uid: bool) -> R<Command> {
     charset(p)?;
     p.sp()?;
     let key = search_keys(p)?;
-    Ok(Command::Sort { uid, criteria, key })
+    Ok(Command::Sort {
+        uid,
+        ret,
+        criteria,
+        key,
+    })
 }
 
 /// THREAD algorithm charset keys (RFC 5256 3).

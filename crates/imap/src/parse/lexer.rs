@@ -479,9 +479,36 @@ impl<'a> Parser<'a> {
                     }
                 }
             }
+            "PREVIEW" => {
+                self.preview_modifiers()?;
+                FetchAtt::Preview
+            }
             "" => return err("expected a fetch attribute"),
             other => return err(format!("unknown fetch attribute {other}")),
         })
+    }
+
+    /// PREVIEW's optional `(LAZY)` (RFC 8970 3). A list whose first word is not a preview
+    /// modifier is left alone: after a lone PREVIEW it is the FETCH modifiers.
+    fn preview_modifiers(&mut self) -> R<()> {
+        let save = self.pos;
+        if !(self.maybe_sp() && self.peek() == Some(b'(')) {
+            self.pos = save;
+            return Ok(());
+        }
+        self.open()?;
+        if !self.keyword_is("LAZY") {
+            self.depth -= 1;
+            self.pos = save;
+            return Ok(());
+        }
+        while self.maybe_sp() {
+            let m = self.atom()?.to_ascii_uppercase();
+            if m != "LAZY" {
+                return err(format!("unknown PREVIEW modifier {m}"));
+            }
+        }
+        self.close()
     }
 
     pub(super) fn fetch_atts(&mut self) -> R<Vec<FetchAtt>> {
@@ -657,6 +684,17 @@ impl<'a> Parser<'a> {
                     self.sp()?;
                 }
                 SearchKey::ModSeq(self.number()?)
+            }
+            "OLDER" | "YOUNGER" => {
+                self.sp()?;
+                let n = self.nz32().map_err(|_| {
+                    ParseError(format!("{word} takes seconds from 1 to 4294967295"))
+                })?;
+                if word == "OLDER" {
+                    SearchKey::Older(n)
+                } else {
+                    SearchKey::Younger(n)
+                }
             }
             other => return err(format!("unknown search key {other}")),
         })

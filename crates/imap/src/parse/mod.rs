@@ -106,6 +106,8 @@ pub enum FetchAtt {
         partial: Option<(u32, u32)>,
     },
     BinarySize(Vec<u32>),
+    /// PREVIEW (RFC 8970), with or without LAZY: a preview is always made, so LAZY changes nothing.
+    Preview,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +133,10 @@ pub enum SearchKey {
     Body(String),
     Text(String),
     ModSeq(u64),
+    /// WITHIN (RFC 5032): internal date more than this many seconds ago.
+    Older(u32),
+    /// WITHIN: internal date at most this many seconds ago.
+    Younger(u32),
     Not(Box<SearchKey>),
     Or(Box<SearchKey>, Box<SearchKey>),
     And(Vec<SearchKey>),
@@ -250,9 +256,10 @@ pub enum Command {
         ret: Option<Vec<SearchRet>>,
         key: SearchKey,
     },
-    /// (key, reversed) in order of precedence.
+    /// (key, reversed) in order of precedence; `ret`: ESORT's RETURN options (RFC 5267 3).
     Sort {
         uid: bool,
+        ret: Option<Vec<SearchRet>>,
         criteria: Vec<(SortKey, bool)>,
         key: SearchKey,
     },

@@ -200,3 +200,127 @@ fn seq_sets() {
     assert_eq!(s.ranges(12), vec![(3, 5), (9, 12)]);
     assert!(s.contains(12, 12) && !s.contains(6, 12));
 }
+
+#[test]
+fn within_keys() {
+    assert_eq!(
+        cmd("a SEARCH OLDER 3600 YOUNGER 86400\r\n"),
+        Command::Search {
+            uid: false,
+            ret: None,
+            key: SearchKey::And(vec![SearchKey::Older(3600), SearchKey::Younger(86400)])
+        }
+    );
+    assert!(matches!(
+        cmd("a UID SORT (DATE) UTF-8 NOT younger 5\r\n"),
+        Command::Sort { key: SearchKey::Not(k), .. } if *k == SearchKey::Younger(5)
+    ));
+    for input in [
+        "a SEARCH OLDER 0\r\n",
+        "a SEARCH OLDER -5\r\n",
+        "a SEARCH YOUNGER 4294967296\r\n",
+        "a SEARCH OLDER soon\r\n",
+    ] {
+        assert!(bad(input).0.contains("seconds from 1"), "{input}");
+    }
+    assert!(bad("a SEARCH YOUNGER\r\n").0.contains("expected a space"));
+}
+
+#[test]
+fn esort() {
+    assert_eq!(
+        cmd("a UID SORT RETURN (MIN MAX COUNT ALL) (REVERSE DATE) UTF-8 ALL\r\n"),
+        Command::Sort {
+            uid: true,
+            ret: Some(vec![
+                SearchRet::Min,
+                SearchRet::Max,
+                SearchRet::Count,
+                SearchRet::All
+            ]),
+            criteria: vec![(SortKey::Date, true)],
+            key: SearchKey::All
+        }
+    );
+    assert!(matches!(
+        cmd("a SORT RETURN () (SUBJECT) US-ASCII SEEN\r\n"),
+        Command::Sort { ret: Some(r), uid: false, .. } if r.is_empty()
+    ));
+    assert!(matches!(
+        cmd("a SORT (ARRIVAL) UTF-8 ALL\r\n"),
+        Command::Sort { ret: None, .. }
+    ));
+    assert!(
+        bad("a SORT RETURN (SAVE) (DATE) UTF-8 ALL\r\n")
+            .0
+            .contains("SEARCHRES")
+    );
+    assert!(
+        bad("a SORT RETURN (PARTIAL 1:10) (DATE) UTF-8 ALL\r\n")
+            .0
+            .contains("CONTEXT=SEARCH")
+    );
+    assert!(
+        bad("a SORT RETURN (BEST) (DATE) UTF-8 ALL\r\n")
+            .0
+            .contains("RETURN option BEST")
+    );
+    assert!(
+        bad("a SORT RETURN (MIN (DATE) UTF-8 ALL\r\n")
+            .0
+            .contains("atom")
+    );
+    assert!(bad("a SORT RETURN (MIN) UTF-8 ALL\r\n").0.contains("'('"));
+    assert!(
+        bad("a SORT RETURN (MIN)\r\n")
+            .0
+            .contains("expected a space")
+    );
+}
+
+#[test]
+fn preview() {
+    let atts = |s: &str| match cmd(s) {
+        Command::Fetch {
+            atts,
+            changed_since,
+            ..
+        } => (atts, changed_since),
+        c => panic!("{c:?}"),
+    };
+    assert_eq!(
+        atts("a FETCH 1 PREVIEW\r\n"),
+        (vec![FetchAtt::Preview], None)
+    );
+    assert_eq!(
+        atts("a FETCH 1 (UID PREVIEW (LAZY) FLAGS)\r\n"),
+        (
+            vec![FetchAtt::Uid, FetchAtt::Preview, FetchAtt::Flags],
+            None
+        )
+    );
+    assert_eq!(
+        atts("a FETCH 1:* (preview (lazy))\r\n"),
+        (vec![FetchAtt::Preview], None)
+    );
+    // After a lone PREVIEW, a list of something else is the FETCH modifiers.
+    assert_eq!(
+        atts("a FETCH 1 PREVIEW (CHANGEDSINCE 4)\r\n"),
+        (vec![FetchAtt::Preview], Some(4))
+    );
+    assert_eq!(
+        atts("a FETCH 1 PREVIEW (LAZY) (CHANGEDSINCE 4)\r\n"),
+        (vec![FetchAtt::Preview], Some(4))
+    );
+    assert!(
+        bad("a FETCH 1 (PREVIEW (LAZY FAST))\r\n")
+            .0
+            .contains("PREVIEW modifier FAST")
+    );
+    assert!(bad("a FETCH 1 (PREVIEW (LAZY)\r\n").0.contains("')'"));
+    assert!(
+        bad("a FETCH 1 (PREVIEW (FUZZY))\r\n")
+            .0
+            .contains("expected a fetch attribute")
+    );
+}
