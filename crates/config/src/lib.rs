@@ -757,6 +757,8 @@ pub struct Imap {
     pub max_literal: ByteSize,
     /// Largest literal before login.
     pub max_literal_unauth: ByteSize,
+    /// FETCH PREVIEW reads at most this much of a message for its first text part.
+    pub max_preview_read: ByteSize,
     pub max_errors: u32,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -772,6 +774,7 @@ impl Default for Imap {
             max_line: 65536,
             max_literal: ByteSize(64 << 20),
             max_literal_unauth: ByteSize(8192),
+            max_preview_read: ByteSize(4 << 20),
             max_errors: 20,
             max_connections: 20000,
             max_connections_per_ip: 100,
@@ -1265,6 +1268,7 @@ min_literal_rate = 500   # bytes/s: slower literals (APPEND) are cut off (after 
 max_line = 65536
 max_literal = "64M"
 max_literal_unauth = "8K"
+max_preview_read = "4M"  # FETCH PREVIEW looks this far into a message for its first text
 max_errors = 20
 max_connections = 20000
 max_connections_per_ip = 100

@@ -22,8 +22,6 @@ const STREAM_MIN: u64 = 64 << 10;
 const CHUNK: u64 = 256 << 10;
 /// Messages looked up together.
 const BATCH: usize = 512;
-/// PREVIEW reads at most this much of a message: its first text part is near the start.
-const PREVIEW_READ_MAX: u64 = 4 << 20;
 
 /// Entries of the named messages: one range scan for many, point reads for a few.
 pub async fn entries(
@@ -188,6 +186,8 @@ pub struct FetchJob {
     skipped_expunged: bool,
     /// Where each answer is written, kept between messages so it is allocated once.
     buf: Vec<u8>,
+    /// PREVIEW reads at most this much of a message (`imap.max_preview_read`).
+    preview_read: u64,
 }
 
 impl FetchJob {
@@ -202,6 +202,7 @@ impl FetchJob {
         changed_since: Option<u64>,
         vanished: bool,
     ) -> Result<FetchJob, Fail> {
+        let preview_read = s.cfg.config.imap.max_preview_read.0;
         let sel = s.selected.as_ref().expect("selected");
         let store = s.store().clone();
         let mailbox = sel.mailbox.id;
@@ -252,6 +253,7 @@ impl FetchJob {
             newly_seen: Vec::new(),
             skipped_expunged,
             buf: Vec::new(),
+            preview_read,
         })
     }
 
@@ -511,7 +513,7 @@ impl FetchJob {
                 }
                 FetchAtt::Preview => {
                     let raw = store
-                        .blob_read(e.blob, 0, e.size.min(PREVIEW_READ_MAX))
+                        .blob_read(e.blob, 0, e.size.min(self.preview_read))
                         .await?;
                     push(&mut out, "PREVIEW ");
                     let text = postern_message::preview::preview(&raw);
