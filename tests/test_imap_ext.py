@@ -9,20 +9,13 @@ import time
 
 from conftest import PASSWORD
 from helpers import ALICE, insecure_ctx
+from test_imap_sort import tagged
 
 
 def login(server):
     c = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=insecure_ctx(), timeout=30)
     c.login(ALICE, PASSWORD)
     return c
-
-
-def tagged(c, *args):
-    """(type, data) of a command, BAD included (imaplib raises on BAD)."""
-    try:
-        return c._simple_command(*args)
-    except imaplib.IMAP4.error as e:
-        return "BAD", [str(e).encode()]
 
 
 def append(c, subject, body, date=None, head=""):

@@ -129,26 +129,7 @@ pub fn seq_set(nums: &[u32]) -> String {
     let mut v: Vec<u32> = nums.to_vec();
     v.sort_unstable();
     v.dedup();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < v.len() {
-        let start = v[i];
-        let mut end = start;
-        while i + 1 < v.len() && v[i + 1] == end + 1 {
-            i += 1;
-            end = v[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}:{end}"));
-        }
-        i += 1;
-    }
-    out
+    seq_list(&v)
 }
 
 /// Numbers in the order given, as a sequence set whose ascending runs are ranges: ESORT's ALL
