@@ -5,6 +5,7 @@
 
 mod accounts;
 mod aliases;
+mod backup;
 pub mod dkim;
 mod queue;
 mod reports;
@@ -129,6 +130,16 @@ impl Admin {
 
     /// Answers any admin request.
     pub async fn run(&self, req: AdminRequest) -> Result<AdminReply, AdminError> {
+        self.run_with(req, Arc::new(postern_store::NoProgress))
+            .await
+    }
+
+    /// Answers any admin request, telling `progress` how far a long one is.
+    pub async fn run_with(
+        &self,
+        req: AdminRequest,
+        progress: postern_store::SharedProgress,
+    ) -> Result<AdminReply, AdminError> {
         use AdminRequest as R;
         let d = &*self.directory;
         match req {
@@ -212,6 +223,26 @@ impl Admin {
             R::Dns { domain, check } => self.dns(domain, check).await,
             R::MaildirImport { address, path } => self.maildir_import(address, path).await,
             R::MaildirExport { address, path } => self.maildir_export(address, path).await,
+            R::Backup {
+                dir,
+                incremental,
+                user,
+            } => self.backup(dir, incremental, user, progress).await,
+            R::RestoreAccount {
+                dir,
+                address,
+                name,
+                folder,
+                as_name,
+            } => {
+                let req = postern_migrate::account_backup::RestoreRequest {
+                    address: &address,
+                    name: name.as_deref(),
+                    folder: folder.as_deref(),
+                    as_name: as_name.as_deref(),
+                };
+                self.restore_account(&dir, req, progress).await
+            }
             R::ReportsList { domain, days } => reports::list(d, domain, days).await,
             R::ReportsSend => self.send_reports().await,
             R::Stats {

@@ -130,6 +130,20 @@ pub enum AdminRequest {
         address: String,
         path: String,
     },
+    /// A backup of the whole store, or of one account, into a new directory under `dir`.
+    Backup {
+        dir: String,
+        incremental: bool,
+        user: Option<String>,
+    },
+    /// An account's folders brought back from an account backup in `dir`.
+    RestoreAccount {
+        dir: String,
+        address: String,
+        name: Option<String>,
+        folder: Option<String>,
+        as_name: Option<String>,
+    },
     /// Run postern doctor inside the running server; the reply is its report.
     Doctor,
     /// The DNS records a local domain needs (`postern dns`), each judged against DNS when

@@ -2,6 +2,7 @@
 //! with the line they are on.
 
 mod acme;
+mod backup;
 pub mod settings;
 mod stats;
 mod units;
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use acme::{Acme, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+pub use backup::Backup;
 use serde::Deserialize;
 pub use stats::Stats;
 pub use units::{ByteSize, Seconds, parse_seconds, parse_size};
@@ -54,6 +56,7 @@ pub struct Config {
     pub trace: Trace,
     pub reports: Reports,
     pub stats: Stats,
+    pub backup: Backup,
     pub sendmail: Sendmail,
     pub routing: Routing,
     pub sieve: Sieve,
@@ -246,6 +249,7 @@ impl Default for Config {
             trace: Trace::default(),
             reports: Reports::default(),
             stats: Stats::default(),
+            backup: Backup::default(),
             sendmail: Sendmail::default(),
             routing: Routing::default(),
             sieve: Sieve::default(),
@@ -1117,6 +1121,7 @@ impl Config {
             return Err("storage.max_batch must be at least 1".into());
         }
         self.stats.validate()?;
+        self.backup.validate()?;
         self.acme
             .validate(!self.listen.https.is_empty(), !self.listen.http.is_empty())?;
         Ok(())
@@ -1320,6 +1325,7 @@ max_received_size = "10M" # reports sent to us larger than this are not read
 keep = "400d"            # reports sent to us are kept this long (postern reports list)
 
 {stats}
+{backup}
 [sendmail]
 from = ""                # sender of mail from local programs ("" = the user's name at the first local domain)
 users = {{}}               # per local user: {{ root = "admin@example.com", www-data = "web@example.com" }}
@@ -1371,6 +1377,7 @@ level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)
         managesieve = l(ListenerKind::ManageSieve),
         acme = acme::render(v.acme),
         stats = stats::RENDER,
+        backup = backup::RENDER,
     )
 }
 

@@ -2,6 +2,8 @@
 //! everything of one store copied into another. Messages enter through
 //! `postern_ingest::Prepared`, as every delivery does.
 
+pub mod account_backup;
+pub mod backups;
 pub mod copy;
 pub mod maildir;
 

@@ -93,6 +93,12 @@ pub enum Command {
     /// Move mail in and out: Maildir trees (Dovecot, Courier)
     #[command(subcommand)]
     Storage(StorageCmd),
+    /// Back up the whole store while the server runs (or one account with --user);
+    /// `postern backup list DIR` shows what DIR holds
+    Backup(BackupArgs),
+    /// A new data directory from a backup (--data-dir), or an account's folders back into
+    /// the server (--user)
+    Restore(RestoreArgs),
     /// Where mail to ADDRESS would go, step by step, and why
     Route { address: String },
     /// The story of messages: received, routed, delivered, queued, each delivery attempt...
@@ -116,6 +122,59 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub cmd: Option<BackupCmd>,
+    /// Where: each backup is a new directory in it
+    #[arg(required = true)]
+    pub dir: Option<PathBuf>,
+    /// Copy only the message bytes added since the newest backup in DIR (the records are
+    /// copied whole each time)
+    #[arg(long)]
+    pub incremental: bool,
+    /// Back up one account (works on every storage backend)
+    #[arg(long, value_name = "ADDRESS")]
+    pub user: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum BackupCmd {
+    /// The finished backups in DIR, oldest first
+    List {
+        dir: PathBuf,
+        /// Also read every file back and check its SHA-256
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The backup directory (as given to postern backup)
+    pub dir: PathBuf,
+    /// Make a new data directory here from a whole-store backup (the running server is not
+    /// touched; point data_dir at it and start the server)
+    #[arg(long, conflicts_with = "user")]
+    pub data_dir: Option<PathBuf>,
+    /// The newest backup taken at or before this time (UTC): 2026-12-04, 2026-12-04T17:05
+    #[arg(long, conflicts_with = "name")]
+    pub at: Option<String>,
+    /// This backup, by the name postern backup list shows
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Bring this account's folders back into the server from its newest account backup
+    #[arg(long, value_name = "ADDRESS")]
+    pub user: Option<String>,
+    /// Only this folder (and its subfolders)
+    #[arg(long, requires = "user")]
+    pub folder: Option<String>,
+    /// Under this name instead of the old one
+    #[arg(long = "as", value_name = "NAME", requires = "user")]
+    pub as_name: Option<String>,
 }
 
 #[derive(Args)]

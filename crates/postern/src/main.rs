@@ -1,6 +1,7 @@
 //! The `postern` binary: command line and the wiring of the parts.
 
 mod admin_cmd;
+mod backup_cmd;
 mod check_cmd;
 mod cli;
 mod control;
@@ -113,6 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alias(c) => admin_cmd::alias(&cfg()?, c).await,
         Command::Forward(c) => admin_cmd::forward(&cfg()?, c).await,
         Command::Storage(c) => admin_cmd::storage(&cfg()?, c).await,
+        Command::Backup(a) => backup_cmd::backup(&cfg()?, a).await,
+        Command::Restore(a) => backup_cmd::restore(&cfg()?, a).await,
         Command::Token(c) => admin_cmd::token(&cfg()?, c).await,
         Command::Sieve(c) => admin_cmd::sieve(&cfg()?, c).await,
         Command::Group(c) => admin_cmd::group(&cfg()?, c).await,

@@ -326,6 +326,23 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
         let _ = acme_cell.set(m.clone());
         tokio::spawn(m.run(shutdown.clone()));
     }
+    if services.config.backup.dir.is_some() {
+        if services.config.storage.backend == "postgres" {
+            tracing::warn!(
+                "backup.dir is set, but PostgreSQL is backed up with its own tools (pg_dump, or base backups with WAL archiving): no scheduled backups are taken"
+            );
+        } else {
+            let task =
+                postern_migrate::backups::schedule(store.clone(), services.config.backup.clone());
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.wait() => {}
+                    _ = task => {}
+                }
+            });
+        }
+    }
     {
         // Forget trace events past their retention, hourly.
         let store = store.clone();

@@ -3,18 +3,21 @@
 //!
 //! Protocol code sees only [`Store`] (held as a [`SharedStore`]), one trait per concern:
 //! [`DirectoryStore`], [`MailStore`], [`QueueStore`], [`TraceStore`], [`SieveStore`],
-//! [`SessionStore`], [`ReportStore`] and [`StatsStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
+//! [`SessionStore`], [`ReportStore`], [`StatsStore`] and [`BackupStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
 //! per-mailbox metadata. A write is durable when its future resolves. What a change does
 //! (counters, modseqs, quotas) is decided in one place for both backends: `rules`.
 
+pub mod backup;
 pub mod embedded;
 pub mod postgres;
+mod progress;
 mod rules;
 mod types;
 
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub use progress::{NoProgress, Progress, SharedProgress};
 pub use types::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -93,6 +96,7 @@ pub trait Store:
     + SessionStore
     + ReportStore
     + StatsStore
+    + BackupStore
 {
     /// Changes committed from now on, from any session.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
@@ -354,3 +358,28 @@ pub trait StatsStore: Send + Sync + 'static {
 }
 
 pub type SharedStore = Arc<dyn Store>;
+
+/// How the store is backed up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupSupport {
+    /// By [`BackupStore::backup`], while the store is in use.
+    Snapshot,
+    /// By the database's own tools; whether it archives its write-ahead log, and what it said.
+    Database { wal_archiving: bool, detail: String },
+}
+
+/// Backups of the whole store.
+#[async_trait]
+pub trait BackupStore: Send + Sync + 'static {
+    async fn backup_support(&self) -> Result<BackupSupport>;
+    /// A consistent copy of everything, taken while the store is in use, into a new directory
+    /// under `dir`; incremental: only the message bytes added since the newest backup of this
+    /// store in `dir`. Verified before it returns. A backend backed up by other means refuses,
+    /// saying how.
+    async fn backup(
+        &self,
+        dir: &std::path::Path,
+        incremental: bool,
+        progress: SharedProgress,
+    ) -> Result<backup::Manifest>;
+}

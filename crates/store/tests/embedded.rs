@@ -52,6 +52,22 @@ conformance!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("data"));
+    suite::backups(store.clone() as Arc<dyn Store>, store.spool_dir()).await;
+    store.close().await.unwrap();
+}
+
+/// A backup copies every table the store has.
+#[test]
+fn backups_copy_every_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = postern_store::embedded::backup::tables_for_test(dir.path());
+    assert_eq!(names.0, names.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_message() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

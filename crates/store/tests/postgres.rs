@@ -94,6 +94,16 @@ conformance!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups() {
+    let db = TestDb::new().await;
+    let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    suite::backups(store.clone() as Arc<dyn Store>, spool.path()).await;
+    store.close().await.unwrap();
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_message() {
     let db = TestDb::new().await;
     let store = PgStore::connect(&db.url, Options::default()).await.unwrap();

@@ -2,6 +2,7 @@
 //! says what is wrong and how to fix it. One module per concern; each returns its section.
 
 mod acme;
+mod backup;
 mod certificate;
 mod clock;
 mod dns;
@@ -72,6 +73,7 @@ pub async fn run(cfg: &Config, access: &impl Access) -> Report {
     report
         .sections
         .push(storage::storage(cfg, pid, access).await);
+    report.sections.push(backup::backups(cfg).await);
     if !cfg.doctor.dnsbl.is_empty()
         && let Some(r) = &resolver
     {

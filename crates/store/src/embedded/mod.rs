@@ -13,6 +13,7 @@ macro_rules! expect_output {
     };
 }
 
+pub mod backup;
 mod blobs;
 mod directory;
 mod mail;
@@ -79,6 +80,8 @@ pub(crate) struct Shared {
     /// The data directory, and the free space kept on its disk.
     pub dir: PathBuf,
     pub min_free: u64,
+    /// Backups running, and the files freed meanwhile.
+    pub pins: backup::PinsLock,
 }
 
 pub struct EmbeddedStore {
@@ -264,6 +267,7 @@ impl EmbeddedStore {
             sieve_accounts: Mutex::new(sieve_accounts),
             dir: dir.to_path_buf(),
             min_free: opts.min_free,
+            pins: Default::default(),
         });
         let (tx, rx) = mpsc::channel(opts.max_batch.max(1) * 4);
         let writer = {
@@ -455,6 +459,27 @@ fn recover_blob_files(db: &Database, blobs: &BlobFiles) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[async_trait]
+impl BackupStore for EmbeddedStore {
+    async fn backup_support(&self) -> Result<BackupSupport> {
+        Ok(BackupSupport::Snapshot)
+    }
+
+    async fn backup(
+        &self,
+        dir: &Path,
+        incremental: bool,
+        progress: SharedProgress,
+    ) -> Result<crate::backup::Manifest> {
+        let (db, shared, dir) = (self.db.clone(), self.shared.clone(), dir.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            backup::snapshot(&db, &shared, &dir, incremental, &*progress)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
 }
 
 #[async_trait]

@@ -73,6 +73,8 @@ pub const NEXT_QUEUE: &str = "next_queue";
 pub const NEXT_TRACE: &str = "next_trace";
 pub const LAST_UIDVALIDITY: &str = "last_uidvalidity";
 pub const SCHEMA_VERSION: &str = "schema_version";
+/// A random number naming the store, so incremental backups build only on its own.
+pub const STORE_ID: &str = "store_id";
 /// 2: subscriptions in their own table (carried over from the mailbox records).
 pub const SCHEMA: u64 = 2;
 

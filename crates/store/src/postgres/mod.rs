@@ -18,6 +18,7 @@ macro_rules! tx {
     };
 }
 
+mod backup;
 mod delivery;
 mod directory;
 mod kept;
@@ -47,6 +48,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::*;
+pub use backup::backup_settings;
 use notify::{Announced, listen};
 pub use schema::{Health, inspect};
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use postern_store::*;
 
+pub mod backup;
 pub mod stats;
+pub use backup::backups;
 pub use stats::stats_series;
 
 pub fn delivery(bytes: &[u8], accounts: &[AccountId]) -> Delivery {

@@ -343,11 +343,10 @@ fn commit_batch(
         end: fx.seg.end + fx.buf.len(),
     };
     for f in &fx.freed_files {
-        let _ = fs::remove_file(f);
+        super::backup::free_file(shared, f);
     }
     for s in &fx.freed_segments {
-        blobs.forget_segment(*s);
-        let _ = fs::remove_file(blobs.segment_path(*s));
+        super::backup::free_segment(shared, *s);
     }
     if !fx.sieve_changes.is_empty() {
         let mut set = shared.sieve_accounts.lock().unwrap();

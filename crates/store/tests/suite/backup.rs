@@ -1,0 +1,170 @@
+//! Backups: the embedded store takes them while in use and a data directory made from one is
+//! the store as it was; PostgreSQL refuses, naming its own tools.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use postern_store::backup::BackupKind;
+use postern_store::*;
+
+use super::{delivery, delivery_file, setup_account};
+
+/// Every mailbox of every account: (address, name) → (uidvalidity, highest modseq, messages
+/// as (uid, flags, modseq, bytes)).
+type State = BTreeMap<(String, String), (u32, u64, Vec<(u32, Flags, u64, Vec<u8>)>)>;
+
+async fn state(store: &dyn Store) -> State {
+    let mut out = State::new();
+    for a in store.account_list().await.unwrap() {
+        for m in store.mailbox_list(a.id).await.unwrap() {
+            let mut msgs = Vec::new();
+            for e in store.message_list(m.id).await.unwrap() {
+                let bytes = store.blob_read(e.blob, 0, e.size).await.unwrap();
+                msgs.push((e.uid, e.flags.clone(), e.modseq, bytes));
+            }
+            out.insert(
+                (a.address.clone(), m.name.clone()),
+                (m.uidvalidity, m.highest_modseq, msgs),
+            );
+        }
+    }
+    out
+}
+
+fn restore(backups: &Path, name: &str, target: &Path) -> State {
+    let all = backup::list(backups).unwrap();
+    let m = embedded::backup::pick(&all, Some(name), None).unwrap();
+    embedded::backup::restore(backups, &all, &m, target, &NoProgress).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = embedded::EmbeddedStore::open(target, Default::default()).unwrap();
+        let st = state(&*s).await;
+        s.close().await.unwrap();
+        st
+    })
+}
+
+pub async fn backups(store: Arc<dyn Store>, spool: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    if let BackupSupport::Database { detail, .. } = store.backup_support().await.unwrap() {
+        assert!(detail.contains("archive_mode"), "{detail}");
+        let e = store
+            .backup(&backups, false, Arc::new(NoProgress))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pg_dump") && e.contains("WAL archiving"), "{e}");
+        return;
+    }
+    let (a, inbox) = setup_account(store.clone(), "keep@example.test").await;
+    for i in 0..20 {
+        store
+            .deliver(delivery(
+                format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes(),
+                &[a.id],
+            ))
+            .await
+            .unwrap();
+    }
+    let big: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(spool.join("big-1"), &big).unwrap();
+    store
+        .deliver(delivery_file(
+            &spool.join("big-1"),
+            big.len() as u64,
+            &[a.id],
+        ))
+        .await
+        .unwrap();
+    store
+        .flags_update(FlagsUpdate {
+            mailbox: inbox.id,
+            uids: vec![1, 2],
+            op: FlagOp::Add,
+            flags: Flags {
+                bits: 1,
+                keywords: vec!["$Label1".into()],
+            },
+            unchanged_since: None,
+        })
+        .await
+        .unwrap();
+    let before = state(&*store).await;
+
+    let full = store
+        .backup(&backups, true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(full.kind, BackupKind::Full, "nothing to build on yet");
+    assert_eq!(full.counts.messages, 21);
+    assert_eq!(full.big.len(), 1);
+
+    // Later: more mail, a message gone, flags changed.
+    for i in 20..30 {
+        store
+            .deliver(delivery(
+                format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes(),
+                &[a.id],
+            ))
+            .await
+            .unwrap();
+    }
+    store.expunge(inbox.id, vec![3]).await.unwrap();
+    store.expunged_purge(now() + 1).await.unwrap();
+    let after = state(&*store).await;
+    let incr = store
+        .backup(&backups, true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(incr.kind, BackupKind::Incremental);
+    assert_eq!(incr.base.as_deref(), Some(full.name.as_str()));
+    assert!(
+        incr.big.is_empty(),
+        "the large message is in the full backup"
+    );
+    let new_bytes: u64 = incr.segments.iter().map(|p| p.to - p.from).sum();
+    let all_bytes: u64 = full.segments.iter().map(|p| p.to - p.from).sum();
+    assert!(
+        new_bytes > 0 && new_bytes < all_bytes,
+        "only the new bytes: {new_bytes} of {all_bytes}"
+    );
+    assert_eq!(backup::list(&backups).unwrap().len(), 2);
+
+    let (f, i) = (full.name.clone(), incr.name.clone());
+    let (b2, d1, d2) = (
+        backups.clone(),
+        dir.path().join("r1"),
+        dir.path().join("r2"),
+    );
+    let (r1, r2) =
+        tokio::task::spawn_blocking(move || (restore(&b2, &f, &d1), restore(&b2, &i, &d2)))
+            .await
+            .unwrap();
+    assert_eq!(
+        r1, before,
+        "the full backup restores the state it was taken in"
+    );
+    assert_eq!(r2, after, "the incremental one restores the later state");
+
+    // A damaged byte is found by the restore, not served later.
+    let seg = std::fs::read_dir(backups.join(&incr.name))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+        .unwrap()
+        .path();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[0] ^= 1;
+    std::fs::write(&seg, b).unwrap();
+    let all = backup::list(&backups).unwrap();
+    let e = embedded::backup::restore(&backups, &all, &incr, &dir.path().join("r3"), &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("damaged"), "{e}");
+    assert!(backup::verify_files(&backups.join(&incr.name), &incr, |_| {}).is_err());
+}
