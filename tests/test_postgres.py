@@ -336,6 +336,16 @@ def test_doctor_reports_the_database(make_server, database, loopback_dns):
     storage = next(b for b in r.stdout.split("\n\n") if "Storage" in b.splitlines()[0])
     assert re.search(r"PostgreSQL \d+.*schema version \d+; nodes running on this database: 1", storage), storage
     assert re.search(r"\d+ of PostgreSQL's \d+ connections in use", storage), storage
+    # Backups: the database's own tools, and whether it archives its WAL.
+    backups = next(b for b in r.stdout.split("\n\n") if b.startswith("Backups"))
+    assert "does not archive its write-ahead log (archive_mode = off" in backups, backups
+    assert "pg_dump" in backups and "pg_basebackup" in backups, backups
+    r = a.cli("backup", a.root / "backups", check=False)
+    assert r.returncode != 0 and "pg_dump" in r.stderr and "WAL archiving is off" in r.stderr, r.stderr
+    # An account backup works on every backend.
+    a.add_user(ALICE)
+    r = a.cli("backup", a.root / "backups", "--user", ALICE)
+    assert f"of {ALICE}" in r.stdout and "verified" in r.stdout, r.stdout
     # A database that is not there: said plainly, with what to check.
     gone = database.rsplit("/", 1)[0] + "/postern_missing_" + secrets.token_hex(4)
     b = node(make_server, gone, dns)
