@@ -420,6 +420,55 @@ def bench_relay(root, pn, args, results, relay_port):
         sink.terminate()
 
 
+def bench_backup(root, peer, pn, args, results):
+    """A whole-store backup of a Postern holding the same mail as the peer's Maildir, against
+    what a Postfix+Dovecot administrator does: tar the Maildir, fsync it, and checksum it."""
+    n, size = args.backup_messages, args.backup_size
+    u = "user3"
+    print(f"BACKUP: {n} messages of {size} bytes in one mailbox; Postern's backup (written, fsynced,"
+          f" read back and checked) against tar + sync + sha256sum of the peer's Maildir")
+    smtp_source(peer.ports["SMTP"], n, 10, size, f"{u}@{DOMAIN}")
+    smtp_source(pn.ports["smtp"], n, 10, size, f"{u}@{DOMAIN}")
+    t0 = time.time()
+    while peer.maildir_count(u) < n or pn.count(f"{u}@{DOMAIN}") < n:
+        if time.time() - t0 > 1800:
+            raise RuntimeError("the mail did not arrive")
+        time.sleep(0.2)
+    subprocess.run(["sync"], check=True)
+    md = peer.maildir(int(u.removeprefix("user")))
+    mail_bytes = sum(p.stat().st_size for p in md.rglob("*") if p.is_file())
+    out = root / "peer-backup.tar"
+    t0 = time.time()
+    for cmd in (["tar", "-cf", str(out), "-C", str(md), "."], ["sync", "-f", str(out)], ["sha256sum", str(out)]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    peer_s = time.time() - t0
+    dest = root / "backups"
+    t0 = time.time()
+    line = subprocess.run([str(BIN), "-c", str(pn.config), "backup", str(dest)], check=True,
+                          capture_output=True, text=True).stdout
+    pn_s = time.time() - t0
+    held = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    smtp_source(pn.ports["smtp"], n // 10, 10, size, f"{u}@{DOMAIN}")
+    t0 = time.time()
+    incr = subprocess.run([str(BIN), "-c", str(pn.config), "backup", str(dest), "--incremental"],
+                          check=True, capture_output=True, text=True).stdout
+    incr_s = time.time() - t0
+    t0 = time.time()
+    subprocess.run([str(BIN), "-c", str(pn.config), "restore", str(dest), "--data-dir", str(root / "restored")],
+                   check=True, capture_output=True)
+    restore_s = time.time() - t0
+    mib = lambda b, t: b / (1 << 20) / t
+    print(f"  peer: tar+sync+sha256sum  {mail_bytes / (1 << 20):7.1f} MiB of Maildir in {peer_s:6.2f} s"
+          f" = {mib(mail_bytes, peer_s):6.1f} MiB/s")
+    print(f"  Postern: backup           {held / (1 << 20):7.1f} MiB in {pn_s:6.2f} s = {mib(held, pn_s):6.1f} MiB/s"
+          f"  ({line.strip().split(': ', 1)[-1]})")
+    print(f"  Postern: incremental      after {n // 10} more messages: {incr_s:6.2f} s"
+          f"  ({incr.strip().split(': ', 1)[-1]})")
+    print(f"  Postern: restore          {restore_s:6.2f} s = {mib(held, restore_s):6.1f} MiB/s (every byte checked)")
+    print(f"  ratio (MiB/s, Postern backup / tar of the Maildir): {mib(held, pn_s) / mib(mail_bytes, peer_s):.2f}x")
+    results["backup"] = (mib(mail_bytes, peer_s), mib(held, pn_s), restore_s)
+
+
 def psql(sql):
     url = os.environ.get("POSTERN_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
     subprocess.run(["psql", url, "-qAt", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True)
@@ -517,6 +566,8 @@ def main():
     ap.add_argument("--imap-messages", type=int, default=50000)
     ap.add_argument("--append-messages", type=int, default=10000)
     ap.add_argument("--idle-users", type=int, default=200)
+    ap.add_argument("--backup-messages", type=int, default=4000)
+    ap.add_argument("--backup-size", type=int, default=50000)
     ap.add_argument("--idle-per-user", type=int, default=10)
     ap.add_argument("--out", help="the raw results file (default bench/results/DATE-MACHINE.txt)")
     args = ap.parse_args()
@@ -572,6 +623,8 @@ def run(args):
                 dns.stop()
             if "imap" in args.what:
                 bench_imap(peer, pn, args, results)
+            if "backup" in args.what:
+                bench_backup(root, peer, pn, args, results)
             if "relay" in args.what:
                 # The relaying pair is another peer; this one is no longer needed.
                 peer.stop()
