@@ -9,12 +9,14 @@
 
 pub mod embedded;
 pub mod postgres;
+mod progress;
 mod rules;
 mod types;
 
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub use progress::{NoProgress, Progress, SharedProgress};
 pub use types::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
