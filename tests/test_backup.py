@@ -133,6 +133,8 @@ def test_backup_under_load_restores_without_clients_noticing(make_server, tmp_ro
         before = set(load.acked)
     r = s.cli("backup", backups, timeout=300)
     assert "(full)" in r.stdout and "verified" in r.stdout, r.stdout
+    # Not on a terminal: one summary line on stderr, with the messages and the rate.
+    assert re.fullmatch(r"backed up: \d+ messages, .* in .* \(.*/s.*\)\n", r.stderr), r.stderr
     full = re.search(r"backup (\S+) \(full\)", r.stdout).group(1)
     load.join()
     acked = set(load.acked)
@@ -149,6 +151,7 @@ def test_backup_under_load_restores_without_clients_noticing(make_server, tmp_ro
     r = s.cli("backup", backups, "--incremental", timeout=300)
     assert "(incremental, on " + full + ")" in r.stdout, r.stdout
     incr = re.search(r"backup (\S+) \(incremental", r.stdout).group(1)
+    assert (backups / full).stat().st_mode & 0o077 == 0, "mail and keys are the owner's only"
     listing = s.cli("backup", "list", backups, "--verify").stdout
     assert full in listing and incr in listing and "incremental" in listing, listing
     assert listing.count("every file checks") == 2, listing
@@ -164,6 +167,7 @@ def test_backup_under_load_restores_without_clients_noticing(make_server, tmp_ro
     # The full backup, restored: every message acknowledged before it, each once.
     r = s.cli("restore", backups, "--name", full, "--data-dir", tmp_root / "restored-full", timeout=300)
     assert "checked against the backup" in r.stdout, r.stdout
+    assert r.stderr.startswith("restored: "), r.stderr
     t = restored_server(make_server, tmp_root / "restored-full")
     t.start()
     got = subjects(t)
@@ -207,6 +211,7 @@ def test_backup_under_load_restores_without_clients_noticing(make_server, tmp_ro
     assert r.returncode != 0 and "damaged" in r.stdout, r.stdout
     r = s.cli("restore", backups, "--name", incr, "--data-dir", tmp_root / "bad", check=False)
     assert r.returncode != 0 and "damaged" in r.stderr, r.stderr
+    assert not (tmp_root / "bad").exists(), "no half-restored data directory is left"
     s.stop()
 
 

@@ -1,4 +1,4 @@
-//! The admin command set: one dispatcher, [`Admin::run`], behind the command line, the control
+//! The admin command set: one dispatcher, [`Admin::run_with`], behind the command line, the control
 //! socket and the HTTP API, so every request is answered the same way wherever it comes from.
 //! One module per concern; what only the running server can do (reload) comes in as a hook.
 //! Also here: setting up a new server (`postern init`, `quickstart`) and its DKIM keys.
@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use postern_config::Config;
 use postern_directory::{Directory, domain_of};
+use postern_store::{NoProgress, SharedProgress};
 
 pub use request::{
     AdminError, AdminReply, AdminRequest, QueueInfo, ReportInfo, Submission, UserInfo,
@@ -130,15 +131,14 @@ impl Admin {
 
     /// Answers any admin request.
     pub async fn run(&self, req: AdminRequest) -> Result<AdminReply, AdminError> {
-        self.run_with(req, Arc::new(postern_store::NoProgress))
-            .await
+        self.run_with(req, Arc::new(NoProgress)).await
     }
 
-    /// Answers any admin request, telling `progress` how far a long one is.
+    /// Answers any admin request, telling `progress` how a long one (an import, a backup) goes.
     pub async fn run_with(
         &self,
         req: AdminRequest,
-        progress: postern_store::SharedProgress,
+        progress: SharedProgress,
     ) -> Result<AdminReply, AdminError> {
         use AdminRequest as R;
         let d = &*self.directory;
@@ -221,8 +221,12 @@ impl Admin {
             R::Reload => self.reload().await,
             R::Doctor => self.doctor().await,
             R::Dns { domain, check } => self.dns(domain, check).await,
-            R::MaildirImport { address, path } => self.maildir_import(address, path).await,
-            R::MaildirExport { address, path } => self.maildir_export(address, path).await,
+            R::MaildirImport { address, path } => {
+                self.maildir_import(address, path, &*progress).await
+            }
+            R::MaildirExport { address, path } => {
+                self.maildir_export(address, path, &*progress).await
+            }
             R::Backup {
                 dir,
                 incremental,

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use postern_doctor::server::{Access, Queued};
+use postern_store::Progress;
 
 use crate::{Admin, AdminError, AdminReply, Place, QueueInfo, accounts, done, queue};
 
@@ -55,18 +56,22 @@ impl Admin {
         &self,
         address: String,
         path: String,
+        progress: &dyn Progress,
     ) -> Result<AdminReply, AdminError> {
         let store = self.directory.store();
-        done(postern_migrate::maildir::import(store, &address, Path::new(&path)).await?)
+        let path = Path::new(&path);
+        done(postern_migrate::maildir::import(store, &address, path, progress).await?)
     }
 
     pub(crate) async fn maildir_export(
         &self,
         address: String,
         path: String,
+        progress: &dyn Progress,
     ) -> Result<AdminReply, AdminError> {
         let (store, host) = (self.directory.store(), &self.config.hostname);
-        done(postern_migrate::maildir::export(store, host, &address, Path::new(&path)).await?)
+        let path = Path::new(&path);
+        done(postern_migrate::maildir::export(store, host, &address, path, progress).await?)
     }
 }
 

@@ -117,7 +117,7 @@ async fn write(
     progress: &dyn Progress,
 ) -> Result<(Manifest, AccountFile), Error> {
     let _ = fs::remove_dir_all(partial);
-    fs::create_dir_all(partial).map_err(StoreError::from_io)?;
+    backup::private_dir(partial).map_err(StoreError::from_io)?;
     let mut boxes = store.mailbox_list(id).await?;
     boxes.sort_by(|a, b| a.name.cmp(&b.name));
     progress.phase("copying messages");

@@ -16,7 +16,7 @@ use postern_config::Config;
 use postern_ingest::Prepared;
 use postern_store::{
     AccountUpdate, BlobData, BlobId, Delivery, FlagOp, FlagsUpdate, MailboxId, MessageEntry,
-    NewAccount, NewQueueEntry, ReportKind, SharedStore, StoreError, Uid,
+    NewAccount, NewQueueEntry, Progress, ReportKind, SharedStore, StoreError, Uid,
 };
 
 /// Messages (or bytes) per commit while copying.
@@ -79,11 +79,26 @@ async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
     Ok(c)
 }
 
-/// Copies everything of `from` into the empty `to`; returns the counts of both.
-pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Counts, Counts)> {
+/// Copies everything of `from` into the empty `to`; returns the counts of both. Progress
+/// counts the messages of every mailbox (one stored in two counts twice).
+pub async fn copy(
+    from: &SharedStore,
+    to: &SharedStore,
+    progress: &dyn Progress,
+) -> anyhow::Result<(Counts, Counts)> {
     if !to.domain_list().await?.is_empty() || !to.account_list().await?.is_empty() {
         bail!("the target store is not empty; copy into a new database or directory");
     }
+    progress.phase("counting messages");
+    let (mut items, mut bytes) = (0, 0);
+    for a in from.account_list().await? {
+        for m in from.mailbox_list(a.id).await? {
+            items += m.messages as u64;
+            bytes += m.size;
+        }
+    }
+    progress.phase("copying messages");
+    progress.total(items, bytes);
     for d in from.domain_list().await? {
         to.domain_add(&d.name).await?;
     }
@@ -119,11 +134,12 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
                 // A message stored once for several mailboxes is stored once in the copy too;
                 // what came before it in this mailbox is stored first, to keep the order.
                 if batch.blobs.contains(&e.blob) || copied.contains_key(&e.blob) {
-                    batch.flush(to, &mut copied).await?;
+                    batch.flush(to, &mut copied, progress).await?;
                 }
                 if let Some(&(mb, uid)) = copied.get(&e.blob)
                     && share(to, (mb, uid), target.id, &e).await?
                 {
+                    progress.add(1, e.size);
                     continue;
                 }
                 let info = from.blob_info(e.blob).await?;
@@ -145,10 +161,10 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
                     Vec::new(),
                 ));
                 if batch.deliveries.len() >= BATCH || batch.bytes >= BATCH_BYTES {
-                    batch.flush(to, &mut copied).await?;
+                    batch.flush(to, &mut copied, progress).await?;
                 }
             }
-            batch.flush(to, &mut copied).await?;
+            batch.flush(to, &mut copied, progress).await?;
         }
         // Subscriptions are names (of mailboxes or not): the copy has the same ones.
         let subscribed = from.subscriptions(a.id).await?;
@@ -173,6 +189,7 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
             to.sieve_activate(b.id, Some(&active.name)).await?;
         }
     }
+    progress.phase("copying aliases, the queue and reports");
     for al in from.alias_list().await? {
         to.alias_set(&al.address, al.targets.clone()).await?;
         if al.policy.is_some() {
@@ -232,6 +249,7 @@ pub async fn copy(from: &SharedStore, to: &SharedStore) -> anyhow::Result<(Count
             to.report_tally(tallies).await?;
         }
     }
+    progress.phase("counting both stores");
     Ok((count(from).await?, count(to).await?))
 }
 
@@ -248,18 +266,21 @@ impl Batch {
         &mut self,
         to: &SharedStore,
         copied: &mut HashMap<BlobId, (MailboxId, Uid)>,
+        progress: &dyn Progress,
     ) -> anyhow::Result<()> {
-        self.bytes = 0;
+        let bytes = std::mem::take(&mut self.bytes);
         let blobs = std::mem::take(&mut self.blobs);
         let deliveries = std::mem::take(&mut self.deliveries);
         if deliveries.is_empty() {
             return Ok(());
         }
+        let n = deliveries.len() as u64;
         for (r, blob) in to.deliver_many(deliveries).await?.into_iter().zip(blobs) {
             for t in r.targets {
                 copied.entry(blob).or_insert(t?);
             }
         }
+        progress.add(n, bytes);
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use postern_directory::normalize_address;
-use postern_store::{AccountId, Delivery, Flags, SharedStore};
+use postern_store::{AccountId, Delivery, Flags, Progress, SharedStore};
 
 use crate::Error;
 
@@ -156,11 +156,58 @@ struct Found {
     path: PathBuf,
     uid: u64,
     mtime: i64,
+    size: u64,
     flags: Flags,
 }
 
+/// The messages of one Maildir folder, in the order to store them.
+fn messages_in(dir: &Path) -> Vec<Found> {
+    let keywords = keyword_names(dir);
+    let order = uid_order(dir);
+    let mut found = Vec::new();
+    for sub in ["new", "cur"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if file.starts_with('.') {
+                continue;
+            }
+            let (base, info) = match file.split_once(":2,") {
+                Some((b, i)) if sub == "cur" => (b.to_string(), i.to_string()),
+                _ => (
+                    file.split(':').next().unwrap_or(&file).to_string(),
+                    String::new(),
+                ),
+            };
+            let meta = e.metadata().ok();
+            let mtime = meta
+                .as_ref()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or_else(postern_store::now, |d| d.as_secs() as i64);
+            found.push(Found {
+                path: e.path(),
+                uid: order.get(&base).copied().unwrap_or(u64::MAX),
+                mtime,
+                size: meta.map_or(0, |m| m.len()),
+                flags: flags_of(&info, &keywords),
+            });
+        }
+    }
+    found.sort_by(|a, b| (a.uid, a.mtime, &a.path).cmp(&(b.uid, b.mtime, &b.path)));
+    found
+}
+
 /// Copies the Maildir++ tree at `root` into the account of `address`; says what it stored.
-pub async fn import(store: &SharedStore, address: &str, root: &Path) -> Result<String, Error> {
+/// Progress counts the files' bytes as they are on disk.
+pub async fn import(
+    store: &SharedStore,
+    address: &str,
+    root: &Path,
+    progress: &dyn Progress,
+) -> Result<String, Error> {
     let account = account_id(store, address).await?;
     if !root.join("cur").is_dir() && !root.join("new").is_dir() {
         return Err(Error::Refused(format!(
@@ -168,57 +215,31 @@ pub async fn import(store: &SharedStore, address: &str, root: &Path) -> Result<S
             root.display()
         )));
     }
-    let (mut messages, mut skipped) = (0usize, Vec::new());
-    let all = folders(root)?;
-    for (name, dir) in &all {
-        let mailbox = ensure_mailbox(store, account, name).await?;
-        let keywords = keyword_names(dir);
-        let order = uid_order(dir);
-        let mut found = Vec::new();
-        for sub in ["new", "cur"] {
-            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let file = e.file_name().to_string_lossy().into_owned();
-                if file.starts_with('.') {
-                    continue;
-                }
-                let (base, info) = match file.split_once(":2,") {
-                    Some((b, i)) if sub == "cur" => (b.to_string(), i.to_string()),
-                    _ => (
-                        file.split(':').next().unwrap_or(&file).to_string(),
-                        String::new(),
-                    ),
-                };
-                let mtime = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or_else(postern_store::now, |d| d.as_secs() as i64);
-                found.push(Found {
-                    path: e.path(),
-                    uid: order.get(&base).copied().unwrap_or(u64::MAX),
-                    mtime,
-                    flags: flags_of(&info, &keywords),
-                });
-            }
-        }
-        found.sort_by(|a, b| (a.uid, a.mtime, &a.path).cmp(&(b.uid, b.mtime, &b.path)));
-        let mut batch: Vec<Delivery> = Vec::new();
-        let mut batch_bytes = 0u64;
+    progress.phase("reading the Maildir");
+    let all: Vec<(String, Vec<Found>)> = folders(root)?
+        .into_iter()
+        .map(|(name, dir)| (name, messages_in(&dir)))
+        .collect();
+    progress.phase("importing");
+    let files = all.iter().flat_map(|(_, found)| found);
+    progress.total(files.clone().count() as u64, files.map(|f| f.size).sum());
+    let (mut messages, mut skipped, folder_count) = (0usize, Vec::new(), all.len());
+    for (name, found) in all {
+        let mailbox = ensure_mailbox(store, account, &name).await?;
+        let mut batch = Batch::default();
         for f in found {
             let data = match std::fs::read(&f.path) {
-                Ok(d) => to_crlf(&d),
+                Ok(d) => d,
                 Err(e) => {
                     skipped.push(format!("{}: {e}", f.path.display()));
+                    progress.add(1, f.size);
                     continue;
                 }
             };
-            let message = postern_ingest::Prepared::new(data);
-            batch_bytes += message.size();
-            batch.push(message.deliver(
+            batch.file_bytes += data.len() as u64;
+            let message = postern_ingest::Prepared::new(to_crlf(&data));
+            batch.bytes += message.size();
+            batch.deliveries.push(message.deliver(
                 f.mtime,
                 vec![postern_ingest::into_mailbox(
                     account, mailbox, f.flags, false,
@@ -226,19 +247,14 @@ pub async fn import(store: &SharedStore, address: &str, root: &Path) -> Result<S
                 None,
                 Vec::new(),
             ));
-            if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
-                messages += store_batch(store, std::mem::take(&mut batch)).await?;
-                batch_bytes = 0;
+            if batch.deliveries.len() >= BATCH || batch.bytes >= BATCH_BYTES {
+                messages += batch.store(store, progress).await?;
             }
         }
-        if !batch.is_empty() {
-            messages += store_batch(store, batch).await?;
-        }
+        messages += batch.store(store, progress).await?;
     }
-    let mut msg = format!(
-        "{messages} message(s) in {} folder(s) imported into {address}",
-        all.len()
-    );
+    let mut msg =
+        format!("{messages} message(s) in {folder_count} folder(s) imported into {address}");
     if !skipped.is_empty() {
         msg.push_str(&format!(
             "; {} file(s) could not be read: {}",
@@ -247,6 +263,37 @@ pub async fn import(store: &SharedStore, address: &str, root: &Path) -> Result<S
         ));
     }
     Ok(msg)
+}
+
+/// Messages waiting to be stored in one commit.
+#[derive(Default)]
+struct Batch {
+    deliveries: Vec<Delivery>,
+    /// As stored (CRLF), for the batch limit.
+    bytes: u64,
+    /// As read, for progress.
+    file_bytes: u64,
+}
+
+impl Batch {
+    /// Stores what waits; how many messages that was.
+    async fn store(
+        &mut self,
+        store: &SharedStore,
+        progress: &dyn Progress,
+    ) -> Result<usize, Error> {
+        if self.deliveries.is_empty() {
+            return Ok(0);
+        }
+        let Batch {
+            deliveries,
+            file_bytes,
+            ..
+        } = std::mem::take(self);
+        let n = store_batch(store, deliveries).await?;
+        progress.add(n as u64, file_bytes);
+        Ok(n)
+    }
 }
 
 async fn store_batch(store: &SharedStore, batch: Vec<Delivery>) -> Result<usize, Error> {
@@ -280,11 +327,13 @@ fn create_maildir(dir: &Path) -> Result<(), Error> {
 }
 
 /// Writes the account of `address` as a Maildir++ tree into the new directory `root`.
+/// Progress counts the messages' bytes as stored.
 pub async fn export(
     store: &SharedStore,
     hostname: &str,
     address: &str,
     root: &Path,
+    progress: &dyn Progress,
 ) -> Result<String, Error> {
     let account = account_id(store, address).await?;
     if root.exists()
@@ -301,6 +350,11 @@ pub async fn export(
     create_maildir(root)?;
     let mut mailboxes = store.mailbox_list(account).await?;
     mailboxes.sort_by(|a, b| a.name.cmp(&b.name));
+    progress.phase("exporting");
+    progress.total(
+        mailboxes.iter().map(|m| m.messages as u64).sum(),
+        mailboxes.iter().map(|m| m.size).sum(),
+    );
     let (mut messages, mut subscriptions) = (0usize, Vec::new());
     for mb in &mailboxes {
         let dir = if mb.name == "INBOX" {
@@ -364,6 +418,10 @@ pub async fn export(
                 .map_err(|err| io_error(&tmp, err))?;
             std::fs::rename(&tmp, &dest).map_err(|err| io_error(&dest, err))?;
             messages += 1;
+            progress.add(1, e.size);
+            // Reading and writing here never waits on the runtime: without a pause now and
+            // then the server's other tasks (and its timers) would wait for the whole export.
+            tokio::task::yield_now().await;
         }
     }
     // Courier's and Dovecot's list of subscribed folders, one per line.

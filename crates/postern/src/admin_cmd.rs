@@ -9,21 +9,49 @@ use postern_admin::{Admin, AdminReply, AdminRequest, QueueInfo};
 use postern_config::Config;
 use postern_directory::{Directory, DirectoryConfig};
 use postern_doctor::server::{Access, Queued};
-use postern_store::{SharedStore, StoreError};
+use postern_store::{Progress, SharedStore, StoreError};
 
 use crate::cli::{
     AcmeCmd, AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, ReportsCmd,
     SieveCmd, TokenCmd, TraceArgs, UserCmd,
 };
 use crate::control;
+use crate::progress::Reporter;
 
 /// Runs one request: in the running server through its control socket, else on the store
-/// opened here, answered by the same dispatcher.
+/// opened here, answered by the same dispatcher. A long one shows its progress on stderr.
 pub async fn run(cfg: &Config, req: AdminRequest) -> anyhow::Result<AdminReply> {
+    let reporter = Arc::new(Reporter::new(verb(&req)));
+    let r = run_with_progress(cfg, req, reporter.clone()).await;
+    match &r {
+        Ok(_) => reporter.finish(),
+        Err(_) => reporter.abandon(),
+    }
+    r
+}
+
+/// What the summary line says was done.
+fn verb(req: &AdminRequest) -> &'static str {
+    match req {
+        AdminRequest::MaildirImport { .. } => "imported",
+        AdminRequest::MaildirExport { .. } => "exported",
+        AdminRequest::Backup { .. } => "backed up",
+        AdminRequest::RestoreAccount { .. } => "restored",
+        _ => "done",
+    }
+}
+
+/// [`run`] reporting to `reporter`, which the caller finishes or abandons (so several requests
+/// can share one).
+pub(crate) async fn run_with_progress(
+    cfg: &Config,
+    req: AdminRequest,
+    reporter: Arc<Reporter>,
+) -> anyhow::Result<AdminReply> {
     // A server that holds the store but does not answer yet is starting: it is waited for.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let store = loop {
-        if let Some(r) = control::request(&cfg.data_dir, &req).await? {
+        if let Some(r) = control::request_with(&cfg.data_dir, &req, &*reporter).await? {
             return Ok(r?);
         }
         match crate::open_store::open(cfg).await {
@@ -39,7 +67,7 @@ pub async fn run(cfg: &Config, req: AdminRequest) -> anyhow::Result<AdminReply> 
             },
         }
     };
-    let r = local(cfg, &store).run(req).await;
+    let r = local(cfg, &store).run_with(req, reporter).await;
     store.close().await?;
     Ok(r?)
 }
@@ -300,8 +328,11 @@ pub async fn storage(cfg: &Config, c: crate::cli::StorageCmd) -> anyhow::Result<
                 );
                 return Ok(());
             }
+            let reporter = Reporter::new("migrated");
+            reporter.phase("bringing the database schema of storage.url up to date");
             let s = crate::open_store::open(cfg).await?.store;
             s.close().await?;
+            reporter.finish();
             println!("the database schema of storage.url is up to date");
             return Ok(());
         }
@@ -343,11 +374,15 @@ async fn copy_stores(
     } else {
         (&ours, &other)
     };
-    let r = postern_migrate::copy::copy(from, to).await;
+    let reporter = Reporter::new("copied");
+    let r = postern_migrate::copy::copy(from, to, &reporter).await;
     ours.close().await?;
     other.close().await?;
     let (a, b) = r?;
     let (table, same) = postern_migrate::copy::report(&a, &b);
+    if same {
+        reporter.finish();
+    }
     print!("{table}");
     if !same {
         bail!("the copy differs from its source (see above)");

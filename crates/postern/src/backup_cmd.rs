@@ -10,6 +10,7 @@ use postern_store::embedded::backup as embedded;
 
 use crate::admin_cmd;
 use crate::cli::{BackupArgs, BackupCmd, RestoreArgs};
+use crate::progress::Reporter;
 
 fn abs(p: &Path) -> anyhow::Result<String> {
     Ok(std::path::absolute(p)?.to_string_lossy().into_owned())
@@ -105,14 +106,21 @@ pub async fn restore(cfg: &Config, a: RestoreArgs) -> anyhow::Result<()> {
     }
     let (dir, target2) = (a.dir.clone(), target.clone());
     let name = a.name.clone();
-    let (m, counts) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let reporter = std::sync::Arc::new(Reporter::new("restored"));
+    let shown = reporter.clone();
+    let r = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let all = backup::list(&dir)?;
         let m = embedded::pick(&all, name.as_deref(), at)?;
-        embedded::restore(&dir, &all, &m, &target2, &postern_store::NoProgress)?;
+        embedded::restore(&dir, &all, &m, &target2, &*shown)?;
         let counts = embedded::count_dir(&target2)?;
         Ok((m, counts))
     })
-    .await??;
+    .await?;
+    match &r {
+        Ok(_) => reporter.finish(),
+        Err(_) => reporter.abandon(),
+    }
+    let (m, counts) = r?;
     if counts != m.counts {
         bail!(
             "the restored directory counts {counts:?} where backup {} says {:?}",

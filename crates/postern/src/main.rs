@@ -8,6 +8,7 @@ mod control;
 mod init;
 mod listeners;
 mod open_store;
+mod progress;
 mod sendmail;
 mod serve;
 mod stats;

@@ -333,6 +333,13 @@ pub fn verify_files(dir: &Path, m: &Manifest, mut on_bytes: impl FnMut(u64)) -> 
     Ok(())
 }
 
+/// A new backup's directory: mail and keys, so its owner's only.
+pub fn private_dir(p: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(p)?;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o700))
+}
+
 pub fn sync_dir(p: &Path) -> io::Result<()> {
     File::open(p)?.sync_all()
 }

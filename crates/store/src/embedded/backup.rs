@@ -248,7 +248,7 @@ pub(crate) fn snapshot(
     let name = backup::new_name(dir, created, "");
     let partial = dir.join(format!("{name}.partial"));
     let _ = fs::remove_dir_all(&partial);
-    fs::create_dir_all(&partial)?;
+    backup::private_dir(&partial)?;
     let result = (|| {
         let mut m = Manifest::new(kind, name.clone(), created);
         m.store_id = store_id.clone();
@@ -285,7 +285,8 @@ pub(crate) fn snapshot(
         let total: u64 = pieces.iter().map(|p| p.to - p.from).sum::<u64>()
             + bigs.iter().map(|b| b.1).sum::<u64>();
 
-        progress.phase("copying records");
+        progress.phase("copying");
+        progress.total(m.counts.blobs, total);
         let records = partial.join("store.redb");
         {
             let out = Database::create(&records).map_err(db_err)?;
@@ -306,14 +307,13 @@ pub(crate) fn snapshot(
         }
         let e = backup::hash_file(&records, |_| {})?;
         fs::File::open(&records)?.sync_all()?;
+        progress.total(m.counts.blobs, total + e.0);
+        progress.add(0, e.0);
         m.files.push(FileEntry {
             path: "store.redb".into(),
             size: e.0,
             sha256: e.1,
         });
-
-        progress.phase("copying messages");
-        progress.total(m.counts.messages, total);
         for p in &pieces {
             let rel = seg_name(p.seg);
             let e = backup::copy_file(
@@ -328,6 +328,9 @@ pub(crate) fn snapshot(
             m.files.push(e);
             m.segments.push(*p);
         }
+        // Messages in segments are counted as a whole: their bytes went by above.
+        let in_files = big_ids(&r)?.len() as u64;
+        progress.add(m.counts.blobs.saturating_sub(in_files), 0);
         for &(id, size) in &bigs {
             let rel = format!("big/{}", big_name(id));
             let e = backup::copy_file(
@@ -342,6 +345,8 @@ pub(crate) fn snapshot(
             m.files.push(e);
             m.big.push(id);
         }
+        // Large messages an earlier backup holds.
+        progress.add(in_files.saturating_sub(bigs.len() as u64), 0);
         copy_other_files(&shared.dir, dir, &partial, &mut m)?;
         Ok::<_, StoreError>(m)
     })();
@@ -446,6 +451,21 @@ pub fn restore(
             target.display()
         )));
     }
+    let made = restore_into(dir, all, last, target, progress);
+    if made.is_err() {
+        // Half a data directory must not be mistaken for one.
+        let _ = fs::remove_dir_all(target);
+    }
+    made
+}
+
+fn restore_into(
+    dir: &Path,
+    all: &[Manifest],
+    last: &Manifest,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
     if last.store_format > SCHEMA {
         return Err(StoreError::Invalid(format!(
             "backup {} holds store format {} and this version of Postern reads up to {SCHEMA}",
@@ -476,13 +496,12 @@ pub fn restore(
         Ok(())
     };
 
-    progress.phase("restoring records");
+    progress.phase("restoring");
+    let total: u64 = last.segment_ends.values().sum();
+    progress.total(last.counts.blobs, total);
     checked_copy(last, "store.redb", &target.join("store.redb"), &mut |_| {})?;
 
     // Each segment from its pieces, oldest first; every piece's file is checked whole.
-    let total: u64 = last.segment_ends.values().sum();
-    progress.phase("restoring messages");
-    progress.total(last.counts.messages, total);
     let mut files: BTreeMap<u64, fs::File> = BTreeMap::new();
     let mut covered: HashMap<u64, u64> = HashMap::new();
     for m in &chain {
@@ -542,6 +561,7 @@ pub fn restore(
         let r = db.begin_read().map_err(db_err)?;
         big_ids(&r)?
     };
+    progress.add(last.counts.blobs.saturating_sub(wanted.len() as u64), 0);
     for (id, _) in wanted {
         let m = chain
             .iter()
@@ -562,14 +582,12 @@ pub fn restore(
     backup::sync_dir(&blobs.join("big"))?;
     backup::sync_dir(&blobs)?;
 
-    progress.phase("restoring files");
     for f in last.files.iter().filter(|f| f.path.starts_with("files/")) {
         let dst = target.join(&f.path["files/".len()..]);
         checked_copy(last, &f.path, &dst, &mut |_| {})?;
-        if f.path.ends_with(".key") || f.path.contains("/dkim/") || f.path.contains("acme") {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&dst, fs::Permissions::from_mode(0o600))?;
-        }
+        // Keys among them: readable by the server's user only, as they were.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o600))?;
     }
     backup::sync_dir(target)?;
     Ok(())
