@@ -42,6 +42,23 @@ pub enum StoreError {
     Backend(String),
     #[error("storage is shutting down")]
     Closed,
+    #[error(
+        "this data directory was written by a newer Postern (store format {found}; this version reads up to {known}): run that newer version, or restore a backup taken with this one"
+    )]
+    NewerStore { found: u64, known: u64 },
+    #[error(
+        "this database was written by a newer Postern (schema version {found}; this version reads up to {known}): run that newer version, or restore the dump taken before the upgrade"
+    )]
+    NewerDatabase { found: u64, known: u64 },
+    #[error(
+        "cannot make the safety copy {path} before upgrading the store from format {from} to {to}: {why}; the store was left unchanged (format {from}): start again once that is fixed"
+    )]
+    UpgradeCopy {
+        from: u64,
+        to: u64,
+        path: String,
+        why: String,
+    },
 }
 
 impl StoreError {

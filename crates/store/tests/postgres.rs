@@ -127,6 +127,49 @@ async fn migrations_run_once_and_again_safely() {
     db.drop_db().await;
 }
 
+/// A database a newer Postern migrated further than this build knows is refused, and left as
+/// it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_schema_is_refused() {
+    let db = TestDb::new().await;
+    let a = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let known = a.migrate().await.unwrap() as u64;
+    a.close().await.unwrap();
+    let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.execute(
+        "INSERT INTO postern_schema (version) VALUES ($1)",
+        &[&(known as i32 + 1)],
+    )
+    .await
+    .unwrap();
+    let e = PgStore::connect(&db.url, Options::default())
+        .await
+        .err()
+        .expect("a newer schema is refused");
+    assert!(
+        matches!(e, StoreError::NewerDatabase { found, known: k } if found == known + 1 && k == known),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "this database was written by a newer Postern (schema version {}; this version reads up to {known}): run that newer version, or restore the dump taken before the upgrade",
+            known + 1
+        )
+    );
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM postern_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows as u64, known + 1);
+    drop(c);
+    db.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_the_other_nodes() {
     let db = TestDb::new().await;

@@ -127,9 +127,9 @@ async fn database(cfg: &Config, s: &mut Section) {
     };
     let version = format!("PostgreSQL {}", h.server_version);
     if h.schema > h.schema_wanted {
-        s.warn(
+        s.fail(
             format!("{version}: the database's schema (version {}) is newer than this node's (version {})", h.schema, h.schema_wanted),
-            "Another node runs a newer Postern: upgrade this one too, so all nodes read the data the same way.",
+            "A newer Postern migrated it, and this one refuses to start on it: upgrade this node to that version (docs/upgrades.md).",
         );
     } else if h.schema < h.schema_wanted {
         s.ok(format!(

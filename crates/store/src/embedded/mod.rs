@@ -24,7 +24,11 @@ mod sieve;
 mod stats;
 mod tables;
 mod trace;
+mod upgrade;
 mod writer;
+
+pub use tables::SCHEMA as STORE_FORMAT;
+pub use upgrade::{PRE_UPGRADE_DIR, format_version, set_format_version};
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -212,7 +216,9 @@ pub fn lock_data_dir(dir: &Path) -> Result<File> {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the store in `dir`. Only one process may have it open.
+    /// Opens (creating if needed) the store in `dir`. Only one process may have it open. A
+    /// store of an older format is copied into `pre-upgrade/`, then upgraded; a newer one is
+    /// refused.
     pub fn open(dir: &Path, opts: Options) -> Result<Arc<EmbeddedStore>> {
         let lock = lock_data_dir(dir)?;
         let tmp_dir = dir.join("tmp");
@@ -224,27 +230,51 @@ impl EmbeddedStore {
             }
         }
         let fsyncs = Arc::new(AtomicU64::new(0));
-        let inner: Box<dyn redb::StorageBackend> = if opts.in_memory {
-            Box::new(redb::backends::InMemoryBackend::new())
-        } else {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join("store.redb"))?;
-            Box::new(redb::backends::FileBackend::new(file).map_err(db_err)?)
+        let open_db = || -> Result<Database> {
+            let inner: Box<dyn redb::StorageBackend> = if opts.in_memory {
+                Box::new(redb::backends::InMemoryBackend::new())
+            } else {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(dir.join("store.redb"))?;
+                Box::new(redb::backends::FileBackend::new(file).map_err(db_err)?)
+            };
+            let backend = CountingBackend {
+                inner,
+                fsyncs: fsyncs.clone(),
+            };
+            Database::builder()
+                .set_cache_size(opts.cache_size)
+                .create_with_backend(backend)
+                .map_err(db_err)
         };
-        let backend = CountingBackend {
-            inner,
-            fsyncs: fsyncs.clone(),
-        };
-        let db = Database::builder()
-            .set_cache_size(opts.cache_size)
-            .create_with_backend(backend)
-            .map_err(db_err)?;
+        let mut db = open_db()?;
+        let mut upgrade_from = None;
+        match upgrade::stored_version(&db)? {
+            Some(v) if v > SCHEMA => return Err(upgrade::newer_format(v)),
+            Some(v) if v < SCHEMA => {
+                // Closed first: only a closed database's file is a consistent copy.
+                db.close().map_err(db_err)?;
+                let copy = upgrade::safety_copy(dir, v)?;
+                tracing::info!(
+                    copy = %copy.display(),
+                    from = v,
+                    to = SCHEMA,
+                    "upgrading the store's format; the copy taken before is the way back"
+                );
+                upgrade_from = Some(v);
+                db = open_db()?;
+            }
+            _ => {}
+        }
         let db = Arc::new(db);
         init_tables(&db)?;
+        if let Some(v) = upgrade_from {
+            tracing::info!(from = v, to = SCHEMA, "the store's format is upgraded");
+        }
         let blobs =
             BlobFiles::new(dir.join("blobs"), fsyncs.clone()).map_err(StoreError::from_io)?;
         recover_blob_files(&db, &blobs)?;
@@ -359,13 +389,9 @@ fn init_tables(db: &Database) -> Result<()> {
             None => {
                 meta.insert(SCHEMA_VERSION, SCHEMA).map_err(db_err)?;
             }
-            Some(v) if v > SCHEMA => {
-                return Err(StoreError::Backend(format!(
-                    "the store was written by a newer postern (schema {v}, this one knows {SCHEMA})"
-                )));
-            }
-            Some(1) => {
-                carry_subscriptions(&w)?;
+            Some(v) if v > SCHEMA => return Err(upgrade::newer_format(v)),
+            Some(v) if v < SCHEMA => {
+                upgrade::migrate(&w, v)?;
                 meta.insert(SCHEMA_VERSION, SCHEMA).map_err(db_err)?;
             }
             Some(_) => {}
@@ -399,24 +425,6 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(STATS).map_err(db_err)?;
     }
     w.commit().map_err(db_err)?;
-    Ok(())
-}
-
-/// Schema 1 kept a `subscribed` flag in each mailbox record (every mailbox was created
-/// subscribed): those flags become the subscriptions table.
-fn carry_subscriptions(w: &redb::WriteTransaction) -> Result<()> {
-    let boxes = w.open_table(MAILBOXES).map_err(db_err)?;
-    let mut subs = w.open_table(SUBSCRIPTIONS).map_err(db_err)?;
-    for x in boxes.iter().map_err(db_err)? {
-        let (_, v) = x.map_err(db_err)?;
-        let rec: serde_json::Value = from_json(v.value())?;
-        let (Some(account), Some(name)) = (rec["account"].as_u64(), rec["name"].as_str()) else {
-            continue;
-        };
-        if rec["subscribed"].as_bool() != Some(false) {
-            subs.insert((account, name), ()).map_err(db_err)?;
-        }
-    }
     Ok(())
 }
 

@@ -197,7 +197,11 @@ impl PgStore {
             sequence: AtomicU64::new(0),
             maildrop_lease: (options.maildrop_lease.as_secs() as i64).max(3),
         });
-        store.migrate().await?;
+        if let Err(e) = store.migrate().await {
+            // The listener would otherwise outlive a store nobody can use.
+            let _ = store.close().await;
+            return Err(e);
+        }
         Ok(store)
     }
 

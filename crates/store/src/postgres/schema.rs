@@ -7,6 +7,7 @@ use super::{PgStore, Prepared, pg};
 use crate::*;
 
 /// The schema, one migration per version; applied in order, each in its own transaction.
+/// Forward only: a database migrated past what a build knows is refused by that build.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL);
@@ -255,12 +256,12 @@ impl PgStore {
                 .await
                 .map_err(pg)?
                 .get(0);
+            // Migrations only go forward: this build cannot know what a newer one changed.
             if version as usize > MIGRATIONS.len() {
-                tracing::warn!(
-                    database = version,
-                    this_build = MIGRATIONS.len(),
-                    "the database's schema is newer than this build's: upgrade this node"
-                );
+                return Err(StoreError::NewerDatabase {
+                    found: version as u64,
+                    known: MIGRATIONS.len() as u64,
+                });
             }
             for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
                 let tx = c.transaction().await.map_err(pg)?;

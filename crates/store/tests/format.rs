@@ -1,0 +1,169 @@
+//! The embedded store's format version: a newer one is refused, an older one is upgraded after
+//! a safety copy, and without that copy it is not upgraded at all.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use postern_store::embedded::{
+    EmbeddedStore, Options, PRE_UPGRADE_DIR, STORE_FORMAT, format_version, set_format_version,
+};
+use postern_store::*;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+const SUBSCRIPTIONS: TableDefinition<(u64, &str), ()> = TableDefinition::new("subscriptions");
+
+fn open(dir: &Path) -> Result<Arc<EmbeddedStore>> {
+    EmbeddedStore::open(dir, Options::default())
+}
+
+/// A closed store with one account and a mailbox "Work"; returns the account.
+async fn make_store(dir: &Path) -> AccountId {
+    let store = open(dir).unwrap();
+    store.domain_add("example.test").await.unwrap();
+    let a = store
+        .account_create(NewAccount {
+            address: "old@example.test".into(),
+            password_hash: "$argon2id$fake".into(),
+            quota_bytes: 0,
+            quota_messages: 0,
+        })
+        .await
+        .unwrap();
+    store.mailbox_create(a.id, "Work", None).await.unwrap();
+    store.close().await.unwrap();
+    a.id
+}
+
+fn subscription_rows(dir: &Path) -> usize {
+    let db = redb::Database::open(dir.join("store.redb")).unwrap();
+    let n = db
+        .begin_read()
+        .unwrap()
+        .open_table(SUBSCRIPTIONS)
+        .map(|t| t.iter().unwrap().count())
+        .unwrap_or(0);
+    db.close().unwrap();
+    n
+}
+
+/// Back to format 1 as far as the upgrade can tell: the version, and no subscriptions table
+/// rows (format 1 kept them in the mailbox records, where new records still have them).
+fn mark_format_1(dir: &Path) {
+    set_format_version(dir, 1).unwrap();
+    let db = redb::Database::open(dir.join("store.redb")).unwrap();
+    let w = db.begin_write().unwrap();
+    w.open_table(SUBSCRIPTIONS)
+        .unwrap()
+        .retain(|_, _| false)
+        .unwrap();
+    w.commit().unwrap();
+    db.close().unwrap();
+}
+
+fn copies(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(PRE_UPGRADE_DIR))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    make_store(dir.path()).await;
+    set_format_version(dir.path(), STORE_FORMAT + 1).unwrap();
+    let e = open(dir.path()).err().expect("a newer format is refused");
+    assert!(
+        matches!(e, StoreError::NewerStore { found, known } if found == STORE_FORMAT + 1 && known == STORE_FORMAT),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "this data directory was written by a newer Postern (store format {}; this version reads up to {STORE_FORMAT}): run that newer version, or restore a backup taken with this one",
+            STORE_FORMAT + 1
+        )
+    );
+    assert_eq!(
+        format_version(dir.path()).unwrap(),
+        Some(STORE_FORMAT + 1),
+        "left as it was"
+    );
+    assert!(copies(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_format_is_copied_then_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = make_store(dir.path()).await;
+    // A store already current makes no copy.
+    open(dir.path()).unwrap().close().await.unwrap();
+    assert!(copies(dir.path()).is_empty());
+
+    mark_format_1(dir.path());
+    let store = open(dir.path()).unwrap();
+    assert!(
+        store
+            .subscriptions(account)
+            .await
+            .unwrap()
+            .contains(&"Work".to_string())
+    );
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(format_version(dir.path()).unwrap(), Some(STORE_FORMAT));
+    let found = copies(dir.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    let name = found[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("store-schema-1-") && name.ends_with("Z.redb"),
+        "{name}"
+    );
+    // The copy is the store as it was: format 1, a database redb opens without repair.
+    let back = tempfile::tempdir().unwrap();
+    std::fs::copy(&found[0], back.path().join("store.redb")).unwrap();
+    assert_eq!(format_version(back.path()).unwrap(), Some(1));
+    assert_eq!(subscription_rows(back.path()), 0);
+    redb::ReadOnlyDatabase::open(back.path().join("store.redb")).expect("a clean file");
+
+    open(dir.path()).unwrap().close().await.unwrap();
+    assert_eq!(copies(dir.path()), found, "no second copy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_safety_copy_leaves_the_store_unmigrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = make_store(dir.path()).await;
+    mark_format_1(dir.path());
+    // Where the copy goes is a file: the copy cannot be made.
+    std::fs::write(dir.path().join(PRE_UPGRADE_DIR), b"in the way").unwrap();
+    let e = open(dir.path()).err().expect("no upgrade without a copy");
+    assert!(
+        matches!(e, StoreError::UpgradeCopy { from: 1, to, .. } if to == STORE_FORMAT),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("cannot make the safety copy ")
+            && msg.contains(&format!(
+                "before upgrading the store from format 1 to {STORE_FORMAT}"
+            ))
+            && msg.contains("the store was left unchanged (format 1)"),
+        "{msg}"
+    );
+    assert_eq!(format_version(dir.path()).unwrap(), Some(1));
+    assert_eq!(subscription_rows(dir.path()), 0, "not migrated");
+
+    std::fs::remove_file(dir.path().join(PRE_UPGRADE_DIR)).unwrap();
+    let store = open(dir.path()).unwrap();
+    assert!(
+        store
+            .subscriptions(account)
+            .await
+            .unwrap()
+            .contains(&"Work".to_string())
+    );
+    store.close().await.unwrap();
+    assert_eq!(copies(dir.path()).len(), 1);
+}
