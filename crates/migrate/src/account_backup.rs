@@ -17,6 +17,7 @@ use postern_store::{
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::maildir::store_batch;
 
 /// Messages (or bytes) per commit while restoring.
 const BATCH: usize = 64;
@@ -406,19 +407,4 @@ fn read_at(f: &mut File, offset: u64, size: u64) -> Result<Vec<u8>, Error> {
         ));
     }
     Ok(buf)
-}
-
-async fn store_batch(store: &SharedStore, batch: Vec<Delivery>) -> Result<usize, Error> {
-    if batch.is_empty() {
-        return Ok(0);
-    }
-    let reports = store.deliver_many(batch).await?;
-    for r in &reports {
-        for t in &r.targets {
-            if let Err(e) = t {
-                return Err(Error::Refused(format!("storing a message failed: {e}")));
-            }
-        }
-    }
-    Ok(reports.len())
 }

@@ -296,7 +296,11 @@ impl Batch {
     }
 }
 
-async fn store_batch(store: &SharedStore, batch: Vec<Delivery>) -> Result<usize, Error> {
+/// Stores deliveries in one commit; any refused target fails the whole import.
+pub(crate) async fn store_batch(store: &SharedStore, batch: Vec<Delivery>) -> Result<usize, Error> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
     let reports = store.deliver_many(batch).await?;
     for r in &reports {
         for t in &r.targets {
