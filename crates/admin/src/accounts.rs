@@ -69,6 +69,7 @@ pub(crate) async fn user_add(
             password_hash: hash,
             quota_bytes: quota.unwrap_or(0),
             quota_messages: 0,
+            shared: false,
         })
         .await
     {

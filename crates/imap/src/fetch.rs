@@ -588,6 +588,7 @@ impl FetchJob {
                         keywords: vec![],
                     },
                     unchanged_since: None,
+                    reader: None,
                 })
                 .await?;
             if let Some(sel) = s.selected.as_mut() {
@@ -793,6 +794,7 @@ pub async fn store(
             },
             flags: f,
             unchanged_since,
+            reader: None,
         })
         .await?;
     if let Some(sel) = s.selected.as_mut() {

@@ -44,6 +44,7 @@ async fn world(messages: &[Vec<u8>]) -> World {
             password_hash: String::new(),
             quota_bytes: 0,
             quota_messages: 0,
+            shared: false,
         })
         .await
         .unwrap();

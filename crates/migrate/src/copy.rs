@@ -111,6 +111,7 @@ pub async fn copy(
                 password_hash: a.password_hash.clone(),
                 quota_bytes: a.quota_bytes,
                 quota_messages: a.quota_messages,
+                shared: a.shared,
             })
             .await?;
         to.account_update(
@@ -318,6 +319,7 @@ async fn share(
             op: FlagOp::Replace,
             flags: e.flags.clone(),
             unchanged_since: None,
+            reader: None,
         })
         .await?;
     }

@@ -231,6 +231,7 @@ impl Pop3Server {
                                     keywords: vec![],
                                 },
                                 unchanged_since: None,
+                                reader: None,
                             })
                             .await?;
                     }

@@ -3,7 +3,7 @@
 //!
 //! Protocol code sees only [`Store`] (held as a [`SharedStore`]), one trait per concern:
 //! [`DirectoryStore`], [`MailStore`], [`QueueStore`], [`TraceStore`], [`SieveStore`],
-//! [`SessionStore`], [`ReportStore`], [`StatsStore`] and [`BackupStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
+//! [`SessionStore`], [`ReportStore`], [`StatsStore`], [`ShareStore`] and [`BackupStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
 //! per-mailbox metadata. A write is durable when its future resolves. What a change does
 //! (counters, modseqs, quotas) is decided in one place for both backends: `rules`.
 
@@ -12,12 +12,14 @@ pub mod embedded;
 pub mod postgres;
 mod progress;
 mod rules;
+mod share;
 mod types;
 
 use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use progress::{NoProgress, Progress, SharedProgress};
+pub use share::*;
 pub use types::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -113,6 +115,7 @@ pub trait Store:
     + SessionStore
     + ReportStore
     + StatsStore
+    + ShareStore
     + BackupStore
 {
     /// Changes committed from now on, from any session.
@@ -372,6 +375,36 @@ pub trait StatsStore: Send + Sync + 'static {
     /// Forgets hour buckets older than [`STATS_HOURS_KEPT`] hours before `now` and day buckets
     /// older than [`STATS_DAYS_KEPT`] days; returns how many.
     async fn stats_prune(&self, now: i64) -> Result<u64>;
+}
+
+/// Sharing: who else may use a mailbox (RFC 4314 access lists), each reader's own \Seen in a
+/// mailbox shared with them, and who may send for another address.
+#[async_trait]
+pub trait ShareStore: Send + Sync + 'static {
+    /// The mailbox's access list (without its owner, who has every right), by identifier.
+    async fn acl_get(&self, mailbox: MailboxId) -> Result<Vec<AclEntry>>;
+    /// Gives `identifier` these rights on the mailbox, replacing what it had; `None` or no
+    /// rights take its line away. Sends [`StoreEvent::Acl`]. `NotFound` for no such mailbox.
+    async fn acl_set(
+        &self,
+        mailbox: MailboxId,
+        identifier: &str,
+        rights: Option<Rights>,
+    ) -> Result<()>;
+    /// Every mailbox with a line for one of `identifiers`, with that line; a mailbox with lines
+    /// for several comes once per line. By mailbox id, then identifier.
+    async fn acl_granted(&self, identifiers: &[String]) -> Result<Vec<(Mailbox, AclEntry)>>;
+    /// The UIDs `reader` has seen in a mailbox of another account: there \Seen is each reader's
+    /// own ([`FlagsUpdate::reader`]). Ascending.
+    async fn seen_private(&self, mailbox: MailboxId, reader: AccountId) -> Result<Vec<Uid>>;
+
+    /// Lets `delegate` send for `address` (`None`: no longer).
+    async fn send_as_set(&self, address: &str, delegate: &str, mode: Option<SendAs>)
+    -> Result<()>;
+    /// Every grant, by address then delegate.
+    async fn send_as_list(&self) -> Result<Vec<SendAsGrant>>;
+    /// The grants of one delegate, by address.
+    async fn send_as_of(&self, delegate: &str) -> Result<Vec<SendAsGrant>>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

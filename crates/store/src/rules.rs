@@ -564,6 +564,7 @@ mod tests {
             disabled: false,
             created: 0,
             forward: None,
+            shared: false,
         }
     }
 
@@ -592,6 +593,7 @@ mod tests {
             op,
             flags,
             unchanged_since: since,
+        reader: None,
         }
     }
 

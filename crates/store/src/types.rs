@@ -42,6 +42,10 @@ pub struct Account {
     /// Mail to the account goes on to this address.
     #[serde(default)]
     pub forward: Option<Forward>,
+    /// A shared mailbox (info@, support@): no one logs in as it; its members reach its
+    /// folders through their access lists.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -57,6 +61,8 @@ pub struct NewAccount {
     pub password_hash: String,
     pub quota_bytes: u64,
     pub quota_messages: u64,
+    /// [`Account::shared`]; its password hash is then empty.
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -241,6 +247,12 @@ pub struct FlagsUpdate {
     pub flags: Flags,
     /// CONDSTORE UNCHANGEDSINCE: messages modified after this are left alone.
     pub unchanged_since: Option<ModSeq>,
+    reader: None,
+    /// Set when someone other than the mailbox's owner changes flags: \Seen is then that
+    /// reader's own ([`ShareStore::seen_private`](crate::ShareStore::seen_private)), the other
+    /// flags everyone's. The answer gives the flags as the reader sees them; a message whose
+    /// flags change for the reader gets a new modseq.
+    pub reader: Option<AccountId>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -495,6 +507,11 @@ pub enum StoreEvent {
     },
     /// Mailboxes of an account were created, renamed or deleted.
     MailboxList { account: AccountId },
+    /// Who may use a mailbox of `account` changed.
+    Acl {
+        account: AccountId,
+        mailbox: MailboxId,
+    },
     /// Accounts, domains or aliases changed.
     Directory,
     /// The outbound queue got new work.

@@ -26,6 +26,7 @@ async fn make_store(dir: &Path) -> AccountId {
             password_hash: "$argon2id$fake".into(),
             quota_bytes: 0,
             quota_messages: 0,
+            shared: false,
         })
         .await
         .unwrap();

@@ -20,6 +20,7 @@ mod mail;
 mod queue;
 mod reports;
 mod sessions;
+mod share;
 mod sieve;
 mod stats;
 mod tables;

@@ -27,6 +27,7 @@ fn account_of(r: &Row) -> Account {
             to,
             keep_copy: r.get(8),
         }),
+        shared: false,
     }
 }
 

@@ -30,6 +30,7 @@ mod queue;
 mod reports;
 mod schema;
 mod sessions;
+mod share;
 mod sieve;
 mod stats;
 mod subscriptions;

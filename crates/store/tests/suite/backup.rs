@@ -91,6 +91,7 @@ pub async fn backups(store: Arc<dyn Store>, spool: &Path) {
                 keywords: vec!["$Label1".into()],
             },
             unchanged_since: None,
+            reader: None,
         })
         .await
         .unwrap();

@@ -85,6 +85,7 @@ pub async fn setup_account<S: Store + ?Sized>(store: Arc<S>, address: &str) -> (
             password_hash: "$argon2id$fake".into(),
             quota_bytes: 0,
             quota_messages: 0,
+            shared: false,
         })
         .await
         .unwrap();
@@ -127,6 +128,7 @@ pub async fn accounts(store: Arc<dyn Store>) {
         password_hash: "h".into(),
         quota_bytes: 0,
         quota_messages: 0,
+        shared: false,
     };
     assert!(matches!(
         store.account_create(new("x@nowhere.test")).await,
@@ -259,6 +261,7 @@ pub async fn aliases(store: Arc<dyn Store>) {
                 password_hash: "h".into(),
                 quota_bytes: 0,
                 quota_messages: 0
+                shared: false,
             })
             .await,
         Err(StoreError::AlreadyExists(_))
@@ -404,6 +407,7 @@ pub async fn flags_and_changes(store: Arc<dyn Store>) {
             op: FlagOp::Add,
             flags: seen.clone(),
             unchanged_since: None,
+            reader: None,
         })
         .await
         .unwrap();
@@ -420,6 +424,7 @@ pub async fn flags_and_changes(store: Arc<dyn Store>) {
             op: FlagOp::Add,
             flags: seen.clone(),
             unchanged_since: None,
+            reader: None,
         })
         .await
         .unwrap();
@@ -432,6 +437,7 @@ pub async fn flags_and_changes(store: Arc<dyn Store>) {
             op: FlagOp::Remove,
             flags: seen.clone(),
             unchanged_since: Some(m - 1),
+            reader: None,
         })
         .await
         .unwrap();
@@ -460,6 +466,7 @@ pub async fn flags_and_changes(store: Arc<dyn Store>) {
                 keywords: vec![],
             },
             unchanged_since: None,
+            reader: None,
         })
         .await
         .unwrap();
@@ -1407,6 +1414,7 @@ pub async fn expunged_kept(store: Arc<dyn Store>) {
                 keywords: vec!["$Done".into()],
             },
             unchanged_since: None,
+            reader: None,
         })
         .await
         .unwrap();

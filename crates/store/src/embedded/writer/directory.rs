@@ -95,6 +95,7 @@ impl Tables<'_> {
             disabled: false,
             created: now(),
             forward: None,
+            shared: new.shared,
         };
         self.accounts
             .insert(id, json(&a).as_slice())
