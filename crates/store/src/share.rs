@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{Account, Result, StoreError};
+
 /// RFC 4314 rights, as a set of letters. The obsolete `c` and `d` are taken as the rights
 /// they stand for (RFC 4314 2.1.1), so a set holds only the eleven of 2.1.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -143,4 +145,87 @@ mod tests {
         assert_eq!(Rights::parse(&Rights::ALL.to_string()).unwrap(), Rights::ALL);
         assert!(Rights::parse("").unwrap().is_empty());
     }
+
+    #[test]
+    fn rights_add_up_over_the_lines_that_name_someone() {
+        let acl = vec![
+            AclEntry {
+                identifier: "bob@example.test".into(),
+                rights: "lr".into(),
+            },
+            AclEntry {
+                identifier: "$example.test".into(),
+                rights: "s".into(),
+            },
+            AclEntry {
+                identifier: "carol@example.test".into(),
+                rights: "lrswipkxtea".into(),
+            },
+        ];
+        let bob = vec!["bob@example.test".to_string(), "$example.test".to_string()];
+        assert_eq!(rights_in(&acl, &bob).to_string(), "lrs");
+        assert!(rights_in(&acl, &["dave@other.test".to_string()]).is_empty());
+    }
+}
+
+/// The identifiers of access-list lines that cover `account`: its address, `$` and each alias
+/// or group that lists it, `$` and its domain, `authenticated` and `anyone`.
+pub async fn identifiers_of(store: &dyn crate::Store, account: &Account) -> Result<Vec<String>> {
+    let mut ids = vec![
+        account.address.clone(),
+        "anyone".to_string(),
+        "authenticated".to_string(),
+    ];
+    if let Some((_, domain)) = account.address.rsplit_once('@') {
+        ids.push(format!("${domain}"));
+    }
+    for alias in store.alias_list().await? {
+        if alias.targets.iter().any(|t| t.eq_ignore_ascii_case(&account.address)) {
+            ids.push(format!("${}", alias.address));
+        }
+    }
+    Ok(ids)
+}
+
+/// An identifier a user names (IMAP SETACL, the web), checked and in the form kept: an
+/// account's address, `$` and an alias, group or domain of this server, `anyone` or
+/// `authenticated`. `Err` says what is wrong, for the user.
+pub async fn check_identifier(store: &dyn crate::Store, identifier: &str) -> Result<String, String> {
+    let id = identifier.trim().to_ascii_lowercase();
+    let backend = |e: StoreError| e.to_string();
+    if id == "anyone" || id == "authenticated" {
+        return Ok(id);
+    }
+    if id.starts_with('-') {
+        return Err("negative rights are not supported: give fewer rights instead".into());
+    }
+    if let Some(group) = id.strip_prefix('$') {
+        if group.contains('@') {
+            if store.alias_get(group).await.map_err(backend)?.is_some() {
+                return Ok(id);
+            }
+            return Err(format!("{group} is no alias or group of this server"));
+        }
+        if store.domain_get(group).await.map_err(backend)?.is_some() {
+            return Ok(id);
+        }
+        return Err(format!("{group} is no domain of this server"));
+    }
+    match store.account_by_address(&id).await.map_err(backend)? {
+        Some(a) if !a.shared => Ok(id),
+        Some(_) => Err(format!(
+            "{id} is a shared mailbox: give rights to the people who use it"
+        )),
+        None => Err(format!(
+            "{id} is no account of this server (groups are written $group@domain, domains $domain)"
+        )),
+    }
+}
+
+/// What someone covered by `identifiers` ([`identifiers_of`]) may do in a mailbox they do not
+/// own: the union of the lines naming them.
+pub fn rights_in(acl: &[AclEntry], identifiers: &[String]) -> Rights {
+    acl.iter()
+        .filter(|e| identifiers.iter().any(|i| *i == e.identifier))
+        .fold(Rights::NONE, |r, e| r | Rights::parse(&e.rights).unwrap_or_default())
 }
