@@ -766,6 +766,8 @@ pub struct Imap {
     pub max_errors: u32,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Where folders others share appear: `PREFIX/owner@domain/folder` (RFC 2342).
+    pub shared_prefix: String,
 }
 
 impl Default for Imap {
@@ -782,6 +784,7 @@ impl Default for Imap {
             max_errors: 20,
             max_connections: 20000,
             max_connections_per_ip: 100,
+            shared_prefix: "Shared".into(),
         }
     }
 }
@@ -1010,6 +1013,10 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let p = &self.imap.shared_prefix;
+        if p.is_empty() || p.eq_ignore_ascii_case("INBOX") || p.contains(['/', '*', '%', '"']) {
+            return Err(format!("imap.shared_prefix {p:?} must be one folder name, not INBOX"));
+        }
         if !is_hostname(&self.hostname) {
             return Err(format!(
                 "hostname {:?} is not a valid host name (letters, digits, '-' and '.')",
@@ -1277,6 +1284,7 @@ max_preview_read = "4M"  # FETCH PREVIEW looks this far into a message for its f
 max_errors = 20
 max_connections = 20000
 max_connections_per_ip = 100
+shared_prefix = "Shared" # others' folders shared with you: Shared/owner@domain/folder
 
 [delivery]
 remote_port = 25

@@ -107,6 +107,10 @@ pub struct Selected {
     /// Keywords the client was told of in FLAGS: one it has not heard of is announced before a
     /// message shows it (RFC 9051 7.3.5).
     pub keywords: Vec<String>,
+    /// What the user may do here (all in their own folders).
+    pub rights: postern_store::Rights,
+    /// In another's folder: the UIDs this user has seen, ascending (\Seen is each reader's).
+    pub private_seen: Option<Vec<Uid>>,
 }
 
 /// The FLAGS and PERMANENTFLAGS responses for a mailbox with these keywords.
@@ -224,6 +228,8 @@ pub struct ImapCore {
     tls: bool,
     pub state: State,
     pub account: Option<Account>,
+    /// Access-list identifiers that cover the user (`share`), looked up after login.
+    pub(crate) identifiers: Option<Vec<String>>,
     pub selected: Option<Selected>,
     pub rev2: bool,
     pub utf8: bool,
@@ -243,6 +249,7 @@ impl ImapCore {
             tls,
             state: State::NotAuthenticated,
             account: None,
+            identifiers: None,
             selected: None,
             rev2: false,
             utf8: false,
@@ -350,6 +357,8 @@ impl ImapCore {
             "BINARY",
             "UTF8=ACCEPT",
             "MULTIAPPEND",
+            "ACL",
+            "RIGHTS=texk",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", c.imap.max_literal.0));
@@ -391,7 +400,9 @@ impl ImapCore {
     pub fn store_event(&mut self, event: Option<StoreEvent>) {
         let selected = self.selected.as_ref().map(|s| s.mailbox.id);
         let relevant = match &event {
-            Some(StoreEvent::Mailbox { mailbox, .. }) => selected == Some(*mailbox),
+            Some(
+                StoreEvent::Mailbox { mailbox, .. } | StoreEvent::Acl { mailbox, .. },
+            ) => selected == Some(*mailbox),
             Some(StoreEvent::Missed) => true,
             Some(_) => false,
             // Events were lost: anything may have changed.
@@ -503,6 +514,12 @@ impl ImapCore {
                 }
                 Phase::Idling { changed, .. } if *changed => {
                     *changed = false;
+                    if self.state == State::Selected
+                        && let Err(bye) = self.recheck_rights().await
+                    {
+                        self.respond("*", Err(bye));
+                        continue;
+                    }
                     if self.state == State::Selected {
                         let mut out = std::mem::take(&mut self.out);
                         let r = self.sync(&mut out, true).await;
@@ -678,6 +695,14 @@ impl ImapCore {
     async fn finish(&mut self, tag: &str, name: &str, result: Res) {
         // EXPUNGE responses may not come during FETCH, STORE or SEARCH (their UID forms may).
         let expunge_ok = !matches!(name, "FETCH" | "STORE" | "SEARCH");
+        if self.state == State::Selected
+            && !matches!(result, Err(Fail::Bye(_)))
+            && let Err(bye) = self.recheck_rights().await
+        {
+            self.respond(tag, result);
+            self.respond("*", Err(bye));
+            return;
+        }
         if self.state == State::Selected && !matches!(result, Err(Fail::Bye(_))) {
             let mut out = std::mem::take(&mut self.out);
             let r = self.sync(&mut out, expunge_ok).await;
@@ -741,6 +766,9 @@ impl ImapCore {
         sinks: Vec<MessageSink>,
     ) -> Result<Option<String>, Fail> {
         let done = |text: &str| Ok(Some(text.to_string()));
+        if self.account.is_some() && self.identifiers.is_none() {
+            self.identifiers().await?;
+        }
         match cmd {
             Command::Capability => {
                 push(out, &format!("* CAPABILITY {}\r\n", self.capabilities()));
@@ -868,7 +896,7 @@ impl ImapCore {
                     .map(Some)
             }
             Command::Namespace => {
-                push(out, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+                self.namespace(out);
                 done("NAMESPACE completed")
             }
             Command::Status(name, items) => {
@@ -939,6 +967,15 @@ impl ImapCore {
             Command::GetQuotaRoot(name) => self.get_quota_root(out, &name).await.map(Some),
             Command::GetQuota(root) => self.get_quota(out, &root).await.map(Some),
             Command::SetQuota => no("[NOPERM] Quotas are set by the mail administrator"),
+            Command::SetAcl(mailbox, id, rights) => {
+                self.set_acl(&mailbox, &id, Some(&rights)).await.map(Some)
+            }
+            Command::DeleteAcl(mailbox, id) => self.set_acl(&mailbox, &id, None).await.map(Some),
+            Command::GetAcl(mailbox) => self.get_acl(out, &mailbox).await.map(Some),
+            Command::ListRights(mailbox, id) => {
+                self.list_rights(out, &mailbox, &id).await.map(Some)
+            }
+            Command::MyRights(mailbox) => self.my_rights(out, &mailbox).await.map(Some),
         }
     }
 
@@ -948,13 +985,19 @@ impl ImapCore {
 
     /// Brings the client's view of the selected mailbox up to date.
     pub async fn sync(&mut self, out: &mut Vec<u8>, allow_expunge: bool) -> Result<(), StoreError> {
+        let account = self.account_id();
         let Some(sel) = self.selected.as_mut() else {
             return Ok(());
         };
-        let ch = self
+        let mut ch = self
             .store
             .message_changes(sel.mailbox.id, sel.modseq)
             .await?;
+        if sel.private_seen.is_some() && !ch.changed.is_empty() {
+            // Another session of this reader may have changed their \Seen.
+            sel.private_seen = Some(self.store.seen_private(sel.mailbox.id, account).await?);
+            sel.view_all(&mut ch.changed);
+        }
         for u in ch.expunged {
             if sel.uids.binary_search(&u).is_ok() && !sel.pending_expunge.contains(&u) {
                 sel.pending_expunge.push(u);
@@ -1161,5 +1204,10 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::GetQuota(_) => "GETQUOTA",
         Command::GetQuotaRoot(_) => "GETQUOTAROOT",
         Command::SetQuota => "SETQUOTA",
+        Command::SetAcl(..) => "SETACL",
+        Command::DeleteAcl(..) => "DELETEACL",
+        Command::GetAcl(_) => "GETACL",
+        Command::ListRights(..) => "LISTRIGHTS",
+        Command::MyRights(_) => "MYRIGHTS",
     }
 }

@@ -206,7 +206,8 @@ impl FetchJob {
         let sel = s.selected.as_ref().expect("selected");
         let store = s.store().clone();
         let mailbox = sel.mailbox.id;
-        let read_only = sel.read_only;
+        // Reading marks \Seen only for those who may (RFC 4314 4).
+        let read_only = sel.read_only || !sel.rights.contains(postern_store::Rights::SEEN);
         let msgs = sel.resolve(set, uid);
         if vanished && let Some(cs) = changed_since {
             let ch = store.message_changes(mailbox, cs).await?;
@@ -231,7 +232,10 @@ impl FetchJob {
             atts.push(FetchAtt::ModSeq);
         }
         let uids: Vec<Uid> = msgs.iter().map(|m| m.1).collect();
-        let found = entries_or_kept(&store, mailbox, &uids).await?;
+        let mut found = entries_or_kept(&store, mailbox, &uids).await?;
+        if let Some(sel) = &s.selected {
+            found.iter_mut().flatten().for_each(|e| sel.view(e));
+        }
         let skipped_expunged = found.iter().any(Option::is_none);
         let todo = msgs
             .iter()
@@ -588,11 +592,12 @@ impl FetchJob {
                         keywords: vec![],
                     },
                     unchanged_since: None,
-                    reader: None,
+                    reader: s.reader(),
                 })
                 .await?;
             if let Some(sel) = s.selected.as_mut() {
                 sel.own_changes.extend(r.updated.iter().map(|u| (u.0, u.2)));
+                r.updated.iter().for_each(|u| sel.saw(u.0, u.1.seen()));
             }
         }
         if self.skipped_expunged {
@@ -783,28 +788,69 @@ pub async fn store(
     let msgs = sel.resolve(set, uid);
     let uids: Vec<Uid> = msgs.iter().map(|m| m.1).collect();
     let store = s.store().clone();
-    let r = store
-        .flags_update(FlagsUpdate {
-            mailbox,
-            uids: uids.clone(),
-            op: match op {
-                StoreOp::Replace => FlagOp::Replace,
-                StoreOp::Add => FlagOp::Add,
-                StoreOp::Remove => FlagOp::Remove,
+    let rights = sel.rights;
+    use postern_store::Rights;
+    if ![Rights::SEEN, Rights::WRITE, Rights::DELETE_MESSAGES]
+        .iter()
+        .any(|r| rights.contains(*r))
+    {
+        return crate::share::noperm(&sel.mailbox.name, Rights::WRITE);
+    }
+    let op = match op {
+        StoreOp::Replace => FlagOp::Replace,
+        StoreOp::Add => FlagOp::Add,
+        StoreOp::Remove => FlagOp::Remove,
+    };
+    // Flags the user may not change are left as they are (RFC 4314 4): a replacement becomes
+    // adding what is asked and taking away the rest of what they may change.
+    let all = Rights::SEEN | Rights::WRITE | Rights::DELETE_MESSAGES;
+    let steps = if rights.contains(all) || op != FlagOp::Replace {
+        vec![(op, crate::mailbox::permitted(f, rights))]
+    } else {
+        let keep = crate::mailbox::permitted(f, rights);
+        let mut drop = crate::mailbox::permitted(
+            Flags {
+                bits: Flags::SYSTEM.iter().fold(0, |b, s| b | s.0) & !keep.bits,
+                keywords: Vec::new(),
             },
-            flags: f,
-            unchanged_since,
-            reader: None,
-        })
-        .await?;
+            rights,
+        );
+        drop.keywords.clear();
+        vec![(FlagOp::Add, keep), (FlagOp::Remove, drop)]
+    };
+    let mut r = postern_store::FlagsResult::default();
+    for (i, (op, flags)) in steps.into_iter().enumerate() {
+        // The second step follows the first: what the first refused stays refused.
+        let step_uids: Vec<Uid> = uids
+            .iter()
+            .copied()
+            .filter(|u| !r.modified.contains(u))
+            .collect();
+        let step = store
+            .flags_update(FlagsUpdate {
+                mailbox,
+                uids: step_uids,
+                op,
+                flags,
+                unchanged_since: unchanged_since.filter(|_| i == 0),
+                reader: s.reader(),
+            })
+            .await?;
+        r.updated.extend(step.updated);
+        r.modified.extend(step.modified);
+    }
     if let Some(sel) = s.selected.as_mut() {
         sel.own_changes.extend(r.updated.iter().map(|u| (u.0, u.2)));
+        r.updated.iter().for_each(|u| sel.saw(u.0, u.1.seen()));
     }
     let condstore = s.condstore || unchanged_since.is_some();
     if !silent || condstore {
         let current = entries(&store, mailbox, &uids).await?;
         for ((seq, u), e) in msgs.iter().zip(current) {
-            let Some(e) = e else { continue };
+            let Some(mut e) = e else { continue };
+            if let Some(sel) = &s.selected {
+                sel.view(&mut e);
+            }
             if r.modified.contains(u) {
                 continue;
             }

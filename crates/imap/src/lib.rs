@@ -12,6 +12,7 @@ mod messages;
 pub mod parse;
 mod search;
 mod server;
+mod share;
 mod sort;
 pub mod utf7;
 

@@ -81,12 +81,14 @@ impl<'a> Names<'a> {
     }
 }
 
-/// LIST: mailboxes (and with SUBSCRIBED, subscribed names) that a pattern matches.
+/// LIST: mailboxes (and with SUBSCRIBED, subscribed names) that a pattern matches. `levels`
+/// are names with no mailbox that `*` lists too (the shared namespace and its owners).
 pub fn list<'a>(
     boxes: &'a [Mailbox],
     subscribed: &'a [String],
     patterns: &'a [String],
     opts: &ListOptions,
+    levels: &[String],
 ) -> Vec<Listed<'a>> {
     let n = Names::new(boxes, subscribed, patterns);
     let mut out: BTreeMap<(bool, &str), Listed> = BTreeMap::new();
@@ -152,10 +154,9 @@ pub fn list<'a>(
         if !opts.special_use {
             for &name in n.boxes.keys() {
                 for level in ancestors(name) {
-                    if n.boxes.contains_key(level)
-                        || out.contains_key(&order(level))
-                        || !n.matches_level(level)
-                    {
+                    let listed = n.matches_level(level)
+                        || (levels.iter().any(|l| l == level) && n.matches(level));
+                    if n.boxes.contains_key(level) || out.contains_key(&order(level)) || !listed {
                         continue;
                     }
                     let mut attrs = vec!["\\Noselect", "\\HasChildren"];
@@ -283,7 +284,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            shown(&list(&b, &subs, &strings(&["*"]), &opts)),
+            shown(&list(&b, &subs, &strings(&["*"]), &opts, &[])),
             [
                 "INBOX (\\HasNoChildren \\Subscribed)",
                 "t/gone (\\HasNoChildren \\NonExistent \\Subscribed)",
@@ -296,7 +297,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            shown(&list(&b, &subs, &strings(&["t/*"]), &plain)),
+            shown(&list(&b, &subs, &strings(&["t/*"]), &plain, &[])),
             [
                 "t/one (\\HasNoChildren \\Subscribed)",
                 "t/two (\\HasNoChildren)"
@@ -315,7 +316,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            shown(&list(&b, &subs, &strings(&["%"]), &opts)),
+            shown(&list(&b, &subs, &strings(&["%"]), &opts, &[])),
             [
                 "p (\\HasChildren) CHILDINFO",
                 "q (\\HasChildren) CHILDINFO",
@@ -325,18 +326,18 @@ mod tests {
         );
         // A subscribed child the pattern matches itself leaves its parent out.
         assert_eq!(
-            shown(&list(&b, &subs, &strings(&["*q"]), &opts)),
+            shown(&list(&b, &subs, &strings(&["*q"]), &opts, &[])),
             ["q/q (\\HasNoChildren \\Subscribed)"]
         );
         assert_eq!(
-            shown(&list(&b, &subs, &strings(&["*r"]), &opts)),
+            shown(&list(&b, &subs, &strings(&["*r"]), &opts, &[])),
             [
                 "r (\\HasChildren) CHILDINFO",
                 "r/r (\\HasNoChildren \\Subscribed)"
             ]
         );
         assert_eq!(
-            shown(&list(&b, &subs, &strings(&["p", "p/a"]), &opts)),
+            shown(&list(&b, &subs, &strings(&["p", "p/a"]), &opts, &[])),
             ["p/a (\\HasNoChildren \\Subscribed)"]
         );
     }
@@ -346,7 +347,7 @@ mod tests {
         let b = boxes(&["INBOX", "a/b/c", "d"]);
         let opts = ListOptions::default();
         assert_eq!(
-            shown(&list(&b, &[], &strings(&["%"]), &opts)),
+            shown(&list(&b, &[], &strings(&["%"]), &opts, &[])),
             [
                 "INBOX (\\HasNoChildren)",
                 "a (\\Noselect \\HasChildren)",
@@ -354,11 +355,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            shown(&list(&b, &[], &strings(&["a/%"]), &opts)),
+            shown(&list(&b, &[], &strings(&["a/%"]), &opts, &[])),
             ["a/b (\\Noselect \\HasChildren)"]
         );
         assert_eq!(
-            shown(&list(&b, &[], &strings(&["*"]), &opts)),
+            shown(&list(&b, &[], &strings(&["*"]), &opts, &[])),
             [
                 "INBOX (\\HasNoChildren)",
                 "a/b/c (\\HasNoChildren)",

@@ -2,22 +2,16 @@
 //! LIST/LSUB (with LIST-EXTENDED and LIST-STATUS), STATUS, the QUOTA commands, and APPEND.
 
 use postern_ingest::{MessageSink, Prepared};
-use postern_store::{INBOX, Mailbox, StoreError, Uid};
+use postern_store::{FlagOp, Flags, FlagsUpdate, INBOX, Mailbox, Rights, StoreError, Uid};
 
 use crate::core::{Fail, ImapCore, Res, Selected, State, no, ok, push};
 use crate::format;
 use crate::parse::{self, ListOptions, MessageData};
 
 impl ImapCore {
+    /// A mailbox the user may read, named as the client sees it.
     pub async fn mailbox_by_name(&self, name: &str) -> Result<Mailbox, Fail> {
-        match self
-            .store()
-            .mailbox_by_name(self.account_id(), name)
-            .await?
-        {
-            Some(m) => Ok(m),
-            None => no(format!("[NONEXISTENT] Mailbox {name:?} does not exist")),
-        }
+        Ok(self.open(name, Rights::READ).await?.mailbox)
     }
 
     pub(crate) async fn select(
@@ -33,8 +27,34 @@ impl ImapCore {
                 push(out, "* OK [CLOSED] Previous mailbox closed\r\n");
             }
         }
-        let mb = self.mailbox_by_name(name).await?;
-        let entries = self.store().message_list(mb.id).await?;
+        let v = self.open(name, Rights::READ).await?;
+        // RFC 4314 4: without a right to change anything, the mailbox opens read-only.
+        let read_only = read_only
+            || ![
+                Rights::SEEN,
+                Rights::WRITE,
+                Rights::DELETE_MESSAGES,
+                Rights::EXPUNGE,
+            ]
+            .iter()
+            .any(|r| v.rights.contains(*r));
+        let rights = v.rights;
+        let mb = v.mailbox;
+        let mut sel = Selected {
+            modseq: mb.highest_modseq,
+            private_seen: self.private_seen(&mb).await?,
+            mailbox: mb,
+            read_only,
+            uids: Vec::new(),
+            pending_expunge: Vec::new(),
+            own_changes: Vec::new(),
+            recent: Vec::new(),
+            keywords: Vec::new(),
+            rights,
+        };
+        let mb = sel.mailbox.clone();
+        let mut entries = self.store().message_list(mb.id).await?;
+        sel.view_all(&mut entries);
         let uids: Vec<Uid> = entries.iter().map(|e| e.uid).collect();
         let mut keywords: Vec<String> = Vec::new();
         for e in &entries {
@@ -87,7 +107,8 @@ impl ImapCore {
         if let Some(q) = qresync
             && q.uidvalidity == mb.uidvalidity
         {
-            let ch = self.store().message_changes(mb.id, q.modseq).await?;
+            let mut ch = self.store().message_changes(mb.id, q.modseq).await?;
+            sel.view_all(&mut ch.changed);
             let known = |u: Uid| {
                 q.known_uids
                     .as_ref()
@@ -108,16 +129,10 @@ impl ImapCore {
                 }
             }
         }
-        self.selected = Some(Selected {
-            modseq: mb.highest_modseq,
-            mailbox: mb,
-            read_only,
-            uids,
-            pending_expunge: Vec::new(),
-            own_changes: Vec::new(),
-            recent,
-            keywords,
-        });
+        sel.uids = uids;
+        sel.recent = recent;
+        sel.keywords = keywords;
+        self.selected = Some(sel);
         self.state = State::Selected;
         ok(if read_only {
             "[READ-ONLY] EXAMINE completed"
@@ -133,6 +148,9 @@ impl ImapCore {
         let name = name.trim_end_matches('/');
         if name == INBOX {
             return no("[ALREADYEXISTS] INBOX always exists");
+        }
+        if self.in_shared_namespace(name) {
+            return self.create_shared(name).await;
         }
         let acc = self.account_id();
         if self.store().mailbox_by_name(acc, name).await?.is_some() {
@@ -155,13 +173,37 @@ impl ImapCore {
         ok("CREATE completed")
     }
 
+    /// CREATE inside a folder another shares: needs `k` on the parent (RFC 4314 4); the new
+    /// folder is the owner's and starts with the parent's access list.
+    async fn create_shared(&mut self, name: &str) -> Res {
+        let Some((parent, leaf)) = name.rsplit_once('/') else {
+            return no("[CANNOT] Invalid mailbox name");
+        };
+        let Some(p) = self.visible(parent).await? else {
+            return no(format!(
+                "[NOPERM] You may make folders only inside folders shared with you, not in {parent}"
+            ));
+        };
+        if !p.rights.contains(Rights::CREATE) {
+            return crate::share::noperm(&p.mailbox.name, Rights::CREATE);
+        }
+        let own = format!("{}/{leaf}", p.own_name);
+        let owner = p.mailbox.account;
+        if self.store().mailbox_by_name(owner, &own).await?.is_some() {
+            return no("[ALREADYEXISTS] Mailbox already exists");
+        }
+        let made = self.store().mailbox_create(owner, &own, None).await?;
+        self.inherit_acl(p.mailbox.id, made.id).await?;
+        ok("CREATE completed")
+    }
+
     pub(crate) async fn delete(&mut self, name: &str) -> Res {
-        let acc = self.account_id();
-        let mb = self.mailbox_by_name(name).await?;
-        if mb.name == INBOX {
+        let v = self.open(name, Rights::DELETE_MAILBOX).await?;
+        let (acc, mb) = (v.mailbox.account, v.mailbox);
+        if v.own_name == INBOX {
             return no("[CANNOT] INBOX cannot be deleted");
         }
-        let prefix = format!("{}/", mb.name);
+        let prefix = format!("{}/", v.own_name);
         if self
             .store()
             .mailbox_list(acc)
@@ -184,9 +226,14 @@ impl ImapCore {
     }
 
     pub(crate) async fn rename(&mut self, from: &str, to: &str) -> Res {
+        let to = to.trim_end_matches('/');
+        if self.in_shared_namespace(from) || self.in_shared_namespace(to) {
+            return no(
+                "[CANNOT] Folders shared with you are renamed by their owner; names under the shared prefix are theirs",
+            );
+        }
         let mb = self.mailbox_by_name(from).await?;
         let acc = self.account_id();
-        let to = to.trim_end_matches('/');
         if to.is_empty() || to.chars().any(|c| c.is_control() || c == '*' || c == '%') {
             return no("[CANNOT] Invalid mailbox name");
         }
@@ -245,7 +292,10 @@ impl ImapCore {
             return ok("LIST completed");
         }
         let acc = self.account_id();
-        let boxes = self.store().mailbox_list(acc).await?;
+        let mut boxes = self.store().mailbox_list(acc).await?;
+        let shared = self.shared_mailboxes().await?;
+        let levels = self.shared_levels(&shared);
+        boxes.extend(shared);
         let subscribed = if lsub || opts.subscribed || opts.ret_subscribed {
             self.store().subscriptions(acc).await?
         } else {
@@ -255,7 +305,7 @@ impl ImapCore {
         let listed = if lsub {
             crate::list::lsub(&boxes, &subscribed, &patterns)
         } else {
-            crate::list::list(&boxes, &subscribed, &patterns, opts)
+            crate::list::list(&boxes, &subscribed, &patterns, opts, &levels)
         };
         for l in listed {
             push(out, &format!("* {verb} ({}) \"/\" ", l.attrs.join(" ")));
@@ -284,6 +334,15 @@ impl ImapCore {
                 "MESSAGES" => mb.messages as u64,
                 "UIDNEXT" => mb.uidnext as u64,
                 "UIDVALIDITY" => mb.uidvalidity as u64,
+                "UNSEEN" if mb.account != self.account_id() => {
+                    let seen = self.private_seen(mb).await?.unwrap_or_default();
+                    self.store()
+                        .message_list(mb.id)
+                        .await?
+                        .iter()
+                        .filter(|e| seen.binary_search(&e.uid).is_err())
+                        .count() as u64
+                }
                 "UNSEEN" => mb.unseen as u64,
                 "RECENT" => {
                     let from = crate::core::recent_pointer(self.store(), mb.id).await;
@@ -347,7 +406,8 @@ impl ImapCore {
         let acc = self.account.clone().expect("logged in");
         push(out, "* QUOTAROOT ");
         format::mailbox(out, &mb.name, self.utf8);
-        if acc.quota_bytes > 0 || acc.quota_messages > 0 {
+        // Another's folder counts against their quota, not one this user has.
+        if mb.account == acc.id && (acc.quota_bytes > 0 || acc.quota_messages > 0) {
             push(out, " \"\"\r\n");
             self.quota_line(out).await?;
         } else {
@@ -373,18 +433,23 @@ impl ImapCore {
         sinks: Vec<MessageSink>,
     ) -> Res {
         let mut sinks: Vec<Option<MessageSink>> = sinks.into_iter().map(Some).collect();
-        let mb = match self
-            .store()
-            .mailbox_by_name(self.account_id(), name)
-            .await?
-        {
-            Some(m) => m,
+        let (mb, rights) = match self.visible(name).await? {
+            Some(v) if v.rights.contains(Rights::INSERT) => (v.mailbox, v.rights),
+            Some(v) => return crate::share::noperm(&v.mailbox.name, Rights::INSERT),
             None => return no("[TRYCREATE] Mailbox does not exist; create it first"),
         };
-        let acc = self.account_id();
+        // Into another's folder: their account, and \Seen is this reader's own.
+        let acc = mb.account;
+        let reader = (acc != self.account_id()).then(|| self.account_id());
+        let mut seen_uids = Vec::new();
         let mut uids = Vec::new();
         for m in msgs {
-            let flags = format::parse_flags(&m.flags).map_err(Fail::Bad)?;
+            let mut flags = format::parse_flags(&m.flags).map_err(Fail::Bad)?;
+            let wants_seen = flags.seen();
+            if reader.is_some() {
+                flags = permitted(flags, rights);
+                flags.bits &= !Flags::SEEN;
+            }
             let message = match m.data {
                 MessageData::Inline(data) => {
                     let data = if m.binary { data } else { crlf(data) };
@@ -439,6 +504,24 @@ impl ImapCore {
                 }
             };
             uids.push(uid);
+            if wants_seen && rights.contains(Rights::SEEN) {
+                seen_uids.push(uid);
+            }
+        }
+        if reader.is_some() && !seen_uids.is_empty() {
+            self.store()
+                .flags_update(FlagsUpdate {
+                    mailbox: mb.id,
+                    uids: seen_uids,
+                    op: FlagOp::Add,
+                    flags: Flags {
+                        bits: Flags::SEEN,
+                        keywords: Vec::new(),
+                    },
+                    unchanged_since: None,
+                    reader,
+                })
+                .await?;
         }
         ok(&format!(
             "[APPENDUID {} {}] APPEND completed",
@@ -446,6 +529,22 @@ impl ImapCore {
             format::seq_set(&uids)
         ))
     }
+}
+
+/// The flags a user with these rights may set (RFC 4314 4: `s` for \Seen, `t` for \Deleted,
+/// `w` for the rest); the others are left out, as Dovecot does.
+pub(crate) fn permitted(mut f: Flags, r: Rights) -> Flags {
+    if !r.contains(Rights::SEEN) {
+        f.bits &= !Flags::SEEN;
+    }
+    if !r.contains(Rights::DELETE_MESSAGES) {
+        f.bits &= !Flags::DELETED;
+    }
+    if !r.contains(Rights::WRITE) {
+        f.bits &= Flags::SEEN | Flags::DELETED;
+        f.keywords.clear();
+    }
+    f
 }
 
 /// A name a mailbox can have: no wildcards, no control characters, no empty level.

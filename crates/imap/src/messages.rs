@@ -1,7 +1,7 @@
 //! Commands on messages of the selected mailbox besides FETCH, STORE and SEARCH: EXPUNGE,
 //! CLOSE/UNSELECT, COPY/MOVE (with what a move into or out of Junk teaches the filter).
 
-use postern_store::{Mailbox, SpecialUse, Uid};
+use postern_store::{Mailbox, Rights, SpecialUse, Uid};
 
 use crate::core::{ImapCore, Res, State, no, ok, push};
 use crate::format;
@@ -12,6 +12,9 @@ impl ImapCore {
         let sel = self.selected.as_ref().expect("selected");
         if sel.read_only {
             return no("[READ-ONLY] The mailbox is open read-only (EXAMINE)");
+        }
+        if !sel.rights.contains(Rights::EXPUNGE) {
+            return crate::share::noperm(&sel.mailbox.name, Rights::EXPUNGE);
         }
         let mbid = sel.mailbox.id;
         let entries = self.store().message_list(mbid).await?;
@@ -30,6 +33,8 @@ impl ImapCore {
         if let Some(sel) = self.selected.take()
             && expunge
             && !sel.read_only
+            // Without the right, CLOSE only closes (RFC 4314 4).
+            && sel.rights.contains(Rights::EXPUNGE)
         {
             let doomed: Vec<Uid> = self
                 .store()
@@ -61,14 +66,16 @@ impl ImapCore {
         if moving && sel.read_only {
             return no("[READ-ONLY] The mailbox is open read-only (EXAMINE)");
         }
-        let target = match self
-            .store()
-            .mailbox_by_name(self.account_id(), name)
-            .await?
-        {
-            Some(m) => m,
+        let take = Rights::DELETE_MESSAGES | Rights::EXPUNGE;
+        if moving && !sel.rights.contains(take) {
+            return crate::share::noperm(&sel.mailbox.name, Rights::EXPUNGE);
+        }
+        let target = match self.visible(name).await? {
+            Some(v) if v.rights.contains(Rights::INSERT) => v.mailbox,
+            Some(v) => return crate::share::noperm(&v.mailbox.name, Rights::INSERT),
             None => return no("[TRYCREATE] Mailbox does not exist; create it first"),
         };
+        let sel = self.selected.as_ref().expect("selected");
         let from = sel.mailbox.id;
         let msgs = sel.resolve(set, uid);
         if msgs.is_empty() {
@@ -134,7 +141,7 @@ impl ImapCore {
         }
         for s in senders {
             let _ = store
-                .sender_verdict_set(self.account_id(), &s, Some(verdict))
+                .sender_verdict_set(target.account, &s, Some(verdict))
                 .await;
         }
     }

@@ -110,7 +110,8 @@ pub(crate) type Hit = (u32, Uid, u64, MessageEntry);
 pub(crate) async fn matching(s: &ImapCore, key: &SearchKey) -> Result<Vec<Hit>, Fail> {
     let sel = s.selected.as_ref().expect("selected");
     let store = s.store().clone();
-    let all = store.message_list(sel.mailbox.id).await?;
+    let mut all = store.message_list(sel.mailbox.id).await?;
+    sel.view_all(&mut all);
     let need = need(key);
     let max_seq = sel.uids.len() as u32;
     let max_uid = sel.uids.last().copied().unwrap_or(0);

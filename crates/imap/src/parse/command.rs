@@ -365,6 +365,34 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
             }
             Command::SetQuota
         }
+        "SETACL" => {
+            p.sp()?;
+            let mailbox = p.mailbox()?;
+            p.sp()?;
+            let identifier = p.astring()?;
+            p.sp()?;
+            Command::SetAcl(mailbox, identifier, p.astring()?)
+        }
+        "DELETEACL" => {
+            p.sp()?;
+            let mailbox = p.mailbox()?;
+            p.sp()?;
+            Command::DeleteAcl(mailbox, p.astring()?)
+        }
+        "GETACL" => {
+            p.sp()?;
+            Command::GetAcl(p.mailbox()?)
+        }
+        "LISTRIGHTS" => {
+            p.sp()?;
+            let mailbox = p.mailbox()?;
+            p.sp()?;
+            Command::ListRights(mailbox, p.astring()?)
+        }
+        "MYRIGHTS" => {
+            p.sp()?;
+            Command::MyRights(p.mailbox()?)
+        }
         other => return err(format!("unknown command {other}")),
     };
     p.end()?;

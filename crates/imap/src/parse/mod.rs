@@ -292,6 +292,12 @@ pub enum Command {
     GetQuota(String),
     GetQuotaRoot(String),
     SetQuota,
+    /// RFC 4314: mailbox, identifier, rights (with a leading `+` or `-` to add or take away).
+    SetAcl(String, String, String),
+    DeleteAcl(String, String),
+    GetAcl(String),
+    ListRights(String, String),
+    MyRights(String),
 }
 
 mod command;
