@@ -1015,7 +1015,9 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         let p = &self.imap.shared_prefix;
         if p.is_empty() || p.eq_ignore_ascii_case("INBOX") || p.contains(['/', '*', '%', '"']) {
-            return Err(format!("imap.shared_prefix {p:?} must be one folder name, not INBOX"));
+            return Err(format!(
+                "imap.shared_prefix {p:?} must be one folder name, not INBOX"
+            ));
         }
         if !is_hostname(&self.hostname) {
             return Err(format!(

@@ -400,9 +400,9 @@ impl ImapCore {
     pub fn store_event(&mut self, event: Option<StoreEvent>) {
         let selected = self.selected.as_ref().map(|s| s.mailbox.id);
         let relevant = match &event {
-            Some(
-                StoreEvent::Mailbox { mailbox, .. } | StoreEvent::Acl { mailbox, .. },
-            ) => selected == Some(*mailbox),
+            Some(StoreEvent::Mailbox { mailbox, .. } | StoreEvent::Acl { mailbox, .. }) => {
+                selected == Some(*mailbox)
+            }
             Some(StoreEvent::Missed) => true,
             Some(_) => false,
             // Events were lost: anything may have changed.

@@ -2,6 +2,7 @@
 //! `PREFIX/owner@domain/folder`, each command limited by the rights the owner gave; in them
 //! \Seen is the user's own (the store keeps it per reader).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use postern_store::{AclEntry, Mailbox, MessageEntry, Rights, Uid};
@@ -190,9 +191,9 @@ impl ImapCore {
             if !r.contains(Rights::LOOKUP) {
                 continue;
             }
-            if !owners.contains_key(&mb.account) {
+            if let Entry::Vacant(v) = owners.entry(mb.account) {
                 let a = self.store().account_get(mb.account).await?;
-                owners.insert(mb.account, a.map(|a| a.address));
+                v.insert(a.map(|a| a.address));
             }
             if let Some(Some(owner)) = owners.get(&mb.account) {
                 mb.name = self.shown_name(owner, &mb.name);
@@ -216,9 +217,7 @@ impl ImapCore {
             return Ok(None);
         }
         Ok(Some(
-            self.store()
-                .seen_private(mb.id, self.account_id())
-                .await?,
+            self.store().seen_private(mb.id, self.account_id()).await?,
         ))
     }
 

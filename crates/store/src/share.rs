@@ -122,52 +122,6 @@ pub struct SendAsGrant {
     pub mode: SendAs,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rights_parse_and_print() {
-        let r = Rights::parse("lrs").unwrap();
-        assert!(r.contains(Rights::LOOKUP | Rights::READ | Rights::SEEN));
-        assert!(!r.contains(Rights::WRITE));
-        assert_eq!(r.to_string(), "lrs");
-        assert_eq!(Rights::parse("rl").unwrap().to_string(), "lr");
-        assert_eq!(Rights::parse("z"), Err('z'));
-        assert_eq!(Rights::parse("c").unwrap(), Rights::CREATE);
-        assert_eq!(
-            Rights::parse("d").unwrap(),
-            Rights::parse("xte").unwrap(),
-            "RFC 4314 2.1.1: d is the rights it was split into"
-        );
-        assert_eq!(Rights::ALL.to_string(), "lrswipkxtea");
-        assert_eq!(Rights::ALL.imap(), "lrswipkxteacd");
-        assert_eq!(Rights::parse(&Rights::ALL.to_string()).unwrap(), Rights::ALL);
-        assert!(Rights::parse("").unwrap().is_empty());
-    }
-
-    #[test]
-    fn rights_add_up_over_the_lines_that_name_someone() {
-        let acl = vec![
-            AclEntry {
-                identifier: "bob@example.test".into(),
-                rights: "lr".into(),
-            },
-            AclEntry {
-                identifier: "$example.test".into(),
-                rights: "s".into(),
-            },
-            AclEntry {
-                identifier: "carol@example.test".into(),
-                rights: "lrswipkxtea".into(),
-            },
-        ];
-        let bob = vec!["bob@example.test".to_string(), "$example.test".to_string()];
-        assert_eq!(rights_in(&acl, &bob).to_string(), "lrs");
-        assert!(rights_in(&acl, &["dave@other.test".to_string()]).is_empty());
-    }
-}
-
 /// The identifiers of access-list lines that cover `account`: its address, `$` and each alias
 /// or group that lists it, `$` and its domain, `authenticated` and `anyone`.
 pub async fn identifiers_of(store: &dyn crate::Store, account: &Account) -> Result<Vec<String>> {
@@ -180,7 +134,11 @@ pub async fn identifiers_of(store: &dyn crate::Store, account: &Account) -> Resu
         ids.push(format!("${domain}"));
     }
     for alias in store.alias_list().await? {
-        if alias.targets.iter().any(|t| t.eq_ignore_ascii_case(&account.address)) {
+        if alias
+            .targets
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(&account.address))
+        {
             ids.push(format!("${}", alias.address));
         }
     }
@@ -190,7 +148,10 @@ pub async fn identifiers_of(store: &dyn crate::Store, account: &Account) -> Resu
 /// An identifier a user names (IMAP SETACL, the web), checked and in the form kept: an
 /// account's address, `$` and an alias, group or domain of this server, `anyone` or
 /// `authenticated`. `Err` says what is wrong, for the user.
-pub async fn check_identifier(store: &dyn crate::Store, identifier: &str) -> Result<String, String> {
+pub async fn check_identifier(
+    store: &dyn crate::Store,
+    identifier: &str,
+) -> Result<String, String> {
     let id = identifier.trim().to_ascii_lowercase();
     let backend = |e: StoreError| e.to_string();
     if id == "anyone" || id == "authenticated" {
@@ -226,6 +187,57 @@ pub async fn check_identifier(store: &dyn crate::Store, identifier: &str) -> Res
 /// own: the union of the lines naming them.
 pub fn rights_in(acl: &[AclEntry], identifiers: &[String]) -> Rights {
     acl.iter()
-        .filter(|e| identifiers.iter().any(|i| *i == e.identifier))
-        .fold(Rights::NONE, |r, e| r | Rights::parse(&e.rights).unwrap_or_default())
+        .filter(|e| identifiers.contains(&e.identifier))
+        .fold(Rights::NONE, |r, e| {
+            r | Rights::parse(&e.rights).unwrap_or_default()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rights_parse_and_print() {
+        let r = Rights::parse("lrs").unwrap();
+        assert!(r.contains(Rights::LOOKUP | Rights::READ | Rights::SEEN));
+        assert!(!r.contains(Rights::WRITE));
+        assert_eq!(r.to_string(), "lrs");
+        assert_eq!(Rights::parse("rl").unwrap().to_string(), "lr");
+        assert_eq!(Rights::parse("z"), Err('z'));
+        assert_eq!(Rights::parse("c").unwrap(), Rights::CREATE);
+        assert_eq!(
+            Rights::parse("d").unwrap(),
+            Rights::parse("xte").unwrap(),
+            "RFC 4314 2.1.1: d is the rights it was split into"
+        );
+        assert_eq!(Rights::ALL.to_string(), "lrswipkxtea");
+        assert_eq!(Rights::ALL.imap(), "lrswipkxteacd");
+        assert_eq!(
+            Rights::parse(&Rights::ALL.to_string()).unwrap(),
+            Rights::ALL
+        );
+        assert!(Rights::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn rights_add_up_over_the_lines_that_name_someone() {
+        let acl = vec![
+            AclEntry {
+                identifier: "bob@example.test".into(),
+                rights: "lr".into(),
+            },
+            AclEntry {
+                identifier: "$example.test".into(),
+                rights: "s".into(),
+            },
+            AclEntry {
+                identifier: "carol@example.test".into(),
+                rights: "lrswipkxtea".into(),
+            },
+        ];
+        let bob = vec!["bob@example.test".to_string(), "$example.test".to_string()];
+        assert_eq!(rights_in(&acl, &bob).to_string(), "lrs");
+        assert!(rights_in(&acl, &["dave@other.test".to_string()]).is_empty());
+    }
 }

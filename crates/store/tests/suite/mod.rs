@@ -260,7 +260,7 @@ pub async fn aliases(store: Arc<dyn Store>) {
                 address: "team@example.test".into(),
                 password_hash: "h".into(),
                 quota_bytes: 0,
-                quota_messages: 0
+                quota_messages: 0,
                 shared: false,
             })
             .await,
