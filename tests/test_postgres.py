@@ -353,3 +353,34 @@ def test_doctor_reports_the_database(make_server, database, loopback_dns):
     assert r.returncode != 0
     assert "cannot use the PostgreSQL database of storage.url" in r.stdout, r.stdout
     assert "pg_hba.conf" in r.stdout
+
+
+def test_sharing_on_two_nodes(make_server, database):
+    """A grant made on node A shows on node B; taking it away on node A ends node B's session
+    on the folder at once, in IDLE."""
+    a = node(make_server, database, listeners=("imaps",))
+    b = node(make_server, database, listeners=("imaps",))
+    a.cli("domain", "add", DOMAIN)
+    a.add_user(ALICE)
+    a.add_user(BOB)
+    a.start()
+    b.start()
+    alice = imap(a, ALICE)
+    assert alice.create("Shared-box")[0] == "OK"
+    msg = b"From: x@far.test\r\nSubject: s\r\n\r\nbody\r\n"
+    assert alice.append("Shared-box", None, None, msg)[0] == "OK"
+    assert alice.setacl("Shared-box", BOB, "lrs")[0] == "OK"
+    bob = imap(b, BOB)
+    box = f'"Shared/{ALICE}/Shared-box"'
+    assert bob.select(box)[0] == "OK"
+    assert bob.fetch("1", "(BODY[])")[0] == "OK"
+    assert alice.select("Shared-box")[0] == "OK"
+    assert b"\\Seen" not in alice.fetch("1", "(FLAGS)")[1][0], "bob's \\Seen is his own"
+    tag = bob._new_tag()
+    bob.send(tag + b" IDLE\r\n")
+    assert bob._get_line().startswith(b"+")
+    assert alice.deleteacl("Shared-box", BOB)[0] == "OK"
+    bob.sock.settimeout(30)
+    line = bob._get_line()
+    assert line.startswith(b"* BYE [NOPERM]"), line
+    alice.logout()
