@@ -245,3 +245,42 @@ def test_preview_of_text_html_multipart_and_no_text(server):
     assert c.noop()[0] == "OK"
     assert previews(c, "2", "PREVIEW") == {2: "the plain one"}
     c.logout()
+
+
+# OBJECTID (RFC 8474)
+
+def test_objectid_mailbox_and_email_ids(server):
+    c = login(server)
+    assert "OBJECTID" in c.capabilities
+    typ, data = c._simple_command("CREATE", "Ids")
+    assert typ == "OK", data
+
+    typ, data = c.status("Ids", "(MAILBOXID MESSAGES)")
+    mailboxid = re.search(rb"MAILBOXID \((M\w+)\)", data[0]).group(1)
+    # The id stays through a rename; a new mailbox of the old name gets another.
+    assert c.rename("Ids", "Ids2")[0] == "OK"
+    typ, data = c.status("Ids2", "(MAILBOXID)")
+    assert re.search(rb"MAILBOXID \((M\w+)\)", data[0]).group(1) == mailboxid
+    assert c.create("Ids")[0] == "OK"
+    typ, data = c.status("Ids", "(MAILBOXID)")
+    assert re.search(rb"MAILBOXID \((M\w+)\)", data[0]).group(1) != mailboxid
+    typ, data = c.select("Ids2")
+    assert c.untagged_responses.get("MAILBOXID") == [b"(" + mailboxid + b")"] or \
+        any(b"MAILBOXID (" + mailboxid + b")" in l for l in c.untagged_responses.get("OK", []))
+    append(c, "one", "a")
+    c.select("INBOX")
+    append(c, "two", "b")
+    c.select("Ids2")
+    assert c.copy("1", "INBOX")[0] == "OK"
+    # A copy has the same EMAILID; another message another.
+    typ, data = c.fetch("1", "(EMAILID THREADID)")
+    text = data[0].decode()
+    emailid = re.search(r"EMAILID \((E\w+)\)", text).group(1)
+    assert "THREADID NIL" in text
+    c.select("INBOX")
+    ids = [re.search(rb"EMAILID \((E\w+)\)", d).group(1).decode()
+           for d in c.fetch("1:2", "(EMAILID)")[1]]
+    assert ids[1] == emailid and ids[0] != emailid, ids
+    assert search(c, "EMAILID", emailid) == [2]
+    assert search(c, "THREADID", "T1") == []
+    c.logout()

@@ -359,6 +359,7 @@ impl ImapCore {
             "MULTIAPPEND",
             "ACL",
             "RIGHTS=texk",
+            "OBJECTID",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", c.imap.max_literal.0));

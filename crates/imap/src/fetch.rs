@@ -433,6 +433,11 @@ impl FetchJob {
                 FetchAtt::ModSeq => {
                     let _ = write!(out, "MODSEQ ({})", e.modseq);
                 }
+                // The bytes' id: copies of one message share it, as RFC 8474 5.1 asks.
+                FetchAtt::EmailId => {
+                    let _ = write!(out, "EMAILID ({})", format::email_id(e.blob));
+                }
+                FetchAtt::ThreadId => push(&mut out, "THREADID NIL"),
                 FetchAtt::Envelope => push(
                     &mut out,
                     &format!("ENVELOPE {}", m.as_ref().unwrap().envelope),

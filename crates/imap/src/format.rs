@@ -26,6 +26,16 @@ pub fn literal(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
+/// OBJECTID (RFC 8474): a mailbox's id, kept through renames and never given to another.
+pub fn mailbox_id(id: u64) -> String {
+    format!("M{id}")
+}
+
+/// OBJECTID: a message's id, from its stored bytes (shared by its copies).
+pub fn email_id(blob: u64) -> String {
+    format!("E{blob}")
+}
+
 /// A mailbox name as the client expects it: UTF-8, or modified UTF-7 for older clients.
 pub fn mailbox(out: &mut Vec<u8>, name: &str, utf8: bool) {
     if utf8 {

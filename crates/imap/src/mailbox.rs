@@ -99,6 +99,10 @@ impl ImapCore {
             out,
             &format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", mb.highest_modseq),
         );
+        push(
+            out,
+            &format!("* OK [MAILBOXID ({})] Ok\r\n", format::mailbox_id(mb.id)),
+        );
         if self.rev2 {
             push(out, "* LIST () \"/\" ");
             format::mailbox(out, &mb.name, self.utf8);
@@ -158,6 +162,7 @@ impl ImapCore {
         }
         // Superiors are created too (RFC 9051 6.3.4).
         let mut path = String::new();
+        let mut made = None;
         for part in name.split('/') {
             if !path.is_empty() {
                 path.push('/');
@@ -165,12 +170,13 @@ impl ImapCore {
             path.push_str(part);
             if self.store().mailbox_by_name(acc, &path).await?.is_none() {
                 match self.store().mailbox_create(acc, &path, None).await {
-                    Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                    Ok(m) => made = Some(m.id),
+                    Err(StoreError::AlreadyExists(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
         }
-        ok("CREATE completed")
+        created(made)
     }
 
     /// CREATE inside a folder another shares: needs `k` on the parent (RFC 4314 4); the new
@@ -194,7 +200,7 @@ impl ImapCore {
         }
         let made = self.store().mailbox_create(owner, &own, None).await?;
         self.inherit_acl(p.mailbox.id, made.id).await?;
-        ok("CREATE completed")
+        created(Some(made.id))
     }
 
     pub(crate) async fn delete(&mut self, name: &str) -> Res {
@@ -359,6 +365,10 @@ impl ImapCore {
                 }
                 "SIZE" => mb.size,
                 "HIGHESTMODSEQ" => mb.highest_modseq,
+                "MAILBOXID" => {
+                    parts.push(format!("MAILBOXID ({})", format::mailbox_id(mb.id)));
+                    continue;
+                }
                 "APPENDLIMIT" => self.cfg.config.imap.max_literal.0,
                 "DELETED" => {
                     if deleted.is_none() {
@@ -528,6 +538,17 @@ impl ImapCore {
             mb.uidvalidity,
             format::seq_set(&uids)
         ))
+    }
+}
+
+/// CREATE's answer, with the new mailbox's id (RFC 8474 4.1).
+fn created(id: Option<u64>) -> Res {
+    match id {
+        Some(id) => ok(&format!(
+            "[MAILBOXID ({})] CREATE completed",
+            format::mailbox_id(id)
+        )),
+        None => ok("CREATE completed"),
     }
 }
 

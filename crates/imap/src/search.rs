@@ -90,6 +90,9 @@ fn eval(k: &SearchKey, x: &Ctx) -> bool {
                 || x.c.body.contains(&v)
         }
         SearchKey::ModSeq(n) => e.modseq >= *n,
+        SearchKey::EmailId(id) => *id == crate::format::email_id(e.blob),
+        // No threads have ids: no message is in one (RFC 8474 5.2 allows THREADID NIL).
+        SearchKey::ThreadId(_) => false,
         // Complements of each other, so NOT YOUNGER n is OLDER n.
         SearchKey::Older(n) => e.internal_date < x.now - i64::from(*n),
         SearchKey::Younger(n) => e.internal_date >= x.now - i64::from(*n),

@@ -451,6 +451,8 @@ impl<'a> Parser<'a> {
             "ENVELOPE" => FetchAtt::Envelope,
             "BODYSTRUCTURE" => FetchAtt::BodyStructure,
             "MODSEQ" => FetchAtt::ModSeq,
+            "EMAILID" => FetchAtt::EmailId,
+            "THREADID" => FetchAtt::ThreadId,
             "RFC822" => FetchAtt::Rfc822,
             "RFC822.HEADER" => FetchAtt::Rfc822Header,
             "RFC822.TEXT" => FetchAtt::Rfc822Text,
@@ -684,6 +686,14 @@ impl<'a> Parser<'a> {
                     self.sp()?;
                 }
                 SearchKey::ModSeq(self.number()?)
+            }
+            "EMAILID" => {
+                self.sp()?;
+                SearchKey::EmailId(self.astring()?)
+            }
+            "THREADID" => {
+                self.sp()?;
+                SearchKey::ThreadId(self.astring()?)
             }
             "OLDER" | "YOUNGER" => {
                 self.sp()?;

@@ -108,6 +108,9 @@ pub enum FetchAtt {
     BinarySize(Vec<u32>),
     /// PREVIEW (RFC 8970), with or without LAZY: a preview is always made, so LAZY changes nothing.
     Preview,
+    /// OBJECTID (RFC 8474).
+    EmailId,
+    ThreadId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +136,9 @@ pub enum SearchKey {
     Body(String),
     Text(String),
     ModSeq(u64),
+    /// OBJECTID (RFC 8474): the message's EMAILID, THREADID.
+    EmailId(String),
+    ThreadId(String),
     /// WITHIN (RFC 5032): internal date more than this many seconds ago.
     Older(u32),
     /// WITHIN: internal date at most this many seconds ago.
