@@ -284,3 +284,42 @@ def test_objectid_mailbox_and_email_ids(server):
     assert search(c, "EMAILID", emailid) == [2]
     assert search(c, "THREADID", "T1") == []
     c.logout()
+
+
+# REPLACE (RFC 8508)
+
+def test_replace_stores_the_new_draft_then_expunges_the_old(server):
+    c = login(server)
+    assert "REPLACE" in c.capabilities
+    c.select("Drafts")
+    draft = b"From: alice@example.test\r\nSubject: draft %d\r\n\r\nversion %d\r\n"
+    assert c.append("Drafts", "(\\Draft)", None, draft % (1, 1))[0] == "OK"
+    c.select("Drafts")
+    c.literal = draft % (2, 2)
+    typ, data = c._simple_command("UID", "REPLACE", "1", "Drafts")
+    assert typ == "OK", data
+    oks = [l.decode() for l in c.untagged_responses.pop("OK", [])]
+    assert any(re.match(r"\[APPENDUID \d+ 2\] Replacement Message ID", l) for l in oks), oks
+    assert c.untagged_responses.pop("EXPUNGE", []) == [b"1"]
+    typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[TEXT] FLAGS)")
+    bodies = [d for d in data if isinstance(d, tuple)]
+    assert len(bodies) == 1 and b"version 2" in bodies[0][1], data
+    # By sequence number, into another mailbox; a number past the end is BAD, a missing
+    # target mailbox TRYCREATE with the old message kept.
+    c.literal = draft % (3, 3)
+    typ, data = c._simple_command("REPLACE", "1", "INBOX")
+    assert typ == "OK", data
+    c.select("INBOX")
+    assert search(c, "SUBJECT", "draft") == [1]
+    c.literal = draft % (4, 4)
+    try:
+        typ, data = c._simple_command("REPLACE", "5", "INBOX")
+    except imaplib.IMAP4.error as e:
+        assert "sequence number" in str(e), e
+    else:
+        raise AssertionError(f"expected BAD, got {typ} {data}")
+    c.literal = draft % (5, 5)
+    typ, data = c._simple_command("REPLACE", "1", "Nowhere")
+    assert typ == "NO" and b"TRYCREATE" in data[0], data
+    assert search(c, "ALL") == [1]
+    c.logout()

@@ -360,6 +360,7 @@ impl ImapCore {
             "ACL",
             "RIGHTS=texk",
             "OBJECTID",
+            "REPLACE",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", c.imap.max_literal.0));
@@ -655,6 +656,7 @@ impl ImapCore {
                 | Command::Thread { .. }
                 | Command::Fetch { .. }
                 | Command::Store { .. }
+                | Command::Replace { .. }
                 | Command::Copy { .. },
                 s,
             ) => s == State::Selected,
@@ -906,6 +908,15 @@ impl ImapCore {
                 done("STATUS completed")
             }
             Command::Append(name, msgs) => self.append(&name, msgs, sinks).await.map(Some),
+            Command::Replace {
+                uid,
+                target,
+                mailbox,
+                message,
+            } => self
+                .replace(out, uid, target, &mailbox, message, sinks)
+                .await
+                .map(Some),
             Command::Idle => {
                 push(out, "+ idling\r\n");
                 self.phase = Phase::Idling {
@@ -1155,6 +1166,13 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::Namespace => "NAMESPACE",
         Command::Status(..) => "STATUS",
         Command::Append(..) => "APPEND",
+        Command::Replace { uid, .. } => {
+            if *uid {
+                "UID REPLACE"
+            } else {
+                "REPLACE"
+            }
+        }
         Command::Idle => "IDLE",
         Command::Check => "CHECK",
         Command::Close => "CLOSE",

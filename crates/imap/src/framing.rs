@@ -97,17 +97,33 @@ fn tag_of(buf: &[u8]) -> Option<String> {
     std::str::from_utf8(&buf[..end]).ok().map(str::to_string)
 }
 
-/// Whether the literal announced at the end of `cmd` is an APPEND message (not the mailbox
-/// name, the one other literal APPEND can have, which comes first and alone after APPEND).
+/// Whether the literal announced at the end of `cmd` is an APPEND (or REPLACE) message, not
+/// the mailbox name, the one other literal they can have, which comes first and alone.
 fn is_message_literal(cmd: &[u8], first: bool) -> bool {
     let mut words = cmd.splitn(3, |&b| b == b' ');
     let (_tag, Some(verb), Some(rest)) = (words.next(), words.next(), words.next()) else {
         return false;
     };
-    if !verb.eq_ignore_ascii_case(b"APPEND") {
-        return false;
+    if verb.eq_ignore_ascii_case(b"APPEND") {
+        return !(first && rest.first() == Some(&b'{'));
     }
-    !(first && rest.first() == Some(&b'{'))
+    // REPLACE n mailbox message, UID REPLACE n mailbox message (RFC 8508).
+    let rest = if verb.eq_ignore_ascii_case(b"UID") {
+        match rest.split(|&b| b == b' ').next() {
+            Some(v) if v.eq_ignore_ascii_case(b"REPLACE") => &rest[v.len()..],
+            _ => return false,
+        }
+    } else if verb.eq_ignore_ascii_case(b"REPLACE") {
+        rest
+    } else {
+        return false;
+    };
+    let rest = rest.trim_ascii_start();
+    let after_number = rest
+        .iter()
+        .position(|&b| b == b' ')
+        .map_or(&[][..], |i| &rest[i + 1..]);
+    !(first && after_number.first() == Some(&b'{'))
 }
 
 impl Framer {
@@ -306,6 +322,11 @@ mod tests {
     fn literal_markers() {
         assert_eq!(trailing_literal(b"a LOGIN {5}"), Some((5, false)));
         assert_eq!(trailing_literal(b"a APPEND x {12+}"), Some((12, true)));
+        assert!(is_message_literal(b"a REPLACE 3 x {12+}", true));
+        assert!(is_message_literal(b"a UID REPLACE 3 x (\\Seen) {12}", true));
+        assert!(!is_message_literal(b"a UID REPLACE 3 {5}", true));
+        assert!(is_message_literal(b"a UID REPLACE 3 {5}\r\nInbox {12}", false));
+        assert!(!is_message_literal(b"a UID FETCH 3 {5}", true));
         assert_eq!(trailing_literal(b"a APPEND x ~{3}"), Some((3, false)));
         assert_eq!(trailing_literal(b"a LOGIN {x}"), None);
         assert_eq!(trailing_literal(b"a LOGIN {99999999999999999999}"), None);

@@ -106,6 +106,49 @@ impl ImapCore {
         }
     }
 
+    /// REPLACE (RFC 8508): the new message is stored first, so a failure leaves the old one;
+    /// then the old one is expunged, as MOVE does.
+    pub(crate) async fn replace(
+        &mut self,
+        out: &mut Vec<u8>,
+        uid: bool,
+        target: u32,
+        name: &str,
+        message: crate::parse::AppendMessage,
+        sinks: Vec<postern_ingest::MessageSink>,
+    ) -> Res {
+        let sel = self.selected.as_ref().expect("selected");
+        if sel.read_only {
+            return no("[READ-ONLY] The mailbox is open read-only (EXAMINE)");
+        }
+        if !sel.rights.contains(Rights::DELETE_MESSAGES | Rights::EXPUNGE) {
+            return crate::share::noperm(&sel.mailbox.name, Rights::EXPUNGE);
+        }
+        let old = if uid {
+            match sel.uids.binary_search(&target) {
+                Ok(_) => target,
+                Err(_) => return no(format!("[NONEXISTENT] No message has UID {target}")),
+            }
+        } else {
+            match sel.uids.get(target as usize - 1) {
+                Some(&u) => u,
+                None => {
+                    return Err(crate::core::Fail::Bad(format!(
+                        "No message has sequence number {target}"
+                    )));
+                }
+            }
+        };
+        let mailbox = sel.mailbox.id;
+        let appended = self.append(name, vec![message], sinks).await?;
+        if let Some(code) = appended.split_once("] ").map(|(c, _)| c) {
+            push(out, &format!("* OK {code}] Replacement Message ID\r\n"));
+        }
+        self.store().expunge(mailbox, vec![old]).await?;
+        self.sync(out, true).await?;
+        ok("REPLACE completed")
+    }
+
     /// Mail moved into Junk teaches that its sender sends junk; mail moved out of Junk (but not
     /// to the Trash) that its sender is trusted. Delivery follows what the user taught.
     async fn learn_junk(&self, source: Option<SpecialUse>, target: &Mailbox, pairs: &[(Uid, Uid)]) {

@@ -263,49 +263,14 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
             let mut msgs = Vec::new();
             // MULTIAPPEND (RFC 3502): one or more messages.
             while p.maybe_sp() {
-                let mut flags = Vec::new();
-                let mut date = None;
-                if p.peek() == Some(b'(') {
-                    flags = p.flag_list()?;
-                    p.sp()?;
-                }
-                if p.peek() == Some(b'"') {
-                    let d = p.quoted()?;
-                    date = Some(
-                        parse_date_time(&String::from_utf8_lossy(&d))
-                            .ok_or_else(|| ParseError("bad date-time".into()))?,
-                    );
-                    p.sp()?;
-                }
-                if p.keyword_is("UTF8") {
-                    // RFC 6855: UTF8 (literal8)
-                    p.sp()?;
-                    p.open()?;
-                    let binary = p.peek() == Some(b'~');
-                    let data = p.message_literal()?;
-                    p.close()?;
-                    msgs.push(AppendMessage {
-                        flags,
-                        date,
-                        data,
-                        binary,
-                    });
-                    continue;
-                }
-                let binary = p.peek() == Some(b'~');
-                let data = p.message_literal()?;
-                msgs.push(AppendMessage {
-                    flags,
-                    date,
-                    data,
-                    binary,
-                });
+                msgs.push(p.append_message()?);
             }
             if msgs.is_empty() {
                 return err("APPEND needs a message");
             }
             Command::Append(m, msgs)
         }
+        "REPLACE" => replace(p, false)?,
         "EXPUNGE" => Command::Expunge(None),
         "SEARCH" => search(p, false)?,
         "SORT" => sort(p, false)?,
@@ -328,6 +293,7 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
             let sub = p.atom()?.to_ascii_uppercase();
             match sub.as_str() {
                 "SEARCH" => search(p, true)?,
+                "REPLACE" => replace(p, true)?,
                 "SORT" => sort(p, true)?,
                 "THREAD" => thread(p, true)?,
                 "FETCH" => fetch(p, true)?,
@@ -400,6 +366,42 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
 }
 
 impl Parser<'_> {
+    /// One message of APPEND or REPLACE: `[flag-list SP] [date-time SP] literal`, the literal
+    /// possibly `UTF8 (literal8)` (RFC 6855).
+    fn append_message(&mut self) -> R<AppendMessage> {
+        let p = self;
+        let mut flags = Vec::new();
+        let mut date = None;
+        if p.peek() == Some(b'(') {
+            flags = p.flag_list()?;
+            p.sp()?;
+        }
+        if p.peek() == Some(b'"') {
+            let d = p.quoted()?;
+            date = Some(
+                parse_date_time(&String::from_utf8_lossy(&d))
+                    .ok_or_else(|| ParseError("bad date-time".into()))?,
+            );
+            p.sp()?;
+        }
+        let utf8 = p.keyword_is("UTF8");
+        if utf8 {
+            p.sp()?;
+            p.open()?;
+        }
+        let binary = p.peek() == Some(b'~');
+        let data = p.message_literal()?;
+        if utf8 {
+            p.close()?;
+        }
+        Ok(AppendMessage {
+            flags,
+            date,
+            data,
+            binary,
+        })
+    }
+
     /// A reference name, which may be empty ("").
     pub(super) fn mailbox_raw(&mut self) -> R<String> {
         let s = self.astring()?;
@@ -545,6 +547,21 @@ fn thread(p: &mut Parser, uid: bool) -> R<Command> {
         uid,
         algorithm,
         key,
+    })
+}
+
+/// REPLACE and UID REPLACE (RFC 8508 3): the message, the mailbox, one APPEND message.
+fn replace(p: &mut Parser, uid: bool) -> R<Command> {
+    p.sp()?;
+    let target = p.nz32()?;
+    p.sp()?;
+    let mailbox = p.mailbox()?;
+    p.sp()?;
+    Ok(Command::Replace {
+        uid,
+        target,
+        mailbox,
+        message: p.append_message()?,
     })
 }
 

@@ -252,6 +252,14 @@ pub enum Command {
     Namespace,
     Status(String, Vec<String>),
     Append(String, Vec<AppendMessage>),
+    /// REPLACE (RFC 8508): the message (sequence number, or UID with `uid`) is replaced by a
+    /// new one in the named mailbox.
+    Replace {
+        uid: bool,
+        target: u32,
+        mailbox: String,
+        message: AppendMessage,
+    },
     Idle,
     Check,
     Close,
