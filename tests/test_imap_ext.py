@@ -323,3 +323,44 @@ def test_replace_stores_the_new_draft_then_expunges_the_old(server):
     assert typ == "NO" and b"TRYCREATE" in data[0], data
     assert search(c, "ALL") == [1]
     c.logout()
+
+
+# SEARCHRES (RFC 5182)
+
+def test_searchres_saves_a_result_for_dollar(server):
+    c = login(server)
+    assert "SEARCHRES" in c.capabilities
+    for i in range(1, 6):
+        append(c, f"msg {i}", "x" * i)
+    c.select("INBOX")
+    # SAVE alone answers nothing but OK.
+    typ, data = c._simple_command("SEARCH", "RETURN", "(SAVE)", "LARGER", "16")
+    assert typ == "OK", data
+    assert "ESEARCH" not in c.untagged_responses and "SEARCH" not in c.untagged_responses
+    typ, data = c.fetch("$", "(UID)")
+    assert [int(re.search(rb"UID (\d+)", d).group(1)) for d in data] == [3, 4, 5], data
+    # $ in STORE, in search keys, in UID commands; an expunged message drops out.
+    assert c.store("$", "+FLAGS", "(\\Flagged)")[0] == "OK"
+    assert search(c, "FLAGGED") == [3, 4, 5]
+    assert search(c, "$", "SUBJECT", "msg 4") == [4]
+    assert c.store("4", "+FLAGS", "(\\Deleted)")[0] == "OK"
+    assert c.expunge()[0] == "OK"
+    typ, data = c.uid("FETCH", "$", "(UID)")
+    assert [int(re.search(rb"UID (\d+)", d).group(1)) for d in data] == [3, 5], data
+    assert c.copy("$", "Archive")[0] == "OK"
+    # With MIN and MAX only those are saved; with ALL too, every match.
+    items, _ = esearch(c, "SEARCH", "RETURN", "(MIN MAX SAVE)", "ALL")
+    assert items == {"MIN": "1", "MAX": "4"}, items
+    assert search(c, "$") == [1, 4]
+    items, _ = esearch(c, "SEARCH", "RETURN", "(SAVE COUNT)", "SMALLER", "15")
+    assert items == {"COUNT": "2"}, items
+    assert search(c, "$") == [1, 2]
+    # An empty result: $ names nothing.
+    c._simple_command("SEARCH", "RETURN", "(SAVE)", "SUBJECT", "nothing-like-this")
+    assert search(c, "$") == []
+    assert c.fetch("$", "(UID)")[1] == [None]
+    # A new SELECT forgets the result.
+    c._simple_command("SEARCH", "RETURN", "(SAVE)", "ALL")
+    c.select("Archive")
+    assert search(c, "$") == []
+    c.logout()

@@ -111,6 +111,8 @@ pub struct Selected {
     pub rights: postern_store::Rights,
     /// In another's folder: the UIDs this user has seen, ascending (\Seen is each reader's).
     pub private_seen: Option<Vec<Uid>>,
+    /// The saved search result (`$`, RFC 5182) as UIDs, ascending; expunged ones name nothing.
+    pub saved: Vec<Uid>,
 }
 
 /// The FLAGS and PERMANENTFLAGS responses for a mailbox with these keywords.
@@ -360,6 +362,7 @@ impl ImapCore {
             "ACL",
             "RIGHTS=texk",
             "OBJECTID",
+            "SEARCHRES",
             "REPLACE",
         ]);
         let mut s = caps.join(" ");
@@ -670,6 +673,10 @@ impl ImapCore {
             };
             self.finish(tag, name, Err(Fail::Bad(why))).await;
             return;
+        }
+        let mut cmd = cmd;
+        if let Some(sel) = &self.selected {
+            crate::search::put_saved(sel, &mut cmd);
         }
         let mut out = std::mem::take(&mut self.out);
         if !self.condstore && enables_condstore(&cmd) {

@@ -325,7 +325,10 @@ mod tests {
         assert!(is_message_literal(b"a REPLACE 3 x {12+}", true));
         assert!(is_message_literal(b"a UID REPLACE 3 x (\\Seen) {12}", true));
         assert!(!is_message_literal(b"a UID REPLACE 3 {5}", true));
-        assert!(is_message_literal(b"a UID REPLACE 3 {5}\r\nInbox {12}", false));
+        assert!(is_message_literal(
+            b"a UID REPLACE 3 {5}\r\nInbox {12}",
+            false
+        ));
         assert!(!is_message_literal(b"a UID FETCH 3 {5}", true));
         assert_eq!(trailing_literal(b"a APPEND x ~{3}"), Some((3, false)));
         assert_eq!(trailing_literal(b"a LOGIN {x}"), None);

@@ -51,6 +51,7 @@ impl ImapCore {
             recent: Vec::new(),
             keywords: Vec::new(),
             rights,
+            saved: Vec::new(),
         };
         let mb = sel.mailbox.clone();
         let mut entries = self.store().message_list(mb.id).await?;

@@ -121,7 +121,10 @@ impl ImapCore {
         if sel.read_only {
             return no("[READ-ONLY] The mailbox is open read-only (EXAMINE)");
         }
-        if !sel.rights.contains(Rights::DELETE_MESSAGES | Rights::EXPUNGE) {
+        if !sel
+            .rights
+            .contains(Rights::DELETE_MESSAGES | Rights::EXPUNGE)
+        {
             return crate::share::noperm(&sel.mailbox.name, Rights::EXPUNGE);
         }
         let old = if uid {

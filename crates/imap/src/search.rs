@@ -6,9 +6,9 @@ use postern_message::MessageMeta;
 use postern_message::text::SearchText as Content;
 use postern_store::{MessageEntry, Uid};
 
-use crate::core::{Fail, ImapCore, Res, ok, push};
+use crate::core::{Fail, ImapCore, Res, Selected, ok, push};
 use crate::format;
-use crate::parse::{SearchKey, SearchRet};
+use crate::parse::{Command, SearchKey, SearchRet, SeqNum, SeqSet};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Need {
@@ -204,8 +204,37 @@ pub async fn search(
         .map(|h| (if uid { h.1 } else { h.0 }, h.2))
         .collect();
     let with_modseq = uses_modseq(&key);
+    let ret_opts = ret.clone().unwrap_or_default();
+    if ret_opts.contains(&SearchRet::Save) {
+        // RFC 5182 2.4: MIN and MAX alone save only the messages they name.
+        let ends = ret_opts
+            .iter()
+            .all(|r| matches!(r, SearchRet::Min | SearchRet::Max | SearchRet::Save))
+            && ret_opts.len() > 1;
+        let mut saved: Vec<Uid> = if ends {
+            let mut v = Vec::new();
+            if ret_opts.contains(&SearchRet::Min) {
+                v.extend(hits.first().map(|h| h.1));
+            }
+            if ret_opts.contains(&SearchRet::Max) {
+                v.extend(hits.last().map(|h| h.1));
+            }
+            v
+        } else {
+            hits.iter().map(|h| h.1).collect()
+        };
+        saved.sort_unstable();
+        saved.dedup();
+        if let Some(sel) = s.selected.as_mut() {
+            sel.saved = saved;
+        }
+        if ret_opts == [SearchRet::Save] {
+            // SAVE alone answers nothing but OK.
+            return ok("SEARCH completed, result saved");
+        }
+    }
     if ret.is_some() || s.rev2 {
-        esearch(out, tag, uid, &ret.unwrap_or_default(), &found, with_modseq);
+        esearch(out, tag, uid, &ret_opts, &found, with_modseq);
     } else {
         push(out, "* SEARCH");
         for (n, _) in &found {
@@ -230,7 +259,7 @@ pub(crate) fn esearch(
     found: &[(u32, u64)],
     with_modseq: bool,
 ) {
-    let ret = if ret.is_empty() {
+    let ret = if ret.iter().all(|r| *r == SearchRet::Save) {
         &[SearchRet::All][..]
     } else {
         ret
@@ -255,6 +284,7 @@ pub(crate) fn esearch(
                 let nums: Vec<u32> = found.iter().map(|f| f.0).collect();
                 push(out, &format!(" ALL {}", format::seq_list(&nums)))
             }
+            SearchRet::Save => {}
         }
     }
     if with_modseq {
@@ -273,4 +303,58 @@ pub(crate) fn esearch(
         push(out, &format!(" MODSEQ {m}"));
     }
     push(out, "\r\n");
+}
+
+/// Puts the messages of the saved result where a command says `$` (RFC 5182 2.1): their UIDs
+/// in UID commands and search keys, their sequence numbers in the others.
+pub(crate) fn put_saved(sel: &Selected, cmd: &mut Command) {
+    let uids = || number_set(&sel.saved);
+    let seqs = || {
+        let nums: Vec<u32> = sel
+            .saved
+            .iter()
+            .filter_map(|u| sel.uids.binary_search(u).ok().map(|i| i as u32 + 1))
+            .collect();
+        number_set(&nums)
+    };
+    let fix = |set: &mut SeqSet, uid: bool| {
+        if set.is_saved() {
+            *set = if uid { uids() } else { seqs() };
+        }
+    };
+    match cmd {
+        Command::Fetch { uid, set, .. }
+        | Command::Store { uid, set, .. }
+        | Command::Copy { uid, set, .. } => fix(set, *uid),
+        Command::Expunge(Some(set)) => fix(set, true),
+        Command::Search { key, .. } | Command::Sort { key, .. } | Command::Thread { key, .. } => {
+            saved_in_key(key, &uids())
+        }
+        _ => {}
+    }
+}
+
+/// `$` in search keys names the saved messages by UID, whichever form was written.
+fn saved_in_key(key: &mut SearchKey, saved: &SeqSet) {
+    match key {
+        SearchKey::SeqSet(s) | SearchKey::Uid(s) if s.is_saved() => {
+            *key = SearchKey::Uid(saved.clone())
+        }
+        SearchKey::Not(k) => saved_in_key(k, saved),
+        SearchKey::Or(a, b) => {
+            saved_in_key(a, saved);
+            saved_in_key(b, saved);
+        }
+        SearchKey::And(v) => v.iter_mut().for_each(|k| saved_in_key(k, saved)),
+        _ => {}
+    }
+}
+
+/// Ascending numbers as a set (empty: names nothing).
+fn number_set(nums: &[u32]) -> SeqSet {
+    SeqSet(
+        nums.iter()
+            .map(|&n| (SeqNum::Num(n), SeqNum::Num(n)))
+            .collect(),
+    )
 }

@@ -439,9 +439,7 @@ fn return_options(p: &mut Parser) -> R<Option<Vec<SearchRet>>> {
             "MAX" => SearchRet::Max,
             "ALL" => SearchRet::All,
             "COUNT" => SearchRet::Count,
-            "SAVE" => {
-                return err("RETURN (SAVE) needs SEARCHRES, which this server does not offer");
-            }
+            "SAVE" => SearchRet::Save,
             "PARTIAL" => {
                 return err(
                     "RETURN (PARTIAL) needs CONTEXT=SEARCH, which this server does not offer",
@@ -484,6 +482,11 @@ fn search_keys(p: &mut Parser) -> R<SearchKey> {
 fn sort(p: &mut Parser, uid: bool) -> R<Command> {
     p.sp()?;
     let ret = return_options(p)?;
+    if ret.as_ref().is_some_and(|r| r.contains(&SearchRet::Save)) {
+        return err(
+            "SORT RETURN (SAVE) is not offered (SEARCHRES saves SEARCH results): use SEARCH RETURN (SAVE)",
+        );
+    }
     p.open()?;
     let mut criteria = Vec::new();
     let mut reverse = false;

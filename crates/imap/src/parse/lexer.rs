@@ -328,6 +328,10 @@ impl<'a> Parser<'a> {
     }
 
     pub fn seq_set(&mut self) -> R<SeqSet> {
+        if self.peek() == Some(b'$') {
+            self.pos += 1;
+            return Ok(SeqSet::saved());
+        }
         let mut v = Vec::new();
         loop {
             let a = self.seq_num()?;

@@ -25,6 +25,20 @@ pub enum SeqNum {
     Num(u32),
     /// `*`: the largest number in use.
     Star,
+    /// `$` (RFC 5182): the saved search result, alone in its set; the session puts the
+    /// messages it names in its place before running the command. Names nothing itself.
+    Saved,
+}
+
+impl SeqSet {
+    /// `$`, the saved search result.
+    pub fn saved() -> SeqSet {
+        SeqSet(vec![(SeqNum::Saved, SeqNum::Saved)])
+    }
+
+    pub fn is_saved(&self) -> bool {
+        self.0 == [(SeqNum::Saved, SeqNum::Saved)]
+    }
 }
 
 /// A sequence set: ranges as given (either order).
@@ -37,6 +51,7 @@ impl SeqSet {
         let v = |s: SeqNum| match s {
             SeqNum::Num(x) => x,
             SeqNum::Star => star,
+            SeqNum::Saved => 0,
         };
         self.0.iter().any(|&(a, b)| {
             let (lo, hi) = (v(a).min(v(b)), v(a).max(v(b)));
@@ -49,6 +64,7 @@ impl SeqSet {
         let v = |s: SeqNum| match s {
             SeqNum::Num(x) => x,
             SeqNum::Star => star,
+            SeqNum::Saved => 0,
         };
         let mut r: Vec<(u32, u32)> = self
             .0
@@ -154,6 +170,8 @@ pub enum SearchRet {
     Max,
     All,
     Count,
+    /// SEARCHRES (RFC 5182): keep the result for `$`.
+    Save,
 }
 
 /// SORT criteria (RFC 5256 3, RFC 5957).
