@@ -399,8 +399,7 @@ pub trait ShareStore: Send + Sync + 'static {
     async fn seen_private(&self, mailbox: MailboxId, reader: AccountId) -> Result<Vec<Uid>>;
 
     /// Lets `delegate` send for `address` (`None`: no longer).
-    async fn send_as_set(&self, address: &str, delegate: &str, mode: Option<SendAs>)
-    -> Result<()>;
+    async fn send_as_set(&self, address: &str, delegate: &str, mode: Option<SendAs>) -> Result<()>;
     /// Every grant, by address then delegate.
     async fn send_as_list(&self) -> Result<Vec<SendAsGrant>>;
     /// The grants of one delegate, by address.

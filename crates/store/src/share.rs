@@ -140,7 +140,10 @@ mod tests {
         );
         assert_eq!(Rights::ALL.to_string(), "lrswipkxtea");
         assert_eq!(Rights::ALL.imap(), "lrswipkxteacd");
-        assert_eq!(Rights::parse(&Rights::ALL.to_string()).unwrap(), Rights::ALL);
+        assert_eq!(
+            Rights::parse(&Rights::ALL.to_string()).unwrap(),
+            Rights::ALL
+        );
         assert!(Rights::parse("").unwrap().is_empty());
     }
 }
