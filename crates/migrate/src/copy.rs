@@ -4,9 +4,12 @@
 //! Messages get new UIDs (and their mailboxes a new UIDVALIDITY), so IMAP clients fetch their
 //! cache again once; flags, keywords, received dates, folders, subscriptions and what users
 //! taught the junk filter are kept, and so are DMARC and TLS reports (received, and counts
-//! toward the ones we send). A message shared by several mailboxes is stored once in the
-//! copy too. Not copied: web sessions, rate-limit counts and vacation-reply memory, which start
-//! afresh; a queued message's bytes are stored apart from its local copies.
+//! toward the ones we send). Sharing comes along: shared-mailbox accounts, access lists,
+//! send-as grants, and what each reader has seen in a mailbox with an access list (a reader's
+//! \Seen left in a mailbox whose list was emptied since is not found, so not copied). A
+//! message shared by several mailboxes is stored once in the copy too. Not copied: web
+//! sessions, rate-limit counts and vacation-reply memory, which start afresh; a queued
+//! message's bytes are stored apart from its local copies.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,8 +18,9 @@ use anyhow::{Context, bail};
 use postern_config::Config;
 use postern_ingest::Prepared;
 use postern_store::{
-    AccountUpdate, BlobData, BlobId, Delivery, FlagOp, FlagsUpdate, MailboxId, MessageEntry,
-    NewAccount, NewQueueEntry, Progress, ReportKind, SharedStore, StoreError, Uid,
+    AccountId, AccountUpdate, BlobData, BlobId, Delivery, FlagOp, Flags, FlagsUpdate, MailboxId,
+    MessageEntry, NewAccount, NewQueueEntry, Progress, ReportKind, Rights, SharedStore, StoreError,
+    Uid,
 };
 
 /// Messages (or bytes) per commit while copying.
@@ -56,6 +60,8 @@ pub struct Counts {
     tokens: usize,
     queued: usize,
     reports: usize,
+    acl_lines: usize,
+    send_as: usize,
 }
 
 async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
@@ -65,6 +71,7 @@ async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
         tokens: s.token_list().await?.len(),
         queued: s.queue_list().await?.len(),
         reports: s.report_list(None, 0).await?.len(),
+        send_as: s.send_as_list().await?.len(),
         ..Default::default()
     };
     for a in s.account_list().await? {
@@ -72,6 +79,7 @@ async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
         c.scripts += s.sieve_list(a.id).await?.len();
         for m in s.mailbox_list(a.id).await? {
             c.mailboxes += 1;
+            c.acl_lines += s.acl_get(m.id).await?.len();
             c.messages += m.messages as u64;
             c.bytes += m.size;
         }
@@ -104,6 +112,9 @@ pub async fn copy(
     }
     // Where each source blob went in the copy: (mailbox, uid).
     let mut copied: HashMap<BlobId, (MailboxId, Uid)> = HashMap::new();
+    // Accounts (source, copy), and mailboxes with an access list: (source, copy, owner).
+    let mut accounts: Vec<(AccountId, AccountId)> = Vec::new();
+    let mut listed: Vec<(MailboxId, MailboxId, AccountId)> = Vec::new();
     for a in from.account_list().await? {
         let b = to
             .account_create(NewAccount {
@@ -114,6 +125,7 @@ pub async fn copy(
                 shared: a.shared,
             })
             .await?;
+        accounts.push((a.id, b.id));
         to.account_update(
             b.id,
             AccountUpdate {
@@ -166,6 +178,16 @@ pub async fn copy(
                 }
             }
             batch.flush(to, &mut copied, progress).await?;
+            let lines = from.acl_get(m.id).await?;
+            for l in &lines {
+                let rights = Rights::parse(&l.rights).map_err(|c| {
+                    anyhow::anyhow!("mailbox {}: a right {c:?} in its access list", m.name)
+                })?;
+                to.acl_set(target.id, &l.identifier, Some(rights)).await?;
+            }
+            if !lines.is_empty() {
+                listed.push((m.id, target.id, a.id));
+            }
         }
         // Subscriptions are names (of mailboxes or not): the copy has the same ones.
         let subscribed = from.subscriptions(a.id).await?;
@@ -190,7 +212,41 @@ pub async fn copy(
             to.sieve_activate(b.id, Some(&active.name)).await?;
         }
     }
-    progress.phase("copying aliases, the queue and reports");
+    progress.phase("copying what readers have seen, aliases, the queue and reports");
+    // Once every reader is there.
+    for &(src, dst, owner) in &listed {
+        let mut uids = None;
+        for &(reader, copy) in accounts.iter().filter(|r| r.0 != owner) {
+            let seen = from.seen_private(src, reader).await?;
+            if seen.is_empty() {
+                continue;
+            }
+            if uids.is_none() {
+                uids = Some(new_uids(from, src, to, dst).await?);
+            }
+            let map = uids.as_ref().expect("just made");
+            let new: Vec<Uid> = seen.iter().filter_map(|u| map.get(u).copied()).collect();
+            if new.is_empty() {
+                continue;
+            }
+            to.flags_update(FlagsUpdate {
+                mailbox: dst,
+                uids: new,
+                op: FlagOp::Add,
+                flags: Flags {
+                    bits: Flags::SEEN,
+                    keywords: Vec::new(),
+                },
+                unchanged_since: None,
+                reader: Some(copy),
+            })
+            .await?;
+        }
+    }
+    for g in from.send_as_list().await? {
+        to.send_as_set(&g.address, &g.delegate, Some(g.mode))
+            .await?;
+    }
     for al in from.alias_list().await? {
         to.alias_set(&al.address, al.targets.clone()).await?;
         if al.policy.is_some() {
@@ -326,6 +382,23 @@ async fn share(
     Ok(true)
 }
 
+/// The UIDs a mailbox's messages got in the copy, by their UIDs in the source: the copy holds
+/// them in the same order, each with its size and date.
+async fn new_uids(
+    from: &SharedStore,
+    src: MailboxId,
+    to: &SharedStore,
+    dst: MailboxId,
+) -> anyhow::Result<HashMap<Uid, Uid>> {
+    let (a, b) = (from.message_list(src).await?, to.message_list(dst).await?);
+    let same =
+        |x: &MessageEntry, y: &MessageEntry| x.size == y.size && x.internal_date == y.internal_date;
+    if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| !same(x, y)) {
+        bail!("mailbox {src}: its copy does not hold the same messages in the same order");
+    }
+    Ok(a.iter().zip(&b).map(|(x, y)| (x.uid, y.uid)).collect())
+}
+
 /// The counts side by side, and whether they agree.
 pub fn report(from: &Counts, to: &Counts) -> (String, bool) {
     let rows = [
@@ -339,6 +412,12 @@ pub fn report(from: &Counts, to: &Counts) -> (String, bool) {
         ("API tokens", from.tokens as u64, to.tokens as u64),
         ("queued messages", from.queued as u64, to.queued as u64),
         ("received reports", from.reports as u64, to.reports as u64),
+        (
+            "access-list lines",
+            from.acl_lines as u64,
+            to.acl_lines as u64,
+        ),
+        ("send-as grants", from.send_as as u64, to.send_as as u64),
     ];
     let mut out = format!("{:<20} {:>12} {:>12}\n", "", "source", "copy");
     let mut same = true;

@@ -205,18 +205,37 @@ pub(crate) struct FlagChange {
     pub old_modseq: ModSeq,
 }
 
-/// A STORE on `mb`. `found` holds the messages of `u.uids` that exist (any order). Each asked
-/// UID counts once, in the order asked; every message changed gets the same new modseq (one
-/// for the whole command), and the unseen counter follows \Seen. Returns the answer and the
-/// messages to save; with none, `mb` is unchanged.
+/// What a STORE does: the answer, the messages to save, and the UIDs the reader's own \Seen
+/// gains and loses ([`FlagsUpdate::reader`]; both empty for the owner).
+#[derive(Debug, Default)]
+pub(crate) struct FlagsPlan {
+    pub result: FlagsResult,
+    pub changes: Vec<FlagChange>,
+    pub seen_add: Vec<Uid>,
+    pub seen_remove: Vec<Uid>,
+}
+
+/// The reader whose own \Seen a STORE on `mb` reads and writes: someone other than the owner.
+pub(crate) fn private_reader(mb: &Mailbox, u: &FlagsUpdate) -> Option<AccountId> {
+    u.reader.filter(|&r| r != mb.account)
+}
+
+/// A STORE on `mb`. `found` holds the messages of `u.uids` that exist (any order); `seen`, for
+/// a [`private_reader`], the UIDs among them that reader has seen. Each asked UID counts once,
+/// in the order asked; every message changed gets the same new modseq (one for the whole
+/// command), and the unseen counter follows the stored \Seen, which is the owner's. A reader
+/// sees the stored flags with \Seen taken from `seen`: what it changes of \Seen goes to its
+/// own set, the rest to the stored flags, and the answer gives its view. With no change, `mb`
+/// is unchanged.
 pub(crate) fn update_flags(
     mb: &mut Mailbox,
     u: &FlagsUpdate,
     found: &[MessageEntry],
-) -> (FlagsResult, Vec<FlagChange>) {
+    seen: &HashSet<Uid>,
+) -> FlagsPlan {
+    let reader = private_reader(mb, u).is_some();
     let by_uid: HashMap<Uid, &MessageEntry> = found.iter().map(|e| (e.uid, e)).collect();
-    let mut res = FlagsResult::default();
-    let mut changes = Vec::new();
+    let mut plan = FlagsPlan::default();
     let mut modseq = None;
     let mut done = HashSet::new();
     for &uid in &u.uids {
@@ -227,33 +246,59 @@ pub(crate) fn update_flags(
         if let Some(since) = u.unchanged_since
             && e.modseq > since
         {
-            res.modified.push(uid);
+            plan.result.modified.push(uid);
             continue;
         }
-        let flags = e.flags.apply(u.op, &u.flags);
-        if flags == e.flags {
+        let view = if reader {
+            with_seen(&e.flags, seen.contains(&uid))
+        } else {
+            e.flags.clone()
+        };
+        let flags = view.apply(u.op, &u.flags);
+        if flags == view {
             continue;
         }
         let m = *modseq.get_or_insert_with(|| {
             mb.highest_modseq += 1;
             mb.highest_modseq
         });
-        match (e.flags.seen(), flags.seen()) {
-            (false, true) => mb.unseen = mb.unseen.saturating_sub(1),
-            (true, false) => mb.unseen += 1,
-            _ => {}
-        }
-        res.updated.push((uid, flags.clone(), m));
-        changes.push(FlagChange {
+        let stored = if reader {
+            match (view.seen(), flags.seen()) {
+                (false, true) => plan.seen_add.push(uid),
+                (true, false) => plan.seen_remove.push(uid),
+                _ => {}
+            }
+            with_seen(&flags, e.flags.seen())
+        } else {
+            match (e.flags.seen(), flags.seen()) {
+                (false, true) => mb.unseen = mb.unseen.saturating_sub(1),
+                (true, false) => mb.unseen += 1,
+                _ => {}
+            }
+            flags.clone()
+        };
+        plan.result.updated.push((uid, flags, m));
+        plan.changes.push(FlagChange {
             entry: MessageEntry {
-                flags,
+                flags: stored,
                 modseq: m,
                 ..(*e).clone()
             },
             old_modseq: e.modseq,
         });
     }
-    (res, changes)
+    plan
+}
+
+/// `f` with its \Seen bit set as `seen` says.
+fn with_seen(f: &Flags, seen: bool) -> Flags {
+    let mut f = f.clone();
+    if seen {
+        f.bits |= Flags::SEEN;
+    } else {
+        f.bits &= !Flags::SEEN;
+    }
+    f
 }
 
 /// An expunge from `mb`. `found` holds the messages of `uids` that exist (any order). Returns
@@ -279,6 +324,48 @@ pub(crate) fn expunge(mb: &mut Mailbox, uids: &[Uid], found: &[MessageEntry]) ->
         }
     }
     gone
+}
+
+// Sharing.
+
+/// An access-list identifier, or an address of a send-as grant, as kept: lower case, so the
+/// lines of `Bob@Example.com` and `bob@example.com` are one.
+pub(crate) fn share_key(s: &str) -> Result<String> {
+    if s.is_empty() || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(StoreError::Invalid(format!(
+            "bad identifier or address {s:?}"
+        )));
+    }
+    Ok(s.to_lowercase())
+}
+
+/// Identifiers asked about, as kept, each once.
+pub(crate) fn share_keys(list: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().filter_map(|s| share_key(s).ok()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The rights an access-list line keeps: `None` when the line goes.
+pub(crate) fn acl_rights(rights: Option<Rights>) -> Option<String> {
+    rights.filter(|r| !r.is_empty()).map(|r| r.to_string())
+}
+
+/// How both backends spell a send-as mode.
+pub(crate) fn send_as_name(m: SendAs) -> &'static str {
+    match m {
+        SendAs::As => "as",
+        SendAs::OnBehalf => "on-behalf",
+    }
+}
+
+pub(crate) fn send_as_of_name(s: &str) -> Result<SendAs> {
+    match s {
+        "as" => Ok(SendAs::As),
+        "on-behalf" => Ok(SendAs::OnBehalf),
+        _ => Err(StoreError::Backend(format!("corrupt send-as mode {s:?}"))),
+    }
 }
 
 // Quotas (0: no limit).
@@ -797,7 +884,9 @@ mod tests {
             &mut mb,
             &store(&[3, 1, 2], FlagOp::Add, seen(), None),
             &entries,
-        );
+            &HashSet::new(),
+        )
+        .parts();
         // The second message was seen already: unchanged, no new modseq.
         assert_eq!(
             res.updated.iter().map(|u| (u.0, u.2)).collect::<Vec<_>>(),
@@ -817,7 +906,9 @@ mod tests {
             &mut mb,
             &store(&[2], FlagOp::Remove, seen(), None),
             &entries,
-        );
+            &HashSet::new(),
+        )
+        .parts();
         assert_eq!(res.updated.len(), 1);
         assert_eq!((mb.highest_modseq, mb.unseen), (6, 1));
     }
@@ -830,7 +921,9 @@ mod tests {
             &mut mb,
             &store(&[2, 9], FlagOp::Add, seen(), None),
             &entries,
-        );
+            &HashSet::new(),
+        )
+        .parts();
         assert!(res.updated.is_empty() && res.modified.is_empty() && changes.is_empty());
         assert_eq!(mb, before);
     }
@@ -843,11 +936,171 @@ mod tests {
             &mut mb,
             &store(&[1, 3, 1, 3], FlagOp::Replace, seen(), Some(3)),
             &entries,
-        );
+            &HashSet::new(),
+        )
+        .parts();
         assert_eq!(res.updated.len(), 1);
         assert_eq!(res.updated[0].0, 1);
         assert_eq!(res.modified, [3]);
         assert_eq!(changes.len(), 1);
+    }
+
+    impl FlagsPlan {
+        fn parts(self) -> (FlagsResult, Vec<FlagChange>) {
+            assert!(self.seen_add.is_empty() && self.seen_remove.is_empty());
+            (self.result, self.changes)
+        }
+    }
+
+    fn by_reader(u: FlagsUpdate, reader: AccountId) -> FlagsUpdate {
+        FlagsUpdate {
+            reader: Some(reader),
+            ..u
+        }
+    }
+
+    fn flags(bits: u8) -> Flags {
+        Flags {
+            bits,
+            keywords: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_reader_sets_its_own_seen_and_leaves_the_owners() {
+        let (mut mb, entries) = filled();
+        // Reader 9 has seen message 3 only; the owner has seen message 2 only.
+        let mine = HashSet::from([3]);
+        let plan = update_flags(
+            &mut mb,
+            &by_reader(store(&[1, 2, 3], FlagOp::Add, seen(), None), 9),
+            &entries,
+            &mine,
+        );
+        assert_eq!(
+            plan.result.updated,
+            [(1, seen(), 5), (2, seen(), 5)],
+            "the reader's view; message 3 was seen already"
+        );
+        assert_eq!((plan.seen_add, plan.seen_remove), (vec![1, 2], vec![]));
+        let stored: Vec<_> = plan
+            .changes
+            .iter()
+            .map(|c| {
+                (
+                    c.entry.uid,
+                    c.entry.flags.bits,
+                    c.entry.modseq,
+                    c.old_modseq,
+                )
+            })
+            .collect();
+        assert_eq!(
+            stored,
+            [(1, 0, 5, 2), (2, Flags::SEEN, 5, 3)],
+            "the stored \\Seen stays the owner's; each message gets the new modseq"
+        );
+        assert_eq!(
+            (mb.highest_modseq, mb.unseen),
+            (5, 2),
+            "the owner's counter"
+        );
+    }
+
+    #[test]
+    fn a_reader_changes_the_other_flags_for_everyone() {
+        let (mut mb, entries) = filled();
+        let mine = HashSet::from([3]);
+        let plan = update_flags(
+            &mut mb,
+            &by_reader(store(&[3, 2], FlagOp::Remove, flags(Flags::SEEN), None), 9),
+            &entries,
+            &mine,
+        );
+        // Message 2 is unseen for the reader: removing \Seen changes nothing there.
+        assert_eq!(plan.result.updated, [(3, flags(0), 5)]);
+        assert_eq!((plan.seen_add, plan.seen_remove), (vec![], vec![3]));
+        assert_eq!(plan.changes[0].entry.flags, flags(0));
+
+        let plan = update_flags(
+            &mut mb,
+            &by_reader(store(&[2], FlagOp::Replace, flags(Flags::FLAGGED), None), 9),
+            &entries,
+            &HashSet::new(),
+        );
+        assert_eq!(plan.result.updated, [(2, flags(Flags::FLAGGED), 6)]);
+        assert!(plan.seen_add.is_empty() && plan.seen_remove.is_empty());
+        assert_eq!(
+            plan.changes[0].entry.flags,
+            flags(Flags::FLAGGED | Flags::SEEN),
+            "flagged for everyone, still seen by the owner"
+        );
+        assert_eq!(mb.unseen, 2);
+    }
+
+    #[test]
+    fn a_reader_store_that_changes_nothing_for_it_is_skipped() {
+        let (mut mb, entries) = filled();
+        let before = mb.clone();
+        // Message 1 is seen by the reader, though not by the owner.
+        let plan = update_flags(
+            &mut mb,
+            &by_reader(store(&[1], FlagOp::Add, seen(), None), 9),
+            &entries,
+            &HashSet::from([1]),
+        );
+        assert!(plan.result.updated.is_empty() && plan.changes.is_empty());
+        assert!(plan.seen_add.is_empty() && plan.seen_remove.is_empty());
+        assert_eq!(mb, before);
+    }
+
+    #[test]
+    fn unchangedsince_holds_for_readers_too() {
+        let (mut mb, entries) = filled();
+        let plan = update_flags(
+            &mut mb,
+            &by_reader(store(&[1, 3], FlagOp::Add, seen(), Some(3)), 9),
+            &entries,
+            &HashSet::new(),
+        );
+        assert_eq!(plan.result.modified, [3]);
+        assert_eq!(plan.seen_add, [1]);
+    }
+
+    #[test]
+    fn the_owner_as_reader_is_the_owner() {
+        let (mut a, entries) = filled();
+        let mut b = a.clone();
+        let u = store(&[1, 2], FlagOp::Add, seen(), None);
+        let plain = update_flags(&mut a, &u, &entries, &HashSet::new());
+        assert_eq!(private_reader(&b, &by_reader(u.clone(), 3)), None);
+        assert_eq!(private_reader(&b, &by_reader(u.clone(), 9)), Some(9));
+        let owner = update_flags(&mut b, &by_reader(u, 3), &entries, &HashSet::from([2]));
+        assert_eq!(owner.result.updated, plain.result.updated);
+        assert_eq!(owner.changes, plain.changes);
+        assert!(owner.seen_add.is_empty());
+        assert_eq!((a.unseen, b.unseen), (1, 1));
+    }
+
+    #[test]
+    fn share_keys_are_lower_case() {
+        assert_eq!(share_key("Bob@Example.COM").unwrap(), "bob@example.com");
+        assert_eq!(share_key("$Team@Example.com").unwrap(), "$team@example.com");
+        assert!(share_key("").is_err() && share_key("a b").is_err());
+        assert_eq!(
+            share_keys(&["B@x".into(), "anyone".into(), "b@X".into(), "".into()]),
+            ["anyone", "b@x"]
+        );
+        assert_eq!(
+            acl_rights(Some(Rights::parse("rl").unwrap())).unwrap(),
+            "lr"
+        );
+        assert_eq!(acl_rights(Some(Rights::NONE)), None);
+        assert_eq!(acl_rights(None), None);
+        for m in [SendAs::As, SendAs::OnBehalf] {
+            assert_eq!(send_as_of_name(send_as_name(m)).unwrap(), m);
+        }
+        assert!(send_as_of_name("x").is_err());
     }
 
     #[test]

@@ -49,6 +49,12 @@ conformance!(
     subscriptions,
     expunged_kept,
     stats_series,
+    acl_lines,
+    acl_granted_lists,
+    readers_own_seen,
+    shares_go_with_what_they_name,
+    send_as_grants,
+    shared_accounts,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,3 +168,48 @@ async fn failed_safety_copy_leaves_the_store_unmigrated() {
     store.close().await.unwrap();
     assert_eq!(copies(dir.path()).len(), 1);
 }
+
+/// A store of format 2 had no sharing tables: it is copied, then opened with them empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_2_gets_the_sharing_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = make_store(dir.path()).await;
+    set_format_version(dir.path(), 2).unwrap();
+    {
+        let db = redb::Database::open(dir.path().join("store.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        for t in [
+            "acl",
+            "acl_by_identifier",
+            "seen_private",
+            "seen_private_readers",
+            "send_as",
+            "send_as_by_delegate",
+        ] {
+            assert!(w.delete_table(TableDefinition::<(), ()>::new(t)).unwrap());
+        }
+        w.commit().unwrap();
+        db.close().unwrap();
+    }
+    let store = open(dir.path()).unwrap();
+    let inbox = store
+        .mailbox_by_name(account, "INBOX")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.acl_get(inbox.id).await.unwrap().is_empty());
+    store
+        .acl_set(inbox.id, "bob@example.test", Rights::parse("lr").ok())
+        .await
+        .unwrap();
+    assert_eq!(store.acl_get(inbox.id).await.unwrap().len(), 1);
+    assert!(store.send_as_list().await.unwrap().is_empty());
+    assert!(!store.account_get(account).await.unwrap().unwrap().shared);
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(format_version(dir.path()).unwrap(), Some(STORE_FORMAT));
+    let found = copies(dir.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    let name = found[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("store-schema-2-"), "{name}");
+}

@@ -91,6 +91,12 @@ conformance!(
     subscriptions,
     expunged_kept,
     stats_series,
+    acl_lines,
+    acl_granted_lists,
+    readers_own_seen,
+    shares_go_with_what_they_name,
+    send_as_grants,
+    shared_accounts,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,6 +203,42 @@ async fn events_reach_the_other_nodes() {
             Ok(()) => break,
             Err(_) if std::time::Instant::now() < deadline => continue,
             Err(_) => panic!("node B never heard of node A's delivery"),
+        }
+    }
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    db.drop_db().await;
+}
+
+/// A change of an access list reaches the other nodes, so their sessions see what was shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_events_reach_the_other_nodes() {
+    let db = TestDb::new().await;
+    let a = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let b = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let mut on_b = b.subscribe();
+    let (acct, inbox) = suite::setup_account(a.clone(), "s@example.test").await;
+    // The listener connects in the background: set the line until B hears of it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        a.acl_set(inbox.id, "bob@example.test", Rights::parse("lr").ok())
+            .await
+            .unwrap();
+        match tokio::time::timeout(std::time::Duration::from_millis(500), async {
+            loop {
+                if let Ok(StoreEvent::Acl { account, mailbox }) = on_b.recv().await {
+                    return (account, mailbox);
+                }
+            }
+        })
+        .await
+        {
+            Ok(got) => {
+                assert_eq!(got, (acct.id, inbox.id));
+                break;
+            }
+            Err(_) if std::time::Instant::now() < deadline => continue,
+            Err(_) => panic!("node B never heard of node A's access-list change"),
         }
     }
     a.close().await.unwrap();
@@ -423,6 +465,8 @@ async fn migration_carries_subscriptions_over() {
     c.batch_execute(
         "DROP TABLE subscriptions; DROP TABLE kept; \
          DROP TABLE report_tallies; DROP TABLE received_reports; DROP TABLE stats; \
+         DROP TABLE acl; DROP TABLE seen_private; DROP TABLE send_as; \
+         ALTER TABLE accounts DROP COLUMN shared; \
          DELETE FROM postern_schema WHERE version >= 5; \
          UPDATE mailboxes SET subscribed = (name <> 'Junk')",
     )

@@ -128,6 +128,12 @@ fn copy_records(r: &ReadTransaction, w: &WriteTransaction) -> Result<()> {
         REPORTS,
         REPORT_KEYS,
         STATS,
+        ACL,
+        ACL_BY_IDENTIFIER,
+        SEEN_PRIVATE,
+        SEEN_PRIVATE_READERS,
+        SEND_AS,
+        SEND_AS_BY_DELEGATE,
     );
     Ok(())
 }

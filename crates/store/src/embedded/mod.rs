@@ -424,6 +424,12 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(REPORTS).map_err(db_err)?;
         w.open_table(REPORT_KEYS).map_err(db_err)?;
         w.open_table(STATS).map_err(db_err)?;
+        w.open_table(ACL).map_err(db_err)?;
+        w.open_table(ACL_BY_IDENTIFIER).map_err(db_err)?;
+        w.open_table(SEEN_PRIVATE).map_err(db_err)?;
+        w.open_table(SEEN_PRIVATE_READERS).map_err(db_err)?;
+        w.open_table(SEND_AS).map_err(db_err)?;
+        w.open_table(SEND_AS_BY_DELEGATE).map_err(db_err)?;
     }
     w.commit().map_err(db_err)?;
     Ok(())

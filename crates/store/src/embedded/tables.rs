@@ -66,6 +66,22 @@ pub const REPORT_KEYS: TableDefinition<&str, i64> = TableDefinition::new("report
 /// (step, series, start) → value: the dashboard's buckets (step 0 hours, 1 days).
 pub const STATS: TableDefinition<(u8, &str, i64), i64> = TableDefinition::new("stats");
 
+/// (mailbox, identifier) → rights (RFC 4314 letters): access lists.
+pub const ACL: TableDefinition<(u64, &str), &str> = TableDefinition::new("acl");
+/// (identifier, mailbox): the mailboxes with a line for an identifier.
+pub const ACL_BY_IDENTIFIER: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("acl_by_identifier");
+/// (mailbox, reader, uid): messages a reader other than the owner has seen.
+pub const SEEN_PRIVATE: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("seen_private");
+/// (reader, mailbox): where a reader may have rows in `SEEN_PRIVATE` (rows may have gone since).
+pub const SEEN_PRIVATE_READERS: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("seen_private_readers");
+/// (address, delegate) → mode ("as", "on-behalf"): who may send for an address.
+pub const SEND_AS: TableDefinition<(&str, &str), &str> = TableDefinition::new("send_as");
+/// (delegate, address): the grants of a delegate.
+pub const SEND_AS_BY_DELEGATE: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("send_as_by_delegate");
+
 pub const NEXT_ACCOUNT: &str = "next_account";
 pub const NEXT_MAILBOX: &str = "next_mailbox";
 pub const NEXT_BLOB: &str = "next_blob";
@@ -76,7 +92,8 @@ pub const SCHEMA_VERSION: &str = "schema_version";
 /// A random number naming the store, so incremental backups build only on its own.
 pub const STORE_ID: &str = "store_id";
 /// 2: subscriptions in their own table (carried over from the mailbox records).
-pub const SCHEMA: u64 = 2;
+/// 3: sharing (`ACL`, `SEEN_PRIVATE`, `SEND_AS` and their indexes; `Account::shared`).
+pub const SCHEMA: u64 = 3;
 
 pub fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")

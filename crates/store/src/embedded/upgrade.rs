@@ -41,6 +41,11 @@ pub(super) fn migrate(w: &redb::WriteTransaction, from: u64) -> Result<()> {
     if from < 2 {
         carry_subscriptions(w)?;
     }
+    // 3 adds the sharing tables, which start empty (`init_tables` makes them): nothing to
+    // carry over. New tables alone would not need a new format, but an older build must not
+    // run on this store: it drops `shared` from every account record it rewrites, and deleting
+    // an account or a mailbox it leaves access-list lines and send-as grants behind, which a
+    // new account of the same address would inherit.
     Ok(())
 }
 

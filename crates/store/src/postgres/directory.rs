@@ -5,13 +5,14 @@ use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 
 use super::mailboxes::{mailbox_create_tx, mailbox_remove, usage};
+use super::share::forget_account_shares;
 use super::subscriptions::subscribe_tx;
 use super::{PgStore, Prepared, exists, from_json, is_unique_violation, json, one_row, pg};
 use crate::rules;
 use crate::*;
 
 const ACCOUNT_COLS: &str = "id, address, password_hash, quota_bytes, quota_messages, disabled, \
-                            created, forward_to, forward_keep";
+                            created, forward_to, forward_keep, shared";
 
 fn account_of(r: &Row) -> Account {
     let forward_to: Option<String> = r.get(7);
@@ -27,7 +28,7 @@ fn account_of(r: &Row) -> Account {
             to,
             keep_copy: r.get(8),
         }),
-        shared: false,
+        shared: r.get(9),
     }
 }
 
@@ -173,7 +174,7 @@ impl DirectoryStore for PgStore {
                 .row(
                     &format!(
                         "INSERT INTO accounts (address, password_hash, quota_bytes, \
-                         quota_messages, created) VALUES ($1, $2, $3, $4, $5) \
+                         quota_messages, created, shared) VALUES ($1, $2, $3, $4, $5, $6) \
                          RETURNING {ACCOUNT_COLS}"
                     ),
                     &[
@@ -182,6 +183,7 @@ impl DirectoryStore for PgStore {
                         &(new.quota_bytes as i64),
                         &(new.quota_messages as i64),
                         &now(),
+                        &new.shared,
                     ],
                 )
                 .await
@@ -263,7 +265,7 @@ impl DirectoryStore for PgStore {
 
     async fn account_delete(&self, id: AccountId) -> Result<()> {
         self.write(tx!(|tx, fx| {
-            account(tx, id, true).await?;
+            let a = account(tx, id, true).await?;
             let boxes: Vec<MailboxId> = tx
                 .rows(
                     "SELECT id FROM mailboxes WHERE account = $1 ORDER BY id FOR UPDATE",
@@ -280,6 +282,7 @@ impl DirectoryStore for PgStore {
             tx.run("DELETE FROM seen WHERE account = $1", &[&(id as i64)])
                 .await
                 .map_err(pg)?;
+            forget_account_shares(tx, &a.address, fx).await?;
             tx.run("DELETE FROM accounts WHERE id = $1", &[&(id as i64)])
                 .await
                 .map_err(pg)?;

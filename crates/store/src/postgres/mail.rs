@@ -15,6 +15,7 @@ use super::mailboxes::{
     MAILBOX_COLS, mailbox, mailbox_create_tx, mailbox_id_by_name, mailbox_of, mailbox_remove,
     put_mailbox_counts, usage,
 };
+use super::share::{forget_seen, lock_reader, seen_by, seen_private_change};
 use super::subscriptions::{rename_subscriptions_tx, subscribe_tx, unsubscribe_tx};
 use super::{Effects, PgStore, Prepared, pg};
 use crate::rules;
@@ -153,6 +154,7 @@ async fn expunge_tx(
     )
     .await
     .map_err(pg)?;
+    forget_seen(tx, mb.id, &list).await?;
     put_mailbox_counts(tx, mb).await?;
     fx.events.push(rules::mailbox_changed(mb));
     Ok(gone.into_iter().map(|e| e.uid).collect())
@@ -451,10 +453,21 @@ impl MailStore for PgStore {
 
     async fn flags_update(&self, u: FlagsUpdate) -> Result<FlagsResult> {
         self.write(tx!(|tx, fx| {
+            // The reader's row before the mailbox's, in the order every writer locks; shared,
+            // so its own STOREs elsewhere go on, but it is not deleted meanwhile.
+            if let Some(r) = u.reader {
+                lock_reader(tx, r).await?;
+            }
             let mut mb = mailbox(tx, u.mailbox, true).await?;
             let found = entries_of(tx, mb.id, &u.uids).await?;
-            let (res, changes) = rules::update_flags(&mut mb, &u, &found);
-            for c in &changes {
+            let reader = rules::private_reader(&mb, &u);
+            let seen = match reader {
+                Some(r) => seen_by(tx, mb.id, r, &u.uids).await?,
+                None => HashSet::new(),
+            };
+            let plan = rules::update_flags(&mut mb, &u, &found, &seen);
+            let changes = &plan.changes;
+            for c in changes {
                 let e = &c.entry;
                 tx.run(
                     "UPDATE messages SET flags = $3, keywords = $4, modseq = $5 \
@@ -470,11 +483,14 @@ impl MailStore for PgStore {
                 .await
                 .map_err(pg)?;
             }
+            if let Some(r) = reader {
+                seen_private_change(tx, mb.id, r, &plan.seen_add, &plan.seen_remove).await?;
+            }
             if !changes.is_empty() {
                 put_mailbox_counts(tx, &mb).await?;
                 fx.events.push(rules::mailbox_changed(&mb));
             }
-            Ok(res)
+            Ok(plan.result)
         }))
         .await
     }

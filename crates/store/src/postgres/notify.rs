@@ -101,7 +101,16 @@ pub(super) async fn announce(
     commit: u64,
     events: &[StoreEvent],
 ) -> Result<()> {
-    for chunk in events.chunks(EVENTS_PER_NOTIFY) {
+    // A node of an older build cannot read an Acl event, and drops the whole notification
+    // holding one: those go in notifications of their own.
+    let (acl, others): (Vec<StoreEvent>, Vec<StoreEvent>) = events
+        .iter()
+        .cloned()
+        .partition(|e| matches!(e, StoreEvent::Acl { .. }));
+    for chunk in others
+        .chunks(EVENTS_PER_NOTIFY)
+        .chain(acl.chunks(EVENTS_PER_NOTIFY))
+    {
         let a = Announcement {
             node: node.to_string(),
             commit,
@@ -122,4 +131,24 @@ pub(super) fn passed_on(announced: &Announced, commit: u64) {
         announced.retain(|_, at| now.duration_since(*at) < OWN_EVENTS_GRACE * 10);
     }
     announced.insert(commit, now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_events_go_through() {
+        let a = Announcement {
+            node: "n".into(),
+            commit: 7,
+            events: vec![StoreEvent::Acl {
+                account: 3,
+                mailbox: 9,
+            }],
+        };
+        let back: Announcement = serde_json::from_str(&json(&a)).unwrap();
+        assert_eq!(back.events, a.events);
+        assert_eq!(back.commit, 7);
+    }
 }

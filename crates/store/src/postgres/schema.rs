@@ -168,6 +168,33 @@ CREATE TABLE stats (
     PRIMARY KEY (step, series, start)
 );
 "#,
+    // Sharing. Lines and readers' \Seen go with their mailbox and reader by cascade (even when
+    // an older node deletes them); lines naming an address and send-as grants are deleted with
+    // the account. Identifiers and addresses in byte order, as the embedded store sorts them.
+    r#"
+ALTER TABLE accounts ADD COLUMN shared boolean NOT NULL DEFAULT false;
+CREATE TABLE acl (
+    mailbox bigint NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    identifier text COLLATE "C" NOT NULL,
+    rights text NOT NULL,
+    PRIMARY KEY (mailbox, identifier)
+);
+CREATE INDEX acl_by_identifier ON acl (identifier);
+CREATE TABLE seen_private (
+    mailbox bigint NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    reader bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    uid bigint NOT NULL,
+    PRIMARY KEY (mailbox, reader, uid)
+);
+CREATE INDEX seen_private_by_reader ON seen_private (reader);
+CREATE TABLE send_as (
+    address text COLLATE "C" NOT NULL,
+    delegate text COLLATE "C" NOT NULL,
+    mode text NOT NULL,
+    PRIMARY KEY (address, delegate)
+);
+CREATE INDEX send_as_by_delegate ON send_as (delegate);
+"#,
 ];
 
 /// An arbitrary number all nodes agree on: one of them migrates at a time.

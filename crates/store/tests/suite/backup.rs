@@ -11,25 +11,60 @@ use postern_store::*;
 use super::{delivery, delivery_file, setup_account};
 
 /// Every mailbox of every account: (address, name) → (uidvalidity, highest modseq, messages
-/// as (uid, flags, modseq, bytes)).
-type State = BTreeMap<(String, String), (u32, u64, Vec<(u32, Flags, u64, Vec<u8>)>)>;
+/// as (uid, flags, modseq, bytes), access list, each other account's own \Seen); which
+/// accounts are shared mailboxes, and the send-as grants.
+#[derive(Debug, PartialEq)]
+struct State {
+    mailboxes: BTreeMap<(String, String), Folder>,
+    shared: Vec<(String, bool)>,
+    send_as: Vec<SendAsGrant>,
+}
+
+type Folder = (
+    u32,
+    u64,
+    Vec<(u32, Flags, u64, Vec<u8>)>,
+    Vec<AclEntry>,
+    Vec<(String, Vec<Uid>)>,
+);
 
 async fn state(store: &dyn Store) -> State {
-    let mut out = State::new();
-    for a in store.account_list().await.unwrap() {
+    let mut mailboxes = BTreeMap::new();
+    let accounts = store.account_list().await.unwrap();
+    for a in &accounts {
         for m in store.mailbox_list(a.id).await.unwrap() {
             let mut msgs = Vec::new();
             for e in store.message_list(m.id).await.unwrap() {
                 let bytes = store.blob_read(e.blob, 0, e.size).await.unwrap();
                 msgs.push((e.uid, e.flags.clone(), e.modseq, bytes));
             }
-            out.insert(
+            let mut seen = Vec::new();
+            for r in accounts.iter().filter(|r| r.id != a.id) {
+                let uids = store.seen_private(m.id, r.id).await.unwrap();
+                if !uids.is_empty() {
+                    seen.push((r.address.clone(), uids));
+                }
+            }
+            mailboxes.insert(
                 (a.address.clone(), m.name.clone()),
-                (m.uidvalidity, m.highest_modseq, msgs),
+                (
+                    m.uidvalidity,
+                    m.highest_modseq,
+                    msgs,
+                    store.acl_get(m.id).await.unwrap(),
+                    seen,
+                ),
             );
         }
     }
-    out
+    State {
+        mailboxes,
+        shared: accounts
+            .iter()
+            .map(|a| (a.address.clone(), a.shared))
+            .collect(),
+        send_as: store.send_as_list().await.unwrap(),
+    }
 }
 
 fn restore(backups: &Path, name: &str, target: &Path) -> State {
@@ -95,7 +130,47 @@ pub async fn backups(store: Arc<dyn Store>, spool: &Path) {
         })
         .await
         .unwrap();
+    // Shared with a reader, who has read a message; and a shared mailbox one may send as.
+    let (reader, _) = setup_account(store.clone(), "reader@example.test").await;
+    let info = store
+        .account_create(NewAccount {
+            address: "info@example.test".into(),
+            password_hash: String::new(),
+            quota_bytes: 0,
+            quota_messages: 0,
+            shared: true,
+        })
+        .await
+        .unwrap();
+    store
+        .acl_set(inbox.id, "reader@example.test", Rights::parse("lrs").ok())
+        .await
+        .unwrap();
+    store
+        .flags_update(FlagsUpdate {
+            mailbox: inbox.id,
+            uids: vec![4],
+            op: FlagOp::Add,
+            flags: Flags {
+                bits: Flags::SEEN,
+                keywords: vec![],
+            },
+            unchanged_since: None,
+            reader: Some(reader.id),
+        })
+        .await
+        .unwrap();
+    store
+        .send_as_set(&info.address, "keep@example.test", Some(SendAs::OnBehalf))
+        .await
+        .unwrap();
     let before = state(&*store).await;
+    assert_eq!(before.send_as.len(), 1);
+    assert!(before.shared.contains(&(info.address.clone(), true)));
+    assert_eq!(
+        before.mailboxes[&(a.address.clone(), "INBOX".to_string())].4,
+        [("reader@example.test".to_string(), vec![4])]
+    );
 
     let full = store
         .backup(&backups, true, Arc::new(NoProgress))

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use postern_store::*;
 
 pub mod backup;
+pub mod share;
 pub mod stats;
 pub use backup::backups;
+pub use share::*;
 pub use stats::stats_series;
 
 pub fn delivery(bytes: &[u8], accounts: &[AccountId]) -> Delivery {

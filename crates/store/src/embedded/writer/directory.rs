@@ -136,6 +136,7 @@ impl Tables<'_> {
         for mb in self.account_mailboxes(id)? {
             self.mailbox_remove(&mb, fx, files)?;
         }
+        self.forget_account_shares(&a, fx)?;
         self.accounts.remove(id).map_err(db_err)?;
         self.forget_subscriptions(id)?;
         self.sieve_active.remove(id).map_err(db_err)?;

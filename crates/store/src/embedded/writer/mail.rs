@@ -127,6 +127,7 @@ impl Tables<'_> {
             }
         }
         self.release_kept(mb.id, fx, files)?;
+        self.forget_mailbox_shares(mb.id)?;
         self.mailbox_by_name
             .remove((mb.account, mb.name.as_str()))
             .map_err(db_err)?;
@@ -334,8 +335,17 @@ impl Tables<'_> {
     pub(super) fn flags_update(&mut self, u: FlagsUpdate, fx: &mut Effects) -> Result<Output> {
         let mut mb = self.mailbox(u.mailbox)?;
         let found = self.found(mb.id, &u.uids)?;
-        let (res, changes) = rules::update_flags(&mut mb, &u, &found);
-        for c in &changes {
+        let reader = rules::private_reader(&mb, &u);
+        let seen = match reader {
+            Some(r) => {
+                self.account(r)?;
+                self.seen_by(mb.id, r, &found)?
+            }
+            None => Default::default(),
+        };
+        let plan = rules::update_flags(&mut mb, &u, &found, &seen);
+        let changes = &plan.changes;
+        for c in changes {
             let e = &c.entry;
             self.modseq
                 .remove((mb.id, c.old_modseq, e.uid))
@@ -347,11 +357,14 @@ impl Tables<'_> {
                 .insert((mb.id, e.uid), encode_message(e).as_slice())
                 .map_err(db_err)?;
         }
+        if let Some(r) = reader {
+            self.seen_private_change(mb.id, r, &plan.seen_add, &plan.seen_remove)?;
+        }
         if !changes.is_empty() {
             self.put_mailbox(&mb)?;
             fx.events.push(rules::mailbox_changed(&mb));
         }
-        Ok(Output::Flags(res))
+        Ok(Output::Flags(plan.result))
     }
 
     pub(super) fn expunge(
@@ -372,11 +385,13 @@ impl Tables<'_> {
                 .map_err(db_err)?;
             self.keep_expunged(mb.id, e)?;
         }
+        let gone: Vec<Uid> = gone.into_iter().map(|e| e.uid).collect();
         if !gone.is_empty() {
+            self.forget_seen(mb.id, &gone)?;
             self.put_mailbox(mb)?;
             fx.events.push(rules::mailbox_changed(mb));
         }
-        Ok(gone.into_iter().map(|e| e.uid).collect())
+        Ok(gone)
     }
 
     pub(super) fn copy(

@@ -12,6 +12,7 @@ mod kept;
 mod mail;
 mod queue;
 mod reports;
+mod share;
 mod sieve;
 mod stats;
 mod subscriptions;
@@ -78,6 +79,8 @@ pub enum Job {
     ReportPrune(i64),
     StatsAdd(Vec<StatPoint>),
     StatsPrune(i64),
+    AclSet(MailboxId, String, Option<Rights>),
+    SendAsSet(String, String, Option<SendAs>),
 }
 
 pub enum Output {
@@ -196,6 +199,8 @@ impl Job {
                 | Job::MailboxCreate(..)
                 | Job::AliasSet(..)
                 | Job::TokenPut(_)
+                | Job::AclSet(_, _, Some(_))
+                | Job::SendAsSet(_, _, Some(_))
         )
     }
 }
@@ -426,6 +431,12 @@ struct Tables<'t> {
     reports: Table<'t, (i64, &'static str), &'static [u8]>,
     report_keys: Table<'t, &'static str, i64>,
     stats: Table<'t, (u8, &'static str, i64), i64>,
+    acl: Table<'t, (u64, &'static str), &'static str>,
+    acl_by_identifier: Table<'t, (&'static str, u64), ()>,
+    seen_private: Table<'t, (u64, u64, u32), ()>,
+    seen_private_readers: Table<'t, (u64, u64), ()>,
+    send_as: Table<'t, (&'static str, &'static str), &'static str>,
+    send_as_by_delegate: Table<'t, (&'static str, &'static str), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -459,6 +470,12 @@ impl<'t> Tables<'t> {
             reports: w.open_table(REPORTS).map_err(db_err)?,
             report_keys: w.open_table(REPORT_KEYS).map_err(db_err)?,
             stats: w.open_table(STATS).map_err(db_err)?,
+            acl: w.open_table(ACL).map_err(db_err)?,
+            acl_by_identifier: w.open_table(ACL_BY_IDENTIFIER).map_err(db_err)?,
+            seen_private: w.open_table(SEEN_PRIVATE).map_err(db_err)?,
+            seen_private_readers: w.open_table(SEEN_PRIVATE_READERS).map_err(db_err)?,
+            send_as: w.open_table(SEND_AS).map_err(db_err)?,
+            send_as_by_delegate: w.open_table(SEND_AS_BY_DELEGATE).map_err(db_err)?,
         })
     }
 
@@ -516,6 +533,10 @@ impl<'t> Tables<'t> {
             Job::ReportPrune(before) => self.report_prune(before).map(Output::Count),
             Job::StatsAdd(points) => self.stats_add(&points).map(|_| Output::Unit),
             Job::StatsPrune(now) => self.stats_prune(now).map(Output::Count),
+            Job::AclSet(mailbox, identifier, rights) => {
+                self.acl_set(mailbox, &identifier, rights, fx)
+            }
+            Job::SendAsSet(address, delegate, mode) => self.send_as_set(&address, &delegate, mode),
             Job::SievePut(account, name, source) => self.sieve_put(account, &name, &source),
             Job::SieveActivate(account, name) => self.sieve_activate(account, name, fx),
             Job::SieveDelete(account, name) => self.sieve_delete(account, &name),

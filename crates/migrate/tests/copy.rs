@@ -1,0 +1,131 @@
+//! A copy of a store keeps what is shared: shared-mailbox accounts, access lists, what each
+//! reader has seen (under the messages' new UIDs) and send-as grants.
+
+use postern_store::embedded::EmbeddedStore;
+use postern_store::*;
+
+async fn account(store: &SharedStore, address: &str, shared: bool) -> Account {
+    store
+        .account_create(NewAccount {
+            address: address.into(),
+            password_hash: String::new(),
+            quota_bytes: 0,
+            quota_messages: 0,
+            shared,
+        })
+        .await
+        .unwrap()
+}
+
+fn message(i: usize, account: AccountId) -> Delivery {
+    let bytes = format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes();
+    Delivery {
+        blob: NewBlob {
+            size: bytes.len() as u64,
+            data: BlobData::Memory(bytes),
+            meta: Vec::new(),
+        },
+        internal_date: 1_700_000_000 + i as i64,
+        targets: vec![DeliveryTarget {
+            account,
+            mailbox: MailboxTarget::Name {
+                name: INBOX.into(),
+                create: false,
+            },
+            flags: Flags::default(),
+            enforce_quota: false,
+        }],
+        queue: None,
+        trace: Vec::new(),
+    }
+}
+
+fn read(mailbox: MailboxId, uids: &[Uid], reader: AccountId) -> FlagsUpdate {
+    FlagsUpdate {
+        mailbox,
+        uids: uids.to_vec(),
+        op: FlagOp::Add,
+        flags: Flags {
+            bits: Flags::SEEN,
+            keywords: Vec::new(),
+        },
+        unchanged_since: None,
+        reader: Some(reader),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_is_copied() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from: SharedStore = EmbeddedStore::open(dirs.0.path(), Default::default()).unwrap();
+    let to: SharedStore = EmbeddedStore::open(dirs.1.path(), Default::default()).unwrap();
+    from.domain_add("example.test").await.unwrap();
+    // Account ids and UIDs differ in the copy: an account that went, a message expunged.
+    let gone = account(&from, "gone@example.test", false).await;
+    from.account_delete(gone.id).await.unwrap();
+    let team = account(&from, "team@example.test", true).await;
+    let bob = account(&from, "bob@example.test", false).await;
+    let carol = account(&from, "carol@example.test", false).await;
+    for i in 0..4 {
+        from.deliver(message(i, team.id)).await.unwrap();
+    }
+    let inbox = from.mailbox_by_name(team.id, INBOX).await.unwrap().unwrap();
+    from.expunge(inbox.id, vec![1]).await.unwrap();
+    from.acl_set(inbox.id, "bob@example.test", Rights::parse("lrs").ok())
+        .await
+        .unwrap();
+    from.acl_set(inbox.id, "$example.test", Rights::parse("lr").ok())
+        .await
+        .unwrap();
+    from.flags_update(read(inbox.id, &[2, 4], bob.id))
+        .await
+        .unwrap();
+    from.flags_update(read(inbox.id, &[3], carol.id))
+        .await
+        .unwrap();
+    from.send_as_set(
+        "team@example.test",
+        "bob@example.test",
+        Some(SendAs::OnBehalf),
+    )
+    .await
+    .unwrap();
+
+    let (a, b) = postern_migrate::copy::copy(&from, &to, &NoProgress)
+        .await
+        .unwrap();
+    let (table, same) = postern_migrate::copy::report(&a, &b);
+    assert!(same, "{table}");
+    assert!(table.contains("access-list lines") && table.contains("send-as grants"));
+
+    let by = async |address: &str| to.account_by_address(address).await.unwrap().unwrap();
+    let (team2, bob2, carol2) = (
+        by("team@example.test").await,
+        by("bob@example.test").await,
+        by("carol@example.test").await,
+    );
+    assert!(team2.shared && !bob2.shared);
+    assert_ne!(bob2.id, bob.id, "the copy numbers accounts afresh");
+    let inbox2 = to.mailbox_by_name(team2.id, INBOX).await.unwrap().unwrap();
+    assert_eq!(
+        to.acl_get(inbox2.id).await.unwrap(),
+        from.acl_get(inbox.id).await.unwrap()
+    );
+    // Source UIDs 2, 3, 4 are 1, 2, 3 in the copy.
+    assert_eq!(to.seen_private(inbox2.id, bob2.id).await.unwrap(), [1, 3]);
+    assert_eq!(to.seen_private(inbox2.id, carol2.id).await.unwrap(), [2]);
+    assert!(
+        to.message_list(inbox2.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| !e.flags.seen()),
+        "the owner has seen none"
+    );
+    assert_eq!(
+        to.send_as_list().await.unwrap(),
+        from.send_as_list().await.unwrap()
+    );
+    from.close().await.unwrap();
+    to.close().await.unwrap();
+}
