@@ -70,7 +70,7 @@ def status_unseen(c, box):
 def test_a_grant_shows_the_folder_and_each_reader_keeps_their_own_seen(server):
     server.add_user(CAROL)
     alice, bob, carol = login(server, ALICE), login(server, BOB), login(server, CAROL)
-    assert "ACL" in alice.capabilities and "RIGHTS=texk" in alice.capabilities
+    assert "ACL" in alice.capabilities and "RIGHTS=TEXK" in alice.capabilities
     ok(alice.create("Projects"))
     append(alice, "Projects", "one")
     append(alice, "Projects", "two")
@@ -129,10 +129,9 @@ def test_each_command_is_limited_by_the_rights_given(server):
     ok(alice.setacl("Team", BOB, "lr"))
     box = f'"{SHARED}/Team"'
     # Read-only without a right to change anything.
-    typ, _ = bob.select(box)
-    assert typ == "OK"
-    assert "READ-ONLY" in bob.untagged_responses.get("READ-ONLY", [b""])[0].decode() or \
-        bob.is_readonly
+    status, _, text = cmd(bob, "SELECT", box)
+    assert status == "OK" and text.startswith("[READ-ONLY]"), text
+    bob.state = "SELECTED"
     ok(bob.fetch("1", "(BODY[])"))
     ok(bob.close())
     status, _, text = cmd(bob, "APPEND", box, "{5+}\r\nhello")

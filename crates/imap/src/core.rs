@@ -674,6 +674,15 @@ impl ImapCore {
             self.finish(tag, name, Err(Fail::Bad(why))).await;
             return;
         }
+        // Rights on another's folder may have changed since the last command (on any node).
+        if self.state == State::Selected
+            && let Err(bye) = self.recheck_rights().await
+        {
+            let why = "[NOPERM] You may no longer read the selected folder";
+            self.finish(tag, name, Err(Fail::No(why.into()))).await;
+            self.respond("*", Err(bye));
+            return;
+        }
         let mut cmd = cmd;
         if let Some(sel) = &self.selected {
             crate::search::put_saved(sel, &mut cmd);
@@ -705,14 +714,6 @@ impl ImapCore {
     async fn finish(&mut self, tag: &str, name: &str, result: Res) {
         // EXPUNGE responses may not come during FETCH, STORE or SEARCH (their UID forms may).
         let expunge_ok = !matches!(name, "FETCH" | "STORE" | "SEARCH");
-        if self.state == State::Selected
-            && !matches!(result, Err(Fail::Bye(_)))
-            && let Err(bye) = self.recheck_rights().await
-        {
-            self.respond(tag, result);
-            self.respond("*", Err(bye));
-            return;
-        }
         if self.state == State::Selected && !matches!(result, Err(Fail::Bye(_))) {
             let mut out = std::mem::take(&mut self.out);
             let r = self.sync(&mut out, expunge_ok).await;
