@@ -135,7 +135,7 @@ def test_list_extended_status_special_use_namespace(server):
     assert u[1].startswith('* STATUS "INBOX" (MESSAGES 0 UNSEEN 0)')
     assert '"Sent"' in u[2] and "\\Sent" in u[2]
     assert r.ok('LIST "" ""') == ['* LIST (\\Noselect) "/" ""']
-    assert r.ok("NAMESPACE") == ['* NAMESPACE (("" "/")) NIL NIL']
+    assert r.ok("NAMESPACE") == ['* NAMESPACE (("" "/")) (("Shared/" "/")) NIL']
     u = r.ok('ID ("name" "test")')
     assert u[0].startswith('* ID ("name" "Postern"')
     # UTF-8 mailbox names once enabled.
