@@ -24,6 +24,8 @@ import resource
 import os
 import signal
 import socket
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -381,6 +383,36 @@ def bench_imap(peer, pn, args, results):
     results["imap"] = dict(append=(d_app, p_app), fetch=(dt, pt), search=(ds, ps), idle=(dper, pper), tls=tper)
 
 
+def imaptest_stress(port, user, secs):
+    """Dovecot's imaptest in stress mode (20 clients on one account, its default mix of
+    commands): (commands per second, error lines)."""
+    if not shutil.which("imaptest"):
+        raise SystemExit("imaptest is missing: build it with ../shared/tools/build-imaptest.sh "
+                         "(it needs a copy of github.com/dovecot/imaptest)")
+    mbox = Path("/usr/local/share/imaptest/tests/default.mbox")
+    r = subprocess.run(["imaptest", "host=127.0.0.1", f"port={port}", f"user={user}", f"pass={PW}",
+                        "clients=20", f"secs={secs}", f"mbox={mbox}"],
+                       capture_output=True, text=True, timeout=secs + 120)
+    out = r.stdout + r.stderr
+    lines = out.splitlines()
+    totals = lines[lines.index("Totals:") + 1:]
+    counts = [l for l in totals if re.fullmatch(r"[\d ]+", l.strip() or "x")][-1]
+    errors = [l for l in lines if "Error:" in l]
+    return sum(int(x) for x in counts.split()) / secs, errors
+
+
+def bench_imaptest(peer, pn, args, results):
+    secs = args.imaptest_secs
+    print(f"imaptest stress: 20 clients on one account for {secs} s, plain IMAP, each server's own account")
+    d_rate, d_err = imaptest_stress(peer.ports["IMAP"], f"user1@{DOMAIN}", secs)
+    p_rate, p_err = imaptest_stress(pn.ports["imap"], f"user1@{DOMAIN}", secs)
+    print(f"  commands Dovecot {d_rate:8.0f} /s ({len(d_err)} errors)   Postern {p_rate:8.0f} /s "
+          f"({len(p_err)} errors)   ratio {p_rate / d_rate:.2f}x")
+    for e in p_err[:10]:
+        print(f"    Postern: {e}")
+    results["imaptest"] = dict(dovecot=(d_rate, len(d_err)), postern=(p_rate, len(p_err)))
+
+
 def bench_relay(root, pn, args, results, relay_port):
     n, s, size = args.messages, args.sessions, args.size
     print(f"RELAY: {n} messages of {size} bytes from {s} sessions, relayed to a smarthost (smtp-sink)")
@@ -569,6 +601,7 @@ def main():
     ap.add_argument("--backup-messages", type=int, default=4000)
     ap.add_argument("--backup-size", type=int, default=50000)
     ap.add_argument("--idle-per-user", type=int, default=10)
+    ap.add_argument("--imaptest-secs", type=int, default=30)
     ap.add_argument("--out", help="the raw results file (default bench/results/DATE-MACHINE.txt)")
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "postern"], cwd=ROOT, check=True)
@@ -625,6 +658,8 @@ def run(args):
                 bench_imap(peer, pn, args, results)
             if "backup" in args.what:
                 bench_backup(root, peer, pn, args, results)
+            if "imaptest" in args.what:
+                bench_imaptest(peer, pn, args, results)
             if "relay" in args.what:
                 # The relaying pair is another peer; this one is no longer needed.
                 peer.stop()
