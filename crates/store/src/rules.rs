@@ -593,7 +593,7 @@ mod tests {
             op,
             flags,
             unchanged_since: since,
-        reader: None,
+            reader: None,
         }
     }
 

@@ -247,7 +247,6 @@ pub struct FlagsUpdate {
     pub flags: Flags,
     /// CONDSTORE UNCHANGEDSINCE: messages modified after this are left alone.
     pub unchanged_since: Option<ModSeq>,
-    reader: None,
     /// Set when someone other than the mailbox's owner changes flags: \Seen is then that
     /// reader's own ([`ShareStore::seen_private`](crate::ShareStore::seen_private)), the other
     /// flags everyone's. The answer gives the flags as the reader sees them; a message whose
