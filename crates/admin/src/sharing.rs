@@ -480,3 +480,45 @@ pub fn member_words(m: &MemberInfo) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rights_default_checked_and_explained() {
+        assert_eq!(parse_rights(None).unwrap().to_string(), "lrswipkxte");
+        assert_eq!(parse_rights(Some(" rl ")).unwrap().to_string(), "lr");
+        let e = parse_rights(Some("lrz")).unwrap_err().message;
+        assert!(e.starts_with("'z' is not a right"), "{e}");
+        assert!(
+            parse_rights(Some(""))
+                .unwrap_err()
+                .message
+                .contains("at least one right")
+        );
+    }
+
+    #[test]
+    fn members_and_grants_in_words() {
+        let m = MemberInfo {
+            identifier: "bob@example.test".into(),
+            rights: "lr".into(),
+            folders: vec!["INBOX".into(), "Sent".into()],
+            elsewhere: vec!["Archive: lrs".into()],
+        };
+        assert_eq!(
+            member_words(&m),
+            "bob@example.test: lr on INBOX, Sent; Archive: lrs"
+        );
+        let g = SendAsGrant {
+            address: "boss@example.test".into(),
+            delegate: "pa@example.test".into(),
+            mode: SendAs::OnBehalf,
+        };
+        assert_eq!(
+            grant_words(&g),
+            "pa@example.test may send on behalf of boss@example.test (From: boss@example.test with Sender: pa@example.test)"
+        );
+    }
+}

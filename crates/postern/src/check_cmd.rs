@@ -65,6 +65,10 @@ pub async fn run(a: CheckArgs, cfg: Option<Config>) -> anyhow::Result<bool> {
 /// mailboxes and folders it is a member of, where its mail program shows them, and its
 /// send-as grants. None when the address is no account of this server, or has nothing more.
 async fn sharing(cfg: &Config, address: &str) -> Option<Section> {
+    // A config whose server has never run here has nothing to say (and no store to make).
+    if !cfg.data_dir.is_dir() {
+        return None;
+    }
     let req = AdminRequest::Access {
         address: address.to_string(),
     };
