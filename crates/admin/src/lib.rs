@@ -213,9 +213,7 @@ impl Admin {
                 delegate,
                 on_behalf,
             } => sharing::send_as_add(d, address, delegate, on_behalf).await,
-            R::SendAsDel { address, delegate } => {
-                sharing::send_as_del(d, address, delegate).await
-            }
+            R::SendAsDel { address, delegate } => sharing::send_as_del(d, address, delegate).await,
             R::SendAsList => sharing::send_as_list(d).await,
             R::Access { address } => sharing::access(d, address).await,
             R::SieveList { address } => sieve::list(d, address).await,

@@ -469,6 +469,28 @@ pub(crate) async fn route_notes(d: &Directory, address: &str) -> Vec<String> {
     out
 }
 
+/// The folders someone may use of another account, with their rights: "rights lr" when the
+/// same on each, else "INBOX (lr), Sent (l)".
+pub fn folders_words(w: &SharedWith) -> String {
+    match w.folders.first() {
+        Some((_, r)) if w.folders.iter().all(|(_, x)| x == r) => {
+            let n = w.folders.len();
+            let which = if n == 1 {
+                w.folders[0].0.clone()
+            } else {
+                format!("{n} folders")
+            };
+            format!("{which}, rights {r}")
+        }
+        _ => w
+            .folders
+            .iter()
+            .map(|(f, r)| format!("{f} ({r})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// "alice@example.com: lrswipkxte" with the folders when not all, and the other rights.
 pub fn member_words(m: &MemberInfo) -> String {
     let mut s = format!("{}: {}", m.identifier, m.rights);
@@ -516,6 +538,14 @@ mod tests {
             delegate: "pa@example.test".into(),
             mode: SendAs::OnBehalf,
         };
+        let mut w = SharedWith {
+            owner: "info@example.test".into(),
+            shared: true,
+            folders: vec![("INBOX".into(), "lr".into()), ("Sent".into(), "lr".into())],
+        };
+        assert_eq!(folders_words(&w), "2 folders, rights lr");
+        w.folders[1].1 = "l".into();
+        assert_eq!(folders_words(&w), "INBOX (lr), Sent (l)");
         assert_eq!(
             grant_words(&g),
             "pa@example.test may send on behalf of boss@example.test (From: boss@example.test with Sender: pa@example.test)"

@@ -111,14 +111,12 @@ impl fmt::Display for AdminReply {
                 }
                 for s in shared_with {
                     let what = if s.shared { "shared mailbox " } else { "" };
-                    let folders: Vec<String> =
-                        s.folders.iter().map(|(n, r)| format!("{n} ({r})")).collect();
                     writeln!(
                         f,
                         "{what}{} under Shared/{}: {}",
                         s.owner,
                         s.owner,
-                        folders.join(", ")
+                        crate::sharing::folders_words(s)
                     )?;
                 }
                 for g in send_as {

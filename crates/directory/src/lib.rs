@@ -20,8 +20,8 @@ pub fn token_hash(token: &str) -> String {
 pub use address::{AddressError, domain_of, is_domain, normalize_address, validate_new_address};
 pub use limiter::LoginLimiter;
 pub use password::{hash_password, password_problem, verify_password};
-pub use send_as::SendRight;
 use postern_store::{Account, AccountId, Alias, SendPolicy, SharedStore, StoreError, StoreEvent};
+pub use send_as::SendRight;
 
 #[derive(Debug, Clone)]
 pub struct DirectoryConfig {

@@ -218,8 +218,7 @@ impl Ingest {
                 None => send_as::SentAs::default(),
                 Some(user) => {
                     let (authors, sender) = (parsed.authors(), parsed.sender());
-                    match send_as::check(&self.directory, user, &authors, sender.as_deref()).await
-                    {
+                    match send_as::check(&self.directory, user, &authors, sender.as_deref()).await {
                         Ok(s) => s,
                         Err(outcome) => {
                             let e = commit::refusal_event(

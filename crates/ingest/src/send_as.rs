@@ -4,9 +4,7 @@
 //! DMARC is). A message sent as a shared mailbox leaves a copy in that mailbox's Sent folder.
 
 use postern_directory::{Directory, SendRight, domain_of};
-use postern_store::{
-    Account, DeliveryTarget, Flags, SendAs, SpecialUse, StoreError, TraceEvent,
-};
+use postern_store::{Account, DeliveryTarget, Flags, SendAs, SpecialUse, StoreError, TraceEvent};
 
 use crate::prepared::{into_folder, into_mailbox};
 use crate::{Outcome, Status};

@@ -85,20 +85,15 @@ async fn sharing(cfg: &Config, address: &str) -> Option<Section> {
     }
     let mut s = Section::new(format!("Shared with {address} on this server"));
     for w in &shared_with {
-        let folders: Vec<String> = w
-            .folders
-            .iter()
-            .map(|(f, r)| format!("{f} ({r})"))
-            .collect();
         let what = if w.shared {
             format!("member of the shared mailbox {}", w.owner)
         } else {
             format!("folders of {} shared with you", w.owner)
         };
         s.info(format!(
-            "{what}: your mail program shows it under Shared/{}, folders {}",
+            "{what}: your mail program shows it under Shared/{} ({})",
             w.owner,
-            folders.join(", ")
+            postern_admin::sharing::folders_words(w)
         ));
     }
     for g in &send_as {

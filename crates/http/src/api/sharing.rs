@@ -76,12 +76,7 @@ struct LineQuery {
 
 /// The user's folder named so, or the refusal.
 async fn own_folder(st: &AppState, c: &Call, name: &str) -> Result<u64, Response> {
-    match st
-        .directory
-        .store()
-        .mailbox_by_name(c.me().id, name)
-        .await
-    {
+    match st.directory.store().mailbox_by_name(c.me().id, name).await {
         Ok(Some(m)) => Ok(m.id),
         Ok(None) => Err(error(
             StatusCode::NOT_FOUND,
