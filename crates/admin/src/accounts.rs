@@ -85,7 +85,13 @@ pub(crate) async fn user_del(d: &Directory, address: String) -> Result<AdminRepl
     let address = normalize_address(&address)?;
     let a = require_user(d, &address).await?;
     d.store().account_delete(a.id).await?;
-    done(format!("user {address} deleted with all its mail"))
+    let mut m = format!("user {address} deleted with all its mail");
+    if let Err(e) = crate::sharing::forget(d, &address).await {
+        m.push_str(&format!(
+            " (the access-list lines and send-as grants naming it could not be removed: {e})"
+        ));
+    }
+    done(m)
 }
 
 pub(crate) async fn user_list(d: &Directory) -> Result<AdminReply, AdminError> {
@@ -99,6 +105,7 @@ pub(crate) async fn user_list(d: &Directory) -> Result<AdminReply, AdminError> {
             used_bytes: u.bytes,
             messages: u.messages,
             disabled: a.disabled,
+            shared: a.shared,
         });
     }
     users.sort_by(|a, b| a.address.cmp(&b.address));
@@ -112,6 +119,11 @@ pub(crate) async fn user_passwd(
 ) -> Result<AdminReply, AdminError> {
     let address = normalize_address(&address)?;
     let a = require_user(d, &address).await?;
+    if a.shared {
+        return Err(AdminError::refused(format!(
+            "{address} is a shared mailbox: no one logs in as it, so it has no password; its members log in as themselves (see: postern mailbox list)"
+        )));
+    }
     if let Some(p) = password_problem(&password, &address, d.config().min_password_length) {
         return Err(AdminError::new(p));
     }

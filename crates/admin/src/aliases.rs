@@ -277,6 +277,7 @@ fn parse_policy(p: &str, senders: Vec<String>) -> Result<SendPolicy, AdminError>
 /// Where mail to `address` goes, step by step, down to each account's Sieve script.
 pub(crate) async fn route(d: &Directory, address: String) -> Result<AdminReply, AdminError> {
     let (mut steps, dests) = d.explain(&address).await?;
+    steps.extend(crate::sharing::route_notes(d, &address).await);
     for dest in dests.iter().flatten() {
         if let Destination::Local(acc) = dest
             && let Some((name, _)) = d.store().sieve_active(acc.id).await?

@@ -12,6 +12,7 @@ mod reports;
 mod request;
 mod server;
 pub mod setup;
+pub mod sharing;
 mod sieve;
 pub mod stats;
 pub mod text;
@@ -24,7 +25,8 @@ use postern_directory::{Directory, domain_of};
 use postern_store::{NoProgress, SharedProgress};
 
 pub use request::{
-    AdminError, AdminReply, AdminRequest, QueueInfo, ReportInfo, Submission, UserInfo,
+    AdminError, AdminReply, AdminRequest, MemberInfo, QueueInfo, ReportInfo, SharedMailboxInfo,
+    SharedWith, Submission, UserInfo,
 };
 
 /// Re-reads what the running server keeps from disk (certificates, DKIM keys).
@@ -190,6 +192,30 @@ impl Admin {
             } => aliases::group_policy(d, group, policy, senders).await,
             R::GroupList => aliases::group_list(d).await,
             R::Route { address } => aliases::route(d, address).await,
+            R::MailboxAdd {
+                address,
+                members,
+                rights,
+                quota,
+            } => sharing::mailbox_add(d, address, members, rights, quota).await,
+            R::MailboxGrant {
+                address,
+                member,
+                rights,
+            } => sharing::mailbox_grant(d, address, member, rights).await,
+            R::MailboxRevoke { address, member } => {
+                sharing::mailbox_revoke(d, address, member).await
+            }
+            R::MailboxList => sharing::mailbox_list(d).await,
+            R::MailboxDel { address } => sharing::mailbox_del(d, address).await,
+            R::SendAsAdd {
+                address,
+                delegate,
+                on_behalf,
+            } => sharing::send_as_add(d, address, delegate, on_behalf).await,
+            R::SendAsDel { address, delegate } => sharing::send_as_del(d, address, delegate).await,
+            R::SendAsList => sharing::send_as_list(d).await,
+            R::Access { address } => sharing::access(d, address).await,
             R::SieveList { address } => sieve::list(d, address).await,
             R::SieveGet { address, name } => sieve::get(d, address, name).await,
             R::SievePut {

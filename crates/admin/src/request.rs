@@ -68,6 +68,54 @@ pub enum AdminRequest {
         to: Option<String>,
         keep_copy: bool,
     },
+    /// A shared mailbox (info@, support@): an account no one logs in as, whose folders its
+    /// members use. Each member gets `rights` (RFC 4314 letters; default all but `a`) on every
+    /// folder.
+    MailboxAdd {
+        address: String,
+        members: Vec<String>,
+        #[serde(default)]
+        rights: Option<String>,
+        #[serde(default)]
+        quota: Option<u64>,
+    },
+    /// Gives `member` these rights (default all but `a`) on every folder of the shared
+    /// mailbox, replacing what it had.
+    MailboxGrant {
+        address: String,
+        member: String,
+        #[serde(default)]
+        rights: Option<String>,
+    },
+    /// Takes `member`'s rights away on every folder of the shared mailbox.
+    MailboxRevoke {
+        address: String,
+        member: String,
+    },
+    /// Every shared mailbox, its members with their rights, and its size.
+    MailboxList,
+    /// Deletes a shared mailbox with all its mail, and the send-as grants for it.
+    MailboxDel {
+        address: String,
+    },
+    /// Lets `delegate` send as `address` (`on_behalf`: on behalf of it, with `Sender:` the
+    /// delegate); replaces the grant it had.
+    SendAsAdd {
+        address: String,
+        delegate: String,
+        #[serde(default)]
+        on_behalf: bool,
+    },
+    SendAsDel {
+        address: String,
+        delegate: String,
+    },
+    SendAsList,
+    /// What an account may use besides its own: the folders shared with it (by owner) and
+    /// its send-as grants.
+    Access {
+        address: String,
+    },
     /// Where mail to an address goes, step by step.
     Route {
         address: String,
@@ -243,6 +291,45 @@ pub struct UserInfo {
     pub used_bytes: u64,
     pub messages: u64,
     pub disabled: bool,
+    /// A shared mailbox (`postern mailbox`): no one logs in as it.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+/// A shared mailbox, with who may use it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SharedMailboxInfo {
+    pub address: String,
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    pub messages: u64,
+    pub members: Vec<MemberInfo>,
+}
+
+/// One identifier of a shared mailbox's access lists.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MemberInfo {
+    /// An address, `$group@domain`, `$domain`, `anyone` or `authenticated`.
+    pub identifier: String,
+    /// RFC 4314 letters, as on INBOX (or on the first folder it has a line on).
+    pub rights: String,
+    /// The folders with these rights; empty: every folder.
+    #[serde(default)]
+    pub folders: Vec<String>,
+    /// Other rights on some folders, as "folder: letters".
+    #[serde(default)]
+    pub elsewhere: Vec<String>,
+}
+
+/// Another account's folders someone may use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SharedWith {
+    /// The account the folders belong to.
+    pub owner: String,
+    /// Whether that account is a shared mailbox.
+    pub shared: bool,
+    /// (folder, rights), by folder.
+    pub folders: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -294,6 +381,17 @@ pub enum AdminReply {
         /// Accounts ("local:" address) and remote addresses ("remote:" address); `None`:
         /// refused at RCPT.
         destinations: Option<Vec<String>>,
+    },
+    SharedMailboxes {
+        mailboxes: Vec<SharedMailboxInfo>,
+    },
+    SendAs {
+        grants: Vec<postern_store::SendAsGrant>,
+    },
+    Access {
+        address: String,
+        shared_with: Vec<SharedWith>,
+        send_as: Vec<postern_store::SendAsGrant>,
     },
 }
 

@@ -22,12 +22,17 @@ impl fmt::Display for AdminReply {
                     };
                     writeln!(
                         f,
-                        "{}\t{} messages\t{} used\tquota {}{}",
+                        "{}\t{} messages\t{} used\tquota {}{}{}",
                         u.address,
                         u.messages,
                         human_size(u.used_bytes),
                         quota,
-                        if u.disabled { "\tdisabled" } else { "" }
+                        if u.disabled { "\tdisabled" } else { "" },
+                        if u.shared {
+                            "\tshared mailbox (see postern mailbox list)"
+                        } else {
+                            ""
+                        }
                     )?;
                 }
             }
@@ -55,6 +60,67 @@ impl fmt::Display for AdminReply {
                             }
                         }
                     }
+                }
+            }
+            AdminReply::SharedMailboxes { mailboxes } => {
+                if mailboxes.is_empty() {
+                    writeln!(
+                        f,
+                        "no shared mailbox; add one with: postern mailbox add ADDRESS --members ADDRESS..."
+                    )?;
+                }
+                for m in mailboxes {
+                    let quota = if m.quota_bytes == 0 {
+                        "unlimited".to_string()
+                    } else {
+                        human_size(m.quota_bytes)
+                    };
+                    writeln!(
+                        f,
+                        "{}\t{} messages\t{} used\tquota {quota}",
+                        m.address,
+                        m.messages,
+                        human_size(m.used_bytes)
+                    )?;
+                    if m.members.is_empty() {
+                        writeln!(f, "  no members")?;
+                    }
+                    for i in &m.members {
+                        writeln!(f, "  {}", crate::sharing::member_words(i))?;
+                    }
+                }
+            }
+            AdminReply::SendAs { grants } => {
+                if grants.is_empty() {
+                    writeln!(
+                        f,
+                        "no send-as grants; add one with: postern send-as add ADDRESS DELEGATE"
+                    )?;
+                }
+                for g in grants {
+                    writeln!(f, "{}", crate::sharing::grant_words(g))?;
+                }
+            }
+            AdminReply::Access {
+                address,
+                shared_with,
+                send_as,
+            } => {
+                if shared_with.is_empty() && send_as.is_empty() {
+                    writeln!(f, "{address} uses only its own folders and addresses")?;
+                }
+                for s in shared_with {
+                    let what = if s.shared { "shared mailbox " } else { "" };
+                    writeln!(
+                        f,
+                        "{what}{} under Shared/{}: {}",
+                        s.owner,
+                        s.owner,
+                        crate::sharing::folders_words(s)
+                    )?;
+                }
+                for g in send_as {
+                    writeln!(f, "{}", crate::sharing::grant_words(g))?;
                 }
             }
             AdminReply::Groups { groups } => {

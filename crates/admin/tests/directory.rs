@@ -106,9 +106,9 @@ async fn aliases_expand_recursively_once_per_person() {
         .await
         .unwrap()
         .unwrap();
-    assert!(d.may_send_as(&alice, "team@example.test").await.unwrap());
-    assert!(d.may_send_as(&alice, "Alice@Example.test").await.unwrap());
-    assert!(!d.may_send_as(&alice, "bob@example.test").await.unwrap());
+    assert!(d.owns_address(&alice, "team@example.test").await.unwrap());
+    assert!(d.owns_address(&alice, "Alice@Example.test").await.unwrap());
+    assert!(!d.owns_address(&alice, "bob@example.test").await.unwrap());
 }
 
 #[tokio::test]
@@ -209,6 +209,42 @@ async fn logins_and_lockout() {
         .unwrap();
     assert!(matches!(
         d.authenticate("bob@example.test", "n3w-passw0rd", other, "test")
+            .await
+            .unwrap(),
+        AuthOutcome::Ok(_)
+    ));
+}
+
+#[tokio::test]
+async fn no_one_logs_in_as_a_shared_mailbox() {
+    let (_t, d, _admin) = dir().await;
+    d.store()
+        .account_create(postern_store::NewAccount {
+            address: "info@example.test".into(),
+            password_hash: String::new(),
+            quota_bytes: 0,
+            quota_messages: 0,
+            shared: true,
+        })
+        .await
+        .unwrap();
+    let ip: IpAddr = "127.0.0.11".parse().unwrap();
+    for _ in 0..4 {
+        match d
+            .authenticate("Info@Example.test", "anything", ip, "test")
+            .await
+            .unwrap()
+        {
+            AuthOutcome::Shared(why) => assert_eq!(
+                why,
+                "info@example.test is a shared mailbox: log in as yourself; it appears in your mail program under Shared/info@example.test"
+            ),
+            o => panic!("{o:?}"),
+        }
+    }
+    // Not counted as failures: the client's other logins still work.
+    assert!(matches!(
+        d.authenticate("alice@example.test", "s3cret-pass", ip, "test")
             .await
             .unwrap(),
         AuthOutcome::Ok(_)

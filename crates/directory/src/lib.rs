@@ -4,6 +4,7 @@ mod address;
 mod limiter;
 mod password;
 pub mod sasl;
+mod send_as;
 pub mod srs;
 
 use std::collections::{HashMap, HashSet};
@@ -20,6 +21,7 @@ pub use address::{AddressError, domain_of, is_domain, normalize_address, validat
 pub use limiter::LoginLimiter;
 pub use password::{hash_password, password_problem, verify_password};
 use postern_store::{Account, AccountId, Alias, SendPolicy, SharedStore, StoreError, StoreEvent};
+pub use send_as::SendRight;
 
 #[derive(Debug, Clone)]
 pub struct DirectoryConfig {
@@ -94,6 +96,16 @@ pub enum AuthOutcome {
     /// Too many failures; try again after this long.
     LockedOut(Duration),
     Disabled,
+    /// A shared mailbox: no one logs in as it. The words say what to do instead
+    /// ([`shared_login_refusal`]).
+    Shared(String),
+}
+
+/// Why a login as the shared mailbox `address` is refused, and what to do instead.
+pub fn shared_login_refusal(address: &str) -> String {
+    format!(
+        "{address} is a shared mailbox: log in as yourself; it appears in your mail program under Shared/{address}"
+    )
 }
 
 pub struct Directory {
@@ -398,10 +410,15 @@ impl Directory {
                     self.targets(std::slice::from_ref(&f.to), depth, w).await?;
                     return Ok(true);
                 }
+                let what = if acc.shared {
+                    "a shared mailbox"
+                } else {
+                    "a user"
+                };
                 note(
                     &mut w.trace,
                     depth,
-                    format!("{address} is a user: delivered to its INBOX"),
+                    format!("{address} is {what}: delivered to its INBOX"),
                 );
                 if w.seen_accounts.insert(acc.id) {
                     w.out.push(Destination::Local(acc));
@@ -600,23 +617,6 @@ impl Directory {
         Ok(None)
     }
 
-    /// Every address an account may send as: its own (with any detail), each alias that
-    /// leads to it, and its address in an alias domain. Never through a catch-all.
-    pub async fn may_send_as(&self, account: &Account, from: &str) -> Result<bool, StoreError> {
-        let Ok(from) = normalize_address(from) else {
-            return Ok(false);
-        };
-        if from == account.address {
-            return Ok(true);
-        }
-        Ok(self
-            .route(&from, false, &mut None)
-            .await?
-            .unwrap_or_default()
-            .iter()
-            .any(|d| matches!(d, Destination::Local(a) if a.id == account.id)))
-    }
-
     /// Checks a login over `protocol` ("imap", "smtp"...). Failures are counted per IP and per
     /// account; callers should wait `failure_delay` before answering a failure. Every refusal
     /// is a line in the security log, in the fixed format fail2ban reads.
@@ -639,6 +639,12 @@ impl Directory {
             return Ok(AuthOutcome::LockedOut(wait));
         }
         let account = self.store.account_by_address(&address).await?;
+        if let Some(a) = account.as_ref().filter(|a| a.shared) {
+            // Nothing to guess: a shared mailbox has no password. Refused like a disabled
+            // account (logged, not counted as a failure), with what to do instead.
+            limiter::security_event("login refused", ip, protocol, &address, "shared mailbox");
+            return Ok(AuthOutcome::Shared(shared_login_refusal(&a.address)));
+        }
         let ok = match &account {
             Some(a) => self.check_password(a, password).await,
             None => {

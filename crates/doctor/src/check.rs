@@ -570,6 +570,16 @@ async fn login_step(
             logins.works = Some(user.clone());
             Some(user)
         }
+        Login::Refused(text) if text.contains("is a shared mailbox") => {
+            logins.refused = true;
+            s.fail(
+                format!("{user} is a shared mailbox: no one logs in as it"),
+                format!(
+                    "Set up the mail program with your own address and password: the shared mailbox then appears in it under Shared/{user}."
+                ),
+            );
+            None
+        }
         Login::Refused(text) => {
             if !logins.refused && logins.works.is_none() {
                 let alt = match user.rsplit_once('@') {

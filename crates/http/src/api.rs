@@ -9,6 +9,7 @@
 mod auth;
 mod me;
 mod overview;
+mod sharing;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -329,6 +330,92 @@ fn table() -> Table {
             }),
         )
         .route(
+            "/users/{address}/access",
+            M::GET,
+            Admin,
+            ask(S::OK, |c| {
+                Ok(R::Access {
+                    address: c.param("address"),
+                })
+            }),
+        )
+        .route(
+            "/shared-mailboxes",
+            M::GET,
+            Admin,
+            ask(S::OK, |_| Ok(R::MailboxList)),
+        )
+        .route(
+            "/shared-mailboxes",
+            M::POST,
+            Admin,
+            ask_body(S::CREATED, |_, b: SharedBody| {
+                Ok(R::MailboxAdd {
+                    address: b.address,
+                    members: b.members,
+                    rights: b.rights,
+                    quota: b.quota,
+                })
+            }),
+        )
+        .route(
+            "/shared-mailboxes/{address}",
+            M::DELETE,
+            Admin,
+            ask(S::OK, |c| {
+                Ok(R::MailboxDel {
+                    address: c.param("address"),
+                })
+            }),
+        )
+        .route(
+            "/shared-mailboxes/{address}/members/{member}",
+            M::PUT,
+            Admin,
+            ask_body(S::OK, |c, b: RightsBody| {
+                Ok(R::MailboxGrant {
+                    address: c.param("address"),
+                    member: c.param("member"),
+                    rights: b.rights,
+                })
+            }),
+        )
+        .route(
+            "/shared-mailboxes/{address}/members/{member}",
+            M::DELETE,
+            Admin,
+            ask(S::OK, |c| {
+                Ok(R::MailboxRevoke {
+                    address: c.param("address"),
+                    member: c.param("member"),
+                })
+            }),
+        )
+        .route("/send-as", M::GET, Admin, ask(S::OK, |_| Ok(R::SendAsList)))
+        .route(
+            "/send-as",
+            M::POST,
+            Admin,
+            ask_body(S::CREATED, |_, b: SendAsBody| {
+                Ok(R::SendAsAdd {
+                    address: b.address,
+                    delegate: b.delegate,
+                    on_behalf: b.on_behalf,
+                })
+            }),
+        )
+        .route(
+            "/send-as/{address}/{delegate}",
+            M::DELETE,
+            Admin,
+            ask(S::OK, |c| {
+                Ok(R::SendAsDel {
+                    address: c.param("address"),
+                    delegate: c.param("delegate"),
+                })
+            }),
+        )
+        .route(
             "/route/{address}",
             M::GET,
             Admin,
@@ -500,6 +587,9 @@ fn table() -> Table {
                 })
             }),
         )
+        .route("/me/sharing", M::GET, User, own(false, sharing::get))
+        .route("/me/sharing", M::PUT, User, own(true, sharing::set))
+        .route("/me/sharing", M::DELETE, User, own(false, sharing::remove))
         .route("/me/vacation", M::PUT, User, own(true, me::vacation_set))
         .route(
             "/me/vacation",
@@ -705,6 +795,33 @@ struct ForwardBody {
 struct AliasBody {
     alias: String,
     targets: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharedBody {
+    address: String,
+    members: Vec<String>,
+    #[serde(default)]
+    rights: Option<String>,
+    #[serde(default)]
+    quota: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RightsBody {
+    #[serde(default)]
+    rights: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendAsBody {
+    address: String,
+    delegate: String,
+    #[serde(default)]
+    on_behalf: bool,
 }
 
 #[derive(Deserialize)]

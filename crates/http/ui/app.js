@@ -156,6 +156,7 @@ const ADMIN_PAGES = [
   ["domains", "Domains", domains],
   ["users", "Users", users],
   ["aliases", "Aliases & groups", aliases],
+  ["sharing", "Shared mailboxes", sharing],
   ["queue", "Queue", queue],
   ["trace", "Message trace", trace],
   ["reports", "Reports", reports],
@@ -402,6 +403,76 @@ async function aliases() {
     table(["Group", "Who may write", "Members", ""], g.groups.map(([n, p, m]) => [n, p, m.join(", "), del(n)]), "No groups."));
 }
 
+const RIGHTS_HELP = "Rights (RFC 4314): l see the folder, r read, s keep read/unread, w other flags, " +
+  "i add messages, p post, k create folders, x delete the folder, t mark deleted, e expunge, a administer.";
+
+// Shared mailboxes (info@, support@: read by their members, logged in as by no one) and who
+// may send as another address.
+async function sharing() {
+  const [m, g] = await Promise.all([api("GET", "/shared-mailboxes"), api("GET", "/send-as")]);
+  const list = (s) => s.split(/[\s,]+/).filter(Boolean);
+  const enc = encodeURIComponent;
+  const add = el("form", { id: "shared-add", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    const body = { address: v.address, members: list(v.members) };
+    if (v.rights) body.rights = v.rights;
+    if (v.quota) {
+      body.quota = parseSize(v.quota);
+      if (body.quota === null) { say("Quota: a size like 2G or 500M", "error"); return; }
+    }
+    if (await act("Creating " + v.address, () => api("POST", "/shared-mailboxes", body))) sharing();
+  } },
+  field("Address", { name: "address", type: "email", required: true, placeholder: "info@example.com", id: "shared-address" }),
+  field("Members (comma-separated)", { name: "members", required: true, size: 40, id: "shared-members" }),
+  field("Rights (optional)", { name: "rights", placeholder: "lrswipkxte", size: 12, id: "shared-rights" }),
+  field("Quota (optional)", { name: "quota", placeholder: "2G", size: 6 }),
+  el("button", { type: "submit" }, "Create shared mailbox"));
+  const grant = (address) => el("form", { class: "grant", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    const body = v.rights ? { rights: v.rights } : {};
+    if (await act("Granting", () => api("PUT", `/shared-mailboxes/${enc(address)}/members/${enc(v.member)}`, body))) sharing();
+  } },
+  el("input", { name: "member", required: true, placeholder: "member address", "aria-label": "New member of " + address }),
+  el("input", { name: "rights", placeholder: "lrswipkxte", size: 10, "aria-label": "Rights" }),
+  el("button", { type: "submit", class: "quiet" }, "Grant"));
+  const member = (address, x) => el("div", {},
+    `${x.identifier}: ${x.rights}`, x.folders.length ? ` on ${x.folders.join(", ")}` : "",
+    x.elsewhere.length ? el("span", { class: "muted" }, " (" + x.elsewhere.join("; ") + ")") : "", " ",
+    el("button", { type: "button", class: "quiet", onclick: async () => {
+      if (await act("Revoking", () => api("DELETE", `/shared-mailboxes/${enc(address)}/members/${enc(x.identifier)}`))) sharing();
+    } }, "Revoke"));
+  const addGrant = el("form", { id: "send-as-add", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    if (await act("Adding the grant", () => api("POST", "/send-as", { address: v.address, delegate: v.delegate, on_behalf: v.on_behalf === "on" }))) sharing();
+  } },
+  field("Address sent as", { name: "address", type: "email", required: true, placeholder: "info@example.com", id: "send-as-address" }),
+  field("Who sends", { name: "delegate", type: "email", required: true, id: "send-as-delegate" }),
+  el("label", { class: "inline" }, el("input", { type: "checkbox", name: "on_behalf" }), "only on behalf (Sender: who sends)"),
+  el("button", { type: "submit" }, "Allow"));
+  view("Shared mailboxes",
+    el("p", {}, "A shared mailbox is read by its members: no one logs in as it; their mail program shows it under Shared/ADDRESS."),
+    add, el("p", { class: "muted" }, RIGHTS_HELP),
+    table(["Address", "Size", "Members", ""], m.mailboxes.map((x) => [
+      x.address,
+      `${bytes(x.used_bytes)} in ${x.messages} message(s)`,
+      el("div", {}, x.members.length ? x.members.map((i) => member(x.address, i)) : el("span", { class: "muted" }, "no members"), grant(x.address)),
+      el("div", { class: "actions" }, el("button", { type: "button", class: "danger", onclick: async () => {
+        if (confirm(`Delete the shared mailbox ${x.address} and all its mail?`) &&
+            await act("Deleting", () => api("DELETE", "/shared-mailboxes/" + enc(x.address)))) sharing();
+      } }, "Delete"))]), "No shared mailbox yet."),
+    el("h2", {}, "Send as"),
+    el("p", {}, "Who may send with another address in From: as it, or on behalf of it (From: the address, Sender: who sends)."),
+    addGrant,
+    table(["Address", "Who sends", "How", ""], g.grants.map((x) => [x.address, x.delegate,
+      x.mode === "as" ? "as the address" : "on behalf",
+      el("button", { type: "button", class: "danger", onclick: async () => {
+        if (await act("Removing the grant", () => api("DELETE", `/send-as/${enc(x.address)}/${enc(x.delegate)}`))) sharing();
+      } }, "Remove")]), "No one sends as another address."));
+}
+
 async function queue() {
   const r = await api("GET", "/queue");
   const now = Date.now() / 1000;
@@ -559,6 +630,7 @@ async function account() {
     if (await act("Turning the vacation reply off", () => api("DELETE", "/me/vacation"))) account();
   } }, "Turn the reply off") : null);
   const quota = me.quota_bytes ? `${bytes(me.used_bytes)} of ${bytes(me.quota_bytes)} used` : `${bytes(me.used_bytes)} used (no limit)`;
+  const shares = el("div", { id: "sharing" });
   view("My account",
     el("p", {}, el("strong", {}, me.address), " — ", quota, `, ${me.messages ?? 0} message(s).`),
     el("h2", {}, "Settings for your mail program"),
@@ -566,7 +638,45 @@ async function account() {
     el("p", { class: "muted" }, "The password is the one you log in here with."),
     el("h2", {}, "Password"), pw,
     el("h2", {}, "Forwarding"), el("p", {}, me.forward ? `Your mail goes to ${me.forward.to}${me.forward.keep_copy ? " and a copy stays here" : ""}.` : "Your mail is not forwarded."), fwd,
-    el("h2", {}, "Vacation reply"), el("p", {}, me.vacation ? "A vacation reply is on." : "No vacation reply is on."), vac);
+    el("h2", {}, "Vacation reply"), el("p", {}, me.vacation ? "A vacation reply is on." : "No vacation reply is on."), vac,
+    el("h2", {}, "Sharing"), shares);
+  await mySharing(shares);
+}
+
+// Who else may use each of the user's folders, and what others share with them.
+async function mySharing(out) {
+  let r;
+  try { r = await api("GET", "/me/sharing"); } catch (e) {
+    out.replaceChildren(el("p", { class: "muted" }, "Sharing cannot be shown now: " + e.message));
+    return;
+  }
+  const again = () => mySharing(out);
+  const form = el("form", { id: "share-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    if (await act("Sharing " + v.folder, () => api("PUT", "/me/sharing", { folder: v.folder, identifier: v.identifier, rights: v.rights }))) again();
+  } },
+  el("label", {}, "Folder", el("select", { name: "folder", id: "share-folder" }, r.folders.map((f) => el("option", { value: f.name }, f.name)))),
+  field("With", { name: "identifier", required: true, placeholder: "bob@example.com, $team@example.com, $example.com", size: 32, id: "share-identifier" }),
+  field("Rights", { name: "rights", required: true, value: "lr", size: 12, id: "share-rights" }),
+  el("button", { type: "submit" }, "Share"));
+  const line = (folder, x) => el("div", {}, `${x.identifier}: ${x.rights} `,
+    el("button", { type: "button", class: "quiet", onclick: async () => {
+      const q = new URLSearchParams({ folder, identifier: x.identifier }).toString();
+      if (await act("Removing", () => api("DELETE", "/me/sharing?" + q))) again();
+    } }, "Remove"));
+  out.replaceChildren(
+    el("p", {}, "Let others use your folders: they see them in their mail program under Shared/" + r.address + ". " +
+      "Name a person by address, a group as $group@domain, everyone of a domain as $domain."),
+    form, el("p", { class: "muted" }, RIGHTS_HELP + " \"lr\" lets them read; \"lrswite\" lets them work in it."),
+    table(["Folder", "Who may use it"], r.folders.map((f) => [f.name,
+      f.acl.length ? el("div", {}, f.acl.map((x) => line(f.name, x))) : el("span", { class: "muted" }, "only you")]), "No folders."),
+    el("h3", {}, "Shared with you"),
+    table(["From", "Under", "Folders"], r.shared_with.map((w) => [
+      w.owner + (w.shared ? " (shared mailbox)" : ""), "Shared/" + w.owner,
+      w.folders.map(([n, rights]) => `${n} (${rights})`).join(", ")]), "Nothing is shared with you."),
+    r.send_as.length ? el("p", {}, "You may send " + r.send_as.map((g) =>
+      (g.mode === "as" ? "as " : "on behalf of ") + g.address + (g.mode === "as" ? "" : " (with Sender: " + r.address + ")")).join(", ") + ".") : null);
 }
 
 // --- start ---------------------------------------------------------------------------------

@@ -479,6 +479,7 @@ impl ImapCore {
             AuthOutcome::Disabled => {
                 no("[AUTHORIZATIONFAILED] This account is disabled; ask your mail administrator")
             }
+            AuthOutcome::Shared(why) => no(format!("[AUTHORIZATIONFAILED] {why}")),
             AuthOutcome::LockedOut(w) => no(format!(
                 "[UNAVAILABLE] Too many failed logins; try again in {} minute(s)",
                 w.as_secs().div_ceil(60)

@@ -12,6 +12,7 @@ use postern_store::{
 use crate::prepared::{Prepared, into_folder};
 use crate::raw::Raw;
 use crate::route::{Plans, keep_folder};
+use crate::send_as::SentAs;
 use crate::{Recipient, Status};
 
 /// The envelope of an arrived message.
@@ -214,6 +215,8 @@ pub struct Commit<'a> {
     pub queue_sender: Option<String>,
     pub folders: &'a HashMap<AccountId, String>,
     pub plans: Plans,
+    /// Who the user sent it as, and the Sent copies of shared mailboxes it was sent as.
+    pub sent_as: SentAs,
 }
 
 /// Stores the message for every local destination and queues it for remote ones, in one
@@ -230,6 +233,7 @@ pub async fn commit(
         queue_sender,
         folders,
         plans,
+        sent_as,
     } = c;
     let rp_len = msg.return_path.len();
     let size = msg.raw.len();
@@ -240,6 +244,7 @@ pub async fn commit(
     let mut handled: Vec<AccountId> = Vec::new();
     let mut extra: Vec<Delivery> = Vec::new();
     let mut trace = arrival_events(env, arrival, size);
+    trace.extend(sent_as.events(&arrival.trace_id));
     let mut rejections: Vec<(String, String)> = Vec::new();
     let mut taken = false;
     let trace_id = arrival.trace_id.clone();
@@ -407,6 +412,22 @@ pub async fn commit(
     });
     let queued = queue.is_some();
     let local = targets.len();
+    // Copies in the Sent folders of shared mailboxes it was sent as: after the recipients'
+    // copies, which alone decide the reply.
+    for c in sent_as.copies {
+        trace.push(
+            TraceEvent::new(
+                &trace_id,
+                "delivered",
+                format!(
+                    "a copy to {}, folder {} (sent as it), seen",
+                    c.account.address, c.folder
+                ),
+            )
+            .key(format!("to:{}", c.account.address)),
+        );
+        targets.push(c.target);
+    }
     let delivery = Prepared::parsed(msg.raw.into_blob(), size, msg.meta).deliver(
         postern_store::now(),
         targets,
@@ -423,7 +444,13 @@ pub async fn commit(
     };
     match result {
         Ok(mut reps) => {
-            let rep = reps.swap_remove(0);
+            let mut rep = reps.swap_remove(0);
+            if let Some(t) = rep.targets.get(local..)
+                && let Some(Err(e)) = t.iter().find(|t| t.is_err())
+            {
+                tracing::warn!(id = %trace_id, error = %e, "no copy in a shared mailbox's Sent folder");
+            }
+            rep.targets.truncate(local);
             let stored = rep.targets.iter().filter(|t| t.is_ok()).count() as u64;
             let m = &postern_net::metrics::METRICS;
             m.delivered_local

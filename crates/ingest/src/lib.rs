@@ -5,7 +5,8 @@
 //!
 //! The SMTP path, in order ([`Ingest::accept`]):
 //! 1. [`parsed::Parsed`]: the one parse (a spool file is mapped, never read into memory);
-//! 2. the inbound authentication checks, on that parse (`postern_trust`);
+//! 2. the inbound authentication checks, on that parse (`postern_trust`); for a logged-in
+//!    user, whether its From and Sender are theirs to use ([`send_as`]);
 //! 3. routing ([`route`]): subaddress and Junk folders, each recipient's Sieve filter;
 //! 4. the edit of the bytes (our Authentication-Results in, forged ones out) in place;
 //! 5. [`commit`]: one atomic write of every copy, queue entry and trace event.
@@ -18,6 +19,7 @@ pub mod parsed;
 pub mod prepared;
 pub mod raw;
 pub mod route;
+pub mod send_as;
 pub mod sink;
 
 use std::net::IpAddr;
@@ -132,6 +134,9 @@ pub struct Incoming {
     pub submitter: Option<String>,
     /// Sent by a logged-in user (no SRS for its forwards).
     pub logged_in: bool,
+    /// The logged-in user's account, on submission: the header's From and Sender must be
+    /// addresses it may use ([`send_as`]).
+    pub sent_by: Option<postern_store::Account>,
 }
 
 /// What ingest needs of the rest of the server.
@@ -179,6 +184,7 @@ impl Ingest {
             check,
             submitter,
             logged_in,
+            sent_by,
         } = m;
         if let Err(e) = raw.map() {
             tracing::warn!(error = %e, "cannot read the spooled message");
@@ -203,11 +209,29 @@ impl Ingest {
         let host = self.config.hostname.as_str();
         let store = &self.store;
         let return_path = raw.bytes()[..return_path_len.min(raw.bytes().len())].to_vec();
-        let (added, forged, meta, folders, plans, queue_sender, verdict, reports) = {
+        let (added, forged, meta, folders, plans, queue_sender, verdict, reports, sent_as) = {
             let parsed = heavy(raw.bytes().len(), || {
                 Parsed::new(raw.bytes(), return_path_len, ours)
             });
             arrival.message_id = parsed.message_id();
+            let sent_as = match &sent_by {
+                None => send_as::SentAs::default(),
+                Some(user) => {
+                    let (authors, sender) = (parsed.authors(), parsed.sender());
+                    match send_as::check(&self.directory, user, &authors, sender.as_deref()).await {
+                        Ok(s) => s,
+                        Err(outcome) => {
+                            let e = commit::refusal_event(
+                                &env,
+                                &arrival.trace_id,
+                                format!("{}: {}", arrival.text, outcome.status().summary()),
+                            );
+                            let _ = store.trace_append(vec![e]).await;
+                            return outcome;
+                        }
+                    }
+                }
+            };
             let verdict = match (&self.trust, &check) {
                 (Some(checker), Some(c)) => {
                     let complete = size <= self.config.inbound.max_verify_size.0;
@@ -334,6 +358,7 @@ impl Ingest {
                 queue_sender,
                 verdict,
                 reports,
+                sent_as,
             )
         };
         let raw = match raw.edit(return_path_len, added.into_bytes(), forged).await {
@@ -353,6 +378,7 @@ impl Ingest {
                 queue_sender,
                 folders: &folders,
                 plans,
+                sent_as,
             },
             &env,
             &arrival,

@@ -91,6 +91,32 @@ impl<'a> Parsed<'a> {
         }
     }
 
+    /// Every address of the From field (all of them, groups included), lower case.
+    pub fn authors(&self) -> Vec<String> {
+        self.addresses(|n| *n == HeaderName::From)
+    }
+
+    /// The address of the Sender field, lower case.
+    pub fn sender(&self) -> Option<String> {
+        self.addresses(|n| *n == HeaderName::Sender)
+            .into_iter()
+            .next()
+    }
+
+    fn addresses(&self, pick: impl Fn(&HeaderName) -> bool) -> Vec<String> {
+        self.headers()
+            .iter()
+            .filter(|h| pick(&h.name))
+            .filter_map(|h| match &h.value {
+                HeaderValue::Address(a) => Some(a),
+                _ => None,
+            })
+            .flat_map(|a| a.iter())
+            .filter_map(|a| a.address())
+            .map(str::to_ascii_lowercase)
+            .collect()
+    }
+
     /// The stored structure of `bytes` as they are now.
     pub fn meta(&self) -> MessageMeta {
         postern_message::meta::compute_parsed(self.message.as_ref(), self.region())
@@ -197,6 +223,8 @@ mod tests {
         let p = Parsed::new(MSG, 27, 1);
         assert_eq!(p.message_id().as_deref(), Some("<m1@far.test>"));
         assert_eq!(p.author().as_deref(), Some("a@far.test"));
+        assert_eq!(p.authors(), ["a@far.test"]);
+        assert_eq!(p.sender(), None);
         assert_eq!(p.headers().len(), 4, "our Received is not the sender's");
         // The structure is that of the whole message, as if parsed from its first byte.
         assert_eq!(p.meta(), postern_message::meta::compute(MSG));
@@ -224,5 +252,13 @@ mod tests {
             ]
         );
         assert_eq!(f.parts[0].headers[1].value.as_text(), Some("No, score=1.0"));
+    }
+
+    #[test]
+    fn every_author_and_the_sender() {
+        let m = b"From: A <a@x.test>, b@X.test\r\nSender: <Assistant@x.test>\r\nFrom: team: c@x.test;\r\n\r\nhi\r\n";
+        let p = Parsed::new(m, 0, 0);
+        assert_eq!(p.authors(), ["a@x.test", "b@x.test", "c@x.test"]);
+        assert_eq!(p.sender().as_deref(), Some("assistant@x.test"));
     }
 }

@@ -448,7 +448,7 @@ async fn to_plan(
                     .and_then(|i| p.messages.get(i))
                     .and_then(|m| postern_message::first_from(m))
                     .unwrap_or_default();
-                if !directory.may_send_as(acc, &author).await.unwrap_or(false) {
+                if !directory.owns_address(acc, &author).await.unwrap_or(false) {
                     p.notes.push(format!(
                         "{who}: no vacation reply: its From <{author}> is not one of the user's addresses"
                     ));

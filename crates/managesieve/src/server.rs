@@ -256,6 +256,7 @@ impl ManageSieveServer {
                             "This account is disabled; ask your mail administrator".into(),
                         )
                     }
+                    Ok(AuthOutcome::Shared(why)) => (false, why),
                     Ok(AuthOutcome::LockedOut(w)) => (
                         false,
                         format!(

@@ -302,6 +302,9 @@ impl Pop3Server {
                 return core
                     .login_failed("[AUTH] This account is disabled; ask your mail administrator");
             }
+            Ok(AuthOutcome::Shared(why)) => {
+                return core.login_failed(&format!("[AUTH] {why}"));
+            }
             Ok(AuthOutcome::LockedOut(w)) => {
                 return core.login_failed(&format!(
                     "[SYS/TEMP] Too many failed logins; try again in {} minute(s)",

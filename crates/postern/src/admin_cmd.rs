@@ -12,8 +12,8 @@ use postern_doctor::server::{Access, Queued};
 use postern_store::{Progress, SharedStore, StoreError};
 
 use crate::cli::{
-    AcmeCmd, AliasCmd, DomainCmd, ForwardCmd, GroupCmd, PasswordArgs, QueueCmd, ReportsCmd,
-    SieveCmd, TokenCmd, TraceArgs, UserCmd,
+    AcmeCmd, AliasCmd, DomainCmd, ForwardCmd, GroupCmd, MailboxCmd, PasswordArgs, QueueCmd,
+    ReportsCmd, SendAsCmd, SieveCmd, TokenCmd, TraceArgs, UserCmd,
 };
 use crate::control;
 use crate::progress::Reporter;
@@ -508,6 +508,52 @@ pub async fn group(cfg: &Config, c: GroupCmd) -> anyhow::Result<()> {
             policy,
             senders,
         },
+    };
+    show(cfg, req).await
+}
+
+pub async fn mailbox(cfg: &Config, c: MailboxCmd) -> anyhow::Result<()> {
+    let req = match c {
+        MailboxCmd::Add {
+            address,
+            members,
+            rights,
+            quota,
+        } => AdminRequest::MailboxAdd {
+            address,
+            members,
+            rights,
+            quota: quota.map(|q| parse_size(&q)).transpose()?,
+        },
+        MailboxCmd::Grant {
+            address,
+            member,
+            rights,
+        } => AdminRequest::MailboxGrant {
+            address,
+            member,
+            rights,
+        },
+        MailboxCmd::Revoke { address, member } => AdminRequest::MailboxRevoke { address, member },
+        MailboxCmd::List => AdminRequest::MailboxList,
+        MailboxCmd::Delete { address } => AdminRequest::MailboxDel { address },
+    };
+    show(cfg, req).await
+}
+
+pub async fn send_as(cfg: &Config, c: SendAsCmd) -> anyhow::Result<()> {
+    let req = match c {
+        SendAsCmd::Add {
+            address,
+            delegate,
+            on_behalf,
+        } => AdminRequest::SendAsAdd {
+            address,
+            delegate,
+            on_behalf,
+        },
+        SendAsCmd::Remove { address, delegate } => AdminRequest::SendAsDel { address, delegate },
+        SendAsCmd::List => AdminRequest::SendAsList,
     };
     show(cfg, req).await
 }

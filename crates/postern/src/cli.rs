@@ -84,6 +84,12 @@ pub enum Command {
     /// Groups (distribution lists) and who may send to them
     #[command(subcommand)]
     Group(GroupCmd),
+    /// Shared mailboxes (info@, support@): read by their members, logged in as by no one
+    #[command(subcommand)]
+    Mailbox(MailboxCmd),
+    /// Who may send as (or on behalf of) another address
+    #[command(subcommand)]
+    SendAs(SendAsCmd),
     /// A user's Sieve filters: folders, vacation replies, redirects
     #[command(subcommand)]
     Sieve(SieveCmd),
@@ -537,6 +543,58 @@ pub enum GroupCmd {
         #[arg(long = "sender")]
         senders: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum MailboxCmd {
+    /// Create the shared mailbox ADDRESS (with its standard folders) and let each member use
+    /// every folder of it; it appears in their mail program under Shared/ADDRESS
+    Add {
+        address: String,
+        /// The accounts that use it (or $group@domain, $domain)
+        #[arg(long, required = true, num_args = 1..)]
+        members: Vec<String>,
+        /// RFC 4314 rights of each member: l r s w i p k x t e a [default: lrswipkxte, all
+        /// but a (administer)]
+        #[arg(long)]
+        rights: Option<String>,
+        /// Storage quota, e.g. 2G or 500M (default: unlimited)
+        #[arg(long)]
+        quota: Option<String>,
+    },
+    /// Let MEMBER use every folder of the shared mailbox (replacing its rights)
+    Grant {
+        address: String,
+        member: String,
+        /// RFC 4314 rights [default: lrswipkxte]
+        #[arg(long)]
+        rights: Option<String>,
+    },
+    /// Take MEMBER's access to the shared mailbox away
+    Revoke { address: String, member: String },
+    /// Each shared mailbox, its members and their rights, and its size
+    List,
+    /// Delete a shared mailbox and all its mail
+    #[command(visible_alias = "del")]
+    Delete { address: String },
+}
+
+#[derive(Subcommand)]
+pub enum SendAsCmd {
+    /// Let DELEGATE (an account) send with From: ADDRESS (an account, a shared mailbox or an
+    /// alias of this server)
+    Add {
+        address: String,
+        delegate: String,
+        /// Only on behalf of ADDRESS: From: ADDRESS with Sender: DELEGATE
+        #[arg(long)]
+        on_behalf: bool,
+    },
+    /// DELEGATE may no longer send as ADDRESS
+    #[command(visible_alias = "del")]
+    Remove { address: String, delegate: String },
+    /// Every send-as grant
+    List,
 }
 
 #[derive(Subcommand)]

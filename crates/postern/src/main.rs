@@ -120,6 +120,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(c) => admin_cmd::token(&cfg()?, c).await,
         Command::Sieve(c) => admin_cmd::sieve(&cfg()?, c).await,
         Command::Group(c) => admin_cmd::group(&cfg()?, c).await,
+        Command::Mailbox(c) => admin_cmd::mailbox(&cfg()?, c).await,
+        Command::SendAs(c) => admin_cmd::send_as(&cfg()?, c).await,
         Command::Route { address } => admin_cmd::route(&cfg()?, address).await,
         Command::Queue(c) => admin_cmd::queue(&cfg()?, c).await,
         Command::Reports(c) => admin_cmd::reports(&cfg()?, c).await,
@@ -150,7 +152,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check(args) => {
-            if !check_cmd::run(args).await? {
+            // This server's config, when there is one: it knows what is shared with the
+            // account. Checking another server needs none.
+            if !check_cmd::run(args, cfg().ok()).await? {
                 return Err(Quiet.into());
             }
             Ok(())

@@ -415,6 +415,7 @@ pub async fn submit(ingest: &Ingest, s: Submission) -> Result<String, String> {
             check: None,
             submitter: Some(format!("local user {user} (sendmail)")),
             logged_in: true,
+            sent_by: None,
         })
         .await;
     match outcome {

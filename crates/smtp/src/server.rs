@@ -395,14 +395,29 @@ impl SmtpServer {
         };
         match self.directory.may_send_as(&account, &m.address).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Reply::new(
-                553,
-                "5.7.1",
-                format!(
-                    "Sender address <{}> is not yours: you are logged in as {user}; send as that address or one of its aliases",
-                    m.address
-                ),
-            )),
+            Ok(false) => {
+                let ours = self
+                    .directory
+                    .is_local_domain(domain_of(&m.address))
+                    .await
+                    .unwrap_or(false);
+                let ask = if ours {
+                    format!(
+                        ", or ask the administrator: postern send-as add {} {user}",
+                        m.address
+                    )
+                } else {
+                    String::new()
+                };
+                Err(Reply::new(
+                    553,
+                    "5.7.1",
+                    format!(
+                        "Sender address <{}> is not yours: you are logged in as {user}; send as that address or one of its aliases{ask}",
+                        m.address
+                    ),
+                ))
+            }
             Err(e) => Err(temp_failure(&e)),
         }
     }
@@ -729,6 +744,10 @@ impl SmtpServer {
                 );
                 self.count_error(core, io)
             }
+            Ok(AuthOutcome::Shared(why)) => {
+                reply(io, Reply::new(535, "5.7.8", why));
+                self.count_error(core, io)
+            }
             Ok(AuthOutcome::LockedOut(wait)) => {
                 let mins = wait.as_secs().div_ceil(60);
                 reply(
@@ -1007,6 +1026,17 @@ impl SmtpServer {
         let size = raw.len();
         let from = tx.from.address.clone();
         let logged_in = core.user().is_some();
+        // The header's From and Sender are checked against what the user may send as.
+        let sent_by = match core.user() {
+            None => None,
+            Some(u) => match self.directory.store().account_by_address(u).await {
+                Ok(a) => a,
+                Err(e) => {
+                    io.write(&temp_failure(&e).to_bytes());
+                    return Flow::Continue;
+                }
+            },
+        };
         // Mail from other servers is checked; logged-in users and relay networks are ours.
         let check = (self.trust.is_some()
             && self.config.inbound.check
@@ -1044,6 +1074,7 @@ impl SmtpServer {
                 check,
                 submitter,
                 logged_in,
+                sent_by,
             })
             .await;
         let m = &postern_net::metrics::METRICS;

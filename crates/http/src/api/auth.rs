@@ -219,6 +219,7 @@ pub(super) async fn check_password(
             StatusCode::UNAUTHORIZED,
             "this account is disabled; ask your mail administrator".into(),
         )),
+        Ok(AuthOutcome::Shared(why)) => Err((StatusCode::UNAUTHORIZED, why)),
         Ok(AuthOutcome::LockedOut(w)) => Err((
             StatusCode::TOO_MANY_REQUESTS,
             format!(
