@@ -299,3 +299,55 @@ def test_condstore_and_qresync_in_a_shared_folder(server):
     assert "\\Seen" not in flags_of(alice, 1)
     alice.logout()
     bob.logout()
+
+
+def test_a_shared_info_mailbox_read_by_two_members_with_send_as(make_server):
+    """info@ made with `postern mailbox add`: both members see it under Shared/info@, each with
+    their own \\Seen and everyone's other flags; a member who may send as info@ does, and the
+    copy lands in info@'s Sent, which the other member sees at once."""
+    import smtplib
+    s = make_server(listeners=("smtp", "submissions", "imaps"),
+                    extra_config="[smtp]\npregreet_wait_ms = 0\n")
+    s.add_user(ALICE)
+    s.add_user(BOB)
+    s.start()
+    info = "info@" + DOMAIN
+    s.cli("mailbox", "add", info, "--members", ALICE, BOB)
+    s.cli("send-as", "add", info, ALICE)
+    smtp = smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=30)
+    smtp.sendmail("customer@far.test", [info], b"From: customer@far.test\r\nSubject: question\r\n\r\nhi\r\n")
+    smtp.quit()
+    alice, bob = login(s, ALICE), login(s, BOB)
+    box = f"Shared/{info}"
+    for c in (alice, bob):
+        names = listed(c)
+        assert {f"{box}/INBOX", f"{box}/Sent", f"{box}/Drafts"} <= set(names), names
+    ok(alice.select(f'"{box}/INBOX"'))
+    ok(bob.select(f'"{box}/INBOX"'))
+    ok(alice.fetch("1", "(BODY[])"))
+    assert "\\Seen" in flags_of(alice)
+    assert "\\Seen" not in flags_of(bob), "alice's reading is hers"
+    ok(alice.store("1", "+FLAGS", "(\\Answered)"))
+    ok(bob.noop())
+    assert "\\Answered" in flags_of(bob), "other flags are everyone's"
+    # alice answers as info@; the copy is in info@'s Sent for bob too.
+    sub = smtplib.SMTP_SSL("127.0.0.1", s.port("submissions"), context=insecure_ctx(), timeout=30)
+    sub.login(ALICE, PASSWORD)
+    sub.sendmail(info, ["customer@far.test"],
+                 f"From: {info}\r\nTo: customer@far.test\r\nSubject: Re: question\r\n\r\nanswer\r\n".encode())
+    sub.quit()
+    ok(bob.select(f'"{box}/Sent"'))
+    data = ok(bob.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])"))
+    assert b"Re: question" in data[0][1] and info.encode() in data[0][1], data
+    # bob may not send as info@.
+    sub = smtplib.SMTP_SSL("127.0.0.1", s.port("submissions"), context=insecure_ctx(), timeout=30)
+    sub.login(BOB, PASSWORD)
+    try:
+        sub.sendmail(BOB, ["customer@far.test"],
+                     f"From: {info}\r\nTo: customer@far.test\r\nSubject: x\r\n\r\nx\r\n".encode())
+        raise AssertionError("bob sent as info@ without a grant")
+    except smtplib.SMTPDataError as e:
+        assert e.smtp_code == 553, e
+    sub.quit()
+    alice.logout()
+    bob.logout()
