@@ -337,9 +337,9 @@ async function users() {
     x.address,
     `${bytes(x.used_bytes)} in ${x.messages} message(s)`,
     x.quota_bytes ? bytes(x.quota_bytes) : "unlimited",
-    x.disabled ? el("span", { class: "mark-bad" }, "disabled") : "active",
+    x.shared ? el("a", { href: "#sharing" }, "shared mailbox") : x.disabled ? el("span", { class: "mark-bad" }, "disabled") : "active",
     el("div", { class: "actions" },
-      el("button", { type: "button", class: "quiet", onclick: (e) => resetPassword(e.target, x.address) }, "Reset password"),
+      x.shared ? null : el("button", { type: "button", class: "quiet", onclick: (e) => resetPassword(e.target, x.address) }, "Reset password"),
       el("button", { type: "button", class: "quiet", onclick: async () => {
         const q = prompt(`Quota for ${x.address} (like 2G; 0 = unlimited):`, x.quota_bytes ? bytes(x.quota_bytes).replace(" ", "") : "0");
         if (q === null) return;
