@@ -338,3 +338,73 @@ def test_sharing_over_the_api_and_the_web(s):
     # The page's script has the forms for both.
     st, js = alice.call("GET", "/ui/app.js")
     assert st == 200 and b"/shared-mailboxes" in js and b"/me/sharing" in js and b"/send-as" in js
+
+
+def test_sharing_pages_in_a_real_browser(s):
+    import os
+    from playwright.sync_api import expect, sync_playwright
+    from test_web import SHOTS
+    chromium = "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        pytest.fail("Debian's chromium is missing: scripts/deps installs it")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    base = f"https://127.0.0.1:{s.port('https')}"
+
+    def shot(page, name):
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+    def log_in(page, who):
+        page.goto(base + "/admin")
+        page.get_by_label("Email address").fill(who)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+            page = ctx.new_page()
+            log_in(page, BOSS)
+            expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+            page.get_by_role("link", name="Shared mailboxes").click()
+            expect(page.get_by_text("No shared mailbox yet.")).to_be_visible()
+            page.locator("#shared-address").fill(INFO)
+            page.locator("#shared-members").fill(f"{ALICE}, {BOB}")
+            page.get_by_role("button", name="Create shared mailbox").click()
+            shared = page.locator("#shared-list")
+            row = shared.get_by_role("row", name=INFO)
+            expect(row).to_contain_text(f"{ALICE}: lrswipkxte")
+            row.get_by_label("New member of " + INFO).fill(CAROL)
+            row.get_by_label("Rights").fill("lr")
+            row.get_by_role("button", name="Grant").click()
+            expect(shared.get_by_role("row", name=INFO)).to_contain_text(f"{CAROL}: lr")
+            shared.locator(".member", has_text=BOB).get_by_role("button", name="Revoke").click()
+            expect(shared.get_by_role("row", name=INFO)).not_to_contain_text(BOB)
+            assert BOB not in s.cli("mailbox", "list").stdout
+            page.locator("#send-as-address").fill(INFO)
+            page.locator("#send-as-delegate").fill(ALICE)
+            page.get_by_role("button", name="Allow").click()
+            expect(page.locator("#send-as-list").get_by_role("row", name=INFO)).to_contain_text("as the address")
+            shot(page, "06-shared-mailboxes")
+            page.get_by_role("link", name="Log out").click()
+
+            # A user shares a folder of theirs, then takes it back.
+            log_in(page, ALICE)
+            expect(page.get_by_role("heading", name="My account")).to_be_visible()
+            expect(page.locator("#shared-with-me")).to_contain_text(f"Shared/{INFO}")
+            expect(page.locator("#shared-with-me")).to_contain_text("folders, rights lrswipkxte")
+            expect(page.locator("#sharing")).to_contain_text(f"You may send as {INFO}")
+            page.locator("#share-folder").select_option("Sent")
+            page.locator("#share-identifier").fill(BOB)
+            page.locator("#share-rights").fill("lrs")
+            page.get_by_role("button", name="Share").click()
+            mine = page.locator("#my-folders")
+            expect(mine.get_by_role("row", name="Sent")).to_contain_text(f"{BOB}: lrs")
+            page.locator("#share-identifier").fill("nobody@" + DOMAIN)
+            page.get_by_role("button", name="Share").click()
+            expect(page.locator("#status")).to_contain_text("is no account of this server")
+            shot(page, "07-account-sharing")
+            mine.get_by_role("row", name="Sent").get_by_role("button", name="Remove").click()
+            expect(mine.get_by_role("row", name="Sent")).to_contain_text("only you")
+        finally:
+            browser.close()

@@ -337,9 +337,9 @@ async function users() {
     x.address,
     `${bytes(x.used_bytes)} in ${x.messages} message(s)`,
     x.quota_bytes ? bytes(x.quota_bytes) : "unlimited",
-    x.disabled ? el("span", { class: "mark-bad" }, "disabled") : "active",
+    x.shared ? el("a", { href: "#sharing" }, "shared mailbox") : x.disabled ? el("span", { class: "mark-bad" }, "disabled") : "active",
     el("div", { class: "actions" },
-      el("button", { type: "button", class: "quiet", onclick: (e) => resetPassword(e.target, x.address) }, "Reset password"),
+      x.shared ? null : el("button", { type: "button", class: "quiet", onclick: (e) => resetPassword(e.target, x.address) }, "Reset password"),
       el("button", { type: "button", class: "quiet", onclick: async () => {
         const q = prompt(`Quota for ${x.address} (like 2G; 0 = unlimited):`, x.quota_bytes ? bytes(x.quota_bytes).replace(" ", "") : "0");
         if (q === null) return;
@@ -437,7 +437,7 @@ async function sharing() {
   el("input", { name: "member", required: true, placeholder: "member address", "aria-label": "New member of " + address }),
   el("input", { name: "rights", placeholder: "lrswipkxte", size: 10, "aria-label": "Rights" }),
   el("button", { type: "submit", class: "quiet" }, "Grant"));
-  const member = (address, x) => el("div", {},
+  const member = (address, x) => el("div", { class: "member" },
     `${x.identifier}: ${x.rights}`, x.folders.length ? ` on ${x.folders.join(", ")}` : "",
     x.elsewhere.length ? el("span", { class: "muted" }, " (" + x.elsewhere.join("; ") + ")") : "", " ",
     el("button", { type: "button", class: "quiet", onclick: async () => {
@@ -455,22 +455,22 @@ async function sharing() {
   view("Shared mailboxes",
     el("p", {}, "A shared mailbox is read by its members: no one logs in as it; their mail program shows it under Shared/ADDRESS."),
     add, el("p", { class: "muted" }, RIGHTS_HELP),
-    table(["Address", "Size", "Members", ""], m.mailboxes.map((x) => [
+    el("div", { id: "shared-list" }, table(["Address", "Size", "Members", ""], m.mailboxes.map((x) => [
       x.address,
       `${bytes(x.used_bytes)} in ${x.messages} message(s)`,
       el("div", {}, x.members.length ? x.members.map((i) => member(x.address, i)) : el("span", { class: "muted" }, "no members"), grant(x.address)),
       el("div", { class: "actions" }, el("button", { type: "button", class: "danger", onclick: async () => {
         if (confirm(`Delete the shared mailbox ${x.address} and all its mail?`) &&
             await act("Deleting", () => api("DELETE", "/shared-mailboxes/" + enc(x.address)))) sharing();
-      } }, "Delete"))]), "No shared mailbox yet."),
+      } }, "Delete"))]), "No shared mailbox yet.")),
     el("h2", {}, "Send as"),
     el("p", {}, "Who may send with another address in From: as it, or on behalf of it (From: the address, Sender: who sends)."),
     addGrant,
-    table(["Address", "Who sends", "How", ""], g.grants.map((x) => [x.address, x.delegate,
+    el("div", { id: "send-as-list" }, table(["Address", "Who sends", "How", ""], g.grants.map((x) => [x.address, x.delegate,
       x.mode === "as" ? "as the address" : "on behalf",
       el("button", { type: "button", class: "danger", onclick: async () => {
         if (await act("Removing the grant", () => api("DELETE", `/send-as/${enc(x.address)}/${enc(x.delegate)}`))) sharing();
-      } }, "Remove")]), "No one sends as another address."));
+      } }, "Remove")]), "No one sends as another address.")));
 }
 
 async function queue() {
@@ -643,6 +643,14 @@ async function account() {
   await mySharing(shares);
 }
 
+// "6 folders, rights lr" when the rights are the same on each, else "INBOX (lr), Sent (l)".
+function foldersWords(folders) {
+  if (folders.length && folders.every(([, r]) => r === folders[0][1])) {
+    return (folders.length === 1 ? folders[0][0] : folders.length + " folders") + ", rights " + folders[0][1];
+  }
+  return folders.map(([n, rights]) => `${n} (${rights})`).join(", ");
+}
+
 // Who else may use each of the user's folders, and what others share with them.
 async function mySharing(out) {
   let r;
@@ -669,12 +677,11 @@ async function mySharing(out) {
     el("p", {}, "Let others use your folders: they see them in their mail program under Shared/" + r.address + ". " +
       "Name a person by address, a group as $group@domain, everyone of a domain as $domain."),
     form, el("p", { class: "muted" }, RIGHTS_HELP + " \"lr\" lets them read; \"lrswite\" lets them work in it."),
-    table(["Folder", "Who may use it"], r.folders.map((f) => [f.name,
-      f.acl.length ? el("div", {}, f.acl.map((x) => line(f.name, x))) : el("span", { class: "muted" }, "only you")]), "No folders."),
+    el("div", { id: "my-folders" }, table(["Folder", "Who may use it"], r.folders.map((f) => [f.name,
+      f.acl.length ? el("div", {}, f.acl.map((x) => line(f.name, x))) : el("span", { class: "muted" }, "only you")]), "No folders.")),
     el("h3", {}, "Shared with you"),
-    table(["From", "Under", "Folders"], r.shared_with.map((w) => [
-      w.owner + (w.shared ? " (shared mailbox)" : ""), "Shared/" + w.owner,
-      w.folders.map(([n, rights]) => `${n} (${rights})`).join(", ")]), "Nothing is shared with you."),
+    el("div", { id: "shared-with-me" }, table(["From", "Under", "Folders"], r.shared_with.map((w) => [
+      w.owner + (w.shared ? " (shared mailbox)" : ""), "Shared/" + w.owner, foldersWords(w.folders)]), "Nothing is shared with you.")),
     r.send_as.length ? el("p", {}, "You may send " + r.send_as.map((g) =>
       (g.mode === "as" ? "as " : "on behalf of ") + g.address + (g.mode === "as" ? "" : " (with Sender: " + r.address + ")")).join(", ") + ".") : null);
 }
