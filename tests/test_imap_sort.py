@@ -148,3 +148,22 @@ def test_sort_collation_subjects_groups_and_display_names(server):
     assert sort(c, "(REVERSE DISPLAYTO)", "ALL") == [7, 5, 1, 4, 8, 3, 2, 6]
     c.logout()
 
+
+def test_thread_references_breaks_a_presumed_parent(server):
+    """As imaptest's thread test: 2's References presume c's parent is a; c names 2 as its
+    parent, a link that would loop. The presumed link goes anyway, so c heads its own thread,
+    which sorts first by its (internal) date."""
+    c = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=insecure_ctx(), timeout=30)
+    c.login(ALICE, PASSWORD)
+    fill(c, "Loop", [
+        ["Message-ID: <a@b>"],
+        ["Message-Id: <b@b>", "References: <a@b> <c@b>"],
+        ["Message-Id: <c@b>", "References: <b@b>"],
+    ], dates=["22-Feb-2008 17:06:23 +0000", "22-Feb-2008 15:06:23 +0000", "22-Feb-2008 16:06:25 +0000"])
+    typ, data = c.thread("REFERENCES", "US-ASCII", "ALL")
+    assert typ == "OK" and data[0] == b"(3 2)(1)", data
+    assert c.store("1", "+FLAGS", "\\Deleted")[0] == "OK"
+    assert c.expunge()[0] == "OK"
+    typ, data = c.thread("REFERENCES", "US-ASCII", "ALL")
+    assert typ == "OK" and data[0] == b"(2 1)", data
+    c.logout()
