@@ -95,3 +95,75 @@ def test_thread_by_subject_and_by_references(server):
     typ, data = tagged(c, "THREAD", "BYCOLOR", "UTF-8", "ALL")
     assert typ == "BAD" and b"THREAD algorithm" in data[0], data
     c.logout()
+
+
+def fill(c, box, heads, dates=None):
+    """A new folder holding one message per header (lines joined), selected; `dates` gives
+    each message's internal date (IMAP date-time), the date a message without Date sorts by."""
+    assert c.create(box)[0] == "OK"
+    for n, head in enumerate(heads, 1):
+        when = f'"{dates[n - 1]}"' if dates else None
+        msg = ("\r\n".join(head) + "\r\n\r\n" + f"{n}\r\n").encode()
+        assert c.append(box, None, when, msg)[0] == "OK"
+    assert c.select(box)[0] == "OK"
+
+
+def test_sort_collation_subjects_groups_and_display_names(server):
+    """As imaptest's sort-subject, sort-addresses and sort-display-to: strings compare in
+    i;unicode-casemap (upper case: "[" and "_" after letters), a group's first address is
+    its name, DISPLAYTO falls back to mailbox@host, then to the mailbox."""
+    c = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=insecure_ctx(), timeout=30)
+    c.login(ALICE, PASSWORD)
+    subjects = [
+        "a", "C", "b", "_", "[foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)", "b (a)", "Re: [FWD: c]",
+        "[xyz]", None, "=?iso-8859-1?q?_?=", "Re: =?utf-8?q?b?=", "=?iso-8859-1?q?RE:_C?=",
+        "=?us-ascii?b?UmU6IGM=?=", "Ad: Re: Ad: Re: Ad: x", "re: [fwd: [fwd: re: [fwd: babylon]]]",
+    ]
+    fill(c, "Subjects", [[f"Subject: {s}"] if s is not None else ["X-Note: no subject"] for s in subjects])
+    assert sort(c, "(SUBJECT)", "ALL") == [9, 10, 1, 14, 3, 5, 11, 6, 15, 2, 7, 12, 13, 8, 4]
+    assert sort(c, "(REVERSE SUBJECT)", "ALL") == [4, 8, 2, 7, 12, 13, 15, 6, 3, 5, 11, 14, 1, 9, 10]
+
+    fill(c, "Groups", [
+        ["Cc: user2@domain2.org (foo bar)"],
+        ["Cc: user2: blah@domain1.org;"],
+        ["Cc: user1@domain1.org"],
+    ], dates=["22-Feb-2008 00:06:23 +0000", "22-Feb-2008 01:06:23 +0000", "22-Feb-2008 02:06:23 +0000"])
+    # "user2" (the group's name) ties with 1's mailbox: mailbox order between them.
+    assert sort(c, "(CC)", "ALL") == [3, 1, 2]
+    assert sort(c, "(REVERSE CC)", "ALL") == [1, 2, 3]
+    assert sort(c, "(CC REVERSE ARRIVAL)", "ALL") == [3, 2, 1]
+
+    fill(c, "Display", [
+        ["To: foo bar <a@b.c>"],
+        ["To: b@c.d"],
+        ["To: d"],
+        ["To: =?iso-8859-1?q?foo_aar?= <e@f.g>"],
+        ["To: =?iso-8859-1?q?foo_car?= <f@g.h>"],
+        ["To: a: xx@xx.org, yy@yy.org;"],
+        ["To: z: aa@aa.org, bb@bb.org;"],
+        ["To: empty:;"],
+    ])
+    # a (group), b@c.d, d, empty (group), foo aar, foo bar, foo car, z (group).
+    assert sort(c, "(DISPLAYTO)", "ALL") == [6, 2, 3, 8, 4, 1, 5, 7]
+    assert sort(c, "(REVERSE DISPLAYTO)", "ALL") == [7, 5, 1, 4, 8, 3, 2, 6]
+    c.logout()
+
+
+def test_thread_references_breaks_a_presumed_parent(server):
+    """As imaptest's thread test: 2's References presume c's parent is a; c names 2 as its
+    parent, a link that would loop. The presumed link goes anyway, so c heads its own thread,
+    which sorts first by its (internal) date."""
+    c = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=insecure_ctx(), timeout=30)
+    c.login(ALICE, PASSWORD)
+    fill(c, "Loop", [
+        ["Message-ID: <a@b>"],
+        ["Message-Id: <b@b>", "References: <a@b> <c@b>"],
+        ["Message-Id: <c@b>", "References: <b@b>"],
+    ], dates=["22-Feb-2008 17:06:23 +0000", "22-Feb-2008 15:06:23 +0000", "22-Feb-2008 16:06:25 +0000"])
+    typ, data = c.thread("REFERENCES", "US-ASCII", "ALL")
+    assert typ == "OK" and data[0] == b"(3 2)(1)", data
+    assert c.store("1", "+FLAGS", "\\Deleted")[0] == "OK"
+    assert c.expunge()[0] == "OK"
+    typ, data = c.thread("REFERENCES", "US-ASCII", "ALL")
+    assert typ == "OK" and data[0] == b"(2 1)", data
+    c.logout()

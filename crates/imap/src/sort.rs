@@ -283,10 +283,14 @@ fn references(items: &[Item]) -> Vec<Tree> {
                 c.link(a, b);
             }
         }
-        match refs.last() {
-            Some(&last) if !c.under(last, me) => c.link(last, me),
-            Some(_) => {}
-            None => c.unlink(me),
+        // (1B) The last reference is its parent: a parent it had already (presumed from
+        // another message's References) goes first, even when the new link would make a
+        // loop and is not made, leaving the message a root.
+        c.unlink(me);
+        if let Some(&last) = refs.last()
+            && !c.under(last, me)
+        {
+            c.link(last, me);
         }
     }
     // (2) The roots; (3) placeholders pruned.
@@ -485,6 +489,24 @@ mod tests {
             text(&references(&items), &items),
             "(8)(1 (2 3)(4)(7))((5)(6))"
         );
+    }
+
+    #[test]
+    fn a_presumed_parent_goes_even_when_the_real_one_would_loop() {
+        // imaptest's thread test: 2 presumes a -> c from its References, then c itself names
+        // 2 (b) as its parent. That link would loop (b is under c), so is not made, but the
+        // presumed link to a is broken all the same (RFC 5256 3, step 1B): c is a root.
+        let mut items = vec![
+            item(1, 17_000, "", "a", &[]),
+            item(2, 15_000, "", "b", &["a", "c"]),
+            item(3, 16_000, "", "c", &["b"]),
+        ];
+        assert_eq!(text(&references(&items), &items), "(3 2)(1)");
+        // With a expunged it is a placeholder with no children left.
+        items.remove(0);
+        items[0].seq = 1;
+        items[1].seq = 2;
+        assert_eq!(text(&references(&items), &items), "(2 1)");
     }
 
     #[test]

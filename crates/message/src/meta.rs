@@ -118,7 +118,7 @@ fn nstring(out: &mut String, s: Option<&str>) {
 }
 
 /// The raw value of the first header called `name` in `raw[start..end]`, unfolded and trimmed.
-fn raw_header(part: &MessagePart, raw: &[u8], name: &str) -> Option<String> {
+pub(crate) fn raw_header(part: &MessagePart, raw: &[u8], name: &str) -> Option<String> {
     let h = part
         .headers
         .iter()
