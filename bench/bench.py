@@ -387,8 +387,8 @@ def imaptest_stress(port, user, secs):
     """Dovecot's imaptest in stress mode (20 clients on one account, its default mix of
     commands): (commands per second, error lines)."""
     if not shutil.which("imaptest"):
-        raise SystemExit("imaptest is missing: build it with ../shared/tools/build-imaptest.sh "
-                         "(it needs a copy of github.com/dovecot/imaptest)")
+        raise SystemExit("imaptest is missing: build Dovecot's imaptest (github.com/dovecot/imaptest, "
+                         "release-2.3 line) and install it as /usr/local/bin/imaptest")
     mbox = Path("/usr/local/share/imaptest/tests/default.mbox")
     r = subprocess.run(["imaptest", "host=127.0.0.1", f"port={port}", f"user={user}", f"pass={PW}",
                         "clients=20", f"secs={secs}", f"mbox={mbox}"],
