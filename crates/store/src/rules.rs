@@ -171,8 +171,8 @@ pub(crate) fn subscription_name(name: &str) -> Result<String> {
 
 // Messages: UIDs, modseqs and the mailbox's counters.
 
-/// Adds a message to `mb`: the next UID, a new modseq, the counters; saved now. Returns the entry to
-/// store; the caller saves it and the mailbox.
+/// Adds a message to `mb`: the next UID, a new modseq, and the counters; it is saved now
+/// (RFC 8514). Returns the entry to store; the caller saves it and the mailbox.
 pub(crate) fn append(
     mb: &mut Mailbox,
     blob: BlobId,
