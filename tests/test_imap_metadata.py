@@ -8,8 +8,9 @@ import imaplib
 import re
 import time
 
-from conftest import PASSWORD
+from conftest import DOMAIN, PASSWORD
 from helpers import ALICE, BOB, insecure_ctx
+from test_postgres import database, node  # noqa: F401 (a fixture)
 
 LIMITS = """[imap]
 metadata_max_value = "1K"
@@ -265,3 +266,36 @@ def test_savedate_after_append_copy_and_move(server):
     status, _, text = cmd(c, "SEARCH", "SAVEDON", "bad-date")
     assert status == "BAD", text
     c.logout()
+
+
+def test_entries_and_save_dates_on_postgres(make_server, database):
+    """Two nodes on one database: what one keeps, the other reads; the limits hold there too."""
+    a = node(make_server, database, extra=LIMITS)
+    b = node(make_server, database, extra=LIMITS)
+    a.cli("domain", "add", DOMAIN)
+    a.add_user(ALICE)
+    a.start()
+    b.start()
+    ca, cb = login(a), login(b)
+    ok(cmd(ca, "SETMETADATA", "INBOX", '(/private/comment "from node A" /shared/comment "both")'))
+    found, _ = getmeta(cb, "INBOX", "(/private/comment /shared/comment)")
+    assert found == {"/private/comment": "from node A", "/shared/comment": "both"}
+    status, _, text = cmd(cb, "SETMETADATA", '""', f'(/private/big "{"x" * 1025}")')
+    assert status == "NO" and "[METADATA MAXSIZE 1024]" in text, text
+    ok(cmd(cb, "CREATE", "Gone"))
+    ok(cmd(cb, "SETMETADATA", "Gone", '(/private/comment "bye")'))
+    ok(cmd(ca, "DELETE", "Gone"))
+    ok(cmd(ca, "CREATE", "Gone"))
+    found, _ = getmeta(cb, "Gone", "/private/comment")
+    assert found == {"/private/comment": None}
+    typ, data = ca.append("INBOX", None, imaplib.Time2Internaldate(time.time() - 3 * 86400),
+                          b"Subject: s\r\n\r\nbody\r\n")
+    assert typ == "OK", data
+    ok(cmd(cb, "SELECT", "INBOX"))
+    cb.state = "SELECTED"
+    assert abs(savedate(cb, 1) - time.time()) < 120
+    today = time.strftime("%d-%b-%Y", time.gmtime())
+    assert cb.search(None, "SAVEDON", today)[1][0] == b"1"
+    assert cb.search(None, "ON", today)[1][0] == b""
+    ca.logout()
+    cb.logout()
