@@ -768,6 +768,13 @@ pub struct Imap {
     pub max_connections_per_ip: usize,
     /// Where folders others share appear: `PREFIX/owner@domain/folder` (RFC 2342).
     pub shared_prefix: String,
+    /// METADATA (RFC 5464): the largest value, entries of one user per mailbox (or on the
+    /// server), all of one user's entries together; the administrator's contact
+    /// (`/shared/admin`; "" = postmaster at `hostname`).
+    pub metadata_max_value: ByteSize,
+    pub metadata_max_entries: u64,
+    pub metadata_max_total: ByteSize,
+    pub metadata_admin: String,
 }
 
 impl Default for Imap {
@@ -785,6 +792,10 @@ impl Default for Imap {
             max_connections: 20000,
             max_connections_per_ip: 100,
             shared_prefix: "Shared".into(),
+            metadata_max_value: ByteSize(64 << 10),
+            metadata_max_entries: 100,
+            metadata_max_total: ByteSize(1 << 20),
+            metadata_admin: String::new(),
         }
     }
 }
@@ -1018,6 +1029,10 @@ impl Config {
             return Err(format!(
                 "imap.shared_prefix {p:?} must be one folder name, not INBOX"
             ));
+        }
+        let i = &self.imap;
+        if i.metadata_max_value.0 < 1024 || i.metadata_max_entries < 10 {
+            return Err("imap.metadata_max_value must be at least 1K and imap.metadata_max_entries at least 10 (RFC 5464 4.1)".into());
         }
         if !is_hostname(&self.hostname) {
             return Err(format!(
@@ -1287,6 +1302,10 @@ max_errors = 20
 max_connections = 20000
 max_connections_per_ip = 100
 shared_prefix = "Shared" # others' folders shared with you: Shared/owner@domain/folder
+metadata_max_value = "64K"     # METADATA: one value at most
+metadata_max_entries = 100     # ... entries of one user per folder (and on the server)
+metadata_max_total = "1M"      # ... all of one user's entries together
+metadata_admin = ""            # /shared/admin: how to reach you ("": mailto:postmaster@hostname)
 
 [delivery]
 remote_port = 25
@@ -1396,90 +1415,4 @@ fn toml_escape(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(s: &str) -> Result<Config, ConfigError> {
-        Config::parse(s, Path::new("t.toml"), Path::new("/base"))
-    }
-
-    #[test]
-    fn empty_is_defaults() {
-        let c = parse("").unwrap();
-        assert_eq!(c.smtp.max_message_size.0, 50 << 20);
-        assert_eq!(c.storage.backend, "embedded");
-        assert!(c.listen.smtp.is_empty());
-    }
-
-    #[test]
-    fn unknown_key_names_key_and_line() {
-        let e = parse("hostname = \"a.test\"\n\n[smtp]\nmax_recipient = 3\n").unwrap_err();
-        let s = e.to_string();
-        assert!(s.contains("line 4"), "{s}");
-        assert!(s.contains("max_recipient"), "{s}");
-    }
-
-    #[test]
-    fn bad_listen_address() {
-        let e = parse("[listen]\nsmtp = [\"localhost:25\"]\n").unwrap_err();
-        assert!(e.to_string().contains("listen.smtp"), "{e}");
-    }
-
-    #[test]
-    fn relative_paths_resolve_against_config_dir() {
-        let c = parse("data_dir = \"data\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
-        assert_eq!(c.data_dir, PathBuf::from("/base/data"));
-        assert_eq!(c.tls.cert, "/base/c.pem");
-    }
-
-    #[test]
-    fn init_template_parses_to_defaults() {
-        let t = render_init(&InitValues {
-            hostname: "mail.example.test",
-            data_dir: Path::new("/srv/p"),
-            cert: Path::new("/srv/p/tls/cert.pem"),
-            key: Path::new("/srv/p/tls/key.pem"),
-            listen_ip: "127.0.0.1",
-            port_offset: 10000,
-            acme: false,
-        });
-        let c = parse(&t).unwrap();
-        let d = Config::default();
-        assert_eq!(c.smtp, d.smtp);
-        assert_eq!(c.pop3, d.pop3);
-        assert_eq!(c.imap, d.imap);
-        assert_eq!(c.auth, d.auth);
-        assert_eq!(c.storage, d.storage);
-        assert_eq!(c.delivery, d.delivery);
-        assert_eq!(c.relay.host, d.relay.host);
-        assert_eq!(c.listen.smtp, vec!["127.0.0.1:10025".to_string()]);
-        assert_eq!(c.hostname, "mail.example.test");
-    }
-
-    #[test]
-    fn networks() {
-        let c: Cidr = "10.0.0.0/8".parse().unwrap();
-        assert!(c.contains("10.1.2.3".parse().unwrap()));
-        assert!(!c.contains("11.0.0.1".parse().unwrap()));
-        let one: Cidr = "::1".parse().unwrap();
-        assert!(one.contains("::1".parse().unwrap()) && !one.contains("::2".parse().unwrap()));
-        assert!(
-            parse("[smtp]\nrelay_networks = [\"0.0.0.0/0\"]\n")
-                .unwrap_err()
-                .to_string()
-                .contains("open relay")
-        );
-        assert!(parse("[smtp]\nrelay_networks = [\"nonsense\"]\n").is_err());
-    }
-
-    #[test]
-    fn units() {
-        let c = parse("[smtp]\nmax_message_size = \"10M\"\ntimeout_command = \"2m\"\n").unwrap();
-        assert_eq!(c.smtp.max_message_size.0, 10 << 20);
-        assert_eq!(c.smtp.timeout_command.0, 120);
-        let c = parse("[smtp]\nmax_message_size = 1234\ntimeout_command = 7\n").unwrap();
-        assert_eq!(c.smtp.max_message_size.0, 1234);
-        assert_eq!(c.smtp.timeout_command.0, 7);
-        assert!(parse("[smtp]\nmax_message_size = \"ten\"\n").is_err());
-    }
-}
+mod tests;

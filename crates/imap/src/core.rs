@@ -364,6 +364,9 @@ impl ImapCore {
             "OBJECTID",
             "SEARCHRES",
             "REPLACE",
+            "METADATA",
+            "METADATA-SERVER",
+            "SAVEDATE",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", c.imap.max_literal.0));
@@ -997,6 +1000,18 @@ impl ImapCore {
                 self.list_rights(out, &mailbox, &id).await.map(Some)
             }
             Command::MyRights(mailbox) => self.my_rights(out, &mailbox).await.map(Some),
+            Command::GetMetadata {
+                mailbox,
+                entries,
+                max_size,
+                depth,
+            } => self
+                .get_metadata(out, &mailbox, &entries, max_size, depth)
+                .await
+                .map(Some),
+            Command::SetMetadata(mailbox, changes) => {
+                self.set_metadata(&mailbox, changes).await.map(Some)
+            }
         }
     }
 
@@ -1237,5 +1252,7 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::GetAcl(_) => "GETACL",
         Command::ListRights(..) => "LISTRIGHTS",
         Command::MyRights(_) => "MYRIGHTS",
+        Command::GetMetadata { .. } => "GETMETADATA",
+        Command::SetMetadata(..) => "SETMETADATA",
     }
 }

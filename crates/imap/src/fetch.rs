@@ -438,6 +438,12 @@ impl FetchJob {
                     let _ = write!(out, "EMAILID ({})", format::email_id(e.blob));
                 }
                 FetchAtt::ThreadId => push(&mut out, "THREADID NIL"),
+                // RFC 8514 4.2: every mailbox keeps save dates; an entry stored before they
+                // were kept answers its internal date, as searches use it.
+                FetchAtt::SaveDate => push(
+                    &mut out,
+                    &format!("SAVEDATE {}", format::internal_date(e.save_date())),
+                ),
                 FetchAtt::Envelope => push(
                     &mut out,
                     &format!("ENVELOPE {}", m.as_ref().unwrap().envelope),

@@ -9,6 +9,7 @@ pub mod framing;
 mod list;
 mod mailbox;
 mod messages;
+mod metadata;
 pub mod parse;
 mod search;
 mod server;

@@ -1,5 +1,5 @@
-//! SEARCH (RFC 9051 6.4.4) with ESEARCH results (RFC 4731), MODSEQ (RFC 7162) and OLDER and
-//! YOUNGER (WITHIN, RFC 5032). Flags, sizes and dates come from the message records; header and
+//! SEARCH (RFC 9051 6.4.4) with ESEARCH results (RFC 4731), MODSEQ (RFC 7162), OLDER and
+//! YOUNGER (WITHIN, RFC 5032) and the save-date keys (SAVEDATE, RFC 8514). Flags, sizes and dates come from the message records; header and
 //! text keys read the message.
 
 use postern_message::MessageMeta;
@@ -96,6 +96,11 @@ fn eval(k: &SearchKey, x: &Ctx) -> bool {
         // Complements of each other, so NOT YOUNGER n is OLDER n.
         SearchKey::Older(n) => e.internal_date < x.now - i64::from(*n),
         SearchKey::Younger(n) => e.internal_date >= x.now - i64::from(*n),
+        // RFC 8514 4.3: by the save date, the internal date where none was kept.
+        SearchKey::SavedBefore(d) => e.save_date() < *d,
+        SearchKey::SavedOn(d) => e.save_date() >= *d && e.save_date() < d + 86400,
+        SearchKey::SavedSince(d) => e.save_date() >= *d,
+        SearchKey::SaveDateSupported => true,
         SearchKey::Not(k) => !eval(k, x),
         SearchKey::Or(a, b) => eval(a, x) || eval(b, x),
         SearchKey::And(v) => v.iter().all(|k| eval(k, x)),

@@ -19,8 +19,8 @@ use postern_config::Config;
 use postern_ingest::Prepared;
 use postern_store::{
     AccountId, AccountUpdate, BlobData, BlobId, Delivery, FlagOp, Flags, FlagsUpdate, MailboxId,
-    MessageEntry, NewAccount, NewQueueEntry, Progress, ReportKind, Rights, SharedStore, StoreError,
-    Uid,
+    MessageEntry, MetadataEntry, MetadataLimits, NewAccount, NewQueueEntry, Progress, ReportKind,
+    Rights, SharedStore, StoreError, Uid,
 };
 
 /// Messages (or bytes) per commit while copying.
@@ -62,6 +62,9 @@ pub struct Counts {
     reports: usize,
     acl_lines: usize,
     send_as: usize,
+    /// METADATA entries on the server and on each account's own mailboxes (readers' private
+    /// entries on others' are copied, not counted).
+    metadata: usize,
 }
 
 async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
@@ -77,7 +80,9 @@ async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
     for a in s.account_list().await? {
         c.accounts += 1;
         c.scripts += s.sieve_list(a.id).await?.len();
+        c.metadata += metadata_of(s, a.id, None).await?.len();
         for m in s.mailbox_list(a.id).await? {
+            c.metadata += metadata_of(s, a.id, Some(m.id)).await?.len();
             c.mailboxes += 1;
             c.acl_lines += s.acl_get(m.id).await?.len();
             c.messages += m.messages as u64;
@@ -85,6 +90,45 @@ async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
         }
     }
     Ok(c)
+}
+
+/// Every entry an account sees on a mailbox (or the server): its private ones, and the shared.
+async fn metadata_of(
+    s: &SharedStore,
+    account: AccountId,
+    mailbox: Option<MailboxId>,
+) -> anyhow::Result<Vec<MetadataEntry>> {
+    let mut v = s.metadata_get(account, mailbox, "/private", None).await?;
+    v.extend(s.metadata_get(account, mailbox, "/shared", None).await?);
+    Ok(v)
+}
+
+/// Copies entries as they are: the limits were the source's to keep.
+async fn put_metadata(
+    to: &SharedStore,
+    account: AccountId,
+    mailbox: Option<MailboxId>,
+    entries: Vec<MetadataEntry>,
+) -> anyhow::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let unlimited = MetadataLimits {
+        max_value: u64::MAX,
+        max_entries: u64::MAX,
+        max_total: u64::MAX,
+    };
+    let changes = entries
+        .into_iter()
+        .map(|e| (e.name, Some(e.value)))
+        .collect();
+    if let Err(refused) = to
+        .metadata_set(account, mailbox, changes, unlimited)
+        .await?
+    {
+        bail!("METADATA entries refused by the copy: {refused:?}");
+    }
+    Ok(())
 }
 
 /// Copies everything of `from` into the empty `to`; returns the counts of both. Progress
@@ -178,6 +222,13 @@ pub async fn copy(
                 }
             }
             batch.flush(to, &mut copied, progress).await?;
+            put_metadata(
+                to,
+                b.id,
+                Some(target.id),
+                metadata_of(from, a.id, Some(m.id)).await?,
+            )
+            .await?;
             let lines = from.acl_get(m.id).await?;
             for l in &lines {
                 let rights = Rights::parse(&l.rights).map_err(|c| {
@@ -189,6 +240,7 @@ pub async fn copy(
                 listed.push((m.id, target.id, a.id));
             }
         }
+        put_metadata(to, b.id, None, metadata_of(from, a.id, None).await?).await?;
         // Subscriptions are names (of mailboxes or not): the copy has the same ones.
         let subscribed = from.subscriptions(a.id).await?;
         for name in to.subscriptions(b.id).await? {
@@ -217,6 +269,10 @@ pub async fn copy(
     for &(src, dst, owner) in &listed {
         let mut uids = None;
         for &(reader, copy) in accounts.iter().filter(|r| r.0 != owner) {
+            let private = from
+                .metadata_get(reader, Some(src), "/private", None)
+                .await?;
+            put_metadata(to, copy, Some(dst), private).await?;
             let seen = from.seen_private(src, reader).await?;
             if seen.is_empty() {
                 continue;
@@ -418,6 +474,7 @@ pub fn report(from: &Counts, to: &Counts) -> (String, bool) {
             to.acl_lines as u64,
         ),
         ("send-as grants", from.send_as as u64, to.send_as as u64),
+        ("METADATA entries", from.metadata as u64, to.metadata as u64),
     ];
     let mut out = format!("{:<20} {:>12} {:>12}\n", "", "source", "copy");
     let mut same = true;

@@ -91,12 +91,30 @@ async fn sharing_is_copied() {
     .await
     .unwrap();
 
+    let limits = MetadataLimits {
+        max_value: 1024,
+        max_entries: 10,
+        max_total: 4096,
+    };
+    let note = |n: &str, v: &str| vec![(n.to_string(), Some(v.as_bytes().to_vec()))];
+    for (who, mailbox, name, value) in [
+        (bob.id, Some(inbox.id), "/private/comment", "bob's note"),
+        (bob.id, Some(inbox.id), "/shared/comment", "the team's"),
+        (team.id, None, "/private/vendor/x/y", "server"),
+    ] {
+        from.metadata_set(who, mailbox, note(name, value), limits)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     let (a, b) = postern_migrate::copy::copy(&from, &to, &NoProgress)
         .await
         .unwrap();
     let (table, same) = postern_migrate::copy::report(&a, &b);
     assert!(same, "{table}");
     assert!(table.contains("access-list lines") && table.contains("send-as grants"));
+    assert!(table.contains("METADATA entries"));
 
     let by = async |address: &str| to.account_by_address(address).await.unwrap().unwrap();
     let (team2, bob2, carol2) = (
@@ -107,6 +125,23 @@ async fn sharing_is_copied() {
     assert!(team2.shared && !bob2.shared);
     assert_ne!(bob2.id, bob.id, "the copy numbers accounts afresh");
     let inbox2 = to.mailbox_by_name(team2.id, INBOX).await.unwrap().unwrap();
+    let value = async |who: u64, mailbox: Option<u64>, name: &str| {
+        let e = to.metadata_get(who, mailbox, name, None).await.unwrap();
+        String::from_utf8(e.first().map(|e| e.value.clone()).unwrap_or_default()).unwrap()
+    };
+    assert_eq!(
+        value(bob2.id, Some(inbox2.id), "/private/comment").await,
+        "bob's note"
+    );
+    assert_eq!(
+        value(team2.id, Some(inbox2.id), "/shared/comment").await,
+        "the team's"
+    );
+    assert_eq!(
+        value(team2.id, Some(inbox2.id), "/private/comment").await,
+        ""
+    );
+    assert_eq!(value(team2.id, None, "/private/vendor/x/y").await, "server");
     assert_eq!(
         to.acl_get(inbox2.id).await.unwrap(),
         from.acl_get(inbox.id).await.unwrap()

@@ -3,12 +3,14 @@
 //!
 //! Protocol code sees only [`Store`] (held as a [`SharedStore`]), one trait per concern:
 //! [`DirectoryStore`], [`MailStore`], [`QueueStore`], [`TraceStore`], [`SieveStore`],
-//! [`SessionStore`], [`ReportStore`], [`StatsStore`], [`ShareStore`] and [`BackupStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
+//! [`SessionStore`], [`ReportStore`], [`StatsStore`], [`ShareStore`], [`MetadataStore`] and
+//! [`BackupStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
 //! per-mailbox metadata. A write is durable when its future resolves. What a change does
 //! (counters, modseqs, quotas) is decided in one place for both backends: `rules`.
 
 pub mod backup;
 pub mod embedded;
+mod metadata;
 pub mod postgres;
 mod progress;
 mod rules;
@@ -18,6 +20,7 @@ mod types;
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub use metadata::*;
 pub use progress::{NoProgress, Progress, SharedProgress};
 pub use share::*;
 pub use types::*;
@@ -116,6 +119,7 @@ pub trait Store:
     + ReportStore
     + StatsStore
     + ShareStore
+    + MetadataStore
     + BackupStore
 {
     /// Changes committed from now on, from any session.
@@ -404,6 +408,35 @@ pub trait ShareStore: Send + Sync + 'static {
     async fn send_as_list(&self) -> Result<Vec<SendAsGrant>>;
     /// The grants of one delegate, by address.
     async fn send_as_of(&self, delegate: &str) -> Result<Vec<SendAsGrant>>;
+}
+
+/// IMAP METADATA (RFC 5464): named values on a mailbox (`Some`) or on the server (`None`), as
+/// an account sees them: its own `/private` entries, and a mailbox's `/shared` ones, which its
+/// owner keeps whoever sets them ([`metadata_keeper`]; on the server, `/shared` entries are
+/// the account's own too). Names are kept lower case ([`metadata_name`]). A mailbox's entries
+/// follow it through renames (they name it by id) and go when it goes, whoever kept them; an
+/// account's go with the account. Limits count against the account that keeps an entry.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// The entries named `entry` (or all `/private` or `/shared` ones: [`metadata_prefix`]) or
+    /// below it, at most `depth` levels below (`None`: any), by name.
+    async fn metadata_get(
+        &self,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        entry: &str,
+        depth: Option<u32>,
+    ) -> Result<Vec<MetadataEntry>>;
+    /// Sets each entry (`None` removes it), all in one atomic step checked against `limits`:
+    /// `Ok(Err(_))` names the limit that refused them, and nothing changed. `NotFound` for an
+    /// account or mailbox not there, `Invalid` for a bad name.
+    async fn metadata_set(
+        &self,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        changes: MetadataChanges,
+        limits: MetadataLimits,
+    ) -> Result<Result<(), MetadataRefused>>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -171,8 +171,8 @@ pub(crate) fn subscription_name(name: &str) -> Result<String> {
 
 // Messages: UIDs, modseqs and the mailbox's counters.
 
-/// Adds a message to `mb`: the next UID, a new modseq, and the counters. Returns the entry to
-/// store; the caller saves it and the mailbox.
+/// Adds a message to `mb`: the next UID, a new modseq, and the counters; it is saved now
+/// (RFC 8514). Returns the entry to store; the caller saves it and the mailbox.
 pub(crate) fn append(
     mb: &mut Mailbox,
     blob: BlobId,
@@ -195,6 +195,7 @@ pub(crate) fn append(
         internal_date,
         modseq: mb.highest_modseq,
         flags,
+        saved: Some(now()),
     }
 }
 

@@ -230,6 +230,17 @@ pub struct MessageEntry {
     pub internal_date: i64,
     pub flags: Flags,
     pub modseq: ModSeq,
+    /// When it was saved into this mailbox (delivery, APPEND, COPY or MOVE), in seconds since
+    /// the epoch (RFC 8514); `None` for an entry stored before save dates were kept.
+    pub saved: Option<i64>,
+}
+
+impl MessageEntry {
+    /// The save date, or the internal date where none was kept (RFC 8514 4.3 searches by the
+    /// internal date where the save date is unknown).
+    pub fn save_date(&self) -> i64 {
+        self.saved.unwrap_or(self.internal_date)
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -55,6 +55,11 @@ conformance!(
     shares_go_with_what_they_name,
     send_as_grants,
     shared_accounts,
+    metadata_entries,
+    metadata_limits,
+    metadata_follows_mailboxes,
+    metadata_shared_entries,
+    save_dates,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

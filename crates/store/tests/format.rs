@@ -213,3 +213,107 @@ async fn format_2_gets_the_sharing_tables() {
     let name = found[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.starts_with("store-schema-2-"), "{name}");
 }
+
+/// A store of format 3 had no save dates in its message records and no METADATA tables: its
+/// messages are read as they are (no save date: the internal date stands in), and entries can
+/// be kept once it is upgraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_3_messages_have_no_save_date() {
+    const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
+    let dir = tempfile::tempdir().unwrap();
+    let account = make_store(dir.path()).await;
+    let store = open(dir.path()).unwrap();
+    let inbox = store
+        .mailbox_by_name(account, "INBOX")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut d = Delivery {
+        blob: NewBlob {
+            data: BlobData::Memory(b"Subject: old\r\n\r\nold".to_vec()),
+            size: 19,
+            meta: Vec::new(),
+        },
+        internal_date: 1_600_000_000,
+        targets: Vec::new(),
+        queue: None,
+        trace: Vec::new(),
+    };
+    d.targets.push(DeliveryTarget {
+        account,
+        mailbox: MailboxTarget::Id(inbox.id),
+        flags: Flags {
+            bits: Flags::SEEN,
+            keywords: vec!["$old".into()],
+        },
+        enforce_quota: false,
+    });
+    store.deliver(d).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    set_format_version(dir.path(), 3).unwrap();
+    {
+        // Records as format 3 wrote them: the flag byte without the save-date bit, no date.
+        let db = redb::Database::open(dir.path().join("store.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut t = w.open_table(MESSAGES).unwrap();
+            let rows: Vec<((u64, u32), Vec<u8>)> = t
+                .iter()
+                .unwrap()
+                .map(|x| {
+                    let (k, v) = x.unwrap();
+                    (k.value(), v.value().to_vec())
+                })
+                .collect();
+            for (k, v) in rows {
+                let mut old = v[..33].to_vec();
+                old[32] &= 0x7f;
+                old.extend_from_slice(&v[41..]);
+                t.insert(k, old.as_slice()).unwrap();
+            }
+        }
+        for name in ["metadata", "metadata_by_mailbox"] {
+            assert!(
+                w.delete_table(TableDefinition::<(), ()>::new(name))
+                    .unwrap()
+            );
+        }
+        w.commit().unwrap();
+        db.close().unwrap();
+    }
+    let store = open(dir.path()).unwrap();
+    let e = &store.message_list(inbox.id).await.unwrap()[0];
+    assert_eq!(e.saved, None);
+    assert_eq!(e.save_date(), 1_600_000_000);
+    assert_eq!(e.flags.bits, Flags::SEEN);
+    assert_eq!(e.flags.keywords, ["$old"]);
+    let limits = MetadataLimits {
+        max_value: 10,
+        max_entries: 10,
+        max_total: 100,
+    };
+    store
+        .metadata_set(
+            account,
+            Some(inbox.id),
+            vec![("/private/comment".into(), Some(b"kept".to_vec()))],
+            limits,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .metadata_get(account, Some(inbox.id), "/private/comment", None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(format_version(dir.path()).unwrap(), Some(STORE_FORMAT));
+    let found = copies(dir.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+}

@@ -97,6 +97,11 @@ conformance!(
     shares_go_with_what_they_name,
     send_as_grants,
     shared_accounts,
+    metadata_entries,
+    metadata_limits,
+    metadata_follows_mailboxes,
+    metadata_shared_entries,
+    save_dates,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,6 +453,48 @@ async fn a_lost_notification_connection_is_reported() {
     db.drop_db().await;
 }
 
+/// Messages stored before schema 9 have no save date (the internal date stands in); entries
+/// can be kept once it is migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_to_save_dates_and_metadata() {
+    let db = TestDb::new().await;
+    let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let (a, inbox) = suite::setup_account(store.clone(), "old@example.test").await;
+    store
+        .deliver(suite::delivery(b"Subject: old\r\n\r\nold", &[a.id]))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Back to schema 8.
+    c.batch_execute(
+        "DROP TABLE metadata; ALTER TABLE messages DROP COLUMN saved; \
+         ALTER TABLE kept DROP COLUMN saved; DELETE FROM postern_schema WHERE version >= 9",
+    )
+    .await
+    .unwrap();
+    let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let e = &store.message_list(inbox.id).await.unwrap()[0];
+    assert_eq!(e.saved, None);
+    assert_eq!(e.save_date(), 1_700_000_000);
+    store
+        .metadata_set(
+            a.id,
+            None,
+            vec![("/private/comment".into(), Some(b"kept".to_vec()))],
+            suite::metadata::LIMITS,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store.close().await.unwrap();
+    drop(c);
+    db.drop_db().await;
+}
+
 /// A database from before subscriptions had a table of their own (a `subscribed` column per
 /// mailbox) gets its subscriptions from that column when migrated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,6 +513,7 @@ async fn migration_carries_subscriptions_over() {
         "DROP TABLE subscriptions; DROP TABLE kept; \
          DROP TABLE report_tallies; DROP TABLE received_reports; DROP TABLE stats; \
          DROP TABLE acl; DROP TABLE seen_private; DROP TABLE send_as; \
+         DROP TABLE metadata; ALTER TABLE messages DROP COLUMN saved; \
          ALTER TABLE accounts DROP COLUMN shared; \
          DELETE FROM postern_schema WHERE version >= 5; \
          UPDATE mailboxes SET subscribed = (name <> 'Junk')",

@@ -359,6 +359,8 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
             p.sp()?;
             Command::MyRights(p.mailbox()?)
         }
+        "GETMETADATA" => get_metadata(p)?,
+        "SETMETADATA" => set_metadata(p)?,
         other => return err(format!("unknown command {other}")),
     };
     p.end()?;
@@ -648,4 +650,91 @@ fn store(p: &mut Parser, uid: bool) -> R<Command> {
         flags,
         unchanged_since,
     })
+}
+
+/// An entry name (RFC 5464 3.2), as kept; a bad one is a BAD. `root`: `/private` and
+/// `/shared` themselves may be asked for (with DEPTH, every entry of the kind).
+fn entry(p: &mut Parser, root: bool) -> R<String> {
+    let name = p.astring()?;
+    match root {
+        true => postern_store::metadata_prefix(&name),
+        false => postern_store::metadata_name(&name),
+    }
+    .map_err(|e| ParseError(e.to_string()))
+}
+
+/// `GETMETADATA [SP "(" options ")"] SP mailbox SP entries` (RFC 5464 5).
+fn get_metadata(p: &mut Parser) -> R<Command> {
+    p.sp()?;
+    let (mut max_size, mut depth) = (None, Some(0));
+    if p.peek() == Some(b'(') {
+        p.open()?;
+        loop {
+            let opt = p.atom()?.to_ascii_uppercase();
+            p.sp()?;
+            match opt.as_str() {
+                "MAXSIZE" => max_size = Some(p.number()?),
+                "DEPTH" => {
+                    depth = match p.atom()?.to_ascii_lowercase().as_str() {
+                        "0" => Some(0),
+                        "1" => Some(1),
+                        "infinity" => None,
+                        d => return err(format!("DEPTH is 0, 1 or infinity, not {d}")),
+                    }
+                }
+                other => return err(format!("unknown GETMETADATA option {other}")),
+            }
+            if !p.maybe_sp() {
+                break;
+            }
+        }
+        p.close()?;
+        p.sp()?;
+    }
+    let mailbox = p.mailbox()?;
+    p.sp()?;
+    let mut entries = Vec::new();
+    if p.peek() == Some(b'(') {
+        p.open()?;
+        loop {
+            entries.push(entry(p, true)?);
+            if !p.maybe_sp() {
+                break;
+            }
+        }
+        p.close()?;
+    } else {
+        entries.push(entry(p, true)?);
+    }
+    Ok(Command::GetMetadata {
+        mailbox,
+        entries,
+        max_size,
+        depth,
+    })
+}
+
+/// `SETMETADATA SP mailbox SP "(" entry SP value *(SP entry SP value) ")"`, a value being NIL,
+/// a string or a literal8 (RFC 5464 5).
+fn set_metadata(p: &mut Parser) -> R<Command> {
+    p.sp()?;
+    let mailbox = p.mailbox()?;
+    p.sp()?;
+    p.open()?;
+    let mut values = Vec::new();
+    loop {
+        let name = entry(p, false)?;
+        p.sp()?;
+        let value = if p.keyword_is("NIL") {
+            None
+        } else {
+            Some(p.string_bytes()?)
+        };
+        values.push((name, value));
+        if !p.maybe_sp() {
+            break;
+        }
+    }
+    p.close()?;
+    Ok(Command::SetMetadata(mailbox, values))
 }

@@ -457,6 +457,7 @@ impl<'a> Parser<'a> {
             "MODSEQ" => FetchAtt::ModSeq,
             "EMAILID" => FetchAtt::EmailId,
             "THREADID" => FetchAtt::ThreadId,
+            "SAVEDATE" => FetchAtt::SaveDate,
             "RFC822" => FetchAtt::Rfc822,
             "RFC822.HEADER" => FetchAtt::Rfc822Header,
             "RFC822.TEXT" => FetchAtt::Rfc822Text,
@@ -638,7 +639,8 @@ impl<'a> Parser<'a> {
                 self.sp()?;
                 SearchKey::Smaller(self.number()?)
             }
-            "BEFORE" | "ON" | "SINCE" | "SENTBEFORE" | "SENTON" | "SENTSINCE" => {
+            "BEFORE" | "ON" | "SINCE" | "SENTBEFORE" | "SENTON" | "SENTSINCE" | "SAVEDBEFORE"
+            | "SAVEDON" | "SAVEDSINCE" => {
                 self.sp()?;
                 let d = self.date()?;
                 match word.as_str() {
@@ -647,9 +649,13 @@ impl<'a> Parser<'a> {
                     "SINCE" => SearchKey::Since(d),
                     "SENTBEFORE" => SearchKey::SentBefore(d),
                     "SENTON" => SearchKey::SentOn(d),
+                    "SAVEDBEFORE" => SearchKey::SavedBefore(d),
+                    "SAVEDON" => SearchKey::SavedOn(d),
+                    "SAVEDSINCE" => SearchKey::SavedSince(d),
                     _ => SearchKey::SentSince(d),
                 }
             }
+            "SAVEDATESUPPORTED" => SearchKey::SaveDateSupported,
             "FROM" | "TO" | "CC" | "BCC" | "SUBJECT" => SearchKey::Header(
                 match word.as_str() {
                     "FROM" => "From",

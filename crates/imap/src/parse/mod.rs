@@ -127,6 +127,8 @@ pub enum FetchAtt {
     /// OBJECTID (RFC 8474).
     EmailId,
     ThreadId,
+    /// SAVEDATE (RFC 8514).
+    SaveDate,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +161,12 @@ pub enum SearchKey {
     Older(u32),
     /// WITHIN: internal date at most this many seconds ago.
     Younger(u32),
+    /// SAVEDATE (RFC 8514): save date comparisons, like `Before`, `On` and `Since`.
+    SavedBefore(i64),
+    SavedOn(i64),
+    SavedSince(i64),
+    /// Every message: this store keeps save dates in every mailbox.
+    SaveDateSupported,
     Not(Box<SearchKey>),
     Or(Box<SearchKey>, Box<SearchKey>),
     And(Vec<SearchKey>),
@@ -330,6 +338,17 @@ pub enum Command {
     GetAcl(String),
     ListRights(String, String),
     MyRights(String),
+    /// RFC 5464: entries of a mailbox ("" for the server), names as kept (lower case).
+    GetMetadata {
+        mailbox: String,
+        entries: Vec<String>,
+        /// MAXSIZE: larger values are left out.
+        max_size: Option<u64>,
+        /// DEPTH: 0 (the default), 1, or infinity (`None`).
+        depth: Option<u32>,
+    },
+    /// Entry names (as kept) and values; NIL (`None`) removes.
+    SetMetadata(String, Vec<(String, Option<Vec<u8>>)>),
 }
 
 mod command;

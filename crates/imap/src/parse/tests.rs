@@ -324,3 +324,73 @@ fn preview() {
             .contains("expected a fetch attribute")
     );
 }
+
+#[test]
+fn metadata_commands() {
+    assert_eq!(
+        cmd("a GETMETADATA (MAXSIZE 1024 DEPTH infinity) \"\" (/Shared/Comment /private)\r\n"),
+        Command::GetMetadata {
+            mailbox: String::new(),
+            entries: vec!["/shared/comment".into(), "/private".into()],
+            max_size: Some(1024),
+            depth: None,
+        }
+    );
+    assert_eq!(
+        cmd("a GETMETADATA INBOX /private/comment\r\n"),
+        Command::GetMetadata {
+            mailbox: "INBOX".into(),
+            entries: vec!["/private/comment".into()],
+            max_size: None,
+            depth: Some(0),
+        }
+    );
+    assert_eq!(
+        cmd(
+            "a SETMETADATA inbox (/private/comment NIL /shared/x {3+}\r\na\r\n /shared/y ~{2}\r\n\0b)\r\n"
+        ),
+        Command::SetMetadata(
+            "INBOX".into(),
+            vec![
+                ("/private/comment".into(), None),
+                ("/shared/x".into(), Some(b"a\r\n".to_vec())),
+                ("/shared/y".into(), Some(b"\0b".to_vec())),
+            ]
+        )
+    );
+    for input in [
+        "a GETMETADATA (DEPTH 2) INBOX /private/a\r\n",
+        "a GETMETADATA (SIZE 2) INBOX /private/a\r\n",
+        "a GETMETADATA INBOX /other/a\r\n",
+        "a GETMETADATA INBOX \"/private/a*\"\r\n",
+        "a SETMETADATA INBOX (/private \"x\")\r\n",
+        "a SETMETADATA INBOX (/private/a)\r\n",
+        "a SETMETADATA INBOX ()\r\n",
+    ] {
+        bad(input);
+    }
+}
+
+#[test]
+fn savedate() {
+    assert!(matches!(
+        cmd("a FETCH 1 (SAVEDATE UID)\r\n"),
+        Command::Fetch { atts, .. } if atts == [FetchAtt::SaveDate, FetchAtt::Uid]
+    ));
+    let day = days_from_civil(2014, 12, 28) * 86400;
+    assert_eq!(
+        cmd(
+            "a SEARCH SAVEDSINCE 28-Dec-2014 SAVEDBEFORE 28-Dec-2014 SAVEDON 28-Dec-2014 SAVEDATESUPPORTED\r\n"
+        ),
+        Command::Search {
+            uid: false,
+            ret: None,
+            key: SearchKey::And(vec![
+                SearchKey::SavedSince(day),
+                SearchKey::SavedBefore(day),
+                SearchKey::SavedOn(day),
+                SearchKey::SaveDateSupported,
+            ])
+        }
+    );
+}

@@ -134,6 +134,8 @@ fn copy_records(r: &ReadTransaction, w: &WriteTransaction) -> Result<()> {
         SEEN_PRIVATE_READERS,
         SEND_AS,
         SEND_AS_BY_DELEGATE,
+        METADATA,
+        METADATA_BY_MAILBOX,
     );
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod backup;
 mod blobs;
 mod directory;
 mod mail;
+mod metadata;
 mod queue;
 mod reports;
 mod sessions;
@@ -430,6 +431,8 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(SEEN_PRIVATE_READERS).map_err(db_err)?;
         w.open_table(SEND_AS).map_err(db_err)?;
         w.open_table(SEND_AS_BY_DELEGATE).map_err(db_err)?;
+        w.open_table(METADATA).map_err(db_err)?;
+        w.open_table(METADATA_BY_MAILBOX).map_err(db_err)?;
     }
     w.commit().map_err(db_err)?;
     Ok(())

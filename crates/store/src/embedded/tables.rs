@@ -82,6 +82,12 @@ pub const SEND_AS: TableDefinition<(&str, &str), &str> = TableDefinition::new("s
 pub const SEND_AS_BY_DELEGATE: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("send_as_by_delegate");
 
+/// (account, mailbox or 0 for the server, entry name) → value: IMAP METADATA entries.
+pub const METADATA: TableDefinition<(u64, u64, &str), &[u8]> = TableDefinition::new("metadata");
+/// (mailbox or 0, account): who keeps entries where, so a mailbox's go with it.
+pub const METADATA_BY_MAILBOX: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("metadata_by_mailbox");
+
 pub const NEXT_ACCOUNT: &str = "next_account";
 pub const NEXT_MAILBOX: &str = "next_mailbox";
 pub const NEXT_BLOB: &str = "next_blob";
@@ -93,7 +99,8 @@ pub const SCHEMA_VERSION: &str = "schema_version";
 pub const STORE_ID: &str = "store_id";
 /// 2: subscriptions in their own table (carried over from the mailbox records).
 /// 3: sharing (`ACL`, `SEEN_PRIVATE`, `SEND_AS` and their indexes; `Account::shared`).
-pub const SCHEMA: u64 = 3;
+/// 4: save dates in message records (RFC 8514), IMAP METADATA (`METADATA` and its index).
+pub const SCHEMA: u64 = 4;
 
 pub fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")
@@ -103,15 +110,25 @@ pub fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreErr
     serde_json::from_slice(b).map_err(|e| StoreError::Backend(format!("corrupt record: {e}")))
 }
 
-/// blob u64 | size u64 | internal date i64 | modseq u64 | flag bits u8 | (len u8, keyword)*
+/// In a message record's flag byte: a save date follows it (format 4 on).
+const HAS_SAVE_DATE: u8 = 0x80;
+
+/// blob u64 | size u64 | internal date i64 | modseq u64 | flag bits u8 | save date i64 when the
+/// flag byte has `HAS_SAVE_DATE` | (len u8, keyword)*
 pub fn encode_message(m: &MessageEntry) -> Vec<u8> {
     let mut v =
-        Vec::with_capacity(33 + m.flags.keywords.iter().map(|k| k.len() + 1).sum::<usize>());
+        Vec::with_capacity(41 + m.flags.keywords.iter().map(|k| k.len() + 1).sum::<usize>());
     v.extend_from_slice(&m.blob.to_le_bytes());
     v.extend_from_slice(&m.size.to_le_bytes());
     v.extend_from_slice(&m.internal_date.to_le_bytes());
     v.extend_from_slice(&m.modseq.to_le_bytes());
-    v.push(m.flags.bits);
+    match m.saved {
+        Some(t) => {
+            v.push(m.flags.bits | HAS_SAVE_DATE);
+            v.extend_from_slice(&t.to_le_bytes());
+        }
+        None => v.push(m.flags.bits & !HAS_SAVE_DATE),
+    }
     for k in &m.flags.keywords {
         let k = &k.as_bytes()[..k.len().min(255)];
         v.push(k.len() as u8);
@@ -125,8 +142,15 @@ pub fn decode_message(uid: Uid, b: &[u8]) -> Result<MessageEntry, StoreError> {
         return Err(StoreError::Backend("corrupt message record".into()));
     }
     let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let (saved, mut i) = if b[32] & HAS_SAVE_DATE != 0 {
+        if b.len() < 41 {
+            return Err(StoreError::Backend("corrupt message record".into()));
+        }
+        (Some(u(33) as i64), 41)
+    } else {
+        (None, 33)
+    };
     let mut keywords = Vec::new();
-    let mut i = 33;
     while i < b.len() {
         let n = b[i] as usize;
         let end = (i + 1 + n).min(b.len());
@@ -140,9 +164,10 @@ pub fn decode_message(uid: Uid, b: &[u8]) -> Result<MessageEntry, StoreError> {
         internal_date: u(16) as i64,
         modseq: u(24),
         flags: Flags {
-            bits: b[32],
+            bits: b[32] & !HAS_SAVE_DATE,
             keywords,
         },
+        saved,
     })
 }
 
@@ -250,8 +275,21 @@ mod tests {
                 keywords: vec!["$Junk".into(), "work".into()],
             },
             modseq: 42,
+            saved: Some(1_700_000_100),
         };
         assert_eq!(decode_message(7, &encode_message(&m)).unwrap(), m);
+        let old = MessageEntry { saved: None, ..m };
+        let bytes = encode_message(&old);
+        // A record written before save dates were kept: no flag, no date.
+        assert_eq!(bytes.len(), 33 + 6 + 5);
+        assert_eq!(decode_message(7, &bytes).unwrap(), old);
+        let bare = MessageEntry {
+            flags: Flags::default(),
+            ..old
+        };
+        let mut cut = encode_message(&bare);
+        cut[32] |= HAS_SAVE_DATE;
+        assert!(decode_message(7, &cut).is_err());
     }
 
     #[test]
@@ -266,6 +304,7 @@ mod tests {
                 keywords: vec!["x".into()],
             },
             modseq: 9,
+            saved: Some(1_600_000_000),
         };
         assert_eq!(
             decode_kept(3, &encode_kept(1_700_000_000, &m)).unwrap(),

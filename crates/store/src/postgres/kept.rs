@@ -11,10 +11,11 @@ use crate::*;
 pub(super) async fn keep_tx(tx: &Transaction<'_>, mailbox: MailboxId, uids: &[i64]) -> Result<()> {
     tx.run(
         "WITH gone AS (DELETE FROM messages WHERE mailbox = $1 AND uid = ANY($2) \
-           RETURNING mailbox, uid, blob, size, internal_date, modseq, flags, keywords) \
+           RETURNING mailbox, uid, blob, size, internal_date, modseq, flags, keywords, saved) \
          INSERT INTO kept (mailbox, uid, blob, size, internal_date, modseq, flags, keywords, \
-           expunged_at) \
-         SELECT mailbox, uid, blob, size, internal_date, modseq, flags, keywords, $3 FROM gone",
+           saved, expunged_at) \
+         SELECT mailbox, uid, blob, size, internal_date, modseq, flags, keywords, saved, $3 \
+         FROM gone",
         &[&(mailbox as i64), &uids, &now()],
     )
     .await
@@ -29,7 +30,7 @@ pub(super) async fn kept_entries<C: GenericClient + Sync>(
 ) -> Result<Vec<MessageEntry>> {
     let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
     Ok(c.rows(
-        "SELECT uid, blob, size, internal_date, modseq, flags, keywords FROM kept \
+        "SELECT uid, blob, size, internal_date, modseq, flags, keywords, saved FROM kept \
          WHERE mailbox = $1 AND uid = ANY($2) ORDER BY uid",
         &[&(mailbox as i64), &uids],
     )
@@ -46,6 +47,7 @@ pub(super) async fn kept_entries<C: GenericClient + Sync>(
             bits: r.get::<_, i16>(5) as u8,
             keywords: r.get(6),
         },
+        saved: r.get(7),
     })
     .collect())
 }

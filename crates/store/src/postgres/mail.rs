@@ -21,7 +21,7 @@ use super::{Effects, PgStore, Prepared, pg};
 use crate::rules;
 use crate::*;
 
-const MESSAGE_COLS: &str = "uid, blob, size, internal_date, modseq, flags, keywords";
+const MESSAGE_COLS: &str = "uid, blob, size, internal_date, modseq, flags, keywords, saved";
 
 fn message_of(r: &Row) -> MessageEntry {
     MessageEntry {
@@ -34,6 +34,7 @@ fn message_of(r: &Row) -> MessageEntry {
             bits: r.get::<_, i16>(5) as u8,
             keywords: r.get(6),
         },
+        saved: r.get(7),
     }
 }
 
@@ -91,7 +92,7 @@ pub(super) async fn append_entry(
         e.modseq as i64,
         e.flags.bits as i16,
     );
-    let params: [&(dyn ToSql + Sync); 8] = [
+    let params: [&(dyn ToSql + Sync); 9] = [
         &row.0,
         &row.1,
         &row.2,
@@ -100,11 +101,13 @@ pub(super) async fn append_entry(
         &row.4,
         &row.5,
         &e.flags.keywords,
+        &e.saved,
     ];
     let (inserted, counted) = tokio::join!(
         tx.run(
-            "INSERT INTO messages (mailbox, uid, blob, size, internal_date, modseq, flags, keywords) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO messages \
+             (mailbox, uid, blob, size, internal_date, modseq, flags, keywords, saved) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &params,
         ),
         put_mailbox_counts(tx, mb),

@@ -25,6 +25,7 @@ mod kept;
 mod mail;
 mod mailboxes;
 mod maildrop;
+mod metadata;
 mod notify;
 mod queue;
 mod reports;

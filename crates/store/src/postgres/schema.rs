@@ -195,6 +195,21 @@ CREATE TABLE send_as (
 );
 CREATE INDEX send_as_by_delegate ON send_as (delegate);
 "#,
+    // Save dates (RFC 8514; NULL for messages stored before) and IMAP METADATA entries: an
+    // account's on a mailbox, or on the server (mailbox NULL). They go with their mailbox and
+    // account by cascade. Names in byte order, as the embedded store sorts them.
+    r#"
+ALTER TABLE messages ADD COLUMN saved bigint;
+ALTER TABLE kept ADD COLUMN saved bigint;
+CREATE TABLE metadata (
+    account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    mailbox bigint REFERENCES mailboxes(id) ON DELETE CASCADE,
+    name text COLLATE "C" NOT NULL,
+    value bytea NOT NULL
+);
+CREATE UNIQUE INDEX metadata_key ON metadata (account, (coalesce(mailbox, 0)), name);
+CREATE INDEX metadata_by_mailbox ON metadata (mailbox);
+"#,
 ];
 
 /// An arbitrary number all nodes agree on: one of them migrates at a time.

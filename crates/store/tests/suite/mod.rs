@@ -7,9 +7,11 @@ use std::sync::Arc;
 use postern_store::*;
 
 pub mod backup;
+pub mod metadata;
 pub mod share;
 pub mod stats;
 pub use backup::backups;
+pub use metadata::*;
 pub use share::*;
 pub use stats::stats_series;
 

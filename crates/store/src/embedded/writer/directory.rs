@@ -137,6 +137,7 @@ impl Tables<'_> {
             self.mailbox_remove(&mb, fx, files)?;
         }
         self.forget_account_shares(&a, fx)?;
+        self.forget_account_metadata(id)?;
         self.accounts.remove(id).map_err(db_err)?;
         self.forget_subscriptions(id)?;
         self.sieve_active.remove(id).map_err(db_err)?;

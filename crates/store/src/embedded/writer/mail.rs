@@ -128,6 +128,7 @@ impl Tables<'_> {
         }
         self.release_kept(mb.id, fx, files)?;
         self.forget_mailbox_shares(mb.id)?;
+        self.forget_mailbox_metadata(mb.id)?;
         self.mailbox_by_name
             .remove((mb.account, mb.name.as_str()))
             .map_err(db_err)?;

@@ -10,6 +10,7 @@ mod blobs;
 mod directory;
 mod kept;
 mod mail;
+mod metadata;
 mod queue;
 mod reports;
 mod share;
@@ -81,6 +82,12 @@ pub enum Job {
     StatsPrune(i64),
     AclSet(MailboxId, String, Option<Rights>),
     SendAsSet(String, String, Option<SendAs>),
+    MetadataSet {
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        changes: MetadataChanges,
+        limits: MetadataLimits,
+    },
 }
 
 pub enum Output {
@@ -97,6 +104,7 @@ pub enum Output {
     Pairs(Vec<(Uid, Uid)>),
     Count(u64),
     Tallies(Vec<ReportTally>),
+    Metadata(Result<(), MetadataRefused>),
 }
 
 pub struct Request {
@@ -201,6 +209,7 @@ impl Job {
                 | Job::TokenPut(_)
                 | Job::AclSet(_, _, Some(_))
                 | Job::SendAsSet(_, _, Some(_))
+                | Job::MetadataSet { .. }
         )
     }
 }
@@ -437,6 +446,8 @@ struct Tables<'t> {
     seen_private_readers: Table<'t, (u64, u64), ()>,
     send_as: Table<'t, (&'static str, &'static str), &'static str>,
     send_as_by_delegate: Table<'t, (&'static str, &'static str), ()>,
+    metadata: Table<'t, (u64, u64, &'static str), &'static [u8]>,
+    metadata_by_mailbox: Table<'t, (u64, u64), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -476,6 +487,8 @@ impl<'t> Tables<'t> {
             seen_private_readers: w.open_table(SEEN_PRIVATE_READERS).map_err(db_err)?,
             send_as: w.open_table(SEND_AS).map_err(db_err)?,
             send_as_by_delegate: w.open_table(SEND_AS_BY_DELEGATE).map_err(db_err)?,
+            metadata: w.open_table(METADATA).map_err(db_err)?,
+            metadata_by_mailbox: w.open_table(METADATA_BY_MAILBOX).map_err(db_err)?,
         })
     }
 
@@ -537,6 +550,14 @@ impl<'t> Tables<'t> {
                 self.acl_set(mailbox, &identifier, rights, fx)
             }
             Job::SendAsSet(address, delegate, mode) => self.send_as_set(&address, &delegate, mode),
+            Job::MetadataSet {
+                account,
+                mailbox,
+                changes,
+                limits,
+            } => self
+                .metadata_set(account, mailbox, &changes, &limits)
+                .map(Output::Metadata),
             Job::SievePut(account, name, source) => self.sieve_put(account, &name, &source),
             Job::SieveActivate(account, name) => self.sieve_activate(account, name, fx),
             Job::SieveDelete(account, name) => self.sieve_delete(account, &name),
