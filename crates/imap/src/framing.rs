@@ -66,6 +66,9 @@ pub struct Framer {
     /// The command being put together.
     cmd: Vec<u8>,
     literals: u32,
+    /// The CATENATE message being sent: its TEXT parts so far count against the literal limit
+    /// together (None outside a CATENATE list).
+    catenate: Option<u64>,
     spooled: Vec<(usize, MessageSink)>,
     literal: Option<Literal>,
     ready: Option<Frame>,
@@ -97,9 +100,21 @@ fn tag_of(buf: &[u8]) -> Option<String> {
     std::str::from_utf8(&buf[..end]).ok().map(str::to_string)
 }
 
-/// Whether the literal announced at the end of `cmd` is an APPEND (or REPLACE) message, not
-/// the mailbox name, the one other literal they can have, which comes first and alone.
+/// Whether the literal announced at the end of `cmd` is an APPEND (or REPLACE) message, or a
+/// CATENATE TEXT part of one (RFC 4469): not the mailbox name, which comes first and alone,
+/// nor a CATENATE URL.
 fn is_message_literal(cmd: &[u8], first: bool) -> bool {
+    let before = cmd
+        .iter()
+        .rposition(|&b| b == b'{')
+        .map_or(cmd, |i| &cmd[..i]);
+    let before = before.strip_suffix(b"~").unwrap_or(before).trim_ascii_end();
+    if before.len() >= 4
+        && before[before.len() - 3..].eq_ignore_ascii_case(b"URL")
+        && matches!(before[before.len() - 4], b' ' | b'(')
+    {
+        return false;
+    }
     let mut words = cmd.splitn(3, |&b| b == b' ');
     let (_tag, Some(verb), Some(rest)) = (words.next(), words.next(), words.next()) else {
         return false;
@@ -124,6 +139,30 @@ fn is_message_literal(cmd: &[u8], first: bool) -> bool {
         .position(|&b| b == b' ')
         .map_or(&[][..], |i| &rest[i + 1..]);
     !(first && after_number.first() == Some(&b'{'))
+}
+
+/// Where a message literal announced on `line` (the command's text since the literal before)
+/// stands: (inside a CATENATE list, the list begins on this line).
+fn catenate_place(line: &[u8]) -> (bool, bool) {
+    // Quoted strings (URLs, dates) left out: a parenthesis in them says nothing.
+    let mut bare = Vec::with_capacity(line.len());
+    let mut quoted = false;
+    let mut escaped = false;
+    for &b in line {
+        match (quoted, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => quoted = false,
+            (true, false, _) => {}
+            (false, _, b'"') => quoted = true,
+            (false, _, c) => bare.push(c.to_ascii_uppercase()),
+        }
+    }
+    let last_cat = bare.windows(8).rposition(|w| w == b"CATENATE");
+    match last_cat {
+        Some(i) => (!bare[i..].contains(&b')'), true),
+        None => (!bare.contains(&b')'), false),
+    }
 }
 
 impl Framer {
@@ -246,6 +285,7 @@ impl Framer {
                 spooled: std::mem::take(&mut self.spooled),
             });
             self.literals = 0;
+            self.catenate = None;
             return;
         };
         if n > limits.max_literal || self.cmd.len() as u64 + n > max_total as u64 {
@@ -254,10 +294,25 @@ impl Framer {
             self.ready = Some(Frame::LiteralTooBig { tag, non_sync });
             return;
         }
+        let message = is_message_literal(&self.cmd, self.literals == 0);
+        if message {
+            // TEXT parts of one CATENATE message are bounded together, before any is read.
+            let (inside, begins) = catenate_place(line);
+            self.catenate = match (inside, begins, self.catenate) {
+                (true, false, Some(sum)) => Some(sum.saturating_add(n)),
+                (true, _, _) => Some(n),
+                (false, _, _) => None,
+            };
+            if self.catenate.is_some_and(|sum| sum > limits.max_literal) {
+                let tag = tag_of(&self.cmd);
+                self.abandon();
+                self.ready = Some(Frame::LiteralTooBig { tag, non_sync });
+                return;
+            }
+        }
         if !non_sync {
             out.extend_from_slice(b"+ Ready for literal data\r\n");
         }
-        let message = is_message_literal(&self.cmd, self.literals == 0);
         self.literals += 1;
         self.cmd.extend_from_slice(b"\r\n");
         if n == 0 && !message {
@@ -289,6 +344,7 @@ impl Framer {
         self.cmd = Vec::new();
         self.spooled.clear();
         self.literals = 0;
+        self.catenate = None;
         self.literal = None;
     }
 }
@@ -357,6 +413,61 @@ mod tests {
         assert_eq!(spooled.len(), 1);
         assert_eq!(spooled[0].0, bytes.len() - 2);
         assert_eq!(spooled[0].1.original_head(), b"x\r\ny\r\nz\r\n");
+    }
+
+    #[test]
+    fn catenate_text_parts_are_spooled_and_bounded_together() {
+        assert!(is_message_literal(b"a APPEND x CATENATE (TEXT {12}", true));
+        assert!(!is_message_literal(b"a APPEND x CATENATE (URL {12}", true));
+        assert!(!is_message_literal(
+            b"a APPEND x catenate (TEXT {1}\r\nx url {12}",
+            false
+        ));
+        assert!(is_message_literal(
+            b"a APPEND x CATENATE (URL {5}\r\n/a/;b TEXT {2}",
+            false
+        ));
+        assert_eq!(
+            catenate_place(b"a APPEND x (\\Seen) CATENATE (TEXT "),
+            (true, true)
+        );
+        assert_eq!(catenate_place(b" TEXT "), (true, false));
+        assert_eq!(catenate_place(b" URL \"/a)b/;UID=1\" TEXT "), (true, false));
+        assert_eq!(catenate_place(b") CATENATE (URL \"x\") "), (false, true));
+        assert_eq!(catenate_place(b"a APPEND x (\\Seen) "), (false, false));
+
+        let text = |n: usize| vec![b'x'; n];
+        // Two messages of 600 each: each within the limit of 1000.
+        let input = [
+            b"a APPEND x CATENATE (TEXT {300}\r\n".as_slice(),
+            &text(300),
+            b" TEXT {300}\r\n",
+            &text(300),
+            b") CATENATE (TEXT {600}\r\n",
+            &text(600),
+            b" URL \"/x/;UID=1\")\r\n",
+        ]
+        .concat();
+        let (f, out) = frames(&input, Mode::Commands);
+        assert_eq!(out, b"+ Ready for literal data\r\n".repeat(3));
+        let Frame::Command { bytes, spooled } = &f[0] else {
+            panic!()
+        };
+        assert_eq!(spooled.len(), 3, "{}", String::from_utf8_lossy(bytes));
+        assert_eq!(spooled[2].1.len(), 600);
+        assert!(bytes.len() < 200, "the text went to sinks, not the command");
+        // One message's parts together over the limit: refused before the part is read.
+        let input = [
+            b"a APPEND x CATENATE (TEXT {600}\r\n".as_slice(),
+            &text(600),
+            b" TEXT {500}\r\nb NOOP\r\n",
+        ]
+        .concat();
+        let (f, _) = frames(&input, Mode::Commands);
+        assert!(
+            matches!(&f[0], Frame::LiteralTooBig { tag: Some(t), non_sync: false } if t == "a")
+        );
+        assert!(matches!(&f[1], Frame::Command { bytes, .. } if bytes == b"b NOOP\r\n"));
     }
 
     #[test]

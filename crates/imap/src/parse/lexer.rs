@@ -595,7 +595,10 @@ impl<'a> Parser<'a> {
                 SearchKey::And(v)
             });
         }
-        if self.peek().is_some_and(|c| c.is_ascii_digit() || c == b'*' || c == b'$') {
+        if self
+            .peek()
+            .is_some_and(|c| c.is_ascii_digit() || c == b'*' || c == b'$')
+        {
             return Ok(SearchKey::SeqSet(self.seq_set()?));
         }
         let word = self.atom()?.to_ascii_uppercase();
