@@ -346,4 +346,39 @@ mod tests {
         assert_eq!(number(&[10, 20, 30], false, 30), 3);
         assert_eq!(number(&[10, 20, 30], true, 30), 30);
     }
+
+    #[test]
+    fn sorted_results_change_in_runs_with_positions() {
+        use crate::sort::test_item;
+        let by_subject = [(SortKey::Subject, false)];
+        let uids = |items: &[Item]| items.iter().map(|i| i.uid).collect::<Vec<_>>();
+        // alpha(2) charlie(4) delta(1) echo(3)
+        let mut items: Vec<Item> = [(2, "alpha"), (4, "charlie"), (1, "delta"), (3, "echo")]
+            .iter()
+            .map(|&(u, s)| test_item(u, s))
+            .collect();
+        let new = vec![
+            test_item(7, "beta"),
+            test_item(5, "bravo"),
+            test_item(6, "foxtrot"),
+        ];
+        let said = insert_runs(&mut items, new, &by_subject, |u| u);
+        assert_eq!(said, ["ADDTO (2 7,5)", "ADDTO (7 6)"]);
+        assert_eq!(uids(&items), [2, 7, 5, 4, 1, 3, 6]);
+        // Equal keys keep UID order.
+        let said = insert_runs(&mut items, vec![test_item(8, "alpha")], &by_subject, |u| u);
+        assert_eq!(said, ["ADDTO (2 8)"]);
+        let gone = [2, 8, 5, 3];
+        let said = remove_runs(&mut items, |u| gone.contains(&u), |u| u + 100);
+        assert_eq!(
+            said,
+            [
+                "REMOVEFROM (1 102,108)",
+                "REMOVEFROM (2 105)",
+                "REMOVEFROM (4 103)"
+            ]
+        );
+        assert_eq!(uids(&items), [7, 4, 1, 6]);
+        assert!(remove_runs(&mut items, |_| false, |u| u).is_empty());
+    }
 }

@@ -66,9 +66,9 @@ pub struct Framer {
     /// The command being put together.
     cmd: Vec<u8>,
     literals: u32,
-    /// The CATENATE message being sent: its TEXT parts so far count against the literal limit
-    /// together (None outside a CATENATE list).
-    catenate: Option<u64>,
+    /// The CATENATE list being sent (see [`follow_catenate`]): its TEXT parts count against
+    /// the literal limit together.
+    catenate: Option<(u32, u64)>,
     spooled: Vec<(usize, MessageSink)>,
     literal: Option<Literal>,
     ready: Option<Frame>,
@@ -141,27 +141,63 @@ fn is_message_literal(cmd: &[u8], first: bool) -> bool {
     !(first && after_number.first() == Some(&b'{'))
 }
 
-/// Where a message literal announced on `line` (the command's text since the literal before)
-/// stands: (inside a CATENATE list, the list begins on this line).
-fn catenate_place(line: &[u8]) -> (bool, bool) {
-    // Quoted strings (URLs, dates) left out: a parenthesis in them says nothing.
-    let mut bare = Vec::with_capacity(line.len());
+/// Follows CATENATE lists (RFC 4469) through a command's lines: `state` is the depth of
+/// parentheses inside the list being sent and the size of its TEXT parts so far, `None`
+/// outside one. Quoted strings (URLs, dates) are skipped; literal data is not in the lines.
+fn follow_catenate(state: &mut Option<(u32, u64)>, line: &[u8]) {
+    let atom = crate::parse::Parser::is_atom_char;
     let mut quoted = false;
     let mut escaped = false;
-    for &b in line {
-        match (quoted, escaped, b) {
-            (true, true, _) => escaped = false,
-            (true, false, b'\\') => escaped = true,
-            (true, false, b'"') => quoted = false,
-            (true, false, _) => {}
-            (false, _, b'"') => quoted = true,
-            (false, _, c) => bare.push(c.to_ascii_uppercase()),
+    // "CATENATE" was the last word: a "(" opens its list.
+    let mut pending = false;
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        if quoted {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
         }
-    }
-    let last_cat = bare.windows(8).rposition(|w| w == b"CATENATE");
-    match last_cat {
-        Some(i) => (!bare[i..].contains(&b')'), true),
-        None => (!bare.contains(&b')'), false),
+        let catenate = line.len() - i >= 8
+            && line[i..i + 8].eq_ignore_ascii_case(b"CATENATE")
+            && (i == 0 || !atom(line[i - 1]))
+            && line.get(i + 8).is_none_or(|&c| !atom(c));
+        match b {
+            b' ' => {}
+            b'"' => {
+                quoted = true;
+                pending = false;
+            }
+            b'(' => {
+                match state {
+                    Some((depth, _)) => *depth += 1,
+                    None if pending => *state = Some((1, 0)),
+                    None => {}
+                }
+                pending = false;
+            }
+            b')' => {
+                if let Some((depth, _)) = state {
+                    *depth -= 1;
+                    if *depth == 0 {
+                        *state = None;
+                    }
+                }
+                pending = false;
+            }
+            _ if catenate => {
+                pending = true;
+                i += 8;
+                continue;
+            }
+            _ => pending = false,
+        }
+        i += 1;
     }
 }
 
@@ -278,6 +314,7 @@ impl Framer {
             return;
         }
         self.cmd.extend_from_slice(line);
+        follow_catenate(&mut self.catenate, line);
         let Some((n, non_sync)) = trailing_literal(line) else {
             self.cmd.extend_from_slice(b"\r\n");
             self.ready = Some(Frame::Command {
@@ -295,15 +332,10 @@ impl Framer {
             return;
         }
         let message = is_message_literal(&self.cmd, self.literals == 0);
-        if message {
+        if message && let Some((_, sum)) = &mut self.catenate {
             // TEXT parts of one CATENATE message are bounded together, before any is read.
-            let (inside, begins) = catenate_place(line);
-            self.catenate = match (inside, begins, self.catenate) {
-                (true, false, Some(sum)) => Some(sum.saturating_add(n)),
-                (true, _, _) => Some(n),
-                (false, _, _) => None,
-            };
-            if self.catenate.is_some_and(|sum| sum > limits.max_literal) {
+            *sum = sum.saturating_add(n);
+            if *sum > limits.max_literal {
                 let tag = tag_of(&self.cmd);
                 self.abandon();
                 self.ready = Some(Frame::LiteralTooBig { tag, non_sync });
@@ -427,14 +459,34 @@ mod tests {
             b"a APPEND x CATENATE (URL {5}\r\n/a/;b TEXT {2}",
             false
         ));
+        let follow = |lines: &[&[u8]]| {
+            let mut st = None;
+            lines.iter().for_each(|l| follow_catenate(&mut st, l));
+            st.map(|s: (u32, u64)| s.0)
+        };
         assert_eq!(
-            catenate_place(b"a APPEND x (\\Seen) CATENATE (TEXT "),
-            (true, true)
+            follow(&[b"a APPEND x (\\Seen) CATENATE (TEXT {1}"]),
+            Some(1)
         );
-        assert_eq!(catenate_place(b" TEXT "), (true, false));
-        assert_eq!(catenate_place(b" URL \"/a)b/;UID=1\" TEXT "), (true, false));
-        assert_eq!(catenate_place(b") CATENATE (URL \"x\") "), (false, true));
-        assert_eq!(catenate_place(b"a APPEND x (\\Seen) "), (false, false));
+        assert_eq!(
+            follow(&[b"a APPEND x catenate (TEXT {1}", b" TEXT {2}"]),
+            Some(1)
+        );
+        assert_eq!(
+            follow(&[b"a APPEND x CATENATE (URL \"/a)b/;UID=1\" TEXT {2}"]),
+            Some(1)
+        );
+        assert_eq!(follow(&[b"a APPEND x CATENATE (URL \"x\") {5}"]), None);
+        assert_eq!(
+            follow(&[b"a APPEND x CATENATE (UTF8 (~{2}", b") TEXT {3}"]),
+            Some(1)
+        );
+        assert_eq!(follow(&[b"a APPEND x CATENATE (UTF8 (~{2}"]), Some(2));
+        assert_eq!(
+            follow(&[b"a APPEND x (\\Seen) {5}", b" (\\Seen) {6}"]),
+            None
+        );
+        assert_eq!(follow(&[b"a APPEND xCATENATE (\\Seen) {5}"]), None);
 
         let text = |n: usize| vec![b'x'; n];
         // Two messages of 600 each: each within the limit of 1000.
@@ -456,6 +508,17 @@ mod tests {
         assert_eq!(spooled.len(), 3, "{}", String::from_utf8_lossy(bytes));
         assert_eq!(spooled[2].1.len(), 600);
         assert!(bytes.len() < 200, "the text went to sinks, not the command");
+        // Plain MULTIAPPEND messages are each bounded alone.
+        let input = [
+            b"a APPEND x {600}\r\n".as_slice(),
+            &text(600),
+            b" (\\Seen) {600}\r\n",
+            &text(600),
+            b"\r\n",
+        ]
+        .concat();
+        let (f, _) = frames(&input, Mode::Commands);
+        assert!(matches!(&f[0], Frame::Command { spooled, .. } if spooled.len() == 2));
         // One message's parts together over the limit: refused before the part is read.
         let input = [
             b"a APPEND x CATENATE (TEXT {600}\r\n".as_slice(),

@@ -123,7 +123,15 @@ pub(crate) async fn matching_in(
 ) -> Result<Vec<Hit>, Fail> {
     let sel = s.selected.as_ref().expect("selected");
     let store = s.store().clone();
-    let mut all = store.message_list(sel.mailbox.id).await?;
+    let mut all = match only {
+        // A few messages are read one by one, not with the whole mailbox.
+        Some(o) => crate::fetch::entries(&store, sel.mailbox.id, o)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect(),
+        None => store.message_list(sel.mailbox.id).await?,
+    };
     sel.view_all(&mut all);
     let need = need(key);
     let max_seq = sel.uids.len() as u32;

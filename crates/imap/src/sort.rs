@@ -107,6 +107,22 @@ pub async fn sort(
     ok("SORT completed")
 }
 
+/// A message with this UID and subject, for tests.
+#[cfg(test)]
+pub(crate) fn test_item(uid: u32, subject: &str) -> Item {
+    Item {
+        seq: uid,
+        uid,
+        modseq: 1,
+        size: 0,
+        arrival: 0,
+        f: SortFields {
+            subject: subject.into(),
+            ..Default::default()
+        },
+    }
+}
+
 /// The order of two messages by the criteria; equal by every one, mailbox order (RFC 5256 3),
 /// which is the order of their UIDs.
 pub(crate) fn order(criteria: &[(SortKey, bool)], a: &Item, b: &Item) -> Ordering {
