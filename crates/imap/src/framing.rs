@@ -354,10 +354,18 @@ impl Framer {
             .iter()
             .rposition(|&b| b == b'{')
             .is_some_and(|open| open > 0 && line[open - 1] == b'~');
+        // A CATENATE message's TEXT parts share one threshold: together they keep no more in
+        // memory than one APPEND message would; later ones go to files.
+        let threshold = match self.catenate {
+            Some((_, sum)) => limits
+                .spool_threshold
+                .saturating_sub(sum.saturating_sub(n).min(usize::MAX as u64) as usize),
+            None => limits.spool_threshold,
+        };
         self.literal = Some(if message {
             Literal::Spool {
                 left: n,
-                sink: MessageSink::new(b"", 0, limits.spool_threshold, &limits.spool_dir),
+                sink: MessageSink::new(b"", 0, threshold, &limits.spool_dir),
                 cr: false,
                 binary,
             }
@@ -508,6 +516,25 @@ mod tests {
         assert_eq!(spooled.len(), 3, "{}", String::from_utf8_lossy(bytes));
         assert_eq!(spooled[2].1.len(), 600);
         assert!(bytes.len() < 200, "the text went to sinks, not the command");
+        // The parts share the spool threshold: past it, parts go to files as they arrive.
+        let small = Limits {
+            spool_threshold: 500,
+            ..limits()
+        };
+        let mut fr = Framer::default();
+        let mut out = Vec::new();
+        for b in input.chunks(7) {
+            fr.feed(b, Mode::Commands, &small, &mut out);
+        }
+        let Some(Frame::Command { spooled, .. }) = fr.take() else {
+            panic!()
+        };
+        let kept: Vec<usize> = spooled.iter().map(|s| s.1.original_head().len()).collect();
+        assert_eq!(
+            spooled.iter().map(|s| s.1.len()).collect::<Vec<_>>(),
+            [300, 300, 600]
+        );
+        assert!(kept[0] == 300 && kept[1] < 300 && kept[2] < 600, "{kept:?}");
         // Plain MULTIAPPEND messages are each bounded alone.
         let input = [
             b"a APPEND x {600}\r\n".as_slice(),
