@@ -113,6 +113,8 @@ pub struct Selected {
     pub private_seen: Option<Vec<Uid>>,
     /// The saved search result (`$`, RFC 5182) as UIDs, ascending; expunged ones name nothing.
     pub saved: Vec<Uid>,
+    /// Searches telling of changes to their results (RFC 5267 4).
+    pub updates: Vec<crate::context::Update>,
 }
 
 /// The FLAGS and PERMANENTFLAGS responses for a mailbox with these keywords.
@@ -367,6 +369,9 @@ impl ImapCore {
             "METADATA",
             "METADATA-SERVER",
             "SAVEDATE",
+            "CATENATE",
+            "CONTEXT=SEARCH",
+            "CONTEXT=SORT",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", c.imap.max_literal.0));
@@ -658,6 +663,7 @@ impl ImapCore {
                 | Command::Close
                 | Command::Unselect
                 | Command::Expunge(_)
+                | Command::CancelUpdate(_)
                 | Command::Search { .. }
                 | Command::Sort { .. }
                 | Command::Thread { .. }
@@ -940,6 +946,7 @@ impl ImapCore {
             Command::Close => self.close_selected(true).await.map(Some),
             Command::Unselect => self.close_selected(false).await.map(Some),
             Command::Expunge(uids) => self.expunge(out, uids).await.map(Some),
+            Command::CancelUpdate(tags) => crate::context::cancel(self, &tags).map(Some),
             Command::Search { uid, ret, key } => {
                 crate::search::search(self, out, tag, uid, ret, key)
                     .await
@@ -1039,14 +1046,25 @@ impl ImapCore {
                 sel.pending_expunge.push(u);
             }
         }
+        // Searches telling of changes look again at what changed and is still there.
+        let mut changed: Vec<Uid> = ch
+            .changed
+            .iter()
+            .map(|e| e.uid)
+            .filter(|u| !sel.pending_expunge.contains(u))
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
         if allow_expunge && !sel.pending_expunge.is_empty() {
             let mut gone = std::mem::take(&mut sel.pending_expunge);
             gone.sort_unstable();
+            crate::context::before_expunge(sel, out, &gone);
             if self.qresync {
                 push(out, &format!("* VANISHED {}\r\n", format::seq_set(&gone)));
                 sel.uids.retain(|u| gone.binary_search(u).is_err());
             } else {
-                for u in gone {
+                // The highest first, as Dovecot: each number is the message's own until then.
+                for u in gone.into_iter().rev() {
                     if let Ok(i) = sel.uids.binary_search(&u) {
                         push(out, &format!("* {} EXPUNGE\r\n", i + 1));
                         sel.uids.remove(i);
@@ -1107,6 +1125,11 @@ impl ImapCore {
         }
         sel.modseq = ch.highest_modseq.max(sel.modseq);
         sel.own_changes.clear();
+        if let Err(Fail::No(m) | Fail::Bad(m) | Fail::Bye(m)) =
+            crate::context::after_changes(self, out, &changed).await
+        {
+            warn!(error = %m, "search update failed");
+        }
         Ok(())
     }
 }
@@ -1202,6 +1225,7 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::Close => "CLOSE",
         Command::Unselect => "UNSELECT",
         Command::Expunge(_) => "EXPUNGE",
+        Command::CancelUpdate(_) => "CANCELUPDATE",
         Command::Search { uid, .. } => {
             if *uid {
                 "UID SEARCH"

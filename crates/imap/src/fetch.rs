@@ -97,7 +97,7 @@ impl From<Fail> for Miss {
 }
 
 /// The message's stored structure, or computed now for messages stored without it.
-async fn meta(store: &SharedStore, e: &MessageEntry) -> Result<MessageMeta, Miss> {
+pub(crate) async fn meta(store: &SharedStore, e: &MessageEntry) -> Result<MessageMeta, Miss> {
     let info = store.blob_info(e.blob).await?;
     if let Some(m) = MessageMeta::decode(&info.meta) {
         return Ok(m);
@@ -162,7 +162,7 @@ struct Ready {
 }
 
 /// Where a section's bytes are.
-enum Span {
+pub(crate) enum Span {
     /// Raw bytes of the message.
     Range(u64, u64),
     /// Header fields kept (or dropped, with `not`) from a raw header.
@@ -646,7 +646,7 @@ fn partial_range(out: &mut Vec<u8>, a: u64, b: u64, partial: Option<(u32, u32)>)
 }
 
 /// Where a section is in the stored message.
-fn span(e: &MessageEntry, m: Option<&MessageMeta>, s: &Section) -> Span {
+pub(crate) fn span(e: &MessageEntry, m: Option<&MessageMeta>, s: &Section) -> Span {
     // Header and body of the message, or of the message/rfc822 part named.
     let (hstart, bstart, end) = if s.part.is_empty() {
         match m {

@@ -66,6 +66,9 @@ pub struct Framer {
     /// The command being put together.
     cmd: Vec<u8>,
     literals: u32,
+    /// The CATENATE list being sent (see [`follow_catenate`]): its TEXT parts count against
+    /// the literal limit together.
+    catenate: Option<(u32, u64)>,
     spooled: Vec<(usize, MessageSink)>,
     literal: Option<Literal>,
     ready: Option<Frame>,
@@ -97,9 +100,21 @@ fn tag_of(buf: &[u8]) -> Option<String> {
     std::str::from_utf8(&buf[..end]).ok().map(str::to_string)
 }
 
-/// Whether the literal announced at the end of `cmd` is an APPEND (or REPLACE) message, not
-/// the mailbox name, the one other literal they can have, which comes first and alone.
+/// Whether the literal announced at the end of `cmd` is an APPEND (or REPLACE) message, or a
+/// CATENATE TEXT part of one (RFC 4469): not the mailbox name, which comes first and alone,
+/// nor a CATENATE URL.
 fn is_message_literal(cmd: &[u8], first: bool) -> bool {
+    let before = cmd
+        .iter()
+        .rposition(|&b| b == b'{')
+        .map_or(cmd, |i| &cmd[..i]);
+    let before = before.strip_suffix(b"~").unwrap_or(before).trim_ascii_end();
+    if before.len() >= 4
+        && before[before.len() - 3..].eq_ignore_ascii_case(b"URL")
+        && matches!(before[before.len() - 4], b' ' | b'(')
+    {
+        return false;
+    }
     let mut words = cmd.splitn(3, |&b| b == b' ');
     let (_tag, Some(verb), Some(rest)) = (words.next(), words.next(), words.next()) else {
         return false;
@@ -124,6 +139,66 @@ fn is_message_literal(cmd: &[u8], first: bool) -> bool {
         .position(|&b| b == b' ')
         .map_or(&[][..], |i| &rest[i + 1..]);
     !(first && after_number.first() == Some(&b'{'))
+}
+
+/// Follows CATENATE lists (RFC 4469) through a command's lines: `state` is the depth of
+/// parentheses inside the list being sent and the size of its TEXT parts so far, `None`
+/// outside one. Quoted strings (URLs, dates) are skipped; literal data is not in the lines.
+fn follow_catenate(state: &mut Option<(u32, u64)>, line: &[u8]) {
+    let atom = crate::parse::Parser::is_atom_char;
+    let mut quoted = false;
+    let mut escaped = false;
+    // "CATENATE" was the last word: a "(" opens its list.
+    let mut pending = false;
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        if quoted {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        let catenate = line.len() - i >= 8
+            && line[i..i + 8].eq_ignore_ascii_case(b"CATENATE")
+            && (i == 0 || !atom(line[i - 1]))
+            && line.get(i + 8).is_none_or(|&c| !atom(c));
+        match b {
+            b' ' => {}
+            b'"' => {
+                quoted = true;
+                pending = false;
+            }
+            b'(' => {
+                match state {
+                    Some((depth, _)) => *depth += 1,
+                    None if pending => *state = Some((1, 0)),
+                    None => {}
+                }
+                pending = false;
+            }
+            b')' => {
+                if let Some((depth, _)) = state {
+                    *depth -= 1;
+                    if *depth == 0 {
+                        *state = None;
+                    }
+                }
+                pending = false;
+            }
+            _ if catenate => {
+                pending = true;
+                i += 8;
+                continue;
+            }
+            _ => pending = false,
+        }
+        i += 1;
+    }
 }
 
 impl Framer {
@@ -239,6 +314,7 @@ impl Framer {
             return;
         }
         self.cmd.extend_from_slice(line);
+        follow_catenate(&mut self.catenate, line);
         let Some((n, non_sync)) = trailing_literal(line) else {
             self.cmd.extend_from_slice(b"\r\n");
             self.ready = Some(Frame::Command {
@@ -246,6 +322,7 @@ impl Framer {
                 spooled: std::mem::take(&mut self.spooled),
             });
             self.literals = 0;
+            self.catenate = None;
             return;
         };
         if n > limits.max_literal || self.cmd.len() as u64 + n > max_total as u64 {
@@ -254,10 +331,20 @@ impl Framer {
             self.ready = Some(Frame::LiteralTooBig { tag, non_sync });
             return;
         }
+        let message = is_message_literal(&self.cmd, self.literals == 0);
+        if message && let Some((_, sum)) = &mut self.catenate {
+            // TEXT parts of one CATENATE message are bounded together, before any is read.
+            *sum = sum.saturating_add(n);
+            if *sum > limits.max_literal {
+                let tag = tag_of(&self.cmd);
+                self.abandon();
+                self.ready = Some(Frame::LiteralTooBig { tag, non_sync });
+                return;
+            }
+        }
         if !non_sync {
             out.extend_from_slice(b"+ Ready for literal data\r\n");
         }
-        let message = is_message_literal(&self.cmd, self.literals == 0);
         self.literals += 1;
         self.cmd.extend_from_slice(b"\r\n");
         if n == 0 && !message {
@@ -267,10 +354,18 @@ impl Framer {
             .iter()
             .rposition(|&b| b == b'{')
             .is_some_and(|open| open > 0 && line[open - 1] == b'~');
+        // A CATENATE message's TEXT parts share one threshold: together they keep no more in
+        // memory than one APPEND message would; later ones go to files.
+        let threshold = match self.catenate {
+            Some((_, sum)) => limits
+                .spool_threshold
+                .saturating_sub(sum.saturating_sub(n).min(usize::MAX as u64) as usize),
+            None => limits.spool_threshold,
+        };
         self.literal = Some(if message {
             Literal::Spool {
                 left: n,
-                sink: MessageSink::new(b"", 0, limits.spool_threshold, &limits.spool_dir),
+                sink: MessageSink::new(b"", 0, threshold, &limits.spool_dir),
                 cr: false,
                 binary,
             }
@@ -289,6 +384,7 @@ impl Framer {
         self.cmd = Vec::new();
         self.spooled.clear();
         self.literals = 0;
+        self.catenate = None;
         self.literal = None;
     }
 }
@@ -357,6 +453,111 @@ mod tests {
         assert_eq!(spooled.len(), 1);
         assert_eq!(spooled[0].0, bytes.len() - 2);
         assert_eq!(spooled[0].1.original_head(), b"x\r\ny\r\nz\r\n");
+    }
+
+    #[test]
+    fn catenate_text_parts_are_spooled_and_bounded_together() {
+        assert!(is_message_literal(b"a APPEND x CATENATE (TEXT {12}", true));
+        assert!(!is_message_literal(b"a APPEND x CATENATE (URL {12}", true));
+        assert!(!is_message_literal(
+            b"a APPEND x catenate (TEXT {1}\r\nx url {12}",
+            false
+        ));
+        assert!(is_message_literal(
+            b"a APPEND x CATENATE (URL {5}\r\n/a/;b TEXT {2}",
+            false
+        ));
+        let follow = |lines: &[&[u8]]| {
+            let mut st = None;
+            lines.iter().for_each(|l| follow_catenate(&mut st, l));
+            st.map(|s: (u32, u64)| s.0)
+        };
+        assert_eq!(
+            follow(&[b"a APPEND x (\\Seen) CATENATE (TEXT {1}"]),
+            Some(1)
+        );
+        assert_eq!(
+            follow(&[b"a APPEND x catenate (TEXT {1}", b" TEXT {2}"]),
+            Some(1)
+        );
+        assert_eq!(
+            follow(&[b"a APPEND x CATENATE (URL \"/a)b/;UID=1\" TEXT {2}"]),
+            Some(1)
+        );
+        assert_eq!(follow(&[b"a APPEND x CATENATE (URL \"x\") {5}"]), None);
+        assert_eq!(
+            follow(&[b"a APPEND x CATENATE (UTF8 (~{2}", b") TEXT {3}"]),
+            Some(1)
+        );
+        assert_eq!(follow(&[b"a APPEND x CATENATE (UTF8 (~{2}"]), Some(2));
+        assert_eq!(
+            follow(&[b"a APPEND x (\\Seen) {5}", b" (\\Seen) {6}"]),
+            None
+        );
+        assert_eq!(follow(&[b"a APPEND xCATENATE (\\Seen) {5}"]), None);
+
+        let text = |n: usize| vec![b'x'; n];
+        // Two messages of 600 each: each within the limit of 1000.
+        let input = [
+            b"a APPEND x CATENATE (TEXT {300}\r\n".as_slice(),
+            &text(300),
+            b" TEXT {300}\r\n",
+            &text(300),
+            b") CATENATE (TEXT {600}\r\n",
+            &text(600),
+            b" URL \"/x/;UID=1\")\r\n",
+        ]
+        .concat();
+        let (f, out) = frames(&input, Mode::Commands);
+        assert_eq!(out, b"+ Ready for literal data\r\n".repeat(3));
+        let Frame::Command { bytes, spooled } = &f[0] else {
+            panic!()
+        };
+        assert_eq!(spooled.len(), 3, "{}", String::from_utf8_lossy(bytes));
+        assert_eq!(spooled[2].1.len(), 600);
+        assert!(bytes.len() < 200, "the text went to sinks, not the command");
+        // The parts share the spool threshold: past it, parts go to files as they arrive.
+        let small = Limits {
+            spool_threshold: 500,
+            ..limits()
+        };
+        let mut fr = Framer::default();
+        let mut out = Vec::new();
+        for b in input.chunks(7) {
+            fr.feed(b, Mode::Commands, &small, &mut out);
+        }
+        let Some(Frame::Command { spooled, .. }) = fr.take() else {
+            panic!()
+        };
+        let kept: Vec<usize> = spooled.iter().map(|s| s.1.original_head().len()).collect();
+        assert_eq!(
+            spooled.iter().map(|s| s.1.len()).collect::<Vec<_>>(),
+            [300, 300, 600]
+        );
+        assert!(kept[0] == 300 && kept[1] < 300 && kept[2] < 600, "{kept:?}");
+        // Plain MULTIAPPEND messages are each bounded alone.
+        let input = [
+            b"a APPEND x {600}\r\n".as_slice(),
+            &text(600),
+            b" (\\Seen) {600}\r\n",
+            &text(600),
+            b"\r\n",
+        ]
+        .concat();
+        let (f, _) = frames(&input, Mode::Commands);
+        assert!(matches!(&f[0], Frame::Command { spooled, .. } if spooled.len() == 2));
+        // One message's parts together over the limit: refused before the part is read.
+        let input = [
+            b"a APPEND x CATENATE (TEXT {600}\r\n".as_slice(),
+            &text(600),
+            b" TEXT {500}\r\nb NOOP\r\n",
+        ]
+        .concat();
+        let (f, _) = frames(&input, Mode::Commands);
+        assert!(
+            matches!(&f[0], Frame::LiteralTooBig { tag: Some(t), non_sync: false } if t == "a")
+        );
+        assert!(matches!(&f[1], Frame::Command { bytes, .. } if bytes == b"b NOOP\r\n"));
     }
 
     #[test]

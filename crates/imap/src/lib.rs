@@ -2,6 +2,8 @@
 //! ([`core::ImapCore`]: bytes and store events in, responses and steps out) and the listener
 //! that drives it over a socket.
 
+mod catenate;
+mod context;
 pub mod core;
 mod fetch;
 pub mod format;
@@ -15,6 +17,7 @@ mod search;
 mod server;
 mod share;
 mod sort;
+pub mod url;
 pub mod utf7;
 
 pub use core::{CoreConfig, ImapCore, Step, Wait};

@@ -52,6 +52,7 @@ impl ImapCore {
             keywords: Vec::new(),
             rights,
             saved: Vec::new(),
+            updates: Vec::new(),
         };
         let mb = sel.mailbox.clone();
         let mut entries = self.store().message_list(mb.id).await?;
@@ -461,38 +462,14 @@ impl ImapCore {
                 flags = permitted(flags, rights);
                 flags.bits &= !Flags::SEEN;
             }
-            let message = match m.data {
-                MessageData::Inline(data) => {
-                    let data = if m.binary { data } else { crlf(data) };
-                    if data.len() as u64 > self.cfg.config.imap.max_literal.0 {
-                        return no("[TOOBIG] Message larger than APPENDLIMIT");
+            let message = match self.prepare(m.data, m.binary, &mut sinks).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // MULTIAPPEND is all or nothing.
+                    if !uids.is_empty() {
+                        let _ = self.store().expunge(mb.id, uids).await;
                     }
-                    match m
-                        .binary
-                        .then(|| postern_message::binary_to_base64(&data))
-                        .flatten()
-                    {
-                        Some(encoded) => Prepared::new(encoded),
-                        None => Prepared::new(data),
-                    }
-                }
-                // Spooled as it arrived (line ends made CRLF on the way, unless binary).
-                MessageData::Spooled(i) => {
-                    let Some(sink) = sinks.get_mut(i).and_then(Option::take) else {
-                        return Err(Fail::Bad("APPEND message missing".into()));
-                    };
-                    let mut raw = sink.finish().await.map_err(StoreError::from_io)?;
-                    let encoded = if m.binary {
-                        raw.map().map_err(StoreError::from_io)?;
-                        postern_message::binary_to_base64(raw.bytes())
-                    } else {
-                        None
-                    };
-                    match encoded {
-                        // Binary parts made readable by every mail program (RFC 3516 4.4).
-                        Some(e) => Prepared::new(e),
-                        None => Prepared::from_raw(raw).map_err(StoreError::from_io)?,
-                    }
+                    return Err(e);
                 }
             };
             let r = self
@@ -539,6 +516,51 @@ impl ImapCore {
             mb.uidvalidity,
             format::seq_set(&uids)
         ))
+    }
+}
+
+impl ImapCore {
+    /// An APPEND message's bytes, ready to store.
+    async fn prepare(
+        &self,
+        data: MessageData,
+        binary: bool,
+        sinks: &mut [Option<MessageSink>],
+    ) -> Result<Prepared, Fail> {
+        Ok(match data {
+            MessageData::Inline(data) => {
+                let data = if binary { data } else { crlf(data) };
+                if data.len() as u64 > self.cfg.config.imap.max_literal.0 {
+                    return no("[TOOBIG] Message larger than APPENDLIMIT");
+                }
+                match binary
+                    .then(|| postern_message::binary_to_base64(&data))
+                    .flatten()
+                {
+                    Some(encoded) => Prepared::new(encoded),
+                    None => Prepared::new(data),
+                }
+            }
+            // Spooled as it arrived (line ends made CRLF on the way, unless binary).
+            MessageData::Spooled(i) => {
+                let Some(sink) = sinks.get_mut(i).and_then(Option::take) else {
+                    return Err(Fail::Bad("APPEND message missing".into()));
+                };
+                let mut raw = sink.finish().await.map_err(StoreError::from_io)?;
+                let encoded = if binary {
+                    raw.map().map_err(StoreError::from_io)?;
+                    postern_message::binary_to_base64(raw.bytes())
+                } else {
+                    None
+                };
+                match encoded {
+                    // Binary parts made readable by every mail program (RFC 3516 4.4).
+                    Some(e) => Prepared::new(e),
+                    None => Prepared::from_raw(raw).map_err(StoreError::from_io)?,
+                }
+            }
+            MessageData::Catenate(parts) => self.catenate(parts, sinks).await?,
+        })
     }
 }
 

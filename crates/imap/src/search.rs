@@ -116,9 +116,27 @@ pub(crate) type Hit = (u32, Uid, u64, MessageEntry);
 
 /// The selected mailbox's messages that `key` matches, in sequence order.
 pub(crate) async fn matching(s: &ImapCore, key: &SearchKey) -> Result<Vec<Hit>, Fail> {
+    matching_in(s, key, None).await
+}
+
+/// Like [`matching`], looking only at the messages with these UIDs (ascending): the ones that
+/// changed, for a search that tells of changes (RFC 5267 4).
+pub(crate) async fn matching_in(
+    s: &ImapCore,
+    key: &SearchKey,
+    only: Option<&[Uid]>,
+) -> Result<Vec<Hit>, Fail> {
     let sel = s.selected.as_ref().expect("selected");
     let store = s.store().clone();
-    let mut all = store.message_list(sel.mailbox.id).await?;
+    let mut all = match only {
+        // A few messages are read one by one, not with the whole mailbox.
+        Some(o) => crate::fetch::entries(&store, sel.mailbox.id, o)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect(),
+        None => store.message_list(sel.mailbox.id).await?,
+    };
     sel.view_all(&mut all);
     let need = need(key);
     let max_seq = sel.uids.len() as u32;
@@ -130,6 +148,7 @@ pub(crate) async fn matching(s: &ImapCore, key: &SearchKey) -> Result<Vec<Hit>, 
         .uids
         .iter()
         .enumerate()
+        .filter(|(_, u)| only.is_none_or(|o| o.binary_search(u).is_ok()))
         .filter_map(|(i, &u)| {
             let j = all.binary_search_by_key(&u, |e| e.uid).ok()?;
             Some((i as u32 + 1, &all[j]))
@@ -203,15 +222,20 @@ pub async fn search(
     ret: Option<Vec<SearchRet>>,
     key: SearchKey,
 ) -> Res {
+    let ret_opts = ret.clone().unwrap_or_default();
+    let update = ret_opts.contains(&SearchRet::Update);
+    if update {
+        crate::context::check_tag(s, tag)?;
+    }
     let hits = matching(s, &key).await?;
     let found: Vec<(u32, u64)> = hits
         .iter()
         .map(|h| (if uid { h.1 } else { h.0 }, h.2))
         .collect();
     let with_modseq = uses_modseq(&key);
-    let ret_opts = ret.clone().unwrap_or_default();
     if ret_opts.contains(&SearchRet::Save) {
-        // RFC 5182 2.4: MIN and MAX alone save only the messages they name.
+        // RFC 5182 2.4: MIN and MAX alone save only the messages they name; PARTIAL saves
+        // the messages it returns.
         let ends = ret_opts
             .iter()
             .all(|r| matches!(r, SearchRet::Min | SearchRet::Max | SearchRet::Save))
@@ -225,6 +249,8 @@ pub async fn search(
                 v.extend(hits.last().map(|h| h.1));
             }
             v
+        } else if let Some(w) = partial_of(&ret_opts).map(|(a, b)| window(hits.len(), a, b)) {
+            hits[w].iter().map(|h| h.1).collect()
         } else {
             hits.iter().map(|h| h.1).collect()
         };
@@ -233,10 +259,10 @@ pub async fn search(
         if let Some(sel) = s.selected.as_mut() {
             sel.saved = saved;
         }
-        if ret_opts == [SearchRet::Save] {
-            // SAVE alone answers nothing but OK.
-            return ok("SEARCH completed, result saved");
-        }
+    }
+    if ret_opts == [SearchRet::Save] {
+        // SAVE alone answers nothing but OK.
+        return ok("SEARCH completed, result saved");
     }
     if ret.is_some() || s.rev2 {
         esearch(out, tag, uid, &ret_opts, &found, with_modseq);
@@ -250,12 +276,38 @@ pub async fn search(
         }
         push(out, "\r\n");
     }
+    if update {
+        let uids = hits.iter().map(|h| h.1).collect();
+        crate::context::register(s, out, tag, uid, key, crate::context::Kind::Search(uids));
+    }
     ok("SEARCH completed")
 }
 
-/// The untagged ESEARCH answer (RFC 4731 3; RFC 5267 3.2 for ESORT). `found`: (number,
-/// modseq) in the order asked for, mailbox order for SEARCH and sort order for SORT, so MIN
-/// and MAX are the first and the last. No options is ALL.
+/// The range of RETURN (PARTIAL), if asked for.
+pub(crate) fn partial_of(ret: &[SearchRet]) -> Option<(i64, i64)> {
+    ret.iter().find_map(|r| match r {
+        SearchRet::Partial(a, b) => Some((*a, *b)),
+        _ => None,
+    })
+}
+
+/// The indexes of `n` results that PARTIAL `a:b` names (RFC 9394 3.1: -1 is the last).
+pub(crate) fn window(n: usize, a: i64, b: i64) -> std::ops::Range<usize> {
+    let n = n as i64;
+    let (lo, hi) = if a > 0 {
+        (a - 1, b.min(n))
+    } else {
+        ((n + b).max(0), n + a + 1)
+    };
+    let lo = lo.clamp(0, n) as usize;
+    let hi = hi.clamp(0, n) as usize;
+    lo..hi.max(lo)
+}
+
+/// The untagged ESEARCH answer (RFC 4731 3; RFC 5267 3.2 for ESORT, 4.4 for PARTIAL).
+/// `found`: (number, modseq) in the order asked for, mailbox order for SEARCH and sort order
+/// for SORT, so MIN and MAX are the first and the last. No options (or SAVE alone) is ALL;
+/// UPDATE alone answers nothing until the mailbox changes.
 pub(crate) fn esearch(
     out: &mut Vec<u8>,
     tag: &str,
@@ -264,48 +316,70 @@ pub(crate) fn esearch(
     found: &[(u32, u64)],
     with_modseq: bool,
 ) {
-    let ret = if ret.iter().all(|r| *r == SearchRet::Save) {
-        &[SearchRet::All][..]
+    let data: Vec<SearchRet> = ret
+        .iter()
+        .copied()
+        .filter(|r| !matches!(r, SearchRet::Save | SearchRet::Update))
+        .collect();
+    let ret = if data.is_empty() && !ret.contains(&SearchRet::Update) {
+        vec![SearchRet::All]
     } else {
-        ret
+        data
     };
     push(out, &format!("* ESEARCH (TAG \"{tag}\")"));
     if uid {
         push(out, " UID");
     }
-    let (Some(first), Some(last)) = (found.first(), found.last()) else {
-        if ret.contains(&SearchRet::Count) {
-            push(out, " COUNT 0");
-        }
-        push(out, "\r\n");
-        return;
-    };
-    for r in ret {
-        match r {
-            SearchRet::Min => push(out, &format!(" MIN {}", first.0)),
-            SearchRet::Max => push(out, &format!(" MAX {}", last.0)),
+    for r in &ret {
+        match *r {
+            SearchRet::Min if !found.is_empty() => push(out, &format!(" MIN {}", found[0].0)),
+            SearchRet::Max => {
+                if let Some(last) = found.last() {
+                    push(out, &format!(" MAX {}", last.0));
+                }
+            }
             SearchRet::Count => push(out, &format!(" COUNT {}", found.len())),
-            SearchRet::All => {
+            SearchRet::All if !found.is_empty() => {
                 let nums: Vec<u32> = found.iter().map(|f| f.0).collect();
                 push(out, &format!(" ALL {}", format::seq_list(&nums)))
             }
-            SearchRet::Save => {}
+            SearchRet::Partial(a, b) => {
+                let nums: Vec<u32> = found[window(found.len(), a, b)]
+                    .iter()
+                    .map(|f| f.0)
+                    .collect();
+                let set = if nums.is_empty() {
+                    "NIL".to_string()
+                } else {
+                    format::seq_list(&nums)
+                };
+                push(out, &format!(" PARTIAL ({a}:{b} {set})"));
+            }
+            _ => {}
         }
     }
-    if with_modseq {
+    if with_modseq && !found.is_empty() {
         // RFC 7162 3.1.5: the highest modseq of the messages returned; MIN or MAX alone
-        // return one message each.
+        // return one message each, PARTIAL those in its range.
         let only_ends = ret
             .iter()
             .all(|r| matches!(r, SearchRet::Min | SearchRet::Max));
+        let returned = match partial_of(&ret) {
+            Some((a, b)) if ret.len() == 1 => &found[window(found.len(), a, b)],
+            _ => found,
+        };
         let m = if only_ends {
-            let min = ret.contains(&SearchRet::Min).then_some(first.1);
-            let max = ret.contains(&SearchRet::Max).then_some(last.1);
+            let min = ret.contains(&SearchRet::Min).then_some(found[0].1);
+            let max = ret
+                .contains(&SearchRet::Max)
+                .then(|| found.last().map_or(0, |l| l.1));
             min.max(max).unwrap_or(0)
         } else {
-            found.iter().map(|f| f.1).max().unwrap_or(0)
+            returned.iter().map(|f| f.1).max().unwrap_or(0)
         };
-        push(out, &format!(" MODSEQ {m}"));
+        if m > 0 {
+            push(out, &format!(" MODSEQ {m}"));
+        }
     }
     push(out, "\r\n");
 }

@@ -11,10 +11,12 @@ use postern_message::sort::{SortFields, sort_fields};
 
 use crate::core::{Fail, ImapCore, Res, ok, push};
 use crate::parse::{SearchKey, SearchRet, SortKey, ThreadAlgorithm};
+use crate::search::Hit;
 
-struct Item {
+/// A message to sort: its sort keys, read once.
+pub(crate) struct Item {
     seq: u32,
-    uid: u32,
+    pub(crate) uid: u32,
     modseq: u64,
     size: u64,
     arrival: i64,
@@ -30,6 +32,11 @@ impl Item {
 
 async fn items(s: &ImapCore, key: &SearchKey) -> Result<Vec<Item>, Fail> {
     let hits = crate::search::matching(s, key).await?;
+    items_of(s, &hits).await
+}
+
+/// The sort keys of these messages.
+pub(crate) async fn items_of(s: &ImapCore, hits: &[Hit]) -> Result<Vec<Item>, Fail> {
     let store = s.store().clone();
     let mut out = Vec::with_capacity(hits.len());
     for chunk in hits.chunks(512) {
@@ -73,18 +80,12 @@ pub async fn sort(
     criteria: Vec<(SortKey, bool)>,
     key: SearchKey,
 ) -> Res {
+    let update = ret.as_ref().is_some_and(|r| r.contains(&SearchRet::Update));
+    if update {
+        crate::context::check_tag(s, tag)?;
+    }
     let mut items = items(s, &key).await?;
-    items.sort_by(|a, b| {
-        for &(k, reverse) in &criteria {
-            let o = compare(k, a, b);
-            let o = if reverse { o.reverse() } else { o };
-            if o != Ordering::Equal {
-                return o;
-            }
-        }
-        // Equal by every criterion: mailbox order (RFC 5256 3).
-        a.seq.cmp(&b.seq)
-    });
+    items.sort_by(|a, b| order(&criteria, a, b));
     if let Some(ret) = ret {
         let found: Vec<(u32, u64)> = items
             .iter()
@@ -92,6 +93,10 @@ pub async fn sort(
             .collect();
         let with_modseq = crate::search::uses_modseq(&key);
         crate::search::esearch(out, tag, uid, &ret, &found, with_modseq);
+        if update {
+            let kind = crate::context::Kind::Sort { criteria, items };
+            crate::context::register(s, out, tag, uid, key, kind);
+        }
         return ok("SORT completed");
     }
     push(out, "* SORT");
@@ -100,6 +105,35 @@ pub async fn sort(
     }
     push(out, "\r\n");
     ok("SORT completed")
+}
+
+/// A message with this UID and subject, for tests.
+#[cfg(test)]
+pub(crate) fn test_item(uid: u32, subject: &str) -> Item {
+    Item {
+        seq: uid,
+        uid,
+        modseq: 1,
+        size: 0,
+        arrival: 0,
+        f: SortFields {
+            subject: subject.into(),
+            ..Default::default()
+        },
+    }
+}
+
+/// The order of two messages by the criteria; equal by every one, mailbox order (RFC 5256 3),
+/// which is the order of their UIDs.
+pub(crate) fn order(criteria: &[(SortKey, bool)], a: &Item, b: &Item) -> Ordering {
+    for &(k, reverse) in criteria {
+        let o = compare(k, a, b);
+        let o = if reverse { o.reverse() } else { o };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    a.uid.cmp(&b.uid)
 }
 
 /// A thread's tree: a message (or, for `None`, a placeholder for one we do not have).

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Parts one CATENATE message may have: enough for any message a client composes.
+const MAX_CAT_PARTS: usize = 1000;
+
 /// Parses one command (after the tag). `utf8`: mailbox names are UTF-8.
 pub fn parse_command(p: &mut Parser) -> R<Command> {
     let word = p.atom()?.to_ascii_uppercase();
@@ -272,6 +275,17 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
         }
         "REPLACE" => replace(p, false)?,
         "EXPUNGE" => Command::Expunge(None),
+        "CANCELUPDATE" => {
+            let mut tags = Vec::new();
+            while p.maybe_sp() {
+                let t = p.string_bytes()?;
+                tags.push(String::from_utf8(t).map_err(|_| ParseError("tag is not UTF-8".into()))?);
+            }
+            if tags.is_empty() {
+                return err("CANCELUPDATE needs the tag of a search");
+            }
+            Command::CancelUpdate(tags)
+        }
         "SEARCH" => search(p, false)?,
         "SORT" => sort(p, false)?,
         "THREAD" => thread(p, false)?,
@@ -386,6 +400,15 @@ impl Parser<'_> {
             );
             p.sp()?;
         }
+        if p.keyword_is("CATENATE") {
+            p.sp()?;
+            return Ok(AppendMessage {
+                flags,
+                date,
+                data: MessageData::Catenate(p.cat_parts()?),
+                binary: false,
+            });
+        }
         let utf8 = p.keyword_is("UTF8");
         if utf8 {
             p.sp()?;
@@ -402,6 +425,45 @@ impl Parser<'_> {
             data,
             binary,
         })
+    }
+
+    /// CATENATE's `(cat-part *(SP cat-part))` (RFC 4469 5): `TEXT literal`, `URL astring`, or
+    /// `UTF8 (literal8)` (RFC 6855 4).
+    fn cat_parts(&mut self) -> R<Vec<CatPart>> {
+        let p = self;
+        p.open()?;
+        let mut parts = Vec::new();
+        loop {
+            let word = p.atom()?.to_ascii_uppercase();
+            p.sp()?;
+            parts.push(match word.as_str() {
+                "TEXT" => {
+                    if p.peek() == Some(b'~') {
+                        return err("CATENATE TEXT takes a literal, not a literal8");
+                    }
+                    CatPart::Text(p.message_literal()?)
+                }
+                "UTF8" => {
+                    p.open()?;
+                    if p.peek() != Some(b'~') {
+                        return err("UTF8 takes a literal8 (~{n})");
+                    }
+                    let data = p.message_literal()?;
+                    p.close()?;
+                    CatPart::Text(data)
+                }
+                "URL" => CatPart::Url(p.astring()?),
+                other => return err(format!("unknown CATENATE part {other}: TEXT or URL")),
+            });
+            if parts.len() > MAX_CAT_PARTS {
+                return err(format!("CATENATE takes at most {MAX_CAT_PARTS} parts"));
+            }
+            if !p.maybe_sp() {
+                break;
+            }
+        }
+        p.close()?;
+        Ok(parts)
     }
 
     /// A reference name, which may be empty ("").
@@ -427,7 +489,8 @@ fn search(p: &mut Parser, uid: bool) -> R<Command> {
     Ok(Command::Search { uid, ret, key })
 }
 
-/// `RETURN (...) ` of ESEARCH (RFC 4731) and ESORT (RFC 5267), with the space after it.
+/// `RETURN (...) ` of ESEARCH (RFC 4731), ESORT (RFC 5267 3) and CONTEXT (RFC 5267 4), with
+/// the space after it.
 fn return_options(p: &mut Parser) -> R<Option<Vec<SearchRet>>> {
     if !p.keyword_is("RETURN") {
         return Ok(None);
@@ -436,26 +499,97 @@ fn return_options(p: &mut Parser) -> R<Option<Vec<SearchRet>>> {
     p.open()?;
     let mut v = Vec::new();
     while p.peek() != Some(b')') {
-        v.push(match p.atom()?.to_ascii_uppercase().as_str() {
+        let opt = match p.atom()?.to_ascii_uppercase().as_str() {
             "MIN" => SearchRet::Min,
             "MAX" => SearchRet::Max,
             "ALL" => SearchRet::All,
             "COUNT" => SearchRet::Count,
             "SAVE" => SearchRet::Save,
+            "UPDATE" => SearchRet::Update,
             "PARTIAL" => {
-                return err(
-                    "RETURN (PARTIAL) needs CONTEXT=SEARCH, which this server does not offer",
-                );
+                p.sp()?;
+                partial_range(p)?
+            }
+            // A hint that the result will be asked for again (RFC 5267 4.2): nothing to do.
+            "CONTEXT" => {
+                if !p.maybe_sp() {
+                    break;
+                }
+                continue;
             }
             other => return err(format!("unknown RETURN option {other}")),
-        });
+        };
+        let same = |r: &SearchRet| std::mem::discriminant(r) == std::mem::discriminant(&opt);
+        match opt {
+            SearchRet::Update if v.iter().any(same) => return err("RETURN option UPDATE twice"),
+            SearchRet::Partial(..) if v.iter().any(same) => {
+                return err("RETURN option PARTIAL twice");
+            }
+            _ if v.iter().any(same) => {}
+            _ => v.push(opt),
+        }
         if !p.maybe_sp() {
             break;
         }
     }
     p.close()?;
     p.sp()?;
+    let partial = v.iter().any(|r| matches!(r, SearchRet::Partial(..)));
+    if partial && v.contains(&SearchRet::All) {
+        return err("RETURN (PARTIAL) and ALL exclude each other: ask for one");
+    }
+    if partial && v.contains(&SearchRet::Update) {
+        return err("RETURN (PARTIAL) with UPDATE is not offered: ask for ALL with UPDATE");
+    }
     Ok(Some(v))
+}
+
+/// PARTIAL's range (RFC 5267 4.4, RFC 9394 3.1): `n:m` counting from the first result, or
+/// `-n:-m` from the last; either order, never 0 or `*`.
+fn partial_range(p: &mut Parser) -> R<SearchRet> {
+    fn bad() -> ParseError {
+        ParseError("PARTIAL takes a range like 1:100 or -1:-100".into())
+    }
+    fn end(p: &mut Parser) -> R<i64> {
+        let negative = p.peek() == Some(b'-');
+        if negative {
+            p.pos += 1;
+        }
+        if !p.peek().is_some_and(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        match p.number() {
+            Ok(n @ 1..=0xffff_ffff) if negative => Ok(-(n as i64)),
+            Ok(n @ 1..=0xffff_ffff) => Ok(n as i64),
+            _ => Err(bad()),
+        }
+    }
+    let a = end(p)?;
+    if p.peek() != Some(b':') {
+        return Err(bad());
+    }
+    p.pos += 1;
+    let b = end(p)?;
+    if (a < 0) != (b < 0) {
+        return Err(bad());
+    }
+    // The end nearer its origin first: 4:2 is 2:4, -5:-1 is -1:-5.
+    Ok(if a.abs() <= b.abs() {
+        SearchRet::Partial(a, b)
+    } else {
+        SearchRet::Partial(b, a)
+    })
+}
+
+/// The section of an IMAP URL (RFC 5092 `;SECTION=`), decoded: `1.2.MIME`, `HEADER.FIELDS (To)`.
+pub fn parse_section(text: &str) -> R<Section> {
+    let wrapped = format!("[{text}]");
+    let mut p = Parser::new(wrapped.as_bytes());
+    let s = p.section_parts()?;
+    if p.pos != wrapped.len() {
+        return err("unexpected text after the section");
+    }
+    Ok(s)
 }
 
 /// The charset SORT and THREAD always name, and SEARCH may.

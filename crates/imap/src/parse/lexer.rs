@@ -75,7 +75,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    pub(super) fn is_atom_char(c: u8) -> bool {
+    pub(crate) fn is_atom_char(c: u8) -> bool {
         c > 0x20 && c < 0x7f && !b"(){ %*\"\\]".contains(&c)
     }
 

@@ -180,6 +180,12 @@ pub enum SearchRet {
     Count,
     /// SEARCHRES (RFC 5182): keep the result for `$`.
     Save,
+    /// CONTEXT=SEARCH, CONTEXT=SORT (RFC 5267 4): tell of changes to the result as the mailbox
+    /// changes, until CANCELUPDATE or the mailbox is closed.
+    Update,
+    /// RFC 5267 4.4, RFC 9394: the results at these positions (1-based, both ends included),
+    /// `first <= last`; negative positions count from the end (-1 the last), both negative.
+    Partial(i64, i64),
 }
 
 /// SORT criteria (RFC 5256 3, RFC 5957).
@@ -225,6 +231,16 @@ pub enum MessageData {
     Inline(Vec<u8>),
     /// The n-th literal the framing spooled.
     Spooled(usize),
+    /// CATENATE (RFC 4469): the message is put together from these parts, in order.
+    Catenate(Vec<CatPart>),
+}
+
+/// A part of a CATENATE message: data sent with the command, or what an IMAP URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatPart {
+    /// `TEXT literal` (or `UTF8 (literal8)`, RFC 6855), never a further CATENATE.
+    Text(MessageData),
+    Url(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -291,6 +307,8 @@ pub enum Command {
     Close,
     Unselect,
     Expunge(Option<SeqSet>),
+    /// CANCELUPDATE (RFC 5267 4.3): the tags of the searches whose updates end.
+    CancelUpdate(Vec<String>),
     Search {
         uid: bool,
         ret: Option<Vec<SearchRet>>,
@@ -356,7 +374,7 @@ mod lexer;
 #[cfg(test)]
 mod tests;
 
-pub use command::parse_command;
+pub use command::{parse_command, parse_section};
 pub use lexer::{Parser, days_from_civil, parse_date, parse_date_time};
 
 /// Splits a command into tag and the rest; the tag is needed even for a bad command.

@@ -255,11 +255,10 @@ fn esort() {
             .0
             .contains("SEARCHRES")
     );
-    assert!(
-        bad("a SORT RETURN (PARTIAL 1:10) (DATE) UTF-8 ALL\r\n")
-            .0
-            .contains("CONTEXT=SEARCH")
-    );
+    assert!(matches!(
+        cmd("a SORT RETURN (PARTIAL 1:10) (DATE) UTF-8 ALL\r\n"),
+        Command::Sort { ret: Some(r), .. } if r == [SearchRet::Partial(1, 10)]
+    ));
     assert!(
         bad("a SORT RETURN (BEST) (DATE) UTF-8 ALL\r\n")
             .0
@@ -393,4 +392,151 @@ fn savedate() {
             ])
         }
     );
+}
+
+#[test]
+fn context_return_options() {
+    let ret = |s: &str| match cmd(s) {
+        Command::Search { ret, .. } | Command::Sort { ret, .. } => ret.unwrap(),
+        c => panic!("{c:?}"),
+    };
+    assert_eq!(
+        ret("a SEARCH RETURN (UPDATE) BODY x SEEN\r\n"),
+        [SearchRet::Update]
+    );
+    assert_eq!(
+        ret("a UID SORT RETURN (UPDATE ALL CONTEXT) (DATE) UTF-8 ALL\r\n"),
+        [SearchRet::Update, SearchRet::All]
+    );
+    // Either order; counting from the end (RFC 9394) when negative.
+    assert_eq!(
+        ret("a SEARCH RETURN (PARTIAL 4:2) ALL\r\n"),
+        [SearchRet::Partial(2, 4)]
+    );
+    assert_eq!(
+        ret("a SEARCH RETURN (COUNT PARTIAL -1:-100) ALL\r\n"),
+        [SearchRet::Count, SearchRet::Partial(-1, -100)]
+    );
+    assert_eq!(
+        ret("a SEARCH RETURN (PARTIAL -50:-1) ALL\r\n"),
+        [SearchRet::Partial(-1, -50)]
+    );
+    assert_eq!(ret("a SEARCH RETURN (MIN MIN) ALL\r\n"), [SearchRet::Min]);
+    for (input, why) in [
+        (
+            "a SEARCH RETURN (PARTIAL 1) ALL\r\n",
+            "PARTIAL takes a range",
+        ),
+        (
+            "a SEARCH RETURN (PARTIAL 1:*) ALL\r\n",
+            "PARTIAL takes a range",
+        ),
+        (
+            "a SEARCH RETURN (PARTIAL *:1) ALL\r\n",
+            "PARTIAL takes a range",
+        ),
+        (
+            "a SEARCH RETURN (PARTIAL 0:5) ALL\r\n",
+            "PARTIAL takes a range",
+        ),
+        (
+            "a SEARCH RETURN (PARTIAL -1:5) ALL\r\n",
+            "PARTIAL takes a range",
+        ),
+        (
+            "a SEARCH RETURN (PARTIAL 1:4294967296) ALL\r\n",
+            "PARTIAL takes a range",
+        ),
+        (
+            "a SEARCH RETURN (PARTIAL 1:5 PARTIAL 6:9) ALL\r\n",
+            "PARTIAL twice",
+        ),
+        (
+            "a SEARCH RETURN (ALL PARTIAL 1:5) ALL\r\n",
+            "exclude each other",
+        ),
+        ("a SEARCH RETURN (UPDATE UPDATE) ALL\r\n", "UPDATE twice"),
+        (
+            "a SEARCH RETURN (UPDATE PARTIAL 1:5) ALL\r\n",
+            "with UPDATE",
+        ),
+    ] {
+        let e = bad(input);
+        assert!(e.0.contains(why), "{input}: {e}");
+    }
+    assert_eq!(
+        cmd("a CANCELUPDATE \"a1\" \"b2\"\r\n"),
+        Command::CancelUpdate(vec!["a1".into(), "b2".into()])
+    );
+    assert!(bad("a CANCELUPDATE\r\n").0.contains("needs the tag"));
+}
+
+#[test]
+fn catenate() {
+    // The framing spooled the TEXT literals: their data would start at these offsets.
+    let framed = b"a APPEND Sent (\\Seen) CATENATE (URL \"/INBOX;UIDVALIDITY=3/;UID=7/;SECTION=1\" TEXT {5}\r\n TEXT {3+}\r\n) CATENATE (URL {13}\r\n/INBOX/;UID=2 UTF8 (~{4}\r\n))\r\n";
+    let at: Vec<usize> = [
+        b"TEXT {5}\r\n".as_slice(),
+        b"TEXT {3+}\r\n",
+        b"UTF8 (~{4}\r\n",
+    ]
+    .iter()
+    .map(|m| framed.windows(m.len()).position(|w| w == *m).unwrap() + m.len())
+    .collect();
+    let (_, c) = parse_framed(framed, &at, true);
+    let Command::Append(mailbox, msgs) = c.unwrap() else {
+        panic!()
+    };
+    assert_eq!(mailbox, "Sent");
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0].flags, ["\\Seen"]);
+    assert_eq!(
+        msgs[0].data,
+        MessageData::Catenate(vec![
+            CatPart::Url("/INBOX;UIDVALIDITY=3/;UID=7/;SECTION=1".into()),
+            CatPart::Text(MessageData::Spooled(0)),
+            CatPart::Text(MessageData::Spooled(1)),
+        ])
+    );
+    assert_eq!(
+        msgs[1].data,
+        MessageData::Catenate(vec![
+            CatPart::Url("/INBOX/;UID=2".into()),
+            CatPart::Text(MessageData::Spooled(2)),
+        ])
+    );
+    // Unspooled (as a unit test gives it), the text is inline.
+    match cmd("a APPEND x CATENATE (TEXT {2}\r\nhi)\r\n") {
+        Command::Append(_, m) => assert_eq!(
+            m[0].data,
+            MessageData::Catenate(vec![CatPart::Text(MessageData::Inline(b"hi".to_vec()))])
+        ),
+        c => panic!("{c:?}"),
+    }
+    assert!(
+        bad("a APPEND x CATENATE (BODY {2}\r\nhi)\r\n")
+            .0
+            .contains("unknown CATENATE part BODY")
+    );
+    assert!(bad("a APPEND x CATENATE ()\r\n").0.contains("atom"));
+    assert!(
+        bad("a APPEND x CATENATE (TEXT ~{2}\r\nhi)\r\n")
+            .0
+            .contains("not a literal8")
+    );
+    assert!(bad("a APPEND x CATENATE (URL)\r\n").0.contains("space"));
+    let many = format!(
+        "a APPEND x CATENATE ({})\r\n",
+        vec!["URL ;UID=1"; 1001].join(" ")
+    );
+    assert!(bad(&many).0.contains("at most 1000 parts"));
+    assert_eq!(
+        parse_section("1.2.HEADER.FIELDS (Subject)").unwrap(),
+        Section {
+            part: vec![1, 2],
+            text: Some(SectionText::HeaderFields(vec!["Subject".into()]))
+        }
+    );
+    assert!(parse_section("MIME").is_err());
+    assert!(parse_section("1]x").is_err());
 }
