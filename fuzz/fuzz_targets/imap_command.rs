@@ -1,6 +1,6 @@
 //! IMAP command parsing: the literal marker that ends a line (which decides how many bytes
 //! the server reads next), and whole commands with literals spliced in, as the server hands
-//! them to the parser; in both UTF-8 modes. No panic, no runaway recursion.
+//! them to the parser; in both UTF-8 modes; IMAP URLs. No panic, no runaway recursion.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -33,5 +33,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = postern_imap::parse::parse_date_time(s);
         let _ = postern_imap::utf7::decode(s);
+        // CATENATE's IMAP URLs and their sections.
+        if let Ok(u) = postern_imap::url::parse(s)
+            && let Some(section) = &u.section
+        {
+            let _ = postern_imap::parse::parse_section(section);
+        }
     }
 });
