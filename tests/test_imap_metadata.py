@@ -186,6 +186,12 @@ def test_entries_follow_a_rename_and_go_with_a_delete(server):
     ok(cmd(c, "CREATE", "Work/Old"))
     found, _ = getmeta(c, "Work/Old", "/shared/comment")
     assert found == {"/shared/comment": None}, "a new folder of the same name starts empty"
+    # Renaming INBOX moves its messages, and its entries are copied: INBOX keeps them too.
+    ok(cmd(c, "SETMETADATA", "INBOX", '(/private/comment "inbox note")'))
+    ok(cmd(c, "RENAME", "INBOX", "Old-Inbox"))
+    for box in ("INBOX", "Old-Inbox"):
+        found, _ = getmeta(c, box, "/private/comment")
+        assert found == {"/private/comment": "inbox note"}, box
     c.logout()
 
 

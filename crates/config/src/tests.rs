@@ -85,3 +85,17 @@ fn units() {
     assert_eq!(c.smtp.timeout_command.0, 7);
     assert!(parse("[smtp]\nmax_message_size = \"ten\"\n").is_err());
 }
+
+#[test]
+fn metadata_limits_keep_what_rfc_5464_asks() {
+    let c =
+        parse("[imap]\nmetadata_max_value = \"2K\"\nmetadata_admin = \"tel:+1-555\"\n").unwrap();
+    assert_eq!(
+        (c.imap.metadata_max_value.0, c.imap.metadata_max_entries),
+        (2048, 100)
+    );
+    for bad in ["metadata_max_value = \"1000\"", "metadata_max_entries = 9"] {
+        let e = parse(&format!("[imap]\n{bad}\n")).unwrap_err();
+        assert!(e.to_string().contains("RFC 5464"), "{e}");
+    }
+}

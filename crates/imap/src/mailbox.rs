@@ -259,6 +259,7 @@ impl ImapCore {
                 .map(|e| e.uid)
                 .collect();
             self.store().copy(mb.id, uids, target.id, true).await?;
+            self.copy_metadata(mb.id, target.id).await?;
         } else {
             self.store().mailbox_rename(mb.id, to).await?;
             if let Some(s) = &mut self.selected

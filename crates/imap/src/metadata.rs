@@ -155,6 +155,37 @@ impl ImapCore {
         }
     }
 
+    /// RENAME INBOX: the new folder gets INBOX's entries, and INBOX keeps them (RFC 5464 4.1).
+    /// Within the limits: entries they refuse stay on INBOX only.
+    pub(crate) async fn copy_metadata(&self, from: u64, to: u64) -> Result<(), Fail> {
+        let me = self.account_id();
+        let mut changes = Vec::new();
+        for kind in ["/private", "/shared"] {
+            for e in self
+                .store()
+                .metadata_get(me, Some(from), kind, None)
+                .await?
+            {
+                changes.push((e.name, Some(e.value)));
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let limits = self.metadata_limits();
+        if let Err(refused) = self
+            .store()
+            .metadata_set(me, Some(to), changes, limits)
+            .await?
+        {
+            tracing::info!(
+                ?refused,
+                "INBOX's METADATA entries not copied to its new name"
+            );
+        }
+        Ok(())
+    }
+
     /// SETMETADATA (RFC 5464 4.3): all the entries or none; NIL removes one.
     pub(crate) async fn set_metadata(
         &mut self,
