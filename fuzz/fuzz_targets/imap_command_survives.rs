@@ -149,6 +149,7 @@ fuzz_target!(|data: &[u8]| {
                 password_hash: String::new(),
                 quota_bytes: 0,
                 quota_messages: 0,
+                shared: false,
             })
             .await
             .unwrap();

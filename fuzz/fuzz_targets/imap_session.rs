@@ -114,6 +114,7 @@ fuzz_target!(|data: &[u8]| {
                 password_hash: String::new(),
                 quota_bytes: if flags & 8 != 0 { 4096 } else { 0 },
                 quota_messages: 0,
+                shared: false,
             })
             .await
             .unwrap();
