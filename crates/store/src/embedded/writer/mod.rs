@@ -556,7 +556,7 @@ impl<'t> Tables<'t> {
                 changes,
                 limits,
             } => self
-                .metadata_set(account, mailbox, &changes, &limits)
+                .metadata_set(account, mailbox, &changes, &limits, fx)
                 .map(Output::Metadata),
             Job::SievePut(account, name, source) => self.sieve_put(account, &name, &source),
             Job::SieveActivate(account, name) => self.sieve_activate(account, name, fx),
