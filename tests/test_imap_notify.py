@@ -119,6 +119,7 @@ def test_the_command_is_checked_as_rfc_5465_says(server):
     assert w.cmd("NOTIFY NONE")[0] == "BAD", "only after login"
     w.ok(f"LOGIN {ALICE} {PASSWORD}")
     w.ok("SELECT INBOX")
+    # MessageNew, MessageExpunge and FlagChange alone are taken, as Dovecot takes them.
     cases = {
         "NOTIFY NONE": "OK",
         "NOTIFY SET (SELECTED (MessageNew MessageExpunge))": "OK",
@@ -129,9 +130,9 @@ def test_the_command_is_checked_as_rfc_5465_says(server):
         "NOTIFY SET (SELECTED (MessageNew (UID FLAGS) MessageExpunge)) (SUBSCRIBED (MessageNew MessageExpunge))": "OK",
         "NOTIFY SET STATUS (INBOXES (MessageNew MessageExpunge FlagChange))": "OK",
         "NOTIFY SET (PERSONAL (MailboxMetadataChange ServerMetadataChange))": "OK",
-        "NOTIFY SET (SELECTED (MessageNew))": "BAD",
-        "NOTIFY SET (SELECTED (MessageExpunge))": "BAD",
-        "NOTIFY SET (PERSONAL (FlagChange))": "BAD",
+        "NOTIFY SET (SELECTED (MessageNew))": "OK",
+        "NOTIFY SET (SELECTED (MessageExpunge))": "OK",
+        "NOTIFY SET (PERSONAL (FlagChange))": "OK",
         "NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (SELECTED-DELAYED (MessageNew MessageExpunge))": "BAD",
         "NOTIFY SET (SELECTED (MessageNew MessageExpunge MailboxName))": "BAD",
         "NOTIFY SET (PERSONAL (MessageNew (UID) MessageExpunge))": "BAD",
@@ -272,6 +273,14 @@ def test_a_shared_folder_and_notify_set_status(server):
     status = w.expect(r"^\* STATUS")[-1]
     assert re.match(rf'\* STATUS "Shared/{ALICE}/Team" \(MESSAGES 2 UIDNEXT 3 UIDVALIDITY \d+ UNSEEN 2\)',
                     status), status
+    # STATUS carries the modseq when flag changes are asked for (RFC 5465 5.1), not otherwise.
+    o = Watcher(server)
+    lines = o.ok("NOTIFY SET STATUS (MAILBOXES Team (FlagChange))")
+    assert any(re.match(r'\* STATUS "Team" \(.*UIDVALIDITY \d+.* HIGHESTMODSEQ \d+\)', l) for l in lines), lines
+    lines = o.ok("NOTIFY SET STATUS (MAILBOXES Team (MessageExpunge))")
+    assert any(re.match(r'\* STATUS "Team" \(MESSAGES 2 ', l) for l in lines), lines
+    assert not any("HIGHESTMODSEQ" in l for l in lines), lines
+    o.close()
     # Mail for alice's INBOX is not bob's to hear of.
     mx_send(server, "someone@far.test", [ALICE], b"Subject: private\r\n\r\nx\r\n")
     assert w.quiet(1.0) == []

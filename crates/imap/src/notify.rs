@@ -21,7 +21,7 @@ const SUPPORTED: &str = "MessageNew MessageExpunge FlagChange MailboxName Subscr
 /// Kinds of event, as a group is matched for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// MessageNew and MessageExpunge (always asked together).
+    /// Any message event: MessageNew, MessageExpunge, FlagChange.
     Message,
     Flag,
     Name,
@@ -34,8 +34,10 @@ fn has(events: &[NotifyEvent], kind: Kind) -> bool {
     events.iter().any(|e| {
         matches!(
             (e, kind),
-            (NotifyEvent::MessageNew(_), Kind::Message)
-                | (NotifyEvent::FlagChange, Kind::Flag)
+            (
+                NotifyEvent::MessageNew(_) | NotifyEvent::MessageExpunge | NotifyEvent::FlagChange,
+                Kind::Message
+            ) | (NotifyEvent::FlagChange, Kind::Flag)
                 | (NotifyEvent::MailboxName, Kind::Name)
                 | (NotifyEvent::SubscriptionChange, Kind::Subscription)
                 | (NotifyEvent::MailboxMetadataChange, Kind::MailboxMetadata)
@@ -151,7 +153,9 @@ impl Notify {
 }
 
 /// The checks of RFC 5465 3.1 and 8 on a NOTIFY SET: NO with BADEVENT for events we do not
-/// tell of, BAD for groups the syntax does not allow.
+/// tell of, BAD for groups the syntax does not allow. MessageNew, MessageExpunge and
+/// FlagChange are taken alone too, as Dovecot takes them (RFC 5465 5 asks clients to give
+/// them together; telling more than asked harms no client).
 fn check(groups: &[NotifyGroup]) -> Result<(), Fail> {
     for g in groups {
         for e in g.events.iter().flatten() {
@@ -165,18 +169,6 @@ fn check(groups: &[NotifyGroup]) -> Result<(), Fail> {
     let mut selected = 0;
     for g in groups {
         let ev = g.events.as_deref().unwrap_or_default();
-        let new = ev.iter().any(|e| matches!(e, NotifyEvent::MessageNew(_)));
-        let expunge = ev.contains(&NotifyEvent::MessageExpunge);
-        if new != expunge {
-            return Err(Fail::Bad(
-                "MessageNew and MessageExpunge go together (RFC 5465 5.2)".into(),
-            ));
-        }
-        if ev.contains(&NotifyEvent::FlagChange) && !new {
-            return Err(Fail::Bad(
-                "FlagChange needs MessageNew and MessageExpunge (RFC 5465 5.1)".into(),
-            ));
-        }
         if g.filter.is_selected() {
             selected += 1;
             if ev.iter().any(|e| {
@@ -232,16 +224,17 @@ impl ImapCore {
                 name: &mb.name,
                 personal,
             };
-            if Some(mb.id) == selected
-                || n.group_for(&at, Kind::Message, false, &subscribed)
-                    .is_none()
-            {
+            if Some(mb.id) == selected {
                 continue;
             }
+            let Some(ev) = n.group_for(&at, Kind::Message, false, &subscribed) else {
+                continue;
+            };
+            let items = self.notify_items(has(ev, Kind::Flag));
             n.told
                 .insert(mb.id, (mb.messages, mb.uidnext, mb.highest_modseq));
             if status {
-                self.status_line(out, &mb, &self.notify_items()).await?;
+                self.status_line(out, &mb, &items).await?;
             }
         }
         self.notify = Some(n);
@@ -385,12 +378,13 @@ impl ImapCore {
         }
     }
 
-    /// The items of a STATUS told by NOTIFY (RFC 5465 5.2-5.3, and 5.1 with CONDSTORE).
-    fn notify_items(&self) -> Vec<String> {
+    /// The items of a STATUS told by NOTIFY (RFC 5465 5.2-5.3; the modseq with FlagChange,
+    /// 5.1, or CONDSTORE).
+    fn notify_items(&self, flags: bool) -> Vec<String> {
         let mut items: Vec<String> = ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]
             .map(String::from)
             .to_vec();
-        if self.condstore {
+        if flags || self.condstore {
             items.push("HIGHESTMODSEQ".into());
         }
         items
@@ -408,7 +402,6 @@ impl ImapCore {
         if let Some(only) = only {
             watched.retain(|(mb, _)| only.contains(&mb.id));
         }
-        let items = self.notify_items();
         let Some(n) = self.notify.take() else {
             return Ok(());
         };
@@ -433,7 +426,8 @@ impl ImapCore {
                 let counts = before.is_none_or(|b| (b.0, b.1) != (now.0, now.1));
                 let flags = watch_flags && before.is_none_or(|b| b.2 != now.2);
                 if counts || flags {
-                    self.status_line(out, &mb, &items).await?;
+                    self.status_line(out, &mb, &self.notify_items(watch_flags))
+                        .await?;
                 }
             }
             Ok(())
@@ -682,14 +676,13 @@ mod tests {
     fn groups_are_checked_as_rfc_5465_says() {
         let bad = |g: Vec<NotifyGroup>| matches!(check(&g), Err(Fail::Bad(_)));
         assert!(check(&[group(NotifyFilter::Selected, Some(msg()))]).is_ok());
-        assert!(bad(vec![group(
-            NotifyFilter::Selected,
-            Some(vec![NotifyEvent::MessageNew(vec![])])
-        )]));
-        assert!(bad(vec![group(
-            NotifyFilter::Personal,
-            Some(vec![NotifyEvent::FlagChange])
-        )]));
+        assert!(
+            check(&[group(
+                NotifyFilter::Personal,
+                Some(vec![NotifyEvent::FlagChange])
+            )])
+            .is_ok()
+        );
         assert!(bad(vec![
             group(NotifyFilter::Selected, Some(msg())),
             group(NotifyFilter::SelectedDelayed, Some(msg()))
