@@ -203,6 +203,15 @@ def test_selected_delayed_holds_expunges_for_a_command_and_tells_flags(server):
     assert not any("EXPUNGE" in l for l in got), got
     assert not any("EXPUNGE" in l for l in w.quiet(0.5))
     assert "* 1 EXPUNGE" in w.ok("NOOP")
+    # Held again, and told as soon as IDLE begins.
+    c.store("1", "+FLAGS", "(\\Deleted)")
+    c.expunge()
+    assert not any("EXPUNGE" in l for l in w.quiet(0.5))
+    w.sock.sendall(b"I1 IDLE\r\n")
+    got = w.expect(r"EXPUNGE")
+    assert got[0].startswith("+") and got[-1] == "* 1 EXPUNGE", got
+    w.sock.sendall(b"DONE\r\n")
+    w.expect(r"^I1 OK")
     c.logout()
     w.close()
 

@@ -985,6 +985,7 @@ impl ImapCore {
             }
             Command::Idle => {
                 push(out, "+ idling\r\n");
+                self.notify_idle_started();
                 self.phase = Phase::Idling {
                     tag: tag.to_string(),
                     changed: false,

@@ -286,6 +286,20 @@ impl ImapCore {
         true
     }
 
+    /// IDLE began: expunges SELECTED-DELAYED held back are told now (RFC 5465 3.2).
+    pub(crate) fn notify_idle_started(&mut self) {
+        let held = self
+            .selected
+            .as_ref()
+            .is_some_and(|s| !s.pending_expunge.is_empty());
+        if let Some(n) = &mut self.notify
+            && held
+            && n.selected_group().is_some()
+        {
+            n.pending.selected = true;
+        }
+    }
+
     /// Whether events wait to be told now: between commands or in IDLE.
     pub(crate) fn notify_due(&self) -> bool {
         !self.in_command() && self.notify.as_ref().is_some_and(|n| n.pending.any())
