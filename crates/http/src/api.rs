@@ -7,6 +7,7 @@
 //! password instead.
 
 mod auth;
+mod mail;
 mod me;
 mod overview;
 mod sharing;
@@ -597,6 +598,63 @@ fn table() -> Table {
             User,
             own(false, me::vacation_clear),
         )
+        // The webmail (mail.rs).
+        .route("/me/mail/folders", M::GET, User, own(false, mail::folders))
+        .route(
+            "/me/mail/folders",
+            M::POST,
+            User,
+            own(true, mail::folder_create),
+        )
+        .route(
+            "/me/mail/folders/{folder}",
+            M::PUT,
+            User,
+            own(true, mail::folder_rename),
+        )
+        .route(
+            "/me/mail/folders/{folder}",
+            M::DELETE,
+            User,
+            own(false, mail::folder_delete),
+        )
+        .route(
+            "/me/mail/folders/{folder}/messages",
+            M::GET,
+            User,
+            own(false, mail::messages),
+        )
+        .route(
+            "/me/mail/folders/{folder}/actions",
+            M::POST,
+            User,
+            own(true, mail::act),
+        )
+        .route(
+            "/me/mail/folders/{folder}/messages/{uid}",
+            M::GET,
+            User,
+            own(false, mail::read),
+        )
+        .route(
+            "/me/mail/folders/{folder}/messages/{uid}/html",
+            M::GET,
+            User,
+            own(false, mail::html),
+        )
+        .route(
+            "/me/mail/folders/{folder}/messages/{uid}/raw",
+            M::GET,
+            User,
+            own(false, mail::raw),
+        )
+        .route(
+            "/me/mail/folders/{folder}/messages/{uid}/parts/{part}",
+            M::GET,
+            User,
+            own(false, mail::part),
+        )
+        .route("/me/mail/events", M::GET, User, own(false, mail::events))
 }
 
 pub(crate) fn router() -> Router<Arc<AppState>> {

@@ -49,6 +49,8 @@ pub(crate) struct AppState {
     hooks: Hooks,
     /// Answers to an ACME CA's http-01 challenges.
     challenges: Option<Arc<postern_net::tls::Challenges>>,
+    /// Ends the webmail's event streams, which would hold connections open.
+    shutdown: Shutdown,
 }
 
 #[derive(Deserialize)]
@@ -351,6 +353,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/account", get(ui::page))
         .route("/admin", get(ui::page))
+        .route("/mail", get(ui::mail_page))
         .route("/ui/{file}", get(ui::asset))
         .nest(
             "/api/v1",
@@ -372,6 +375,7 @@ impl HttpServer {
             directory: self.directory.clone(),
             hooks: self.hooks.clone(),
             challenges: self.tls.as_ref().map(|t| t.challenges()),
+            shutdown: self.shutdown.clone(),
         }));
         let limits = ConnLimits {
             max_connections: self.config.http.max_connections,

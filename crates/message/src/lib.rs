@@ -7,6 +7,7 @@ pub mod preview;
 pub mod sort;
 pub mod text;
 pub mod trace;
+pub mod view;
 
 pub use meta::{MessageMeta, Part};
 
