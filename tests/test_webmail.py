@@ -4,9 +4,11 @@ messages in which no script may run and nothing may be fetched from elsewhere, a
 reads, moves, deletes, searches and sees new mail arrive without reloading. Screenshots go to
 target/test-artifacts/webmail/."""
 
+import http.client
 import http.server
 import imaplib
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -547,3 +549,190 @@ def test_reading_moving_searching_and_live_mail_in_chromium(make_server):
             assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
         finally:
             browser.close()
+
+
+def imap_messages(s, user, folder):
+    """(flags, bytes) of every message of a folder, over IMAP."""
+    with imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=insecure_ctx()) as c:
+        c.login(user, PASSWORD)
+        c.select(f'"{folder}"', readonly=True)
+        typ, data = c.fetch("1:*", "(FLAGS BODY.PEEK[])")
+        out = []
+        for d in data:
+            if isinstance(d, tuple):
+                out.append((d[0].decode(), d[1]))
+        return out
+
+
+def sending_server(make_server, dns, rport, extra=""):
+    s = make_server(listeners=("smtp", "imaps", "https"), extra_config=f"""
+[dns]
+nameservers = ["127.0.0.1:{dns.port}"]
+[delivery]
+remote_port = {rport}
+retry = ["1s"]
+connect_timeout = "2s"
+[smtp]
+pregreet_wait_ms = 0
+max_message_size = "300K"
+{extra}""")
+    s.add_user(ALICE)
+    s.add_user(BOB)
+    return s
+
+
+def test_sending_replying_forwarding_drafts_and_limits(make_server):
+    import base64
+    import email
+    from conftest import free_port
+    from peers import Dns, Sink
+    dns, rport = Dns(free_port()), free_port()
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.3")])
+    sink = Sink("127.0.0.3", rport)
+    try:
+        s = sending_server(make_server, dns, rport)
+        s.start()
+        deliver(s, PLAIN)
+        b = Browser(s)
+        assert b.login(ALICE)[0] == 200
+        inbox = folders(b)["INBOX"]["id"]
+        orig = listing(b, inbox)["messages"][0]
+        pdf = base64.b64encode(b"%PDF-1.4 sent from the web").decode()
+        st, r = b.api("POST", "/me/mail/send", {
+            "to": [f"Bob <{BOB}>", "carol@far.test"], "bcc": ["hidden@far.test"], "subject": "Grüße",
+            "text": "Hello both,\nthe file.", "reply_to": {"folder": inbox, "uid": orig["uid"]},
+            "attachments": [{"name": "Bericht.pdf", "type": "application/pdf", "data": pdf}]})
+        assert st == 200, r
+        # The local recipient has it at once, with the file and the thread fields.
+        got = imap_messages(s, BOB, "INBOX")
+        assert len(got) == 1
+        m = email.message_from_bytes(got[0][1], policy=email.policy.default)
+        assert str(m["Subject"]) == "Grüße" and m["In-Reply-To"] == "<plain-1@far.test>"
+        assert "Bcc" not in m and m["From"] == ALICE
+        att = [p for p in m.iter_attachments()][0]
+        assert att.get_filename() == "Bericht.pdf" and att.get_content() == b"%PDF-1.4 sent from the web"
+        # The remote ones through the queue, signed as ours, Bcc unseen.
+        wait_for(lambda: len(sink.messages) == 1, timeout=30)
+        mail_from, rcpts, data = sink.messages[0]
+        assert mail_from == ALICE and sorted(rcpts) == ["carol@far.test", "hidden@far.test"]
+        assert b"DKIM-Signature:" in data and b"Bcc:" not in data
+        # Kept in Sent (with its Bcc), read; the original marked answered.
+        sent = imap_messages(s, ALICE, "Sent")
+        assert len(sent) == 1 and "\\Seen" in sent[0][0] and b"Bcc: hidden@far.test" in sent[0][1]
+        assert listing(b, inbox)["messages"][0]["flags"]["answered"] is True
+        # Completion offers whom the user wrote to.
+        st, r = b.api("GET", "/me/mail/contacts?q=car")
+        assert r["addresses"] == ["carol@far.test"]
+        assert set(b.api("GET", "/me/mail/contacts?q=")[1]["addresses"]) == {BOB, "carol@far.test", "hidden@far.test"}
+
+        # Forward as attachment: the whole message inside.
+        st, r = b.api("POST", "/me/mail/send", {"to": [BOB], "subject": "Fwd: Plain hello", "text": "see below",
+                                                 "attach": {"folder": inbox, "uid": orig["uid"]}})
+        assert st == 200, r
+        got = imap_messages(s, BOB, "INBOX")
+        assert b"Content-Type: message/rfc822" in got[1][1] and b"Message-ID: <plain-1@far.test>" in got[1][1]
+
+        # Drafts: saved as written, each save in place of the last, gone once sent.
+        st, d1 = b.api("POST", "/me/mail/drafts", {"to": [BOB], "subject": "half", "text": "wri"})
+        assert st == 200
+        st, d2 = b.api("POST", "/me/mail/drafts", {"to": [BOB], "subject": "half", "text": "writing", "draft": d1["uid"]})
+        drafts = imap_messages(s, ALICE, "Drafts")
+        assert len(drafts) == 1 and "\\Draft" in drafts[0][0] and b"writing" in base64.b64decode(drafts[0][1].split(b"\r\n\r\n", 1)[1])
+        st, r = b.api("POST", "/me/mail/send", {"to": [BOB], "subject": "half", "text": "written", "draft": d2["uid"]})
+        assert st == 200 and imap_messages(s, ALICE, "Drafts") == []
+
+        # The submission rules: only addresses the user may send as; the message size limit.
+        st, r = b.api("POST", "/me/mail/send", {"from": BOB, "to": ["carol@far.test"], "subject": "x", "text": "x"})
+        assert st == 400 and "send" in r["error"].lower(), r
+        big = base64.b64encode(os.urandom(250_000)).decode()
+        st, r = b.api("POST", "/me/mail/send", {"to": [BOB], "subject": "big", "text": "x",
+                                                 "attachments": [{"name": "a.bin", "type": "application/octet-stream", "data": big}]})
+        assert st == 400 and "max_message_size" in r["error"], r
+        # A body larger than any message could make is refused before it is read.
+        c = http.client.HTTPSConnection("127.0.0.1", s.port("https"), context=insecure_ctx(), timeout=20)
+        c.putrequest("POST", "/api/v1/me/mail/send", skip_host=True)
+        for k, v in {"Host": f"127.0.0.1:{s.port('https')}", "Cookie": b.cookie, "X-CSRF-Token": b.csrf,
+                     "Content-Type": "application/json", "Content-Length": "1600000"}.items():
+            c.putheader(k, v)
+        c.endheaders()
+        r = c.getresponse()
+        assert r.status == 413 and "smtp.max_message_size" in r.read().decode()
+        st, r = b.api("POST", "/me/mail/send", {"to": [BOB], "subject": "x", "text": "x"}, csrf=False)
+        assert st == 403
+        assert len(imap_messages(s, BOB, "INBOX")) == 3
+    finally:
+        sink.stop()
+        dns.stop()
+
+
+def test_writing_in_chromium(make_server):
+    from playwright.sync_api import expect, sync_playwright
+    from conftest import free_port
+    from peers import Dns, Sink
+    chromium = chromium_or_fail()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    dns, rport = Dns(free_port()), free_port()
+    dns.start(mx=[("far.test", "mx.far.test", 10)], a=[("mx.far.test", "127.0.0.3")])
+    sink = Sink("127.0.0.3", rport)
+    try:
+        s = sending_server(make_server, dns, rport)
+        s.start()
+        deliver(s, PLAIN)
+        base = f"https://127.0.0.1:{s.port('https')}"
+        attachment = SHOTS / "notes.txt"
+        attachment.write_text("notes for Bob\n")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            try:
+                ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+                page = ctx.new_page()
+                login_in_page(page, base)
+                # New message to a local and a remote address, with a file.
+                page.get_by_role("button", name="Write").click()
+                page.locator("#to").fill(f"{BOB}, someone@far.test")
+                page.locator("#subject-field").fill("From the browser")
+                page.locator("#body").fill("Hello from the webmail.")
+                page.locator("#files").set_input_files(str(attachment))
+                expect(page.locator("#uploads")).to_contain_text("notes.txt")
+                page.screenshot(path=str(SHOTS / "10-compose.png"), full_page=True)
+                page.get_by_role("button", name="Send", exact=True).click()
+                expect(page.locator("#sent")).to_contain_text("sent")
+                got = imap_messages(s, BOB, "INBOX")
+                assert len(got) == 1 and b"notes.txt" in got[0][1] and b"From the browser" in got[0][1]
+                wait_for(lambda: len(sink.messages) == 1, timeout=30)
+                assert sink.messages[0][1] == ["someone@far.test"]
+
+                # Reply, with the address completed from those written to.
+                page.locator("#rows li", has_text="Plain hello").click()
+                page.get_by_role("button", name="Reply", exact=True).click()
+                expect(page.locator("#subject-field")).to_have_value("Re: Plain hello")
+                expect(page.locator("#body")).to_have_value(re.compile(r"> lunch on Friday\?"))
+                page.locator("#cc").fill("bo")
+                page.locator("#suggest li", has_text=BOB).click()
+                expect(page.locator("#cc")).to_have_value(f"{BOB}, ")
+                page.locator("#body").press("Control+Home")
+                page.locator("#body").type("Yes, Friday. ")
+                expect(page.locator("#draft-state")).to_contain_text("Draft saved", timeout=10000)
+                assert len(imap_messages(s, ALICE, "Drafts")) == 1
+                page.get_by_role("button", name="Send", exact=True).click()
+                expect(page.locator("#sent")).to_contain_text("sent")
+                got = imap_messages(s, BOB, "INBOX")
+                assert len(got) == 2 and b"In-Reply-To: <plain-1@far.test>" in got[1][1]
+                assert imap_messages(s, ALICE, "Drafts") == []
+                wait_for(lambda: len(sink.messages) == 2, timeout=30)
+                assert sink.messages[1][1] == ["carol@far.test"]
+
+                # Forward as an attachment, then the Sent folder shows all three.
+                page.locator("#rows li", has_text="Plain hello").click()
+                page.get_by_role("button", name="Forward as attachment").click()
+                page.locator("#to").fill(BOB)
+                page.get_by_role("button", name="Send", exact=True).click()
+                expect(page.locator("#sent")).to_contain_text("sent")
+                page.locator("#folders a", has_text="Sent").click()
+                expect(page.locator("#range")).to_have_text("1–3 of 3")
+                page.screenshot(path=str(SHOTS / "11-sent.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        sink.stop()
+        dns.stop()

@@ -52,6 +52,8 @@ type Handler = Box<
 struct Action {
     /// Whether the call's body is read (before the caller is checked, as for every route).
     reads_body: bool,
+    /// Reads a body as large as a message may be (the webmail's uploads), not `MAX_BODY`.
+    message_body: bool,
     answer: Answer,
 }
 
@@ -74,6 +76,7 @@ struct Route {
 fn ask(ok: StatusCode, make: fn(&Call) -> Result<AdminRequest, Refusal>) -> Action {
     Action {
         reads_body: false,
+        message_body: false,
         answer: Answer::Ask(ok, Box::new(make)),
     }
 }
@@ -86,6 +89,7 @@ fn ask_body<B: DeserializeOwned + 'static>(
     let ask = move |c: &Call| make(c, c.body::<B>()?);
     Action {
         reads_body: true,
+        message_body: false,
         answer: Answer::Ask(ok, Box::new(ask)),
     }
 }
@@ -98,7 +102,20 @@ where
 {
     Action {
         reads_body,
+        message_body: false,
         answer: Answer::Own(Box::new(move |st, c| Box::pin(f(st, c)))),
+    }
+}
+
+/// A handler of its own whose body may be as large as a message with its attachments.
+fn own_message<F, Fut>(f: F) -> Action
+where
+    F: Fn(Arc<AppState>, Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    Action {
+        message_body: true,
+        ..own(true, f)
     }
 }
 
@@ -655,6 +672,14 @@ fn table() -> Table {
             own(false, mail::part),
         )
         .route("/me/mail/events", M::GET, User, own(false, mail::events))
+        .route("/me/mail/send", M::POST, User, own_message(mail::send))
+        .route("/me/mail/drafts", M::POST, User, own_message(mail::draft))
+        .route(
+            "/me/mail/contacts",
+            M::GET,
+            User,
+            own(false, mail::contacts),
+        )
 }
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -734,7 +759,29 @@ async fn handle(route: &Route, st: Arc<AppState>, req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let (headers, uri) = (parts.headers.clone(), parts.uri.clone());
-    let body = if route.action.reads_body {
+    let body = if route.action.message_body {
+        // Base64 in JSON: a third more than the message, and room for the rest.
+        let limit = st.config.smtp.max_message_size.0 as usize / 3 * 4 + (1 << 20);
+        let too_large = || {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too large: a message with its attachments may be at most smtp.max_message_size",
+            )
+        };
+        // Refused before it is read when its length says so.
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return too_large();
+        }
+        match axum::body::to_bytes(body, limit).await {
+            Ok(b) => b,
+            Err(_) => return too_large(),
+        }
+    } else if route.action.reads_body {
         match Bytes::from_request(Request::from_parts(parts, body), &st).await {
             Ok(b) => b,
             Err(e) => return e.into_response(),

@@ -41,7 +41,26 @@ pub struct Hooks {
     pub admin: Arc<postern_admin::Admin>,
     /// The configuration file the server was started with.
     pub config_path: Option<std::path::PathBuf>,
+    /// Sends what the webmail's users write, as authenticated SMTP submission does.
+    pub submit: Option<MailSubmit>,
 }
+
+/// A message a webmail user sends, and to whom.
+pub struct Outgoing {
+    pub account: postern_store::Account,
+    pub recipients: Vec<String>,
+    pub message: Vec<u8>,
+}
+
+/// Takes an [`Outgoing`] message; the text is its trace id, or why it was refused.
+pub type MailSubmit = Arc<
+    dyn Fn(
+            Outgoing,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub(crate) struct AppState {
     config: Arc<Config>,

@@ -337,7 +337,8 @@ async function openMessage(uid, images) {
       el("button", { type: "button", class: "quiet", id: "flag", onclick: () => actOn([r.uid], r.flags.flagged ? "unflag" : "flag") }, r.flags.flagged ? "Unflag" : "Flag"),
       el("button", { type: "button", class: "quiet", id: "unread", onclick: () => actOn([r.uid], "unseen") }, "Mark unread"),
       el("button", { type: "button", class: "danger", id: "delete-one", onclick: () => actOn([r.uid], "delete") }, "Delete"),
-      el("button", { type: "button", class: "quiet", id: "source", onclick: () => showSource(r) }, "Source")),
+      el("button", { type: "button", class: "quiet", id: "source", onclick: () => showSource(r) }, "Source"),
+      state.folder && state.folder.special_use === "drafts" ? el("button", { type: "button", id: "edit-draft", onclick: editDraft }, "Edit") : ""),
     r.remote_images && !images ? el("p", { class: "notice", id: "images-blocked" }, `${r.remote_images} remote image(s) blocked to protect your privacy.`,
       el("button", { type: "button", class: "quiet", id: "show-images", onclick: () => openMessage(uid, true) }, "Show them")) : "",
     atts.length ? el("ul", { class: "attachments", id: "attachments" }, atts.map((a) =>
@@ -424,14 +425,153 @@ function listen() {
   es.addEventListener("folders", () => refresh());
 }
 
-// --- writing (compose.js-free: kept here) ----------------------------------------------------
+// --- writing -------------------------------------------------------------------------------
 
-function compose() {
-  say("Writing mail is not available yet.", "error");
+function quote(m) {
+  const who = m.from.map(person).join(", ");
+  const when = new Date((m.date || 0) * 1000).toString();
+  return `\n\nOn ${when}, ${who} wrote:\n` + m.text.split(/\r?\n/).map((l) => "> " + l).join("\n") + "\n";
 }
 
-function reply() { compose(); }
-function forward() { compose(); }
+function prefixed(p, subject) {
+  const s = subject || "";
+  return s.toLowerCase().startsWith(p.toLowerCase()) ? s : `${p} ${s}`;
+}
+
+function reply(all) {
+  const r = state.current;
+  if (!r) return;
+  const m = r.message;
+  const to = (m.reply_to.length ? m.reply_to : m.from).map(person);
+  let cc = [];
+  if (all) {
+    const mine = state.address.toLowerCase();
+    const others = m.to.concat(m.cc).filter((p) => p.address.toLowerCase() !== mine);
+    cc = others.map(person).filter((p) => !to.includes(p));
+  }
+  compose({ to: to.join(", "), cc: cc.join(", "), subject: prefixed("Re:", m.subject), text: quote(m),
+    reply_to: { folder: r.folder, uid: r.uid } });
+}
+
+function forward(attached) {
+  const r = state.current;
+  if (!r) return;
+  const m = r.message;
+  const opts = { subject: prefixed("Fwd:", m.subject) };
+  if (attached) opts.attach = { folder: r.folder, uid: r.uid };
+  else opts.text = "\n\n---------- Forwarded message ----------\n" +
+    `From: ${m.from.map(person).join(", ")}\nDate: ${new Date((m.date || 0) * 1000).toString()}\n` +
+    `Subject: ${m.subject}\nTo: ${m.to.map(person).join(", ")}\n\n` + m.text;
+  compose(opts);
+}
+
+function editDraft() {
+  const r = state.current;
+  const m = r.message;
+  compose({ to: m.to.map(person).join(", "), cc: m.cc.map(person).join(", "), subject: m.subject, text: m.text, draft: r.uid });
+}
+
+function readFile(f) {
+  return new Promise((resolve, reject) => {
+    const rd = new FileReader();
+    rd.onload = () => resolve({ name: f.name, type: f.type || "application/octet-stream", data: String(rd.result).split(",")[1] || "", size: f.size });
+    rd.onerror = () => reject(rd.error);
+    rd.readAsDataURL(f);
+  });
+}
+
+function compose(opts) {
+  opts = opts || {};
+  const reader = document.getElementById("reader");
+  const draft = { uid: opts.draft || null, timer: null, dirty: false };
+  const field = (id, label, value) => el("label", {}, label, el("input", { id, name: id, value: value || "", autocomplete: "off" }));
+  const to = field("to", "To", opts.to), cc = field("cc", "Cc", opts.cc), bcc = field("bcc", "Bcc", "");
+  const subject = field("subject-field", "Subject", opts.subject);
+  const text = el("textarea", { id: "body", "aria-label": "Message" });
+  text.value = opts.text || "";
+  const rich = el("div", { id: "rich", class: "rich", contenteditable: "true", role: "textbox", "aria-label": "Formatted message", hidden: true });
+  const suggest = el("ul", { id: "suggest", hidden: true });
+  const files = [];
+  const fileList = el("ul", { class: "attachments", id: "uploads" });
+  const formatting = el("input", { type: "checkbox", id: "formatting", onclick: () => {
+    if (formatting.checked) { rich.textContent = text.value; rich.hidden = false; text.hidden = true; tools.hidden = false; }
+    else { text.value = rich.innerText; rich.hidden = true; text.hidden = false; tools.hidden = true; }
+  } });
+  const cmd = (c, label) => el("button", { type: "button", class: "quiet", onclick: () => { document.execCommand(c); rich.focus(); } }, label);
+  const tools = el("div", { class: "row", hidden: true }, cmd("bold", "B"), cmd("italic", "I"), cmd("insertUnorderedList", "• List"));
+  const body = () => {
+    const b = { to: [to.lastChild.value], cc: [cc.lastChild.value], bcc: [bcc.lastChild.value], subject: subject.lastChild.value,
+      attachments: files.map((f) => ({ name: f.name, type: f.type, data: f.data })) };
+    if (formatting.checked) { b.text = rich.innerText; b.html = rich.innerHTML; } else b.text = text.value;
+    if (opts.reply_to) b.reply_to = opts.reply_to;
+    if (opts.attach) b.attach = opts.attach;
+    if (draft.uid) b.draft = draft.uid;
+    return b;
+  };
+  const save = async () => {
+    draft.dirty = false;
+    try {
+      const r = await api("POST", "/me/mail/drafts", body());
+      draft.uid = r.uid;
+      document.getElementById("draft-state").textContent = "Draft saved " + new Date().toLocaleTimeString();
+    } catch (e) { say(e.message, "error"); }
+  };
+  const changed = () => {
+    draft.dirty = true;
+    clearTimeout(draft.timer);
+    draft.timer = setTimeout(save, 2000);
+  };
+  // Completion from the addresses written to before.
+  const complete = async (input) => {
+    const parts = input.value.split(",");
+    const last = parts[parts.length - 1].trim();
+    if (last.length < 1) { suggest.hidden = true; return; }
+    const r = await api("GET", "/me/mail/contacts?q=" + encodeURIComponent(last));
+    suggest.replaceChildren(...r.addresses.map((a) => el("li", { onclick: () => {
+      parts[parts.length - 1] = " " + a;
+      input.value = parts.join(",").trim() + ", ";
+      suggest.hidden = true; input.focus(); changed();
+    } }, a)));
+    suggest.hidden = !r.addresses.length;
+    input.parentElement.after(suggest);
+  };
+  for (const f of [to, cc, bcc]) f.lastChild.addEventListener("input", (e) => { changed(); complete(e.target).catch(() => {}); });
+  for (const f of [subject.lastChild, text, rich]) f.addEventListener("input", changed);
+  const picker = el("input", { type: "file", id: "files", multiple: true, "aria-label": "Attach files", onchange: async (e) => {
+    for (const f of e.target.files) {
+      const x = await readFile(f);
+      files.push(x);
+      fileList.append(el("li", {}, `📎 ${x.name} (${bytes(x.size)})`));
+    }
+    e.target.value = "";
+    changed();
+  } });
+  const form = el("form", { class: "compose", id: "compose-form", onsubmit: async (e) => {
+    e.preventDefault();
+    clearTimeout(draft.timer);
+    const r = await act("Sending", () => api("POST", "/me/mail/send", body()));
+    if (r) {
+      draft.uid = null;
+      reader.replaceChildren(el("p", { id: "sent" }, r.message));
+      loadFolders(); loadList();
+    }
+  } },
+  el("h1", {}, opts.reply_to ? "Reply" : opts.attach || (opts.subject || "").startsWith("Fwd:") ? "Forward" : "New message"),
+  el("p", { class: "keys" }, "From ", state.address),
+  to, cc, bcc, subject,
+  el("label", { class: "inline" }, formatting, "Formatting"), tools,
+  text, rich,
+  opts.attach ? el("p", {}, "📎 the message, attached whole") : "",
+  el("div", { class: "row" }, picker), fileList,
+  el("div", { class: "row" },
+    el("button", { type: "submit", id: "send" }, "Send"),
+    el("button", { type: "button", class: "quiet", id: "save-draft", onclick: save }, "Save draft"),
+    el("button", { type: "button", class: "danger", id: "discard", onclick: () => { clearTimeout(draft.timer); reader.replaceChildren(); } }, "Discard"),
+    el("span", { id: "draft-state", class: "keys" })));
+  reader.replaceChildren(form);
+  (opts.to ? text : to.lastChild).focus();
+  if (opts.reply_to || opts.attach || opts.text) text.setSelectionRange(0, 0);
+}
 
 // --- start ---------------------------------------------------------------------------------
 
