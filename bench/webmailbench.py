@@ -6,12 +6,16 @@ by IMAP APPEND; a web session then asks for the folder's first page (newest firs
 median and the best, with the whole request's time beside them."""
 
 import argparse
+import datetime
 import http.client
 import json
+import os
+import platform
 import signal
 import ssl
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,7 +68,27 @@ def request(port, method, path, cookie=None, body=None, csrf=None):
     return r, data, time.perf_counter() - t
 
 
-def main(argv):
+def main(argv, machine, tee):
+    """Runs the measure, printing as it goes and into bench/results/DATE-MACHINE.txt, headed
+    by what `machine()` says of the machine."""
+    out = ROOT / "bench" / "results" / (
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}-{platform.node().split('.')[0]}.txt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a") as f:
+        terminal = sys.stdout
+        sys.stdout = tee(terminal, f)
+        try:
+            print("\n".join(machine()))
+            results = measure(argv)
+            print(f"load:       {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) at the end")
+            print("results:    " + json.dumps(results))
+        finally:
+            sys.stdout = terminal
+    print(f"raw results written to {out}")
+    return results
+
+
+def measure(argv):
     ap = argparse.ArgumentParser(prog="scripts/bench webmail")
     ap.add_argument("--messages", type=int, default=50000)
     ap.add_argument("--tries", type=int, default=20)

@@ -163,6 +163,11 @@ def test_folders_lists_reading_and_actions(make_server):
     assert st == 200 and png.startswith(b"\x89PNG") and b.last_headers["Content-Type"] == "image/png"
     st, page = b.call("GET", f"/api/v1/me/mail/folders/{inbox['id']}/messages/{html_uid}/html?images=true")
     assert b"127.0.0.1:9/remote.png" in page and "http:" in b.last_headers["Content-Security-Policy"]
+    # Allowed for good for the sender: shown without asking.
+    assert b.api("POST", "/me/mail/image-senders", {"address": "News@far.test"})[0] == 200
+    assert b.api("GET", f"/me/mail/folders/{inbox['id']}/messages/{html_uid}")[1]["images_trusted"] is True
+    st, page = b.call("GET", f"/api/v1/me/mail/folders/{inbox['id']}/messages/{html_uid}/html")
+    assert b"127.0.0.1:9/remote.png" in page
 
     mixed_uid = listing(b, inbox["id"])["messages"][0]["uid"]
     st, m = b.api("GET", f"/me/mail/folders/{inbox['id']}/messages/{mixed_uid}")

@@ -680,6 +680,12 @@ fn table() -> Table {
             User,
             own(false, mail::contacts),
         )
+        .route(
+            "/me/mail/image-senders",
+            M::POST,
+            User,
+            own(true, mail::trust_images),
+        )
 }
 
 pub(crate) fn router() -> Router<Arc<AppState>> {

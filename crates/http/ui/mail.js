@@ -316,6 +316,7 @@ async function openMessage(uid, images) {
     m.cc.length ? [el("dt", {}, "Cc"), el("dd", {}, m.cc.map(person).join(", "))] : "",
     el("dt", {}, "Date"), el("dd", {}, new Date((m.date || r.arrived) * 1000).toString()));
   let body;
+  if (r.images_trusted) images = true;
   if (r.has_html) {
     const q = images ? "?images=true" : "";
     body = el("iframe", { id: "html", title: "message", sandbox: "allow-same-origin allow-popups allow-popups-to-escape-sandbox", referrerpolicy: "no-referrer",
@@ -340,7 +341,10 @@ async function openMessage(uid, images) {
       el("button", { type: "button", class: "quiet", id: "source", onclick: () => showSource(r) }, "Source"),
       state.folder && state.folder.special_use === "drafts" ? el("button", { type: "button", id: "edit-draft", onclick: editDraft }, "Edit") : ""),
     r.remote_images && !images ? el("p", { class: "notice", id: "images-blocked" }, `${r.remote_images} remote image(s) blocked to protect your privacy.`,
-      el("button", { type: "button", class: "quiet", id: "show-images", onclick: () => openMessage(uid, true) }, "Show them")) : "",
+      el("button", { type: "button", class: "quiet", id: "show-images", onclick: () => openMessage(uid, true) }, "Show them"),
+      m.from.length ? el("button", { type: "button", class: "quiet", id: "trust-images", onclick: async () => {
+        if (await act("Allowing", () => api("POST", "/me/mail/image-senders", { address: m.from[0].address }))) openMessage(uid, true);
+      } }, "Always show images from " + m.from[0].address) : "") : "",
     atts.length ? el("ul", { class: "attachments", id: "attachments" }, atts.map((a) =>
       el("li", {}, el("a", { href: "/api/v1" + base(r) + "/parts/" + a.part, download: a.name }, `📎 ${a.name} (${bytes(a.size)})`)))) : "",
     body);

@@ -23,7 +23,7 @@ use crate::AppState;
 
 pub(super) use compose::{contacts, draft, send};
 pub(super) use events::events;
-pub(super) use read::{html, part, raw, read};
+pub(super) use read::{html, part, raw, read, trust_images};
 
 /// How much of a message the list reads for its preview and attachment mark.
 const SUMMARY_BYTES: u64 = 64 << 10;
@@ -129,17 +129,16 @@ struct NameBody {
 }
 
 /// A folder name a user may give: '/' separates levels, none empty.
-fn valid_name(name: &str) -> Result<String, Response> {
+fn valid_name(name: &str) -> Result<String, &'static str> {
     let name = name.trim();
     if name.is_empty()
         || name.len() > 200
         || name.split('/').any(|p| p.trim().is_empty())
         || name.chars().any(|c| c.is_control() || c == '*' || c == '%')
     {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
+        return Err(
             "a folder name is up to 200 characters, levels separated by '/', none empty, without * or %",
-        ));
+        );
     }
     Ok(if name.eq_ignore_ascii_case("inbox") {
         "INBOX".into()
@@ -155,7 +154,7 @@ pub(super) async fn folder_create(st: Arc<AppState>, c: Call) -> Response {
     };
     let name = match valid_name(&b.name) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     let store = store(&st);
     match store.mailbox_create(c.me().id, &name, None).await {
@@ -178,7 +177,7 @@ pub(super) async fn folder_rename(st: Arc<AppState>, c: Call) -> Response {
     };
     let name = match valid_name(&b.name) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     if m.name == "INBOX" || m.special_use.is_some() {
         return error(

@@ -333,34 +333,46 @@ fn limits(st: &AppState) -> MetadataLimits {
     }
 }
 
-async fn known(st: &AppState, c: &Call) -> Vec<String> {
+/// A list of addresses kept in an account entry of the server's METADATA.
+pub(super) async fn list_get(st: &AppState, c: &Call, entry: &str) -> Vec<String> {
     store(st)
-        .metadata_get(c.me().id, None, CONTACTS, Some(0))
+        .metadata_get(c.me().id, None, entry, Some(0))
         .await
         .ok()
-        .and_then(|v| v.into_iter().find(|e| e.name == CONTACTS))
+        .and_then(|v| v.into_iter().find(|e| e.name == entry))
         .and_then(|e| serde_json::from_slice(&e.value).ok())
         .unwrap_or_default()
 }
 
-/// Puts the addresses written to first in the list kept for completion.
-async fn remember(st: &AppState, c: &Call, written: &[String]) {
-    let mut list = known(st, c).await;
-    for a in written.iter().rev() {
+/// Puts `first` at the head of a kept list of addresses, keeping at most `max`.
+pub(super) async fn list_add(
+    st: &AppState,
+    c: &Call,
+    entry: &str,
+    first: &[String],
+    max: usize,
+) -> bool {
+    let mut list = list_get(st, c, entry).await;
+    for a in first.iter().rev() {
         list.retain(|x| !x.eq_ignore_ascii_case(a));
         list.insert(0, a.clone());
     }
-    list.truncate(CONTACTS_KEPT);
+    list.truncate(max);
     let value = serde_json::to_vec(&list).unwrap_or_default();
     let r = store(st)
         .metadata_set(
             c.me().id,
             None,
-            vec![(CONTACTS.to_string(), Some(value))],
+            vec![(entry.to_string(), Some(value))],
             limits(st),
         )
         .await;
-    if !matches!(r, Ok(Ok(()))) {
+    matches!(r, Ok(Ok(())))
+}
+
+/// Puts the addresses written to first in the list kept for completion.
+async fn remember(st: &AppState, c: &Call, written: &[String]) {
+    if !list_add(st, c, CONTACTS, written, CONTACTS_KEPT).await {
         tracing::warn!("the addresses written to were not kept for completion");
     }
 }
@@ -378,7 +390,7 @@ pub(in crate::api) async fn contacts(st: Arc<AppState>, c: Call) -> Response {
         .unwrap_or_default()
         .q
         .to_lowercase();
-    let found: Vec<String> = known(&st, &c)
+    let found: Vec<String> = list_get(&st, &c, CONTACTS)
         .await
         .into_iter()
         .filter(|a| a.to_lowercase().contains(&q))

@@ -17,6 +17,50 @@ use super::{failed, folder, store};
 use crate::AppState;
 use crate::api::{Call, error, json};
 
+/// Senders whose remote images the reader allowed for good.
+const IMAGE_SENDERS: &str = "/private/vendor/postern/webmail/image-senders";
+const IMAGE_SENDERS_KEPT: usize = 500;
+
+/// Whether the reader allowed the remote images of the message's sender for good.
+async fn images_trusted(st: &AppState, c: &Call, v: &View) -> bool {
+    let Some(from) = v.from.first().map(|p| p.address.to_ascii_lowercase()) else {
+        return false;
+    };
+    super::compose::list_get(st, c, IMAGE_SENDERS)
+        .await
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&from))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SenderBody {
+    address: String,
+}
+
+/// Allows the remote images of a sender's messages from now on.
+pub(in crate::api) async fn trust_images(st: Arc<AppState>, c: Call) -> Response {
+    let b = match c.body::<SenderBody>() {
+        Ok(b) => b,
+        Err(r) => return crate::api::refuse(r),
+    };
+    let a = b.address.trim().to_ascii_lowercase();
+    if !a.contains('@') || a.len() > 254 {
+        return error(StatusCode::BAD_REQUEST, "give the sender's address");
+    }
+    if super::compose::list_add(&st, &c, IMAGE_SENDERS, &[a.clone()], IMAGE_SENDERS_KEPT).await {
+        json(
+            StatusCode::OK,
+            &serde_json::json!({"kind": "done", "message": format!("images from {a} are shown from now on")}),
+        )
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the sender could not be kept",
+        )
+    }
+}
+
 /// The folder of the path and its message `{uid}`, with the message's bytes.
 async fn message(st: &AppState, c: &Call) -> Result<(Mailbox, MessageEntry, Vec<u8>), Response> {
     let m = folder(st, c).await?;
@@ -80,6 +124,7 @@ pub(in crate::api) async fn read(st: Arc<AppState>, c: Call) -> Response {
         .iter()
         .any(|c| matches!(c.result.as_str(), "fail" | "softfail" | "permerror"));
     let remote_images = v.html.as_deref().map(|h| clean(h, &v, "", false).1);
+    let trusted = images_trusted(&st, &c, &v).await;
     json(
         StatusCode::OK,
         &serde_json::json!({
@@ -91,6 +136,7 @@ pub(in crate::api) async fn read(st: Arc<AppState>, c: Call) -> Response {
             "message": v,
             "has_html": v.html.is_some(),
             "remote_images": remote_images.unwrap_or(0),
+            "images_trusted": trusted,
             "checks": checks,
             "checks_failed": failed_checks,
         }),
@@ -196,7 +242,8 @@ pub(in crate::api) async fn html(st: Arc<AppState>, c: Call) -> Response {
     let Some(h) = v.html.as_deref() else {
         return error(StatusCode::NOT_FOUND, "this message has no HTML");
     };
-    let (body, _) = clean(h, &v, &part_path(&m, e.uid), q.images);
+    let remote = q.images || images_trusted(&st, &c, &v).await;
+    let (body, _) = clean(h, &v, &part_path(&m, e.uid), remote);
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><style>body{{font:14px/1.45 \
          system-ui,sans-serif;margin:8px;color:#222;word-wrap:break-word}}img{{max-width:100%;\
@@ -212,7 +259,7 @@ pub(in crate::api) async fn html(st: Arc<AppState>, c: Call) -> Response {
         header::X_FRAME_OPTIONS,
         HeaderValue::from_static("SAMEORIGIN"),
     );
-    guarded(r, &frame_policy(q.images))
+    guarded(r, &frame_policy(remote))
 }
 
 #[derive(Deserialize, Default)]
@@ -263,9 +310,9 @@ pub(in crate::api) async fn part(st: Arc<AppState>, c: Call) -> Response {
         );
     };
     let inline = q.inline && INLINE_TYPES.contains(&p.content_type.as_str());
-    let kind = if inline {
-        p.content_type.clone()
-    } else if p.content_type.bytes().all(|b| b.is_ascii_graphic()) && p.content_type.contains('/') {
+    let named =
+        p.content_type.contains('/') && p.content_type.bytes().all(|b| b.is_ascii_graphic());
+    let kind = if inline || named {
         p.content_type.clone()
     } else {
         "application/octet-stream".into()
