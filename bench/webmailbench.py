@@ -74,12 +74,14 @@ def main(argv, machine, tee):
     out = ROOT / "bench" / "results" / (
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}-{platform.node().split('.')[0]}.txt")
     out.parent.mkdir(parents=True, exist_ok=True)
+    args = options(argv)
+    profile = "debug" if args.debug else "release"
     with open(out, "a") as f:
         terminal = sys.stdout
         sys.stdout = tee(terminal, f)
         try:
-            print("\n".join(machine()))
-            results = measure(argv)
+            print("\n".join(l.replace("(release build)", f"({profile} build)") for l in machine()))
+            results = measure(args)
             print(f"load:       {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) at the end")
             print("results:    " + json.dumps(results))
         finally:
@@ -88,12 +90,15 @@ def main(argv, machine, tee):
     return results
 
 
-def measure(argv):
+def options(argv):
     ap = argparse.ArgumentParser(prog="scripts/bench webmail")
     ap.add_argument("--messages", type=int, default=50000)
     ap.add_argument("--tries", type=int, default=20)
     ap.add_argument("--debug", action="store_true", help="the debug build (target/debug), not a release build")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def measure(args):
     profile = "debug" if args.debug else "release"
     if not args.debug:
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "postern"], cwd=ROOT, check=True)

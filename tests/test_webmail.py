@@ -637,6 +637,15 @@ def test_sending_replying_forwarding_drafts_and_limits(make_server):
         got = imap_messages(s, BOB, "INBOX")
         assert b"Content-Type: message/rfc822" in got[1][1] and b"Message-ID: <plain-1@far.test>" in got[1][1]
 
+        # Simple formatting goes as an HTML alternative, cleaned as received HTML is.
+        st, r = b.api("POST", "/me/mail/send", {"to": [BOB], "subject": "formatted", "text": "bold words",
+                                                 "html": "<p><b>bold</b> words<script>alert(1)</script><img src=x onerror=alert(2)></p>"})
+        assert st == 200, r
+        m = email.message_from_bytes(imap_messages(s, BOB, "INBOX")[-1][1], policy=email.policy.default)
+        html = m.get_body(("html",)).get_content()
+        assert "<b>bold</b> words" in html and "script" not in html and "onerror" not in html
+        assert m.get_body(("plain",)).get_content().strip() == "bold words"
+
         # Drafts: saved as written, each save in place of the last, gone once sent.
         st, d1 = b.api("POST", "/me/mail/drafts", {"to": [BOB], "subject": "half", "text": "wri"})
         assert st == 200
@@ -664,7 +673,7 @@ def test_sending_replying_forwarding_drafts_and_limits(make_server):
         assert r.status == 413 and "smtp.max_message_size" in r.read().decode()
         st, r = b.api("POST", "/me/mail/send", {"to": [BOB], "subject": "x", "text": "x"}, csrf=False)
         assert st == 403
-        assert len(imap_messages(s, BOB, "INBOX")) == 3
+        assert len(imap_messages(s, BOB, "INBOX")) == 4
     finally:
         sink.stop()
         dns.stop()
