@@ -48,7 +48,15 @@ pub(in crate::api) async fn trust_images(st: Arc<AppState>, c: Call) -> Response
     if !a.contains('@') || a.len() > 254 {
         return error(StatusCode::BAD_REQUEST, "give the sender's address");
     }
-    if super::compose::list_add(&st, &c, IMAGE_SENDERS, &[a.clone()], IMAGE_SENDERS_KEPT).await {
+    if super::compose::list_add(
+        &st,
+        &c,
+        IMAGE_SENDERS,
+        std::slice::from_ref(&a),
+        IMAGE_SENDERS_KEPT,
+    )
+    .await
+    {
         json(
             StatusCode::OK,
             &serde_json::json!({"kind": "done", "message": format!("images from {a} are shown from now on")}),
