@@ -706,6 +706,13 @@ def test_writing_in_chromium(make_server):
                 page.locator("#to").fill(f"{BOB}, someone@far.test")
                 page.locator("#subject-field").fill("From the browser")
                 page.locator("#body").fill("Hello from the webmail.")
+                # Formatting is an option: its tools show only when asked for.
+                expect(page.get_by_role("button", name="B", exact=True)).to_be_hidden()
+                page.locator("#formatting").check()
+                expect(page.get_by_role("button", name="B", exact=True)).to_be_visible()
+                expect(page.locator("#rich")).to_have_text("Hello from the webmail.")
+                page.locator("#formatting").uncheck()
+                expect(page.locator("#body")).to_have_value("Hello from the webmail.")
                 page.locator("#files").set_input_files(str(attachment))
                 expect(page.locator("#uploads")).to_contain_text("notes.txt")
                 page.screenshot(path=str(SHOTS / "10-compose.png"), full_page=True)
