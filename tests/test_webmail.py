@@ -758,3 +758,28 @@ def test_writing_in_chromium(make_server):
     finally:
         sink.stop()
         dns.stop()
+
+
+def test_event_stream_tells_of_new_mail_and_ends_at_shutdown(make_server):
+    s = mail_server(make_server)
+    s.start()
+    b = Browser(s)
+    assert b.login(ALICE)[0] == 200
+    inbox = folders(b)["INBOX"]["id"]
+    c = http.client.HTTPSConnection("127.0.0.1", s.port("https"), context=insecure_ctx(), timeout=20)
+    c.request("GET", "/api/v1/me/mail/events", headers={"Host": f"127.0.0.1:{s.port('https')}", "Cookie": b.cookie})
+    r = c.getresponse()
+    assert r.status == 200 and r.getheader("Content-Type") == "text/event-stream"
+    assert r.readline() == b"retry: 3000\n"
+    # Another account's mail says nothing on this stream: the first event is Alice's.
+    deliver(s, PLAIN, to=BOB)
+    deliver(s, PLAIN)
+    lines = []
+    while not any(l.startswith(b"data:") for l in lines):
+        lines.append(r.readline())
+    assert b"event: mailbox\n" in lines and lines[-1] == f'data: {{"folder":{inbox}}}\n'.encode(), lines
+    # The server stops with the stream open.
+    started = time.time()
+    assert s.stop() == 0
+    assert time.time() - started < 20
+    assert r.read() in (b"", b"\n")
