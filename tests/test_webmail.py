@@ -646,6 +646,16 @@ def test_sending_replying_forwarding_drafts_and_limits(make_server):
         assert "<b>bold</b> words" in html and "script" not in html and "onerror" not in html
         assert m.get_body(("plain",)).get_content().strip() == "bold words"
 
+        # An inline forward takes the original's attachments along.
+        deliver(s, MIXED)
+        mixed = [m for m in listing(b, inbox)["messages"] if m["subject"] == "Report attached"][0]
+        st, r = b.api("POST", "/me/mail/send", {"to": [BOB], "subject": "Fwd: Report attached", "text": "fyi",
+                                                 "files_of": {"folder": inbox, "uid": mixed["uid"]}})
+        assert st == 200, r
+        m = email.message_from_bytes(imap_messages(s, BOB, "INBOX")[-1][1], policy=email.policy.default)
+        files = {p.get_filename(): p.get_content() for p in m.iter_attachments()}
+        assert files["Bericht März.pdf"].startswith(b"%PDF-1.4") and "page.html" in files
+
         # Drafts: saved as written, each save in place of the last, gone once sent.
         st, d1 = b.api("POST", "/me/mail/drafts", {"to": [BOB], "subject": "half", "text": "wri"})
         assert st == 200
@@ -673,7 +683,7 @@ def test_sending_replying_forwarding_drafts_and_limits(make_server):
         assert r.status == 413 and "smtp.max_message_size" in r.read().decode()
         st, r = b.api("POST", "/me/mail/send", {"to": [BOB], "subject": "x", "text": "x"}, csrf=False)
         assert st == 403
-        assert len(imap_messages(s, BOB, "INBOX")) == 4
+        assert len(imap_messages(s, BOB, "INBOX")) == 5
     finally:
         sink.stop()
         dns.stop()

@@ -463,7 +463,8 @@ function forward(attached) {
   const m = r.message;
   const opts = { subject: prefixed("Fwd:", m.subject) };
   if (attached) opts.attach = { folder: r.folder, uid: r.uid };
-  else opts.text = "\n\n---------- Forwarded message ----------\n" +
+  else if (m.attachments.some((a) => !a.inline)) opts.files_of = { folder: r.folder, uid: r.uid };
+  if (!attached) opts.text = "\n\n---------- Forwarded message ----------\n" +
     `From: ${m.from.map(person).join(", ")}\nDate: ${new Date((m.date || 0) * 1000).toString()}\n` +
     `Subject: ${m.subject}\nTo: ${m.to.map(person).join(", ")}\n\n` + m.text;
   compose(opts);
@@ -509,6 +510,7 @@ function compose(opts) {
     if (formatting.checked) { b.text = rich.innerText; b.html = rich.innerHTML; } else b.text = text.value;
     if (opts.reply_to) b.reply_to = opts.reply_to;
     if (opts.attach) b.attach = opts.attach;
+    if (opts.files_of) b.files_of = opts.files_of;
     if (draft.uid) b.draft = draft.uid;
     return b;
   };
@@ -566,6 +568,7 @@ function compose(opts) {
   el("label", { class: "inline" }, formatting, "Formatting"), tools,
   text, rich,
   opts.attach ? el("p", {}, "📎 the message, attached whole") : "",
+  opts.files_of ? el("p", { id: "files-along" }, "📎 its attachments go along") : "",
   el("div", { class: "row" }, picker), fileList,
   el("div", { class: "row" },
     el("button", { type: "submit", id: "send" }, "Send"),

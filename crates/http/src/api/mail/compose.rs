@@ -65,6 +65,9 @@ struct ComposeBody {
     /// A message attached whole (forward as attachment).
     #[serde(default)]
     attach: Option<MessageRef>,
+    /// A message whose attachments go along (an inline forward).
+    #[serde(default)]
+    files_of: Option<MessageRef>,
     #[serde(default)]
     attachments: Vec<Upload>,
     /// The draft this replaces (its UID in Drafts), removed once sent or saved again.
@@ -165,6 +168,19 @@ async fn letter(
             format!("{}.eml", v.subject.replace(['/', '\\'], "_"))
         };
         l.messages.push((name, raw));
+    }
+    if let Some(r) = &b.files_of {
+        let (_, _, raw) = original(st, c, r).await?;
+        let v = postern_message::view::view(&raw);
+        for a in v.attachments.iter().filter(|a| !a.inline) {
+            if let Some(p) = postern_message::view::part_content(&raw, a.part) {
+                l.files.push(File {
+                    name: p.name,
+                    content_type: p.content_type,
+                    bytes: p.bytes,
+                });
+            }
+        }
     }
     for u in b.attachments {
         let bytes = match base64::engine::general_purpose::STANDARD.decode(u.data.as_bytes()) {
