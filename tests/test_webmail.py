@@ -290,6 +290,22 @@ timeout = "1s"
         dns.stop()
 
 
+def test_threads_gather_a_conversation(make_server):
+    s = mail_server(make_server)
+    s.start()
+    for raw in (PLAIN, HTML.replace(b"REMOTE", b"9"), MIXED,
+                PLAIN.replace(b"plain-1", b"plain-2").replace(b"Subject: Plain hello", b"Subject: Re: Plain hello")):
+        deliver(s, raw)
+    b = Browser(s)
+    assert b.login(ALICE)[0] == 200
+    inbox = folders(b)["INBOX"]["id"]
+    subjects = lambda **q: [m["subject"] for m in listing(b, inbox, **q)["messages"]]
+    assert subjects() == ["Re: Plain hello", "Report attached", "HTML letter", "Plain hello"]
+    assert subjects(threads="true") == ["Re: Plain hello", "Plain hello", "Report attached", "HTML letter"]
+    assert subjects(threads="true", asc="true") == ["Plain hello", "Re: Plain hello", "HTML letter", "Report attached"]
+    assert subjects(threads="true", limit=2, offset=2) == ["Report attached", "HTML letter"]
+
+
 class Remote:
     """A loopback web server standing for every remote host a message may name: it records
     each request, so a test sees anything the browser fetched."""

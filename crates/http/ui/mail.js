@@ -200,6 +200,7 @@ async function openFolder(id, keepPage) {
 function listQuery() {
   const q = new URLSearchParams({ sort: state.sort, offset: state.offset, limit: PAGE });
   if (state.asc) q.set("asc", "true");
+  if (state.threads) q.set("threads", "true");
   for (const [k, v] of Object.entries(state.search || {})) if (v) q.set(k, v);
   return q;
 }
@@ -261,7 +262,7 @@ function drawList() {
         state.folder && state.folder.special_use === "junk" ? "Not junk" : "Junk"),
       moveTo, sort,
       el("button", { type: "button", class: "quiet", id: "order", title: "order", onclick: () => { state.asc = !state.asc; loadList(); } }, state.asc ? "↑" : "↓"),
-      el("label", { class: "inline" }, el("input", { type: "checkbox", id: "threads", checked: state.threads, onclick: (e) => { state.threads = e.target.checked; drawList(); } }), "Threads")),
+      el("label", { class: "inline" }, el("input", { type: "checkbox", id: "threads", checked: state.threads, onclick: (e) => { state.threads = e.target.checked; state.offset = 0; loadList(); } }), "Threads")),
     state.search ? el("div", { class: "notice", id: "search-results" }, `Search results: ${r.total}`,
       el("button", { type: "button", class: "quiet", onclick: () => { state.search = null; state.offset = 0; loadList(); } }, "Show all")) : "",
     el("ul", { id: "rows" }, items.length ? items : el("li", { class: "empty" }, "No messages")),

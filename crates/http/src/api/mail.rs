@@ -230,6 +230,9 @@ struct ListQuery {
     #[serde(default)]
     offset: usize,
     limit: Option<usize>,
+    /// Each conversation's messages together, where its first stands in the order.
+    #[serde(default)]
+    threads: bool,
     // Search keys: any given must match.
     from: Option<String>,
     subject: Option<String>,
@@ -318,6 +321,11 @@ pub(super) async fn messages(st: Arc<AppState>, c: Call) -> Response {
     }
     if !q.asc {
         all.reverse();
+    }
+    if q.threads
+        && let Err(e) = by_thread(store, &mut all).await
+    {
+        return failed(e);
     }
     let total = all.len();
     let limit = q.limit.unwrap_or(50).clamp(1, st.config.http.mail_page_max);
@@ -412,6 +420,40 @@ async fn sort_by_header(
     order.sort_by(|&a, &b| (&keys[a], all[a].uid).cmp(&(&keys[b], all[b].uid)));
     let sorted: Vec<MessageEntry> = order.into_iter().map(|i| all[i].clone()).collect();
     all.clone_from_slice(&sorted);
+    Ok(())
+}
+
+/// Gathers each conversation's messages (one base subject, as IMAP THREAD=ORDEREDSUBJECT
+/// groups them) where its first message in the current order stands. Reads every header, as
+/// THREAD does.
+async fn by_thread(store: &SharedStore, all: &mut Vec<MessageEntry>) -> Result<(), StoreError> {
+    let mut keys = Vec::with_capacity(all.len());
+    for chunk in all.chunks(512) {
+        let blobs: Vec<u64> = chunk.iter().map(|e| e.blob).collect();
+        for h in store
+            .blob_heads(&blobs, postern_message::MessageMeta::header_len_of)
+            .await?
+        {
+            keys.push(
+                h.map(|b| postern_message::sort::sort_fields(&b).subject)
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    let mut groups: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    let mut firsts: Vec<&str> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let g = groups.entry(k.as_str()).or_default();
+        if g.is_empty() {
+            firsts.push(k.as_str());
+        }
+        g.push(i);
+    }
+    let gathered: Vec<MessageEntry> = firsts
+        .iter()
+        .flat_map(|k| groups[k].iter().map(|&i| all[i].clone()))
+        .collect();
+    *all = gathered;
     Ok(())
 }
 
