@@ -589,6 +589,10 @@ def machine():
 
 
 def main():
+    if sys.argv[1:2] == ["webmail"]:
+        # The webmail's figure has options of its own (bench/webmailbench.py).
+        import webmailbench
+        return webmailbench.main(sys.argv[2:], machine, Tee)
     ap = argparse.ArgumentParser()
     ap.add_argument("what", nargs="*", default=["smtp", "pop3", "imap", "relay"])
     ap.add_argument("--messages", type=int, default=5000)
