@@ -60,6 +60,9 @@ conformance!(
     metadata_follows_mailboxes,
     metadata_shared_entries,
     save_dates,
+    dav_collections,
+    dav_resources,
+    dav_sync_changes,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
