@@ -36,8 +36,7 @@ fn top_components(cal: &ICalendar) -> Vec<(u32, &ICalendarComponent)> {
 pub fn parse_calendar(data: &[u8]) -> Result<ICalendar, String> {
     let text = std::str::from_utf8(data).map_err(|_| "the calendar data is not UTF-8")?;
     let cal = ICalendar::parse(text).map_err(|_| "the calendar data is not iCalendar")?;
-    if cal.components.first().map(|c| &c.component_type)
-        != Some(&ICalendarComponentType::VCalendar)
+    if cal.components.first().map(|c| &c.component_type) != Some(&ICalendarComponentType::VCalendar)
     {
         return Err("the calendar data is not a VCALENDAR".into());
     }
@@ -235,8 +234,7 @@ fn props_match(c: &ICalendarComponent, props: &[PropFilter]) -> bool {
             return false;
         }
         p.text_matches.is_empty()
-            || p
-                .text_matches
+            || p.text_matches
                 .iter()
                 .all(|t| values.iter().any(|v| t.matches(v)))
     })
@@ -286,9 +284,9 @@ pub fn calendar_matches(
         let sub_ok = |c: &ICalendarComponent| {
             f.comps.iter().all(|sub| {
                 let has = c.component_ids.iter().any(|&id| {
-                    cal.components.get(id as usize).is_some_and(|x| {
-                        x.component_type.as_str().eq_ignore_ascii_case(&sub.name)
-                    })
+                    cal.components
+                        .get(id as usize)
+                        .is_some_and(|x| x.component_type.as_str().eq_ignore_ascii_case(&sub.name))
                 });
                 has != sub.is_not_defined
             })

@@ -168,11 +168,7 @@ impl Dav<'_> {
                 color: String::new(),
                 components,
             };
-            match self
-                .store
-                .dav_collection_create(new, DavLimits::NONE)
-                .await
-            {
+            match self.store.dav_collection_create(new, DavLimits::NONE).await {
                 Ok(_) | Err(postern_store::StoreError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -185,9 +181,7 @@ impl Dav<'_> {
         kind: DavKind,
         name: &str,
     ) -> postern_store::Result<Option<DavCollection>> {
-        self.store
-            .dav_collection(self.account.id, kind, name)
-            .await
+        self.store.dav_collection(self.account.id, kind, name).await
     }
 
     fn context(&self) -> props::Context<'_> {

@@ -175,12 +175,12 @@ impl Dav<'_> {
             Ok(s) => s,
             Err(why) => return Ok(Response::text(400, &why)),
         };
-        let mut made = if calendar {
-            DavKind::Calendar
-        } else {
-            *kind
-        };
-        let mut components = vec!["VEVENT".to_string(), "VTODO".to_string(), "VJOURNAL".to_string()];
+        let mut made = if calendar { DavKind::Calendar } else { *kind };
+        let mut components = vec![
+            "VEVENT".to_string(),
+            "VTODO".to_string(),
+            "VJOURNAL".to_string(),
+        ];
         let mut update = DavCollectionUpdate::default();
         for e in &set {
             if e.is(DAV, "resourcetype") {
@@ -395,7 +395,11 @@ fn refusal(c: &DavCollection, user: &str, r: DavRefused) -> Response {
             &format!("an account keeps at most {max} collections (dav.max_collections)"),
         ),
         DavRefused::UidConflict(other) => {
-            let p = if c.kind == DavKind::Calendar { "c" } else { "card" };
+            let p = if c.kind == DavKind::Calendar {
+                "c"
+            } else {
+                "card"
+            };
             let href = crate::path::resource_href(c.kind, user, &c.name, &other);
             Response::xml(
                 403,
@@ -412,7 +416,12 @@ fn refusal(c: &DavCollection, user: &str, r: DavRefused) -> Response {
 }
 
 /// One node's answer to a property request.
-pub(crate) fn answer(ms: &mut MultiStatus, node: &Node, want: &PropRequest, cx: &crate::props::Context) {
+pub(crate) fn answer(
+    ms: &mut MultiStatus,
+    node: &Node,
+    want: &PropRequest,
+    cx: &crate::props::Context,
+) {
     let href = node.href(cx);
     let (mut found, mut missing) = (Vec::new(), Vec::new());
     let names: Vec<PropName> = match want {

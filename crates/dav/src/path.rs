@@ -92,7 +92,11 @@ pub fn collection_href(kind: DavKind, user: &str, name: &str) -> String {
 }
 
 pub fn resource_href(kind: DavKind, user: &str, collection: &str, name: &str) -> String {
-    format!("{}{}", collection_href(kind, user, collection), encode(name))
+    format!(
+        "{}{}",
+        collection_href(kind, user, collection),
+        encode(name)
+    )
 }
 
 /// Percent-decodes one segment; `None` when that is not UTF-8.

@@ -126,15 +126,11 @@ impl Node<'_> {
                 (DAV, "resourcetype") => Some("<d:principal/>".into()),
                 (DAV, "displayname") => Some(escape(cx.user)),
                 (DAV, "principal-URL") => Some(href(principal_href(cx.user))),
-                (CALDAV, "calendar-home-set") => {
-                    Some(href(home_href(DavKind::Calendar, cx.user)))
-                }
+                (CALDAV, "calendar-home-set") => Some(href(home_href(DavKind::Calendar, cx.user))),
                 (CARDDAV, "addressbook-home-set") => {
                     Some(href(home_href(DavKind::AddressBook, cx.user)))
                 }
-                (CALDAV, "calendar-user-address-set") => {
-                    Some(href(format!("mailto:{}", cx.user)))
-                }
+                (CALDAV, "calendar-user-address-set") => Some(href(format!("mailto:{}", cx.user))),
                 _ => None,
             },
             Node::Home(_) => match n {

@@ -260,7 +260,10 @@ pub fn report(body: &[u8]) -> Result<Report, String> {
         let range = time_range(&e)?.ok_or("a free-busy-query needs a time-range")?;
         Ok(Report::FreeBusy { range })
     } else {
-        Err(format!("the report {{{}}}{} is not supported", e.ns, e.name))
+        Err(format!(
+            "the report {{{}}}{} is not supported",
+            e.ns, e.name
+        ))
     }
 }
 

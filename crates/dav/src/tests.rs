@@ -40,7 +40,13 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    async fn send(&self, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> Response {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
         let dav = Dav {
             store: self.store.as_ref(),
             account: &self.account,
@@ -109,7 +115,10 @@ async fn discovery_leads_from_the_root_to_the_default_collections() {
         )
         .await;
     let p = prop(&ms, "/dav/", DAV, "current-user-principal").unwrap();
-    assert_eq!(p.child(DAV, "href").unwrap().text, "/dav/principals/ann@example.test/");
+    assert_eq!(
+        p.child(DAV, "href").unwrap().text,
+        "/dav/principals/ann@example.test/"
+    );
     let ms = f
         .xml(
             "PROPFIND",
@@ -122,7 +131,11 @@ async fn discovery_leads_from_the_root_to_the_default_collections() {
         .await;
     let me = "/dav/principals/ann@example.test/";
     assert_eq!(
-        prop(&ms, me, CALDAV, "calendar-home-set").unwrap().child(DAV, "href").unwrap().text,
+        prop(&ms, me, CALDAV, "calendar-home-set")
+            .unwrap()
+            .child(DAV, "href")
+            .unwrap()
+            .text,
         "/dav/calendars/ann@example.test/"
     );
     assert!(prop(&ms, me, DAV, "nothing-like-this").is_none());
@@ -131,17 +144,27 @@ async fn discovery_leads_from_the_root_to_the_default_collections() {
         .await;
     assert_eq!(
         hrefs(&ms),
-        ["/dav/calendars/ann@example.test/", "/dav/calendars/ann@example.test/default/"]
+        [
+            "/dav/calendars/ann@example.test/",
+            "/dav/calendars/ann@example.test/default/"
+        ]
     );
     let cal = "/dav/calendars/ann@example.test/default/";
-    assert!(prop(&ms, cal, DAV, "resourcetype").unwrap().child(CALDAV, "calendar").is_some());
+    assert!(
+        prop(&ms, cal, DAV, "resourcetype")
+            .unwrap()
+            .child(CALDAV, "calendar")
+            .is_some()
+    );
     assert!(prop(&ms, cal, crate::xml::CALSERVER, "getctag").is_some());
     let books = f
         .xml("PROPFIND", "/dav/addressbooks/ann@example.test/", "", "1")
         .await;
     assert_eq!(hrefs(&books).len(), 2);
     // Another account's space is not this one's.
-    let r = f.send("PROPFIND", "/dav/calendars/bob@example.test/", "", &[]).await;
+    let r = f
+        .send("PROPFIND", "/dav/calendars/bob@example.test/", "", &[])
+        .await;
     assert_eq!(r.status, 403);
     let r = f.send("OPTIONS", "/dav/", "", &[]).await;
     assert!(header(&r, "dav").unwrap().contains("calendar-access"));
@@ -160,33 +183,57 @@ async fn resources_are_written_with_etags_and_conditions() {
     assert_eq!((r.status, r.body.as_slice()), (200, EVENT.as_bytes()));
     assert_eq!(header(&r, "etag"), Some(etag.as_str()));
     let changed = EVENT.replace("Lunch", "Dinner");
-    let r = f.send("PUT", href, &changed, &[("if-match", "\"stale\"")]).await;
+    let r = f
+        .send("PUT", href, &changed, &[("if-match", "\"stale\"")])
+        .await;
     assert_eq!(r.status, 412);
     let r = f.send("PUT", href, &changed, &[("if-match", &etag)]).await;
     assert_eq!(r.status, 204);
     assert_ne!(header(&r, "etag"), Some(etag.as_str()));
     // One UID per calendar; data that is not iCalendar; a component the calendar does not take.
     let r = f
-        .send("PUT", "/dav/calendars/ann@example.test/default/copy.ics", EVENT, &[])
+        .send(
+            "PUT",
+            "/dav/calendars/ann@example.test/default/copy.ics",
+            EVENT,
+            &[],
+        )
         .await;
     assert_eq!(r.status, 403);
     assert!(String::from_utf8_lossy(&r.body).contains("no-uid-conflict"));
     let r = f
-        .send("PUT", "/dav/calendars/ann@example.test/default/x.ics", "hello", &[])
+        .send(
+            "PUT",
+            "/dav/calendars/ann@example.test/default/x.ics",
+            "hello",
+            &[],
+        )
         .await;
     assert_eq!(r.status, 403);
     assert!(String::from_utf8_lossy(&r.body).contains("valid-calendar-data"));
     let big = EVENT.replace("Lunch", &"x".repeat(5000));
     let r = f
-        .send("PUT", "/dav/calendars/ann@example.test/default/big.ics", &big, &[])
+        .send(
+            "PUT",
+            "/dav/calendars/ann@example.test/default/big.ics",
+            &big,
+            &[],
+        )
         .await;
     assert_eq!(r.status, 403);
     assert!(String::from_utf8_lossy(&r.body).contains("dav.max_resource_size"));
     let r = f
-        .send("PUT", "/dav/calendars/ann@example.test/nowhere/x.ics", EVENT, &[])
+        .send(
+            "PUT",
+            "/dav/calendars/ann@example.test/nowhere/x.ics",
+            EVENT,
+            &[],
+        )
         .await;
     assert_eq!(r.status, 409);
-    let r = f.send("DELETE", href, "", &[("if-match", "\"stale\"")]).await;
+    let r = f
+        .send("DELETE", href, "", &[("if-match", "\"stale\"")])
+        .await;
     assert_eq!(r.status, 412);
     let r = f.send("DELETE", href, "", &[]).await;
     assert_eq!(r.status, 204);
@@ -224,9 +271,15 @@ async fn calendars_are_made_changed_and_queried() {
     assert_eq!(r.status, 207);
     let ms = f.xml("PROPFIND", work, "", "0").await;
     assert_eq!(prop(&ms, work, DAV, "displayname").unwrap().text, "Work");
-    assert_eq!(prop(&ms, work, crate::xml::APPLE, "calendar-color").unwrap().text, "#00FF00");
+    assert_eq!(
+        prop(&ms, work, crate::xml::APPLE, "calendar-color")
+            .unwrap()
+            .text,
+        "#00FF00"
+    );
     assert_eq!(prop(&ms, work, "urn:x", "order").unwrap().text, "3");
-    let todo = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTODO\r\nUID:t\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
+    let todo =
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTODO\r\nUID:t\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
     let r = f.send("PUT", &format!("{work}t.ics"), todo, &[]).await;
     assert_eq!(r.status, 403, "a VEVENT-only calendar takes no VTODO");
     let protected = f
@@ -239,10 +292,14 @@ async fn calendars_are_made_changed_and_queried() {
         )
         .await;
     let body = String::from_utf8_lossy(&protected.body).to_string();
-    assert!(body.contains("403 Forbidden") && body.contains("424 Failed Dependency"), "{body}");
+    assert!(
+        body.contains("403 Forbidden") && body.contains("424 Failed Dependency"),
+        "{body}"
+    );
     f.send("PUT", &format!("{work}e1.ics"), EVENT, &[]).await;
     let weekly = crate::content::tests::WEEKLY_BERLIN;
-    f.send("PUT", &format!("{work}weekly.ics"), weekly, &[]).await;
+    f.send("PUT", &format!("{work}weekly.ics"), weekly, &[])
+        .await;
     let query = |from: &str, to: &str| {
         format!(
             r#"<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">
@@ -251,14 +308,35 @@ async fn calendars_are_made_changed_and_queried() {
               </c:comp-filter></c:filter></c:calendar-query>"#
         )
     };
-    let ms = f.xml("REPORT", work, &query("20260110T000000Z", "20260111T000000Z"), "1").await;
+    let ms = f
+        .xml(
+            "REPORT",
+            work,
+            &query("20260110T000000Z", "20260111T000000Z"),
+            "1",
+        )
+        .await;
     assert_eq!(hrefs(&ms), [format!("{work}e1.ics")]);
     let data = prop(&ms, &format!("{work}e1.ics"), CALDAV, "calendar-data").unwrap();
     assert_eq!(data.text, EVENT);
     // The recurring event's fourth instance, in summer time.
-    let ms = f.xml("REPORT", work, &query("20260406T070000Z", "20260406T071500Z"), "1").await;
+    let ms = f
+        .xml(
+            "REPORT",
+            work,
+            &query("20260406T070000Z", "20260406T071500Z"),
+            "1",
+        )
+        .await;
     assert_eq!(hrefs(&ms), [format!("{work}weekly.ics")]);
-    let ms = f.xml("REPORT", work, &query("20260406T080000Z", "20260406T081500Z"), "1").await;
+    let ms = f
+        .xml(
+            "REPORT",
+            work,
+            &query("20260406T080000Z", "20260406T081500Z"),
+            "1",
+        )
+        .await;
     assert!(hrefs(&ms).is_empty());
     let get = format!(
         r#"<c:calendar-multiget xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">
@@ -266,7 +344,10 @@ async fn calendars_are_made_changed_and_queried() {
            </c:calendar-multiget>"#
     );
     let ms = f.xml("REPORT", work, &get, "1").await;
-    assert_eq!(hrefs(&ms), [format!("{work}e1.ics"), format!("{work}none.ics")]);
+    assert_eq!(
+        hrefs(&ms),
+        [format!("{work}e1.ics"), format!("{work}none.ics")]
+    );
     let fb = f
         .send(
             "REPORT",
@@ -278,7 +359,10 @@ async fn calendars_are_made_changed_and_queried() {
         .await;
     assert_eq!(fb.status, 200);
     let text = String::from_utf8_lossy(&fb.body);
-    assert!(text.contains("FREEBUSY;FBTYPE=BUSY:20260330T070000Z/20260330T073000Z"), "{text}");
+    assert!(
+        text.contains("FREEBUSY;FBTYPE=BUSY:20260330T070000Z/20260330T073000Z"),
+        "{text}"
+    );
     assert_eq!(f.send("DELETE", work, "", &[]).await.status, 204);
     assert_eq!(f.send("PROPFIND", work, "", &[]).await.status, 404);
 }
@@ -290,8 +374,10 @@ async fn sync_collection_reports_changes_since_a_token() {
     let card = |uid: &str, name: &str| {
         format!("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{name}\r\nEND:VCARD\r\n")
     };
-    f.send("PUT", &format!("{book}a.vcf"), &card("a", "Ann"), &[]).await;
-    f.send("PUT", &format!("{book}b.vcf"), &card("b", "Bob"), &[]).await;
+    f.send("PUT", &format!("{book}a.vcf"), &card("a", "Ann"), &[])
+        .await;
+    f.send("PUT", &format!("{book}b.vcf"), &card("b", "Bob"), &[])
+        .await;
     let sync = |token: &str| {
         format!(
             r#"<d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}</d:sync-token>
@@ -301,7 +387,8 @@ async fn sync_collection_reports_changes_since_a_token() {
     let ms = f.xml("REPORT", book, &sync(""), "0").await;
     assert_eq!(hrefs(&ms), [format!("{book}a.vcf"), format!("{book}b.vcf")]);
     let token = ms.child(DAV, "sync-token").unwrap().text.clone();
-    f.send("PUT", &format!("{book}b.vcf"), &card("b", "Bobby"), &[]).await;
+    f.send("PUT", &format!("{book}b.vcf"), &card("b", "Bobby"), &[])
+        .await;
     f.send("DELETE", &format!("{book}a.vcf"), "", &[]).await;
     let ms = f.xml("REPORT", book, &sync(&token), "0").await;
     assert_eq!(hrefs(&ms), [format!("{book}b.vcf"), format!("{book}a.vcf")]);
@@ -309,7 +396,9 @@ async fn sync_collection_reports_changes_since_a_token() {
     assert!(gone.child(DAV, "status").unwrap().text.contains("404"));
     let newer = ms.child(DAV, "sync-token").unwrap().text.clone();
     assert_ne!(newer, token);
-    let r = f.send("REPORT", book, &sync("urn:x-postern:sync:1-2-3"), &[]).await;
+    let r = f
+        .send("REPORT", book, &sync("urn:x-postern:sync:1-2-3"), &[])
+        .await;
     assert_eq!(r.status, 403);
     assert!(String::from_utf8_lossy(&r.body).contains("valid-sync-token"));
     let q = r#"<C:addressbook-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">
@@ -317,6 +406,12 @@ async fn sync_collection_reports_changes_since_a_token() {
         <C:text-match match-type="starts-with">bob</C:text-match></C:prop-filter></C:filter></C:addressbook-query>"#;
     let ms = f.xml("REPORT", book, q, "1").await;
     assert_eq!(hrefs(&ms), [format!("{book}b.vcf")]);
-    let data = prop(&ms, &format!("{book}b.vcf"), crate::xml::CARDDAV, "address-data").unwrap();
+    let data = prop(
+        &ms,
+        &format!("{book}b.vcf"),
+        crate::xml::CARDDAV,
+        "address-data",
+    )
+    .unwrap();
     assert!(data.text.contains("FN:Bobby"));
 }

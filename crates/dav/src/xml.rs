@@ -1,9 +1,9 @@
 //! XML in and out: a request body read into a small tree with resolved namespaces, and the
 //! multistatus answers written with fixed prefixes.
 
+use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
 
 pub const DAV: &str = "DAV:";
 pub const CALDAV: &str = "urn:ietf:params:xml:ns:caldav";
@@ -62,7 +62,11 @@ impl Element {
 
     fn write(&self, out: &mut String, depth: usize) {
         let p = format!("x{depth}");
-        out.push_str(&format!("<{p}:{} xmlns:{p}=\"{}\"", self.name, escape(&self.ns)));
+        out.push_str(&format!(
+            "<{p}:{} xmlns:{p}=\"{}\"",
+            self.name,
+            escape(&self.ns)
+        ));
         for (n, v) in &self.attrs {
             out.push_str(&format!(" {n}=\"{}\"", escape(v)));
         }
@@ -234,7 +238,9 @@ impl Default for MultiStatus {
 impl MultiStatus {
     pub fn new() -> Self {
         MultiStatus {
-            out: format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<d:multistatus {ROOT_ATTRS}>"),
+            out: format!(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<d:multistatus {ROOT_ATTRS}>"
+            ),
         }
     }
 
@@ -377,7 +383,13 @@ mod tests {
         assert_eq!(stats.len(), 2);
         let found = stats[0].child(DAV, "prop").unwrap();
         assert_eq!(found.child(DAV, "displayname").unwrap().text, "x & y");
-        assert!(stats[1].child(DAV, "prop").unwrap().child("urn:x", "other").is_some());
+        assert!(
+            stats[1]
+                .child(DAV, "prop")
+                .unwrap()
+                .child("urn:x", "other")
+                .is_some()
+        );
         assert_eq!(e.child(DAV, "sync-token").unwrap().text, "urn:t:1");
     }
 }

@@ -171,9 +171,15 @@ impl DavLimits {
 pub enum DavRefused {
     /// The condition did not hold (412).
     Precondition,
-    TooLarge { max: u64 },
-    TooMany { max: u64 },
-    TooManyCollections { max: u64 },
+    TooLarge {
+        max: u64,
+    },
+    TooMany {
+        max: u64,
+    },
+    TooManyCollections {
+        max: u64,
+    },
     /// Another resource of the collection has the UID: its name.
     UidConflict(String),
 }
@@ -221,8 +227,11 @@ pub trait DavStore: Send + Sync + 'static {
         span: Option<(i64, i64)>,
         content: bool,
     ) -> Result<Vec<DavResource>>;
-    async fn dav_resource(&self, collection: CollectionId, name: &str)
-    -> Result<Option<DavResource>>;
+    async fn dav_resource(
+        &self,
+        collection: CollectionId,
+        name: &str,
+    ) -> Result<Option<DavResource>>;
     /// Creates or replaces the resource and raises the collection's sync; `NotFound` for no
     /// collection.
     async fn dav_resource_put(
@@ -260,7 +269,10 @@ pub fn dav_name(name: &str) -> Result<String> {
 /// A resource's strong ETag: its content's digest, the same in both backends.
 pub fn dav_etag(content: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, content);
-    d.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+    d.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What a put is checked against before anything changes: the resource there now, the number

@@ -117,15 +117,26 @@ fn objects_that_are_not_one_thing_are_refused() {
         "END:VEVENT\r\nEND:VCALENDAR",
         "END:VEVENT\r\nBEGIN:VEVENT\r\nUID:other\r\nDTSTART:20260101T000000Z\r\nEND:VEVENT\r\nEND:VCALENDAR",
     );
-    assert!(analyze_calendar(two_uids.as_bytes(), 10).unwrap_err().contains("UID"));
+    assert!(
+        analyze_calendar(two_uids.as_bytes(), 10)
+            .unwrap_err()
+            .contains("UID")
+    );
     let mixed = WEEKLY_BERLIN.replace(
         "END:VEVENT\r\nEND:VCALENDAR",
         "END:VEVENT\r\nBEGIN:VTODO\r\nUID:weekly-1\r\nEND:VTODO\r\nEND:VCALENDAR",
     );
-    assert!(analyze_calendar(mixed.as_bytes(), 10).unwrap_err().contains("one kind"));
+    assert!(
+        analyze_calendar(mixed.as_bytes(), 10)
+            .unwrap_err()
+            .contains("one kind")
+    );
     let todo = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTODO\r\nUID:t1\r\nSUMMARY:x\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
     let a = analyze_calendar(todo.as_bytes(), 10).unwrap();
-    assert_eq!((a.component.as_str(), a.start, a.end), ("VTODO", None, None));
+    assert_eq!(
+        (a.component.as_str(), a.start, a.end),
+        ("VTODO", None, None)
+    );
 }
 
 #[test]
@@ -192,11 +203,30 @@ fn vcards() {
         ..Default::default()
     };
     let data = CARD.as_bytes();
-    assert!(vcard_matches(data, &[f("FN", "jane", MatchType::StartsWith)], false));
-    assert!(vcard_matches(data, &[f("EMAIL", "@EXAMPLE.test", MatchType::EndsWith)], false));
-    assert!(!vcard_matches(data, &[f("FN", "john", MatchType::Contains)], false));
-    assert!(vcard_matches(data, &[f("NOTE", "two continued", MatchType::Contains)], false));
-    let both = [f("FN", "jane", MatchType::Contains), f("FN", "john", MatchType::Contains)];
+    assert!(vcard_matches(
+        data,
+        &[f("FN", "jane", MatchType::StartsWith)],
+        false
+    ));
+    assert!(vcard_matches(
+        data,
+        &[f("EMAIL", "@EXAMPLE.test", MatchType::EndsWith)],
+        false
+    ));
+    assert!(!vcard_matches(
+        data,
+        &[f("FN", "john", MatchType::Contains)],
+        false
+    ));
+    assert!(vcard_matches(
+        data,
+        &[f("NOTE", "two continued", MatchType::Contains)],
+        false
+    ));
+    let both = [
+        f("FN", "jane", MatchType::Contains),
+        f("FN", "john", MatchType::Contains),
+    ];
     assert!(vcard_matches(data, &both, false));
     assert!(!vcard_matches(data, &both, true));
     let missing = PropFilter {

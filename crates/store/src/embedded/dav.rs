@@ -45,10 +45,7 @@ impl DavStore for EmbeddedStore {
     ) -> Result<Option<DavCollection>> {
         self.read(|r| {
             let by_name = r.open_table(DAV_COLLECTION_BY_NAME).map_err(db_err)?;
-            match by_name
-                .get((account, kind.code(), name))
-                .map_err(db_err)?
-            {
+            match by_name.get((account, kind.code(), name)).map_err(db_err)? {
                 Some(id) => collection_of(r, id.value()),
                 None => Ok(None),
             }
@@ -102,9 +99,7 @@ impl DavStore for EmbeddedStore {
                     continue;
                 }
                 if content
-                    && let Some(b) = bytes
-                        .get((collection, res.name.as_str()))
-                        .map_err(db_err)?
+                    && let Some(b) = bytes.get((collection, res.name.as_str())).map_err(db_err)?
                 {
                     res.content = b.value().to_vec();
                 }

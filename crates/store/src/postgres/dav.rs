@@ -9,7 +9,8 @@ use super::{PgStore, Prepared, from_json, json, pg};
 use crate::dav::{dav_apply_update, dav_check_put, dav_resource_of};
 use crate::*;
 
-const COLLECTION: &str = "SELECT id, account, kind, name, record, sync, created FROM dav_collections";
+const COLLECTION: &str =
+    "SELECT id, account, kind, name, record, sync, created FROM dav_collections";
 const RESOURCE: &str = "SELECT collection, name, etag, component, uid, span_start, span_end, \
                         modseq, octet_length(content), content FROM dav_resources";
 const RESOURCE_META: &str = "SELECT collection, name, etag, component, uid, span_start, \
@@ -46,7 +47,10 @@ fn resource_row(r: &Row) -> DavResource {
 /// The collection, its row locked until the transaction ends.
 async fn lock_collection(tx: &Transaction<'_>, id: CollectionId) -> Result<DavCollection> {
     let row = tx
-        .maybe_row(&format!("{COLLECTION} WHERE id = $1 FOR UPDATE"), &[&(id as i64)])
+        .maybe_row(
+            &format!("{COLLECTION} WHERE id = $1 FOR UPDATE"),
+            &[&(id as i64)],
+        )
         .await
         .map_err(pg)?
         .ok_or_else(|| StoreError::NotFound(format!("collection {id}")))?;
@@ -109,7 +113,10 @@ impl DavStore for PgStore {
             let account = new.account as i64;
             // The account's row orders its collection creations: the limit holds on any node.
             if tx
-                .maybe_row("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&account])
+                .maybe_row(
+                    "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE",
+                    &[&account],
+                )
                 .await
                 .map_err(pg)?
                 .is_none()

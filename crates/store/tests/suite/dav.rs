@@ -167,7 +167,13 @@ pub async fn dav_collections(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     store.dav_collection_delete(work.id).await.unwrap();
-    assert!(store.dav_resource(work.id, "e.ics").await.unwrap().is_none());
+    assert!(
+        store
+            .dav_resource(work.id, "e.ics")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(matches!(
         store.dav_collection_delete(work.id).await,
         Err(StoreError::NotFound(_))
@@ -201,7 +207,12 @@ pub async fn dav_resources(store: Arc<dyn Store>) {
     let one = store
         .dav_resource_put(
             c.id,
-            put("one.ics", "uid-1", "BEGIN:VCALENDAR", (Some(100), Some(200))),
+            put(
+                "one.ics",
+                "uid-1",
+                "BEGIN:VCALENDAR",
+                (Some(100), Some(200)),
+            ),
             DAV_LIMITS,
         )
         .await
@@ -231,7 +242,10 @@ pub async fn dav_resources(store: Arc<dyn Store>) {
         ..put("one.ics", "uid-1", "changed", (None, None))
     };
     assert_eq!(
-        store.dav_resource_put(c.id, stale, DAV_LIMITS).await.unwrap(),
+        store
+            .dav_resource_put(c.id, stale, DAV_LIMITS)
+            .await
+            .unwrap(),
         Err(DavRefused::Precondition)
     );
     let must_exist = DavPut {
@@ -257,7 +271,12 @@ pub async fn dav_resources(store: Arc<dyn Store>) {
     assert_ne!(two.etag, one.etag);
     assert!(two.modseq > one.modseq);
     assert_eq!(
-        store.dav_resource(c.id, "one.ics").await.unwrap().unwrap().content,
+        store
+            .dav_resource(c.id, "one.ics")
+            .await
+            .unwrap()
+            .unwrap()
+            .content,
         b"changed"
     );
     // One resource per UID in a collection.
@@ -277,10 +296,7 @@ pub async fn dav_resources(store: Arc<dyn Store>) {
             .unwrap(),
         Err(DavRefused::TooLarge { max: 100 })
     );
-    for (n, span) in [
-        ("a.ics", (Some(1000), Some(2000))),
-        ("b.ics", (None, None)),
-    ] {
+    for (n, span) in [("a.ics", (Some(1000), Some(2000))), ("b.ics", (None, None))] {
         store
             .dav_resource_put(c.id, put(n, n, "x", span), DAV_LIMITS)
             .await
@@ -296,12 +312,19 @@ pub async fn dav_resources(store: Arc<dyn Store>) {
     );
     // Replacing one is not one more.
     store
-        .dav_resource_put(c.id, put("a.ics", "a.ics", "y", (Some(1000), Some(2000))), DAV_LIMITS)
+        .dav_resource_put(
+            c.id,
+            put("a.ics", "a.ics", "y", (Some(1000), Some(2000))),
+            DAV_LIMITS,
+        )
         .await
         .unwrap()
         .unwrap();
     // Time spans pre-filter: open ends meet every range.
-    assert_eq!(names(&store, c.id, None).await, ["a.ics", "b.ics", "one.ics"]);
+    assert_eq!(
+        names(&store, c.id, None).await,
+        ["a.ics", "b.ics", "one.ics"]
+    );
     assert_eq!(names(&store, c.id, Some((0, 50))).await, ["b.ics"]);
     assert_eq!(
         names(&store, c.id, Some((150, 1000))).await,
@@ -311,7 +334,10 @@ pub async fn dav_resources(store: Arc<dyn Store>) {
         names(&store, c.id, Some((1999, 5000))).await,
         ["a.ics", "b.ics", "one.ics"]
     );
-    assert_eq!(names(&store, c.id, Some((2000, 5000))).await, ["b.ics", "one.ics"]);
+    assert_eq!(
+        names(&store, c.id, Some((2000, 5000))).await,
+        ["b.ics", "one.ics"]
+    );
     let with = store.dav_resources(c.id, None, true).await.unwrap();
     assert_eq!(with[0].content, b"y");
     let without = store.dav_resources(c.id, None, false).await.unwrap();
@@ -371,7 +397,12 @@ pub async fn dav_sync_changes(store: Arc<dyn Store>) {
     assert_eq!(listed, ["a.ics", "b.ics", "c.ics"]);
     assert!(first.removed.is_empty(), "a first sync lists no removals");
     assert_eq!(
-        store.dav_collection(a.id, DavKind::Calendar, "default").await.unwrap().unwrap().sync,
+        store
+            .dav_collection(a.id, DavKind::Calendar, "default")
+            .await
+            .unwrap()
+            .unwrap()
+            .sync,
         first.sync,
         "the token is the collection's sync (its CTag)"
     );
@@ -379,7 +410,11 @@ pub async fn dav_sync_changes(store: Arc<dyn Store>) {
     assert_eq!(nothing.sync, first.sync);
     assert!(nothing.changed.is_empty() && nothing.removed.is_empty());
     store
-        .dav_resource_put(c.id, put("b.ics", "b.ics", "B", (None, None)), DavLimits::NONE)
+        .dav_resource_put(
+            c.id,
+            put("b.ics", "b.ics", "B", (None, None)),
+            DavLimits::NONE,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -389,7 +424,11 @@ pub async fn dav_sync_changes(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     store
-        .dav_resource_put(c.id, put("d.ics", "d.ics", "D", (None, None)), DavLimits::NONE)
+        .dav_resource_put(
+            c.id,
+            put("d.ics", "d.ics", "D", (None, None)),
+            DavLimits::NONE,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -400,7 +439,11 @@ pub async fn dav_sync_changes(store: Arc<dyn Store>) {
     assert!(second.changed.iter().all(|r| r.content.is_empty()));
     // A name written again after its removal is a change, not a removal.
     store
-        .dav_resource_put(c.id, put("c.ics", "c.ics", "C", (None, None)), DavLimits::NONE)
+        .dav_resource_put(
+            c.id,
+            put("c.ics", "c.ics", "C", (None, None)),
+            DavLimits::NONE,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -419,7 +462,10 @@ pub async fn dav_sync_changes(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    assert_eq!(store.dav_changes(c.id, third.sync).await.unwrap().sync, third.sync);
+    assert_eq!(
+        store.dav_changes(c.id, third.sync).await.unwrap().sync,
+        third.sync
+    );
     assert!(matches!(
         store.dav_changes(c.id, third.sync + 1).await,
         Err(StoreError::Invalid(_))

@@ -108,7 +108,11 @@ impl Tables<'_> {
         Ok(())
     }
 
-    fn dav_resource_meta(&self, collection: CollectionId, name: &str) -> Result<Option<DavResource>> {
+    fn dav_resource_meta(
+        &self,
+        collection: CollectionId,
+        name: &str,
+    ) -> Result<Option<DavResource>> {
         match self.dav_resources.get((collection, name)).map_err(db_err)? {
             Some(v) => Ok(Some(from_json(v.value())?)),
             None => Ok(None),
@@ -196,7 +200,9 @@ impl Tables<'_> {
         self.dav_resources
             .remove((collection, name))
             .map_err(db_err)?;
-        self.dav_content.remove((collection, name)).map_err(db_err)?;
+        self.dav_content
+            .remove((collection, name))
+            .map_err(db_err)?;
         if !old.uid.is_empty() {
             self.dav_uids
                 .remove((collection, old.uid.as_str()))

@@ -1,0 +1,231 @@
+"""Calendars and contacts over CalDAV and CardDAV, with real clients: Debian's python3-caldav
+(run by Debian's python3, tests/dav_caldav_client.py) and vdirsyncer, against the server's HTTPS
+listener; plain HTTP requests for what the clients do not show (logins, redirects, errors)."""
+
+import base64
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import DOMAIN, PASSWORD
+from helpers import ALICE, BOB, insecure_ctx
+
+HERE = Path(__file__).parent
+# The Debian packages scripts/deps installs: python3-caldav for Debian's python3, vdirsyncer.
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+pytestmark = pytest.mark.xdist_group("dav")
+
+
+@pytest.fixture
+def dav_server(make_server):
+    s = make_server(listeners=("smtp", "https", "http"))
+    s.add_user(ALICE)
+    s.add_user(BOB)
+    s.start()
+    return s
+
+
+def base(s, scheme="https"):
+    return f"{scheme}://127.0.0.1:{s.port(scheme)}"
+
+
+def request(s, method, path, body=b"", user=ALICE, password=PASSWORD, headers=None, scheme="https"):
+    """(status, headers, body) of one request; no redirects followed."""
+    h = dict(headers or {})
+    if user is not None:
+        h["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    req = urllib.request.Request(base(s, scheme) + path, data=body or None, method=method, headers=h)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=insecure_ctx()))
+    try:
+        with opener.open(req, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def caldav_client(s, step, user=ALICE):
+    r = subprocess.run([DEBIAN_PYTHON, str(HERE / "dav_caldav_client.py"), base(s), user, PASSWORD, step],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, f"{r.stderr}\n{r.stdout}\n{s.log_text()[-3000:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_discovery_logins_and_owners(dav_server):
+    s = dav_server
+    for path in ("/.well-known/caldav", "/.well-known/carddav"):
+        status, headers, _ = request(s, "PROPFIND", path, user=None)
+        assert status == 301 and headers["Location"] == "/dav/", (path, status)
+    status, headers, body = request(s, "PROPFIND", "/dav/", user=None)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic"), body
+    status, _, body = request(s, "PROPFIND", "/dav/", password="wrong password")
+    assert status == 401 and b"full email address" in body
+    status, headers, _ = request(s, "OPTIONS", "/dav/", user=None)
+    assert status == 200 and "calendar-access" in headers["DAV"] and "addressbook" in headers["DAV"]
+    status, _, body = request(s, "PROPFIND", "/dav/principals/" + ALICE + "/", headers={"Depth": "0"},
+                              body=b'<d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">'
+                                   b'<d:prop><c:calendar-home-set/></d:prop></d:propfind>')
+    assert status == 207 and f"/dav/calendars/{ALICE}/".encode() in body, body
+    # Bob reaches his own calendars, not Alice's.
+    status, _, body = request(s, "PROPFIND", f"/dav/calendars/{ALICE}/", user=BOB)
+    assert status == 403 and b"only the owner" in body
+    status, _, body = request(s, "PROPFIND", f"/dav/calendars/{BOB}/", user=BOB, headers={"Depth": "1"})
+    assert status == 207 and f"/dav/calendars/{BOB}/default/".encode() in body
+    # Plain HTTP from this machine is allowed, as for the other protocols' passwords.
+    status, _, _ = request(s, "PROPFIND", "/dav/", scheme="http", headers={"Depth": "0"})
+    assert status == 207
+
+
+def test_caldav_library_makes_calendars_and_queries_recurrences_by_time_range(dav_server):
+    seen = caldav_client(dav_server, "calendars")
+    assert seen["principal"].endswith(f"/dav/principals/{ALICE}/")
+    assert seen["before"] == ["Calendar"]
+    assert seen["after"] == ["Calendar", "Work"]
+    assert len(seen["summer"]) == 1 and seen["summer"][0].startswith("standup"), seen
+    assert seen["summer_wrong_hour"] == []
+    assert seen["winter"] == seen["summer"]
+    assert seen["after_count"] == []
+    assert seen["january"] == ["Lunch"]
+    # 23 and 30 March and 6 April at 09:00 in Berlin: 08:00Z in winter, 07:00Z in summer.
+    assert seen["instances"] == ["2026-03-23T08:00:00+00:00", "2026-03-30T07:00:00+00:00",
+                                 "2026-04-06T07:00:00+00:00"], seen
+    assert seen["lunch"] == ["Lunch"]
+    assert seen["after_delete"] == ["Standup"]
+
+
+def test_caldav_library_syncs_by_token(dav_server):
+    seen = caldav_client(dav_server, "sync")
+    assert seen["first"] == ["A", "B"]
+    assert seen["token_changed"]
+    # Changed (a), removed (b) and new (c) since the first token; only the changes load.
+    assert len(seen["second"]) == 3, seen
+    assert seen["second_loaded"] == ["A changed", "C"]
+    assert seen["third"] == []
+
+
+def test_errors_are_clear(dav_server):
+    s = dav_server
+    cal = f"/dav/calendars/{ALICE}/default/"
+    status, _, body = request(s, "PUT", cal + "x.ics", b"not a calendar")
+    assert status == 403 and b"valid-calendar-data" in body
+    big = b"BEGIN:VCALENDAR\r\n" + b"X" * (2 << 20) + b"\r\nEND:VCALENDAR\r\n"
+    status, _, body = request(s, "PUT", cal + "big.ics", big)
+    assert status in (403, 413) and b"dav.max_resource_size" in body, (status, body[:200])
+    status, _, body = request(s, "REPORT", cal, b'<d:sync-collection xmlns:d="DAV:"><d:sync-token>'
+                              b'urn:x-postern:sync:1-1-1</d:sync-token><d:prop/></d:sync-collection>')
+    assert status == 403 and b"valid-sync-token" in body
+
+
+def vdirsyncer(config, *args):
+    r = subprocess.run(["vdirsyncer", "-c", str(config), *args], capture_output=True, text=True,
+                       timeout=240, input="y\n" * 10)
+    assert r.returncode == 0, f"vdirsyncer {args}: {r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+VCARD = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{name}\r\nN:{name};;;;\r\nEND:VCARD\r\n"
+EVENT = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//postern tests//EN\r\nBEGIN:VEVENT\r\nUID:{uid}\r\n"
+         "DTSTAMP:20260101T000000Z\r\nDTSTART:20260301T100000Z\r\nDTEND:20260301T110000Z\r\n"
+         "SUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+
+
+def server_items(s, collection, ext):
+    """uid-ish file name -> content, of every resource in the collection."""
+    status, _, body = request(s, "PROPFIND", collection, headers={"Depth": "1"},
+                              body=b'<d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>')
+    assert status == 207
+    out = {}
+    for href in body.decode().split("<d:href>")[1:]:
+        href = href.split("</d:href>")[0]
+        if href.endswith(ext):
+            out[href.rsplit("/", 1)[1]] = request(s, "GET", href)[2].decode()
+    return out
+
+
+def test_vdirsyncer_syncs_a_calendar_and_an_address_book_both_ways(dav_server, tmp_root):
+    s = dav_server
+    cal = f"/dav/calendars/{ALICE}/default/"
+    book = f"/dav/addressbooks/{ALICE}/default/"
+    # On the server first: one event, one contact.
+    assert request(s, "PUT", cal + "server.ics", EVENT.format(uid="server-ev", summary="From server").encode(),
+                   headers={"Content-Type": "text/calendar"})[0] == 201
+    assert request(s, "PUT", book + "server.vcf", VCARD.format(uid="server-card", name="Server Person").encode(),
+                   headers={"Content-Type": "text/vcard"})[0] == 201
+    local = tmp_root / "vdir"
+    (local / "cal").mkdir(parents=True)
+    (local / "book").mkdir(parents=True)
+    (local / "cal" / "local-ev.ics").write_text(EVENT.format(uid="local-ev", summary="From laptop"))
+    (local / "book" / "local-card.vcf").write_text(VCARD.format(uid="local-card", name="Local Person"))
+    config = tmp_root / "vdirsyncer.conf"
+    config.write_text(f"""
+[general]
+status_path = "{tmp_root / 'vdir-status'}"
+
+[pair cal]
+a = "cal_local"
+b = "cal_remote"
+collections = null
+conflict_resolution = "b wins"
+
+[storage cal_local]
+type = "filesystem"
+path = "{local / 'cal'}"
+fileext = ".ics"
+
+[storage cal_remote]
+type = "caldav"
+url = "{base(s)}{cal}"
+username = "{ALICE}"
+password = "{PASSWORD}"
+verify = false
+
+[pair book]
+a = "book_local"
+b = "book_remote"
+collections = null
+conflict_resolution = "b wins"
+
+[storage book_local]
+type = "filesystem"
+path = "{local / 'book'}"
+fileext = ".vcf"
+
+[storage book_remote]
+type = "carddav"
+url = "{base(s)}{book}"
+username = "{ALICE}"
+password = "{PASSWORD}"
+verify = false
+""")
+    vdirsyncer(config, "discover")
+    vdirsyncer(config, "sync")
+    local_events = sorted(p.read_text() for p in (local / "cal").glob("*.ics"))
+    assert len(local_events) == 2 and any("From server" in e for e in local_events), local_events
+    local_cards = [p.read_text() for p in (local / "book").glob("*.vcf")]
+    assert len(local_cards) == 2 and any("Server Person" in c for c in local_cards)
+    events = server_items(s, cal, ".ics")
+    assert any("From laptop" in v for v in events.values()), events
+    cards = server_items(s, book, ".vcf")
+    assert any("Local Person" in v for v in cards.values()), cards
+    # Changed and removed on the laptop, changed on the server: each reaches the other side.
+    (local / "cal" / "local-ev.ics").write_text(EVENT.format(uid="local-ev", summary="Changed on laptop"))
+    (local / "book" / "local-card.vcf").unlink()
+    status, headers, _ = request(s, "GET", book + "server.vcf")
+    assert request(s, "PUT", book + "server.vcf",
+                   VCARD.format(uid="server-card", name="Renamed Person").encode(),
+                   headers={"If-Match": headers["ETag"]})[0] == 204
+    vdirsyncer(config, "sync")
+    events = server_items(s, cal, ".ics")
+    assert any("Changed on laptop" in v for v in events.values()), events
+    cards = server_items(s, book, ".vcf")
+    assert list(cards) == ["server.vcf"] and "Renamed Person" in cards["server.vcf"], cards
+    assert any("Renamed Person" in p.read_text() for p in (local / "book").glob("*.vcf"))
