@@ -3,6 +3,7 @@
 //! interface for administrators and users.
 
 mod api;
+mod dav;
 pub mod docs;
 pub mod session;
 mod ui;
@@ -352,6 +353,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/account", get(ui::page))
         .route("/admin", get(ui::page))
         .route("/ui/{file}", get(ui::asset))
+        .merge(dav::routes())
         .nest(
             "/api/v1",
             api::router().layer(axum::middleware::from_fn_with_state(
