@@ -258,3 +258,37 @@ def test_an_account_backup_brings_a_deleted_calendar_back(dav_server, tmp_root):
         b'<c:time-range start="20260301T000000Z" end="20260302T000000Z"/></c:comp-filter></c:comp-filter>'
         b'</c:filter></c:calendar-query>'))
     assert status == 207 and body.count(b"<d:response>") == 2, body
+
+
+def test_calendars_and_address_books_export_and_import_as_files(dav_server, tmp_root):
+    s = dav_server
+    cal = f"/dav/calendars/{ALICE}/default/"
+    for uid in ("one", "two"):
+        assert request(s, "PUT", f"{cal}{uid}.ics", EVENT.format(uid=uid, summary=f"Event {uid}").encode())[0] == 201
+    out = tmp_root / "alice.ics"
+    s.cli("dav", "export", ALICE, "default", "-o", out)
+    text = out.read_text()
+    assert text.startswith("BEGIN:VCALENDAR") and text.count("BEGIN:VEVENT") == 2, text
+    assert "SUMMARY:Event one" in text and "SUMMARY:Event two" in text
+    # Into a new calendar of Bob's: each event a resource, found by a time-range query.
+    r = s.cli("dav", "import", BOB, "from-alice", out)
+    assert "calendar from-alice of bob@example.test: 2 stored (created)" in r.stdout, r.stdout
+    bobs = f"/dav/calendars/{BOB}/from-alice/"
+    assert request(s, "GET", f"{bobs}one.ics", user=BOB)[0] == 200, "an object is named by its UID"
+    status, _, body = request(s, "REPORT", bobs, user=BOB, headers={"Depth": "1"}, body=(
+        b'<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/>'
+        b'</d:prop><c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT">'
+        b'<c:time-range start="20260301T000000Z" end="20260302T000000Z"/></c:comp-filter></c:comp-filter>'
+        b'</c:filter></c:calendar-query>'))
+    assert status == 207 and body.count(b"<d:response>") == 2, body
+    # Again: the same UIDs replace what is there.
+    r = s.cli("dav", "import", BOB, "from-alice", out)
+    assert "2 stored" in r.stdout and "(created)" not in r.stdout
+    vcf = tmp_root / "cards.vcf"
+    vcf.write_text(VCARD.format(uid="c1", name="Carol") + VCARD.format(uid="c2", name="Dan") + "garbage\r\n")
+    r = s.cli("dav", "import", ALICE, "default", vcf, "--addressbook")
+    assert "address book default of alice@example.test: 2 stored" in r.stdout, r.stdout
+    r = s.cli("dav", "export", ALICE, "default", "--addressbook")
+    assert r.stdout.count("BEGIN:VCARD") == 2 and "FN:Dan" in r.stdout
+    r = s.cli("dav", "export", ALICE, "nowhere", check=False)
+    assert r.returncode != 0 and "has no calendar named nowhere" in r.stderr, r.stderr

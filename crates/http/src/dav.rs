@@ -149,17 +149,26 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request) -> Response {
     };
     let settings = settings(&s.config.dav);
     let limit = settings.limits.max_size as usize + BODY_MARGIN;
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "the request is larger than {} bytes allow (dav.max_resource_size)\n",
-                    settings.limits.max_size
-                ),
-            );
-        }
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the request is larger than {} bytes allow (dav.max_resource_size)\n",
+                settings.limits.max_size
+            ),
+        )
+    };
+    // Said before the body is read, when its length says so.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+        return too_large();
     };
     let h = |n: header::HeaderName| {
         parts
