@@ -5,6 +5,7 @@ listener; plain HTTP requests for what the clients do not show (logins, redirect
 import base64
 import hashlib
 import json
+import plistlib
 import ssl
 import subprocess
 import urllib.error
@@ -15,6 +16,7 @@ import pytest
 
 from conftest import DOMAIN, PASSWORD
 from helpers import ALICE, BOB, insecure_ctx
+from test_postgres import database, node  # noqa: F401 (database is a fixture)
 
 HERE = Path(__file__).parent
 # The Debian packages scripts/deps installs: python3-caldav for Debian's python3, vdirsyncer.
@@ -292,3 +294,44 @@ def test_calendars_and_address_books_export_and_import_as_files(dav_server, tmp_
     assert r.stdout.count("BEGIN:VCARD") == 2 and "FN:Dan" in r.stdout
     r = s.cli("dav", "export", ALICE, "nowhere", check=False)
     assert r.returncode != 0 and "has no calendar named nowhere" in r.stderr, r.stderr
+
+
+def test_the_apple_profile_sets_up_calendars_and_contacts(make_server):
+    s = make_server(listeners=("smtp", "submissions", "imaps", "https", "http"))
+    s.add_user(ALICE)
+    s.start()
+    status, headers, body = request(s, "GET", f"/apple/profile.mobileconfig?emailaddress={ALICE}", user=None)
+    assert status == 200, body
+    p = plistlib.loads(body)
+    kinds = {d["PayloadType"]: d for d in p["PayloadContent"]}
+    cal, card = kinds["com.apple.caldav.account"], kinds["com.apple.carddav.account"]
+    assert cal["CalDAVHostName"] == s.hostname and cal["CalDAVPort"] == s.port("https")
+    assert cal["CalDAVUsername"] == ALICE and cal["CalDAVUseSSL"] is True
+    assert cal["CalDAVPrincipalURL"] == f"/dav/principals/{ALICE}/"
+    assert card["CardDAVPort"] == s.port("https") and card["CardDAVUsername"] == ALICE
+    assert len({d["PayloadUUID"] for d in p["PayloadContent"]}) == len(p["PayloadContent"])
+    # The principal the profile names answers to the account's password.
+    status, _, body = request(s, "PROPFIND", cal["CalDAVPrincipalURL"], headers={"Depth": "0"})
+    assert status == 207 and b"calendar-home-set" in body
+
+
+def test_two_postgresql_nodes_share_calendars_and_sync_tokens(make_server, database):
+    a = node(make_server, database, listeners=("https",))
+    b = node(make_server, database, listeners=("https",))
+    a.cli("domain", "add", DOMAIN)
+    a.add_user(ALICE)
+    a.start()
+    b.start()
+    cal = f"/dav/calendars/{ALICE}/default/"
+    sync = (b'<d:sync-collection xmlns:d="DAV:"><d:sync-token>%s</d:sync-token><d:sync-level>1'
+            b'</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>')
+    assert request(a, "PUT", cal + "x.ics", EVENT.format(uid="x", summary="on a").encode())[0] == 201
+    status, _, body = request(b, "REPORT", cal, sync % b"")
+    assert status == 207 and body.count(b"<d:response>") == 1, body
+    token = body.split(b"<d:sync-token>")[1].split(b"</d:sync-token>")[0]
+    assert request(b, "DELETE", cal + "x.ics")[0] == 204
+    status, _, body = request(a, "REPORT", cal, sync % token)
+    assert status == 207 and b"x.ics" in body and b"404" in body, body
+    # python3-caldav's sync by token on node b, over the same database.
+    seen = caldav_client(b, "sync")
+    assert seen["first"] == ["A", "B"] and seen["second_loaded"] == ["A changed", "C"], seen

@@ -312,7 +312,7 @@ impl Dav<'_> {
             Ok(a) => a,
             Err(r) => return Ok(r),
         };
-        if c.kind == DavKind::Calendar && !c.components.iter().any(|k| *k == a.component) {
+        if c.kind == DavKind::Calendar && !c.components.contains(&a.component) {
             return Ok(Response::condition(
                 403,
                 CALDAV,

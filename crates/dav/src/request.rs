@@ -37,10 +37,7 @@ impl PropRequest {
             return PropRequest::Names;
         }
         if e.child(DAV, "allprop").is_some() {
-            let include = e
-                .child(DAV, "include")
-                .map(|i| names(i))
-                .unwrap_or_default();
+            let include = e.child(DAV, "include").map(names).unwrap_or_default();
             return PropRequest::All(include);
         }
         match e.child(DAV, "prop") {

@@ -203,3 +203,50 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request) -> Response {
     }
     r
 }
+
+/// An Apple profile with CalDAV and CardDAV accounts beside its mail account, when the HTTPS
+/// listener serves them.
+pub(crate) fn with_apple_payloads(
+    cfg: &postern_config::Config,
+    address: &str,
+    profile: String,
+) -> String {
+    let port = cfg
+        .listen
+        .addresses(postern_config::ListenerKind::Https)
+        .iter()
+        .find_map(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port());
+    let Some(port) = port.filter(|_| cfg.dav.enabled) else {
+        return profile;
+    };
+    let a = crate::docs::xml_escape(address);
+    let host = crate::docs::xml_escape(&cfg.hostname);
+    let principal = crate::docs::xml_escape(&postern_dav::path::principal_href(address));
+    let who = address.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let mut payloads = String::new();
+    for (kind, what, id) in [
+        ("CalDAV", "Calendars", "caldav"),
+        ("CardDAV", "Contacts", "carddav"),
+    ] {
+        payloads.push_str(&format!(
+            r#"    <dict>
+      <key>{kind}AccountDescription</key><string>{what} of {a}</string>
+      <key>{kind}HostName</key><string>{host}</string>
+      <key>{kind}Port</key><integer>{port}</integer>
+      <key>{kind}PrincipalURL</key><string>{principal}</string>
+      <key>{kind}UseSSL</key><true/>
+      <key>{kind}Username</key><string>{a}</string>
+      <key>PayloadDescription</key><string>{what} of {a}</string>
+      <key>PayloadDisplayName</key><string>{what} of {a}</string>
+      <key>PayloadIdentifier</key><string>{host}.{id}.{who}</string>
+      <key>PayloadType</key><string>com.apple.{id}.account</string>
+      <key>PayloadUUID</key><string>{uuid}</string>
+      <key>PayloadVersion</key><integer>1</integer>
+    </dict>
+"#,
+            uuid = crate::docs::uuid(),
+        ));
+    }
+    profile.replacen("  </array>", &format!("{payloads}  </array>"), 1)
+}

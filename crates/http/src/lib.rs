@@ -206,7 +206,7 @@ async fn apple(State(s): State<Arc<AppState>>, q: Query<AddressQuery>) -> Respon
     }
     match docs::mobileconfig(&address, &s.endpoints()) {
         Some(p) => {
-            let mut r = p.into_response();
+            let mut r = dav::with_apple_payloads(&s.config, &address, p).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/x-apple-aspen-config; charset=utf-8"),
