@@ -335,3 +335,22 @@ def test_two_postgresql_nodes_share_calendars_and_sync_tokens(make_server, datab
     # python3-caldav's sync by token on node b, over the same database.
     seen = caldav_client(b, "sync")
     assert seen["first"] == ["A", "B"] and seen["second_loaded"] == ["A changed", "C"], seen
+
+
+def test_the_server_expands_recurrences_when_asked(dav_server):
+    s = dav_server
+    cal = f"/dav/calendars/{ALICE}/default/"
+    daily = EVENT.format(uid="daily", summary="Daily").replace(
+        "SUMMARY:Daily\r\n", "SUMMARY:Daily\r\nRRULE:FREQ=DAILY;COUNT=5\r\n")
+    assert request(s, "PUT", cal + "daily.ics", daily.encode())[0] == 201
+    query = (b'<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop>'
+             b'<c:calendar-data><c:expand start="20260302T000000Z" end="20260304T000000Z"/></c:calendar-data>'
+             b'</d:prop><c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT">'
+             b'<c:time-range start="20260302T000000Z" end="20260304T000000Z"/></c:comp-filter>'
+             b'</c:comp-filter></c:filter></c:calendar-query>')
+    status, _, body = request(s, "REPORT", cal, query, headers={"Depth": "1"})
+    text = body.decode().replace("&#13;", "\r")
+    assert status == 207 and text.count("BEGIN:VEVENT") == 2 and "RRULE" not in text, text
+    assert "RECURRENCE-ID:20260302T100000Z" in text and "RECURRENCE-ID:20260303T100000Z" in text
+    # GET still gives the object as stored.
+    assert b"RRULE:FREQ=DAILY;COUNT=5" in request(s, "GET", cal + "daily.ics")[2]

@@ -163,7 +163,7 @@ pub struct CompFilter {
 
 /// Whether an instance `[s, e)` meets the range `[from, to)` (RFC 4791 9.9: an instance of no
 /// length meets the range it starts in).
-fn meets(s: i64, e: i64, from: i64, to: i64) -> bool {
+pub(crate) fn meets(s: i64, e: i64, from: i64, to: i64) -> bool {
     if e <= s {
         s >= from && s < to
     } else {

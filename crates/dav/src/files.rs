@@ -3,7 +3,7 @@
 //! one after another. Work on content lines, so what clients stored is kept as it was.
 
 /// Content lines, unfolded (RFC 5545 3.1): folds are rejoined so BEGIN/END are seen.
-fn lines(text: &str) -> Vec<String> {
+pub(crate) fn lines(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for l in text.split('\n') {
         let l = l.strip_suffix('\r').unwrap_or(l);
@@ -23,7 +23,7 @@ fn is(line: &str, what: &str) -> bool {
 }
 
 /// The blocks `BEGIN:X` .. `END:X` directly inside the outermost one, with their kinds.
-fn blocks(lines: &[String]) -> Vec<(String, Vec<String>)> {
+pub(crate) fn blocks(lines: &[String]) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     let mut depth = 0;
     let mut cur: Option<(String, Vec<String>)> = None;

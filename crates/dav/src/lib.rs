@@ -4,6 +4,7 @@
 //! (`crates/http/src/dav.rs`), and the tests call [`Dav::handle`] directly.
 
 pub mod content;
+pub mod expand;
 pub mod files;
 mod methods;
 pub mod path;

@@ -55,14 +55,21 @@ impl Dav<'_> {
         let cx = self.context();
         let mut ms = MultiStatus::new();
         match rep {
-            Report::CalendarQuery { props, filter } => {
+            Report::CalendarQuery {
+                props,
+                filter,
+                expand,
+            } => {
                 if kind != DavKind::Calendar {
                     return Ok(unsupported());
                 }
                 let span = outer_range(&filter);
                 for r in self.store.dav_resources(c.id, span, true).await? {
                     match calendar_matches(&r.content, &filter, self.settings.max_instances) {
-                        Ok(true) => answer(&mut ms, &Node::Resource(&c, &r), &props, &cx),
+                        Ok(true) => {
+                            let r = self.expanded(r, expand);
+                            answer(&mut ms, &Node::Resource(&c, &r), &props, &cx)
+                        }
                         Ok(false) => {}
                         Err(why) => {
                             return Ok(Response::condition(
@@ -98,11 +105,18 @@ impl Dav<'_> {
                     }
                 }
             }
-            Report::Multiget { props, hrefs } => {
+            Report::Multiget {
+                props,
+                hrefs,
+                expand,
+            } => {
                 for h in hrefs {
                     let path = href_path(&h);
                     match self.member(&c, path).await? {
-                        Some(r) => answer(&mut ms, &Node::Resource(&c, &r), &props, &cx),
+                        Some(r) => {
+                            let r = self.expanded(r, expand);
+                            answer(&mut ms, &Node::Resource(&c, &r), &props, &cx)
+                        }
                         None => ms.status(path, 404),
                     }
                 }
@@ -164,6 +178,16 @@ impl Dav<'_> {
             }
         }
         Ok(Response::xml(207, ms.finish(None)))
+    }
+
+    /// The resource with its recurrences expanded, when the request asks for that.
+    fn expanded(&self, mut r: DavResource, range: Option<(i64, i64)>) -> DavResource {
+        if let Some(range) = range
+            && !r.content.is_empty()
+        {
+            r.content = crate::expand::expand(&r.content, range, self.settings.max_instances);
+        }
+        r
     }
 
     /// The resource of this collection a path names.

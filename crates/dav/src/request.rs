@@ -123,6 +123,8 @@ pub enum Report {
     CalendarQuery {
         props: PropRequest,
         filter: CompFilter,
+        /// CALDAV:expand in calendar-data (RFC 4791 9.6.5).
+        expand: Option<(i64, i64)>,
     },
     AddressbookQuery {
         props: PropRequest,
@@ -133,6 +135,7 @@ pub enum Report {
     Multiget {
         props: PropRequest,
         hrefs: Vec<String>,
+        expand: Option<(i64, i64)>,
     },
     SyncCollection {
         token: String,
@@ -206,9 +209,27 @@ fn limit(e: &Element) -> Option<usize> {
         .and_then(|n| n.text.trim().parse().ok())
 }
 
+/// The range of a CALDAV:expand asked for in the prop's calendar-data.
+fn expand_range(e: &Element) -> Result<Option<(i64, i64)>, String> {
+    let Some(x) = e
+        .child(DAV, "prop")
+        .and_then(|p| p.child(CALDAV, "calendar-data"))
+        .and_then(|c| c.child(CALDAV, "expand"))
+    else {
+        return Ok(None);
+    };
+    let read = |a: &str| {
+        x.attr(a)
+            .and_then(parse_utc)
+            .ok_or_else(|| format!("CALDAV:expand needs {a} as a UTC time"))
+    };
+    Ok(Some((read("start")?, read("end")?)))
+}
+
 pub fn report(body: &[u8]) -> Result<Report, String> {
     let e = parse(body)?;
     let props = PropRequest::from_parent(&e);
+    let expand = expand_range(&e)?;
     let hrefs = || {
         e.children_named(DAV, "href")
             .map(|h| h.text.trim().to_string())
@@ -224,11 +245,16 @@ pub fn report(body: &[u8]) -> Result<Report, String> {
                 name: "VCALENDAR".into(),
                 ..Default::default()
             });
-        Ok(Report::CalendarQuery { props, filter })
+        Ok(Report::CalendarQuery {
+            props,
+            filter,
+            expand,
+        })
     } else if e.is(CALDAV, "calendar-multiget") || e.is(CARDDAV, "addressbook-multiget") {
         Ok(Report::Multiget {
             props,
             hrefs: hrefs(),
+            expand,
         })
     } else if e.is(CARDDAV, "addressbook-query") {
         let f = e.child(CARDDAV, "filter");
@@ -299,7 +325,12 @@ mod tests {
               </c:comp-filter></c:comp-filter></c:filter></c:calendar-query>"#,
         )
         .unwrap();
-        let Report::CalendarQuery { props, filter } = r else {
+        let Report::CalendarQuery {
+            props,
+            filter,
+            expand,
+        } = r
+        else {
             panic!("{r:?}")
         };
         assert!(matches!(props, PropRequest::Props(ref v) if v.len() == 2));
@@ -308,6 +339,20 @@ mod tests {
         assert_eq!(ev.time_range, Some((1_767_225_600, 1_769_904_000)));
         assert_eq!(ev.props[0].name, "SUMMARY");
         assert!(ev.props[0].text_matches[0].negate);
+        assert_eq!(expand, None);
+        let r = report(
+            br#"<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">
+              <d:prop><c:calendar-data><c:expand start="20260101T000000Z" end="20260201T000000Z"/>
+              </c:calendar-data></d:prop></c:calendar-query>"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            Report::CalendarQuery {
+                expand: Some((1_767_225_600, 1_769_904_000)),
+                ..
+            }
+        ));
     }
 
     #[test]
