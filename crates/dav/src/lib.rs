@@ -47,6 +47,9 @@ pub struct Request {
     pub depth: Option<String>,
     pub if_match: Option<String>,
     pub if_none_match: Option<String>,
+    /// COPY and MOVE: where to (RFC 4918 10.3), and whether what is there may be replaced.
+    pub destination: Option<String>,
+    pub overwrite: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -95,7 +98,7 @@ impl Response {
 
 /// The methods every DAV resource answers.
 pub const ALLOW: &str =
-    "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, MKCALENDAR, REPORT";
+    "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, MKCALENDAR, REPORT, COPY, MOVE";
 /// The compliance classes (RFC 4918 10.1, RFC 4791 5.1, RFC 6352 6.1, RFC 5689 3).
 pub const DAV_CLASSES: &str = "1, 3, calendar-access, addressbook, extended-mkcol";
 
@@ -135,6 +138,7 @@ impl Dav<'_> {
             "PUT" => self.put(&target, req).await,
             "DELETE" => self.delete(&target, &req).await,
             "REPORT" => self.report(&target, &req).await,
+            "COPY" | "MOVE" => self.copy(&target, &req, method == "MOVE").await,
             _ => Ok(Response::text(405, "method not supported here").header("allow", ALLOW.into())),
         };
         r.unwrap_or_else(|e| match e {

@@ -371,6 +371,105 @@ impl Dav<'_> {
     }
 }
 
+impl Dav<'_> {
+    /// COPY and MOVE of a resource (RFC 4918 9.8, 9.9) into a collection of the same kind.
+    pub(crate) async fn copy(
+        &self,
+        target: &Target,
+        req: &Request,
+        remove: bool,
+    ) -> Result<Response> {
+        let Target::Resource(kind, _, name, res) = target else {
+            return Ok(Response::text(
+                403,
+                "only events, to-dos and contacts are copied or moved, not collections",
+            ));
+        };
+        let dest = req.destination.as_deref().map(crate::path::href_path);
+        let Some(Target::Resource(dkind, duser, dname, dres)) = dest.and_then(Target::parse) else {
+            return Ok(Response::text(
+                400,
+                "Destination names no event or contact under /dav/",
+            ));
+        };
+        if !duser.eq_ignore_ascii_case(&self.account.address) || dkind != *kind {
+            return Ok(Response::text(
+                403,
+                "the destination is another account's, or another kind of collection",
+            ));
+        }
+        let (Some(from), Some(to)) = (
+            self.collection(*kind, name).await?,
+            self.collection(dkind, &dname).await?,
+        ) else {
+            return Ok(Response::text(409, "no such collection"));
+        };
+        if from.id == to.id && *res == dres {
+            return Ok(Response::text(
+                403,
+                "the source and the destination are the same",
+            ));
+        }
+        let Some(r) = self.store.dav_resource(from.id, res).await? else {
+            return Ok(Response::text(404, "no such resource"));
+        };
+        if to.kind == DavKind::Calendar && !to.components.contains(&r.component) {
+            return Ok(Response::condition(
+                403,
+                CALDAV,
+                "supported-calendar-component",
+                &format!("that calendar takes {}", to.components.join(", ")),
+            ));
+        }
+        let existed = self.store.dav_resource(to.id, &dres).await?.is_some();
+        let overwrite = !req
+            .overwrite
+            .as_deref()
+            .is_some_and(|o| o.trim().eq_ignore_ascii_case("F"));
+        if existed && !overwrite {
+            return Ok(Response::text(412, "the destination exists (Overwrite: F)"));
+        }
+        // Within one collection the UID moves with it: the source goes first, and comes back
+        // if the destination refuses.
+        let same = from.id == to.id;
+        if remove && same {
+            self.store
+                .dav_resource_delete(from.id, res, DavCondition::Always)
+                .await?
+                .ok();
+        }
+        let put = |name: &str, r: &postern_store::DavResource| DavPut {
+            name: name.to_string(),
+            content: r.content.clone(),
+            component: r.component.clone(),
+            uid: r.uid.clone(),
+            start: r.start,
+            end: r.end,
+            condition: DavCondition::Always,
+        };
+        let stored = self
+            .store
+            .dav_resource_put(to.id, put(&dres, &r), self.settings.limits)
+            .await?;
+        if let Err(refused) = stored {
+            if remove && same {
+                self.store
+                    .dav_resource_put(from.id, put(res, &r), postern_store::DavLimits::NONE)
+                    .await?
+                    .ok();
+            }
+            return Ok(refusal(&to, &self.account.address, refused));
+        }
+        if remove && !same {
+            self.store
+                .dav_resource_delete(from.id, res, DavCondition::Always)
+                .await?
+                .ok();
+        }
+        Ok(Response::new(if existed { 204 } else { 201 }))
+    }
+}
+
 /// What a refused write answers.
 fn refusal(c: &DavCollection, user: &str, r: DavRefused) -> Response {
     let what = if c.kind == DavKind::Calendar {

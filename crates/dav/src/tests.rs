@@ -64,6 +64,8 @@ impl Fixture {
             depth: h("depth"),
             if_match: h("if-match"),
             if_none_match: h("if-none-match"),
+            destination: h("destination"),
+            overwrite: h("overwrite"),
             body: body.as_bytes().to_vec(),
         })
         .await
@@ -414,4 +416,91 @@ async fn sync_collection_reports_changes_since_a_token() {
     )
     .unwrap();
     assert!(data.text.contains("FN:Bobby"));
+}
+
+#[tokio::test]
+async fn resources_are_copied_and_moved() {
+    let f = fixture().await;
+    let cal = "/dav/calendars/ann@example.test/default/";
+    let work = "/dav/calendars/ann@example.test/work/";
+    assert_eq!(f.send("MKCALENDAR", work, "", &[]).await.status, 201);
+    f.send("PUT", &format!("{cal}e1.ics"), EVENT, &[]).await;
+    let to_work = format!("https://h.test{work}e1.ics");
+    let r = f
+        .send(
+            "COPY",
+            &format!("{cal}e1.ics"),
+            "",
+            &[("destination", &to_work)],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        f.send("GET", &format!("{work}e1.ics"), "", &[]).await.body,
+        EVENT.as_bytes()
+    );
+    // Within one calendar the UID is taken; moved, it goes along.
+    let r = f
+        .send(
+            "COPY",
+            &format!("{cal}e1.ics"),
+            "",
+            &[("destination", &format!("{cal}e2.ics"))],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = f
+        .send(
+            "MOVE",
+            &format!("{cal}e1.ics"),
+            "",
+            &[("destination", &format!("{cal}e2.ics"))],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        f.send("GET", &format!("{cal}e1.ics"), "", &[]).await.status,
+        404
+    );
+    assert_eq!(
+        f.send("GET", &format!("{cal}e2.ics"), "", &[]).await.status,
+        200
+    );
+    let r = f
+        .send(
+            "MOVE",
+            &format!("{cal}e2.ics"),
+            "",
+            &[
+                ("destination", &format!("{work}e1.ics")),
+                ("overwrite", "F"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 412);
+    let r = f
+        .send(
+            "MOVE",
+            &format!("{cal}e2.ics"),
+            "",
+            &[("destination", &format!("{work}e1.ics"))],
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        f.send("GET", &format!("{cal}e2.ics"), "", &[]).await.status,
+        404
+    );
+    let r = f
+        .send(
+            "COPY",
+            &format!("{work}e1.ics"),
+            "",
+            &[(
+                "destination",
+                "/dav/addressbooks/ann@example.test/default/x.vcf",
+            )],
+        )
+        .await;
+    assert_eq!(r.status, 403);
 }

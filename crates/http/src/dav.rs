@@ -183,6 +183,8 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request) -> Response {
         depth: h(header::HeaderName::from_static("depth")),
         if_match: h(header::IF_MATCH),
         if_none_match: h(header::IF_NONE_MATCH),
+        destination: h(header::HeaderName::from_static("destination")),
+        overwrite: h(header::HeaderName::from_static("overwrite")),
         body: body.to_vec(),
     };
     let store = s.directory.store().clone();
