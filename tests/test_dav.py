@@ -87,6 +87,12 @@ def test_discovery_logins_and_owners(dav_server):
     # Plain HTTP from this machine is allowed, as for the other protocols' passwords.
     status, _, _ = request(s, "PROPFIND", "/dav/", scheme="http", headers={"Depth": "0"})
     assert status == 207
+    # Where clients that look the domain up find the service (RFC 6764).
+    dns = s.cli("dns", DOMAIN).stdout
+    port = s.port("https")
+    for svc in ("_caldavs", "_carddavs"):
+        assert f"{svc}._tcp.{DOMAIN}.  SRV  0 1 {port} {s.hostname}." in dns, dns
+        assert f'{svc}._tcp.{DOMAIN}.  TXT  "path=/dav/"' in dns, dns
 
 
 def test_caldav_library_makes_calendars_and_queries_recurrences_by_time_range(dav_server):
