@@ -360,3 +360,11 @@ def test_the_server_expands_recurrences_when_asked(dav_server):
     assert "RECURRENCE-ID:20260302T100000Z" in text and "RECURRENCE-ID:20260303T100000Z" in text
     # GET still gives the object as stored.
     assert b"RRULE:FREQ=DAILY;COUNT=5" in request(s, "GET", cal + "daily.ics")[2]
+
+
+def test_the_setup_page_says_where_calendars_are(dav_server):
+    s = dav_server
+    status, _, body = request(s, "GET", "/", user=None, scheme="http")
+    page = body.decode()
+    assert status == 200 and "Calendars and contacts" in page, page
+    assert f"https://{s.hostname}:{s.port('https')}/dav/" in page

@@ -206,6 +206,42 @@ async fn serve(State(s): State<Arc<AppState>>, req: Request) -> Response {
     r
 }
 
+/// The HTTPS port that serves `/dav/`, if any.
+fn https_port(cfg: &postern_config::Config) -> Option<u16> {
+    cfg.listen
+        .addresses(postern_config::ListenerKind::Https)
+        .iter()
+        .find_map(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .filter(|_| cfg.dav.enabled)
+}
+
+/// The setup page with where calendar and contact programs connect.
+pub(crate) fn with_setup_section(cfg: &postern_config::Config, page: String) -> String {
+    let Some(port) = https_port(cfg) else {
+        return page;
+    };
+    let host = crate::docs::xml_escape(&cfg.hostname);
+    let url = if port == 443 {
+        format!("https://{host}/")
+    } else {
+        format!("https://{host}:{port}/")
+    };
+    let section = format!(
+        r#"    <h2 id="dav">Calendars and contacts</h2>
+    <p>Calendar and contact programs (CalDAV and CardDAV: Apple Calendar and Contacts,
+    Thunderbird, DAVx5, Evolution) take the server <code>{url}</code> with the same user name
+    and password, and find your calendars and address books themselves. Those that ask for the
+    full address: <code>{url}dav/</code>.</p>
+"#
+    );
+    page.replacen(
+        "    <h2>Automatic setup</h2>",
+        &format!("{section}    <h2>Automatic setup</h2>"),
+        1,
+    )
+}
+
 /// An Apple profile with CalDAV and CardDAV accounts beside its mail account, when the HTTPS
 /// listener serves them.
 pub(crate) fn with_apple_payloads(
@@ -213,13 +249,7 @@ pub(crate) fn with_apple_payloads(
     address: &str,
     profile: String,
 ) -> String {
-    let port = cfg
-        .listen
-        .addresses(postern_config::ListenerKind::Https)
-        .iter()
-        .find_map(|a| a.parse::<std::net::SocketAddr>().ok())
-        .map(|a| a.port());
-    let Some(port) = port.filter(|_| cfg.dav.enabled) else {
+    let Some(port) = https_port(cfg) else {
         return profile;
     };
     let a = crate::docs::xml_escape(address);

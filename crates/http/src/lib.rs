@@ -256,7 +256,8 @@ async fn index(State(s): State<Arc<AppState>>) -> Response {
         .await
         .map(|v| v.into_iter().map(|d| d.name).collect())
         .unwrap_or_default();
-    let mut r = docs::index_page(&s.config.hostname, &s.endpoints(), &domains).into_response();
+    let page = docs::index_page(&s.config.hostname, &s.endpoints(), &domains);
+    let mut r = dav::with_setup_section(&s.config, page).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
