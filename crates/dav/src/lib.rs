@@ -4,6 +4,7 @@
 //! (`crates/http/src/dav.rs`), and the tests call [`Dav::handle`] directly.
 
 pub mod content;
+pub mod directory;
 pub mod expand;
 pub mod files;
 mod methods;
@@ -187,6 +188,9 @@ impl Dav<'_> {
         kind: DavKind,
         name: &str,
     ) -> postern_store::Result<Option<DavCollection>> {
+        if kind == DavKind::AddressBook && name == directory::DIRECTORY {
+            return Ok(Some(self.directory().await?.0));
+        }
         self.store.dav_collection(self.account.id, kind, name).await
     }
 

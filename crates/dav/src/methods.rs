@@ -6,6 +6,7 @@ use postern_store::{
 };
 
 use crate::content::{analyze_calendar, analyze_vcard};
+use crate::directory::{DIRECTORY, is_directory};
 use crate::path::{Target, collection_href};
 use crate::props::{Node, content_type};
 use crate::request::{PropName, PropRequest, mkcol, propfind, proppatch};
@@ -82,6 +83,10 @@ impl Dav<'_> {
                             answer(&mut ms, &Node::Collection(&c), &want, &cx);
                         }
                     }
+                    if *kind == DavKind::AddressBook {
+                        let (d, _) = self.directory().await?;
+                        answer(&mut ms, &Node::Collection(&d), &want, &cx);
+                    }
                 }
             }
             Target::Collection(kind, _, name) => {
@@ -90,7 +95,7 @@ impl Dav<'_> {
                 };
                 answer(&mut ms, &Node::Collection(&c), &want, &cx);
                 if depth1 {
-                    for r in self.store.dav_resources(c.id, None, needs_content).await? {
+                    for r in self.members(&c, None, needs_content).await? {
                         answer(&mut ms, &Node::Resource(&c, &r), &want, &cx);
                     }
                 }
@@ -99,7 +104,7 @@ impl Dav<'_> {
                 let Some(c) = self.collection(*kind, name).await? else {
                     return Ok(Response::text(404, "no such collection"));
                 };
-                let Some(r) = self.store.dav_resource(c.id, res).await? else {
+                let Some(r) = self.member_named(&c, res).await? else {
                     return Ok(Response::text(404, "no such resource"));
                 };
                 answer(&mut ms, &Node::Resource(&c, &r), &want, &cx);
@@ -124,6 +129,9 @@ impl Dav<'_> {
         let Some(c) = self.collection(*kind, name).await? else {
             return Ok(Response::text(404, "no such collection"));
         };
+        if is_directory(&c) {
+            return Ok(read_only());
+        }
         let mut update = DavCollectionUpdate::default();
         let mut refused = Vec::new();
         for (e, set) in &ops {
@@ -171,6 +179,10 @@ impl Dav<'_> {
                 "calendars and address books are made in their home: /dav/calendars/<user>/<name>/ or /dav/addressbooks/<user>/<name>/",
             ));
         };
+        if *kind == DavKind::AddressBook && name == DIRECTORY {
+            return Ok(Response::text(405, "that collection exists already")
+                .header("allow", crate::ALLOW.into()));
+        }
         let set = match mkcol(&req.body, calendar) {
             Ok(s) => s,
             Err(why) => return Ok(Response::text(400, &why)),
@@ -262,7 +274,7 @@ impl Dav<'_> {
         let Some(c) = self.collection(*kind, name).await? else {
             return Ok(Response::text(404, "no such collection"));
         };
-        let Some(r) = self.store.dav_resource(c.id, res).await? else {
+        let Some(r) = self.member_named(&c, res).await? else {
             return Ok(Response::text(404, "no such resource"));
         };
         let mut resp = Response::new(200)
@@ -298,6 +310,9 @@ impl Dav<'_> {
         let Some(c) = self.collection(*kind, name).await? else {
             return Ok(Response::text(409, "no such collection: make it first"));
         };
+        if is_directory(&c) {
+            return Ok(read_only());
+        }
         let limits = self.settings.limits;
         if req.body.len() as u64 > limits.max_size {
             return Ok(too_large(c.kind, limits.max_size));
@@ -345,6 +360,9 @@ impl Dav<'_> {
                 let Some(c) = self.collection(*kind, name).await? else {
                     return Ok(Response::text(404, "no such collection"));
                 };
+                if is_directory(&c) {
+                    return Ok(read_only());
+                }
                 self.store.dav_collection_delete(c.id).await?;
                 Ok(Response::new(204))
             }
@@ -352,6 +370,9 @@ impl Dav<'_> {
                 let Some(c) = self.collection(*kind, name).await? else {
                     return Ok(Response::text(404, "no such collection"));
                 };
+                if is_directory(&c) {
+                    return Ok(read_only());
+                }
                 match self
                     .store
                     .dav_resource_delete(c.id, res, Self::condition_of(req))
@@ -404,13 +425,16 @@ impl Dav<'_> {
         ) else {
             return Ok(Response::text(409, "no such collection"));
         };
+        if is_directory(&to) || (remove && is_directory(&from)) {
+            return Ok(read_only());
+        }
         if from.id == to.id && *res == dres {
             return Ok(Response::text(
                 403,
                 "the source and the destination are the same",
             ));
         }
-        let Some(r) = self.store.dav_resource(from.id, res).await? else {
+        let Some(r) = self.member_named(&from, res).await? else {
             return Ok(Response::text(404, "no such resource"));
         };
         if to.kind == DavKind::Calendar && !to.components.contains(&r.component) {
@@ -468,6 +492,15 @@ impl Dav<'_> {
         }
         Ok(Response::new(if existed { 204 } else { 201 }))
     }
+}
+
+fn read_only() -> Response {
+    Response::condition(
+        403,
+        DAV,
+        "need-privileges",
+        "the domain's address book is kept by the server: it is read-only",
+    )
 }
 
 /// What a refused write answers.

@@ -99,6 +99,17 @@ impl Node<'_> {
         match n {
             (DAV, "current-user-principal") => return Some(href(principal_href(cx.user))),
             (DAV, "current-user-privilege-set") => {
+                let read_only = match self {
+                    Node::Collection(c) | Node::Resource(c, _) => crate::directory::is_directory(c),
+                    _ => false,
+                };
+                if read_only {
+                    return Some(
+                        "<d:privilege><d:read/></d:privilege>\
+                         <d:privilege><d:read-current-user-privilege-set/></d:privilege>"
+                            .into(),
+                    );
+                }
                 return Some(
                     [
                         "read",

@@ -64,7 +64,7 @@ impl Dav<'_> {
                     return Ok(unsupported());
                 }
                 let span = outer_range(&filter);
-                for r in self.store.dav_resources(c.id, span, true).await? {
+                for r in self.members(&c, span, true).await? {
                     match calendar_matches(&r.content, &filter, self.settings.max_instances) {
                         Ok(true) => {
                             let r = self.expanded(r, expand);
@@ -95,7 +95,7 @@ impl Dav<'_> {
                     return Ok(unsupported());
                 }
                 let mut n = 0;
-                for r in self.store.dav_resources(c.id, None, true).await? {
+                for r in self.members(&c, None, true).await? {
                     if limit.is_some_and(|l| n >= l) {
                         break;
                     }
@@ -128,6 +128,23 @@ impl Dav<'_> {
                     token_number(&c, &token)
                 };
                 let changes = match since {
+                    // The domain's address book is made anew: all of it, or nothing new.
+                    Some(s) if crate::directory::is_directory(&c) => {
+                        let cards = self.members(&c, None, false).await?;
+                        match s {
+                            0 => Some(postern_store::DavChanges {
+                                sync: c.sync,
+                                changed: cards,
+                                removed: Vec::new(),
+                            }),
+                            s if s == c.sync => Some(postern_store::DavChanges {
+                                sync: c.sync,
+                                changed: Vec::new(),
+                                removed: Vec::new(),
+                            }),
+                            _ => None,
+                        }
+                    }
                     Some(s) => match self.store.dav_changes(c.id, s).await {
                         Ok(ch) => Some(ch),
                         Err(StoreError::Invalid(_)) => None,
@@ -148,7 +165,7 @@ impl Dav<'_> {
                 if content {
                     let mut loaded = Vec::with_capacity(changed.len());
                     for r in &changed {
-                        if let Some(full) = self.store.dav_resource(c.id, &r.name).await? {
+                        if let Some(full) = self.member_named(&c, &r.name).await? {
                             loaded.push(full);
                         }
                     }
@@ -171,7 +188,7 @@ impl Dav<'_> {
                     return Ok(unsupported());
                 }
                 let mut busy = Vec::new();
-                for r in self.store.dav_resources(c.id, Some(range), true).await? {
+                for r in self.members(&c, Some(range), true).await? {
                     busy.extend(busy_periods(&r.content, range, self.settings.max_instances));
                 }
                 return Ok(free_busy(range, busy));
@@ -196,7 +213,7 @@ impl Dav<'_> {
             Some(Target::Resource(k, u, n, r))
                 if k == c.kind && n == c.name && u.eq_ignore_ascii_case(&self.account.address) =>
             {
-                self.store.dav_resource(c.id, &r).await
+                self.member_named(c, &r).await
             }
             _ => Ok(None),
         }

@@ -162,7 +162,8 @@ async fn discovery_leads_from_the_root_to_the_default_collections() {
     let books = f
         .xml("PROPFIND", "/dav/addressbooks/ann@example.test/", "", "1")
         .await;
-    assert_eq!(hrefs(&books).len(), 2);
+    // The default address book, and the domain's.
+    assert_eq!(hrefs(&books).len(), 3);
     // Another account's space is not this one's.
     let r = f
         .send("PROPFIND", "/dav/calendars/bob@example.test/", "", &[])
@@ -503,4 +504,102 @@ async fn resources_are_copied_and_moved() {
         )
         .await;
     assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn the_domains_address_book_lists_its_accounts_read_only() {
+    let f = fixture().await;
+    for address in ["bob@example.test", "off@example.test"] {
+        let a = f
+            .store
+            .account_create(NewAccount {
+                address: address.into(),
+                password_hash: String::new(),
+                quota_bytes: 0,
+                quota_messages: 0,
+                shared: false,
+            })
+            .await
+            .unwrap();
+        if address.starts_with("off") {
+            f.store
+                .account_update(
+                    a.id,
+                    AccountUpdate {
+                        disabled: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let home = "/dav/addressbooks/ann@example.test/";
+    let dir = format!("{home}directory/");
+    let ms = f.xml("PROPFIND", home, "", "1").await;
+    assert!(hrefs(&ms).contains(&dir), "{:?}", hrefs(&ms));
+    let ms = f.xml("PROPFIND", &dir, "", "1").await;
+    assert_eq!(
+        hrefs(&ms),
+        [
+            dir.clone(),
+            format!("{dir}ann@example.test.vcf"),
+            format!("{dir}bob@example.test.vcf")
+        ]
+    );
+    let r = f
+        .send("GET", &format!("{dir}bob@example.test.vcf"), "", &[])
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("EMAIL;TYPE=INTERNET:bob@example.test"));
+    let card = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:x\r\nFN:X\r\nEND:VCARD\r\n";
+    assert_eq!(
+        f.send("PUT", &format!("{dir}x.vcf"), card, &[])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        f.send("DELETE", &format!("{dir}bob@example.test.vcf"), "", &[])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(f.send("DELETE", &dir, "", &[]).await.status, 403);
+    assert_eq!(f.send("MKCOL", &dir, "", &[]).await.status, 405);
+    // Copied into one's own address book, a card is one's own.
+    let r = f
+        .send(
+            "COPY",
+            &format!("{dir}bob@example.test.vcf"),
+            "",
+            &[("destination", &format!("{home}default/bob.vcf"))],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let sync = |token: &str| {
+        format!(
+            r#"<d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}</d:sync-token>
+               <d:prop><d:getetag/></d:prop></d:sync-collection>"#
+        )
+    };
+    let ms = f.xml("REPORT", &dir, &sync(""), "0").await;
+    assert_eq!(hrefs(&ms).len(), 2);
+    let token = ms.child(DAV, "sync-token").unwrap().text.clone();
+    assert!(hrefs(&f.xml("REPORT", &dir, &sync(&token), "0").await).is_empty());
+    f.store
+        .account_create(NewAccount {
+            address: "new@example.test".into(),
+            password_hash: String::new(),
+            quota_bytes: 0,
+            quota_messages: 0,
+            shared: false,
+        })
+        .await
+        .unwrap();
+    let r = f.send("REPORT", &dir, &sync(&token), &[]).await;
+    assert_eq!(
+        r.status, 403,
+        "a new account makes the old token stale: sync again"
+    );
 }
