@@ -298,6 +298,8 @@ def test_calendars_and_address_books_export_and_import_as_files(dav_server, tmp_
     assert "address book default of alice@example.test: 2 stored" in r.stdout, r.stdout
     r = s.cli("dav", "export", ALICE, "default", "--addressbook")
     assert r.stdout.count("BEGIN:VCARD") == 2 and "FN:Dan" in r.stdout
+    r = s.cli("dav", "import", ALICE, "directory", vcf, "--addressbook", check=False)
+    assert r.returncode != 0 and "the domain's" in r.stderr, r.stderr
     r = s.cli("dav", "export", ALICE, "nowhere", check=False)
     assert r.returncode != 0 and "has no calendar named nowhere" in r.stderr, r.stderr
 

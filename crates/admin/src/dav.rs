@@ -71,6 +71,11 @@ pub(crate) async fn import(
 ) -> Result<AdminReply, AdminError> {
     let a = require_user(d, &normalize_address(&address)?).await?;
     let kind = kind_of(addressbook);
+    if kind == DavKind::AddressBook && name == postern_dav::directory::DIRECTORY {
+        return Err(AdminError::new(
+            "the address book \"directory\" is the domain's, kept by the server: import into another",
+        ));
+    }
     let (objects, ext) = match kind {
         DavKind::Calendar => (split_calendar(&data), "ics"),
         DavKind::AddressBook => (split_vcards(&data), "vcf"),
