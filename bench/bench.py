@@ -408,6 +408,8 @@ def bench_imaptest(peer, pn, args, results):
     p_rate, p_err = imaptest_stress(pn.ports["imap"], f"user1@{DOMAIN}", secs)
     print(f"  commands Dovecot {d_rate:8.0f} /s ({len(d_err)} errors)   Postern {p_rate:8.0f} /s "
           f"({len(p_err)} errors)   ratio {p_rate / d_rate:.2f}x")
+    for e in d_err[:5]:
+        print(f"    Dovecot: {e}")
     for e in p_err[:10]:
         print(f"    Postern: {e}")
     results["imaptest"] = dict(dovecot=(d_rate, len(d_err)), postern=(p_rate, len(p_err)))
@@ -587,6 +589,10 @@ def machine():
 
 
 def main():
+    if sys.argv[1:2] == ["webmail"]:
+        # The webmail's figure has options of its own (bench/webmailbench.py).
+        import webmailbench
+        return webmailbench.main(sys.argv[2:], machine, Tee)
     ap = argparse.ArgumentParser()
     ap.add_argument("what", nargs="*", default=["smtp", "pop3", "imap", "relay"])
     ap.add_argument("--messages", type=int, default=5000)

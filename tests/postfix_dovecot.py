@@ -110,7 +110,9 @@ class PostfixDovecot:
             "service imap-login {\n" + listener("imap", p["imap"], False) + listener("imaps", p["imaps"], True) + "}\n"
             "service pop3-login {\n" + listener("pop3", p["pop3"], False) + listener("pop3s", p["pop3s"], True) + "}\n"
             "service lmtp {\n" + listener("lmtp", p["lmtp"], False) + "}\n"
-            f"protocol lmtp {{\n  postmaster_address = postmaster@{self.domain}\n}}\n")
+            f"protocol lmtp {{\n  postmaster_address = postmaster@{self.domain}\n}}\n"
+            # imaptest's stress mode logs 20 clients in to one account from one address.
+            "protocol imap {\n  mail_max_userip_connections = 100\n}\n")
 
     def _write_postfix(self):
         self.postfix_dir.mkdir(parents=True, exist_ok=True)

@@ -881,6 +881,8 @@ pub struct Http {
     pub session_max_age: Seconds,
     /// Web sessions kept at once; the least recently used goes first beyond this.
     pub max_sessions: usize,
+    /// Messages one page of the webmail's message list shows at most.
+    pub mail_page_max: usize,
 }
 
 impl Default for Http {
@@ -894,6 +896,7 @@ impl Default for Http {
             session_idle: Seconds(30 * 60),
             session_max_age: Seconds(12 * 3600),
             max_sessions: 10_000,
+            mail_page_max: 200,
         }
     }
 }
@@ -1343,6 +1346,7 @@ admins = []              # accounts that log in to the web admin ("postmaster@ex
 session_idle = "30m"     # a web session ends after this long unused
 session_max_age = "12h"  # ... and after this long in any case
 max_sessions = 10000
+mail_page_max = 200      # messages on one page of the webmail's message list, at most
 
 [mta_sts]
 mode = "testing"         # policy served at /.well-known/mta-sts.txt: testing, enforce, none

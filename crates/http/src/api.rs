@@ -7,6 +7,7 @@
 //! password instead.
 
 mod auth;
+mod mail;
 mod me;
 mod overview;
 mod sharing;
@@ -51,6 +52,8 @@ type Handler = Box<
 struct Action {
     /// Whether the call's body is read (before the caller is checked, as for every route).
     reads_body: bool,
+    /// Reads a body as large as a message may be (the webmail's uploads), not `MAX_BODY`.
+    message_body: bool,
     answer: Answer,
 }
 
@@ -73,6 +76,7 @@ struct Route {
 fn ask(ok: StatusCode, make: fn(&Call) -> Result<AdminRequest, Refusal>) -> Action {
     Action {
         reads_body: false,
+        message_body: false,
         answer: Answer::Ask(ok, Box::new(make)),
     }
 }
@@ -85,6 +89,7 @@ fn ask_body<B: DeserializeOwned + 'static>(
     let ask = move |c: &Call| make(c, c.body::<B>()?);
     Action {
         reads_body: true,
+        message_body: false,
         answer: Answer::Ask(ok, Box::new(ask)),
     }
 }
@@ -97,7 +102,20 @@ where
 {
     Action {
         reads_body,
+        message_body: false,
         answer: Answer::Own(Box::new(move |st, c| Box::pin(f(st, c)))),
+    }
+}
+
+/// A handler of its own whose body may be as large as a message with its attachments.
+fn own_message<F, Fut>(f: F) -> Action
+where
+    F: Fn(Arc<AppState>, Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    Action {
+        message_body: true,
+        ..own(true, f)
     }
 }
 
@@ -597,6 +615,77 @@ fn table() -> Table {
             User,
             own(false, me::vacation_clear),
         )
+        // The webmail (mail.rs).
+        .route("/me/mail/folders", M::GET, User, own(false, mail::folders))
+        .route(
+            "/me/mail/folders",
+            M::POST,
+            User,
+            own(true, mail::folder_create),
+        )
+        .route(
+            "/me/mail/folders/{folder}",
+            M::PUT,
+            User,
+            own(true, mail::folder_rename),
+        )
+        .route(
+            "/me/mail/folders/{folder}",
+            M::DELETE,
+            User,
+            own(false, mail::folder_delete),
+        )
+        .route(
+            "/me/mail/folders/{folder}/messages",
+            M::GET,
+            User,
+            own(false, mail::messages),
+        )
+        .route(
+            "/me/mail/folders/{folder}/actions",
+            M::POST,
+            User,
+            own(true, mail::act),
+        )
+        .route(
+            "/me/mail/folders/{folder}/messages/{uid}",
+            M::GET,
+            User,
+            own(false, mail::read),
+        )
+        .route(
+            "/me/mail/folders/{folder}/messages/{uid}/html",
+            M::GET,
+            User,
+            own(false, mail::html),
+        )
+        .route(
+            "/me/mail/folders/{folder}/messages/{uid}/raw",
+            M::GET,
+            User,
+            own(false, mail::raw),
+        )
+        .route(
+            "/me/mail/folders/{folder}/messages/{uid}/parts/{part}",
+            M::GET,
+            User,
+            own(false, mail::part),
+        )
+        .route("/me/mail/events", M::GET, User, own(false, mail::events))
+        .route("/me/mail/send", M::POST, User, own_message(mail::send))
+        .route("/me/mail/drafts", M::POST, User, own_message(mail::draft))
+        .route(
+            "/me/mail/contacts",
+            M::GET,
+            User,
+            own(false, mail::contacts),
+        )
+        .route(
+            "/me/mail/image-senders",
+            M::POST,
+            User,
+            own(true, mail::trust_images),
+        )
 }
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -676,7 +765,29 @@ async fn handle(route: &Route, st: Arc<AppState>, req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let (headers, uri) = (parts.headers.clone(), parts.uri.clone());
-    let body = if route.action.reads_body {
+    let body = if route.action.message_body {
+        // Base64 in JSON: a third more than the message, and room for the rest.
+        let limit = st.config.smtp.max_message_size.0 as usize / 3 * 4 + (1 << 20);
+        let too_large = || {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too large: a message with its attachments may be at most smtp.max_message_size",
+            )
+        };
+        // Refused before it is read when its length says so.
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return too_large();
+        }
+        match axum::body::to_bytes(body, limit).await {
+            Ok(b) => b,
+            Err(_) => return too_large(),
+        }
+    } else if route.action.reads_body {
         match Bytes::from_request(Request::from_parts(parts, body), &st).await {
             Ok(b) => b,
             Err(e) => return e.into_response(),

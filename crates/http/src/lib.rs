@@ -42,7 +42,26 @@ pub struct Hooks {
     pub admin: Arc<postern_admin::Admin>,
     /// The configuration file the server was started with.
     pub config_path: Option<std::path::PathBuf>,
+    /// Sends what the webmail's users write, as authenticated SMTP submission does.
+    pub submit: Option<MailSubmit>,
 }
+
+/// A message a webmail user sends, and to whom.
+pub struct Outgoing {
+    pub account: postern_store::Account,
+    pub recipients: Vec<String>,
+    pub message: Vec<u8>,
+}
+
+/// Takes an [`Outgoing`] message; the text is its trace id, or why it was refused.
+pub type MailSubmit = Arc<
+    dyn Fn(
+            Outgoing,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub(crate) struct AppState {
     config: Arc<Config>,
@@ -50,6 +69,8 @@ pub(crate) struct AppState {
     hooks: Hooks,
     /// Answers to an ACME CA's http-01 challenges.
     challenges: Option<Arc<postern_net::tls::Challenges>>,
+    /// Ends the webmail's event streams, which would hold connections open.
+    shutdown: Shutdown,
 }
 
 #[derive(Deserialize)]
@@ -353,6 +374,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/account", get(ui::page))
         .route("/admin", get(ui::page))
+        .route("/mail", get(ui::mail_page))
         .route("/ui/{file}", get(ui::asset))
         .merge(dav::routes())
         .nest(
@@ -375,6 +397,7 @@ impl HttpServer {
             directory: self.directory.clone(),
             hooks: self.hooks.clone(),
             challenges: self.tls.as_ref().map(|t| t.challenges()),
+            shutdown: self.shutdown.clone(),
         }));
         let limits = ConnLimits {
             max_connections: self.config.http.max_connections,

@@ -85,6 +85,11 @@ enum Phase {
         changed: bool,
     },
     Fetching(Box<FetchJob>),
+    /// Telling NOTIFY's new messages' items; then back to `then`.
+    Notifying {
+        job: Box<FetchJob>,
+        then: Box<Phase>,
+    },
     /// "OK Begin TLS" said: the handshake comes next.
     StartingTls,
     Closed,
@@ -240,6 +245,8 @@ pub struct ImapCore {
     pub condstore: bool,
     pub qresync: bool,
     pub errors: u32,
+    /// What NOTIFY asked to be told (RFC 5465); `None` before any NOTIFY.
+    pub(crate) notify: Option<crate::notify::Notify>,
     framer: Framer,
     phase: Phase,
     pub(crate) out: Vec<u8>,
@@ -260,6 +267,7 @@ impl ImapCore {
             condstore: false,
             qresync: false,
             errors: 0,
+            notify: None,
             framer: Framer::default(),
             phase: Phase::Ready,
             out: Vec::new(),
@@ -372,6 +380,7 @@ impl ImapCore {
             "CATENATE",
             "CONTEXT=SEARCH",
             "CONTEXT=SORT",
+            "NOTIFY",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(" APPENDLIMIT={}", c.imap.max_literal.0));
@@ -409,8 +418,12 @@ impl ImapCore {
         self.framer.feed(data, mode, &limits, &mut self.out)
     }
 
-    /// A store event arrived (the listener listens while the core is in IDLE).
+    /// A store event arrived (the listener listens while the core is in IDLE, and between
+    /// commands when NOTIFY asked: [`ImapCore::hears_events`]).
     pub fn store_event(&mut self, event: Option<StoreEvent>) {
+        if self.notify_event(event.as_ref()) {
+            return;
+        }
         let selected = self.selected.as_ref().map(|s| s.mailbox.id);
         let relevant = match &event {
             Some(StoreEvent::Mailbox { mailbox, .. } | StoreEvent::Acl { mailbox, .. }) => {
@@ -526,6 +539,27 @@ impl ImapCore {
                     }
                     continue;
                 }
+                Phase::Notifying { .. } => {
+                    let Phase::Notifying { mut job, then } =
+                        std::mem::replace(&mut self.phase, Phase::Ready)
+                    else {
+                        unreachable!()
+                    };
+                    match job.run(self).await {
+                        Ok(false) => {
+                            self.phase = Phase::Notifying { job, then };
+                            return Step::Flush;
+                        }
+                        Ok(true) => self.phase = *then,
+                        Err(f) => {
+                            self.phase = *then;
+                            if let Fail::Bye(_) = f {
+                                self.respond("*", Err(f));
+                            }
+                        }
+                    }
+                    continue;
+                }
                 Phase::Idling { changed, .. } if *changed => {
                     *changed = false;
                     if self.state == State::Selected
@@ -549,6 +583,17 @@ impl ImapCore {
                 return Step::Flush;
             }
             let Some(frame) = self.framer.take() else {
+                let idling = matches!(self.phase, Phase::Idling { .. });
+                if (idling || matches!(self.phase, Phase::Ready)) && self.notify_due() {
+                    if let Some(job) = self.notify_flush(idling).await {
+                        let then = std::mem::replace(&mut self.phase, Phase::Ready);
+                        self.phase = Phase::Notifying {
+                            job: Box::new(job),
+                            then: Box::new(then),
+                        };
+                    }
+                    continue;
+                }
                 return Step::Read(self.wait());
             };
             self.handle(frame).await;
@@ -736,7 +781,7 @@ impl ImapCore {
     }
 
     /// The tagged response (or BYE) of a command.
-    fn respond(&mut self, tag: &str, result: Res) {
+    pub(crate) fn respond(&mut self, tag: &str, result: Res) {
         match result {
             Ok(text) => push(&mut self.out, &format!("{tag} OK {text}\r\n")),
             Err(Fail::No(m)) => push(&mut self.out, &format!("{tag} NO {m}\r\n")),
@@ -935,8 +980,12 @@ impl ImapCore {
                 .replace(out, uid, target, &mailbox, message, sinks)
                 .await
                 .map(Some),
+            Command::Notify { status, groups } => {
+                self.notify_command(out, status, groups).await.map(Some)
+            }
             Command::Idle => {
                 push(out, "+ idling\r\n");
+                self.notify_idle_started();
                 self.phase = Phase::Idling {
                     tag: tag.to_string(),
                     changed: false,
@@ -1028,6 +1077,17 @@ impl ImapCore {
 
     /// Brings the client's view of the selected mailbox up to date.
     pub async fn sync(&mut self, out: &mut Vec<u8>, allow_expunge: bool) -> Result<(), StoreError> {
+        self.sync_with(out, allow_expunge, true).await
+    }
+
+    /// [`ImapCore::sync`]; without `report_flags`, flag changes are left for a later sync
+    /// (NOTIFY without FlagChange): new and expunged messages are told, the modseq stays.
+    pub(crate) async fn sync_with(
+        &mut self,
+        out: &mut Vec<u8>,
+        allow_expunge: bool,
+        report_flags: bool,
+    ) -> Result<(), StoreError> {
         let account = self.account_id();
         let Some(sel) = self.selected.as_mut() else {
             return Ok(());
@@ -1103,6 +1163,9 @@ impl ImapCore {
         let Some(sel) = self.selected.as_mut() else {
             return Ok(());
         };
+        if !report_flags {
+            return Ok(());
+        }
         for e in &ch.changed {
             if sel.own_changes.contains(&(e.uid, e.modseq)) {
                 continue;
@@ -1221,6 +1284,7 @@ pub fn command_name(c: &Command) -> &'static str {
             }
         }
         Command::Idle => "IDLE",
+        Command::Notify { .. } => "NOTIFY",
         Command::Check => "CHECK",
         Command::Close => "CLOSE",
         Command::Unselect => "UNSELECT",

@@ -261,6 +261,12 @@ impl FetchJob {
         })
     }
 
+    /// The job tells NOTIFY's new messages (RFC 5465 5.2): nothing it sends marks \Seen.
+    pub(crate) fn telling(mut self) -> FetchJob {
+        self.seen_setting = false;
+        self
+    }
+
     pub fn name(&self) -> &'static str {
         if self.uid { "UID FETCH" } else { "FETCH" }
     }

@@ -12,6 +12,7 @@ mod list;
 mod mailbox;
 mod messages;
 mod metadata;
+mod notify;
 pub mod parse;
 mod search;
 mod server;

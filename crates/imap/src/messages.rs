@@ -152,43 +152,9 @@ impl ImapCore {
         ok("REPLACE completed")
     }
 
-    /// Mail moved into Junk teaches that its sender sends junk; mail moved out of Junk (but not
-    /// to the Trash) that its sender is trusted. Delivery follows what the user taught.
+    /// Mail moved into or out of Junk teaches the filter (`postern_ingest::junk`).
     async fn learn_junk(&self, source: Option<SpecialUse>, target: &Mailbox, pairs: &[(Uid, Uid)]) {
-        let junk = SpecialUse::Junk;
-        let verdict = match (source == Some(junk), target.special_use) {
-            (false, Some(SpecialUse::Junk)) => true,
-            (true, Some(SpecialUse::Junk | SpecialUse::Trash)) => return,
-            (true, _) => false,
-            (false, _) => return,
-        };
-        let store = self.store();
-        let mut blobs = Vec::new();
-        // Bounded: a folder of thousands moved at once teaches by its first hundred.
-        for (_, uid) in pairs.iter().take(100) {
-            if let Ok(Some(e)) = store.message_get(target.id, *uid).await {
-                blobs.push(e.blob);
-            }
-        }
-        let Ok(heads) = store
-            .blob_heads(&blobs, postern_message::MessageMeta::header_len_of)
-            .await
-        else {
-            return;
-        };
-        let mut senders: Vec<String> = Vec::new();
-        for head in heads.into_iter().flatten() {
-            let from = postern_message::first_from(&head).map(|a| a.to_ascii_lowercase());
-            if let Some(f) = from
-                && !senders.contains(&f)
-            {
-                senders.push(f);
-            }
-        }
-        for s in senders {
-            let _ = store
-                .sender_verdict_set(target.account, &s, Some(verdict))
-                .await;
-        }
+        let moved: Vec<Uid> = pairs.iter().map(|p| p.1).collect();
+        postern_ingest::junk::learn(&**self.store(), source, target, &moved).await;
     }
 }

@@ -52,10 +52,6 @@ struct Ctx<'a> {
     now: i64,
 }
 
-fn lower(s: &str) -> String {
-    s.to_lowercase()
-}
-
 fn eval(k: &SearchKey, x: &Ctx) -> bool {
     let e = x.e;
     match k {
@@ -75,20 +71,9 @@ fn eval(k: &SearchKey, x: &Ctx) -> bool {
         SearchKey::SentBefore(d) => x.c.sent.is_some_and(|s| day(s) < *d),
         SearchKey::SentOn(d) => x.c.sent.is_some_and(|s| day(s) == *d),
         SearchKey::SentSince(d) => x.c.sent.is_some_and(|s| day(s) >= *d),
-        SearchKey::Header(name, v) => {
-            let name = lower(name);
-            let v = lower(v);
-            x.c.headers
-                .iter()
-                .any(|(n, val)| *n == name && val.contains(&v))
-        }
-        SearchKey::Body(v) => x.c.body.contains(&lower(v)),
-        SearchKey::Text(v) => {
-            let v = lower(v);
-            x.c.raw_header.contains(&v)
-                || x.c.headers.iter().any(|(_, val)| val.contains(&v))
-                || x.c.body.contains(&v)
-        }
+        SearchKey::Header(name, v) => x.c.header_has(name, v),
+        SearchKey::Body(v) => x.c.body_has(v),
+        SearchKey::Text(v) => x.c.text_has(v),
         SearchKey::ModSeq(n) => e.modseq >= *n,
         SearchKey::EmailId(id) => *id == crate::format::email_id(e.blob),
         // No threads have ids: no message is in one (RFC 8474 5.2 allows THREADID NIL).

@@ -166,7 +166,7 @@ impl ImapServer {
                             Err(LineError::Timeout) => core.timed_out(),
                             Err(_) => return,
                         },
-                        ev = events.recv(), if wait == Wait::Idle => match ev {
+                        ev = events.recv(), if core.hears_events(wait == Wait::Idle) => match ev {
                             Ok(e) => core.store_event(Some(e)),
                             Err(RecvError::Lagged(_)) => core.store_event(None),
                             Err(RecvError::Closed) => core.shutdown(),

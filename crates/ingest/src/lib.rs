@@ -14,6 +14,7 @@
 //! Everything else enters through [`Prepared`], the one place a delivery is made.
 
 pub mod commit;
+pub mod junk;
 mod notice;
 pub mod parsed;
 pub mod prepared;

@@ -7,6 +7,8 @@ pub mod preview;
 pub mod sort;
 pub mod text;
 pub mod trace;
+pub mod view;
+pub mod write;
 
 pub use meta::{MessageMeta, Part};
 
@@ -94,7 +96,7 @@ pub fn binary_to_base64(raw: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Base64 in lines of 76 characters, CRLF between them (RFC 2045 6.8).
-fn base64_lines(data: &[u8]) -> Vec<u8> {
+pub(crate) fn base64_lines(data: &[u8]) -> Vec<u8> {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / 38 + 4);
     for (i, c) in data.chunks(3).enumerate() {

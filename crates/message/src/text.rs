@@ -57,6 +57,28 @@ fn header_text(v: &HeaderValue) -> String {
 }
 
 impl SearchText {
+    /// SEARCH HEADER: a field called `name` holds `needle`, case ignored (IMAP and the
+    /// webmail's search both match so).
+    pub fn header_has(&self, name: &str, needle: &str) -> bool {
+        let (name, needle) = (lower(name), lower(needle));
+        self.headers
+            .iter()
+            .any(|(n, v)| *n == name && v.contains(&needle))
+    }
+
+    /// SEARCH BODY: the text parts hold `needle`, case ignored.
+    pub fn body_has(&self, needle: &str) -> bool {
+        self.body.contains(&lower(needle))
+    }
+
+    /// SEARCH TEXT: the header or the text parts hold `needle`, case ignored.
+    pub fn text_has(&self, needle: &str) -> bool {
+        let v = lower(needle);
+        self.raw_header.contains(&v)
+            || self.headers.iter().any(|(_, val)| val.contains(&v))
+            || self.body.contains(&v)
+    }
+
     /// The text of a message (its header; with `full`, its text parts too).
     pub fn load(raw: &[u8], full: bool) -> SearchText {
         let mut c = SearchText::default();

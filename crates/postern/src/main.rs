@@ -12,6 +12,7 @@ mod progress;
 mod sendmail;
 mod serve;
 mod stats;
+mod webmail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -234,9 +234,24 @@ pub async fn serve(config_path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             .with_submit(submit)
             .with_acme(acme_hook),
     );
+    let mail_submit: postern_http::MailSubmit = {
+        let cell = ingest_cell.clone();
+        let abuse = Arc::new(postern_smtp::abuse::Abuse::new(store.clone()));
+        Arc::new(move |out| {
+            let ingest = cell.get().cloned();
+            let abuse = abuse.clone();
+            Box::pin(async move {
+                match ingest {
+                    Some(i) => crate::webmail::submit(&i, &abuse, out).await,
+                    None => Err("the server is still starting; try again in a moment".into()),
+                }
+            })
+        })
+    };
     let hooks = postern_http::Hooks {
         admin: admin.clone(),
         config_path: Some(config_path.clone()),
+        submit: Some(mail_submit),
     };
     // The data directory lock first, so a second server on it is told so; then the control
     // socket, so a command run as the server starts is answered; then every listener, before

@@ -164,6 +164,21 @@ pub(crate) fn metadata_by_keeper(
     out
 }
 
+/// What sessions are told of a `metadata_set` that changed these groups (RFC 5465 5.6, 5.7).
+pub(crate) fn metadata_events(
+    mailbox: Option<u64>,
+    groups: &BTreeMap<u64, MetadataChanges>,
+) -> Vec<crate::StoreEvent> {
+    groups
+        .iter()
+        .map(|(&keeper, changes)| crate::StoreEvent::Metadata {
+            keeper,
+            mailbox,
+            names: changes.iter().map(|c| c.0.clone()).collect(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

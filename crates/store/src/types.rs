@@ -522,6 +522,13 @@ pub enum StoreEvent {
         account: AccountId,
         mailbox: MailboxId,
     },
+    /// METADATA entries (RFC 5464) changed: those `keeper` keeps on a mailbox, or (`None`)
+    /// on the server; names as kept.
+    Metadata {
+        keeper: AccountId,
+        mailbox: Option<MailboxId>,
+        names: Vec<String>,
+    },
     /// Accounts, domains or aliases changed.
     Directory,
     /// The outbound queue got new work.

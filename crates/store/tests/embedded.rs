@@ -59,6 +59,7 @@ conformance!(
     metadata_limits,
     metadata_follows_mailboxes,
     metadata_shared_entries,
+    metadata_events,
     save_dates,
     dav_collections,
     dav_resources,

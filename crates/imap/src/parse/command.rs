@@ -375,6 +375,7 @@ pub fn parse_command(p: &mut Parser) -> R<Command> {
         }
         "GETMETADATA" => get_metadata(p)?,
         "SETMETADATA" => set_metadata(p)?,
+        "NOTIFY" => notify(p)?,
         other => return err(format!("unknown command {other}")),
     };
     p.end()?;
@@ -871,4 +872,108 @@ fn set_metadata(p: &mut Parser) -> R<Command> {
     }
     p.close()?;
     Ok(Command::SetMetadata(mailbox, values))
+}
+
+/// `NOTIFY SP ("NONE" / "SET" [SP "STATUS"] SP event-group *(SP event-group))` (RFC 5465 8).
+fn notify(p: &mut Parser) -> R<Command> {
+    p.sp()?;
+    match p.atom()?.to_ascii_uppercase().as_str() {
+        "NONE" => {
+            return Ok(Command::Notify {
+                status: false,
+                groups: Vec::new(),
+            });
+        }
+        "SET" => {}
+        other => return err(format!("NOTIFY takes SET or NONE, not {other}")),
+    }
+    p.sp()?;
+    let status = p.peek() != Some(b'(') && p.keyword_is("STATUS");
+    if status {
+        p.sp()?;
+    }
+    let mut groups = Vec::new();
+    loop {
+        groups.push(notify_group(p)?);
+        if !p.maybe_sp() {
+            break;
+        }
+    }
+    Ok(Command::Notify { status, groups })
+}
+
+/// `"(" filter-mailboxes SP events ")"`.
+fn notify_group(p: &mut Parser) -> R<NotifyGroup> {
+    p.open()?;
+    let word = p.atom()?.to_ascii_uppercase();
+    let filter = match word.as_str() {
+        "SELECTED" => NotifyFilter::Selected,
+        "SELECTED-DELAYED" => NotifyFilter::SelectedDelayed,
+        "INBOXES" => NotifyFilter::Inboxes,
+        "PERSONAL" => NotifyFilter::Personal,
+        "SUBSCRIBED" => NotifyFilter::Subscribed,
+        "SUBTREE" | "MAILBOXES" => {
+            p.sp()?;
+            let mut names = Vec::new();
+            if p.peek() == Some(b'(') {
+                p.open()?;
+                loop {
+                    names.push(p.mailbox()?);
+                    if !p.maybe_sp() {
+                        break;
+                    }
+                }
+                p.close()?;
+            } else {
+                names.push(p.mailbox()?);
+            }
+            if word == "SUBTREE" {
+                NotifyFilter::Subtree(names)
+            } else {
+                NotifyFilter::Mailboxes(names)
+            }
+        }
+        other => return err(format!("unknown NOTIFY mailbox filter {other}")),
+    };
+    p.sp()?;
+    let events = if p.peek() == Some(b'(') {
+        p.open()?;
+        let mut events = Vec::new();
+        while p.peek() != Some(b')') {
+            events.push(notify_event(p)?);
+            if !p.maybe_sp() {
+                break;
+            }
+        }
+        p.close()?;
+        Some(events)
+    } else if p.keyword_is("NONE") {
+        None
+    } else {
+        return err("NOTIFY events are a list or NONE");
+    };
+    p.close()?;
+    Ok(NotifyGroup { filter, events })
+}
+
+fn notify_event(p: &mut Parser) -> R<NotifyEvent> {
+    let name = p.atom()?;
+    Ok(match name.to_ascii_uppercase().as_str() {
+        "MESSAGENEW" => {
+            let save = p.pos;
+            if p.maybe_sp() && p.peek() == Some(b'(') {
+                NotifyEvent::MessageNew(p.fetch_atts()?)
+            } else {
+                p.pos = save;
+                NotifyEvent::MessageNew(Vec::new())
+            }
+        }
+        "MESSAGEEXPUNGE" => NotifyEvent::MessageExpunge,
+        "FLAGCHANGE" => NotifyEvent::FlagChange,
+        "MAILBOXNAME" => NotifyEvent::MailboxName,
+        "SUBSCRIPTIONCHANGE" => NotifyEvent::SubscriptionChange,
+        "MAILBOXMETADATACHANGE" => NotifyEvent::MailboxMetadataChange,
+        "SERVERMETADATACHANGE" => NotifyEvent::ServerMetadataChange,
+        _ => NotifyEvent::Other(name),
+    })
 }

@@ -264,6 +264,47 @@ pub struct Qresync {
     pub seq_match: Option<(SeqSet, SeqSet)>,
 }
 
+/// Which mailboxes an event group of NOTIFY names (RFC 5465 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyFilter {
+    Selected,
+    SelectedDelayed,
+    Inboxes,
+    Personal,
+    Subscribed,
+    /// These mailboxes and every one below them.
+    Subtree(Vec<String>),
+    Mailboxes(Vec<String>),
+}
+
+impl NotifyFilter {
+    pub fn is_selected(&self) -> bool {
+        matches!(self, NotifyFilter::Selected | NotifyFilter::SelectedDelayed)
+    }
+}
+
+/// An event of NOTIFY, as named (RFC 5465 5): those we do not know are kept by name, for the
+/// BADEVENT that names what we do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyEvent {
+    /// With the FETCH items to send with each new message (only for the selected mailbox).
+    MessageNew(Vec<FetchAtt>),
+    MessageExpunge,
+    FlagChange,
+    MailboxName,
+    SubscriptionChange,
+    MailboxMetadataChange,
+    ServerMetadataChange,
+    Other(String),
+}
+
+/// `(filter events)`; `events` None for NONE: nothing from those mailboxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyGroup {
+    pub filter: NotifyFilter,
+    pub events: Option<Vec<NotifyEvent>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Capability,
@@ -367,6 +408,11 @@ pub enum Command {
     },
     /// Entry names (as kept) and values; NIL (`None`) removes.
     SetMetadata(String, Vec<(String, Option<Vec<u8>>)>),
+    /// NOTIFY (RFC 5465): NONE (no groups), or SET with STATUS and the groups.
+    Notify {
+        status: bool,
+        groups: Vec<NotifyGroup>,
+    },
 }
 
 mod command;

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::{PgStore, Prepared, pg};
-use crate::metadata::{check_metadata, metadata_by_keeper, metadata_changes};
+use crate::metadata::{check_metadata, metadata_by_keeper, metadata_changes, metadata_events};
 use crate::*;
 
 #[async_trait]
@@ -60,7 +60,7 @@ impl MetadataStore for PgStore {
         limits: MetadataLimits,
     ) -> Result<Result<(), MetadataRefused>> {
         let changes = metadata_changes(changes)?;
-        self.write(tx!(|tx, _fx| {
+        self.write(tx!(|tx, fx| {
             let mb = mailbox.map(|m| m as i64);
             let owner = match mb {
                 Some(m) => Some(
@@ -147,6 +147,7 @@ impl MetadataStore for PgStore {
                     }
                 }
             }
+            fx.events.extend(metadata_events(mailbox, &groups));
             Ok(Ok(()))
         }))
         .await

@@ -15,6 +15,8 @@ use crate::*;
 pub(super) const CHANNEL: &str = "postern_events";
 /// Events per notification: a payload stays well under PostgreSQL's 8000 bytes.
 const EVENTS_PER_NOTIFY: usize = 40;
+/// Bytes of events per notification.
+const NOTIFY_BYTES: usize = 6000;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Announcement {
@@ -101,26 +103,50 @@ pub(super) async fn announce(
     commit: u64,
     events: &[StoreEvent],
 ) -> Result<()> {
-    // A node of an older build cannot read an Acl event, and drops the whole notification
-    // holding one: those go in notifications of their own.
+    // A node of an older build cannot read an Acl or Metadata event, and drops the whole
+    // notification holding one: those go in notifications of their own.
     let (acl, others): (Vec<StoreEvent>, Vec<StoreEvent>) = events
         .iter()
         .cloned()
-        .partition(|e| matches!(e, StoreEvent::Acl { .. }));
-    for chunk in others
-        .chunks(EVENTS_PER_NOTIFY)
-        .chain(acl.chunks(EVENTS_PER_NOTIFY))
-    {
+        .partition(|e| matches!(e, StoreEvent::Acl { .. } | StoreEvent::Metadata { .. }));
+    for chunk in chunks(&others).into_iter().chain(chunks(&acl)) {
         let a = Announcement {
             node: node.to_string(),
             commit,
-            events: chunk.to_vec(),
+            events: chunk,
         };
         tx.run("SELECT pg_notify($1, $2)", &[&CHANNEL, &json(&a)])
             .await
             .map_err(pg)?;
     }
     Ok(())
+}
+
+/// Events split for notifications: at most [`EVENTS_PER_NOTIFY`] and about
+/// [`NOTIFY_BYTES`] of them in each (an event larger than that goes alone: PostgreSQL refuses
+/// a payload of 8000 bytes or more, and the listeners are told `Missed` instead).
+fn chunks(events: &[StoreEvent]) -> Vec<Vec<StoreEvent>> {
+    let mut out: Vec<Vec<StoreEvent>> = Vec::new();
+    let mut size = 0;
+    for e in events {
+        let n = json(e).len();
+        let e = if n >= NOTIFY_BYTES {
+            StoreEvent::Missed
+        } else {
+            e.clone()
+        };
+        match out.last_mut() {
+            Some(last) if last.len() < EVENTS_PER_NOTIFY && size + n < NOTIFY_BYTES => {
+                size += n;
+                last.push(e);
+            }
+            _ => {
+                size = n;
+                out.push(vec![e]);
+            }
+        }
+    }
+    out
 }
 
 /// This node passed the commit's events on itself: its own announcement is not passed on again.
@@ -136,6 +162,22 @@ pub(super) fn passed_on(announced: &Announced, commit: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_events_are_split_and_an_oversized_one_becomes_missed() {
+        let meta = |n: usize| StoreEvent::Metadata {
+            keeper: 1,
+            mailbox: Some(2),
+            names: vec![format!("/private/{}", "x".repeat(n))],
+        };
+        let events: Vec<StoreEvent> = (0..10).map(|_| meta(1000)).collect();
+        let c = chunks(&events);
+        assert!(c.len() >= 2, "{}", c.len());
+        assert!(c.iter().all(|c| json(c).len() < NOTIFY_BYTES + 1100));
+        assert_eq!(c.iter().map(Vec::len).sum::<usize>(), 10);
+        let c = chunks(&[meta(9000)]);
+        assert_eq!(c, vec![vec![StoreEvent::Missed]]);
+    }
 
     #[test]
     fn acl_events_go_through() {

@@ -42,7 +42,6 @@ fn counter_of(r: &Row) -> Counter {
 impl SessionStore for PgStore {
     async fn counter_update(&self, key: &str, step: CounterStep<'_>) -> Result<Option<Counter>> {
         let key = &*counter_key(key);
-        let now = now_ms();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
         // Inserted when missing and locked in one statement: two nodes never both start one.
@@ -55,6 +54,8 @@ impl SessionStore for PgStore {
             )
             .await
             .map_err(pg)?;
+        // The time of the step, once the row is ours: what it returns already expired is gone.
+        let now = now_ms();
         let next = rules::counter_next(Some(counter_of(&row)), step, now);
         match &next {
             Some(n) => {

@@ -412,6 +412,64 @@ pub async fn metadata_shared_entries(store: Arc<dyn Store>) {
     );
 }
 
+/// A change of entries is told to sessions (RFC 5465 5.6, 5.7): one event per account that
+/// keeps the entries, naming them; a refused change tells nothing.
+pub async fn metadata_events(store: Arc<dyn Store>) {
+    let (a, inbox) = setup_account(store.clone(), "alice@example.test").await;
+    let (b, _) = setup_account(store.clone(), "bob@example.test").await;
+    let mut rx = store.subscribe();
+    put(
+        &store,
+        b.id,
+        Some(inbox.id),
+        vec![set("/shared/comment", "x"), set("/private/note", "y")],
+    )
+    .await
+    .unwrap();
+    put(&store, a.id, None, vec![unset("/private/gone")])
+        .await
+        .unwrap();
+    let refused = put(
+        &store,
+        a.id,
+        None,
+        vec![set("/private/big", &"v".repeat(200))],
+    )
+    .await;
+    assert!(refused.is_err());
+    put(&store, a.id, None, vec![set("/shared/admin", "z")])
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the event came")
+            .unwrap();
+        if let StoreEvent::Metadata { .. } = e {
+            seen.push(e);
+        }
+    }
+    let ev = |keeper, mailbox, names: &[&str]| StoreEvent::Metadata {
+        keeper,
+        mailbox,
+        names: names.iter().map(|n| n.to_string()).collect(),
+    };
+    seen[..2].sort_by_key(|e| match e {
+        StoreEvent::Metadata { keeper, .. } => *keeper,
+        _ => 0,
+    });
+    assert_eq!(
+        seen,
+        [
+            ev(a.id, Some(inbox.id), &["/shared/comment"]),
+            ev(b.id, Some(inbox.id), &["/private/note"]),
+            ev(a.id, None, &["/private/gone"]),
+            ev(a.id, None, &["/shared/admin"]),
+        ]
+    );
+}
+
 /// Every message records when it was saved into its mailbox: delivery, and COPY or MOVE into
 /// another (a new date there); flag changes and expunges keep it.
 pub async fn save_dates(store: Arc<dyn Store>) {

@@ -4,8 +4,8 @@
 use redb::ReadableTable;
 
 use super::super::db_err;
-use super::Tables;
-use crate::metadata::{check_metadata, metadata_by_keeper};
+use super::{Effects, Tables};
+use crate::metadata::{check_metadata, metadata_by_keeper, metadata_events};
 use crate::*;
 
 impl Tables<'_> {
@@ -43,6 +43,7 @@ impl Tables<'_> {
         mailbox: Option<MailboxId>,
         changes: &[(String, Option<Vec<u8>>)],
         limits: &MetadataLimits,
+        fx: &mut Effects,
     ) -> Result<Result<(), MetadataRefused>> {
         self.account(account)?;
         let owner = match mailbox {
@@ -58,8 +59,8 @@ impl Tables<'_> {
                 return Ok(Err(refused));
             }
         }
-        for (keeper, changes) in groups {
-            for (name, value) in &changes {
+        for (&keeper, changes) in &groups {
+            for (name, value) in changes {
                 match value {
                     Some(v) => self
                         .metadata
@@ -88,6 +89,7 @@ impl Tables<'_> {
                     .map_err(db_err)?;
             }
         }
+        fx.events.extend(metadata_events(mailbox, &groups));
         Ok(Ok(()))
     }
 

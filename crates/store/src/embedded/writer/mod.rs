@@ -579,7 +579,7 @@ impl<'t> Tables<'t> {
                 changes,
                 limits,
             } => self
-                .metadata_set(account, mailbox, &changes, &limits)
+                .metadata_set(account, mailbox, &changes, &limits, fx)
                 .map(Output::Metadata),
             Job::DavCollectionCreate(new, limits) => self
                 .dav_collection_create(new, &limits)
