@@ -1067,7 +1067,7 @@ pub async fn counters(store: Arc<dyn Store>) {
     let expired = |_: Option<Counter>| {
         Some(Counter {
             count: 7,
-            expires: now_ms() - 1,
+            expires: now_ms() - 60_000,
             ..Default::default()
         })
     };
