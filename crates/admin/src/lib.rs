@@ -6,6 +6,7 @@
 mod accounts;
 mod aliases;
 mod backup;
+mod dav;
 pub mod dkim;
 mod queue;
 mod reports;
@@ -226,6 +227,17 @@ impl Admin {
             } => sieve::put(d, address, name, source, activate).await,
             R::SieveActivate { address, name } => sieve::activate(d, address, name).await,
             R::SieveDelete { address, name } => sieve::delete(d, address, name).await,
+            R::DavExport {
+                address,
+                name,
+                addressbook,
+            } => dav::export(d, address, name, addressbook).await,
+            R::DavImport {
+                address,
+                name,
+                addressbook,
+                data,
+            } => dav::import(d, &self.config.dav, address, name, addressbook, data).await,
             R::TokenCreate { name } => tokens::create(d, name).await,
             R::TokenList => tokens::list(d).await,
             R::TokenDelete { name } => tokens::delete(d, name).await,

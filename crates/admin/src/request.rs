@@ -144,6 +144,19 @@ pub enum AdminRequest {
         address: String,
         name: String,
     },
+    /// A calendar (or an address book) as one .ics (.vcf) file.
+    DavExport {
+        address: String,
+        name: String,
+        addressbook: bool,
+    },
+    /// Stores each object of an .ics (.vcf) file in the calendar (address book), made if new.
+    DavImport {
+        address: String,
+        name: String,
+        addressbook: bool,
+        data: String,
+    },
     /// A new API token; the reply is the only time its secret is shown.
     TokenCreate {
         name: String,

@@ -3,6 +3,7 @@
 
 mod acme;
 mod backup;
+mod dav;
 pub mod settings;
 mod stats;
 mod units;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use acme::{Acme, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use backup::Backup;
+pub use dav::Dav;
 use serde::Deserialize;
 pub use stats::Stats;
 pub use units::{ByteSize, Seconds, parse_seconds, parse_size};
@@ -57,6 +59,7 @@ pub struct Config {
     pub reports: Reports,
     pub stats: Stats,
     pub backup: Backup,
+    pub dav: Dav,
     pub sendmail: Sendmail,
     pub routing: Routing,
     pub sieve: Sieve,
@@ -250,6 +253,7 @@ impl Default for Config {
             reports: Reports::default(),
             stats: Stats::default(),
             backup: Backup::default(),
+            dav: Dav::default(),
             sendmail: Sendmail::default(),
             routing: Routing::default(),
             sieve: Sieve::default(),
@@ -1149,6 +1153,7 @@ impl Config {
         }
         self.stats.validate()?;
         self.backup.validate()?;
+        self.dav.validate()?;
         self.acme
             .validate(!self.listen.https.is_empty(), !self.listen.http.is_empty())?;
         Ok(())
@@ -1359,6 +1364,7 @@ keep = "400d"            # reports sent to us are kept this long (postern report
 
 {stats}
 {backup}
+{dav}
 [sendmail]
 from = ""                # sender of mail from local programs ("" = the user's name at the first local domain)
 users = {{}}               # per local user: {{ root = "admin@example.com", www-data = "web@example.com" }}
@@ -1411,6 +1417,7 @@ level = "info"           # error, warn, info, debug, trace (RUST_LOG overrides)
         acme = acme::render(v.acme),
         stats = stats::RENDER,
         backup = backup::RENDER,
+        dav = dav::RENDER,
     )
 }
 

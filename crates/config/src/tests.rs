@@ -53,6 +53,7 @@ fn init_template_parses_to_defaults() {
     assert_eq!(c.imap, d.imap);
     assert_eq!(c.auth, d.auth);
     assert_eq!(c.storage, d.storage);
+    assert_eq!(c.dav, d.dav);
     assert_eq!(c.delivery, d.delivery);
     assert_eq!(c.relay.host, d.relay.host);
     assert_eq!(c.listen.smtp, vec!["127.0.0.1:10025".to_string()]);
@@ -97,5 +98,22 @@ fn metadata_limits_keep_what_rfc_5464_asks() {
     for bad in ["metadata_max_value = \"1000\"", "metadata_max_entries = 9"] {
         let e = parse(&format!("[imap]\n{bad}\n")).unwrap_err();
         assert!(e.to_string().contains("RFC 5464"), "{e}");
+    }
+}
+
+#[test]
+fn dav_limits_keep_room_for_the_default_collections() {
+    let c = parse("[dav]\nmax_resource_size = \"64K\"\nmax_collections = 5\n").unwrap();
+    assert_eq!(
+        (c.dav.max_resource_size.0, c.dav.max_collections),
+        (64 << 10, 5)
+    );
+    for bad in [
+        "max_collections = 1",
+        "max_resource_size = \"1K\"",
+        "max_instances = 10",
+        "max_resources = 0",
+    ] {
+        assert!(parse(&format!("[dav]\n{bad}\n")).is_err(), "{bad}");
     }
 }

@@ -178,6 +178,7 @@ pub fn records(cfg: &Config, domain: &str) -> Vec<Record> {
             check: Check::Srv { port: e.port },
         });
     }
+    v.extend(dav_records(cfg, domain, host));
     for sub in ["autoconfig", "autodiscover"] {
         v.push(Record {
             name: format!("{sub}.{domain}."),
@@ -208,6 +209,41 @@ pub fn records(cfg: &Config, domain: &str) -> Vec<Record> {
         why: "reverse DNS: many servers refuse mail from an IP whose name does not match (set it at your hosting provider)",
         check: Check::Manual,
     });
+    v
+}
+
+/// Where calendar and contact programs find the server (RFC 6764 3, 4): SRV for the HTTPS
+/// listener, TXT for the path under it.
+fn dav_records(cfg: &Config, domain: &str, host: &str) -> Vec<Record> {
+    let port = cfg
+        .listen
+        .addresses(postern_config::ListenerKind::Https)
+        .iter()
+        .find_map(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port());
+    let Some(port) = port.filter(|_| cfg.dav.enabled) else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    for svc in ["_caldavs._tcp", "_carddavs._tcp"] {
+        v.push(Record {
+            name: format!("{svc}.{domain}."),
+            kind: "SRV",
+            value: format!("0 1 {port} {host}."),
+            why: "calendar and contact programs find the server and port themselves (RFC 6764)",
+            check: Check::Srv { port },
+        });
+        v.push(Record {
+            name: format!("{svc}.{domain}."),
+            kind: "TXT",
+            value: "\"path=/dav/\"".into(),
+            why: "... and the path of their service on it (RFC 6764 4)",
+            check: Check::Txt {
+                tag: "path=",
+                must: Some("path=/dav/".into()),
+            },
+        });
+    }
     v
 }
 

@@ -125,7 +125,7 @@ pub fn autodiscover_error(code: u32, message: &str) -> String {
     )
 }
 
-fn uuid() -> String {
+pub(crate) fn uuid() -> String {
     let b: [u8; 16] = rand::random();
     format!(
         "{:08X}-{:04X}-4{:03X}-{:04X}-{:012X}",

@@ -3,6 +3,7 @@
 //! interface for administrators and users.
 
 mod api;
+mod dav;
 pub mod docs;
 pub mod session;
 mod ui;
@@ -226,7 +227,7 @@ async fn apple(State(s): State<Arc<AppState>>, q: Query<AddressQuery>) -> Respon
     }
     match docs::mobileconfig(&address, &s.endpoints()) {
         Some(p) => {
-            let mut r = p.into_response();
+            let mut r = dav::with_apple_payloads(&s.config, &address, p).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/x-apple-aspen-config; charset=utf-8"),
@@ -276,7 +277,8 @@ async fn index(State(s): State<Arc<AppState>>) -> Response {
         .await
         .map(|v| v.into_iter().map(|d| d.name).collect())
         .unwrap_or_default();
-    let mut r = docs::index_page(&s.config.hostname, &s.endpoints(), &domains).into_response();
+    let page = docs::index_page(&s.config.hostname, &s.endpoints(), &domains);
+    let mut r = dav::with_setup_section(&s.config, page).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -374,6 +376,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/admin", get(ui::page))
         .route("/mail", get(ui::mail_page))
         .route("/ui/{file}", get(ui::asset))
+        .merge(dav::routes())
         .nest(
             "/api/v1",
             api::router().layer(axum::middleware::from_fn_with_state(

@@ -1,5 +1,6 @@
 //! Per-account backups, from any backend: one account's folders (names, roles, flags, dates),
-//! subscriptions and Sieve scripts in `account.json`, and the message bytes in `messages.dat`
+//! subscriptions, Sieve scripts, calendars and address books in `account.json`, and the message
+//! bytes in `messages.dat`
 //! (a message in several folders once). Restored into a running server: a deleted folder comes
 //! back under its old name or one given; in a folder that still exists only the messages it
 //! lacks are added.
@@ -12,7 +13,8 @@ use std::time::Instant;
 
 use postern_store::backup::{self, BackupKind, FileEntry, Manifest};
 use postern_store::{
-    AccountId, Delivery, Flags, MailboxId, Progress, SharedStore, SpecialUse, StoreError,
+    AccountId, DavCollectionUpdate, DavCondition, DavKind, DavLimits, DavPut, Delivery, Flags,
+    MailboxId, NewDavCollection, Progress, SharedStore, SpecialUse, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +31,32 @@ struct AccountFile {
     mailboxes: Vec<Folder>,
     subscriptions: Vec<String>,
     scripts: Vec<Script>,
+    /// Calendars and address books (none in backups made before they were kept).
+    #[serde(default)]
+    collections: Vec<Collection>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Collection {
+    kind: DavKind,
+    name: String,
+    display_name: String,
+    description: String,
+    color: String,
+    components: Vec<String>,
+    props: Vec<(String, String)>,
+    resources: Vec<Resource>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Resource {
+    name: String,
+    component: String,
+    uid: String,
+    start: Option<i64>,
+    end: Option<i64>,
+    /// iCalendar or vCard text.
+    text: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -135,6 +163,7 @@ async fn write(
         mailboxes: Vec::new(),
         subscriptions: store.subscriptions(id).await?,
         scripts: Vec::new(),
+        collections: Vec::new(),
     };
     for b in boxes {
         let mut folder = Folder {
@@ -178,6 +207,31 @@ async fn write(
                 source,
             });
         }
+    }
+    for c in store.dav_collections(id).await? {
+        let resources = store
+            .dav_resources(c.id, None, true)
+            .await?
+            .into_iter()
+            .map(|r| Resource {
+                text: String::from_utf8_lossy(&r.content).into_owned(),
+                name: r.name,
+                component: r.component,
+                uid: r.uid,
+                start: r.start,
+                end: r.end,
+            })
+            .collect();
+        file.collections.push(Collection {
+            kind: c.kind,
+            name: c.name,
+            display_name: c.display_name,
+            description: c.description,
+            color: c.color,
+            components: c.components,
+            props: c.props,
+            resources,
+        });
     }
     let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Refused(e.to_string()))?;
     let mut m = Manifest::new(BackupKind::Account, String::new(), 0);
@@ -346,6 +400,9 @@ pub async fn restore(
                 }
             }
         }
+        for c in &file.collections {
+            lines.push(restore_collection(store, id, c).await?);
+        }
     }
     Ok(format!(
         "restored from backup {} ({}) into {}: {added} message(s) added, {present} already there\n{}",
@@ -353,6 +410,68 @@ pub async fn restore(
         backup::show_time(m.created),
         req.address,
         lines.join("\n")
+    ))
+}
+
+/// A calendar or address book comes back with the resources it lacks (by name); one that is
+/// gone comes back whole.
+async fn restore_collection(
+    store: &SharedStore,
+    id: AccountId,
+    c: &Collection,
+) -> Result<String, Error> {
+    let (col, created) = match store.dav_collection(id, c.kind, &c.name).await? {
+        Some(col) => (col, false),
+        None => {
+            let new = NewDavCollection {
+                account: id,
+                kind: c.kind,
+                name: c.name.clone(),
+                display_name: c.display_name.clone(),
+                description: c.description.clone(),
+                color: c.color.clone(),
+                components: c.components.clone(),
+            };
+            let col = store
+                .dav_collection_create(new, DavLimits::NONE)
+                .await?
+                .map_err(|r| Error::Refused(format!("{} {}: {r:?}", c.kind.as_str(), c.name)))?;
+            let props = c
+                .props
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            let update = DavCollectionUpdate {
+                props,
+                ..Default::default()
+            };
+            (store.dav_collection_update(col.id, update).await?, true)
+        }
+    };
+    let mut added = 0;
+    for r in &c.resources {
+        let put = DavPut {
+            name: r.name.clone(),
+            content: r.text.clone().into_bytes(),
+            component: r.component.clone(),
+            uid: r.uid.clone(),
+            start: r.start,
+            end: r.end,
+            condition: DavCondition::Absent,
+        };
+        if store
+            .dav_resource_put(col.id, put, DavLimits::NONE)
+            .await?
+            .is_ok()
+        {
+            added += 1;
+        }
+    }
+    Ok(format!(
+        "{} {}: {added} resource(s) restored{}",
+        c.kind.as_str(),
+        c.name,
+        if created { " (created)" } else { "" }
     ))
 }
 

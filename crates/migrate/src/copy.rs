@@ -18,9 +18,10 @@ use anyhow::{Context, bail};
 use postern_config::Config;
 use postern_ingest::Prepared;
 use postern_store::{
-    AccountId, AccountUpdate, BlobData, BlobId, Delivery, FlagOp, Flags, FlagsUpdate, MailboxId,
-    MessageEntry, MetadataEntry, MetadataLimits, NewAccount, NewQueueEntry, Progress, ReportKind,
-    Rights, SharedStore, StoreError, Uid,
+    AccountId, AccountUpdate, BlobData, BlobId, DavCollectionUpdate, DavCondition, DavLimits,
+    DavPut, Delivery, FlagOp, Flags, FlagsUpdate, MailboxId, MessageEntry, MetadataEntry,
+    MetadataLimits, NewAccount, NewDavCollection, NewQueueEntry, Progress, ReportKind, Rights,
+    SharedStore, StoreError, Uid,
 };
 
 /// Messages (or bytes) per commit while copying.
@@ -65,6 +66,9 @@ pub struct Counts {
     /// METADATA entries on the server and on each account's own mailboxes (readers' private
     /// entries on others' are copied, not counted).
     metadata: usize,
+    /// Calendars and address books, and the resources in them.
+    dav_collections: usize,
+    dav_resources: usize,
 }
 
 async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
@@ -81,6 +85,10 @@ async fn count(s: &SharedStore) -> anyhow::Result<Counts> {
         c.accounts += 1;
         c.scripts += s.sieve_list(a.id).await?.len();
         c.metadata += metadata_of(s, a.id, None).await?.len();
+        for col in s.dav_collections(a.id).await? {
+            c.dav_collections += 1;
+            c.dav_resources += s.dav_resources(col.id, None, false).await?.len();
+        }
         for m in s.mailbox_list(a.id).await? {
             c.metadata += metadata_of(s, a.id, Some(m.id)).await?.len();
             c.mailboxes += 1;
@@ -263,6 +271,7 @@ pub async fn copy(
         if let Some(active) = scripts.iter().find(|s| s.active) {
             to.sieve_activate(b.id, Some(&active.name)).await?;
         }
+        copy_dav(from, a.id, to, b.id).await?;
     }
     progress.phase("copying what readers have seen, aliases, the queue and reports");
     // Once every reader is there.
@@ -438,6 +447,65 @@ async fn share(
     Ok(true)
 }
 
+/// An account's calendars and address books with what is in them. Their sync tokens start
+/// anew in the copy (clients sync again from the start).
+async fn copy_dav(
+    from: &SharedStore,
+    a: AccountId,
+    to: &SharedStore,
+    b: AccountId,
+) -> anyhow::Result<()> {
+    for col in from.dav_collections(a).await? {
+        let copy = match to.dav_collection(b, col.kind, &col.name).await? {
+            Some(c) => c,
+            None => to
+                .dav_collection_create(
+                    NewDavCollection {
+                        account: b,
+                        kind: col.kind,
+                        name: col.name.clone(),
+                        display_name: String::new(),
+                        description: String::new(),
+                        color: String::new(),
+                        components: col.components.clone(),
+                    },
+                    DavLimits::NONE,
+                )
+                .await?
+                .map_err(|r| anyhow::anyhow!("collection {} refused: {r:?}", col.name))?,
+        };
+        to.dav_collection_update(
+            copy.id,
+            DavCollectionUpdate {
+                display_name: Some(col.display_name.clone()),
+                description: Some(col.description.clone()),
+                color: Some(col.color.clone()),
+                props: col
+                    .props
+                    .iter()
+                    .map(|(n, v)| (n.clone(), Some(v.clone())))
+                    .collect(),
+            },
+        )
+        .await?;
+        for r in from.dav_resources(col.id, None, true).await? {
+            let put = DavPut {
+                name: r.name.clone(),
+                content: r.content,
+                component: r.component,
+                uid: r.uid,
+                start: r.start,
+                end: r.end,
+                condition: DavCondition::Always,
+            };
+            to.dav_resource_put(copy.id, put, DavLimits::NONE)
+                .await?
+                .map_err(|e| anyhow::anyhow!("{}/{} refused: {e:?}", col.name, r.name))?;
+        }
+    }
+    Ok(())
+}
+
 /// The UIDs a mailbox's messages got in the copy, by their UIDs in the source: the copy holds
 /// them in the same order, each with its size and date.
 async fn new_uids(
@@ -475,6 +543,16 @@ pub fn report(from: &Counts, to: &Counts) -> (String, bool) {
         ),
         ("send-as grants", from.send_as as u64, to.send_as as u64),
         ("METADATA entries", from.metadata as u64, to.metadata as u64),
+        (
+            "DAV collections",
+            from.dav_collections as u64,
+            to.dav_collections as u64,
+        ),
+        (
+            "DAV resources",
+            from.dav_resources as u64,
+            to.dav_resources as u64,
+        ),
     ];
     let mut out = format!("{:<20} {:>12} {:>12}\n", "", "source", "copy");
     let mut same = true;

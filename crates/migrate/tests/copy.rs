@@ -164,3 +164,123 @@ async fn sharing_is_copied() {
     from.close().await.unwrap();
     to.close().await.unwrap();
 }
+
+/// Calendars and address books come along with what is in them, their properties and spans;
+/// their sync tokens start anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendars_and_address_books_are_copied() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from: SharedStore = EmbeddedStore::open(dirs.0.path(), Default::default()).unwrap();
+    let to: SharedStore = EmbeddedStore::open(dirs.1.path(), Default::default()).unwrap();
+    from.domain_add("example.test").await.unwrap();
+    let ann = account(&from, "ann@example.test", false).await;
+    let new = |kind, name: &str| NewDavCollection {
+        account: ann.id,
+        kind,
+        name: name.into(),
+        display_name: format!("{name}!"),
+        description: "d".into(),
+        color: "#112233".into(),
+        components: vec!["VEVENT".into()],
+    };
+    let work = from
+        .dav_collection_create(new(DavKind::Calendar, "work"), DavLimits::NONE)
+        .await
+        .unwrap()
+        .unwrap();
+    let book = from
+        .dav_collection_create(new(DavKind::AddressBook, "friends"), DavLimits::NONE)
+        .await
+        .unwrap()
+        .unwrap();
+    from.dav_collection_update(
+        work.id,
+        DavCollectionUpdate {
+            props: vec![("{urn:x}order".into(), Some("4".into()))],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let put = |name: &str, uid: &str, span| DavPut {
+        name: name.into(),
+        content: format!("content of {name}").into_bytes(),
+        component: "VEVENT".into(),
+        uid: uid.into(),
+        start: span,
+        end: None,
+        condition: DavCondition::Always,
+    };
+    for (c, name, span) in [
+        (work.id, "a.ics", Some(100)),
+        (work.id, "b.ics", None),
+        (book.id, "c.vcf", None),
+    ] {
+        from.dav_resource_put(c, put(name, name, span), DavLimits::NONE)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    from.dav_resource_delete(work.id, "b.ics", DavCondition::Always)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (a, b) = postern_migrate::copy::copy(&from, &to, &NoProgress)
+        .await
+        .unwrap();
+    let (table, same) = postern_migrate::copy::report(&a, &b);
+    assert!(same, "{table}");
+    assert!(
+        table.contains("DAV collections") && table.contains("DAV resources"),
+        "{table}"
+    );
+    let ann2 = to
+        .account_by_address("ann@example.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let copied = to.dav_collections(ann2.id).await.unwrap();
+    let originals = from.dav_collections(ann.id).await.unwrap();
+    assert_eq!(copied.len(), 2);
+    for (c, o) in copied.iter().zip(&originals) {
+        assert_eq!(
+            (
+                &c.kind,
+                &c.name,
+                &c.display_name,
+                &c.description,
+                &c.color,
+                &c.components,
+                &c.props
+            ),
+            (
+                &o.kind,
+                &o.name,
+                &o.display_name,
+                &o.description,
+                &o.color,
+                &o.components,
+                &o.props
+            )
+        );
+        let mine = to.dav_resources(c.id, None, true).await.unwrap();
+        let theirs = from.dav_resources(o.id, None, true).await.unwrap();
+        let view = |v: &[DavResource]| {
+            v.iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        r.etag.clone(),
+                        r.uid.clone(),
+                        r.start,
+                        r.content.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(view(&mine), view(&theirs));
+    }
+    from.close().await.unwrap();
+    to.close().await.unwrap();
+}

@@ -460,6 +460,57 @@ pub async fn sieve(cfg: &Config, c: SieveCmd) -> anyhow::Result<()> {
     show(cfg, req).await
 }
 
+pub async fn dav(cfg: &Config, c: crate::cli::DavCmd) -> anyhow::Result<()> {
+    use crate::cli::DavCmd;
+    match c {
+        DavCmd::Export {
+            user,
+            name,
+            addressbook,
+            output,
+        } => {
+            let req = AdminRequest::DavExport {
+                address: user,
+                name,
+                addressbook,
+            };
+            match output {
+                None => show(cfg, req).await,
+                Some(path) => {
+                    let text = run(cfg, req).await?.to_string();
+                    std::fs::write(&path, text.replace("\r\n", "\n").replace('\n', "\r\n"))
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+                }
+            }
+        }
+        DavCmd::Import {
+            user,
+            name,
+            file,
+            addressbook,
+        } => {
+            let data = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+            };
+            show(
+                cfg,
+                AdminRequest::DavImport {
+                    address: user,
+                    name,
+                    addressbook,
+                    data,
+                },
+            )
+            .await
+        }
+    }
+}
+
 pub async fn group(cfg: &Config, c: GroupCmd) -> anyhow::Result<()> {
     let req = match c {
         GroupCmd::Add {

@@ -93,6 +93,9 @@ pub enum Command {
     /// A user's Sieve filters: folders, vacation replies, redirects
     #[command(subcommand)]
     Sieve(SieveCmd),
+    /// A user's calendars and address books as .ics and .vcf files
+    #[command(subcommand)]
+    Dav(DavCmd),
     /// Tokens for the JSON API (/api/v1)
     #[command(subcommand)]
     Token(TokenCmd),
@@ -475,6 +478,30 @@ pub enum TokenCmd {
     /// The token no longer opens the API
     Delete {
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DavCmd {
+    /// Write USER's calendar NAME (or address book, with --addressbook) as one .ics (.vcf)
+    /// file to FILE, or to standard output
+    Export {
+        user: String,
+        name: String,
+        #[arg(long)]
+        addressbook: bool,
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Store every event, to-do or contact of FILE ("-" for standard input) in USER's
+    /// calendar (or address book) NAME, made if new; an object with a UID already there
+    /// replaces it
+    Import {
+        user: String,
+        name: String,
+        file: std::path::PathBuf,
+        #[arg(long)]
+        addressbook: bool,
     },
 }
 

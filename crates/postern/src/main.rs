@@ -120,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(a) => backup_cmd::restore(&cfg()?, a).await,
         Command::Token(c) => admin_cmd::token(&cfg()?, c).await,
         Command::Sieve(c) => admin_cmd::sieve(&cfg()?, c).await,
+        Command::Dav(c) => admin_cmd::dav(&cfg()?, c).await,
         Command::Group(c) => admin_cmd::group(&cfg()?, c).await,
         Command::Mailbox(c) => admin_cmd::mailbox(&cfg()?, c).await,
         Command::SendAs(c) => admin_cmd::send_as(&cfg()?, c).await,

@@ -3,12 +3,13 @@
 //!
 //! Protocol code sees only [`Store`] (held as a [`SharedStore`]), one trait per concern:
 //! [`DirectoryStore`], [`MailStore`], [`QueueStore`], [`TraceStore`], [`SieveStore`],
-//! [`SessionStore`], [`ReportStore`], [`StatsStore`], [`ShareStore`], [`MetadataStore`] and
-//! [`BackupStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
+//! [`SessionStore`], [`ReportStore`], [`StatsStore`], [`ShareStore`], [`MetadataStore`],
+//! [`DavStore`] and [`BackupStore`]. Messages are immutable blobs shared by every mailbox holding them, plus
 //! per-mailbox metadata. A write is durable when its future resolves. What a change does
 //! (counters, modseqs, quotas) is decided in one place for both backends: `rules`.
 
 pub mod backup;
+mod dav;
 pub mod embedded;
 mod metadata;
 pub mod postgres;
@@ -20,6 +21,7 @@ mod types;
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub use dav::*;
 pub use metadata::*;
 pub use progress::{NoProgress, Progress, SharedProgress};
 pub use share::*;
@@ -120,6 +122,7 @@ pub trait Store:
     + StatsStore
     + ShareStore
     + MetadataStore
+    + DavStore
     + BackupStore
 {
     /// Changes committed from now on, from any session.

@@ -61,6 +61,9 @@ conformance!(
     metadata_shared_entries,
     metadata_events,
     save_dates,
+    dav_collections,
+    dav_resources,
+    dav_sync_changes,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -317,3 +317,54 @@ async fn format_3_messages_have_no_save_date() {
     let found = copies(dir.path());
     assert_eq!(found.len(), 1, "{found:?}");
 }
+
+/// A store of format 4 had no calendar and address book tables: it is copied, then opened with
+/// them empty, and an account of it can keep collections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_4_gets_the_dav_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = make_store(dir.path()).await;
+    set_format_version(dir.path(), 4).unwrap();
+    {
+        let db = redb::Database::open(dir.path().join("store.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        for t in [
+            "dav_collections",
+            "dav_collection_by_name",
+            "dav_resources",
+            "dav_content",
+            "dav_uids",
+            "dav_removed",
+        ] {
+            assert!(w.delete_table(TableDefinition::<(), ()>::new(t)).unwrap());
+        }
+        w.commit().unwrap();
+        db.close().unwrap();
+    }
+    let store = open(dir.path()).unwrap();
+    assert!(store.dav_collections(account).await.unwrap().is_empty());
+    let c = store
+        .dav_collection_create(
+            NewDavCollection {
+                account,
+                kind: DavKind::Calendar,
+                name: "default".into(),
+                display_name: "Calendar".into(),
+                description: String::new(),
+                color: String::new(),
+                components: vec!["VEVENT".into()],
+            },
+            DavLimits::NONE,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.dav_collections(account).await.unwrap(), [c]);
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(format_version(dir.path()).unwrap(), Some(STORE_FORMAT));
+    let found = copies(dir.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    let name = found[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("store-schema-4-"), "{name}");
+}

@@ -103,6 +103,9 @@ conformance!(
     metadata_shared_entries,
     metadata_events,
     save_dates,
+    dav_collections,
+    dav_resources,
+    dav_sync_changes,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,7 +476,9 @@ async fn migration_to_save_dates_and_metadata() {
     // Back to schema 8.
     c.batch_execute(
         "DROP TABLE metadata; ALTER TABLE messages DROP COLUMN saved; \
-         ALTER TABLE kept DROP COLUMN saved; DELETE FROM postern_schema WHERE version >= 9",
+         ALTER TABLE kept DROP COLUMN saved; \
+         DROP TABLE dav_removed; DROP TABLE dav_resources; DROP TABLE dav_collections; \
+         DELETE FROM postern_schema WHERE version >= 9",
     )
     .await
     .unwrap();
@@ -491,6 +496,47 @@ async fn migration_to_save_dates_and_metadata() {
         .await
         .unwrap()
         .unwrap();
+    store.close().await.unwrap();
+    drop(c);
+    db.drop_db().await;
+}
+
+/// A database of schema 9 gets the calendar and address book tables, empty, when migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_to_dav_collections() {
+    let db = TestDb::new().await;
+    let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    let (a, _) = suite::setup_account(store.clone(), "old@example.test").await;
+    store.close().await.unwrap();
+    let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(
+        "DROP TABLE dav_removed; DROP TABLE dav_resources; DROP TABLE dav_collections; \
+         DELETE FROM postern_schema WHERE version >= 10",
+    )
+    .await
+    .unwrap();
+    let store = PgStore::connect(&db.url, Options::default()).await.unwrap();
+    assert!(store.dav_collections(a.id).await.unwrap().is_empty());
+    let col = store
+        .dav_collection_create(
+            NewDavCollection {
+                account: a.id,
+                kind: DavKind::AddressBook,
+                name: "default".into(),
+                display_name: "Contacts".into(),
+                description: String::new(),
+                color: String::new(),
+                components: Vec::new(),
+            },
+            DavLimits::NONE,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.dav_collections(a.id).await.unwrap(), [col]);
     store.close().await.unwrap();
     drop(c);
     db.drop_db().await;
@@ -515,6 +561,7 @@ async fn migration_carries_subscriptions_over() {
          DROP TABLE report_tallies; DROP TABLE received_reports; DROP TABLE stats; \
          DROP TABLE acl; DROP TABLE seen_private; DROP TABLE send_as; \
          DROP TABLE metadata; ALTER TABLE messages DROP COLUMN saved; \
+         DROP TABLE dav_removed; DROP TABLE dav_resources; DROP TABLE dav_collections; \
          ALTER TABLE accounts DROP COLUMN shared; \
          DELETE FROM postern_schema WHERE version >= 5; \
          UPDATE mailboxes SET subscribed = (name <> 'Junk')",

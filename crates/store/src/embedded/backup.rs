@@ -136,6 +136,12 @@ fn copy_records(r: &ReadTransaction, w: &WriteTransaction) -> Result<()> {
         SEND_AS_BY_DELEGATE,
         METADATA,
         METADATA_BY_MAILBOX,
+        DAV_COLLECTIONS,
+        DAV_COLLECTION_BY_NAME,
+        DAV_RESOURCES,
+        DAV_CONTENT,
+        DAV_UIDS,
+        DAV_REMOVED,
     );
     Ok(())
 }

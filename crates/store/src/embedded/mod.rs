@@ -15,6 +15,7 @@ macro_rules! expect_output {
 
 pub mod backup;
 mod blobs;
+mod dav;
 mod directory;
 mod mail;
 mod metadata;
@@ -433,6 +434,12 @@ fn init_tables(db: &Database) -> Result<()> {
         w.open_table(SEND_AS_BY_DELEGATE).map_err(db_err)?;
         w.open_table(METADATA).map_err(db_err)?;
         w.open_table(METADATA_BY_MAILBOX).map_err(db_err)?;
+        w.open_table(DAV_COLLECTIONS).map_err(db_err)?;
+        w.open_table(DAV_COLLECTION_BY_NAME).map_err(db_err)?;
+        w.open_table(DAV_RESOURCES).map_err(db_err)?;
+        w.open_table(DAV_CONTENT).map_err(db_err)?;
+        w.open_table(DAV_UIDS).map_err(db_err)?;
+        w.open_table(DAV_REMOVED).map_err(db_err)?;
     }
     w.commit().map_err(db_err)?;
     Ok(())

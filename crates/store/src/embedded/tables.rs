@@ -88,7 +88,23 @@ pub const METADATA: TableDefinition<(u64, u64, &str), &[u8]> = TableDefinition::
 pub const METADATA_BY_MAILBOX: TableDefinition<(u64, u64), ()> =
     TableDefinition::new("metadata_by_mailbox");
 
+/// id → collection record: calendars and address books.
+pub const DAV_COLLECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("dav_collections");
+/// (account, kind code, name) → collection id.
+pub const DAV_COLLECTION_BY_NAME: TableDefinition<(u64, u8, &str), u64> =
+    TableDefinition::new("dav_collection_by_name");
+/// (collection, name) → resource record without its content.
+pub const DAV_RESOURCES: TableDefinition<(u64, &str), &[u8]> =
+    TableDefinition::new("dav_resources");
+/// (collection, name) → the resource's bytes.
+pub const DAV_CONTENT: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("dav_content");
+/// (collection, UID) → the name of the resource with it.
+pub const DAV_UIDS: TableDefinition<(u64, &str), &str> = TableDefinition::new("dav_uids");
+/// (collection, name) → the sync at which it was removed: what sync-collection reports gone.
+pub const DAV_REMOVED: TableDefinition<(u64, &str), u64> = TableDefinition::new("dav_removed");
+
 pub const NEXT_ACCOUNT: &str = "next_account";
+pub const NEXT_DAV_COLLECTION: &str = "next_dav_collection";
 pub const NEXT_MAILBOX: &str = "next_mailbox";
 pub const NEXT_BLOB: &str = "next_blob";
 pub const NEXT_QUEUE: &str = "next_queue";
@@ -100,7 +116,8 @@ pub const STORE_ID: &str = "store_id";
 /// 2: subscriptions in their own table (carried over from the mailbox records).
 /// 3: sharing (`ACL`, `SEEN_PRIVATE`, `SEND_AS` and their indexes; `Account::shared`).
 /// 4: save dates in message records (RFC 8514), IMAP METADATA (`METADATA` and its index).
-pub const SCHEMA: u64 = 4;
+/// 5: calendars and address books (`DAV_*` tables, which start empty).
+pub const SCHEMA: u64 = 5;
 
 pub fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")

@@ -46,6 +46,8 @@ pub(super) fn migrate(w: &redb::WriteTransaction, from: u64) -> Result<()> {
     // run on this store: it drops `shared` from every account record it rewrites, and deleting
     // an account or a mailbox it leaves access-list lines and send-as grants behind, which a
     // new account of the same address would inherit.
+    // 5 adds the calendar and address book tables, empty too: a format-4 build deleting an
+    // account would leave its collections behind, and its backups would drop them.
     Ok(())
 }
 

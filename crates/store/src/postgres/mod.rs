@@ -19,6 +19,7 @@ macro_rules! tx {
 }
 
 mod backup;
+mod dav;
 mod delivery;
 mod directory;
 mod kept;

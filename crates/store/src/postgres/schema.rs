@@ -210,6 +210,40 @@ CREATE TABLE metadata (
 CREATE UNIQUE INDEX metadata_key ON metadata (account, (coalesce(mailbox, 0)), name);
 CREATE INDEX metadata_by_mailbox ON metadata (mailbox);
 "#,
+    // Calendars and address books (CalDAV, CardDAV): collections go with their account,
+    // resources and the names removed (what sync-collection reports gone) with their
+    // collection. `record` holds the collection's properties as JSON.
+    r#"
+CREATE TABLE dav_collections (
+    id bigserial PRIMARY KEY,
+    account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind text NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    record text NOT NULL,
+    sync bigint NOT NULL,
+    created bigint NOT NULL,
+    UNIQUE (account, kind, name)
+);
+CREATE TABLE dav_resources (
+    collection bigint NOT NULL REFERENCES dav_collections(id) ON DELETE CASCADE,
+    name text COLLATE "C" NOT NULL,
+    etag text NOT NULL,
+    component text NOT NULL,
+    uid text NOT NULL,
+    span_start bigint,
+    span_end bigint,
+    modseq bigint NOT NULL,
+    content bytea NOT NULL,
+    PRIMARY KEY (collection, name)
+);
+CREATE INDEX dav_resources_by_uid ON dav_resources (collection, uid);
+CREATE TABLE dav_removed (
+    collection bigint NOT NULL REFERENCES dav_collections(id) ON DELETE CASCADE,
+    name text COLLATE "C" NOT NULL,
+    modseq bigint NOT NULL,
+    PRIMARY KEY (collection, name)
+);
+"#,
 ];
 
 /// An arbitrary number all nodes agree on: one of them migrates at a time.

@@ -18,6 +18,8 @@ struct State {
     mailboxes: BTreeMap<(String, String), Folder>,
     shared: Vec<(String, bool)>,
     send_as: Vec<SendAsGrant>,
+    /// Each account's calendars and address books, with their resources (content included).
+    dav: Vec<(String, DavCollection, Vec<DavResource>)>,
 }
 
 type Folder = (
@@ -31,6 +33,19 @@ type Folder = (
 async fn state(store: &dyn Store) -> State {
     let mut mailboxes = BTreeMap::new();
     let accounts = store.account_list().await.unwrap();
+    let mut dav = Vec::new();
+    for a in &accounts {
+        for c in store.dav_collections(a.id).await.unwrap() {
+            let mut res = store.dav_resources(c.id, None, true).await.unwrap();
+            for r in &mut res {
+                // Listed contents are what a read of each gives.
+                let one = store.dav_resource(c.id, &r.name).await.unwrap().unwrap();
+                assert_eq!(one.content, r.content);
+            }
+            res.sort_by(|x, y| x.name.cmp(&y.name));
+            dav.push((a.address.clone(), c, res));
+        }
+    }
     for a in &accounts {
         for m in store.mailbox_list(a.id).await.unwrap() {
             let mut msgs = Vec::new();
@@ -64,6 +79,7 @@ async fn state(store: &dyn Store) -> State {
             .map(|a| (a.address.clone(), a.shared))
             .collect(),
         send_as: store.send_as_list().await.unwrap(),
+        dav,
     }
 }
 
@@ -164,7 +180,42 @@ pub async fn backups(store: Arc<dyn Store>, spool: &Path) {
         .send_as_set(&info.address, "keep@example.test", Some(SendAs::OnBehalf))
         .await
         .unwrap();
+    // A calendar with an event, and one removed (sync-collection reports it gone).
+    let cal = store
+        .dav_collection_create(
+            NewDavCollection {
+                account: a.id,
+                kind: DavKind::Calendar,
+                name: "work".into(),
+                display_name: "Work".into(),
+                description: String::new(),
+                color: "#123456".into(),
+                components: vec!["VEVENT".into()],
+            },
+            DavLimits::NONE,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    for n in ["a.ics", "b.ics"] {
+        store
+            .dav_resource_put(
+                cal.id,
+                super::dav::put(n, n, n, (Some(5), None)),
+                DavLimits::NONE,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    store
+        .dav_resource_delete(cal.id, "b.ics", DavCondition::Always)
+        .await
+        .unwrap()
+        .unwrap();
     let before = state(&*store).await;
+    assert_eq!(before.dav.len(), 1);
+    assert_eq!(before.dav[0].2.len(), 1);
     assert_eq!(before.send_as.len(), 1);
     assert!(before.shared.contains(&(info.address.clone(), true)));
     assert_eq!(

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use postern_store::*;
 
 pub mod backup;
+pub mod dav;
 pub mod metadata;
 pub mod share;
 pub mod stats;
 pub use backup::backups;
+pub use dav::*;
 pub use metadata::*;
 pub use share::*;
 pub use stats::stats_series;

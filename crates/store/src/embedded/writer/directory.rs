@@ -138,6 +138,7 @@ impl Tables<'_> {
         }
         self.forget_account_shares(&a, fx)?;
         self.forget_account_metadata(id)?;
+        self.forget_account_dav(id)?;
         self.accounts.remove(id).map_err(db_err)?;
         self.forget_subscriptions(id)?;
         self.sieve_active.remove(id).map_err(db_err)?;

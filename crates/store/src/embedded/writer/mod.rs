@@ -7,6 +7,7 @@
 //! nothing of it is committed.
 
 mod blobs;
+mod dav;
 mod directory;
 mod kept;
 mod mail;
@@ -88,6 +89,11 @@ pub enum Job {
         changes: MetadataChanges,
         limits: MetadataLimits,
     },
+    DavCollectionCreate(NewDavCollection, DavLimits),
+    DavCollectionUpdate(CollectionId, DavCollectionUpdate),
+    DavCollectionDelete(CollectionId),
+    DavResourcePut(CollectionId, DavPut, DavLimits),
+    DavResourceDelete(CollectionId, String, DavCondition),
 }
 
 pub enum Output {
@@ -105,6 +111,9 @@ pub enum Output {
     Count(u64),
     Tallies(Vec<ReportTally>),
     Metadata(Result<(), MetadataRefused>),
+    DavCollection(Result<DavCollection, DavRefused>),
+    DavResource(Result<DavResource, DavRefused>),
+    DavDeleted(Result<(), DavRefused>),
 }
 
 pub struct Request {
@@ -210,6 +219,8 @@ impl Job {
                 | Job::AclSet(_, _, Some(_))
                 | Job::SendAsSet(_, _, Some(_))
                 | Job::MetadataSet { .. }
+                | Job::DavCollectionCreate(..)
+                | Job::DavResourcePut(..)
         )
     }
 }
@@ -448,6 +459,12 @@ struct Tables<'t> {
     send_as_by_delegate: Table<'t, (&'static str, &'static str), ()>,
     metadata: Table<'t, (u64, u64, &'static str), &'static [u8]>,
     metadata_by_mailbox: Table<'t, (u64, u64), ()>,
+    dav_collections: Table<'t, u64, &'static [u8]>,
+    dav_collection_by_name: Table<'t, (u64, u8, &'static str), u64>,
+    dav_resources: Table<'t, (u64, &'static str), &'static [u8]>,
+    dav_content: Table<'t, (u64, &'static str), &'static [u8]>,
+    dav_uids: Table<'t, (u64, &'static str), &'static str>,
+    dav_removed: Table<'t, (u64, &'static str), u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -489,6 +506,12 @@ impl<'t> Tables<'t> {
             send_as_by_delegate: w.open_table(SEND_AS_BY_DELEGATE).map_err(db_err)?,
             metadata: w.open_table(METADATA).map_err(db_err)?,
             metadata_by_mailbox: w.open_table(METADATA_BY_MAILBOX).map_err(db_err)?,
+            dav_collections: w.open_table(DAV_COLLECTIONS).map_err(db_err)?,
+            dav_collection_by_name: w.open_table(DAV_COLLECTION_BY_NAME).map_err(db_err)?,
+            dav_resources: w.open_table(DAV_RESOURCES).map_err(db_err)?,
+            dav_content: w.open_table(DAV_CONTENT).map_err(db_err)?,
+            dav_uids: w.open_table(DAV_UIDS).map_err(db_err)?,
+            dav_removed: w.open_table(DAV_REMOVED).map_err(db_err)?,
         })
     }
 
@@ -558,6 +581,19 @@ impl<'t> Tables<'t> {
             } => self
                 .metadata_set(account, mailbox, &changes, &limits, fx)
                 .map(Output::Metadata),
+            Job::DavCollectionCreate(new, limits) => self
+                .dav_collection_create(new, &limits)
+                .map(Output::DavCollection),
+            Job::DavCollectionUpdate(id, update) => self
+                .dav_collection_update(id, update)
+                .map(|c| Output::DavCollection(Ok(c))),
+            Job::DavCollectionDelete(id) => self.dav_collection_delete(id).map(|_| Output::Unit),
+            Job::DavResourcePut(collection, put, limits) => self
+                .dav_resource_put(collection, put, &limits)
+                .map(Output::DavResource),
+            Job::DavResourceDelete(collection, name, condition) => self
+                .dav_resource_delete(collection, &name, &condition)
+                .map(Output::DavDeleted),
             Job::SievePut(account, name, source) => self.sieve_put(account, &name, &source),
             Job::SieveActivate(account, name) => self.sieve_activate(account, name, fx),
             Job::SieveDelete(account, name) => self.sieve_delete(account, &name),
