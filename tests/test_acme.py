@@ -236,7 +236,7 @@ def test_failed_challenge_keeps_the_old_certificate(env):
     wait_issued(e)
     before = facts(served(s.port("imaps"), HOST))
     # The name now leads to an address where nothing answers: the CA's check fails.
-    e.dns.start(a=[(HOST, "127.0.0.9")])
+    e.dns.start(a=[(HOST, "127.0.0.237")])
     r = s.cli("acme", "renew", "--force", check=False)
     out = r.stdout + r.stderr
     assert "failed" in out and "fix" in out.lower(), out
