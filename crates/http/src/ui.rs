@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 const PAGE: &str = include_str!("../ui/index.html");
 const SCRIPT: &str = include_str!("../ui/app.js");
+const COMMON: &str = include_str!("../ui/common.js");
 const CHARTS: &str = include_str!("../ui/charts.js");
 const STYLE: &str = include_str!("../ui/app.css");
 const MAIL_PAGE: &str = include_str!("../ui/mail.html");
@@ -61,6 +62,7 @@ pub(crate) async fn mail_page() -> Response {
 pub(crate) async fn asset(Path(file): Path<String>) -> Response {
     match file.as_str() {
         "app.js" => served(SCRIPT, "text/javascript; charset=utf-8"),
+        "common.js" => served(COMMON, "text/javascript; charset=utf-8"),
         "charts.js" => served(CHARTS, "text/javascript; charset=utf-8"),
         "app.css" => served(STYLE, "text/css; charset=utf-8"),
         "mail.js" => served(MAIL_SCRIPT, "text/javascript; charset=utf-8"),

@@ -268,6 +268,37 @@ async fn first_domain(directory: &Directory, cfg: &Config) -> String {
 /// Takes a message from a local program: the user's address from `[sendmail]`, the header
 /// completed (From, Date, Message-ID when missing; Bcc removed), every recipient routed as a
 /// logged-in user's would be, then ingest as a submission.
+/// A recipient of mail a logged-in user sends (sendmail, the webmail), routed as SMTP routes
+/// it at RCPT: our addresses to their mailboxes (as `sender` may reach them), others remote.
+pub(crate) async fn recipient(
+    directory: &Directory,
+    sender: &str,
+    address: String,
+) -> Result<Recipient, String> {
+    let domain = domain_of(&address).to_ascii_lowercase();
+    let local = directory
+        .is_local_domain(&domain)
+        .await
+        .map_err(|e| e.to_string())?;
+    let dests = if local {
+        match directory.expand_from(&address, sender, true).await {
+            Ok(Routed::To(d)) if !d.is_empty() => d,
+            Ok(Routed::Denied(why)) => return Err(format!("{address}: {why}")),
+            Ok(_) => return Err(format!("{address}: no mailbox by this name")),
+            Err(e) => return Err(e.to_string()),
+        }
+    } else {
+        vec![Destination::Remote(address.clone())]
+    };
+    Ok(Recipient {
+        address,
+        orcpt: None,
+        notify: None,
+        dests,
+        role: false,
+    })
+}
+
 pub async fn submit(ingest: &Ingest, s: Submission) -> Result<String, String> {
     let cfg = &*ingest.config;
     let directory = &ingest.directory;
@@ -354,28 +385,7 @@ pub async fn submit(ingest: &Ingest, s: Submission) -> Result<String, String> {
         if !seen.insert(address.to_ascii_lowercase()) {
             continue;
         }
-        let domain = domain_of(&address).to_ascii_lowercase();
-        let local = directory
-            .is_local_domain(&domain)
-            .await
-            .map_err(|e| e.to_string())?;
-        let dests = if local {
-            match directory.expand_from(&address, &account, true).await {
-                Ok(Routed::To(d)) if !d.is_empty() => d,
-                Ok(Routed::Denied(why)) => return Err(format!("{address}: {why}")),
-                Ok(_) => return Err(format!("{address}: no mailbox by this name")),
-                Err(e) => return Err(e.to_string()),
-            }
-        } else {
-            vec![Destination::Remote(address.clone())]
-        };
-        rcpts.push(Recipient {
-            address,
-            orcpt: None,
-            notify: None,
-            dests,
-            role: false,
-        });
+        rcpts.push(recipient(directory, &account, address).await?);
     }
     if rcpts.is_empty() {
         return Err(

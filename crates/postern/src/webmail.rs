@@ -2,7 +2,7 @@
 //! limits, recipients routed as at RCPT, the size limit, then ingest with the user's account
 //! (From and Sender checked against what they may send as), signing and the queue.
 
-use postern_directory::{Destination, Routed, domain_of, normalize_address};
+use postern_directory::normalize_address;
 use postern_http::Outgoing;
 use postern_ingest::{Arrival, Envelope, Incoming, Ingest, Outcome, Raw, Recipient};
 use postern_smtp::abuse::Abuse;
@@ -50,27 +50,7 @@ pub async fn submit(ingest: &Ingest, abuse: &Abuse, out: Outgoing) -> Result<Str
                 postern_smtp::abuse::in_words(w.left)
             ));
         }
-        let local = directory
-            .is_local_domain(&domain_of(&address).to_ascii_lowercase())
-            .await
-            .map_err(|e| e.to_string())?;
-        let dests = if local {
-            match directory.expand_from(&address, &user, true).await {
-                Ok(Routed::To(d)) if !d.is_empty() => d,
-                Ok(Routed::Denied(why)) => return Err(format!("{address}: {why}")),
-                Ok(_) => return Err(format!("{address}: no mailbox by this name")),
-                Err(e) => return Err(e.to_string()),
-            }
-        } else {
-            vec![Destination::Remote(address.clone())]
-        };
-        rcpts.push(Recipient {
-            address,
-            orcpt: None,
-            notify: None,
-            dests,
-            role: false,
-        });
+        rcpts.push(crate::sendmail::recipient(directory, &user, address).await?);
     }
     if rcpts.is_empty() {
         return Err("give at least one recipient".into());
