@@ -526,16 +526,16 @@ impl ImapCore {
                     else {
                         unreachable!()
                     };
-                    match job.run(self).await {
+                    match Box::pin(job.run(self)).await {
                         Ok(false) => {
                             self.phase = Phase::Fetching(job);
                             return Step::Flush;
                         }
                         Ok(true) => {
-                            let r = job.finish(self).await;
-                            self.finish(&job.tag, job.name(), r).await;
+                            let r = Box::pin(job.finish(self)).await;
+                            Box::pin(self.finish(&job.tag, job.name(), r)).await;
                         }
-                        Err(f) => self.finish(&job.tag, job.name(), Err(f)).await,
+                        Err(f) => Box::pin(self.finish(&job.tag, job.name(), Err(f))).await,
                     }
                     continue;
                 }
@@ -545,7 +545,7 @@ impl ImapCore {
                     else {
                         unreachable!()
                     };
-                    match job.run(self).await {
+                    match Box::pin(job.run(self)).await {
                         Ok(false) => {
                             self.phase = Phase::Notifying { job, then };
                             return Step::Flush;
@@ -563,14 +563,14 @@ impl ImapCore {
                 Phase::Idling { changed, .. } if *changed => {
                     *changed = false;
                     if self.state == State::Selected
-                        && let Err(bye) = self.recheck_rights().await
+                        && let Err(bye) = Box::pin(self.recheck_rights()).await
                     {
                         self.respond("*", Err(bye));
                         continue;
                     }
                     if self.state == State::Selected {
                         let mut out = std::mem::take(&mut self.out);
-                        let r = self.sync(&mut out, true).await;
+                        let r = Box::pin(self.sync(&mut out, true)).await;
                         self.out = out;
                         if let Err(e) = r {
                             warn!(error = %e, "mailbox sync failed");
@@ -585,7 +585,7 @@ impl ImapCore {
             let Some(frame) = self.framer.take() else {
                 let idling = matches!(self.phase, Phase::Idling { .. });
                 if (idling || matches!(self.phase, Phase::Ready)) && self.notify_due() {
-                    if let Some(job) = self.notify_flush(idling).await {
+                    if let Some(job) = Box::pin(self.notify_flush(idling)).await {
                         let then = std::mem::replace(&mut self.phase, Phase::Ready);
                         self.phase = Phase::Notifying {
                             job: Box::new(job),
@@ -596,7 +596,9 @@ impl ImapCore {
                 }
                 return Step::Read(self.wait());
             };
-            self.handle(frame).await;
+            // Boxed, as every await here: the future of a session waiting for input stays
+            // small (it lives as long as the connection).
+            Box::pin(self.handle(frame)).await;
         }
     }
 

@@ -128,14 +128,14 @@ impl ImapServer {
                 Step::StartTls => {
                     let Some(tls) = &self.tls else { return };
                     let limit = self.config.tls.handshake_timeout.duration();
-                    if io.upgrade(tls, limit).await.is_err() {
+                    if Box::pin(io.upgrade(tls, limit)).await.is_err() {
                         return;
                     }
                     core.tls_started();
                 }
                 Step::Authenticate { user, password } => {
                     let d = &self.directory;
-                    let outcome = d.authenticate(&user, &password, ip, "imap").await;
+                    let outcome = Box::pin(d.authenticate(&user, &password, ip, "imap")).await;
                     if matches!(outcome, Ok(AuthOutcome::Failed | AuthOutcome::Disabled)) {
                         tokio::time::sleep(d.failure_delay()).await;
                     }
