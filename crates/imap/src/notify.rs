@@ -62,7 +62,8 @@ pub(crate) struct Notify {
 #[derive(Debug, Default)]
 struct Pending {
     selected: bool,
-    mailboxes: BTreeSet<u64>,
+    /// Mailboxes whose messages changed, with their owners.
+    mailboxes: BTreeMap<u64, u64>,
     list: bool,
     /// (keeper, mailbox or None for the server, entry names).
     metadata: Vec<(u64, Option<u64>, Vec<String>)>,
@@ -267,8 +268,10 @@ impl ImapCore {
             Some(StoreEvent::Acl { mailbox, .. }) if Some(*mailbox) == selected => {
                 p.selected = true;
             }
-            Some(StoreEvent::Mailbox { mailbox, .. }) => {
-                p.mailboxes.insert(*mailbox);
+            Some(StoreEvent::Mailbox {
+                account, mailbox, ..
+            }) => {
+                p.mailboxes.insert(*mailbox, *account);
             }
             Some(StoreEvent::MailboxList { account }) if *account == me => p.list = true,
             Some(StoreEvent::Metadata {
@@ -342,8 +345,9 @@ impl ImapCore {
         if p.list {
             self.tell_names(out).await?;
         }
-        if p.all || !p.mailboxes.is_empty() {
-            self.tell_status(out, if p.all { None } else { Some(&p.mailboxes) })
+        let mailboxes = self.readable(&p.mailboxes).await?;
+        if p.all || !mailboxes.is_empty() {
+            self.tell_status(out, if p.all { None } else { Some(&mailboxes) })
                 .await?;
         }
         for (keeper, mailbox, names) in p.metadata {
@@ -573,6 +577,25 @@ impl ImapCore {
         }
         push(out, "\r\n");
         Ok(())
+    }
+
+    /// Of the mailboxes changed, those the user may read: their own, and others' that grant
+    /// them `r` (one look at the access list each: mail for other accounts costs little).
+    async fn readable(&mut self, changed: &BTreeMap<u64, u64>) -> Result<BTreeSet<u64>, Fail> {
+        let me = self.account_id();
+        let mut out = BTreeSet::new();
+        for (&mailbox, &owner) in changed {
+            if owner == me {
+                out.insert(mailbox);
+                continue;
+            }
+            let acl = self.store().acl_get(mailbox).await?;
+            let ids = self.identifiers.as_deref().unwrap_or_default();
+            if postern_store::rights_in(&acl, ids).contains(Rights::READ) {
+                out.insert(mailbox);
+            }
+        }
+        Ok(out)
     }
 
     /// The user's mailbox names by id, and their subscriptions.
