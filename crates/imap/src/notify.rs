@@ -630,10 +630,7 @@ impl ImapCore {
             .into_iter()
             .map(|m| (m, true))
             .collect();
-        for mb in self.shared_mailboxes().await? {
-            let acl = self.store().acl_get(mb.id).await?;
-            let rights =
-                postern_store::rights_in(&acl, self.identifiers.as_deref().unwrap_or_default());
+        for (mb, rights) in self.shared_with_rights().await? {
             if rights.contains(Rights::READ) {
                 out.push((mb, false));
             }

@@ -172,6 +172,16 @@ impl ImapCore {
 
     /// The folders others share with this user (those it may look up), named as it sees them.
     pub(crate) async fn shared_mailboxes(&mut self) -> Result<Vec<Mailbox>, Fail> {
+        Ok(self
+            .shared_with_rights()
+            .await?
+            .into_iter()
+            .map(|(mb, _)| mb)
+            .collect())
+    }
+
+    /// [`ImapCore::shared_mailboxes`], each with the user's rights on it.
+    pub(crate) async fn shared_with_rights(&mut self) -> Result<Vec<(Mailbox, Rights)>, Fail> {
         let ids = self.identifiers().await?;
         let me = self.account_id();
         let mut rights: BTreeMap<u64, (Mailbox, Rights)> = BTreeMap::new();
@@ -197,7 +207,7 @@ impl ImapCore {
             }
             if let Some(Some(owner)) = owners.get(&mb.account) {
                 mb.name = self.shown_name(owner, &mb.name);
-                out.push(mb);
+                out.push((mb, r));
             }
         }
         Ok(out)
